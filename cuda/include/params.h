@@ -1,0 +1,170 @@
+/*
+ * params.h — the kernel parameter structs, the one file shared by the CUDA kernels, the host
+ * emulator and Rust (turned into `#[repr(C)]` structs by bindgen in build.rs, with layout tests).
+ *
+ * Rules, so that C, CUDA and Rust agree byte for byte:
+ *   - fixed-width integers and float only; no bool, no enums as fields (uint32_t codes instead);
+ *   - device pointers are uint64_t (a CUdeviceptr); 0 means "absent" where a field says so;
+ *   - every struct is padded explicitly to a multiple of 8 bytes (fields named _pad*);
+ *   - kernels take them by value: `extern "C" __global__ void k(const __grid_constant__ XParams p)`.
+ *
+ * Packed layout (see src/reference/ops.rs): all tokens of a batch are rows of one
+ * [tokens, width] matrix; sequence b owns rows cu_seqlens[b] .. cu_seqlens[b+1].
+ *
+ * CUDA-graph rule: a graph is captured once per capacity bucket and replayed for every batch that
+ * fits it, so the *actual* token and sequence counts are not kernel arguments: kernels read them
+ * from a BatchDesc in device memory (written by one host-to-device copy per batch) and exit early
+ * past them. `max_*` fields are capacities that only size the grid.
+ */
+#ifndef MODERNBERT_PARAMS_H
+#define MODERNBERT_PARAMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Lives in device memory, one per batch. */
+typedef struct BatchDesc {
+    uint32_t tokens;     /* rows of the packed matrices actually in use */
+    uint32_t sequences;  /* sequences in the batch */
+    uint32_t max_seqlen; /* longest sequence of the batch */
+    uint32_t _pad0;
+} BatchDesc;
+
+/* Activation codes (ModernBERT uses GELU with erf everywhere). */
+#define MB_ACT_GELU_ERF 0u
+#define MB_ACT_GELU_TANH 1u
+
+/* Pooling codes. */
+#define MB_POOL_CLS 0u
+#define MB_POOL_MEAN 1u
+
+/* embeddings.cu: out[t] = LayerNorm(table[ids[t]]) */
+typedef struct EmbeddingLayerNormParams {
+    uint64_t ids;    /* const uint32_t [tokens] */
+    uint64_t table;  /* const T [vocab, hidden] */
+    uint64_t weight; /* const T [hidden] */
+    uint64_t bias;   /* const T [hidden], or 0 (norm_bias = false) */
+    uint64_t out;    /* T [tokens, hidden] */
+    uint64_t batch;  /* const BatchDesc* */
+    uint32_t max_tokens;
+    uint32_t hidden;
+    uint32_t vocab;  /* ids >= vocab are clamped to 0 (the host validates ids before) */
+    float eps;
+} EmbeddingLayerNormParams;
+
+/* layernorm.cu: if delta != 0 { residual += delta } ; out = LayerNorm(residual) */
+typedef struct LayerNormParams {
+    uint64_t residual; /* T [tokens, hidden]; updated in place when delta != 0 */
+    uint64_t delta;    /* const T [tokens, hidden], or 0 for a plain LayerNorm */
+    uint64_t weight;   /* const T [hidden] */
+    uint64_t bias;     /* const T [hidden], or 0 */
+    uint64_t out;      /* T [tokens, hidden] */
+    uint64_t batch;    /* const BatchDesc* */
+    uint32_t max_tokens;
+    uint32_t hidden;
+    float eps;
+    uint32_t _pad0;
+} LayerNormParams;
+
+/* rope.cu: rotate-half RoPE on the Q and K parts of qkv, in place. Positions restart at 0 for each
+ * sequence (derived from cu_seqlens); angles pos * inv_freq in fp32, inv_freq = theta^(-2k/d). */
+typedef struct RopeParams {
+    uint64_t qkv;        /* T [tokens, 3, heads, head_dim]; V is not touched */
+    uint64_t cu_seqlens; /* const uint32_t [sequences + 1] */
+    uint64_t batch;      /* const BatchDesc* */
+    uint32_t max_tokens;
+    uint32_t heads;
+    uint32_t head_dim;
+    float theta;
+} RopeParams;
+
+/* attention.cu: varlen bidirectional attention, head_dim 64, online softmax (FA2 style). */
+typedef struct AttentionParams {
+    uint64_t qkv;        /* const T [tokens, 3, heads, 64], RoPE already applied */
+    uint64_t out;        /* T [tokens, heads * 64] (heads merged head-major) */
+    uint64_t cu_seqlens; /* const uint32_t [sequences + 1] */
+    uint64_t key_lens;   /* const uint32_t [sequences]: leading tokens that are keys; 0 = all */
+    uint64_t batch;      /* const BatchDesc* */
+    uint32_t max_sequences;
+    uint32_t max_seqlen; /* capacity: sizes the grid's query-tile dimension */
+    uint32_t heads;
+    uint32_t head_dim;   /* must be 64 */
+    int32_t window_radius; /* < 0: global; else key j visible to query i iff |i - j| <= radius */
+    float softmax_scale;   /* 1 / sqrt(head_dim) */
+} AttentionParams;
+
+/* geglu.cu: out[t, j] = act(h[t, j]) * h[t, I + j] */
+typedef struct GegluParams {
+    uint64_t h;     /* const T [tokens, 2 * inter] */
+    uint64_t out;   /* T [tokens, inter] */
+    uint64_t batch; /* const BatchDesc* */
+    uint32_t max_tokens;
+    uint32_t inter;
+    uint32_t activation; /* MB_ACT_* */
+    uint32_t _pad0;
+} GegluParams;
+
+/* unpad.cu: padded [sequences, padded_len, width] <-> packed [tokens, width].
+ * unpad: packed[cu_seqlens[b] + i] = padded[b, i] for i < len(b).
+ * repad: padded[b, i] = i < len(b) ? packed[cu_seqlens[b] + i] : 0 (every padded element written). */
+typedef struct PadParams {
+    uint64_t padded;     /* T [max_sequences, padded_len, width] */
+    uint64_t packed;     /* T [tokens, width] */
+    uint64_t cu_seqlens; /* const uint32_t [sequences + 1] */
+    uint64_t batch;      /* const BatchDesc* */
+    uint32_t max_sequences;
+    uint32_t padded_len;
+    uint32_t width;      /* elements per row */
+    uint32_t _pad0;
+} PadParams;
+
+/* pooling.cu: one vector per sequence: CLS row or mean over the first key_lens[b] rows, optional
+ * L2 normalisation, first out_dim of hidden dims kept (Matryoshka; normalised after truncation). */
+typedef struct PoolParams {
+    uint64_t hidden;     /* const T [tokens, hidden_dim] */
+    uint64_t out;        /* float [sequences, out_dim] */
+    uint64_t cu_seqlens; /* const uint32_t [sequences + 1] */
+    uint64_t key_lens;   /* const uint32_t [sequences], or 0 = whole sequence */
+    uint64_t batch;      /* const BatchDesc* */
+    uint32_t max_sequences;
+    uint32_t hidden_dim;
+    uint32_t out_dim;
+    uint32_t pooling;    /* MB_POOL_* */
+    uint32_t normalize;  /* 0 or 1 */
+    uint32_t _pad0;
+} PoolParams;
+
+/* mlm_head.cu: the prediction head after its dense GEMM: out = LayerNorm(act(x + dense_bias)). */
+typedef struct HeadActNormParams {
+    uint64_t x;          /* const T [tokens, hidden]: head.dense output */
+    uint64_t dense_bias; /* const T [hidden], or 0 (classifier_bias = false) */
+    uint64_t weight;     /* const T [hidden]: head.norm */
+    uint64_t bias;       /* const T [hidden], or 0 */
+    uint64_t out;        /* T [tokens, hidden] */
+    uint64_t batch;      /* const BatchDesc* or 0 = use max_tokens rows */
+    uint32_t max_tokens;
+    uint32_t hidden;
+    uint32_t activation; /* MB_ACT_* */
+    float eps;
+} HeadActNormParams;
+
+/* mlm_head.cu: logits[t, v] (float) = x[t, v] + bias[v] — the decoder bias, widened to fp32. */
+typedef struct BiasAddParams {
+    uint64_t x;     /* const T [rows, cols] */
+    uint64_t bias;  /* const T [cols], or 0 */
+    uint64_t out;   /* float [rows, cols] */
+    uint64_t batch; /* const BatchDesc* (rows = tokens) or 0 = use max_rows */
+    uint32_t max_rows;
+    uint32_t cols;
+} BiasAddParams;
+
+/* colbert.cu: out[t] = x[t] / max(||x[t]||_2, 1e-12), fp32 out. */
+typedef struct RowNormalizeParams {
+    uint64_t x;     /* const T [rows, dim] */
+    uint64_t out;   /* float [rows, dim] */
+    uint64_t batch; /* const BatchDesc* (rows = tokens) or 0 = use max_rows */
+    uint32_t max_rows;
+    uint32_t dim;
+} RowNormalizeParams;
+
+#endif /* MODERNBERT_PARAMS_H */

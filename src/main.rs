@@ -1,0 +1,265 @@
+//! The `modernbert` command line. Output: one JSON object per input text, one per line, in input
+//! order. Texts come from the arguments, or else from stdin, one per line exactly as given (only
+//! the line terminator is removed). Errors: one line on stderr and a non-zero exit status.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use modernbert::error::{Error, Result};
+use modernbert::hub::resolve_model;
+use modernbert::pipeline::{EmbedOptions, LoadOptions, Pipeline};
+use modernbert::reference::ops::Pooling;
+use modernbert::tokenize::OverlongPolicy;
+
+#[derive(Parser)]
+#[command(name = "modernbert", version, about = "ModernBERT inference: embeddings, fill-mask, classification, reranking, ColBERT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sentence embeddings: {"embedding": [...]} per text.
+    Embed {
+        #[command(flatten)]
+        common: Common,
+        /// Pooling (default: the directory's sentence-transformers config, else mean).
+        #[arg(long, value_enum)]
+        pooling: Option<PoolingArg>,
+        /// L2-normalise (default: on iff the directory has a Normalize module).
+        #[arg(long, overrides_with = "no_normalize")]
+        normalize: bool,
+        #[arg(long, overrides_with = "normalize")]
+        no_normalize: bool,
+        /// Keep the first N dimensions (Matryoshka), normalising after truncation.
+        #[arg(long)]
+        dim: Option<usize>,
+        /// A prompt name from config_sentence_transformers.json (e.g. "query").
+        #[arg(long)]
+        prompt_name: Option<String>,
+        /// A literal prompt prepended to each text (e.g. "search_query: ").
+        #[arg(long)]
+        prompt: Option<String>,
+        texts: Vec<String>,
+    },
+    /// Fill-mask: {"masks": [[{"id", "token", "score"}, ...], ...]} per text, one list per [MASK].
+    FillMask {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        texts: Vec<String>,
+    },
+    /// Sequence classification: {"logits": [...], "label": "...", "score": p} per text.
+    Classify {
+        #[command(flatten)]
+        common: Common,
+        texts: Vec<String>,
+    },
+    /// Cross-encoder reranking: {"score": s} per document.
+    Rerank {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        query: String,
+        documents: Vec<String>,
+    },
+    /// ColBERT multi-vectors (PyLate directories): {"vectors": [[...], ...]} per text.
+    Colbert {
+        #[command(flatten)]
+        common: Common,
+        /// Encode as queries ([Q] prefix, query expansion) instead of documents.
+        #[arg(long)]
+        query: bool,
+        texts: Vec<String>,
+    },
+    /// Config summary, parameter count, global/local layer pattern.
+    Info {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// A local checkpoint directory, or a Hugging Face repo id (downloaded and cached).
+    #[arg(long)]
+    model: String,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Refuse texts longer than the model's maximum instead of truncating them.
+    #[arg(long)]
+    no_truncate: bool,
+    /// Tokens per forward batch (longer requests are split; output order is kept).
+    #[arg(long, default_value_t = 16384)]
+    max_batch_tokens: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PoolingArg {
+    Cls,
+    Mean,
+}
+
+impl Common {
+    fn load(&self) -> Result<Pipeline> {
+        match self.device {
+            DeviceArg::Cpu | DeviceArg::Auto => {}
+            DeviceArg::Cuda => {
+                return Err(Error::Device(
+                    "the CUDA executor is not built yet; use --device cpu (or auto)".into(),
+                ))
+            }
+        }
+        let dir: PathBuf = resolve_model(&self.model)?;
+        let options = LoadOptions {
+            overlong: if self.no_truncate { OverlongPolicy::Refuse } else { OverlongPolicy::Truncate },
+            max_batch_tokens: self.max_batch_tokens,
+        };
+        Pipeline::load(&dir, &options)
+    }
+}
+
+/// The texts of a command: its arguments, or stdin lines when there are none.
+fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<String>> {
+    if !texts.is_empty() {
+        return Ok(texts);
+    }
+    let mut lines = Vec::new();
+    let mut reader = std::io::stdin().lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io("<stdin>", e))?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        let line = String::from_utf8(buf.clone())
+            .map_err(|e| Error::Input(format!("stdin line {} is not valid UTF-8 ({e})", lines.len() + 1)))?;
+        lines.push(line);
+    }
+    if lines.is_empty() {
+        return Err(Error::Input("no texts: give them as arguments or on stdin, one per line".into()));
+    }
+    Ok(lines)
+}
+
+fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let mut emit = |value: serde_json::Value| -> Result<()> {
+        writeln!(out, "{value}").map_err(|e| Error::io("<stdout>", e))
+    };
+    match cli.command {
+        Command::Embed { common, pooling, normalize, no_normalize, dim, prompt_name, prompt, texts } => {
+            let texts = texts_or_stdin(texts)?;
+            let pipeline = common.load()?;
+            let options = EmbedOptions {
+                pooling: pooling.map(|p| match p {
+                    PoolingArg::Cls => Pooling::Cls,
+                    PoolingArg::Mean => Pooling::Mean,
+                }),
+                normalize: if normalize { Some(true) } else if no_normalize { Some(false) } else { None },
+                dim,
+                prompt_name,
+                prompt,
+            };
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            for e in pipeline.embed(&refs, &options)? {
+                emit(json!({ "embedding": e }))?;
+            }
+        }
+        Command::FillMask { common, top_k, texts } => {
+            let texts = texts_or_stdin(texts)?;
+            let pipeline = common.load()?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            for masks in pipeline.fill_mask(&refs, top_k)? {
+                emit(json!({ "masks": masks }))?;
+            }
+        }
+        Command::Classify { common, texts } => {
+            let texts = texts_or_stdin(texts)?;
+            let pipeline = common.load()?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            for c in pipeline.classify(&refs)? {
+                emit(serde_json::to_value(c).expect("plain data serialises"))?;
+            }
+        }
+        Command::Rerank { common, query, documents } => {
+            let documents = texts_or_stdin(documents)?;
+            let pipeline = common.load()?;
+            let refs: Vec<&str> = documents.iter().map(String::as_str).collect();
+            for s in pipeline.rerank(&query, &refs)? {
+                emit(json!({ "score": s }))?;
+            }
+        }
+        Command::Colbert { common, query, texts } => {
+            let texts = texts_or_stdin(texts)?;
+            let pipeline = common.load()?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            for v in pipeline.colbert(&refs, query)? {
+                emit(json!({ "vectors": v }))?;
+            }
+        }
+        Command::Info { common } => {
+            let p = common.load()?;
+            let c = &p.config;
+            emit(json!({
+                "model": p.dir.display().to_string(),
+                "architectures": c.architectures,
+                "hidden_size": c.hidden_size,
+                "intermediate_size": c.intermediate_size,
+                "num_hidden_layers": c.num_hidden_layers,
+                "num_attention_heads": c.num_attention_heads,
+                "head_dim": c.head_dim(),
+                "vocab_size": c.vocab_size,
+                "max_position_embeddings": c.max_position_embeddings,
+                "norm_eps": c.norm_eps,
+                "biases": { "norm": c.norm_bias, "attention": c.attention_bias, "mlp": c.mlp_bias, "classifier": c.classifier_bias },
+                "local_attention": c.local_attention,
+                "window_radius": c.local_attention / 2,
+                "global_rope_theta": c.global_rope_theta,
+                "local_rope_theta": c.local_rope_theta,
+                "layer_pattern": c.layer_pattern(),
+                "global_layers": c.layer_kinds.iter().filter(|k| **k == modernbert::config::LayerKind::Global).count(),
+                "parameters": p.parameter_count(),
+                "tasks": p.task_heads(),
+                "pooling": p.layout.pooling,
+                "normalize": p.layout.normalize,
+                "prompts": p.layout.prompts,
+                "max_tokens": p.tokenizer.max_len(),
+            }))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = run(cli, &mut out).and_then(|()| out.flush().map_err(|e| Error::io("<stdout>", e)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Tasks on a loaded checkpoint directory: embeddings, fill-mask, classification, reranking, token
+//! classification and ColBERT vectors. Texts → tokenizer → packed batches (split so that no batch
+//! exceeds `max_batch_tokens`) → executor → task head; results always in input order.
+
+use std::path::{Path, PathBuf};
+
+use crate::batch::PackedBatch;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::layout::{load_dense, ColbertSettings, SentenceTransformersLayout};
+use crate::model::{Checkpoint, ClassifierHead, Linear, MaskedLmHead};
+use crate::reference::ops::{self, Pooling};
+use crate::reference::CpuExecutor;
+use crate::tokenize::{OverlongPolicy, TextTokenizer};
+use crate::weights::TensorStore;
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub overlong: OverlongPolicy,
+    /// Tokens per forward batch on the CPU (long requests are split; results keep input order).
+    pub max_batch_tokens: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { overlong: OverlongPolicy::Truncate, max_batch_tokens: 16384 }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EmbedOptions {
+    /// Default: the directory's `1_Pooling`, else mean.
+    pub pooling: Option<Pooling>,
+    /// Default: whether the directory has a `Normalize` module.
+    pub normalize: Option<bool>,
+    /// Matryoshka: keep the first `dim` dimensions (before normalisation).
+    pub dim: Option<usize>,
+    /// A prompt by name from `config_sentence_transformers.json` (default: its `default_prompt_name`).
+    pub prompt_name: Option<String>,
+    /// A literal prompt prepended to every text (overrides `prompt_name`).
+    pub prompt: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct MaskPrediction {
+    pub id: u32,
+    pub token: String,
+    pub score: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Classification {
+    pub logits: Vec<f32>,
+    pub label: String,
+    pub score: f32,
+}
+
+pub struct Pipeline {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub tokenizer: TextTokenizer,
+    pub layout: SentenceTransformersLayout,
+    pub executor: CpuExecutor,
+    mlm: Option<MaskedLmHead>,
+    classifier: Option<ClassifierHead>,
+    dense: Option<Linear>,
+    max_batch_tokens: usize,
+}
+
+impl Pipeline {
+    /// Load a checkpoint directory (config.json, model.safetensors or shards, tokenizer.json, and
+    /// any sentence-transformers / PyLate files).
+    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::io(dir, "model directory does not exist"));
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let layout = SentenceTransformersLayout::read(dir)?;
+        let store = TensorStore::open_dir(dir)?;
+        let ckpt = Checkpoint::new(&store, &config)?;
+        let weights = ckpt.backbone()?;
+        let (mlm, classifier) = if ckpt.has_prediction_head() {
+            if store.contains("classifier.weight") {
+                (None, Some(ckpt.classifier_head()?))
+            } else {
+                (Some(ckpt.masked_lm_head()?), None)
+            }
+        } else {
+            (None, None)
+        };
+        let dense = match &layout.dense_dir {
+            Some(d) => Some(load_dense(d, config.hidden_size)?),
+            None => None,
+        };
+        let max_len = layout.max_seq_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len, options.overlong)?;
+        Ok(Pipeline {
+            dir: dir.to_path_buf(),
+            config: config.clone(),
+            tokenizer,
+            layout,
+            executor: CpuExecutor::new(config, weights),
+            mlm,
+            classifier,
+            dense,
+            max_batch_tokens: options.max_batch_tokens.max(1),
+        })
+    }
+
+    /// Parameters of the backbone plus heads.
+    pub fn parameter_count(&self) -> usize {
+        let lin = |l: &Linear| l.weight.len() + l.bias.as_ref().map_or(0, Vec::len);
+        let head = |h: &crate::model::PredictionHead| {
+            lin(&h.dense) + h.norm.weight.len() + h.norm.bias.as_ref().map_or(0, Vec::len)
+        };
+        self.executor.weights.parameter_count()
+            + self.mlm.as_ref().map_or(0, |m| {
+                head(&m.head)
+                    + m.decoder_weight.as_ref().map_or(0, Vec::len)
+                    + m.decoder_bias.as_ref().map_or(0, Vec::len)
+            })
+            + self.classifier.as_ref().map_or(0, |c| head(&c.head) + lin(&c.classifier))
+            + self.dense.as_ref().map_or(0, lin)
+    }
+
+    pub fn task_heads(&self) -> Vec<&'static str> {
+        let mut v = vec!["embeddings"];
+        if self.mlm.is_some() {
+            v.push("fill-mask");
+        }
+        if self.classifier.is_some() {
+            v.push(if self.is_token_classifier() { "token-classification" } else { "classification" });
+        }
+        if self.layout.colbert.is_some() {
+            v.push("colbert");
+        }
+        v
+    }
+
+    fn is_token_classifier(&self) -> bool {
+        self.config.architectures.iter().any(|a| a.ends_with("ForTokenClassification"))
+    }
+
+    /// Run the backbone on sequences (with their key counts), in chunks of at most
+    /// `max_batch_tokens` tokens; `each` gets every chunk's batch, hidden states and first index.
+    pub fn run_sequences(
+        &self,
+        sequences: &[Vec<u32>],
+        key_lens: &[usize],
+        mut each: impl FnMut(usize, &PackedBatch, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < sequences.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < sequences.len() && (end == start || tokens + sequences[end].len() <= self.max_batch_tokens) {
+                tokens += sequences[end].len();
+                end += 1;
+            }
+            let batch = PackedBatch::with_key_lens(&sequences[start..end], &key_lens[start..end])?;
+            let hidden = self.executor.forward(&batch)?;
+            each(start, &batch, &hidden)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn all_keys(sequences: &[Vec<u32>]) -> Vec<usize> {
+        sequences.iter().map(Vec::len).collect()
+    }
+
+    /// `last_hidden_state` of each text: one `[len, hidden]` matrix per text.
+    pub fn hidden_states(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let ids = self.tokenizer.encode_batch(texts)?;
+        let h = self.config.hidden_size;
+        let mut out = Vec::with_capacity(ids.len());
+        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
+            for b in 0..batch.sequences() {
+                let r = batch.seq_range(b);
+                out.push(hidden[r.start * h..r.end * h].to_vec());
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn prompt_for(&self, options: &EmbedOptions) -> Result<String> {
+        if let Some(p) = &options.prompt {
+            return Ok(p.clone());
+        }
+        match options.prompt_name.as_ref().or(self.layout.default_prompt_name.as_ref()) {
+            None => Ok(String::new()),
+            Some(name) => self.layout.prompts.get(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = self.layout.prompts.keys().map(String::as_str).collect();
+                Error::Input(format!("unknown prompt name {name:?} (this model has: {known:?})"))
+            }),
+        }
+    }
+
+    /// Sentence embeddings: prompt → tokens → backbone → pooling → [Dense] → truncate → [normalise].
+    pub fn embed(&self, texts: &[&str], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+        let prompt = self.prompt_for(options)?;
+        let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+        for (i, t) in texts.iter().enumerate() {
+            if t.is_empty() {
+                return Err(Error::Input(format!("text {} is empty", i + 1)));
+            }
+        }
+        let ids = self.tokenizer.encode_batch(&refs)?;
+        let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
+        let normalize = options.normalize.unwrap_or(self.layout.normalize);
+        let dense = if self.layout.colbert.is_none() { self.dense.as_ref() } else { None };
+        let full_dim = dense.map_or(self.config.hidden_size, |d| d.out_features);
+        let dim = options.dim.unwrap_or(full_dim);
+        if dim == 0 || dim > full_dim {
+            return Err(Error::Input(format!("--dim {dim} must be in 1..={full_dim}")));
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
+            let h = self.config.hidden_size;
+            let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
+            if let Some(d) = dense {
+                let mut projected = vec![0f32; batch.sequences() * d.out_features];
+                ops::linear(&pooled, &d.weight, d.bias.as_deref(), batch.sequences(), h, d.out_features, &mut projected);
+                pooled = projected;
+            }
+            let mut kept = ops::truncate_rows(&pooled, full_dim, dim);
+            if normalize {
+                ops::l2_normalize_rows(&mut kept, dim);
+            }
+            out.extend(kept.chunks(dim).map(<[f32]>::to_vec));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Top-k predictions for every `[MASK]` of every text, in order.
+    pub fn fill_mask(&self, texts: &[&str], top_k: usize) -> Result<Vec<Vec<Vec<MaskPrediction>>>> {
+        let mlm = self.mlm.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!("{}: no masked-LM head (head.dense / decoder.bias)", self.dir.display()))
+        })?;
+        let mask_id = self
+            .tokenizer
+            .token_to_id("[MASK]")
+            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?;
+        let ids = self.tokenizer.encode_batch(texts)?;
+        if let Some(i) = ids.iter().position(|s| !s.contains(&mask_id)) {
+            return Err(Error::Input(format!("text {} has no [MASK] token", i + 1)));
+        }
+        let top_k = top_k.clamp(1, self.config.vocab_size);
+        let v = self.config.vocab_size;
+        let mut out = Vec::with_capacity(ids.len());
+        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
+            let rows: Vec<usize> = (0..batch.tokens()).filter(|&t| batch.ids[t] == mask_id).collect();
+            let logits = self.executor.mlm_logits(mlm, hidden, &rows);
+            let mut row_iter = rows.iter().zip(logits.chunks(v)).peekable();
+            for b in 0..batch.sequences() {
+                let range = batch.seq_range(b);
+                let mut masks = Vec::new();
+                while let Some((_, l)) = row_iter.next_if(|(r, _)| range.contains(r)) {
+                    let probs = ops::softmax(l);
+                    let mut order: Vec<usize> = (0..v).collect();
+                    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+                    masks.push(
+                        order[..top_k]
+                            .iter()
+                            .map(|&id| MaskPrediction {
+                                id: id as u32,
+                                token: self.tokenizer.decode_token(id as u32),
+                                score: probs[id],
+                            })
+                            .collect(),
+                    );
+                }
+                out.push(masks);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn classifier(&self) -> Result<&ClassifierHead> {
+        self.classifier.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!("{}: no classification head (classifier.weight)", self.dir.display()))
+        })
+    }
+
+    /// Sequence-classification logits `[labels]` for tokenised sequences.
+    pub fn sequence_logits(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let cls = self.classifier()?;
+        if self.is_token_classifier() {
+            return Err(Error::Unsupported("this is a token-classification checkpoint".into()));
+        }
+        let labels = cls.classifier.out_features;
+        let mut out = Vec::with_capacity(ids.len());
+        self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
+            let logits = self.executor.sequence_logits(cls, hidden, batch, self.config.classifier_pooling);
+            out.extend(logits.chunks(labels).map(<[f32]>::to_vec));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Classify texts: logits, the argmax label (from `id2label`) and its probability.
+    pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
+        let ids = self.tokenizer.encode_batch(texts)?;
+        let logits = self.sequence_logits(&ids)?;
+        Ok(logits
+            .into_iter()
+            .map(|l| {
+                let (best, score) = if l.len() == 1 {
+                    (0, sigmoid(l[0]))
+                } else {
+                    let p = ops::softmax(&l);
+                    let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+                    (best, p[best])
+                };
+                let label = self.config.id2label.get(best).cloned().unwrap_or_else(|| format!("LABEL_{best}"));
+                Classification { logits: l, label, score }
+            })
+            .collect())
+    }
+
+    /// Cross-encoder relevance of each document to the query: `sigmoid(logit)` for a one-logit
+    /// classifier (sentence-transformers' CrossEncoder default), else the softmax probability of
+    /// the last label.
+    pub fn rerank(&self, query: &str, documents: &[&str]) -> Result<Vec<f32>> {
+        if documents.is_empty() {
+            return Err(Error::Input("no documents given".into()));
+        }
+        let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
+        let ids = self.tokenizer.encode_pairs(&pairs)?;
+        Ok(self
+            .sequence_logits(&ids)?
+            .into_iter()
+            .map(|l| if l.len() == 1 { sigmoid(l[0]) } else { *ops::softmax(&l).last().unwrap() })
+            .collect())
+    }
+
+    /// Token-classification logits: one `[labels]` vector per token of each text.
+    pub fn token_logits(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let cls = self.classifier()?;
+        let ids = self.tokenizer.encode_batch(texts)?;
+        let labels = cls.classifier.out_features;
+        let mut out = Vec::with_capacity(ids.len());
+        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
+            let logits = self.executor.token_logits(cls, hidden, batch.tokens());
+            for b in 0..batch.sequences() {
+                out.push(batch.seq_range(b).map(|t| logits[t * labels..][..labels].to_vec()).collect());
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn colbert_settings(&self) -> Result<&ColbertSettings> {
+        self.layout.colbert.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!("{}: not a PyLate ColBERT directory", self.dir.display()))
+        })
+    }
+
+    /// PyLate token ids: `[CLS] prefix …` (truncated to `length`), queries padded with `[MASK]` to
+    /// `query_length` when query expansion is on. Returns ids and how many leading tokens are keys.
+    pub fn colbert_tokens(&self, texts: &[&str], is_query: bool) -> Result<(Vec<Vec<u32>>, Vec<usize>)> {
+        let s = self.colbert_settings()?;
+        let (prefix, length) =
+            if is_query { (&s.query_prefix, s.query_length) } else { (&s.document_prefix, s.document_length) };
+        let prefix_id = self
+            .tokenizer
+            .token_to_id(prefix)
+            .ok_or_else(|| Error::Tokenizer(format!("the tokenizer has no {prefix:?} token")))?;
+        if length < 3 {
+            return Err(Error::Config { path: self.dir.clone(), message: format!("ColBERT length {length}") });
+        }
+        let tok = self.tokenizer.with_max_len(length - 1)?;
+        let mut ids = tok.encode_batch(texts)?;
+        let mut keys = Vec::with_capacity(ids.len());
+        let mask_id = self.tokenizer.token_to_id("[MASK]");
+        for seq in ids.iter_mut() {
+            seq.insert(1.min(seq.len()), prefix_id);
+            let real = seq.len();
+            if is_query && s.do_query_expansion {
+                let mask_id =
+                    mask_id.ok_or_else(|| Error::Tokenizer("query expansion needs a [MASK] token".into()))?;
+                seq.resize(length.max(real), mask_id);
+                keys.push(if s.attend_to_expansion_tokens { seq.len() } else { real });
+            } else {
+                keys.push(real);
+            }
+        }
+        Ok((ids, keys))
+    }
+
+    /// ColBERT multi-vectors: per token `normalize(Dense(h))`; documents drop skiplist tokens.
+    pub fn colbert(&self, texts: &[&str], is_query: bool) -> Result<Vec<Vec<Vec<f32>>>> {
+        let s = self.colbert_settings()?;
+        let dense = self
+            .dense
+            .as_ref()
+            .ok_or_else(|| Error::Weights(format!("{}: ColBERT model without a Dense module", self.dir.display())))?;
+        let (ids, keys) = self.colbert_tokens(texts, is_query)?;
+        let skip: Vec<u32> = if is_query {
+            Vec::new()
+        } else {
+            s.skiplist_words.iter().filter_map(|w| self.tokenizer.token_to_id(w)).collect()
+        };
+        let (h, dim) = (self.config.hidden_size, dense.out_features);
+        let mut out = Vec::with_capacity(ids.len());
+        self.run_sequences(&ids, &keys, |_, batch, hidden| {
+            let t = batch.tokens();
+            let mut proj = vec![0f32; t * dim];
+            ops::linear(hidden, &dense.weight, dense.bias.as_deref(), t, h, dim, &mut proj);
+            ops::l2_normalize_rows(&mut proj, dim);
+            for b in 0..batch.sequences() {
+                out.push(
+                    batch
+                        .seq_range(b)
+                        .filter(|&t| !skip.contains(&batch.ids[t]))
+                        .map(|t| proj[t * dim..][..dim].to_vec())
+                        .collect(),
+                );
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    (1.0 / (1.0 + (-(x as f64)).exp())) as f32
+}

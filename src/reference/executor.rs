@@ -1,0 +1,118 @@
+//! The exact f32 CPU executor: transformers' ModernBERT forward on a packed batch, op by op.
+//! It is the oracle of the GPU executor and the engine's fallback on machines without a GPU.
+
+use crate::batch::PackedBatch;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::{BackboneWeights, ClassifierHead, Linear, MaskedLmHead, Norm, PredictionHead};
+use crate::reference::ops::{self, Pooling};
+
+pub struct CpuExecutor {
+    pub config: ModelConfig,
+    pub weights: BackboneWeights,
+}
+
+impl CpuExecutor {
+    pub fn new(config: ModelConfig, weights: BackboneWeights) -> Self {
+        CpuExecutor { config, weights }
+    }
+
+    /// `last_hidden_state` of every packed token: `[tokens, hidden]` (after the final norm).
+    pub fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let (t, h, inter) = (batch.tokens(), c.hidden_size, c.intermediate_size);
+        let (heads, head_dim) = (c.num_attention_heads, c.head_dim());
+        if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", c.vocab_size)));
+        }
+        let positions = ops::positions_from_cu_seqlens(&batch.cu_seqlens);
+        let key_lens = batch.has_query_only_tokens().then_some(batch.key_lens.as_slice());
+
+        let mut x = vec![0f32; t * h]; // the residual stream
+        let mut normed = vec![0f32; t * h];
+        let mut qkv = vec![0f32; t * 3 * h];
+        let mut attn = vec![0f32; t * h];
+        let mut proj = vec![0f32; t * h];
+        let mut wide = vec![0f32; t * 2 * inter];
+        let mut gated = vec![0f32; t * inter];
+
+        ops::embedding_gather(&self.weights.tok_embeddings, h, &batch.ids, &mut normed);
+        layer_norm(&normed, &self.weights.emb_norm, c.norm_eps, &mut x);
+
+        for (i, layer) in self.weights.layers.iter().enumerate() {
+            // attention block (pre-norm; layer 0 has none)
+            let attn_in = match &layer.attn_norm {
+                Some(norm) => {
+                    layer_norm(&x, norm, c.norm_eps, &mut normed);
+                    &normed
+                }
+                None => &x,
+            };
+            linear(attn_in, &layer.wqkv, t, &mut qkv);
+            ops::rope_qk_inplace(&mut qkv, &positions, heads, head_dim, c.rope_theta(i));
+            ops::attention(&qkv, &batch.cu_seqlens, key_lens, heads, head_dim, c.window(i), &mut attn);
+            linear(&attn, &layer.wo, t, &mut proj);
+            ops::add_inplace(&mut x, &proj);
+
+            // MLP block: GeGLU
+            layer_norm(&x, &layer.mlp_norm, c.norm_eps, &mut normed);
+            linear(&normed, &layer.wi, t, &mut wide);
+            ops::geglu(&wide, inter, c.hidden_activation, &mut gated);
+            linear(&gated, &layer.mlp_wo, t, &mut proj);
+            ops::add_inplace(&mut x, &proj);
+        }
+
+        let mut out = normed;
+        layer_norm(&x, &self.weights.final_norm, c.norm_eps, &mut out);
+        Ok(out)
+    }
+
+    /// `ModernBertPredictionHead` on `rows` rows of width hidden.
+    fn prediction_head(&self, head: &PredictionHead, x: &[f32], rows: usize) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let mut dense = vec![0f32; rows * h];
+        linear(x, &head.dense, rows, &mut dense);
+        ops::activate_inplace(&mut dense, self.config.classifier_activation);
+        let mut out = vec![0f32; rows * h];
+        layer_norm(&dense, &head.norm, self.config.norm_eps, &mut out);
+        out
+    }
+
+    /// MLM logits `[rows.len(), vocab]` for the selected packed rows of `hidden`.
+    pub fn mlm_logits(&self, mlm: &MaskedLmHead, hidden: &[f32], rows: &[usize]) -> Vec<f32> {
+        let (h, v) = (self.config.hidden_size, self.config.vocab_size);
+        let picked: Vec<f32> = rows.iter().flat_map(|&r| hidden[r * h..][..h].iter().copied()).collect();
+        let head = self.prediction_head(&mlm.head, &picked, rows.len());
+        let decoder = mlm.decoder_weight.as_deref().unwrap_or(&self.weights.tok_embeddings);
+        let mut logits = vec![0f32; rows.len() * v];
+        ops::linear(&head, decoder, mlm.decoder_bias.as_deref(), rows.len(), h, v, &mut logits);
+        logits
+    }
+
+    /// Sequence classification logits `[sequences, labels]`: pool → head → classifier.
+    pub fn sequence_logits(&self, cls: &ClassifierHead, hidden: &[f32], batch: &PackedBatch, pooling: Pooling) -> Vec<f32> {
+        let h = self.config.hidden_size;
+        let pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
+        self.classify_rows(cls, &pooled, batch.sequences())
+    }
+
+    /// Token classification logits `[tokens, labels]`: head → classifier on every token.
+    pub fn token_logits(&self, cls: &ClassifierHead, hidden: &[f32], tokens: usize) -> Vec<f32> {
+        self.classify_rows(cls, hidden, tokens)
+    }
+
+    fn classify_rows(&self, cls: &ClassifierHead, x: &[f32], rows: usize) -> Vec<f32> {
+        let head = self.prediction_head(&cls.head, x, rows);
+        let mut logits = vec![0f32; rows * cls.classifier.out_features];
+        linear(&head, &cls.classifier, rows, &mut logits);
+        logits
+    }
+}
+
+fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
+    ops::linear(x, &l.weight, l.bias.as_deref(), rows, l.in_features, l.out_features, out);
+}
+
+fn layer_norm(x: &[f32], n: &Norm, eps: f32, out: &mut [f32]) {
+    ops::layer_norm(x, &n.weight, n.bias.as_deref(), eps, out);
+}

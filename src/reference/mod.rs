@@ -1,0 +1,6 @@
+//! The exact f32 CPU executor and its per-op building blocks.
+
+pub mod executor;
+pub mod ops;
+
+pub use executor::CpuExecutor;
