@@ -61,9 +61,9 @@ pub struct Pipeline {
     pub tokenizer: TextTokenizer,
     pub layout: SentenceTransformersLayout,
     pub executor: CpuExecutor,
-    mlm: Option<MaskedLmHead>,
-    classifier: Option<ClassifierHead>,
-    dense: Option<Linear>,
+    pub mlm: Option<MaskedLmHead>,
+    pub classifier: Option<ClassifierHead>,
+    pub dense: Option<Linear>,
     max_batch_tokens: usize,
 }
 

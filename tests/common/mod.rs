@@ -1,0 +1,95 @@
+//! Shared helpers of the integration tests: the committed transformers fixtures and error metrics.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use modernbert::weights::TensorStore;
+use serde::Deserialize;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("tests/fixtures")
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Expected {
+    pub description: String,
+    pub task: String,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Case {
+    pub name: String,
+    pub input_ids: Vec<Vec<u32>>,
+    #[serde(default)]
+    pub texts: Option<Vec<String>>,
+    #[serde(default)]
+    pub pairs: Option<Vec<(String, String)>>,
+    #[serde(default)]
+    pub is_query: Option<bool>,
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    #[serde(default)]
+    pub attention_mask: Option<Vec<Vec<u32>>>,
+    pub outputs: HashMap<String, String>,
+}
+
+pub struct Fixture {
+    pub name: String,
+    pub dir: PathBuf,
+    pub expected: Expected,
+    pub tensors: TensorStore,
+}
+
+impl Fixture {
+    pub fn load(dir: &Path) -> Fixture {
+        let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
+        let expected: Expected = serde_json::from_str(&text).expect("expected.json schema");
+        let tensors = TensorStore::open_files(&[dir.join("expected.safetensors")]).expect("expected.safetensors");
+        Fixture { name: dir.file_name().unwrap().to_string_lossy().into(), dir: dir.to_path_buf(), expected, tensors }
+    }
+
+    /// An expected output tensor (f32) and its shape.
+    pub fn output(&self, case: &Case, kind: &str) -> Option<(Vec<f32>, Vec<usize>)> {
+        let name = case.outputs.get(kind)?;
+        let shape = self.tensors.shape(name).unwrap_or_else(|| panic!("{}: no tensor {name}", self.name)).to_vec();
+        Some((self.tensors.f32(name, &shape).unwrap(), shape))
+    }
+}
+
+pub fn all_fixtures() -> Vec<Fixture> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+        .expect("tests/fixtures exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.json").is_file())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no fixtures found");
+    dirs.iter().map(|d| Fixture::load(d)).collect()
+}
+
+/// `max |got − want| / max |want|` — the fixtures' error measure (relative to the output's scale,
+/// so it is meaningful for tensors with entries near zero).
+pub fn relative_max_error(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch: got {} want {}", got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
+    let err = got.iter().zip(want).fold(0f64, |m, (&g, &w)| {
+        let d = (g as f64 - w as f64).abs();
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d)
+        }
+    });
+    err / scale
+}
+
+/// Row-wise argmax.
+pub fn argmax_rows(x: &[f32], width: usize) -> Vec<usize> {
+    x.chunks(width).map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b })).collect()
+}
