@@ -10,6 +10,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod kernels;
 pub mod layout;
 pub mod model;
 pub mod pipeline;

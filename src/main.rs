@@ -243,7 +243,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 "pooling": p.layout.pooling,
                 "normalize": p.layout.normalize,
                 "prompts": p.layout.prompts,
-                "max_tokens": p.tokenizer.max_len(),
+                "max_tokens": p.tokenizer().map(|t| t.max_len()).ok(),
             }))?;
         }
     }

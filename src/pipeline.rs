@@ -58,7 +58,8 @@ pub struct Classification {
 pub struct Pipeline {
     pub dir: PathBuf,
     pub config: ModelConfig,
-    pub tokenizer: TextTokenizer,
+    /// `None` when the directory has no tokenizer.json (token-id inputs and `info` still work).
+    tokenizer: Option<TextTokenizer>,
     pub layout: SentenceTransformersLayout,
     pub executor: CpuExecutor,
     pub mlm: Option<MaskedLmHead>,
@@ -93,7 +94,12 @@ impl Pipeline {
             None => None,
         };
         let max_len = layout.max_seq_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len, options.overlong)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_path.exists() {
+            Some(TextTokenizer::from_file(&tokenizer_path, max_len, options.overlong)?)
+        } else {
+            None
+        };
         Ok(Pipeline {
             dir: dir.to_path_buf(),
             config: config.clone(),
@@ -105,6 +111,11 @@ impl Pipeline {
             dense,
             max_batch_tokens: options.max_batch_tokens.max(1),
         })
+    }
+
+    /// The tokenizer, or an error saying the directory has none.
+    pub fn tokenizer(&self) -> Result<&TextTokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| Error::io(self.dir.join("tokenizer.json"), "no such file (needed for text input)"))
     }
 
     /// Parameters of the backbone plus heads.
@@ -171,7 +182,7 @@ impl Pipeline {
 
     /// `last_hidden_state` of each text: one `[len, hidden]` matrix per text.
     pub fn hidden_states(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let ids = self.tokenizer.encode_batch(texts)?;
+        let ids = self.tokenizer()?.encode_batch(texts)?;
         let h = self.config.hidden_size;
         let mut out = Vec::with_capacity(ids.len());
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
@@ -207,7 +218,7 @@ impl Pipeline {
                 return Err(Error::Input(format!("text {} is empty", i + 1)));
             }
         }
-        let ids = self.tokenizer.encode_batch(&refs)?;
+        let ids = self.tokenizer()?.encode_batch(&refs)?;
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
         let dense = if self.layout.colbert.is_none() { self.dense.as_ref() } else { None };
@@ -240,11 +251,11 @@ impl Pipeline {
         let mlm = self.mlm.as_ref().ok_or_else(|| {
             Error::Unsupported(format!("{}: no masked-LM head (head.dense / decoder.bias)", self.dir.display()))
         })?;
-        let mask_id = self
-            .tokenizer
+        let tokenizer = self.tokenizer()?;
+        let mask_id = tokenizer
             .token_to_id("[MASK]")
             .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?;
-        let ids = self.tokenizer.encode_batch(texts)?;
+        let ids = self.tokenizer()?.encode_batch(texts)?;
         if let Some(i) = ids.iter().position(|s| !s.contains(&mask_id)) {
             return Err(Error::Input(format!("text {} has no [MASK] token", i + 1)));
         }
@@ -267,7 +278,7 @@ impl Pipeline {
                             .iter()
                             .map(|&id| MaskPrediction {
                                 id: id as u32,
-                                token: self.tokenizer.decode_token(id as u32),
+                                token: tokenizer.decode_token(id as u32),
                                 score: probs[id],
                             })
                             .collect(),
@@ -304,7 +315,7 @@ impl Pipeline {
 
     /// Classify texts: logits, the argmax label (from `id2label`) and its probability.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
-        let ids = self.tokenizer.encode_batch(texts)?;
+        let ids = self.tokenizer()?.encode_batch(texts)?;
         let logits = self.sequence_logits(&ids)?;
         Ok(logits
             .into_iter()
@@ -330,7 +341,7 @@ impl Pipeline {
             return Err(Error::Input("no documents given".into()));
         }
         let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
-        let ids = self.tokenizer.encode_pairs(&pairs)?;
+        let ids = self.tokenizer()?.encode_pairs(&pairs)?;
         Ok(self
             .sequence_logits(&ids)?
             .into_iter()
@@ -341,7 +352,7 @@ impl Pipeline {
     /// Token-classification logits: one `[labels]` vector per token of each text.
     pub fn token_logits(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
         let cls = self.classifier()?;
-        let ids = self.tokenizer.encode_batch(texts)?;
+        let ids = self.tokenizer()?.encode_batch(texts)?;
         let labels = cls.classifier.out_features;
         let mut out = Vec::with_capacity(ids.len());
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
@@ -367,16 +378,16 @@ impl Pipeline {
         let (prefix, length) =
             if is_query { (&s.query_prefix, s.query_length) } else { (&s.document_prefix, s.document_length) };
         let prefix_id = self
-            .tokenizer
+            .tokenizer()?
             .token_to_id(prefix)
             .ok_or_else(|| Error::Tokenizer(format!("the tokenizer has no {prefix:?} token")))?;
         if length < 3 {
             return Err(Error::Config { path: self.dir.clone(), message: format!("ColBERT length {length}") });
         }
-        let tok = self.tokenizer.with_max_len(length - 1)?;
+        let tok = self.tokenizer()?.with_max_len(length - 1)?;
         let mut ids = tok.encode_batch(texts)?;
         let mut keys = Vec::with_capacity(ids.len());
-        let mask_id = self.tokenizer.token_to_id("[MASK]");
+        let mask_id = self.tokenizer()?.token_to_id("[MASK]");
         for seq in ids.iter_mut() {
             seq.insert(1.min(seq.len()), prefix_id);
             let real = seq.len();
@@ -400,10 +411,11 @@ impl Pipeline {
             .as_ref()
             .ok_or_else(|| Error::Weights(format!("{}: ColBERT model without a Dense module", self.dir.display())))?;
         let (ids, keys) = self.colbert_tokens(texts, is_query)?;
+        let tokenizer = self.tokenizer()?;
         let skip: Vec<u32> = if is_query {
             Vec::new()
         } else {
-            s.skiplist_words.iter().filter_map(|w| self.tokenizer.token_to_id(w)).collect()
+            s.skiplist_words.iter().filter_map(|w| tokenizer.token_to_id(w)).collect()
         };
         let (h, dim) = (self.config.hidden_size, dense.out_features);
         let mut out = Vec::with_capacity(ids.len());

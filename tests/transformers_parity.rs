@@ -65,7 +65,7 @@ fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&P
             let prompt = case.prompt_name.as_ref().map(|n| p.layout.prompts[n].clone()).unwrap_or_default();
             let full: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
             let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-            p.tokenizer.encode_batch(&refs).unwrap()
+            p.tokenizer().unwrap().encode_batch(&refs).unwrap()
         };
         if ids != case.input_ids {
             report.failures.push(format!("{}: token ids differ from transformers'", what("tokens")));
@@ -73,7 +73,7 @@ fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&P
     }
     if let (Some(p), Some(pairs)) = (pipeline, &case.pairs) {
         let refs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        if p.tokenizer.encode_pairs(&refs).unwrap() != case.input_ids {
+        if p.tokenizer().unwrap().encode_pairs(&refs).unwrap() != case.input_ids {
             report.failures.push(format!("{}: pair token ids differ", what("tokens")));
         }
     }

@@ -1,0 +1,286 @@
+//! One small device abstraction over the host emulator and a real GPU (cudarc), so that the kernel
+//! tests, the self-test and the GPU executor run unchanged on either:
+//! `MODERNBERT_TEST_DEVICE=emulator` (default) or `cuda` selects it in [`from_env`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::emu::{EmuBuffer, Emulator};
+use super::{KernelError, KernelParam};
+
+/// A buffer of device memory; [`DeviceBuffer::addr`] goes into the parameter structs.
+pub struct DeviceBuffer {
+    addr: u64,
+    len: usize,
+    inner: BufferInner,
+}
+
+enum BufferInner {
+    Emu(EmuBuffer),
+    Cuda(cudarc::driver::CudaSlice<u8>),
+}
+
+impl DeviceBuffer {
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The emulator buffer behind this one, if it is one.
+    pub fn as_emu(&self) -> Option<&EmuBuffer> {
+        match &self.inner {
+            BufferInner::Emu(b) => Some(b),
+            BufferInner::Cuda(_) => None,
+        }
+    }
+}
+
+/// What the kernel tests and the executor need from a device.
+pub trait Device: Send + Sync {
+    /// "emulator" or "cuda:<ordinal> <name>".
+    fn name(&self) -> String;
+    /// `bytes` bytes of device memory (contents unspecified: the emulator fills them with 0xFF).
+    fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError>;
+    /// Host → device at byte `offset`.
+    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError>;
+    /// Device → host from byte `offset` (synchronises).
+    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError>;
+    /// Launch kernel `name` with a parameter struct given as bytes.
+    fn launch_raw(&self, name: &str, grid: [u32; 3], block: [u32; 3], smem: u32, params: &[u8])
+        -> Result<(), KernelError>;
+    /// Wait for all launched work.
+    fn synchronize(&self) -> Result<(), KernelError>;
+    /// The emulator, if this device is one (to switch the thread order).
+    fn as_emulator(&self) -> Option<&Emulator> {
+        None
+    }
+}
+
+impl dyn Device + '_ {
+    /// Launch kernel `name` with a typed parameter struct.
+    pub fn launch<P: KernelParam>(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &P,
+    ) -> Result<(), KernelError> {
+        self.launch_raw(name, grid, block, smem, params.as_bytes())
+    }
+
+    /// Allocate and upload in one go.
+    pub fn upload_new(&self, data: &[u8], label: &str) -> Result<DeviceBuffer, KernelError> {
+        let mut b = self.alloc(data.len(), label)?;
+        self.upload(&mut b, 0, data)?;
+        Ok(b)
+    }
+
+    /// Download a whole buffer.
+    pub fn download_vec(&self, buf: &DeviceBuffer) -> Result<Vec<u8>, KernelError> {
+        let mut v = vec![0u8; buf.len()];
+        self.download(buf, 0, &mut v)?;
+        Ok(v)
+    }
+}
+
+impl Device for Emulator {
+    fn name(&self) -> String {
+        "emulator".into()
+    }
+    fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
+        let b = self.alloc_labeled(bytes, label);
+        Ok(DeviceBuffer { addr: b.addr(), len: bytes, inner: BufferInner::Emu(b) })
+    }
+    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
+        match &buf.inner {
+            BufferInner::Emu(b) => b.upload(offset, data),
+            BufferInner::Cuda(_) => Err(KernelError::OutOfRange("a CUDA buffer given to the emulator".into())),
+        }
+    }
+    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
+        match &buf.inner {
+            BufferInner::Emu(b) => b.download(offset, out),
+            BufferInner::Cuda(_) => Err(KernelError::OutOfRange("a CUDA buffer given to the emulator".into())),
+        }
+    }
+    fn launch_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        Emulator::launch_raw(self, name, grid, block, smem, params)
+    }
+    fn synchronize(&self) -> Result<(), KernelError> {
+        Ok(())
+    }
+    fn as_emulator(&self) -> Option<&Emulator> {
+        Some(self)
+    }
+}
+
+/// A real GPU through cudarc, with every embedded fatbin loaded.
+pub struct CudaDevice {
+    ctx: Arc<cudarc::driver::CudaContext>,
+    stream: Arc<cudarc::driver::CudaStream>,
+    modules: Vec<Arc<cudarc::driver::CudaModule>>,
+    functions: Mutex<HashMap<String, cudarc::driver::CudaFunction>>,
+}
+
+fn cuda_err(e: impl std::fmt::Debug) -> KernelError {
+    KernelError::Cuda(format!("{e:?}"))
+}
+
+impl CudaDevice {
+    /// Open GPU `ordinal` and load the kernels. Errors (never panics) when libcuda is absent, there
+    /// is no such GPU, or the binary was built without kernels.
+    pub fn new(ordinal: usize) -> Result<Self, KernelError> {
+        if super::fatbins::FATBINS.is_empty() {
+            return Err(KernelError::NotBuilt);
+        }
+        // SAFETY: only probes whether libcuda can be loaded (CudaContext::new panics if it cannot).
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(KernelError::Cuda("libcuda not found (no NVIDIA driver on this machine)".into()));
+        }
+        let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(cuda_err)?;
+        let stream = ctx.default_stream();
+        let mut modules = Vec::new();
+        for (name, bytes) in super::fatbins::FATBINS {
+            let m = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
+                .map_err(|e| KernelError::Cuda(format!("loading the fatbin of {name}.cu: {e:?}")))?;
+            modules.push(m);
+        }
+        Ok(CudaDevice { ctx, stream, modules, functions: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn context(&self) -> &Arc<cudarc::driver::CudaContext> {
+        &self.ctx
+    }
+    pub fn stream(&self) -> &Arc<cudarc::driver::CudaStream> {
+        &self.stream
+    }
+
+    /// The kernel `name` from whichever module has it.
+    pub fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction, KernelError> {
+        let mut f = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = f.get(name) {
+            return Ok(k.clone());
+        }
+        for m in &self.modules {
+            if let Ok(k) = m.load_function(name) {
+                f.insert(name.to_string(), k.clone());
+                return Ok(k);
+            }
+        }
+        Err(KernelError::UnknownKernel(name.to_string()))
+    }
+}
+
+impl Device for CudaDevice {
+    fn name(&self) -> String {
+        format!("cuda:{} {}", self.ctx.ordinal(), self.ctx.name().unwrap_or_default())
+    }
+    fn alloc(&self, bytes: usize, _label: &str) -> Result<DeviceBuffer, KernelError> {
+        use cudarc::driver::DevicePtr;
+        let s = self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(cuda_err)?;
+        let addr = {
+            let (p, _sync) = s.device_ptr(&self.stream);
+            p
+        };
+        Ok(DeviceBuffer { addr, len: bytes, inner: BufferInner::Cuda(s) })
+    }
+    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
+        if offset.checked_add(data.len()).is_none_or(|e| e > buf.len) {
+            return Err(KernelError::OutOfRange(format!("upload of {} bytes at {offset} into {}", data.len(), buf.len)));
+        }
+        match &mut buf.inner {
+            BufferInner::Cuda(s) => {
+                let mut view = s.slice_mut(offset..offset + data.len());
+                self.stream.memcpy_htod(data, &mut view).map_err(cuda_err)
+            }
+            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+        }
+    }
+    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
+        if offset.checked_add(out.len()).is_none_or(|e| e > buf.len) {
+            return Err(KernelError::OutOfRange(format!("download of {} bytes at {offset} from {}", out.len(), buf.len)));
+        }
+        match &buf.inner {
+            BufferInner::Cuda(s) => {
+                let view = s.slice(offset..offset + out.len());
+                self.stream.memcpy_dtoh(&view, out).map_err(cuda_err)?;
+                self.stream.synchronize().map_err(cuda_err)
+            }
+            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+        }
+    }
+    fn launch_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        use cudarc::driver::sys;
+        let f = self.function(name)?;
+        let cu_f = f.cu_function();
+        if smem > 48 * 1024 {
+            // SAFETY: a valid function handle; the attribute only raises the dynamic smem limit.
+            let r = unsafe {
+                sys::cuFuncSetAttribute(
+                    cu_f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            };
+            if r != sys::CUresult::CUDA_SUCCESS {
+                return Err(KernelError::BadLaunch { kernel: name.into(), message: format!("{smem} bytes of smem: {r:?}") });
+            }
+        }
+        // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
+        let mut bytes = params.to_vec();
+        let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
+        // SAFETY: `args` points at the parameter bytes, which match the kernel's struct (the caller
+        // passes the bindgen struct of params.h); the stream and function belong to our context.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                cu_f,
+                (grid[0], grid[1], grid[2]),
+                (block[0], block[1], block[2]),
+                smem,
+                self.stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(|e| KernelError::KernelFailed { kernel: name.into(), message: format!("{e:?}") })?;
+        if std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1") {
+            self.stream.synchronize().map_err(|e| KernelError::KernelFailed { kernel: name.into(), message: format!("{e:?}") })?;
+        }
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<(), KernelError> {
+        self.stream.synchronize().map_err(cuda_err)
+    }
+}
+
+/// The device named by `MODERNBERT_TEST_DEVICE`: `emulator` (default) or `cuda` / `cuda:N`.
+pub fn from_env() -> Result<Box<dyn Device>, KernelError> {
+    let v = std::env::var("MODERNBERT_TEST_DEVICE").unwrap_or_else(|_| "emulator".into());
+    match v.as_str() {
+        "" | "emulator" | "emu" => Ok(Box::new(Emulator::new())),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
+            Ok(Box::new(CudaDevice::new(ordinal)?))
+        }
+        other => Err(KernelError::Cuda(format!("MODERNBERT_TEST_DEVICE={other}: expected `emulator` or `cuda`"))),
+    }
+}

@@ -1,0 +1,263 @@
+//! The host emulator: runs the `cuda/*.cu` kernels, compiled by the C++ compiler against
+//! `cuda/emu/emu.h`, on the CPU (see that header for the execution model).
+//!
+//! Device memory is host memory: an [`EmuBuffer`]'s [`EmuBuffer::addr`] is a host address, usable in
+//! the parameter structs. Every buffer has guard bytes before and after it; after each launch the
+//! emulator checks the guards of all its live buffers and reports an overwrite with the kernel's name.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{KernelError, KernelParam};
+
+extern "C" {
+    fn emu_launch(
+        name: *const c_char,
+        grid: *const u32,
+        block: *const u32,
+        smem: u32,
+        params: *const c_void,
+        params_size: usize,
+        flags: u32,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    fn emu_kernel_count() -> usize;
+    fn emu_kernel_name(i: usize) -> *const c_char;
+}
+
+/// Guard bytes on each side of a buffer (also keeps the data 256-byte aligned, like cudaMalloc).
+const GUARD: usize = 256;
+const GUARD_BYTE: u8 = 0xA7;
+/// New buffers are filled with this (0xFFFF is a NaN in bf16, fp16 and f32).
+const FILL_BYTE: u8 = 0xFF;
+
+struct Alloc {
+    base: *mut u8,
+    len: usize,
+    label: String,
+}
+
+// SAFETY: the allocation is plain memory owned by this struct; concurrent kernel access is the
+// caller's business exactly as on a GPU.
+unsafe impl Send for Alloc {}
+unsafe impl Sync for Alloc {}
+
+impl Alloc {
+    fn layout(len: usize) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(len + 2 * GUARD, GUARD).expect("buffer too large")
+    }
+    fn data(&self) -> *mut u8 {
+        // SAFETY: within the allocation of len + 2 * GUARD bytes.
+        unsafe { self.base.add(GUARD) }
+    }
+    /// First guard byte that differs: (before?, offset from the data start).
+    fn check(&self) -> Option<String> {
+        // SAFETY: both guard ranges lie inside the allocation.
+        let (pre, post) = unsafe {
+            (
+                std::slice::from_raw_parts(self.base, GUARD),
+                std::slice::from_raw_parts(self.base.add(GUARD + self.len), GUARD),
+            )
+        };
+        if let Some(i) = pre.iter().rposition(|&b| b != GUARD_BYTE) {
+            return Some(format!("{} bytes before its start", GUARD - i));
+        }
+        if let Some(i) = post.iter().position(|&b| b != GUARD_BYTE) {
+            return Some(format!("byte {} past its end of {} bytes", i, self.len));
+        }
+        None
+    }
+    fn reset_guards(&self) {
+        // SAFETY: as in `check`.
+        unsafe {
+            std::ptr::write_bytes(self.base, GUARD_BYTE, GUARD);
+            std::ptr::write_bytes(self.base.add(GUARD + self.len), GUARD_BYTE, GUARD);
+        }
+    }
+}
+
+impl Drop for Alloc {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Emulator::alloc` with this layout.
+        unsafe { std::alloc::dealloc(self.base, Self::layout(self.len)) }
+    }
+}
+
+/// A guarded buffer of emulated device memory. Cloning shares the buffer.
+#[derive(Clone)]
+pub struct EmuBuffer(Arc<Alloc>);
+
+impl EmuBuffer {
+    /// The "device address" to put in a parameter struct.
+    pub fn addr(&self) -> u64 {
+        self.0.data() as u64
+    }
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+    pub fn label(&self) -> &str {
+        &self.0.label
+    }
+    /// Copy `data` to byte `offset` of the buffer.
+    pub fn upload(&self, offset: usize, data: &[u8]) -> Result<(), KernelError> {
+        if offset.checked_add(data.len()).is_none_or(|e| e > self.0.len) {
+            return Err(KernelError::OutOfRange(format!(
+                "upload of {} bytes at {offset} into `{}` of {} bytes",
+                data.len(),
+                self.0.label,
+                self.0.len
+            )));
+        }
+        // SAFETY: range checked above; `data` cannot alias our allocation through safe code.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.0.data().add(offset), data.len()) };
+        Ok(())
+    }
+    /// Copy bytes `offset ..` of the buffer into `out`.
+    pub fn download(&self, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
+        if offset.checked_add(out.len()).is_none_or(|e| e > self.0.len) {
+            return Err(KernelError::OutOfRange(format!(
+                "download of {} bytes at {offset} from `{}` of {} bytes",
+                out.len(),
+                self.0.label,
+                self.0.len
+            )));
+        }
+        // SAFETY: range checked above.
+        unsafe { std::ptr::copy_nonoverlapping(self.0.data().add(offset), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+    /// Fill the whole buffer with one byte (0xFF: NaN poison for every float format).
+    pub fn fill(&self, byte: u8) {
+        // SAFETY: the data range of the allocation.
+        unsafe { std::ptr::write_bytes(self.0.data(), byte, self.0.len) }
+    }
+}
+
+/// The emulated device. Cheap to create; buffers are checked by the emulator that made them.
+pub struct Emulator {
+    buffers: Mutex<Vec<Weak<Alloc>>>,
+    reverse: AtomicBool,
+}
+
+impl Default for Emulator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Emulator {
+    /// A new emulator; threads run in reverse order when `MODERNBERT_EMU_REVERSE=1`.
+    pub fn new() -> Self {
+        let reverse = std::env::var("MODERNBERT_EMU_REVERSE").is_ok_and(|v| v == "1");
+        Emulator { buffers: Mutex::new(Vec::new()), reverse: AtomicBool::new(reverse) }
+    }
+
+    /// Run the threads of a block in reverse order (highest thread index first) from now on.
+    pub fn set_reverse(&self, reverse: bool) {
+        self.reverse.store(reverse, Ordering::Relaxed);
+    }
+    pub fn reverse(&self) -> bool {
+        self.reverse.load(Ordering::Relaxed)
+    }
+
+    /// A guarded buffer of `bytes` bytes, filled with 0xFF (NaN).
+    pub fn alloc(&self, bytes: usize) -> EmuBuffer {
+        self.alloc_labeled(bytes, "")
+    }
+
+    /// As [`alloc`](Self::alloc), with a name used in guard-overwrite errors.
+    pub fn alloc_labeled(&self, bytes: usize, label: &str) -> EmuBuffer {
+        let layout = Alloc::layout(bytes);
+        // SAFETY: non-zero size (2 * GUARD at least).
+        let base = unsafe { std::alloc::alloc(layout) };
+        if base.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let label = if label.is_empty() { format!("buffer#{}", buffers.len()) } else { label.to_string() };
+        let a = Arc::new(Alloc { base, len: bytes, label });
+        a.reset_guards();
+        EmuBuffer(a.clone()).fill(FILL_BYTE);
+        buffers.retain(|w| w.strong_count() > 0);
+        buffers.push(Arc::downgrade(&a));
+        EmuBuffer(a)
+    }
+
+    /// Names of every kernel the emulator has.
+    pub fn kernels() -> Vec<String> {
+        // SAFETY: the table is static; names are NUL-terminated literals.
+        unsafe {
+            (0..emu_kernel_count())
+                .filter_map(|i| {
+                    let p = emu_kernel_name(i);
+                    (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned())
+                })
+                .collect()
+        }
+    }
+
+    /// Launch kernel `name` with `params` and wait for it.
+    pub fn launch<P: KernelParam>(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &P,
+    ) -> Result<(), KernelError> {
+        self.launch_raw(name, grid, block, smem, params.as_bytes())
+    }
+
+    /// Launch with the parameter struct given as bytes.
+    pub fn launch_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        let cname = CString::new(name).map_err(|_| KernelError::UnknownKernel(name.to_string()))?;
+        let mut err = vec![0 as c_char; 1024];
+        let flags = self.reverse() as u32;
+        // SAFETY: all pointers are valid for the given lengths; the kernels get addresses of our
+        // buffers through `params`, which the caller built.
+        let rc = unsafe {
+            emu_launch(
+                cname.as_ptr(),
+                grid.as_ptr(),
+                block.as_ptr(),
+                smem,
+                params.as_ptr() as *const c_void,
+                params.len(),
+                flags,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        // SAFETY: emu_launch NUL-terminates within `err`.
+        let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+        let kernel = name.to_string();
+        let result = match rc {
+            0 => Ok(()),
+            1 => Err(KernelError::UnknownKernel(kernel.clone())),
+            2 => Err(KernelError::ParamSize { kernel: kernel.clone(), message }),
+            3 => Err(KernelError::BadLaunch { kernel: kernel.clone(), message }),
+            _ => Err(KernelError::KernelFailed { kernel: kernel.clone(), message }),
+        };
+        // Guards are checked even after a failed launch (an overwrite is the more useful error).
+        let buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        for a in buffers.iter().filter_map(Weak::upgrade) {
+            if let Some(where_) = a.check() {
+                a.reset_guards();
+                return Err(KernelError::GuardOverwrite { kernel, buffer: a.label.clone(), where_ });
+            }
+        }
+        result
+    }
+}

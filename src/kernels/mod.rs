@@ -1,0 +1,80 @@
+//! The CUDA kernels (`cuda/*.cu`) as seen from Rust: their parameter structs, the embedded fatbins,
+//! a host emulator that runs the same sources on the CPU, and a small device abstraction over the
+//! emulator and a real GPU (cudarc) so that the same kernel tests and the GPU executor run on either.
+//!
+//! - [`params`]: the `#[repr(C)]` structs of `cuda/include/params.h` (bindgen, with layout tests).
+//! - [`emu`]: [`emu::Emulator`], guarded buffers, launch by kernel name.
+//! - [`device`]: the [`device::Device`] trait, [`device::DeviceBuffer`], and the CUDA implementation.
+//! - [`ops`]: one typed launcher per op (validation + launch geometry), for the executor and tests.
+//! - [`build_info`]: what build.rs produced (paths of the ptxas reports, PTX, fatbins).
+
+pub mod build_info;
+pub mod device;
+pub mod emu;
+pub mod ops;
+pub mod params;
+
+/// `(source name, fatbin bytes)` of every `cuda/*.cu` that nvcc compiled (empty without nvcc).
+pub mod fatbins {
+    include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
+}
+
+/// Whether this build has CUDA kernels (nvcc was found at build time).
+pub const KERNELS_BUILT: bool = cfg!(not(modernbert_no_kernels));
+
+/// Element type of the activations a kernel works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    /// The kernel-name suffix: `_bf16` or `_f16`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Dtype::Bf16 => "_bf16",
+            Dtype::F16 => "_f16",
+        }
+    }
+    /// Bytes per element (2).
+    pub fn size(self) -> usize {
+        2
+    }
+}
+
+/// Everything that can go wrong around a kernel launch. Nothing here panics on bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("unknown kernel `{0}`")]
+    UnknownKernel(String),
+    #[error("kernel `{kernel}`: parameter struct size mismatch: {message}")]
+    ParamSize { kernel: String, message: String },
+    #[error("kernel `{kernel}`: invalid launch: {message}")]
+    BadLaunch { kernel: String, message: String },
+    #[error("kernel `{kernel}` failed: {message}")]
+    KernelFailed { kernel: String, message: String },
+    #[error("kernel `{kernel}` wrote outside buffer `{buffer}` ({where_})")]
+    GuardOverwrite { kernel: String, buffer: String, where_: String },
+    #[error("buffer access out of range: {0}")]
+    OutOfRange(String),
+    #[error("unsupported arguments for `{kernel}`: {message}")]
+    Unsupported { kernel: String, message: String },
+    #[error("CUDA: {0}")]
+    Cuda(String),
+    #[error("CUDA kernels were not built into this binary (no nvcc at build time)")]
+    NotBuilt,
+}
+
+/// Marker for the parameter structs a kernel takes by value.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]` plain data without implicit padding (every byte initialised),
+/// matching a struct of `cuda/include/params.h` byte for byte.
+pub unsafe trait KernelParam: Copy + 'static {
+    /// The struct's bytes, as the kernel receives them.
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Self: KernelParam` promises plain, fully initialised `#[repr(C)]` data.
+        unsafe { std::slice::from_raw_parts(self as *const Self as *const u8, std::mem::size_of::<Self>()) }
+    }
+}

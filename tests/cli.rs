@@ -1,0 +1,304 @@
+//! The command-line contract (other tools depend on it) and the bad-input matrix: every malformed
+//! checkpoint or input is a one-line error on stderr with a non-zero exit, never a panic.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    common::fixtures_dir().join(name)
+}
+
+fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modernbert"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut pipe = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            pipe.write_all(bytes).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Run a command that must succeed; its stdout as JSON lines.
+fn json_lines(args: &[&str], stdin: Option<&[u8]>) -> Vec<Value> {
+    let out = run(args, stdin);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Run a command that must fail with a one-line error containing `needle`.
+fn expect_error(args: &[&str], stdin: Option<&[u8]>, needle: &str) {
+    let out = run(args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?} printed output before failing");
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+#[test]
+fn embed_uses_the_directory_pooling_and_normalisation() {
+    let dir = fixture("st_mean_normalize_prompts");
+    let d = dir.to_str().unwrap();
+    let lines = json_lines(&["embed", "--model", d, "first text", "a second, longer text"], None);
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let e = floats(&l["embedding"]);
+        assert_eq!(e.len(), 32);
+        let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "Normalize module applies by default");
+    }
+    let raw = json_lines(&["embed", "--model", d, "--no-normalize", "first text"], None);
+    let norm: f32 = floats(&raw[0]["embedding"]).iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 1e-3, "--no-normalize returns the raw mean");
+    let short = json_lines(&["embed", "--model", d, "--dim", "8", "first text"], None);
+    let e = floats(&short[0]["embedding"]);
+    assert_eq!(e.len(), 8);
+    assert!((e.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-5, "renormalised after truncation");
+    let prompted = json_lines(&["embed", "--model", d, "--prompt-name", "query", "first text"], None);
+    let literal = json_lines(&["embed", "--model", d, "--prompt", "search_query: ", "first text"], None);
+    let prompt = std::fs::read_to_string(dir.join("config_sentence_transformers.json")).unwrap();
+    if prompt.contains("\"search_query: \"") {
+        assert_eq!(prompted[0], literal[0]);
+    }
+    assert_ne!(prompted[0], lines[0], "the prompt changes the embedding");
+}
+
+#[test]
+fn stdin_lines_are_taken_exactly_as_given() {
+    let d = fixture("st_cls_nonorm");
+    let d = d.to_str().unwrap();
+    let from_stdin = json_lines(&["embed", "--model", d], Some(b"  padded  \r\nsecond\nthird without newline"));
+    let from_args = json_lines(&["embed", "--model", d, "  padded  ", "second", "third without newline"], None);
+    assert_eq!(from_stdin, from_args);
+    let trimmed = json_lines(&["embed", "--model", d, "padded"], None);
+    assert_ne!(from_stdin[0], trimmed[0], "spaces are part of the text");
+    // cls pooling is the directory default; --pooling mean changes the result
+    let mean = json_lines(&["embed", "--model", d, "--pooling", "mean", "second"], None);
+    assert_ne!(mean[0], from_args[1]);
+}
+
+#[test]
+fn fill_mask_lists_top_k_per_mask_in_order() {
+    let d = fixture("mlm_l3_v5_f32");
+    let lines = json_lines(
+        &["fill-mask", "--model", d.to_str().unwrap(), "--top-k", "3", "the [MASK] is [MASK] here", "one [MASK]"],
+        None,
+    );
+    assert_eq!(lines.len(), 2);
+    let masks = lines[0]["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 2, "one list per [MASK]");
+    assert_eq!(lines[1]["masks"].as_array().unwrap().len(), 1);
+    for m in masks {
+        let preds = m.as_array().unwrap();
+        assert_eq!(preds.len(), 3);
+        let scores: Vec<f64> = preds.iter().map(|p| p["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0 && scores[2] > 0.0);
+        assert!(preds[0]["id"].as_u64().is_some() && preds[0]["token"].is_string());
+    }
+    expect_error(&["fill-mask", "--model", d.to_str().unwrap(), "no mask here"], None, "has no [MASK]");
+}
+
+#[test]
+fn classify_rerank_colbert_and_info() {
+    let cls = fixture("seqcls_cls_allbias_v4_f32");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(cls.join("config.json")).unwrap()).unwrap();
+    let labels: Vec<&str> = config["id2label"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
+    let out = json_lines(&["classify", "--model", cls.to_str().unwrap(), "good", "bad movie"], None);
+    assert_eq!(out.len(), 2);
+    for o in &out {
+        assert_eq!(o["logits"].as_array().unwrap().len(), 3);
+        assert!(labels.contains(&o["label"].as_str().unwrap()));
+        let p = o["score"].as_f64().unwrap();
+        assert!(p > 1.0 / 3.0 - 1e-6 && p <= 1.0, "softmax probability of the argmax");
+    }
+
+    let ce = fixture("seqcls_mean_crossenc_v5_bf16");
+    let scores = json_lines(&["rerank", "--model", ce.to_str().unwrap(), "--query", "what?", "doc one", "doc two", "three"], None);
+    assert_eq!(scores.len(), 3);
+    assert!(scores.iter().all(|s| (0.0..=1.0).contains(&s["score"].as_f64().unwrap())));
+
+    let cb = fixture("colbert_hd64_pylate");
+    let q = json_lines(&["colbert", "--model", cb.to_str().unwrap(), "--query", "short query"], None);
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(cb.join("config_sentence_transformers.json")).unwrap()).unwrap();
+    let vectors = q[0]["vectors"].as_array().unwrap();
+    assert_eq!(vectors.len() as u64, settings["query_length"].as_u64().unwrap(), "expanded to query_length");
+    let v = floats(&vectors[0]);
+    assert!((v.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-5);
+    let doc = json_lines(&["colbert", "--model", cb.to_str().unwrap(), "a, b. c!"], None);
+    assert!(doc[0]["vectors"].as_array().unwrap().len() < 10, "punctuation is skipped in documents");
+
+    let info = json_lines(&["info", "--model", fixture("backbone_hd64_w16_l4_v5_f32").to_str().unwrap()], None);
+    assert_eq!(info[0]["layer_pattern"], "GLGL");
+    assert_eq!(info[0]["window_radius"], 8);
+    assert!(info[0]["parameters"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn device_choice() {
+    let d = fixture("st_cls_nonorm");
+    let d = d.to_str().unwrap();
+    expect_error(&["embed", "--model", d, "--device", "cuda", "x"], None, "CUDA executor is not built yet");
+    assert_eq!(json_lines(&["embed", "--model", d, "--device", "auto", "x"], None).len(), 1);
+    assert_eq!(json_lines(&["embed", "--model", d, "--device", "cpu", "x"], None).len(), 1);
+}
+
+/// A writable copy of a fixture directory.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(name), tmp.path());
+    tmp
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Rewrite model.safetensors with one tensor's header entry replaced.
+fn rewrite_header(dir: &Path, edit: impl Fn(&mut serde_json::Map<String, Value>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let mut text = serde_json::to_string(&header).unwrap();
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, out).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_are_clear_errors() {
+    let embed = |dir: &Path, needle: &str| expect_error(&["embed", "--model", dir.to_str().unwrap(), "text"], None, needle);
+    let base = "st_cls_nonorm";
+
+    embed(Path::new("/nonexistent/model-dir"), "does not exist");
+
+    let t = copy_fixture(base);
+    std::fs::write(t.path().join("config.json"), "{ \"hidden_size\": 32, ").unwrap();
+    embed(t.path(), "not valid JSON");
+
+    let t = copy_fixture(base);
+    std::fs::remove_file(t.path().join("config.json")).unwrap();
+    embed(t.path(), "config.json");
+
+    let t = copy_fixture(base);
+    let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
+    std::fs::write(t.path().join("config.json"), cfg.replace("\"hidden_size\": 32", "\"hidden_size\": 48")).unwrap();
+    embed(t.path(), "has shape");
+
+    let t = copy_fixture("seqcls_cls_allbias_v4_f32"); // v4 config: no layer_types to disagree
+    let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
+    std::fs::write(t.path().join("config.json"), cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3")).unwrap();
+    embed(t.path(), "missing tensor \"model.layers.2.attn_norm.weight\"");
+
+    let t = copy_fixture(base);
+    let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
+    std::fs::write(t.path().join("config.json"), cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1")).unwrap();
+    embed(t.path(), "layer_types has 2 entries for 1 layers");
+
+    let t = copy_fixture(base);
+    let st = t.path().join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    embed(t.path(), "invalid safetensors");
+
+    let t = copy_fixture(base);
+    std::fs::write(t.path().join("model.safetensors"), b"").unwrap();
+    embed(t.path(), "invalid safetensors");
+
+    let t = copy_fixture(base);
+    std::fs::remove_file(t.path().join("model.safetensors")).unwrap();
+    embed(t.path(), "no model.safetensors");
+
+    let t = copy_fixture(base);
+    rewrite_header(t.path(), |h| {
+        let e = h.get_mut("final_norm.weight").unwrap();
+        e["data_offsets"][1] = Value::from(1u64 << 40);
+    });
+    embed(t.path(), "invalid safetensors");
+
+    let t = copy_fixture(base);
+    rewrite_header(t.path(), |h| {
+        let e = h.get_mut("final_norm.weight").unwrap();
+        e["dtype"] = Value::from("I32");
+    });
+    embed(t.path(), "dtype I32");
+
+    let t = copy_fixture(base);
+    rewrite_header(t.path(), |h| {
+        let e = h.get_mut("final_norm.weight").unwrap();
+        e["dtype"] = Value::from("F64");
+        e["shape"] = Value::from(vec![16]);
+    });
+    embed(t.path(), "has shape [16], expected [32]");
+
+    let t = copy_fixture(base);
+    std::fs::write(t.path().join("tokenizer.json"), "{\"model\": ").unwrap();
+    embed(t.path(), "tokenizer");
+
+    let t = copy_fixture(base);
+    let tok = std::fs::read(t.path().join("tokenizer.json")).unwrap();
+    std::fs::write(t.path().join("tokenizer.json"), &tok[..tok.len() / 3]).unwrap();
+    embed(t.path(), "tokenizer");
+
+    let t = copy_fixture(base);
+    std::fs::remove_file(t.path().join("tokenizer.json")).unwrap();
+    embed(t.path(), "tokenizer.json");
+
+    let t = copy_fixture(base);
+    std::fs::write(t.path().join("1_Pooling/config.json"), "{\"pooling_mode_max_tokens\": true}").unwrap();
+    embed(t.path(), "only cls and mean");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let d = fixture("st_cls_nonorm");
+    let d = d.to_str().unwrap();
+    expect_error(&["embed", "--model", d], Some(b""), "no texts");
+    expect_error(&["embed", "--model", d, ""], None, "text 1 is empty");
+    expect_error(&["embed", "--model", d], Some(b"fine\n\nfine"), "text 2 is empty");
+    expect_error(&["embed", "--model", d], Some(b"ok\n\xff\xfe bad\n"), "stdin line 2 is not valid UTF-8");
+    let long = "word ".repeat(9000);
+    expect_error(&["embed", "--model", d, "--no-truncate", &long], None, "more than the maximum");
+    assert_eq!(json_lines(&["embed", "--model", d, &long], None).len(), 1, "truncated by default");
+    expect_error(&["embed", "--model", d, "--dim", "0", "x"], None, "--dim 0");
+    expect_error(&["embed", "--model", d, "--dim", "33", "x"], None, "--dim 33");
+    expect_error(&["embed", "--model", d, "--prompt-name", "nope", "x"], None, "unknown prompt name");
+    expect_error(&["classify", "--model", d, "x"], None, "no classification head");
+    expect_error(&["colbert", "--model", d, "x"], None, "not a PyLate ColBERT directory");
+    expect_error(&["fill-mask", "--model", d, "[MASK]"], None, "no masked-LM head");
+    let out = run(&["embed"], None);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
