@@ -85,10 +85,10 @@ pub fn add_inplace(x: &mut [f32], y: &[f32]) {
     x.par_iter_mut().zip(y.par_iter()).for_each(|(a, b)| *a += b);
 }
 
-/// Exact GELU, `0.5 · x · (1 + erf(x / √2))` (transformers' `"gelu"`; erf evaluated in f64).
+/// Exact GELU, `0.5 · x · (1 + erf(x / √2))` (transformers' `"gelu"`), in f32 like PyTorch
+/// (`erff` is correctly rounded to within 1 ulp).
 pub fn gelu_erf(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// tanh-approximated GELU (`"gelu_new"`, `"gelu_pytorch_tanh"`), for checkpoints that ask for it.
