@@ -149,9 +149,16 @@ impl ModelConfig {
         // v5 may carry `sliding_window` (the half window) instead of `local_attention`.
         let local_attention = match (obj.get("local_attention"), obj.get("sliding_window")) {
             (Some(_), _) => f.usize("local_attention", 128)?,
-            (None, Some(Value::Number(_))) => 2 * f.usize("sliding_window", 64)?,
+            (None, Some(Value::Number(_))) => f
+                .usize("sliding_window", 64)?
+                .checked_mul(2)
+                .ok_or_else(|| err("sliding_window is implausibly large".into()))?,
             _ => 128,
         };
+
+        if local_attention > 1 << 20 {
+            return Err(err(format!("local_attention {local_attention} is implausibly large")));
+        }
 
         let layer_kinds = match obj.get("layer_types") {
             Some(Value::Array(types)) => {
@@ -207,9 +214,10 @@ impl ModelConfig {
             _ => Vec::new(),
         };
 
-        let eps = f.f64("norm_eps", 1e-5)?;
+        // Checked after the conversion to f32, the precision it is used in (1e-85 would become 0).
+        let eps = f.f64("norm_eps", 1e-5)? as f32;
         if !(eps > 0.0 && eps < 1.0) {
-            return Err(err(format!("norm_eps {eps} is out of range")));
+            return Err(err(format!("norm_eps {} is out of range (0, 1) in f32", f.f64("norm_eps", 1e-5)?)));
         }
 
         Ok(ModelConfig {
@@ -220,7 +228,7 @@ impl ModelConfig {
             num_attention_heads,
             hidden_activation,
             max_position_embeddings: f.usize("max_position_embeddings", 8192)?,
-            norm_eps: eps as f32,
+            norm_eps: eps,
             norm_bias: f.bool("norm_bias", false)?,
             attention_bias: f.bool("attention_bias", false)?,
             mlp_bias: f.bool("mlp_bias", false)?,
@@ -410,6 +418,9 @@ mod tests {
             (r#"{"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}"#, "yarn"),
             (r#"{"num_attention_heads": 0}"#, "positive"),
             (r#"{"norm_eps": -1}"#, "norm_eps"),
+            (r#"{"norm_eps": 1e-85}"#, "norm_eps"),
+            (r#"{"sliding_window": 9223372036854775808}"#, "sliding_window"),
+            (r#"{"local_attention": 9223372036854775808}"#, "local_attention"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use modernbert::error::{Error, Result};
 use modernbert::hub::resolve_model;
-use modernbert::pipeline::{EmbedOptions, LoadOptions, Pipeline};
+use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
+use modernbert::kernels::Dtype;
 use modernbert::reference::ops::Pooling;
 use modernbert::tokenize::OverlongPolicy;
 
@@ -90,8 +91,15 @@ struct Common {
     /// A local checkpoint directory, or a Hugging Face repo id (downloaded and cached).
     #[arg(long)]
     model: String,
+    /// auto: CUDA when usable, else the CPU; emulated: the GPU code path on the host emulator.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
+    /// Activation dtype on the GPU (and emulated) device.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
+    dtype: DtypeArg,
+    /// Disable CUDA-graph replay for small batches.
+    #[arg(long)]
+    no_graphs: bool,
     /// Refuse texts longer than the model's maximum instead of truncating them.
     #[arg(long)]
     no_truncate: bool,
@@ -104,7 +112,14 @@ struct Common {
 enum DeviceArg {
     Auto,
     Cpu,
+    Emulated,
     Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    Bf16,
+    Fp16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -114,21 +129,24 @@ enum PoolingArg {
 }
 
 impl Common {
-    fn load(&self) -> Result<Pipeline> {
-        match self.device {
-            DeviceArg::Cpu | DeviceArg::Auto => {}
-            DeviceArg::Cuda => {
-                return Err(Error::Device(
-                    "the CUDA executor is not built yet; use --device cpu (or auto)".into(),
-                ))
-            }
-        }
+    fn load(&self) -> Result<Engine> {
         let dir: PathBuf = resolve_model(&self.model)?;
-        let options = LoadOptions {
-            overlong: if self.no_truncate { OverlongPolicy::Refuse } else { OverlongPolicy::Truncate },
+        let options = EngineOptions {
+            device: match self.device {
+                DeviceArg::Auto => DeviceChoice::Auto,
+                DeviceArg::Cpu => DeviceChoice::Cpu,
+                DeviceArg::Emulated => DeviceChoice::Emulated,
+                DeviceArg::Cuda => DeviceChoice::Cuda,
+            },
+            dtype: match self.dtype {
+                DtypeArg::Bf16 => Dtype::Bf16,
+                DtypeArg::Fp16 => Dtype::F16,
+            },
             max_batch_tokens: self.max_batch_tokens,
+            graphs: !self.no_graphs,
+            overlong: if self.no_truncate { OverlongPolicy::Refuse } else { OverlongPolicy::Truncate },
         };
-        Pipeline::load(&dir, &options)
+        Engine::new(&dir, &options)
     }
 }
 
@@ -239,6 +257,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 "layer_pattern": c.layer_pattern(),
                 "global_layers": c.layer_kinds.iter().filter(|k| **k == modernbert::config::LayerKind::Global).count(),
                 "parameters": p.parameter_count(),
+                "device": p.backbone.device_name(),
                 "tasks": p.task_heads(),
                 "pooling": p.layout.pooling,
                 "normalize": p.layout.normalize,

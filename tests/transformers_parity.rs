@@ -11,7 +11,7 @@ use common::{all_fixtures, argmax_rows, relative_max_error, Case, Fixture};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::model::Checkpoint;
-use modernbert::pipeline::{EmbedOptions, LoadOptions, Pipeline};
+use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::reference::CpuExecutor;
 use modernbert::weights::TensorStore;
 
@@ -47,7 +47,7 @@ fn flatten(rows: &[Vec<f32>]) -> Vec<f32> {
     rows.iter().flatten().copied().collect()
 }
 
-fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&Pipeline>, report: &mut Report) {
+fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&Engine>, report: &mut Report) {
     let what = |kind: &str| format!("{}/{}", case.name, kind);
     // Tokenisation: our ids must be the ids transformers' tokenizer produced.
     if let (Some(p), Some(texts)) = (pipeline, &case.texts) {
@@ -147,7 +147,7 @@ fn cpu_reference_matches_transformers_on_every_fixture() {
             .dir
             .join("tokenizer.json")
             .is_file()
-            .then(|| Pipeline::load(&fx.dir, &LoadOptions::default()).unwrap());
+            .then(|| Engine::new(&fx.dir, &EngineOptions { device: DeviceChoice::Cpu, ..Default::default() }).unwrap());
         let mut report = Report { fixture: fx.name.clone(), worst: 0.0, failures: Vec::new() };
         for case in &fx.expected.cases {
             check_case(&fx, case, &exec, pipeline.as_ref(), &mut report);

@@ -167,4 +167,13 @@ typedef struct RowNormalizeParams {
     uint32_t dim;
 } RowNormalizeParams;
 
+/* selftest.cu: runs the device primitives (mma, ldmatrix, shuffles, cp.async, packing) on given
+ * inputs for the GPU self-test (kernels-tests/tests/gpu_selftest.rs); one warp (or block) per test. */
+typedef struct SelftestParams {
+    uint64_t in;  /* const uint32_t [...]: inputs, laid out per kernel (see selftest.cu) */
+    uint64_t out; /* uint32_t [...]: outputs */
+    uint32_t n;   /* element count where a kernel needs one */
+    uint32_t mode;
+} SelftestParams;
+
 #endif /* MODERNBERT_PARAMS_H */

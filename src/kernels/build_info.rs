@@ -32,8 +32,23 @@ pub fn cuobjdump() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// The SASS of one source for one arch (`"90"`), by `cuobjdump -sass -arch sm_XX`.
+/// The SASS of one source for one arch (`"90"`), by `cuobjdump -sass -arch sm_XX` (memoised).
 pub fn sass(source: &str, arch: &str) -> Result<String, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(String, String), Result<String, String>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (source.to_string(), arch.to_string());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(r) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return r.clone();
+    }
+    let r = sass_uncached(source, arch);
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, r.clone());
+    r
+}
+
+fn sass_uncached(source: &str, arch: &str) -> Result<String, String> {
     let fatbin = fatbin(source).ok_or_else(|| format!("no fatbin for `{source}` (nvcc did not build it)"))?;
     let tool = cuobjdump().ok_or("cuobjdump not found (CUOBJDUMP, next to nvcc, .toolchain)")?;
     let o = std::process::Command::new(&tool)

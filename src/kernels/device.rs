@@ -39,6 +39,35 @@ impl DeviceBuffer {
     }
 }
 
+/// `out[m, n] = a[m, k] · w[n, k]ᵀ (+ bias[n])`: a PyTorch Linear on row-major device buffers in
+/// the activation dtype, fp32 accumulation, one rounding of the result (cuBLASLt on a GPU, the
+/// CPU on the emulator). `bias` 0 = none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmDesc {
+    pub a: u64,
+    pub w: u64,
+    pub bias: u64,
+    pub out: u64,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+}
+
+impl GemmDesc {
+    /// What a GEMM cannot check by itself: required pointers and non-empty shapes.
+    pub fn check(&self) -> Result<(), KernelError> {
+        for (what, p) in [("a", self.a), ("w", self.w), ("out", self.out)] {
+            if p == 0 {
+                return Err(KernelError::Unsupported { kernel: "gemm".into(), message: format!("`{what}` is null") });
+            }
+        }
+        if self.n == 0 || self.k == 0 {
+            return Err(KernelError::Unsupported { kernel: "gemm".into(), message: format!("shape {}x{}x{}", self.m, self.n, self.k) });
+        }
+        Ok(())
+    }
+}
+
 /// What the kernel tests and the executor need from a device.
 pub trait Device: Send + Sync {
     /// "emulator" or "cuda:<ordinal> <name>".
@@ -54,6 +83,8 @@ pub trait Device: Send + Sync {
         -> Result<(), KernelError>;
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<(), KernelError>;
+    /// A GEMM in the activation dtype (see [`GemmDesc`]).
+    fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError>;
     /// The emulator, if this device is one (to switch the thread order).
     fn as_emulator(&self) -> Option<&Emulator> {
         None
@@ -117,6 +148,9 @@ impl Device for Emulator {
         params: &[u8],
     ) -> Result<(), KernelError> {
         Emulator::launch_raw(self, name, grid, block, smem, params)
+    }
+    fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
+        self.gemm(dtype, g)
     }
     fn synchronize(&self) -> Result<(), KernelError> {
         Ok(())
@@ -231,6 +265,7 @@ impl Device for CudaDevice {
         params: &[u8],
     ) -> Result<(), KernelError> {
         use cudarc::driver::sys;
+        self.ctx.bind_to_thread().map_err(cuda_err)?;
         let f = self.function(name)?;
         let cu_f = f.cu_function();
         if smem > 48 * 1024 {
@@ -270,6 +305,15 @@ impl Device for CudaDevice {
     fn synchronize(&self) -> Result<(), KernelError> {
         self.stream.synchronize().map_err(cuda_err)
     }
+    fn gemm(&self, _dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
+        g.check()?;
+        Err(KernelError::Cuda("cuBLASLt GEMMs are not wired in yet".into()))
+    }
+}
+
+/// Whether a CUDA device can be opened here (driver library present, a GPU, kernels built).
+pub fn cuda_available() -> bool {
+    CudaDevice::new(0).is_ok()
 }
 
 /// The device named by `MODERNBERT_TEST_DEVICE`: `emulator` (default) or `cuda` / `cuda:N`.

@@ -142,6 +142,7 @@ impl EmuBuffer {
 pub struct Emulator {
     buffers: Mutex<Vec<Weak<Alloc>>>,
     reverse: AtomicBool,
+    gemm_scratch: Mutex<super::gemm_host::HostGemmScratch>,
 }
 
 impl Default for Emulator {
@@ -154,7 +155,7 @@ impl Emulator {
     /// A new emulator; threads run in reverse order when `MODERNBERT_EMU_REVERSE=1`.
     pub fn new() -> Self {
         let reverse = std::env::var("MODERNBERT_EMU_REVERSE").is_ok_and(|v| v == "1");
-        Emulator { buffers: Mutex::new(Vec::new()), reverse: AtomicBool::new(reverse) }
+        Emulator { buffers: Mutex::new(Vec::new()), reverse: AtomicBool::new(reverse), gemm_scratch: Mutex::default() }
     }
 
     /// Run the threads of a block in reverse order (highest thread index first) from now on.
@@ -186,6 +187,12 @@ impl Emulator {
         buffers.retain(|w| w.strong_count() > 0);
         buffers.push(Arc::downgrade(&a));
         EmuBuffer(a)
+    }
+
+    /// The emulated device's GEMM (CPU, same contract as cuBLASLt's; see `gemm_host`).
+    pub fn gemm(&self, dtype: super::Dtype, g: &super::device::GemmDesc) -> Result<(), KernelError> {
+        let mut scratch = self.gemm_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        super::gemm_host::host_gemm(dtype, g, &mut scratch)
     }
 
     /// Names of every kernel the emulator has.

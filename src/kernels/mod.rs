@@ -11,6 +11,7 @@
 pub mod build_info;
 pub mod device;
 pub mod emu;
+pub mod gemm_host;
 pub mod ops;
 pub mod params;
 

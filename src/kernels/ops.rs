@@ -10,10 +10,14 @@ use super::device::Device;
 use super::params::*;
 use super::{Dtype, KernelError};
 
-/// Widest row the register-resident row kernels (LayerNorm, embeddings, MLM head) accept.
-pub const MAX_NORM_WIDTH: u32 = 4096;
-/// Widest row `colbert_normalize` accepts.
-pub const MAX_COLBERT_DIM: u32 = 1024;
+/// Widest row the register-resident row kernels (LayerNorm, embeddings, MLM head) accept:
+/// 8 elements per thread, at most 1024 threads.
+pub const MAX_NORM_WIDTH: u32 = 8192;
+
+/// Threads per block of the row kernels of `norm.cuh`: one per 8 elements, whole warps.
+pub fn norm_threads(hidden: u32) -> u32 {
+    hidden.div_ceil(8).div_ceil(32).max(1) * 32
+}
 /// Grid-stride kernels never launch more blocks than this.
 const MAX_GRID: u32 = 1 << 20;
 
@@ -29,7 +33,7 @@ fn need(kernel: &str, what: &str, ptr: u64) -> Result<(), KernelError> {
     }
 }
 
-/// `layernorm.cu`: `if delta { residual += delta }; out = LayerNorm(residual)`; hidden in 1..=4096.
+/// `layernorm.cu`: `if delta { residual += delta }; out = LayerNorm(residual)`; hidden in 1..=8192.
 pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(), KernelError> {
     let name = format!("layernorm{}", dt.suffix());
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
@@ -41,10 +45,10 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
+    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [norm_threads(p.hidden), 1, 1], 0, p)
 }
 
-/// `embeddings.cu`: `out[t] = LayerNorm(table[ids[t]])`; hidden in 1..=4096.
+/// `embeddings.cu`: `out[t] = LayerNorm(table[ids[t]])`; hidden in 1..=8192.
 pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
     let name = format!("embeddings{}", dt.suffix());
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
@@ -59,7 +63,7 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
+    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [norm_threads(p.hidden), 1, 1], 0, p)
 }
 
 /// `rope.cu`: RoPE in place on the Q and K heads of `qkv`; even head_dim.
@@ -160,7 +164,7 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
     dev.launch(&name, [p.max_sequences, 1, 1], [256, 1, 1], smem, p)
 }
 
-/// `mlm_head.cu`: `out = LayerNorm(act(x + dense_bias))`; hidden in 1..=4096.
+/// `mlm_head.cu`: `out = LayerNorm(act(x + dense_bias))`; hidden in 1..=8192.
 pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Result<(), KernelError> {
     let name = format!("head_act_norm{}", dt.suffix());
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
@@ -175,7 +179,7 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
+    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [norm_threads(p.hidden), 1, 1], 0, p)
 }
 
 /// `mlm_head.cu`: fp32 `logits = x + bias` (the decoder bias).
@@ -195,11 +199,11 @@ pub fn bias_add(dev: &dyn Device, dt: Dtype, p: &BiasAddParams) -> Result<(), Ke
     dev.launch(&name, [items.div_ceil(256).min(1 << 16) as u32, 1, 1], [256, 1, 1], 0, p)
 }
 
-/// `colbert.cu`: fp32 `out[t] = x[t] / max(‖x[t]‖, 1e-12)`; dim in 1..=1024.
+/// `colbert.cu`: fp32 `out[t] = x[t] / max(‖x[t]‖, 1e-12)`.
 pub fn colbert_normalize(dev: &dyn Device, dt: Dtype, p: &RowNormalizeParams) -> Result<(), KernelError> {
     let name = format!("colbert_normalize{}", dt.suffix());
-    if p.dim == 0 || p.dim > MAX_COLBERT_DIM {
-        return Err(unsupported(&name, format!("dim {} (1..={MAX_COLBERT_DIM})", p.dim)));
+    if p.dim == 0 {
+        return Err(unsupported(&name, "dim = 0"));
     }
     for (what, ptr) in [("x", p.x), ("out", p.out)] {
         need(&name, what, ptr)?;
@@ -208,4 +212,48 @@ pub fn colbert_normalize(dev: &dyn Device, dt: Dtype, p: &RowNormalizeParams) ->
         return Ok(());
     }
     dev.launch(&name, [p.max_rows.div_ceil(4).min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
+}
+
+
+/// Query rows per block of `attention.cu` (4 warps × 16 rows).
+pub const ATTENTION_BLOCK_M: u32 = 64;
+/// Threads per block of `attention.cu`.
+pub const ATTENTION_THREADS: u32 = 128;
+
+/// `attention.cu` grid: (query tiles of the longest sequence, heads, sequences) — capacities only;
+/// blocks past the actual counts (read from the BatchDesc) exit at once.
+pub fn attention_grid(max_seqlen: u32, heads: u32, max_sequences: u32) -> ([u32; 3], [u32; 3]) {
+    ([max_seqlen.div_ceil(ATTENTION_BLOCK_M).max(1), heads, max_sequences], [ATTENTION_THREADS, 1, 1])
+}
+
+/// `attention.cu`: checks what the kernel cannot — head_dim 64 only (the kernel would write
+/// nothing otherwise), grid limits, 16-byte alignment of qkv and out (cp.async, 16-byte stores).
+pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(), KernelError> {
+    let name = match dt {
+        Dtype::Bf16 => "attention_bf16",
+        Dtype::F16 => "attention_f16",
+    };
+    if p.head_dim != 64 {
+        return Err(unsupported(name, format!("head_dim {} (the kernel supports 64 only)", p.head_dim)));
+    }
+    if p.heads == 0 || p.heads > 65535 {
+        return Err(unsupported(name, format!("heads {} (1..=65535)", p.heads)));
+    }
+    if p.max_sequences > 65535 {
+        return Err(unsupported(name, format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences)));
+    }
+    if p.qkv % 16 != 0 || p.out % 16 != 0 {
+        return Err(unsupported(name, "qkv and out must be 16-byte aligned"));
+    }
+    if !(p.softmax_scale.is_finite() && p.softmax_scale > 0.0) {
+        return Err(unsupported(name, format!("softmax_scale {}", p.softmax_scale)));
+    }
+    for (what, ptr) in [("qkv", p.qkv), ("out", p.out), ("cu_seqlens", p.cu_seqlens), ("batch", p.batch)] {
+        need(name, what, ptr)?;
+    }
+    if p.max_seqlen == 0 || p.max_sequences == 0 {
+        return Ok(());
+    }
+    let (grid, block) = attention_grid(p.max_seqlen, p.heads, p.max_sequences);
+    dev.launch(name, grid, block, 0, p)
 }

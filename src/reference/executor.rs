@@ -4,7 +4,8 @@
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{BackboneWeights, ClassifierHead, Linear, MaskedLmHead, Norm, PredictionHead};
+use crate::model::{BackboneWeights, ClassifierHead, Linear, MaskedLmHead, Norm};
+use crate::reference::heads;
 use crate::reference::ops::{self, Pooling};
 
 pub struct CpuExecutor {
@@ -67,52 +68,26 @@ impl CpuExecutor {
         Ok(out)
     }
 
-    /// `ModernBertPredictionHead` on `rows` rows of width hidden.
-    fn prediction_head(&self, head: &PredictionHead, x: &[f32], rows: usize) -> Vec<f32> {
-        let h = self.config.hidden_size;
-        let mut dense = vec![0f32; rows * h];
-        linear(x, &head.dense, rows, &mut dense);
-        ops::activate_inplace(&mut dense, self.config.classifier_activation);
-        let mut out = vec![0f32; rows * h];
-        layer_norm(&dense, &head.norm, self.config.norm_eps, &mut out);
-        out
-    }
-
     /// MLM logits `[rows.len(), vocab]` for the selected packed rows of `hidden`.
     pub fn mlm_logits(&self, mlm: &MaskedLmHead, hidden: &[f32], rows: &[usize]) -> Vec<f32> {
-        let (h, v) = (self.config.hidden_size, self.config.vocab_size);
-        let picked: Vec<f32> = rows.iter().flat_map(|&r| hidden[r * h..][..h].iter().copied()).collect();
-        let head = self.prediction_head(&mlm.head, &picked, rows.len());
-        let decoder = mlm.decoder_weight.as_deref().unwrap_or(&self.weights.tok_embeddings);
-        let mut logits = vec![0f32; rows.len() * v];
-        ops::linear(&head, decoder, mlm.decoder_bias.as_deref(), rows.len(), h, v, &mut logits);
-        logits
+        heads::mlm_logits(&self.config, mlm, &self.weights.tok_embeddings, hidden, rows)
     }
 
-    /// Sequence classification logits `[sequences, labels]`: pool → head → classifier.
+    /// Sequence classification logits `[sequences, labels]`.
     pub fn sequence_logits(&self, cls: &ClassifierHead, hidden: &[f32], batch: &PackedBatch, pooling: Pooling) -> Vec<f32> {
-        let h = self.config.hidden_size;
-        let pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
-        self.classify_rows(cls, &pooled, batch.sequences())
+        heads::sequence_logits(&self.config, cls, hidden, batch, pooling)
     }
 
-    /// Token classification logits `[tokens, labels]`: head → classifier on every token.
+    /// Token classification logits `[tokens, labels]`.
     pub fn token_logits(&self, cls: &ClassifierHead, hidden: &[f32], tokens: usize) -> Vec<f32> {
-        self.classify_rows(cls, hidden, tokens)
-    }
-
-    fn classify_rows(&self, cls: &ClassifierHead, x: &[f32], rows: usize) -> Vec<f32> {
-        let head = self.prediction_head(&cls.head, x, rows);
-        let mut logits = vec![0f32; rows * cls.classifier.out_features];
-        linear(&head, &cls.classifier, rows, &mut logits);
-        logits
+        heads::token_logits(&self.config, cls, hidden, tokens)
     }
 }
 
-fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
+pub(crate) fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
     ops::linear(x, &l.weight, l.bias.as_deref(), rows, l.in_features, l.out_features, out);
 }
 
-fn layer_norm(x: &[f32], n: &Norm, eps: f32, out: &mut [f32]) {
+pub(crate) fn layer_norm(x: &[f32], n: &Norm, eps: f32, out: &mut [f32]) {
     ops::layer_norm(x, &n.weight, n.bias.as_deref(), eps, out);
 }

@@ -1,6 +1,7 @@
 //! The exact f32 CPU executor and its per-op building blocks.
 
 pub mod executor;
+pub mod heads;
 pub mod ops;
 
 pub use executor::CpuExecutor;

@@ -1,8 +1,11 @@
-//! Tasks on a loaded checkpoint directory: embeddings, fill-mask, classification, reranking, token
-//! classification and ColBERT vectors. Texts → tokenizer → packed batches (split so that no batch
-//! exceeds `max_batch_tokens`) → executor → task head; results always in input order.
+//! The engine: a loaded checkpoint directory and an executor (the exact f32 CPU reference, or the
+//! GPU executor on a CUDA device or the host emulator), with the tasks users call: embeddings,
+//! fill-mask, classification, reranking, token classification and ColBERT vectors.
+//! Texts → tokenizer → packed batches (split so that no batch exceeds `max_batch_tokens`) →
+//! executor → task head; results always in input order.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
@@ -10,20 +13,75 @@ use crate::error::{Error, Result};
 use crate::layout::{load_dense, ColbertSettings, SentenceTransformersLayout};
 use crate::model::{Checkpoint, ClassifierHead, Linear, MaskedLmHead};
 use crate::reference::ops::{self, Pooling};
-use crate::reference::CpuExecutor;
+use crate::gpu::GpuExecutor;
+use crate::kernels::device::{CudaDevice, Device};
+use crate::kernels::emu::Emulator;
+use crate::kernels::Dtype;
+use crate::reference::{heads, CpuExecutor};
 use crate::tokenize::{OverlongPolicy, TextTokenizer};
 use crate::weights::TensorStore;
 
-#[derive(Clone, Debug)]
-pub struct LoadOptions {
-    pub overlong: OverlongPolicy,
-    /// Tokens per forward batch on the CPU (long requests are split; results keep input order).
-    pub max_batch_tokens: usize,
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// CUDA when a usable GPU (driver, device, kernels in this build) is present, else the CPU.
+    Auto,
+    /// The exact f32 reference executor.
+    Cpu,
+    /// The GPU executor on the host emulator: the CUDA code path, run on the CPU.
+    Emulated,
+    /// The GPU executor on CUDA device 0.
+    Cuda,
 }
 
-impl Default for LoadOptions {
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub device: DeviceChoice,
+    /// Activation dtype of the GPU executor (the CPU executor is always f32).
+    pub dtype: Dtype,
+    /// Tokens per forward batch: sizes the GPU arena; longer requests are split (order kept).
+    pub max_batch_tokens: usize,
+    /// Replay CUDA graphs for small batches (CUDA only).
+    pub graphs: bool,
+    pub overlong: OverlongPolicy,
+}
+
+impl Default for EngineOptions {
     fn default() -> Self {
-        LoadOptions { overlong: OverlongPolicy::Truncate, max_batch_tokens: 16384 }
+        EngineOptions {
+            device: DeviceChoice::Auto,
+            dtype: Dtype::Bf16,
+            max_batch_tokens: 16384,
+            graphs: true,
+            overlong: OverlongPolicy::Truncate,
+        }
+    }
+}
+
+/// The backbone executor behind an engine.
+pub enum Backbone {
+    Cpu(CpuExecutor),
+    Gpu(GpuExecutor),
+}
+
+impl Backbone {
+    /// `last_hidden_state` `[tokens, hidden]` in f32.
+    pub fn hidden_states(&self, batch: &PackedBatch, hidden: usize) -> Result<Vec<f32>> {
+        match self {
+            Backbone::Cpu(e) => e.forward(batch),
+            Backbone::Gpu(e) => {
+                let mut out = vec![0f32; batch.tokens() * hidden];
+                e.forward_into(batch, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    pub fn device_name(&self) -> String {
+        match self {
+            Backbone::Cpu(_) => "cpu".into(),
+            Backbone::Gpu(e) => e.device_name(),
+        }
     }
 }
 
@@ -55,23 +113,40 @@ pub struct Classification {
     pub score: f32,
 }
 
-pub struct Pipeline {
+pub struct Engine {
     pub dir: PathBuf,
     pub config: ModelConfig,
     /// `None` when the directory has no tokenizer.json (token-id inputs and `info` still work).
     tokenizer: Option<TextTokenizer>,
     pub layout: SentenceTransformersLayout,
-    pub executor: CpuExecutor,
+    pub backbone: Backbone,
+    /// The token-embedding table on the host, for a tied MLM decoder when the backbone runs on a
+    /// device (the CPU executor has its own copy).
+    decoder_table: Option<Vec<f32>>,
     pub mlm: Option<MaskedLmHead>,
     pub classifier: Option<ClassifierHead>,
     pub dense: Option<Linear>,
     max_batch_tokens: usize,
+    max_batch_sequences: usize,
+    parameters: usize,
 }
 
-impl Pipeline {
+/// The device to run on, resolved from the user's choice (`Auto` falls back to the CPU).
+fn open_device(choice: DeviceChoice) -> Result<Option<Arc<dyn Device>>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::Emulated => Ok(Some(Arc::new(Emulator::new()))),
+        DeviceChoice::Cuda => CudaDevice::new(0)
+            .map(|d| Some(Arc::new(d) as Arc<dyn Device>))
+            .map_err(|e| Error::Device(format!("--device cuda: {e}"))),
+        DeviceChoice::Auto => Ok(CudaDevice::new(0).ok().map(|d| Arc::new(d) as Arc<dyn Device>)),
+    }
+}
+
+impl Engine {
     /// Load a checkpoint directory (config.json, model.safetensors or shards, tokenizer.json, and
     /// any sentence-transformers / PyLate files).
-    pub fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+    pub fn new(dir: &Path, options: &EngineOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::io(dir, "model directory does not exist"));
         }
@@ -100,16 +175,32 @@ impl Pipeline {
         } else {
             None
         };
-        Ok(Pipeline {
+        let parameters = weights.parameter_count();
+        let max_batch_tokens = options.max_batch_tokens.max(1);
+        // A sequence is never split, so a device arena must hold the longest one the tokenizer lets through.
+        let arena_tokens = max_batch_tokens.max(max_len);
+        let max_batch_sequences = arena_tokens.min(4096);
+        let (backbone, decoder_table) = match open_device(options.device)? {
+            None => (Backbone::Cpu(CpuExecutor::new(config.clone(), weights)), None),
+            Some(dev) => {
+                let exec = GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences)?;
+                let tied = mlm.as_ref().is_some_and(|m| m.decoder_weight.is_none());
+                (Backbone::Gpu(exec), tied.then_some(weights.tok_embeddings))
+            }
+        };
+        Ok(Engine {
             dir: dir.to_path_buf(),
-            config: config.clone(),
+            config,
             tokenizer,
             layout,
-            executor: CpuExecutor::new(config, weights),
+            backbone,
+            decoder_table,
             mlm,
             classifier,
             dense,
-            max_batch_tokens: options.max_batch_tokens.max(1),
+            max_batch_tokens,
+            max_batch_sequences,
+            parameters,
         })
     }
 
@@ -124,7 +215,7 @@ impl Pipeline {
         let head = |h: &crate::model::PredictionHead| {
             lin(&h.dense) + h.norm.weight.len() + h.norm.bias.as_ref().map_or(0, Vec::len)
         };
-        self.executor.weights.parameter_count()
+        self.parameters
             + self.mlm.as_ref().map_or(0, |m| {
                 head(&m.head)
                     + m.decoder_weight.as_ref().map_or(0, Vec::len)
@@ -160,17 +251,36 @@ impl Pipeline {
         key_lens: &[usize],
         mut each: impl FnMut(usize, &PackedBatch, &[f32]) -> Result<()>,
     ) -> Result<()> {
+        let mut first = 0;
+        self.for_each_batch(sequences, key_lens, |batch| {
+            let hidden = self.backbone.hidden_states(batch, self.config.hidden_size)?;
+            each(first, batch, &hidden)?;
+            first += batch.sequences();
+            Ok(())
+        })
+    }
+
+    /// Split sequences into packed batches of at most `max_batch_tokens` tokens (a longer sequence
+    /// goes alone) and `max_batch_sequences` sequences, in order.
+    fn for_each_batch(
+        &self,
+        sequences: &[Vec<u32>],
+        key_lens: &[usize],
+        mut each: impl FnMut(&PackedBatch) -> Result<()>,
+    ) -> Result<()> {
         let mut start = 0;
         while start < sequences.len() {
             let mut end = start;
             let mut tokens = 0;
-            while end < sequences.len() && (end == start || tokens + sequences[end].len() <= self.max_batch_tokens) {
+            while end < sequences.len()
+                && end - start < self.max_batch_sequences
+                && (end == start || tokens + sequences[end].len() <= self.max_batch_tokens)
+            {
                 tokens += sequences[end].len();
                 end += 1;
             }
             let batch = PackedBatch::with_key_lens(&sequences[start..end], &key_lens[start..end])?;
-            let hidden = self.executor.forward(&batch)?;
-            each(start, &batch, &hidden)?;
+            each(&batch)?;
             start = end;
         }
         Ok(())
@@ -228,6 +338,16 @@ impl Pipeline {
             return Err(Error::Input(format!("--dim {dim} must be in 1..={full_dim}")));
         }
         let mut out = Vec::with_capacity(ids.len());
+        if let (Backbone::Gpu(exec), None) = (&self.backbone, dense) {
+            // Pool, truncate and normalise on the device; only [sequences, dim] comes back.
+            return self.for_each_batch(&ids, &Self::all_keys(&ids), |batch| {
+                let mut pooled = vec![0f32; batch.sequences() * dim];
+                exec.pooled_into(batch, pooling, normalize, dim, &mut pooled)?;
+                out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
+                Ok(())
+            })
+            .map(|()| out);
+        }
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
             let h = self.config.hidden_size;
             let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
@@ -264,7 +384,14 @@ impl Pipeline {
         let mut out = Vec::with_capacity(ids.len());
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
             let rows: Vec<usize> = (0..batch.tokens()).filter(|&t| batch.ids[t] == mask_id).collect();
-            let logits = self.executor.mlm_logits(mlm, hidden, &rows);
+            let table = match &self.backbone {
+                Backbone::Cpu(e) => &e.weights.tok_embeddings,
+                Backbone::Gpu(_) => self
+                    .decoder_table
+                    .as_ref()
+                    .ok_or_else(|| Error::Weights("no decoder weight for the MLM head".into()))?,
+            };
+            let logits = heads::mlm_logits(&self.config, mlm, table, hidden, &rows);
             let mut row_iter = rows.iter().zip(logits.chunks(v)).peekable();
             for b in 0..batch.sequences() {
                 let range = batch.seq_range(b);
@@ -306,7 +433,7 @@ impl Pipeline {
         let labels = cls.classifier.out_features;
         let mut out = Vec::with_capacity(ids.len());
         self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
-            let logits = self.executor.sequence_logits(cls, hidden, batch, self.config.classifier_pooling);
+            let logits = heads::sequence_logits(&self.config, cls, hidden, batch, self.config.classifier_pooling);
             out.extend(logits.chunks(labels).map(<[f32]>::to_vec));
             Ok(())
         })?;
@@ -356,7 +483,7 @@ impl Pipeline {
         let labels = cls.classifier.out_features;
         let mut out = Vec::with_capacity(ids.len());
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
-            let logits = self.executor.token_logits(cls, hidden, batch.tokens());
+            let logits = heads::token_logits(&self.config, cls, hidden, batch.tokens());
             for b in 0..batch.sequences() {
                 out.push(batch.seq_range(b).map(|t| logits[t * labels..][..labels].to_vec()).collect());
             }

@@ -1,0 +1,343 @@
+/*
+ * attention.cu — varlen bidirectional multi-head attention, head_dim 64, FlashAttention-2 style.
+ *
+ * Shapes and layout (packed varlen, see params.h / src/reference/ops.rs `attention`):
+ *   qkv  T [tokens, 3, heads, 64]   (Q, K, V; head-major inside each; RoPE already applied)
+ *   out  T [tokens, heads * 64]     (heads merged, head-major)
+ *   sequence b owns rows cu_seqlens[b] .. cu_seqlens[b+1]; all of its tokens are queries, only the first
+ *   n_keys(b) = min(key_lens[b], len) are keys (p.key_lens == 0, no array: every token is a key).
+ *   Global layer (window_radius < 0): query i sees keys 0 .. n_keys-1.
+ *   Local layer (window_radius = r >= 0): query i sees keys j < n_keys with |i - j| <= r (inclusive,
+ *   ModernBERT: r = 64, at most 129 keys). A query with no visible key outputs 0 (as the reference).
+ *   T = bf16 (attention_bf16) or fp16 (attention_f16); fp32 scores, statistics and accumulators.
+ *
+ * Algorithm (FlashAttention-2 forward, no materialised score matrix):
+ *   one block = 64 query rows x one head x one sequence; 4 warps, each owns 16 query rows.
+ *   Q tile -> shared (cp.async) -> registers (ldmatrix.x4, 16 regs/thread, kept for the whole loop).
+ *   For each 64-key K/V tile of the block's key range (double-buffered in shared memory with cp.async:
+ *   the load of tile t+1 is issued before tile t is computed):
+ *     S = Q K^T        mma.m16n8k16 (A = Q fragments, B = K via ldmatrix.x4 non-trans), fp32;
+ *     mask             only on tiles that are not wholly visible to the warp's 16 rows: keys >= n_keys
+ *                      or outside |i-j| <= r get -inf;
+ *     online softmax   row max over the quad (shfl_xor 1, 2), p = exp2(s * scale*log2e - m*scale*log2e),
+ *                      rescale of l and O by exp2(m_old - m_new); a row whose keys so far are all masked
+ *                      keeps m = -inf and uses 0 as its shift, so it never produces NaN (p = 0, alpha = 0);
+ *     O += P V         P packed to bf16/fp16 in registers (the C fragment of S is the A fragment of PV),
+ *                      V via ldmatrix.x4.trans.
+ *   Finally O /= l (l == 0 -> 0), staged through shared memory, written with 16-byte stores.
+ *   Skipping: the block visits only the key range [max(0, q0 - r), min(n_keys, q_last + r + 1)) in tiles
+ *   of 64 keys starting at its lower end (tiles wholly outside the window are never loaded); inside a tile
+ *   each warp skips (not masks) every 16-key chunk outside its own rows' window, so a local layer does
+ *   16 + 2r = 144 keys of MMA work per query row for r = 64 (1.12x the 129-key ideal) while a block loads
+ *   192 keys of K/V for its 64 rows.
+ *
+ * Launch geometry (CUDA-graph friendly: capacities size the grid, the real counts come from BatchDesc):
+ *   grid  = (ceil(max_seqlen / 64), heads, max_sequences), block = 128 threads, no dynamic shared memory.
+ *   Blocks past BatchDesc.sequences or past their sequence's length exit at once. A sequence longer than
+ *   max_seqlen is the host's error (its tail rows would not be computed).
+ *   head_dim must be 64: the host launcher rejects anything else with an error; the kernel itself
+ *   returns without writing if p.head_dim != 64.
+ * Shared memory: 40 KiB static = Q 8 KiB + 2 x (K 8 KiB + V 8 KiB); rows of 128 bytes with the 16-byte
+ *   chunk index XOR-swizzled by (row & 7), so cp.async writes and ldmatrix reads are bank-conflict free.
+ *   Rows past the sequence / key range are zero-filled (never read from global memory).
+ * Registers: O 32 + S/P 32 + Q 16 fp32/b32 per thread. __launch_bounds__(128, 3): at most 170 registers,
+ *   3 blocks (12 warps, 120 KiB smem) per SM; ptxas (nvcc 13.0): 146-148 registers, 0 spills on sm_80..90.
+ *   (With plain __launch_bounds__(128) ptxas chose 128 registers + 8 bytes of spills on sm_80.)
+ *
+ * Work per sequence of length L, per head (global): FLOPs = 4 * L * n_keys * 64 (QK^T and PV, 2 FLOP per
+ *   MAC); bytes = L*64*2 (Q) + ceil(L/64) * n_keys * 64*2*2 (K, V re-read per query block, mostly from
+ *   L2) + L*64*2 (O). L = 8192: 17.2 GFLOP per head, arithmetic intensity far above the ridge point:
+ *   compute bound. Local (r = 64): FLOPs = 4 * L * 144 * 64 issued (4 * L * 129 * 64 useful), K/V bytes
+ *   3 * L * 64 * 2 * 2 (3 tiles per query block): latency/bandwidth bound.
+ * Expected figures on an H100 (NOT measured yet; replace by measurements in profiles/):
+ *   targets (issue 3): global L = 8192 >= 50% of the card's measured dense bf16 tensor rate; a local layer
+ *   within 1.3x of the time 129 keys per query would take at that rate.
+ *   Estimate: mma.sync FA2-style kernels reach roughly a third of the H100 SXM dense bf16 peak at
+ *   head_dim 64 (published FlashAttention-2 forward figures), and this simpler one (64-row blocks,
+ *   one-group cp.async double buffering) probably 200-300 TFLOP/s: likely BELOW the 50% target, which
+ *   would need an sm_90a wgmma/TMA path. Local layer: MMA work 1.12x of the 129-key ideal; the extra
+ *   K/V tile loads are L2 hits, so within 1.3x is plausible.
+ */
+#include "params.h"
+#include "device.cuh"
+
+namespace attention_detail {
+
+constexpr int kHeadDim = 64;
+constexpr int kBlockM = 64;  // query rows per block
+constexpr int kBlockN = 64;  // keys per K/V tile
+constexpr int kThreads = 128;
+constexpr int kTileBytes = 64 * 64 * 2;  // one 64 x 64 bf16/fp16 tile
+
+// Byte offset of element (row, col) in a swizzled 64 x 64 tile of 2-byte elements.
+__device__ __forceinline__ int swz(int row, int col) {
+    return row * 128 + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
+}
+
+template <typename T>
+struct Prec;
+template <>
+struct Prec<__nv_bfloat16> {
+    static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+        mma_m16n8k16_bf16(d, a, b, d);
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_bf16x2(lo, hi); }
+};
+template <>
+struct Prec<__half> {
+    static __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+        mma_m16n8k16_f16(d, a, b, d);
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_f16x2(lo, hi); }
+};
+
+// Stage a 64 x 64 tile whose row 0 is `src` (row stride `stride` elements) into swizzled shared memory:
+// rows < rows_valid by cp.async, the others zero-filled. Every thread copies 4 of the 512 16-byte chunks.
+template <typename T>
+__device__ __forceinline__ void load_tile(unsigned char* dst, const T* src, size_t stride, int rows_valid,
+                                          int tid) {
+#pragma unroll
+    for (int k = 0; k < (kBlockN * kHeadDim * 2 / 16) / kThreads; ++k) {
+        const int idx = tid + k * kThreads;
+        const int row = idx >> 3;
+        const int ch = idx & 7;
+        unsigned char* d = dst + row * 128 + ((ch ^ (row & 7)) << 4);
+        if (row < rows_valid) {
+            cp_async_16(d, src + (size_t)row * stride + ch * 8);
+        } else {
+            *reinterpret_cast<uint4*>(d) = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void attention_impl(const AttentionParams& p) {
+    __shared__ __align__(128) unsigned char attn_smem[5 * kTileBytes];
+    unsigned char* const sQ = attn_smem;
+    unsigned char* const sKV = attn_smem + kTileBytes;  // buffer i: K at sKV + 2*i*tile, V right after it
+
+    const BatchDesc* const desc = reinterpret_cast<const BatchDesc*>(p.batch);
+    const int b = blockIdx.z;
+    const int h = blockIdx.y;
+    const int heads = (int)p.heads;
+    if (p.head_dim != kHeadDim || b >= (int)p.max_sequences || b >= (int)desc->sequences || h >= heads) {
+        return;
+    }
+    const uint32_t* const cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
+    const int start = (int)cu[b];
+    const int len = (int)cu[b + 1] - start;
+    const int q0 = blockIdx.x * kBlockM;
+    if (q0 >= len) return;  // block-uniform, before any barrier
+
+    int n_keys = len;
+    if (p.key_lens != 0) {
+        const int kl = (int)reinterpret_cast<const uint32_t*>(p.key_lens)[b];
+        n_keys = kl < len ? kl : len;
+    }
+    // A radius >= len is the same as global (and keeps the index arithmetic below in range).
+    const bool local = p.window_radius >= 0 && p.window_radius < len;
+    const int r = local ? p.window_radius : 0;
+    const int q_end = min(q0 + kBlockM, len);
+    int klo = 0, khi = n_keys;
+    if (local) {
+        klo = max(0, q0 - r);
+        khi = min(n_keys, q_end + r);
+    }
+    const int n_tiles = khi > klo ? (khi - klo + kBlockN - 1) / kBlockN : 0;
+
+    const int tid = threadIdx.x;
+    const int warp = tid >> 5;
+    const int lane = tid & 31;
+    const int g = lane >> 2;  // fragment row group
+    const int t4 = lane & 3;  // thread in group
+    const int w0 = q0 + warp * 16;
+    const int w_last = min(w0 + 15, len - 1);
+    // This warp's key range (chunks outside it are skipped); empty when the warp has no real row.
+    int wlo = klo, whi = khi;
+    if (local) {
+        wlo = max(0, w0 - r);
+        whi = min(n_keys, w_last + r + 1);
+    }
+    if (w0 >= len) whi = wlo;
+
+    const size_t stride = (size_t)3 * heads * kHeadDim;
+    const T* const qkv = reinterpret_cast<const T*>(p.qkv);
+    const T* const q_src = qkv + (size_t)(start + q0) * stride + (size_t)h * kHeadDim;
+    const T* const k_src = q_src + (size_t)heads * kHeadDim - (size_t)q0 * stride;  // row 0 of the sequence
+    const T* const v_src = k_src + (size_t)heads * kHeadDim;
+
+    load_tile(sQ, q_src, stride, q_end - q0, tid);
+    if (n_tiles > 0) {
+        load_tile(sKV, k_src + (size_t)klo * stride, stride, khi - klo, tid);
+        load_tile(sKV + kTileBytes, v_src + (size_t)klo * stride, stride, khi - klo, tid);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+
+    uint32_t qf[4][4];  // A fragments of the warp's 16 rows, 4 k-steps of 16 dims
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+        ldmatrix_x4(qf[ks], sQ + swz(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+    }
+
+    const float kNegInf = -INFINITY;
+    const float sl2 = p.softmax_scale * 1.4426950408889634f;  // scale * log2(e)
+    const int i0 = w0 + g;                                   // the two rows this thread holds
+    const int i1 = i0 + 8;
+    float o[8][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) o[nb][0] = o[nb][1] = o[nb][2] = o[nb][3] = 0.f;
+    float m[2] = {kNegInf, kNegInf};
+    float l[2] = {0.f, 0.f};
+
+    for (int t = 0; t < n_tiles; ++t) {
+        if (t > 0) {
+            cp_async_wait_all();  // tile t has landed
+            __syncthreads();      // ... for every thread, and every warp is done with tile t-1's buffer
+        }
+        if (t + 1 < n_tiles) {  // prefetch tile t+1 into the buffer tile t-1 used
+            const int nxt = klo + (t + 1) * kBlockN;
+            unsigned char* const buf = sKV + ((t + 1) & 1) * 2 * kTileBytes;
+            load_tile(buf, k_src + (size_t)nxt * stride, stride, khi - nxt, tid);
+            load_tile(buf + kTileBytes, v_src + (size_t)nxt * stride, stride, khi - nxt, tid);
+            cp_async_commit();
+        }
+        const int kv0 = klo + t * kBlockN;
+        if (kv0 >= whi || kv0 + kBlockN <= wlo) continue;  // warp-uniform: nothing for this warp here
+        const unsigned char* const sK = sKV + (t & 1) * 2 * kTileBytes;
+        const unsigned char* const sV = sK + kTileBytes;
+
+        // S = Q K^T for the active 16-key chunks; the others are -inf (and skipped again in PV).
+        float s[8][4];
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const int c0 = kv0 + c * 16;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[2 * c][e] = s[2 * c + 1][e] = 0.f;
+            if (c0 < whi && c0 + 16 > wlo) {
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks) {
+                    uint32_t kf[4];
+                    ldmatrix_x4(kf, sK + swz(c * 16 + (lane & 7) + ((lane >> 4) << 3),
+                                             ks * 16 + ((lane >> 3) & 1) * 8));
+                    const uint32_t b0[2] = {kf[0], kf[1]};
+                    const uint32_t b1[2] = {kf[2], kf[3]};
+                    Prec<T>::mma(s[2 * c], qf[ks], b0);
+                    Prec<T>::mma(s[2 * c + 1], qf[ks], b1);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[2 * c][e] = s[2 * c + 1][e] = kNegInf;
+            }
+        }
+
+        // Element mask, only where some key of the tile is invisible to some row of the warp.
+        const bool full = kv0 + kBlockN <= n_keys &&
+                          (!local || (kv0 >= w_last - r && kv0 + kBlockN - 1 <= w0 + r));
+        if (!full) {
+#pragma unroll
+            for (int nb = 0; nb < 8; ++nb) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int j = kv0 + nb * 8 + 2 * t4 + (e & 1);
+                    const int i = e < 2 ? i0 : i1;
+                    const bool ok = j < n_keys && (!local || (j - i <= r && i - j <= r));
+                    if (!ok) s[nb][e] = kNegInf;
+                }
+            }
+        }
+
+        // Online softmax (fp32, base 2). Rows are reduced over the 4 threads of a quad.
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nb = 0; nb < 8; ++nb) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[nb][0], s[nb][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[nb][2], s[nb][3]));
+        }
+        float shift[2], alpha[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+            shift[rr] = mx[rr] == kNegInf ? 0.f : mx[rr] * sl2;  // all masked so far: p = 0, no NaN
+            alpha[rr] = exp2f(fmaf(m[rr], sl2, -shift[rr]));     // m = -inf -> 0
+            m[rr] = mx[rr];
+            l[rr] *= alpha[rr];
+        }
+#pragma unroll
+        for (int nb = 0; nb < 8; ++nb) {
+            s[nb][0] = exp2f(fmaf(s[nb][0], sl2, -shift[0]));
+            s[nb][1] = exp2f(fmaf(s[nb][1], sl2, -shift[0]));
+            s[nb][2] = exp2f(fmaf(s[nb][2], sl2, -shift[1]));
+            s[nb][3] = exp2f(fmaf(s[nb][3], sl2, -shift[1]));
+            l[0] += s[nb][0] + s[nb][1];
+            l[1] += s[nb][2] + s[nb][3];
+            o[nb][0] *= alpha[0];
+            o[nb][1] *= alpha[0];
+            o[nb][2] *= alpha[1];
+            o[nb][3] *= alpha[1];
+        }
+
+        // O += P V: the S accumulators of chunk c are the A fragment of the k-step over its 16 keys.
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const int c0 = kv0 + c * 16;
+            if (c0 < whi && c0 + 16 > wlo) {
+                const uint32_t pa[4] = {
+                    Prec<T>::pack(s[2 * c][0], s[2 * c][1]), Prec<T>::pack(s[2 * c][2], s[2 * c][3]),
+                    Prec<T>::pack(s[2 * c + 1][0], s[2 * c + 1][1]),
+                    Prec<T>::pack(s[2 * c + 1][2], s[2 * c + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < 4; ++dp) {
+                    uint32_t vf[4];
+                    ldmatrix_x4_trans(vf, sV + swz(c * 16 + (lane & 15), dp * 16 + (lane >> 4) * 8));
+                    const uint32_t b0[2] = {vf[0], vf[1]};
+                    const uint32_t b1[2] = {vf[2], vf[3]};
+                    Prec<T>::mma(o[2 * dp], pa, b0);
+                    Prec<T>::mma(o[2 * dp + 1], pa, b1);
+                }
+            }
+        }
+    }
+
+    // 1/l, then stage the warp's 16 x 64 output in shared memory (over Q) for 16-byte global stores.
+    float inv[2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
+        inv[rr] = l[rr] > 0.f ? 1.f / l[rr] : 0.f;
+    }
+    // Each warp only ever read its own 16 rows of sQ, so it may overwrite them without a block barrier.
+    const int row0 = warp * 16;
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) {
+        *reinterpret_cast<uint32_t*>(sQ + swz(row0 + g, nb * 8 + 2 * t4)) =
+            Prec<T>::pack(o[nb][0] * inv[0], o[nb][1] * inv[0]);
+        *reinterpret_cast<uint32_t*>(sQ + swz(row0 + g + 8, nb * 8 + 2 * t4)) =
+            Prec<T>::pack(o[nb][2] * inv[1], o[nb][3] * inv[1]);
+    }
+    __syncwarp();
+    T* const out = reinterpret_cast<T*>(p.out) + (size_t)(start + q0) * heads * kHeadDim + (size_t)h * kHeadDim;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {  // 16 rows x 8 chunks of 16 bytes, 4 per lane
+        const int idx = lane + k * 32;
+        const int row = row0 + (idx >> 3);
+        const int ch = idx & 7;
+        if (row < q_end - q0) {
+            *reinterpret_cast<uint4*>(out + (size_t)row * heads * kHeadDim + ch * 8) =
+                *reinterpret_cast<const uint4*>(sQ + row * 128 + ((ch ^ (row & 7)) << 4));
+        }
+    }
+}
+
+}  // namespace attention_detail
+
+extern "C" __global__ void __launch_bounds__(128, 3) attention_bf16(const __grid_constant__ AttentionParams p) {
+    attention_detail::attention_impl<__nv_bfloat16>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 3) attention_f16(const __grid_constant__ AttentionParams p) {
+    attention_detail::attention_impl<__half>(p);
+}

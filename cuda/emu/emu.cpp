@@ -1,0 +1,677 @@
+// emu.cpp — the host emulator's runtime: fibers, the per-block scheduler, warp collectives (shuffles,
+// votes, mma.m16n8k16, ldmatrix) as 32-lane rendezvous, cp.async, and the launch entry point called
+// from Rust (src/kernels/emu.rs). See emu.h for the execution model.
+//
+// A warp collective: each lane of the warp deposits its inputs and yields; when every live lane of
+// the warp has arrived (same operation, same mask), the scheduler computes every lane's result at
+// once (so memory read by ldmatrix is read at one instant, as on the GPU), then the lanes resume one
+// by one and pick up their outputs. Mismatched collectives, masks naming exited lanes, a barrier
+// that some threads can never reach: reported as errors of the launch, never hangs.
+#include "emu.h"
+#include "registry.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+__thread uint3 emu_threadIdx;
+__thread uint3 emu_blockIdx;
+__thread dim3 emu_blockDim;
+__thread dim3 emu_gridDim;
+
+// Dynamic shared memory (`extern __shared__ ... smem[]`), one per host thread = per running block.
+static const size_t kMaxDynSmem = 227 * 1024;
+thread_local __attribute__((aligned(128))) unsigned char smem[kMaxDynSmem];
+
+namespace {
+
+const size_t kStackSize = 64 * 1024;
+const int kMaxThreads = 1024;
+
+// ---- context switch ------------------------------------------------------------------------------
+#if defined(__x86_64__)
+extern "C" void emu_ctx_switch(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.p2align 4
+.globl emu_ctx_switch
+.hidden emu_ctx_switch
+.type emu_ctx_switch,@function
+emu_ctx_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_ctx_switch,.-emu_ctx_switch
+)");
+#define EMU_FAST_SWITCH 1
+#else
+#include <ucontext.h>
+#endif
+
+enum State : uint8_t { RUN, BAR, WARP, DONE };
+
+struct Pending {
+    void* dst;
+    unsigned char data[16];
+};
+
+struct Thr {
+#ifdef EMU_FAST_SWITCH
+    void* sp;
+#else
+    ucontext_t uc;
+#endif
+    State st;
+    std::vector<Pending> cp;  // cp.async copies issued and not yet waited for
+};
+
+enum Op : int { OP_NONE, OP_SYNCWARP, OP_SHFL, OP_VOTE, OP_MMA, OP_LDMATRIX };
+
+struct WarpIn {
+    union {
+        struct {
+            uint64_t v;
+            int kind, arg, width;
+        } shfl;
+        struct {
+            int pred, kind;
+        } vote;
+        struct {
+            int fp16;
+            uint32_t a[4], b[2];
+            float c[4];
+        } mma;
+        struct {
+            int count, trans;
+            const void* addr;
+        } ldm;
+    };
+};
+
+struct Warp {
+    Op op;
+    uint32_t mask;
+    int arrived;  // lanes waiting at the pending collective
+    int live;     // lanes of the warp that have not exited
+    WarpIn in[32];
+    uint32_t out[32][4];
+    uint64_t out64[32];
+};
+
+struct Stacks {
+    std::vector<char*> stacks;
+};
+
+std::mutex g_stacks_mu;
+std::vector<Stacks*> g_free_stacks;
+
+Stacks* acquire_stacks() {
+    std::lock_guard<std::mutex> g(g_stacks_mu);
+    if (g_free_stacks.empty()) return new Stacks();
+    Stacks* s = g_free_stacks.back();
+    g_free_stacks.pop_back();
+    return s;
+}
+void release_stacks(Stacks* s) {
+    std::lock_guard<std::mutex> g(g_stacks_mu);
+    g_free_stacks.push_back(s);
+}
+
+struct Launch {
+    const EmuKernel* k;
+    const void* params;
+    dim3 grid, block;
+    uint32_t smem_bytes;
+    bool reverse;
+    std::atomic<uint64_t> next_block{0};
+    std::atomic<bool> failed{false};
+    std::mutex err_mu;
+    std::string err;
+    void fail(const std::string& e) {
+        std::lock_guard<std::mutex> g(err_mu);
+        if (!failed.exchange(true)) err = e;
+    }
+};
+
+struct Block {
+    Launch* L;
+    int n;
+    Thr* thr;
+    Warp* warps;
+    int cur;
+#ifdef EMU_FAST_SWITCH
+    void* sched_sp;
+#else
+    ucontext_t sched_uc;
+#endif
+    std::string err;
+};
+
+thread_local Block* g_blk = nullptr;
+
+void set_coords(Block* b, int t) {
+    unsigned bx = b->L->block.x, by = b->L->block.y;
+    emu_threadIdx.x = t % bx;
+    emu_threadIdx.y = (t / bx) % by;
+    emu_threadIdx.z = t / (bx * by);
+}
+
+// Switch from the running fiber back to the scheduler.
+void yield_to_scheduler() {
+    Block* b = g_blk;
+#ifdef EMU_FAST_SWITCH
+    emu_ctx_switch(&b->thr[b->cur].sp, b->sched_sp);
+#else
+    swapcontext(&b->thr[b->cur].uc, &b->sched_uc);
+#endif
+}
+
+void fiber_main() {
+    Block* b = g_blk;
+    b->L->k->run(b->L->params);
+    b = g_blk;
+    b->thr[b->cur].st = DONE;
+    b->thr[b->cur].cp.clear();
+    b->warps[b->cur / 32].live--;
+#ifdef EMU_FAST_SWITCH
+    void* dummy;
+    emu_ctx_switch(&dummy, b->sched_sp);
+#else
+    setcontext(&b->sched_uc);
+#endif
+    __builtin_unreachable();
+}
+
+#ifdef EMU_FAST_SWITCH
+void* init_stack(char* base) {
+    uintptr_t top = ((uintptr_t)base + kStackSize) & ~(uintptr_t)15;
+    uint64_t* sp = (uint64_t*)(top - 72);
+    uint32_t ctl[2] = {0x1f80u, 0x037fu};  // default MXCSR, x87 control word
+    std::memcpy(sp, ctl, 8);
+    for (int i = 1; i <= 6; i++) sp[i] = 0;  // r15 r14 r13 r12 rbx rbp
+    sp[7] = (uint64_t)(uintptr_t)&fiber_main;
+    sp[8] = 0;
+    return sp;
+}
+#endif
+
+char* new_stack() {
+    // One guard page below the stack: an overflow faults instead of corrupting a neighbour.
+    size_t page = 4096;
+    void* p = mmap(nullptr, kStackSize + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        std::fprintf(stderr, "emu: mmap of a fiber stack failed\n");
+        std::abort();
+    }
+    mprotect(p, page, PROT_NONE);
+    return (char*)p + page;
+}
+
+// ---- warp collectives -------------------------------------------------------------------------------
+uint32_t live_lanes(Block* b, int w) {
+    uint32_t m = 0;
+    for (int l = 0; l < 32; l++) {
+        int t = w * 32 + l;
+        if (t < b->n && b->thr[t].st != DONE) m |= 1u << l;
+    }
+    return m;
+}
+uint32_t existing_lanes(Block* b, int w) {
+    int n = b->n - w * 32;
+    return n >= 32 ? 0xffffffffu : ((1u << n) - 1);
+}
+
+float bits_f(uint32_t h, int fp16) { return fp16 ? emu_h2f((uint16_t)h) : emu_bf2f((uint16_t)h); }
+
+// Executes warp w's pending collective for all its lanes. Returns false (with b->err) on misuse.
+bool complete_warp(Block* b, int w) {
+    Warp& W = b->warps[w];
+    uint32_t live = live_lanes(b, w);
+    char buf[256];
+    uint32_t mask = W.mask & existing_lanes(b, w);
+    if (mask != live) {
+        std::snprintf(buf, sizeof buf,
+                      "warp %d: collective with mask 0x%08x but live lanes 0x%08x (an exited or "
+                      "diverged lane)", w, W.mask, live);
+        b->err = buf;
+        return false;
+    }
+    switch (W.op) {
+        case OP_SYNCWARP:
+            break;
+        case OP_SHFL:
+            for (int l = 0; l < 32; l++) {
+                if (!(live >> l & 1)) continue;
+                const auto& s = W.in[l].shfl;
+                int width = s.width, seg = l & ~(width - 1), src = l;
+                switch (s.kind) {
+                    case 0: src = seg + (s.arg & (width - 1)); break;
+                    case 1: src = (l - seg) >= s.arg ? l - s.arg : l; break;
+                    case 2: src = (l - seg) + s.arg < width ? l + s.arg : l; break;
+                    case 3: src = l ^ s.arg; if (src >= seg + width || src < 0 || src > 31) src = l; break;
+                }
+                if (!(live >> src & 1)) {
+                    std::snprintf(buf, sizeof buf, "warp %d lane %d: shuffle reads inactive lane %d", w, l, src);
+                    b->err = buf;
+                    return false;
+                }
+                W.out64[l] = W.in[src].shfl.v;
+            }
+            break;
+        case OP_VOTE: {
+            uint32_t ballot = 0;
+            for (int l = 0; l < 32; l++)
+                if ((live >> l & 1) && W.in[l].vote.pred) ballot |= 1u << l;
+            for (int l = 0; l < 32; l++) {
+                if (!(live >> l & 1)) continue;
+                int kind = W.in[l].vote.kind;
+                W.out[l][0] = kind == 0 ? ballot : kind == 1 ? (ballot != 0) : (ballot == live);
+            }
+            break;
+        }
+        case OP_MMA: {
+            if (live != 0xffffffffu) {
+                b->err = "mma.sync with fewer than 32 active lanes";
+                return false;
+            }
+            int fp16 = W.in[0].mma.fp16;
+            float A[16][16], B[16][8], C[16][8];
+            for (int l = 0; l < 32; l++) {
+                const auto& m = W.in[l].mma;
+                if (m.fp16 != fp16) {
+                    b->err = "mma.sync: lanes disagree on the input type";
+                    return false;
+                }
+                int g = l >> 2, t = l & 3;
+                // A fragment: a0,a1: (g, 2t+i) a2,a3: (g+8, 2t+i) a4,a5: (g, 2t+8+i) a6,a7: (g+8, 2t+8+i)
+                for (int i = 0; i < 2; i++) {
+                    A[g][2 * t + i] = bits_f(m.a[0] >> (16 * i) & 0xffff, fp16);
+                    A[g + 8][2 * t + i] = bits_f(m.a[1] >> (16 * i) & 0xffff, fp16);
+                    A[g][2 * t + 8 + i] = bits_f(m.a[2] >> (16 * i) & 0xffff, fp16);
+                    A[g + 8][2 * t + 8 + i] = bits_f(m.a[3] >> (16 * i) & 0xffff, fp16);
+                    // B fragment: b0,b1: (k = 2t+i, n = g) b2,b3: (k = 2t+8+i, n = g)
+                    B[2 * t + i][g] = bits_f(m.b[0] >> (16 * i) & 0xffff, fp16);
+                    B[2 * t + 8 + i][g] = bits_f(m.b[1] >> (16 * i) & 0xffff, fp16);
+                }
+                // C fragment: c0,c1: (g, 2t+i) c2,c3: (g+8, 2t+i)
+                C[g][2 * t] = m.c[0];
+                C[g][2 * t + 1] = m.c[1];
+                C[g + 8][2 * t] = m.c[2];
+                C[g + 8][2 * t + 1] = m.c[3];
+            }
+            // Products of two bf16/fp16 values are exact in double; the sum is rounded once to f32.
+            // (The hardware's internal accumulation order is unspecified; it agrees bit for bit
+            // whenever the exact sum is representable, see the GPU self-test.)
+            float D[16][8];
+            for (int i = 0; i < 16; i++)
+                for (int j = 0; j < 8; j++) {
+                    double s = C[i][j];
+                    for (int k = 0; k < 16; k++) s += (double)A[i][k] * (double)B[k][j];
+                    D[i][j] = (float)s;
+                }
+            for (int l = 0; l < 32; l++) {
+                int g = l >> 2, t = l & 3;
+                float d[4] = {D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]};
+                std::memcpy(W.out[l], d, 16);
+            }
+            break;
+        }
+        case OP_LDMATRIX: {
+            int count = W.in[0].ldm.count, trans = W.in[0].ldm.trans;
+            uint32_t need = count == 4 ? 0xffffffffu : count == 2 ? 0xffffu : 0xffu;
+            if ((live & need) != need) {
+                b->err = "ldmatrix: an address-supplying lane is not active";
+                return false;
+            }
+            for (int l = 0; l < 32; l++) {
+                if (!(live >> l & 1)) continue;
+                if (W.in[l].ldm.count != count || W.in[l].ldm.trans != trans) {
+                    b->err = "ldmatrix: lanes disagree on the shape";
+                    return false;
+                }
+            }
+            for (int l = 0; l < count * 8; l++) {
+                if ((uintptr_t)W.in[l].ldm.addr & 15) {
+                    std::snprintf(buf, sizeof buf, "ldmatrix: lane %d row address %p is not 16-byte aligned", l,
+                                  W.in[l].ldm.addr);
+                    b->err = buf;
+                    return false;
+                }
+            }
+            for (int l = 0; l < 32; l++) {
+                if (!(live >> l & 1)) continue;
+                int g = l >> 2, t = l & 3;
+                for (int j = 0; j < count; j++) {
+                    uint16_t e0, e1;
+                    if (!trans) {
+                        const uint16_t* row = (const uint16_t*)W.in[8 * j + g].ldm.addr;
+                        e0 = row[2 * t];
+                        e1 = row[2 * t + 1];
+                    } else {
+                        e0 = ((const uint16_t*)W.in[8 * j + 2 * t].ldm.addr)[g];
+                        e1 = ((const uint16_t*)W.in[8 * j + 2 * t + 1].ldm.addr)[g];
+                    }
+                    W.out[l][j] = (uint32_t)e0 | ((uint32_t)e1 << 16);
+                }
+            }
+            break;
+        }
+        default:
+            b->err = "internal: unknown collective";
+            return false;
+    }
+    W.op = OP_NONE;
+    W.arrived = 0;
+    for (int l = 0; l < 32; l++)
+        if (live >> l & 1) b->thr[w * 32 + l].st = RUN;
+    return true;
+}
+
+// Called by a lane: deposit (done by the caller into W.in[lane]), check consistency, wait.
+void warp_arrive(Op op, uint32_t mask) {
+    Block* b = g_blk;
+    int t = b->cur, w = t / 32;
+    Warp& W = b->warps[w];
+    if (W.arrived == 0) {
+        W.op = op;
+        W.mask = mask;
+    } else if (W.op != op || W.mask != mask) {
+        emu_trap("warp lanes reached different collectives (or masks): divergent warp");
+    }
+    W.arrived++;
+    b->thr[t].st = WARP;
+    yield_to_scheduler();
+}
+
+// Runs one block to completion on this host thread. Returns false on error (b->err set).
+bool run_block(Block* b, Stacks* S) {
+    Launch* L = b->L;
+    while ((int)S->stacks.size() < b->n) S->stacks.push_back(new_stack());
+    for (int t = 0; t < b->n; t++) {
+        b->thr[t].st = RUN;
+        b->thr[t].cp.clear();
+#ifdef EMU_FAST_SWITCH
+        b->thr[t].sp = init_stack(S->stacks[t]);
+#else
+        getcontext(&b->thr[t].uc);
+        b->thr[t].uc.uc_stack.ss_sp = S->stacks[t];
+        b->thr[t].uc.uc_stack.ss_size = kStackSize;
+        b->thr[t].uc.uc_link = nullptr;
+        makecontext(&b->thr[t].uc, (void (*)())fiber_main, 0);
+#endif
+    }
+    for (int w = 0; w < (b->n + 31) / 32; w++) {
+        b->warps[w].op = OP_NONE;
+        b->warps[w].arrived = 0;
+        b->warps[w].live = b->n - w * 32 < 32 ? b->n - w * 32 : 32;
+    }
+    std::memset(smem, 0xff, L->smem_bytes);
+    b->err.clear();
+    // Warp by warp (reversed: last warp first, its lanes last to first): a warp runs until each of
+    // its lanes waits at __syncthreads or has exited before the next warp starts, so warps are as
+    // far apart as a GPU may let them drift; inside a warp the lanes interleave at each collective.
+    const int nwarps = (b->n + 31) / 32;
+    for (;;) {
+        bool ran = false;
+        for (int wk = 0; wk < nwarps; wk++) {
+            const int w = L->reverse ? nwarps - 1 - wk : wk;
+            const int lanes = b->n - w * 32 < 32 ? b->n - w * 32 : 32;
+            for (bool again = true; again;) {
+                again = false;
+                for (int lk = 0; lk < lanes; lk++) {
+                    const int t = w * 32 + (L->reverse ? lanes - 1 - lk : lk);
+                    if (b->thr[t].st != RUN) continue;
+                    ran = again = true;
+                    b->cur = t;
+                    set_coords(b, t);
+#ifdef EMU_FAST_SWITCH
+                    emu_ctx_switch(&b->sched_sp, b->thr[t].sp);
+#else
+                    swapcontext(&b->sched_uc, &b->thr[t].uc);
+#endif
+                    if (!b->err.empty()) return false;
+                    State s = b->thr[t].st;
+                    if ((s == WARP || s == DONE) && b->warps[w].op != OP_NONE &&
+                        b->warps[w].arrived == b->warps[w].live && !complete_warp(b, w))
+                        return false;
+                }
+            }
+        }
+        int done = 0, bar = 0, warp = 0;
+        for (int t = 0; t < b->n; t++) {
+            done += b->thr[t].st == DONE;
+            bar += b->thr[t].st == BAR;
+            warp += b->thr[t].st == WARP;
+        }
+        if (done == b->n) return true;
+        if (bar > 0 && bar + done == b->n) {
+            for (int t = 0; t < b->n; t++)
+                if (b->thr[t].st == BAR) b->thr[t].st = RUN;
+            continue;
+        }
+        if (!ran) {
+            char buf[200];
+            std::snprintf(buf, sizeof buf,
+                          "deadlock: %d threads wait at __syncthreads, %d at a warp collective, %d exited "
+                          "(a barrier or collective not reached by every thread)", bar, warp, done);
+            b->err = buf;
+            return false;
+        }
+    }
+}
+
+void worker(Launch* L) {
+    Stacks* S = acquire_stacks();
+    Block b;
+    b.L = L;
+    b.n = (int)(L->block.x * L->block.y * L->block.z);
+    std::vector<Thr> thr(b.n);
+    std::vector<Warp> warps((b.n + 31) / 32);
+    b.thr = thr.data();
+    b.warps = warps.data();
+    emu_blockDim = L->block;
+    emu_gridDim = L->grid;
+    uint64_t nblocks = (uint64_t)L->grid.x * L->grid.y * L->grid.z;
+    for (;;) {
+        if (L->failed.load()) break;
+        uint64_t i = L->next_block.fetch_add(1);
+        if (i >= nblocks) break;
+        emu_blockIdx.x = (unsigned)(i % L->grid.x);
+        emu_blockIdx.y = (unsigned)((i / L->grid.x) % L->grid.y);
+        emu_blockIdx.z = (unsigned)(i / ((uint64_t)L->grid.x * L->grid.y));
+        g_blk = &b;
+        bool ok = run_block(&b, S);
+        g_blk = nullptr;
+        if (!ok) {
+            char buf[120];
+            std::snprintf(buf, sizeof buf, "block (%u,%u,%u): ", emu_blockIdx.x, emu_blockIdx.y, emu_blockIdx.z);
+            L->fail(std::string(buf) + b.err);
+            break;
+        }
+    }
+    release_stacks(S);
+}
+
+int n_workers() {
+    static int n = [] {
+        const char* e = std::getenv("MODERNBERT_EMU_THREADS");
+        int v = e ? std::atoi(e) : 0;
+        if (v <= 0) v = (int)std::thread::hardware_concurrency();
+        return std::max(1, std::min(v, 16));
+    }();
+    return n;
+}
+
+void set_err(char* err, size_t errlen, const std::string& s) {
+    if (err && errlen) {
+        size_t n = std::min(errlen - 1, s.size());
+        std::memcpy(err, s.data(), n);
+        err[n] = 0;
+    }
+}
+
+}  // namespace
+
+// ---- the primitives' entry points (called from emu.h / device.cuh inside fibers) --------------------
+extern "C" void emu_syncthreads(void) {
+    Block* b = g_blk;
+    b->thr[b->cur].st = BAR;
+    yield_to_scheduler();
+}
+
+extern "C" void emu_syncwarp(uint32_t mask) { warp_arrive(OP_SYNCWARP, mask); }
+
+extern "C" uint64_t emu_shfl(uint32_t mask, uint64_t v, int kind, int arg, int width) {
+    Block* b = g_blk;
+    int t = b->cur;
+    if (width <= 0 || width > 32 || (width & (width - 1))) emu_trap("shuffle width is not a power of two <= 32");
+    auto& s = b->warps[t / 32].in[t % 32].shfl;
+    s.v = v;
+    s.kind = kind;
+    s.arg = arg;
+    s.width = width;
+    warp_arrive(OP_SHFL, mask);
+    b = g_blk;
+    return b->warps[t / 32].out64[t % 32];
+}
+
+extern "C" uint32_t emu_vote(uint32_t mask, int pred, int kind) {
+    Block* b = g_blk;
+    int t = b->cur;
+    auto& s = b->warps[t / 32].in[t % 32].vote;
+    s.pred = pred != 0;
+    s.kind = kind;
+    warp_arrive(OP_VOTE, mask);
+    return g_blk->warps[t / 32].out[t % 32][0];
+}
+
+extern "C" void emu_mma_m16n8k16(int fp16, float d[4], const uint32_t a[4], const uint32_t b_[2], const float c[4]) {
+    Block* b = g_blk;
+    int t = b->cur;
+    auto& s = b->warps[t / 32].in[t % 32].mma;
+    s.fp16 = fp16;
+    std::memcpy(s.a, a, 16);
+    std::memcpy(s.b, b_, 8);
+    std::memcpy(s.c, c, 16);
+    warp_arrive(OP_MMA, 0xffffffffu);
+    std::memcpy(d, g_blk->warps[t / 32].out[t % 32], 16);
+}
+
+extern "C" void emu_ldmatrix(int count, int trans, uint32_t* r, const void* smem_row) {
+    Block* b = g_blk;
+    int t = b->cur;
+    auto& s = b->warps[t / 32].in[t % 32].ldm;
+    s.count = count;
+    s.trans = trans;
+    s.addr = smem_row;
+    warp_arrive(OP_LDMATRIX, 0xffffffffu);
+    std::memcpy(r, g_blk->warps[t / 32].out[t % 32], 4 * (size_t)count);
+}
+
+extern "C" void emu_cp_async_16(void* dst, const void* src) {
+    if (((uintptr_t)dst | (uintptr_t)src) & 15) emu_trap("cp.async: address not 16-byte aligned");
+    Pending p;
+    p.dst = dst;
+    std::memcpy(p.data, src, 16);
+    Block* b = g_blk;
+    b->thr[b->cur].cp.push_back(p);
+}
+
+extern "C" void emu_cp_async_wait_all(void) {
+    Block* b = g_blk;
+    auto& v = b->thr[b->cur].cp;
+    for (auto& p : v) std::memcpy(p.dst, p.data, 16);
+    v.clear();
+}
+
+extern "C" [[noreturn]] void emu_trap(const char* why) {
+    Block* b = g_blk;
+    char buf[300];
+    std::snprintf(buf, sizeof buf, "thread (%u,%u,%u): %s", emu_threadIdx.x, emu_threadIdx.y, emu_threadIdx.z, why);
+    b->err = buf;
+    b->thr[b->cur].st = DONE;
+    b->warps[b->cur / 32].live--;
+    yield_to_scheduler();
+    __builtin_unreachable();
+}
+
+// ---- launch API (src/kernels/emu.rs) -------------------------------------------------------------------
+extern "C" size_t emu_kernel_count(void) { return emu_kernel_table_len; }
+extern "C" const char* emu_kernel_name(size_t i) { return i < emu_kernel_table_len ? emu_kernel_table[i].name : nullptr; }
+
+// Returns 0 on success; 1 unknown kernel, 2 parameter size mismatch, 3 bad launch configuration,
+// 4 the kernel failed (deadlock, trap, collective misuse); `err` gets a message.
+extern "C" int emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3], uint32_t smem_bytes,
+                          const void* params, size_t params_size, uint32_t flags, char* err, size_t errlen) {
+    const EmuKernel* k = nullptr;
+    for (size_t i = 0; i < emu_kernel_table_len; i++)
+        if (std::strcmp(emu_kernel_table[i].name, name) == 0) k = &emu_kernel_table[i];
+    if (!k) {
+        set_err(err, errlen, std::string("unknown kernel ") + name);
+        return 1;
+    }
+    if (params_size != k->param_size) {
+        set_err(err, errlen, std::string(name) + ": parameter struct is " + std::to_string(params_size) +
+                                 " bytes, the kernel takes " + std::to_string(k->param_size));
+        return 2;
+    }
+    uint64_t nthreads = (uint64_t)block[0] * block[1] * block[2];
+    if (nthreads == 0 || nthreads > (uint64_t)kMaxThreads || block[2] > 64 || grid[0] == 0 || grid[1] == 0 ||
+        grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535 || smem_bytes > kMaxDynSmem) {
+        set_err(err, errlen, std::string(name) + ": invalid launch configuration (grid " + std::to_string(grid[0]) +
+                                 "x" + std::to_string(grid[1]) + "x" + std::to_string(grid[2]) + ", block " +
+                                 std::to_string(block[0]) + "x" + std::to_string(block[1]) + "x" +
+                                 std::to_string(block[2]) + ", " + std::to_string(smem_bytes) +
+                                 " bytes of dynamic shared memory)");
+        return 3;
+    }
+    alignas(64) unsigned char pbuf[4096];
+    if (params_size > sizeof pbuf) {
+        set_err(err, errlen, "parameter struct too large");
+        return 2;
+    }
+    std::memcpy(pbuf, params, params_size);
+    Launch L;
+    L.k = k;
+    L.params = pbuf;
+    L.grid = {grid[0], grid[1], grid[2]};
+    L.block = {block[0], block[1], block[2]};
+    L.smem_bytes = smem_bytes;
+    L.reverse = flags & 1;
+    uint64_t nblocks = (uint64_t)grid[0] * grid[1] * grid[2];
+    int nw = (int)std::min<uint64_t>(nblocks, (uint64_t)n_workers());
+    std::vector<std::thread> helpers;
+    for (int i = 1; i < nw; i++) helpers.emplace_back(worker, &L);
+    worker(&L);
+    for (auto& h : helpers) h.join();
+    if (L.failed.load()) {
+        set_err(err, errlen, std::string(name) + ": " + L.err);
+        return 4;
+    }
+    return 0;
+}

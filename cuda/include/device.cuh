@@ -1,0 +1,150 @@
+// device.cuh — the one header every kernel includes: the bf16/fp16 types, and the tensor-core and
+// async-copy primitives behind small wrappers.
+//
+//   - under nvcc: the CUDA headers and inline PTX (sm_80+);
+//   - under the host emulator (g++ -DMODERNBERT_EMULATOR, see cuda/emu/emu.h): exact twins of the
+//     same primitives, implementing the PTX ISA's documented fragment layouts as 32-lane rendezvous,
+//     so a wrong fragment index gives a wrong answer on the CPU too.
+//
+// Signatures are a contract with cuda/attention.cu and cuda/selftest.cu: keep them stable.
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"), with
+// g = lane >> 2 (groupID) and t = lane & 3 (threadID_in_group); each uint32_t holds two 16-bit
+// elements, the lower column (or k) index in the low 16 bits:
+//   A (16x16, row-major, "row"): a[0] = A[g][2t..2t+1]    a[1] = A[g+8][2t..2t+1]
+//                                a[2] = A[g][2t+8..2t+9]  a[3] = A[g+8][2t+8..2t+9]
+//   B (16x8, k x n, "col"):      b[0] = B[2t..2t+1][g]    b[1] = B[2t+8..2t+9][g]
+//   C, D (16x8, f32):            c[0] = C[g][2t]  c[1] = C[g][2t+1]  c[2] = C[g+8][2t]  c[3] = C[g+8][2t+1]
+// ldmatrix (m8n8, .b16): matrix j's row r address comes from lane 8j + r; lane l receives in r[j]
+//   the elements M_j[l>>2][2(l&3) .. 2(l&3)+1]  (.trans: M_j[2(l&3)][l>>2] and M_j[2(l&3)+1][l>>2]).
+//   So ldmatrix_x4 of a 16x16 row-major bf16 tile with lane l pointing at row (l & 15), column
+//   8 * (l >> 4) yields exactly the A fragment above.
+#pragma once
+
+#include <stdint.h>
+
+#ifdef MODERNBERT_EMULATOR
+#include "../emu/emu.h"
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+#include "params.h"
+
+#ifndef MODERNBERT_EMULATOR
+
+// D = A * B + C for one warp, bf16 inputs, f32 accumulate (mma.sync.aligned.m16n8k16.row.col).
+__device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                  const float c[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+          "f"(c[2]), "f"(c[3]));
+}
+
+// Same with fp16 inputs.
+__device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                 const float c[4]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%13};\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
+          "f"(c[2]), "f"(c[3]));
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8x8 b16 matrices from shared memory; lane i supplies the address of row (i % 8) of matrix i / 8
+// (16-byte aligned rows).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(smem_row)));
+}
+
+// As ldmatrix_x4, each 8x8 matrix transposed on the way (gives B fragments from a row-major [k][n] tile).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(smem_row)));
+}
+
+// Two 8x8 b16 matrices; lanes 0-15 supply row addresses (the others' are ignored but must be valid).
+__device__ __forceinline__ void ldmatrix_x2(uint32_t r[2], const void* smem_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_u32(smem_row)));
+}
+
+// As ldmatrix_x2, transposed.
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], const void* smem_row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(smem_u32(smem_row)));
+}
+
+// 16 bytes global -> shared, asynchronously (cp.async.cg: bypasses L1). Both addresses 16-byte aligned.
+// The data is visible only after cp_async_commit() + cp_async_wait_all() (+ __syncthreads for other threads).
+__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem_dst)), "l"(gmem_src)
+                 : "memory");
+}
+
+// Close the current group of cp.async operations (cp.async.commit_group).
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+// Wait until every committed group of this thread has landed (cp.async.wait_group 0).
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Two floats -> bf16x2, round to nearest even; lo in the low 16 bits.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Two floats -> f16x2, round to nearest even; lo in the low 16 bits.
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+#else  // MODERNBERT_EMULATOR: twins of the above, see cuda/emu/emu.cpp for the layouts' code.
+
+__device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                  const float c[4]) {
+    emu_mma_m16n8k16(0, d, a, b, c);
+}
+__device__ __forceinline__ void mma_m16n8k16_f16(float d[4], const uint32_t a[4], const uint32_t b[2],
+                                                 const float c[4]) {
+    emu_mma_m16n8k16(1, d, a, b, c);
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem_row) {
+    emu_ldmatrix(4, 0, r, smem_row);
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem_row) {
+    emu_ldmatrix(4, 1, r, smem_row);
+}
+__device__ __forceinline__ void ldmatrix_x2(uint32_t r[2], const void* smem_row) {
+    emu_ldmatrix(2, 0, r, smem_row);
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t r[2], const void* smem_row) {
+    emu_ldmatrix(2, 1, r, smem_row);
+}
+// The emulated copy happens at cp_async_wait_all (source read at issue), so a read before the wait
+// sees the old shared memory, as it may on the GPU.
+__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src) { emu_cp_async_16(smem_dst, gmem_src); }
+__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_wait_all() { emu_cp_async_wait_all(); }
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    return (uint32_t)emu_f2bf_rn(lo) | ((uint32_t)emu_f2bf_rn(hi) << 16);
+}
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+    return (uint32_t)emu_f2h_rn(lo) | ((uint32_t)emu_f2h_rn(hi) << 16);
+}
+
+#endif  // MODERNBERT_EMULATOR

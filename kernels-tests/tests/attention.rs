@@ -1,0 +1,275 @@
+//! cuda/attention.cu against the f32 reference (`modernbert::reference::ops::attention`).
+//!
+//! Device: `MODERNBERT_TEST_DEVICE` (emulator by default, `cuda` on a GPU). On the emulator every case
+//! runs twice, with the threads of a block in forward and in reverse order (a missing barrier shows in
+//! one of them), except the 8192-token ones (forward only, to bound the run time).
+//!
+//! Inputs: fresh seeded random Q, K, V each run (seed printed; `KERNEL_TEST_SEED=N` replays one),
+//! uniform in [-2, 2) and rounded to the element type (scores of std ~1.3: peaked but not one-hot
+//! softmax rows); the output is poisoned with NaN before every launch, so an unwritten element fails.
+//!
+//! Tolerance (flash-attention's rule): max |kernel - ref| <= 2 * max |naive - ref| + floor, with
+//! `ref` the f32 reference on the same (rounded) inputs and `naive` what PyTorch does in bf16/fp16:
+//! S = Q K^T accumulated in fp32 then scaled and rounded to the element type, softmax in fp32 of the
+//! rounded scores with P rounded to the element type, O = P V accumulated in fp32 and rounded.
+//! The floor is the shared one of `kernels_tests::check` (1e-6 * max(1, max |ref|)); attention does not
+//! need it: where the naive computation is exact (one visible key: O = V; no visible key: O = 0) the
+//! kernel is exact too (p = exp2(~0) rounds to 1, 1/l ~ 1 leaves a representable V unchanged), as the
+//! local0 case checks. Every output element must also be finite (never NaN for fully masked rows).
+//! Observed: kernel error 0.2-0.5x the naive error in both element types.
+
+use std::time::Instant;
+
+use kernels_tests::cases::attention::{self as cases, launch_attention, AttentionCase, HEAD_DIM};
+use kernels_tests::{check, device, download, poison, set_order, upload, upload_batch, upload_u32, Failures, Rng};
+use modernbert::kernels::device::{Device, DeviceBuffer};
+use modernbert::kernels::params::AttentionParams;
+use modernbert::kernels::{Dtype, KernelError};
+use modernbert::reference::ops::{attention as reference_attention, AttentionWindow};
+
+fn round(dt: Dtype, x: f32) -> f32 {
+    kernels_tests::round(dt, x)
+}
+
+// ---- the naive same-precision computation (the tolerance's yardstick) -----------------------------
+
+fn naive_attention(dt: Dtype, qkv: &[f32], case: &AttentionCase, out: &mut [f32]) {
+    let heads = case.heads;
+    let hidden = heads * HEAD_DIM;
+    let cu = case.cu_seqlens();
+    let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+    let tasks: Vec<(usize, usize)> = (0..case.seqlens.len()).flat_map(|b| (0..heads).map(move |h| (b, h))).collect();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let results: Vec<Vec<(usize, usize, Vec<f32>)>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|w| {
+                let tasks = &tasks;
+                let cu = &cu;
+                sc.spawn(move || {
+                    let mut res = Vec::new();
+                    for &(b, h) in tasks.iter().skip(w).step_by(threads) {
+                        let start = cu[b] as usize;
+                        let len = cu[b + 1] as usize - start;
+                        let n_keys = case.key_lens.as_ref().map_or(len, |k| (k[b] as usize).min(len));
+                        let at = |t: usize, part: usize| &qkv[(start + t) * 3 * hidden + part * hidden + h * HEAD_DIM..][..HEAD_DIM];
+                        let mut o = vec![0f32; len * HEAD_DIM];
+                        let mut p = Vec::new();
+                        for i in 0..len {
+                            let (lo, hi) = match case.radius {
+                                None => AttentionWindow::Global.key_range(i, n_keys),
+                                Some(radius) => AttentionWindow::Local { radius }.key_range(i, n_keys),
+                            };
+                            let q = at(i, 0);
+                            p.clear();
+                            p.extend((lo..hi.max(lo)).map(|j| {
+                                let s: f32 = q.iter().zip(at(j, 1)).map(|(a, b)| a * b).sum();
+                                round(dt, s * scale)
+                            }));
+                            let mx = p.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                            let mut den = 0f32;
+                            for s in p.iter_mut() {
+                                *s = (*s - mx).exp();
+                                den += *s;
+                            }
+                            for s in p.iter_mut() {
+                                *s = round(dt, *s / den);
+                            }
+                            let row = &mut o[i * HEAD_DIM..][..HEAD_DIM];
+                            for (j, &pj) in (lo..).zip(p.iter()) {
+                                for (a, &v) in row.iter_mut().zip(at(j, 2)) {
+                                    *a += pj * v;
+                                }
+                            }
+                            for a in row.iter_mut() {
+                                *a = round(dt, *a);
+                            }
+                        }
+                        res.push((b, h, o));
+                    }
+                    res
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (b, h, o) in results.into_iter().flatten() {
+        let start = cu[b] as usize;
+        for (i, row) in o.chunks(HEAD_DIM).enumerate() {
+            out[(start + i) * hidden + h * HEAD_DIM..][..HEAD_DIM].copy_from_slice(row);
+        }
+    }
+}
+
+// ---- one case -------------------------------------------------------------------------------------
+
+/// Runs `case` in `dt` on `dev` in each thread order; returns the worst (kernel err, naive err).
+fn run_case(dev: &dyn Device, rng: &mut Rng, case: &AttentionCase, dt: Dtype, orders: &[bool]) -> Result<(f32, f32), String> {
+    let tokens = case.tokens();
+    let hidden = case.heads * HEAD_DIM;
+    let qkv: Vec<f32> = (0..tokens * 3 * hidden).map(|_| round(dt, rng.uniform(-2.0, 2.0))).collect();
+    let cu = case.cu_seqlens();
+
+    let mut reference = vec![0f32; tokens * hidden];
+    let window = case.radius.map_or(AttentionWindow::Global, |radius| AttentionWindow::Local { radius });
+    reference_attention(&qkv, &cu, case.key_lens.as_deref(), case.heads, HEAD_DIM, window, &mut reference);
+    let mut naive = vec![0f32; tokens * hidden];
+    naive_attention(dt, &qkv, case, &mut naive);
+
+    let e = |e: KernelError| format!("{} {dt:?}: {e}", case.name);
+    let qkv_buf = upload(dev, dt, &qkv, "qkv");
+    let cu_buf = upload_u32(dev, &cu, "cu_seqlens");
+    let kl_buf: Option<DeviceBuffer> = case.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
+    let max_len = *case.seqlens.iter().max().unwrap_or(&0);
+    let desc_buf = upload_batch(dev, tokens as u32, case.seqlens.len() as u32, max_len);
+    let mut out_buf = dev.alloc((tokens * hidden * 2).max(2), "out").map_err(e)?;
+    let params = AttentionParams {
+        qkv: qkv_buf.addr(),
+        out: out_buf.addr(),
+        cu_seqlens: cu_buf.addr(),
+        key_lens: kl_buf.as_ref().map_or(0, |b| b.addr()),
+        batch: desc_buf.addr(),
+        max_sequences: case.max_sequences as u32,
+        max_seqlen: case.max_seqlen as u32,
+        heads: case.heads as u32,
+        head_dim: HEAD_DIM as u32,
+        window_radius: case.radius.map_or(-1, |r| r as i32),
+        softmax_scale: 1.0 / (HEAD_DIM as f32).sqrt(),
+    };
+
+    let mut worst = (0f32, 0f32);
+    for &reverse in orders {
+        let order = set_order(dev, reverse);
+        poison(dev, &mut out_buf);
+        let t = Instant::now();
+        launch_attention(dev, dt, &params).map_err(e)?;
+        dev.synchronize().map_err(e)?;
+        let secs = t.elapsed().as_secs_f64();
+        let mut out = download(dev, dt, &out_buf);
+        out.truncate(tokens * hidden);
+        let what = format!("{} {dt:?} {order}", case.name);
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            let (t, c) = (i / hidden, i % hidden);
+            return Err(format!(
+                "{what}: output {} at token {t}, head {}, dim {} (unwritten, or NaN/inf)",
+                out[i],
+                c / HEAD_DIM,
+                c % HEAD_DIM
+            ));
+        }
+        let (ek, en) = check(&what, &out, &naive, &reference)?;
+        eprintln!("  {:<22} {dt:?} {order}: max err {ek:.3e}, naive {en:.3e} ({secs:.2}s)", case.name);
+        worst = (worst.0.max(ek), en);
+    }
+    Ok(worst)
+}
+
+fn run_all(test: &str, cases: &[AttentionCase], both_orders: bool) {
+    let dev = device();
+    let orders = if both_orders { kernels_tests::orders(&*dev) } else { vec![false] };
+    let mut rng = Rng::for_test(test);
+    eprintln!("[{test}] device {}", dev.name());
+    let mut failures = Failures::default();
+    for case in cases {
+        for &dt in case.dtypes {
+            failures.push(run_case(&*dev, &mut rng, case, dt, &orders));
+        }
+    }
+    failures.finish();
+}
+
+#[test]
+fn attention_global_edge_lengths() {
+    let cases: Vec<_> = cases::cases().into_iter().filter(|c| c.name.starts_with("global_len")).collect();
+    run_all("attention_global_edge_lengths", &cases, true);
+}
+
+#[test]
+fn attention_local_edge_lengths() {
+    let cases: Vec<_> = cases::cases().into_iter().filter(|c| c.name.starts_with("local64_len")).collect();
+    run_all("attention_local_edge_lengths", &cases, true);
+}
+
+#[test]
+fn attention_varlen_windows_key_lens() {
+    let cases: Vec<_> =
+        cases::cases().into_iter().filter(|c| !c.name.starts_with("global_len") && !c.name.starts_with("local64_len")).collect();
+    run_all("attention_varlen_windows_key_lens", &cases, true);
+}
+
+#[test]
+fn attention_8192_global_bf16() {
+    let cases: Vec<_> = cases::long_cases().into_iter().filter(|c| c.radius.is_none()).collect();
+    run_all("attention_8192_global_bf16", &cases, false);
+}
+
+#[test]
+fn attention_8192_local_f16() {
+    let cases: Vec<_> = cases::long_cases().into_iter().filter(|c| c.radius.is_some()).collect();
+    run_all("attention_8192_local_f16", &cases, true);
+}
+
+#[test]
+fn attention_rejects_other_head_dims() {
+    let dev = device();
+    let p = AttentionParams {
+        qkv: 0,
+        out: 0,
+        cu_seqlens: 0,
+        key_lens: 0,
+        batch: 0,
+        max_sequences: 1,
+        max_seqlen: 16,
+        heads: 1,
+        head_dim: 128,
+        window_radius: -1,
+        softmax_scale: 1.0 / (128f32).sqrt(),
+    };
+    for dt in [Dtype::Bf16, Dtype::F16] {
+        match launch_attention(&*dev, dt, &p) {
+            Err(KernelError::Unsupported { message, .. }) => assert!(message.contains("head_dim 128"), "{message}"),
+            other => panic!("head_dim 128 must be rejected on the host, got {other:?}"),
+        }
+    }
+}
+
+/// Static check: the attention kernels use the tensor cores (HMMA in the SASS of every built arch).
+#[test]
+fn attention_sass_uses_tensor_cores() {
+    use modernbert::kernels::build_info;
+    let require = std::env::var("MODERNBERT_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
+    if build_info::fatbin("attention").is_none() {
+        assert!(!require, "MODERNBERT_REQUIRE_KERNELS=1 but nvcc did not build cuda/attention.cu");
+        eprintln!("SKIP: nvcc did not build cuda/attention.cu in this build (no SASS to check)");
+        return;
+    }
+    // ptxas: no spills, within the budget the kernel's header states (<= 170 registers, 40 KiB smem).
+    let report = std::fs::read_to_string(build_info::ptxas_report("attention").expect("ptxas report"))
+        .expect("read the ptxas report of attention.cu");
+    let mut entries = 0;
+    for line in report.lines() {
+        if line.contains("spill") {
+            assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "attention spills: {line}");
+        }
+        if let Some(rest) = line.split("Used ").nth(1) {
+            let regs: u32 = rest.split(' ').next().unwrap().parse().unwrap();
+            assert!(regs <= 170, "attention uses {regs} registers (budget 170): {line}");
+            assert!(line.contains("40960 bytes smem"), "attention shared memory is not 40 KiB: {line}");
+            entries += 1;
+        }
+    }
+    assert!(entries >= 2 * build_info::CUDA_ARCHS.len(), "ptxas report has {entries} kernel entries:\n{report}");
+    if build_info::cuobjdump().is_none() {
+        assert!(!require, "MODERNBERT_REQUIRE_KERNELS=1 but cuobjdump was not found (CUOBJDUMP, next to nvcc, .toolchain)");
+        eprintln!("SKIP: cuobjdump not found (CUOBJDUMP, next to nvcc, .toolchain)");
+        return;
+    }
+    assert!(!build_info::CUDA_ARCHS.is_empty());
+    for &arch in build_info::CUDA_ARCHS {
+        for k in ["attention_bf16", "attention_f16"] {
+            let sass = build_info::kernel_sass("attention", k, arch).unwrap_or_else(|e| panic!("{k} sm_{arch}: {e}"));
+            let hmma = sass.matches("HMMA.16816.F32").count();
+            assert!(hmma >= 64, "{k} sm_{arch}: {hmma} HMMA.16816.F32 instructions (expected >= 64: 32 for QK^T, 32 for PV)");
+            assert!(sass.contains("LDSM"), "{k} sm_{arch}: no ldmatrix (LDSM) in the SASS");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! cuda/geglu.cu against `reference::ops::geglu`.
+//!
+//! Naive same-precision computation (PyTorch on bf16/fp16 tensors): `round(round(act(a)) * g)` —
+//! the activation's output is a tensor of the dtype, then the product. The kernel computes
+//! `act(a) * g` in fp32 and rounds once, so its error is ≤ ½ ulp of the output plus fp32 noise,
+//! while the naive one has that same final rounding plus the rounded activation: ≤ 2x holds.
+use kernels_tests::cases::geglu::cases;
+use kernels_tests::*;
+use modernbert::kernels::{ops, params::GegluParams};
+use modernbert::reference::ops::{self as reference, Activation};
+
+#[test]
+fn geglu_matches_reference() {
+    let dev = device();
+    let mut rng = Rng::for_test("geglu");
+    let mut f = Failures::default();
+    for reverse in orders(&*dev) {
+        let order = set_order(&*dev, reverse);
+        for c in cases() {
+            for dt in DTYPES {
+                let what = format!("geglu {dt:?} {c:?} {order}");
+                let (t, cap, i) = (c.tokens as usize, c.capacity as usize, c.inter as usize);
+                let h = rng.normal_vec(dt, cap * 2 * i, 0.0, 2.0);
+                let d_h = upload(&*dev, dt, &h, "h");
+                let d_out = poisoned(&*dev, cap * i * 2, "out");
+                let d_batch = upload_batch(&*dev, c.tokens, 1, c.tokens);
+                let p = GegluParams {
+                    h: d_h.addr(),
+                    out: d_out.addr(),
+                    batch: d_batch.addr(),
+                    max_tokens: c.capacity,
+                    inter: c.inter,
+                    activation: c.activation,
+                    _pad0: 0,
+                };
+                if let Err(e) = ops::geglu(&*dev, dt, &p) {
+                    f.fail(format!("{what}: {e}"));
+                    continue;
+                }
+                let out = download(&*dev, dt, &d_out);
+                let act = if c.activation == 0 { Activation::GeluErf } else { Activation::GeluTanh };
+                let mut want = vec![0f32; t * i];
+                reference::geglu(&h[..t * 2 * i], i, act, &mut want);
+                let naive: Vec<f32> = (0..t * i)
+                    .map(|k| {
+                        let (row, j) = (k / i, k % i);
+                        round(dt, round(dt, act.apply(h[row * 2 * i + j])) * h[row * 2 * i + i + j])
+                    })
+                    .collect();
+                f.push(check(&what, &out[..t * i], &naive, &want));
+                f.push(check_untouched(&what, &out[t * i..]));
+            }
+        }
+    }
+    f.finish();
+}

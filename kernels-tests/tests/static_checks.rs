@@ -1,0 +1,145 @@
+//! Static checks of the compiled kernels (no GPU needed; nvcc and cuobjdump from
+//! scripts/install-toolchain.sh): every source built, 0 spill bytes in every ptxas report, the
+//! embedded PTX is ISA 9.0 (what driver 580 JIT-compiles), every emulated kernel exists in the
+//! fatbin for every arch, and the memory-bound kernels use 128-bit global loads/stores.
+//!
+//! These fail (never skip) when the kernels were not built: CI installs nvcc.
+use modernbert::kernels::build_info;
+
+fn require_built() {
+    assert!(
+        build_info::NVCC.is_some(),
+        "CUDA kernels were not built (no nvcc at build time): run scripts/install-toolchain.sh, \
+         export the NVCC it prints, and rebuild"
+    );
+    assert!(build_info::NVCC_FAILED.is_empty(), "nvcc failed on: {:?}", build_info::NVCC_FAILED);
+    assert!(build_info::EMU_FAILED.is_empty(), "the host compiler failed on: {:?}", build_info::EMU_FAILED);
+    for s in build_info::SOURCES {
+        assert!(build_info::NVCC_BUILT.contains(s), "cuda/{s}.cu has no fatbin");
+    }
+}
+
+fn cuobjdump_required() {
+    assert!(
+        build_info::cuobjdump().is_some(),
+        "cuobjdump not found (CUOBJDUMP, next to nvcc, .toolchain): run scripts/install-toolchain.sh"
+    );
+}
+
+/// (kernel, arch, registers, spill stores, spill loads, stack frame) from a ptxas -v report.
+fn parse_ptxas(report: &str) -> Vec<(String, String, u32, u32, u32, u32)> {
+    let mut out = Vec::new();
+    let (mut kernel, mut arch) = (String::new(), String::new());
+    let mut spill = None;
+    for line in report.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let mut it = rest.split('\'');
+            kernel = it.next().unwrap_or("").to_string();
+            arch = rest.split("for '").nth(1).unwrap_or("").trim_end_matches('\'').to_string();
+        } else if line.contains("bytes spill stores") {
+            let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+            spill = Some((nums[0], nums[1], nums[2])); // stack frame, spill stores, spill loads
+        } else if let Some(rest) = line.split("Used ").nth(1) {
+            let regs: u32 = rest.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if let Some((stack, st, ld)) = spill.take() {
+                out.push((kernel.clone(), arch.clone(), regs, st, ld, stack));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_source_was_compiled() {
+    require_built();
+}
+
+#[test]
+fn no_kernel_spills_registers() {
+    require_built();
+    let mut bad = Vec::new();
+    let mut entries = 0;
+    for s in build_info::NVCC_BUILT {
+        let path = build_info::ptxas_report(s).unwrap();
+        let report = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let parsed = parse_ptxas(&report);
+        assert!(!parsed.is_empty(), "no kernel entries in {}", path.display());
+        for (k, arch, regs, st, ld, stack) in parsed {
+            entries += 1;
+            if arch == "sm_90" {
+                eprintln!("{s:>10} {k:<24} {arch}: {regs:>3} registers, {stack} B stack, spills {st}/{ld}");
+            }
+            if st != 0 || ld != 0 {
+                bad.push(format!("{k} ({arch}): {st} bytes spill stores, {ld} bytes spill loads"));
+            }
+        }
+    }
+    assert!(entries > 0);
+    assert!(bad.is_empty(), "register spills:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn embedded_ptx_is_isa_9_0() {
+    require_built();
+    for s in build_info::NVCC_BUILT {
+        let path = build_info::ptx(s).unwrap();
+        let ptx = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let version = ptx.lines().find(|l| l.starts_with(".version")).unwrap_or("");
+        assert_eq!(version.trim(), ".version 9.0", "{s}: PTX ISA must be 9.0 (driver 580 rejects newer)");
+        assert!(ptx.contains(".target sm_80"), "{s}: PTX must target sm_80");
+    }
+    // The fatbins embedded in the binary are the files the checks read.
+    for (name, bytes) in modernbert::kernels::fatbins::FATBINS {
+        let on_disk = std::fs::read(build_info::fatbin(name).unwrap()).unwrap();
+        assert_eq!(&on_disk[..], *bytes, "{name}: embedded fatbin differs from OUT_DIR");
+    }
+}
+
+#[test]
+fn every_kernel_is_in_every_arch() {
+    require_built();
+    cuobjdump_required();
+    for &arch in build_info::CUDA_ARCHS {
+        for s in build_info::NVCC_BUILT {
+            let sass = build_info::sass(s, arch).unwrap_or_else(|e| panic!("{s} sm_{arch}: {e}"));
+            for (k, src, _) in build_info::KERNELS.iter().filter(|(_, src, _)| src == s) {
+                assert!(sass.contains(&format!("Function : {k}")), "{k} missing from the sm_{arch} SASS of {src}");
+            }
+        }
+    }
+}
+
+#[test]
+fn memory_bound_kernels_use_128_bit_accesses() {
+    require_built();
+    cuobjdump_required();
+    // (source, kernel, needs LDG.E.128, needs STG.E.128)
+    let kernels: &[(&str, &str, bool, bool)] = &[
+        ("layernorm", "layernorm", true, true),
+        ("embeddings", "embeddings", true, true),
+        ("rope", "rope", true, true),
+        ("geglu", "geglu", true, true),
+        ("unpad", "unpad", true, true),
+        ("unpad", "repad", true, true),
+        ("pooling", "pool", true, false), // fp32 output: out_dim floats per sequence, scalar stores
+        ("mlm_head", "head_act_norm", true, true),
+        ("mlm_head", "bias_add", true, true),
+        ("colbert", "colbert_normalize", true, true),
+    ];
+    let mut bad = Vec::new();
+    for &arch in build_info::CUDA_ARCHS {
+        for (src, base, ldg, stg) in kernels {
+            for dt in ["_bf16", "_f16"] {
+                let k = format!("{base}{dt}");
+                let sass = build_info::kernel_sass(src, &k, arch).unwrap_or_else(|e| panic!("{k} sm_{arch}: {e}"));
+                if *ldg && !sass.contains("LDG.E.128") {
+                    bad.push(format!("{k} sm_{arch}: no 128-bit global load (LDG.E.128)"));
+                }
+                if *stg && !sass.contains("STG.E.128") {
+                    bad.push(format!("{k} sm_{arch}: no 128-bit global store (STG.E.128)"));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

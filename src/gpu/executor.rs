@@ -1,0 +1,334 @@
+//! The GPU executor: the ModernBERT forward pass as a sequence of kernel launches and GEMMs on a
+//! [`Device`] — a real GPU or the host emulator, the same code either way.
+//!
+//! Per batch: one host-to-device copy of the inputs (BatchDesc, ids, cu_seqlens, key_lens) into
+//! the arena, the launches below, one device-to-host copy of the result. No allocation, no host
+//! synchronisation in between; kernels read the actual token/sequence counts from the BatchDesc,
+//! so a launch sequence recorded for a capacity bucket replays for any batch that fits it.
+
+use std::sync::{Arc, Mutex};
+
+use half::{bf16, f16};
+
+use crate::batch::PackedBatch;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::gpu::arena::Arena;
+use crate::gpu::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
+use crate::kernels::device::{Device, GemmDesc};
+use crate::kernels::params::*;
+use crate::kernels::{ops, Dtype, KernelError};
+use crate::model::BackboneWeights;
+use crate::reference::ops::Pooling;
+
+/// Capacities one launch sequence is built for (the actual counts are ≤ these and live on device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LaunchShape {
+    pub tokens: u32,
+    pub sequences: u32,
+    pub max_seqlen: u32,
+}
+
+impl LaunchShape {
+    /// The exact shape of a batch.
+    pub fn of(batch: &PackedBatch) -> Self {
+        LaunchShape { tokens: batch.tokens() as u32, sequences: batch.sequences() as u32, max_seqlen: batch.max_seqlen() as u32 }
+    }
+}
+
+struct State {
+    arena: Arena,
+    /// Host image of the arena's input region (fixed capacity: never reallocated).
+    inputs: Vec<u8>,
+    /// Host landing buffer for downloads (fixed capacity).
+    download: Vec<u8>,
+}
+
+pub struct GpuExecutor {
+    dev: Arc<dyn Device>,
+    dtype: Dtype,
+    config: ModelConfig,
+    weights: DeviceWeights,
+    state: Mutex<State>,
+}
+
+fn dev_err(e: KernelError) -> Error {
+    Error::Device(e.to_string())
+}
+
+impl GpuExecutor {
+    /// Upload the weights (converted to `dtype` once) and size the arena for batches of up to
+    /// `max_tokens` tokens and `max_sequences` sequences.
+    pub fn new(
+        dev: Arc<dyn Device>,
+        dtype: Dtype,
+        config: &ModelConfig,
+        weights: &BackboneWeights,
+        max_tokens: usize,
+        max_sequences: usize,
+    ) -> Result<Self> {
+        if config.head_dim() != 64 {
+            return Err(Error::Unsupported(format!(
+                "the GPU attention kernel needs head_dim 64; this model has {} (use --device cpu)",
+                config.head_dim()
+            )));
+        }
+        if config.hidden_size % 8 != 0 || config.intermediate_size % 8 != 0 {
+            return Err(Error::Unsupported("hidden and intermediate sizes must be multiples of 8 on the GPU".into()));
+        }
+        if max_tokens == 0 || max_sequences == 0 || max_sequences > 65535 {
+            return Err(Error::Input(format!("arena capacity {max_tokens} tokens / {max_sequences} sequences")));
+        }
+        let weights = DeviceWeights::upload(dev.as_ref(), dtype, weights)?;
+        let arena = Arena::new(dev.as_ref(), config, max_tokens, max_sequences)?;
+        let inputs = vec![0u8; arena.inputs.bytes];
+        let download = vec![0u8; max_tokens * config.hidden_size * 4];
+        Ok(GpuExecutor { dev, dtype, config: config.clone(), weights, state: Mutex::new(State { arena, inputs, download }) })
+    }
+
+    pub fn device_name(&self) -> String {
+        self.dev.name()
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.lock().arena.max_tokens
+    }
+
+    pub fn max_sequences(&self) -> usize {
+        self.lock().arena.max_sequences
+    }
+
+    /// Bytes of device memory held: weights + arena.
+    pub fn device_bytes(&self) -> usize {
+        self.weights.bytes + self.lock().arena.bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `last_hidden_state` of every token, `[tokens, hidden]`, converted to f32 into `out`.
+    pub fn forward_into(&self, batch: &PackedBatch, out: &mut [f32]) -> Result<()> {
+        let h = self.config.hidden_size;
+        if out.len() != batch.tokens() * h {
+            return Err(Error::Input(format!("output holds {} values, expected {}", out.len(), batch.tokens() * h)));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        self.upload_inputs(st, batch)?;
+        self.forward(&st.arena, LaunchShape::of(batch))?;
+        let bytes = batch.tokens() * h * 2;
+        let last_hidden = st.arena.offset_of(st.arena.last_hidden);
+        self.dev.download(st.arena.storage(), last_hidden, &mut st.download[..bytes]).map_err(dev_err)?;
+        widen(self.dtype, &st.download[..bytes], out);
+        Ok(())
+    }
+
+    /// Pooled embeddings `[sequences, dim]` (pooling, truncation to `dim`, optional L2
+    /// normalisation on the device), into `out`.
+    pub fn pooled_into(&self, batch: &PackedBatch, pooling: Pooling, normalize: bool, dim: usize, out: &mut [f32]) -> Result<()> {
+        let (h, s) = (self.config.hidden_size, batch.sequences());
+        if dim == 0 || dim > h || out.len() != s * dim {
+            return Err(Error::Input(format!("pooled output of {} values for {s} × {dim}", out.len())));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        self.upload_inputs(st, batch)?;
+        let shape = LaunchShape::of(batch);
+        self.forward(&st.arena, shape)?;
+        let a = &st.arena;
+        let params = PoolParams {
+            hidden: a.last_hidden,
+            out: a.pooled,
+            cu_seqlens: a.cu_seqlens,
+            key_lens: a.key_lens,
+            batch: a.batch,
+            max_sequences: shape.sequences,
+            hidden_dim: h as u32,
+            out_dim: dim as u32,
+            pooling: match pooling {
+                Pooling::Cls => MB_POOL_CLS,
+                Pooling::Mean => MB_POOL_MEAN,
+            },
+            normalize: normalize as u32,
+            _pad0: 0,
+        };
+        ops::pool(self.dev.as_ref(), self.dtype, &params).map_err(dev_err)?;
+        let bytes = s * dim * 4;
+        let pooled = st.arena.offset_of(st.arena.pooled);
+        self.dev.download(st.arena.storage(), pooled, &mut st.download[..bytes]).map_err(dev_err)?;
+        for (o, c) in out.iter_mut().zip(st.download[..bytes].chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Ok(())
+    }
+
+    /// Check the batch against the arena and copy its inputs to the device in one transfer.
+    fn upload_inputs(&self, st: &mut State, batch: &PackedBatch) -> Result<()> {
+        let a = &st.arena;
+        if batch.tokens() > a.max_tokens || batch.sequences() > a.max_sequences {
+            return Err(Error::Input(format!(
+                "batch of {} tokens / {} sequences exceeds the arena ({} / {})",
+                batch.tokens(),
+                batch.sequences(),
+                a.max_tokens,
+                a.max_sequences
+            )));
+        }
+        if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab_size)));
+        }
+        let lay = a.inputs;
+        let desc = BatchDesc {
+            tokens: batch.tokens() as u32,
+            sequences: batch.sequences() as u32,
+            max_seqlen: batch.max_seqlen() as u32,
+            _pad0: 0,
+        };
+        let img = &mut st.inputs;
+        for (i, v) in [desc.tokens, desc.sequences, desc.max_seqlen, 0].iter().enumerate() {
+            img[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let put = |img: &mut [u8], at: usize, values: &[u32]| {
+            for (i, v) in values.iter().enumerate() {
+                img[at + 4 * i..at + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        };
+        put(img, lay.ids, &batch.ids);
+        put(img, lay.cu_seqlens, &batch.cu_seqlens);
+        put(img, lay.key_lens, &batch.key_lens);
+        let used = lay.key_lens + 4 * batch.sequences();
+        let (arena, inputs) = (&mut st.arena, &st.inputs);
+        // The input region is uploaded whole up to the key_lens of this batch (ids past the batch's
+        // tokens are stale but never read: kernels stop at BatchDesc.tokens).
+        self.dev.upload(arena.storage_mut(), 0, &inputs[..used]).map_err(dev_err)
+    }
+
+    /// The forward pass on the arena's inputs: `last_hidden = final_norm(layers(LN_emb(E[ids])))`.
+    pub fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<()> {
+        let w = &self.weights;
+        self.embeddings(a, shape)?; // x = LN_emb(E[ids])
+        for (l, layer) in w.layers.iter().enumerate() {
+            // Attention block. Layer 0 reads x itself (no attn_norm); later layers first add the
+            // previous MLP output to x, fused into their attn_norm.
+            let attn_in = match layer.attn_norm {
+                None => a.x,
+                Some(norm) => {
+                    self.add_and_norm(a, a.proj, norm, a.normed, shape)?;
+                    a.normed
+                }
+            };
+            self.linear(attn_in, &layer.wqkv, a.qkv, shape)?;
+            self.rope(a, l, shape)?;
+            self.attention(a, l, shape)?;
+            self.linear(a.attn, &layer.wo, a.proj, shape)?;
+            // MLP block (GeGLU): x += attention output, fused into mlp_norm.
+            self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, shape)?;
+            self.linear(a.normed, &layer.wi, a.wide, shape)?;
+            self.geglu(a, shape)?;
+            self.linear(a.gated, &layer.mlp_wo, a.proj, shape)?;
+        }
+        let last_delta = if w.layers.is_empty() { 0 } else { a.proj };
+        self.add_and_norm(a, last_delta, w.final_norm, a.last_hidden, shape)
+    }
+
+    fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<()> {
+        let p = EmbeddingLayerNormParams {
+            ids: a.ids,
+            table: self.weights.tok_embeddings,
+            weight: self.weights.emb_norm.weight,
+            bias: self.weights.emb_norm.bias,
+            out: a.x,
+            batch: a.batch,
+            max_tokens: s.tokens,
+            hidden: self.config.hidden_size as u32,
+            vocab: self.config.vocab_size as u32,
+            eps: self.config.norm_eps,
+        };
+        ops::embeddings(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+    }
+
+    /// `x += delta` (when `delta` ≠ 0), then `out = LayerNorm(x)`.
+    fn add_and_norm(&self, a: &Arena, delta: u64, norm: DeviceNorm, out: u64, s: LaunchShape) -> Result<()> {
+        let p = LayerNormParams {
+            residual: a.x,
+            delta,
+            weight: norm.weight,
+            bias: norm.bias,
+            out,
+            batch: a.batch,
+            max_tokens: s.tokens,
+            hidden: self.config.hidden_size as u32,
+            eps: self.config.norm_eps,
+            _pad0: 0,
+        };
+        ops::layernorm(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+    }
+
+    /// `out[tokens, out_features] = input · Wᵀ (+ b)` (cuBLASLt on a GPU, the CPU on the emulator).
+    fn linear(&self, input: u64, l: &DeviceLinear, out: u64, s: LaunchShape) -> Result<()> {
+        let g = GemmDesc { a: input, w: l.weight, bias: l.bias, out, m: s.tokens, n: l.out_features, k: l.in_features };
+        self.dev.gemm(self.dtype, &g).map_err(dev_err)
+    }
+
+    fn rope(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<()> {
+        let p = RopeParams {
+            qkv: a.qkv,
+            cu_seqlens: a.cu_seqlens,
+            batch: a.batch,
+            max_tokens: s.tokens,
+            heads: self.config.num_attention_heads as u32,
+            head_dim: self.config.head_dim() as u32,
+            theta: self.config.rope_theta(layer),
+        };
+        ops::rope(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+    }
+
+    fn attention(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<()> {
+        let window_radius = match self.config.window(layer) {
+            crate::reference::ops::AttentionWindow::Global => -1,
+            crate::reference::ops::AttentionWindow::Local { radius } => radius.min(i32::MAX as usize) as i32,
+        };
+        let p = AttentionParams {
+            qkv: a.qkv,
+            out: a.attn,
+            cu_seqlens: a.cu_seqlens,
+            key_lens: a.key_lens,
+            batch: a.batch,
+            max_sequences: s.sequences,
+            max_seqlen: s.max_seqlen,
+            heads: self.config.num_attention_heads as u32,
+            head_dim: self.config.head_dim() as u32,
+            window_radius,
+            softmax_scale: 1.0 / (self.config.head_dim() as f32).sqrt(),
+        };
+        ops::attention(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+    }
+
+    fn geglu(&self, a: &Arena, s: LaunchShape) -> Result<()> {
+        let activation = match self.config.hidden_activation {
+            crate::reference::ops::Activation::GeluErf => MB_ACT_GELU_ERF,
+            crate::reference::ops::Activation::GeluTanh => MB_ACT_GELU_TANH,
+            other => return Err(Error::Unsupported(format!("activation {other:?} on the GPU"))),
+        };
+        let p = GegluParams {
+            h: a.wide,
+            out: a.gated,
+            batch: a.batch,
+            max_tokens: s.tokens,
+            inter: self.config.intermediate_size as u32,
+            activation,
+            _pad0: 0,
+        };
+        ops::geglu(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+    }
+}
+
+/// bf16/fp16 little-endian bytes → f32.
+fn widen(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
+    let pairs = bytes.chunks_exact(2).zip(out.iter_mut());
+    match dtype {
+        Dtype::Bf16 => pairs.for_each(|(c, o)| *o = bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        Dtype::F16 => pairs.for_each(|(c, o)| *o = f16::from_le_bytes([c[0], c[1]]).to_f32()),
+    }
+}

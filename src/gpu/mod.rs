@@ -1,0 +1,8 @@
+//! The GPU executor: weights uploaded once, one activation arena, the forward pass as kernel
+//! launches and GEMMs on a [`crate::kernels::device::Device`] (a GPU, or the host emulator).
+
+pub mod arena;
+pub mod executor;
+pub mod weights;
+
+pub use executor::{GpuExecutor, LaunchShape};

@@ -1,0 +1,123 @@
+//! The model's weights on the device: converted once to the activation dtype (bf16 or fp16) and
+//! uploaded into one device allocation; every tensor is an address inside it.
+
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::kernels::device::{Device, DeviceBuffer};
+use crate::kernels::Dtype;
+use crate::model::{BackboneWeights, Linear, Norm};
+
+/// A linear layer on the device: `weight` `[out, in]`, optional `bias` `[out]` (0 = none).
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceLinear {
+    pub weight: u64,
+    pub bias: u64,
+    pub out_features: u32,
+    pub in_features: u32,
+}
+
+/// A LayerNorm on the device (`bias` 0 = none).
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceNorm {
+    pub weight: u64,
+    pub bias: u64,
+}
+
+pub struct DeviceLayer {
+    pub attn_norm: Option<DeviceNorm>,
+    pub wqkv: DeviceLinear,
+    pub wo: DeviceLinear,
+    pub mlp_norm: DeviceNorm,
+    pub wi: DeviceLinear,
+    pub mlp_wo: DeviceLinear,
+}
+
+pub struct DeviceWeights {
+    /// Owns the memory every address below points into.
+    _storage: DeviceBuffer,
+    pub tok_embeddings: u64,
+    pub emb_norm: DeviceNorm,
+    pub layers: Vec<DeviceLayer>,
+    pub final_norm: DeviceNorm,
+    pub bytes: usize,
+}
+
+/// Lays tensors out back to back (256-byte aligned, like cudaMalloc) in a host image of the
+/// device buffer, then uploads the image in one copy.
+struct Packer {
+    dtype: Dtype,
+    image: Vec<u8>,
+}
+
+impl Packer {
+    fn push(&mut self, values: &[f32]) -> usize {
+        let offset = self.image.len().next_multiple_of(256);
+        self.image.resize(offset, 0);
+        match self.dtype {
+            Dtype::Bf16 => self.image.extend(values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes())),
+            Dtype::F16 => self.image.extend(values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
+        }
+        offset
+    }
+}
+
+impl DeviceWeights {
+    pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights) -> Result<Self> {
+        let mut p = Packer { dtype, image: Vec::new() };
+        // Offsets first (the buffer's address is known only after allocation).
+        let off_linear = |p: &mut Packer, l: &Linear| {
+            (p.push(&l.weight), l.bias.as_ref().map(|b| p.push(b)), l.out_features as u32, l.in_features as u32)
+        };
+        let off_norm = |p: &mut Packer, n: &Norm| (p.push(&n.weight), n.bias.as_ref().map(|b| p.push(b)));
+        let emb = p.push(&w.tok_embeddings);
+        let emb_norm = off_norm(&mut p, &w.emb_norm);
+        let layers: Vec<_> = w
+            .layers
+            .iter()
+            .map(|l| {
+                (
+                    l.attn_norm.as_ref().map(|n| off_norm(&mut p, n)),
+                    off_linear(&mut p, &l.wqkv),
+                    off_linear(&mut p, &l.wo),
+                    off_norm(&mut p, &l.mlp_norm),
+                    off_linear(&mut p, &l.wi),
+                    off_linear(&mut p, &l.mlp_wo),
+                )
+            })
+            .collect();
+        let final_norm = off_norm(&mut p, &w.final_norm);
+
+        let bytes = p.image.len();
+        let mut storage = dev.alloc(bytes.max(1), "weights").map_err(|e| Error::Device(e.to_string()))?;
+        dev.upload(&mut storage, 0, &p.image).map_err(|e| Error::Device(e.to_string()))?;
+        let base = storage.addr();
+        let at = |o: usize| base + o as u64;
+        let opt = |o: Option<usize>| o.map_or(0, at);
+        let linear = |(w, b, out, inp): (usize, Option<usize>, u32, u32)| DeviceLinear {
+            weight: at(w),
+            bias: opt(b),
+            out_features: out,
+            in_features: inp,
+        };
+        let norm = |(w, b): (usize, Option<usize>)| DeviceNorm { weight: at(w), bias: opt(b) };
+        Ok(DeviceWeights {
+            tok_embeddings: at(emb),
+            emb_norm: norm(emb_norm),
+            layers: layers
+                .into_iter()
+                .map(|(an, qkv, wo, mn, wi, mwo)| DeviceLayer {
+                    attn_norm: an.map(norm),
+                    wqkv: linear(qkv),
+                    wo: linear(wo),
+                    mlp_norm: norm(mn),
+                    wi: linear(wi),
+                    mlp_wo: linear(mwo),
+                })
+                .collect(),
+            final_norm: norm(final_norm),
+            bytes,
+            _storage: storage,
+        })
+    }
+}
