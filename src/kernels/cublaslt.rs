@@ -48,22 +48,8 @@ use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
+pub use super::device::GemmDesc;
 use super::{Dtype, KernelError};
-
-/// One GEMM of the forward pass, by device address (row-major buffers; `bias == 0`: no bias).
-///
-/// TEMPORARY home: the lead defines this in `device.rs`; then delete this definition and
-/// `use super::device::GemmDesc;` instead (the struct must stay exactly as it is).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct GemmDesc {
-    pub a: u64,
-    pub w: u64,
-    pub bias: u64,
-    pub out: u64,
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-}
 
 /// Workspace size recommended by NVIDIA: 32 MiB on Hopper (sm_90) and newer, 4 MiB before.
 pub fn workspace_bytes(cc_major: i32) -> usize {
@@ -383,13 +369,7 @@ impl CublasLtGemm {
     /// `out[m, n] = a[m, k] · w[n, k]ᵀ (+ bias[n])` on the stream (asynchronous). Uses the cached plan;
     /// on a miss builds it, unless the stream is capturing a graph (then: error, prepare first).
     pub fn gemm(&self, dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
-        check_dims(g.m, g.n, g.k)?;
-        if g.a == 0 || g.w == 0 || g.out == 0 {
-            return Err(KernelError::BadLaunch {
-                kernel: "cublasLt gemm".into(),
-                message: format!("null pointer in {g:?}"),
-            });
-        }
+        g.check()?;
         if g.m == 0 {
             return Ok(()); // an empty batch: nothing to compute
         }

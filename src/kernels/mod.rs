@@ -9,9 +9,12 @@
 //! - [`build_info`]: what build.rs produced (paths of the ptxas reports, PTX, fatbins).
 
 pub mod build_info;
+pub mod cublaslt;
 pub mod device;
 pub mod emu;
 pub mod gemm_host;
+pub mod graph;
+pub mod nvtx;
 pub mod ops;
 pub mod params;
 
