@@ -282,7 +282,12 @@ impl Device for CudaDevice {
             }
         }
         // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
-        let mut bytes = params.to_vec();
+        // A stack copy (no host allocation per launch); params.h structs are far below 4 KiB.
+        let mut bytes = [0u8; 4096];
+        if params.len() > bytes.len() {
+            return Err(KernelError::ParamSize { kernel: name.into(), message: format!("{} bytes", params.len()) });
+        }
+        bytes[..params.len()].copy_from_slice(params);
         let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
         // SAFETY: `args` points at the parameter bytes, which match the kernel's struct (the caller
         // passes the bindgen struct of params.h); the stream and function belong to our context.

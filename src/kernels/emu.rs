@@ -5,7 +5,7 @@
 //! the parameter structs. Every buffer has guard bytes before and after it; after each launch the
 //! emulator checks the guards of all its live buffers and reports an overwrite with the kernel's name.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -229,14 +229,20 @@ impl Emulator {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
-        let cname = CString::new(name).map_err(|_| KernelError::UnknownKernel(name.to_string()))?;
-        let mut err = vec![0 as c_char; 1024];
+        // The name, NUL-terminated, and the error text live on the stack: a launch allocates
+        // nothing on the host (the executor's zero-allocation test runs through here).
+        let mut cname = [0u8; 128];
+        if name.len() >= cname.len() || name.as_bytes().contains(&0) {
+            return Err(KernelError::UnknownKernel(name.to_string()));
+        }
+        cname[..name.len()].copy_from_slice(name.as_bytes());
+        let mut err = [0 as c_char; 512];
         let flags = self.reverse() as u32;
         // SAFETY: all pointers are valid for the given lengths; the kernels get addresses of our
         // buffers through `params`, which the caller built.
         let rc = unsafe {
             emu_launch(
-                cname.as_ptr(),
+                cname.as_ptr() as *const c_char,
                 grid.as_ptr(),
                 block.as_ptr(),
                 smem,
@@ -247,22 +253,24 @@ impl Emulator {
                 err.len(),
             )
         };
-        // SAFETY: emu_launch NUL-terminates within `err`.
-        let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-        let kernel = name.to_string();
-        let result = match rc {
-            0 => Ok(()),
-            1 => Err(KernelError::UnknownKernel(kernel.clone())),
-            2 => Err(KernelError::ParamSize { kernel: kernel.clone(), message }),
-            3 => Err(KernelError::BadLaunch { kernel: kernel.clone(), message }),
-            _ => Err(KernelError::KernelFailed { kernel: kernel.clone(), message }),
+        let failure = |rc: c_int| {
+            // SAFETY: emu_launch NUL-terminates within `err`.
+            let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            let kernel = name.to_string();
+            match rc {
+                1 => KernelError::UnknownKernel(kernel),
+                2 => KernelError::ParamSize { kernel, message },
+                3 => KernelError::BadLaunch { kernel, message },
+                _ => KernelError::KernelFailed { kernel, message },
+            }
         };
+        let result = if rc == 0 { Ok(()) } else { Err(failure(rc)) };
         // Guards are checked even after a failed launch (an overwrite is the more useful error).
         let buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         for a in buffers.iter().filter_map(Weak::upgrade) {
             if let Some(where_) = a.check() {
                 a.reset_guards();
-                return Err(KernelError::GuardOverwrite { kernel, buffer: a.label.clone(), where_ });
+                return Err(KernelError::GuardOverwrite { kernel: name.to_string(), buffer: a.label.clone(), where_ });
             }
         }
         result

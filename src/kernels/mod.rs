@@ -41,6 +41,13 @@ impl Dtype {
             Dtype::F16 => "_f16",
         }
     }
+    /// One of two static kernel names (no allocation in the launch path).
+    pub fn pick(self, bf16: &'static str, f16: &'static str) -> &'static str {
+        match self {
+            Dtype::Bf16 => bf16,
+            Dtype::F16 => f16,
+        }
+    }
     /// Bytes per element (2).
     pub fn size(self) -> usize {
         2

@@ -35,7 +35,7 @@ fn need(kernel: &str, what: &str, ptr: u64) -> Result<(), KernelError> {
 
 /// `layernorm.cu`: `if delta { residual += delta }; out = LayerNorm(residual)`; hidden in 1..=8192.
 pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(), KernelError> {
-    let name = format!("layernorm{}", dt.suffix());
+    let name = dt.pick("layernorm_bf16", "layernorm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(&name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
@@ -50,7 +50,7 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
 
 /// `embeddings.cu`: `out[t] = LayerNorm(table[ids[t]])`; hidden in 1..=8192.
 pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
-    let name = format!("embeddings{}", dt.suffix());
+    let name = dt.pick("embeddings_bf16", "embeddings_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(&name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
@@ -68,7 +68,7 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
 
 /// `rope.cu`: RoPE in place on the Q and K heads of `qkv`; even head_dim.
 pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelError> {
-    let name = format!("rope{}", dt.suffix());
+    let name = dt.pick("rope_bf16", "rope_f16");
     if p.head_dim == 0 || p.head_dim % 2 != 0 || p.heads == 0 {
         return Err(unsupported(&name, format!("heads {} head_dim {} (even head_dim needed)", p.heads, p.head_dim)));
     }
@@ -86,7 +86,7 @@ pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelErr
 
 /// `geglu.cu`: `out[t, j] = act(h[t, j]) * h[t, I + j]`.
 pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelError> {
-    let name = format!("geglu{}", dt.suffix());
+    let name = dt.pick("geglu_bf16", "geglu_f16");
     if p.inter == 0 {
         return Err(unsupported(&name, "inter = 0"));
     }
@@ -105,9 +105,9 @@ pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelE
     dev.launch(&name, [blocks, 1, 1], [256, 1, 1], 0, p)
 }
 
-fn pad_launch(dev: &dyn Device, name: String, p: &PadParams) -> Result<(), KernelError> {
+fn pad_launch(dev: &dyn Device, name: &str, p: &PadParams) -> Result<(), KernelError> {
     if p.width == 0 {
-        return Err(unsupported(&name, "width = 0"));
+        return Err(unsupported(name, "width = 0"));
     }
     for (what, ptr) in [("padded", p.padded), ("packed", p.packed), ("cu_seqlens", p.cu_seqlens), ("batch", p.batch)] {
         need(&name, what, ptr)?;
@@ -121,12 +121,12 @@ fn pad_launch(dev: &dyn Device, name: String, p: &PadParams) -> Result<(), Kerne
 
 /// `unpad.cu`: padded `[max_sequences, padded_len, width]` → packed `[tokens, width]`.
 pub fn unpad(dev: &dyn Device, dt: Dtype, p: &PadParams) -> Result<(), KernelError> {
-    pad_launch(dev, format!("unpad{}", dt.suffix()), p)
+    pad_launch(dev, dt.pick("unpad_bf16", "unpad_f16"), p)
 }
 
 /// `unpad.cu`: packed → padded, every padded element written (zeros past each sequence).
 pub fn repad(dev: &dyn Device, dt: Dtype, p: &PadParams) -> Result<(), KernelError> {
-    pad_launch(dev, format!("repad{}", dt.suffix()), p)
+    pad_launch(dev, dt.pick("repad_bf16", "repad_f16"), p)
 }
 
 /// Dynamic shared memory of `pool_*` for `out_dim` columns (both vector widths covered).
@@ -144,7 +144,7 @@ pub fn pool_smem_bytes(out_dim: u32) -> u32 {
 
 /// `pooling.cu`: CLS or masked mean per sequence, truncated to out_dim, optionally L2-normalised.
 pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelError> {
-    let name = format!("pool{}", dt.suffix());
+    let name = dt.pick("pool_bf16", "pool_f16");
     if p.out_dim == 0 || p.out_dim > p.hidden_dim {
         return Err(unsupported(&name, format!("out_dim {} of hidden_dim {}", p.out_dim, p.hidden_dim)));
     }
@@ -166,7 +166,7 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
 
 /// `mlm_head.cu`: `out = LayerNorm(act(x + dense_bias))`; hidden in 1..=8192.
 pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Result<(), KernelError> {
-    let name = format!("head_act_norm{}", dt.suffix());
+    let name = dt.pick("head_act_norm_bf16", "head_act_norm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(&name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
@@ -184,7 +184,7 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
 
 /// `mlm_head.cu`: fp32 `logits = x + bias` (the decoder bias).
 pub fn bias_add(dev: &dyn Device, dt: Dtype, p: &BiasAddParams) -> Result<(), KernelError> {
-    let name = format!("bias_add{}", dt.suffix());
+    let name = dt.pick("bias_add_bf16", "bias_add_f16");
     if p.cols == 0 {
         return Err(unsupported(&name, "cols = 0"));
     }
@@ -201,7 +201,7 @@ pub fn bias_add(dev: &dyn Device, dt: Dtype, p: &BiasAddParams) -> Result<(), Ke
 
 /// `colbert.cu`: fp32 `out[t] = x[t] / max(‖x[t]‖, 1e-12)`.
 pub fn colbert_normalize(dev: &dyn Device, dt: Dtype, p: &RowNormalizeParams) -> Result<(), KernelError> {
-    let name = format!("colbert_normalize{}", dt.suffix());
+    let name = dt.pick("colbert_normalize_bf16", "colbert_normalize_f16");
     if p.dim == 0 {
         return Err(unsupported(&name, "dim = 0"));
     }

@@ -1,0 +1,161 @@
+//! The GPU executor's forward pass allocates nothing: no host heap allocation inside the executor
+//! (a counting global allocator, per thread) and no device allocation (a counting device), once
+//! the engine is created. This is what makes a forward CUDA-graph capturable and its latency flat.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use modernbert::batch::PackedBatch;
+use modernbert::config::ModelConfig;
+use modernbert::gpu::GpuExecutor;
+use modernbert::kernels::device::{Device, DeviceBuffer, GemmDesc};
+use modernbert::kernels::emu::Emulator;
+use modernbert::kernels::{Dtype, KernelError};
+use modernbert::model::Checkpoint;
+use modernbert::weights::TensorStore;
+
+/// Counts heap allocations made by the current thread.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// A device that counts allocations and, when `execute` is off, records launches and GEMMs without
+/// running them (so the host-allocation count is the executor's alone, not the emulated GPU's).
+struct CountingDevice {
+    inner: Emulator,
+    execute: bool,
+    allocs: AtomicUsize,
+    launches: AtomicUsize,
+}
+
+impl Device for CountingDevice {
+    fn name(&self) -> String {
+        "counting".into()
+    }
+    fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        Device::alloc(&self.inner, bytes, label)
+    }
+    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
+        Device::upload(&self.inner, buf, offset, data)
+    }
+    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
+        Device::download(&self.inner, buf, offset, out)
+    }
+    fn launch_raw(&self, name: &str, grid: [u32; 3], block: [u32; 3], smem: u32, params: &[u8]) -> Result<(), KernelError> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        if self.execute {
+            Device::launch_raw(&self.inner, name, grid, block, smem, params)
+        } else {
+            Ok(())
+        }
+    }
+    fn synchronize(&self) -> Result<(), KernelError> {
+        Ok(())
+    }
+    fn gemm(&self, dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        if self.execute {
+            Device::gemm(&self.inner, dtype, g)
+        } else {
+            g.check()
+        }
+    }
+}
+
+fn executor(execute: bool) -> (GpuExecutor, Arc<CountingDevice>, usize) {
+    let dir = common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16");
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let store = TensorStore::open_dir(&dir).unwrap();
+    let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
+    let dev = Arc::new(CountingDevice {
+        inner: Emulator::new(),
+        execute,
+        allocs: AtomicUsize::new(0),
+        launches: AtomicUsize::new(0),
+    });
+    let exec = GpuExecutor::new(dev.clone(), Dtype::Bf16, &config, &weights, 1024, 16).unwrap();
+    (exec, dev, config.hidden_size)
+}
+
+fn batches() -> (PackedBatch, PackedBatch) {
+    let big = PackedBatch::from_sequences(&[vec![5u32; 700], vec![7u32; 300]]).unwrap();
+    let small = PackedBatch::from_sequences(&[vec![9u32; 17], vec![3u32; 1], vec![4u32; 129]]).unwrap();
+    (big, small)
+}
+
+#[test]
+fn forward_makes_no_host_allocation() {
+    let (exec, dev, h) = executor(false);
+    let (big, small) = batches();
+    let mut out_big = vec![0f32; big.tokens() * h];
+    let mut out_small = vec![0f32; small.tokens() * h];
+    exec.forward_into(&big, &mut out_big).unwrap(); // warm-up
+    let mut pooled = vec![0f32; small.sequences() * h];
+    exec.pooled_into(&small, modernbert::reference::ops::Pooling::Mean, true, h, &mut pooled).unwrap();
+
+    let launches_before = dev.launches.load(Ordering::Relaxed);
+    let before = allocations();
+    exec.forward_into(&big, &mut out_big).unwrap();
+    exec.forward_into(&small, &mut out_small).unwrap();
+    exec.pooled_into(&small, modernbert::reference::ops::Pooling::Cls, false, h / 2, &mut pooled[..small.sequences() * h / 2])
+        .unwrap();
+    let made = allocations() - before;
+    let launched = dev.launches.load(Ordering::Relaxed) - launches_before;
+    println!("3 forwards: {launched} launches/GEMMs, {made} host allocations");
+    assert!(launched > 3 * 5 * 8, "the forwards really launched their kernels");
+    assert_eq!(made, 0, "host heap allocations inside the executor's forward");
+}
+
+#[test]
+fn forward_makes_no_device_allocation() {
+    let (exec, dev, h) = executor(true);
+    let created = dev.allocs.load(Ordering::Relaxed);
+    assert_eq!(created, 2, "weights + arena: one allocation each");
+    let (big, small) = batches();
+    let mut out = vec![0f32; big.tokens() * h];
+    exec.forward_into(&big, &mut out).unwrap();
+    assert!(out.iter().all(|v| v.is_finite()));
+    let mut out = vec![0f32; small.tokens() * h];
+    exec.forward_into(&small, &mut out).unwrap();
+    assert_eq!(dev.allocs.load(Ordering::Relaxed), created, "device allocations during forward passes");
+}
+
+#[test]
+fn batches_larger_than_the_arena_are_refused_not_overrun() {
+    let (exec, _, h) = executor(false);
+    let too_big = PackedBatch::from_sequences(&[vec![1u32; 1025]]).unwrap();
+    let mut out = vec![0f32; too_big.tokens() * h];
+    let err = exec.forward_into(&too_big, &mut out).unwrap_err().to_string();
+    assert!(err.contains("exceeds the arena"), "{err}");
+    let bad_id = PackedBatch::from_sequences(&[vec![1u32, 1 << 30]]).unwrap();
+    let mut out = vec![0f32; 2 * h];
+    assert!(exec.forward_into(&bad_id, &mut out).unwrap_err().to_string().contains("outside the vocabulary"));
+}
