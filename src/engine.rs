@@ -183,7 +183,8 @@ impl Engine {
         let (backbone, decoder_table) = match open_device(options.device)? {
             None => (Backbone::Cpu(CpuExecutor::new(config.clone(), weights)), None),
             Some(dev) => {
-                let exec = GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences)?;
+                let exec = GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences)?
+                    .with_graphs(options.graphs);
                 let tied = mlm.as_ref().is_some_and(|m| m.decoder_weight.is_none());
                 (Backbone::Gpu(exec), tied.then_some(weights.tok_embeddings))
             }

@@ -6,18 +6,19 @@
 //! synchronisation in between; kernels read the actual token/sequence counts from the BatchDesc,
 //! so a launch sequence recorded for a capacity bucket replays for any batch that fits it.
 
+use std::ffi::CStr;
 use std::sync::{Arc, Mutex};
 
 use half::{bf16, f16};
 
 use crate::batch::PackedBatch;
-use crate::config::ModelConfig;
+use crate::config::{LayerKind, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::arena::Arena;
 use crate::gpu::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
 use crate::kernels::params::*;
-use crate::kernels::{ops, Dtype, KernelError};
+use crate::kernels::{graph, nvtx, ops, Dtype, KernelError};
 use crate::model::BackboneWeights;
 use crate::reference::ops::Pooling;
 
@@ -49,6 +50,8 @@ pub struct GpuExecutor {
     dtype: Dtype,
     config: ModelConfig,
     weights: DeviceWeights,
+    /// Replay recorded launch sequences (CUDA graphs) for batches that fit a graph bucket.
+    graphs: bool,
     state: Mutex<State>,
 }
 
@@ -83,7 +86,20 @@ impl GpuExecutor {
         let arena = Arena::new(dev.as_ref(), config, max_tokens, max_sequences)?;
         let inputs = vec![0u8; arena.inputs.bytes];
         let download = vec![0u8; max_tokens * config.hidden_size * 4];
-        Ok(GpuExecutor { dev, dtype, config: config.clone(), weights, state: Mutex::new(State { arena, inputs, download }) })
+        Ok(GpuExecutor {
+            dev,
+            dtype,
+            config: config.clone(),
+            weights,
+            graphs: false,
+            state: Mutex::new(State { arena, inputs, download }),
+        })
+    }
+
+    /// Turn graph replay for small batches on or off (off by default).
+    pub fn with_graphs(mut self, on: bool) -> Self {
+        self.graphs = on;
+        self
     }
 
     pub fn device_name(&self) -> String {
@@ -116,7 +132,7 @@ impl GpuExecutor {
         let mut guard = self.lock();
         let st = &mut *guard;
         self.upload_inputs(st, batch)?;
-        self.forward(&st.arena, LaunchShape::of(batch))?;
+        self.run_forward(&st.arena, batch)?;
         let bytes = batch.tokens() * h * 2;
         let last_hidden = st.arena.offset_of(st.arena.last_hidden);
         self.dev.download(st.arena.storage(), last_hidden, &mut st.download[..bytes]).map_err(dev_err)?;
@@ -135,7 +151,7 @@ impl GpuExecutor {
         let st = &mut *guard;
         self.upload_inputs(st, batch)?;
         let shape = LaunchShape::of(batch);
-        self.forward(&st.arena, shape)?;
+        self.run_forward(&st.arena, batch)?;
         let a = &st.arena;
         let params = PoolParams {
             hidden: a.last_hidden,
@@ -204,35 +220,57 @@ impl GpuExecutor {
         self.dev.upload(arena.storage_mut(), 0, &inputs[..used]).map_err(dev_err)
     }
 
-    /// The forward pass on the arena's inputs: `last_hidden = final_norm(layers(LN_emb(E[ids])))`.
-    pub fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<()> {
+    /// Run the forward pass for a batch whose inputs are in the arena: replayed from a graph
+    /// for small batches when graphs are on (the launch sequence of the batch's capacity bucket),
+    /// launched directly otherwise.
+    fn run_forward(&self, a: &Arena, batch: &PackedBatch) -> Result<()> {
+        let _range = nvtx::range(c"modernbert.forward");
+        let bucket = graph::bucket(batch.tokens(), batch.sequences(), batch.max_seqlen())
+            .filter(|&(t, s, _)| self.graphs && t as usize <= a.max_tokens && s as usize <= a.max_sequences);
+        match bucket {
+            Some((tokens, sequences, max_seqlen)) => {
+                let shape = LaunchShape { tokens, sequences, max_seqlen };
+                self.dev.run_graph([tokens, sequences, max_seqlen], &mut || self.forward(a, shape)).map_err(dev_err)
+            }
+            None => self.forward(a, LaunchShape::of(batch)).map_err(dev_err),
+        }
+    }
+
+    /// The forward pass on the arena's inputs: `last_hidden = final_norm(layers(LN_emb(E[ids])))`,
+    /// launched for the capacities of `shape`.
+    pub fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<(), KernelError> {
         let w = &self.weights;
         self.embeddings(a, shape)?; // x = LN_emb(E[ids])
         for (l, layer) in w.layers.iter().enumerate() {
+            let _layer = nvtx::range(match self.config.layer_kind(l) {
+                LayerKind::Global => c"layer.global",
+                LayerKind::Local => c"layer.local",
+            });
             // Attention block. Layer 0 reads x itself (no attn_norm); later layers first add the
             // previous MLP output to x, fused into their attn_norm.
             let attn_in = match layer.attn_norm {
                 None => a.x,
                 Some(norm) => {
-                    self.add_and_norm(a, a.proj, norm, a.normed, shape)?;
+                    self.add_and_norm(a, a.proj, norm, a.normed, shape, c"attn_norm")?;
                     a.normed
                 }
             };
-            self.linear(attn_in, &layer.wqkv, a.qkv, shape)?;
+            self.linear(attn_in, &layer.wqkv, a.qkv, shape, c"qkv")?;
             self.rope(a, l, shape)?;
             self.attention(a, l, shape)?;
-            self.linear(a.attn, &layer.wo, a.proj, shape)?;
+            self.linear(a.attn, &layer.wo, a.proj, shape, c"attn_out")?;
             // MLP block (GeGLU): x += attention output, fused into mlp_norm.
-            self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, shape)?;
-            self.linear(a.normed, &layer.wi, a.wide, shape)?;
+            self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, shape, c"mlp_norm")?;
+            self.linear(a.normed, &layer.wi, a.wide, shape, c"mlp_in")?;
             self.geglu(a, shape)?;
-            self.linear(a.gated, &layer.mlp_wo, a.proj, shape)?;
+            self.linear(a.gated, &layer.mlp_wo, a.proj, shape, c"mlp_out")?;
         }
         let last_delta = if w.layers.is_empty() { 0 } else { a.proj };
-        self.add_and_norm(a, last_delta, w.final_norm, a.last_hidden, shape)
+        self.add_and_norm(a, last_delta, w.final_norm, a.last_hidden, shape, c"final_norm")
     }
 
-    fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<()> {
+    fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
+        let _range = nvtx::range(c"embeddings");
         let p = EmbeddingLayerNormParams {
             ids: a.ids,
             table: self.weights.tok_embeddings,
@@ -245,11 +283,12 @@ impl GpuExecutor {
             vocab: self.config.vocab_size as u32,
             eps: self.config.norm_eps,
         };
-        ops::embeddings(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+        ops::embeddings(self.dev.as_ref(), self.dtype, &p)
     }
 
     /// `x += delta` (when `delta` ≠ 0), then `out = LayerNorm(x)`.
-    fn add_and_norm(&self, a: &Arena, delta: u64, norm: DeviceNorm, out: u64, s: LaunchShape) -> Result<()> {
+    fn add_and_norm(&self, a: &Arena, delta: u64, norm: DeviceNorm, out: u64, s: LaunchShape, name: &'static CStr) -> Result<(), KernelError> {
+        let _range = nvtx::range(name);
         let p = LayerNormParams {
             residual: a.x,
             delta,
@@ -262,16 +301,18 @@ impl GpuExecutor {
             eps: self.config.norm_eps,
             _pad0: 0,
         };
-        ops::layernorm(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+        ops::layernorm(self.dev.as_ref(), self.dtype, &p)
     }
 
     /// `out[tokens, out_features] = input · Wᵀ (+ b)` (cuBLASLt on a GPU, the CPU on the emulator).
-    fn linear(&self, input: u64, l: &DeviceLinear, out: u64, s: LaunchShape) -> Result<()> {
+    fn linear(&self, input: u64, l: &DeviceLinear, out: u64, s: LaunchShape, name: &'static CStr) -> Result<(), KernelError> {
+        let _range = nvtx::range(name);
         let g = GemmDesc { a: input, w: l.weight, bias: l.bias, out, m: s.tokens, n: l.out_features, k: l.in_features };
-        self.dev.gemm(self.dtype, &g).map_err(dev_err)
+        self.dev.gemm(self.dtype, &g)
     }
 
-    fn rope(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<()> {
+    fn rope(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {
+        let _range = nvtx::range(c"rope");
         let p = RopeParams {
             qkv: a.qkv,
             cu_seqlens: a.cu_seqlens,
@@ -281,10 +322,11 @@ impl GpuExecutor {
             head_dim: self.config.head_dim() as u32,
             theta: self.config.rope_theta(layer),
         };
-        ops::rope(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+        ops::rope(self.dev.as_ref(), self.dtype, &p)
     }
 
-    fn attention(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<()> {
+    fn attention(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {
+        let _range = nvtx::range(c"attention");
         let window_radius = match self.config.window(layer) {
             crate::reference::ops::AttentionWindow::Global => -1,
             crate::reference::ops::AttentionWindow::Local { radius } => radius.min(i32::MAX as usize) as i32,
@@ -302,14 +344,17 @@ impl GpuExecutor {
             window_radius,
             softmax_scale: 1.0 / (self.config.head_dim() as f32).sqrt(),
         };
-        ops::attention(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+        ops::attention(self.dev.as_ref(), self.dtype, &p)
     }
 
-    fn geglu(&self, a: &Arena, s: LaunchShape) -> Result<()> {
+    fn geglu(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
+        let _range = nvtx::range(c"geglu");
         let activation = match self.config.hidden_activation {
             crate::reference::ops::Activation::GeluErf => MB_ACT_GELU_ERF,
             crate::reference::ops::Activation::GeluTanh => MB_ACT_GELU_TANH,
-            other => return Err(Error::Unsupported(format!("activation {other:?} on the GPU"))),
+            other => {
+                return Err(KernelError::Unsupported { kernel: "geglu".into(), message: format!("activation {other:?}") })
+            }
         };
         let p = GegluParams {
             h: a.wide,
@@ -320,7 +365,7 @@ impl GpuExecutor {
             activation,
             _pad0: 0,
         };
-        ops::geglu(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)
+        ops::geglu(self.dev.as_ref(), self.dtype, &p)
     }
 }
 

@@ -85,6 +85,13 @@ pub trait Device: Send + Sync {
     fn synchronize(&self) -> Result<(), KernelError>;
     /// A GEMM in the activation dtype (see [`GemmDesc`]).
     fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError>;
+    /// Run the launch sequence `record` makes as a replayable graph keyed by `key`: recorded on
+    /// first use (a CUDA graph; a launch list on the emulator), replayed afterwards. Everything
+    /// `record` launches must read its per-batch values from device memory. Default: run it.
+    fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
+        let _ = key;
+        record()
+    }
     /// The emulator, if this device is one (to switch the thread order).
     fn as_emulator(&self) -> Option<&Emulator> {
         None
@@ -150,7 +157,10 @@ impl Device for Emulator {
         Emulator::launch_raw(self, name, grid, block, smem, params)
     }
     fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
-        self.gemm(dtype, g)
+        Emulator::gemm(self, dtype, g)
+    }
+    fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
+        Emulator::run_graph(self, key, record)
     }
     fn synchronize(&self) -> Result<(), KernelError> {
         Ok(())
@@ -166,6 +176,10 @@ pub struct CudaDevice {
     stream: Arc<cudarc::driver::CudaStream>,
     modules: Vec<Arc<cudarc::driver::CudaModule>>,
     functions: Mutex<HashMap<String, cudarc::driver::CudaFunction>>,
+    // Dropped before the buffers they reference (fields drop in declaration order; the arena and
+    // weights belong to the executor, which drops its device last).
+    graphs: super::graph::GraphCache<[u32; 3]>,
+    blas: super::cublaslt::CublasLtGemm,
 }
 
 fn cuda_err(e: impl std::fmt::Debug) -> KernelError {
@@ -184,7 +198,9 @@ impl CudaDevice {
             return Err(KernelError::Cuda("libcuda not found (no NVIDIA driver on this machine)".into()));
         }
         let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(cuda_err)?;
-        let stream = ctx.default_stream();
+        // Before any allocation: buffers used inside graph captures must not carry cudarc events.
+        super::graph::prepare_context_for_graphs(&ctx);
+        let stream = ctx.new_stream().map_err(cuda_err)?;
         let mut modules = Vec::new();
         for (name, bytes) in super::fatbins::FATBINS {
             let m = ctx
@@ -192,7 +208,15 @@ impl CudaDevice {
                 .map_err(|e| KernelError::Cuda(format!("loading the fatbin of {name}.cu: {e:?}")))?;
             modules.push(m);
         }
-        Ok(CudaDevice { ctx, stream, modules, functions: Mutex::new(HashMap::new()) })
+        let blas = super::cublaslt::CublasLtGemm::new(stream.clone())?;
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            modules,
+            functions: Mutex::new(HashMap::new()),
+            graphs: super::graph::GraphCache::new(),
+            blas,
+        })
     }
 
     pub fn context(&self) -> &Arc<cudarc::driver::CudaContext> {
@@ -310,9 +334,16 @@ impl Device for CudaDevice {
     fn synchronize(&self) -> Result<(), KernelError> {
         self.stream.synchronize().map_err(cuda_err)
     }
-    fn gemm(&self, _dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
-        g.check()?;
-        Err(KernelError::Cuda("cuBLASLt GEMMs are not wired in yet".into()))
+    fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
+        self.blas.gemm(dtype, g)
+    }
+    fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
+        if !self.graphs.contains(&key) {
+            // One eager run first: it prepares the cuBLASLt plans of this shape and lets lazily
+            // loaded kernels load, neither of which may happen during capture.
+            record()?;
+        }
+        self.graphs.replay_or_capture(key, &self.stream, record)
     }
 }
 

@@ -143,6 +143,15 @@ pub struct Emulator {
     buffers: Mutex<Vec<Weak<Alloc>>>,
     reverse: AtomicBool,
     gemm_scratch: Mutex<super::gemm_host::HostGemmScratch>,
+    /// While a graph is being recorded: its launches, in order (nothing executes meanwhile).
+    recording: Mutex<Option<Vec<Recorded>>>,
+    graphs: Mutex<std::collections::HashMap<[u32; 3], Arc<Vec<Recorded>>>>,
+}
+
+/// One step of an emulated graph.
+enum Recorded {
+    Launch { name: String, grid: [u32; 3], block: [u32; 3], smem: u32, params: Vec<u8> },
+    Gemm { dtype: super::Dtype, desc: super::device::GemmDesc },
 }
 
 impl Default for Emulator {
@@ -155,7 +164,13 @@ impl Emulator {
     /// A new emulator; threads run in reverse order when `MODERNBERT_EMU_REVERSE=1`.
     pub fn new() -> Self {
         let reverse = std::env::var("MODERNBERT_EMU_REVERSE").is_ok_and(|v| v == "1");
-        Emulator { buffers: Mutex::new(Vec::new()), reverse: AtomicBool::new(reverse), gemm_scratch: Mutex::default() }
+        Emulator {
+            buffers: Mutex::new(Vec::new()),
+            reverse: AtomicBool::new(reverse),
+            gemm_scratch: Mutex::default(),
+            recording: Mutex::new(None),
+            graphs: Mutex::default(),
+        }
     }
 
     /// Run the threads of a block in reverse order (highest thread index first) from now on.
@@ -191,8 +206,40 @@ impl Emulator {
 
     /// The emulated device's GEMM (CPU, same contract as cuBLASLt's; see `gemm_host`).
     pub fn gemm(&self, dtype: super::Dtype, g: &super::device::GemmDesc) -> Result<(), KernelError> {
+        if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            g.check()?;
+            list.push(Recorded::Gemm { dtype, desc: *g });
+            return Ok(());
+        }
         let mut scratch = self.gemm_scratch.lock().unwrap_or_else(|e| e.into_inner());
         super::gemm_host::host_gemm(dtype, g, &mut scratch)
+    }
+
+    /// The emulator's CUDA graphs: the first call for a key records `record`'s launches without
+    /// running them (as a capture does), then every call replays the recording. Replaying a
+    /// recording made for another batch of the same bucket is exactly what a CUDA graph does, so
+    /// kernels that depend on anything but device memory give wrong results here too.
+    pub fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
+        let existing = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let steps = match existing {
+            Some(steps) => steps,
+            None => {
+                *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+                let result = record();
+                let steps = self.recording.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+                result?;
+                let steps = Arc::new(steps);
+                self.graphs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, steps.clone());
+                steps
+            }
+        };
+        for step in steps.iter() {
+            match step {
+                Recorded::Launch { name, grid, block, smem, params } => self.launch_raw(name, *grid, *block, *smem, params)?,
+                Recorded::Gemm { dtype, desc } => self.gemm(*dtype, desc)?,
+            }
+        }
+        Ok(())
     }
 
     /// Names of every kernel the emulator has.
@@ -229,6 +276,10 @@ impl Emulator {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
+        if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            list.push(Recorded::Launch { name: name.to_string(), grid, block, smem, params: params.to_vec() });
+            return Ok(());
+        }
         // The name, NUL-terminated, and the error text live on the stack: a launch allocates
         // nothing on the host (the executor's zero-allocation test runs through here).
         let mut cname = [0u8; 128];
