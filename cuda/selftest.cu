@@ -125,3 +125,17 @@ extern "C" __global__ void selftest_convert(const __grid_constant__ SelftestPara
     out[2] = __float_as_uint(to_f32(from_f32<__nv_bfloat16>(lo)));  // round trip through bf16
     out[3] = __float_as_uint(to_f32(from_f32<__half>(lo)));         // round trip through fp16
 }
+
+// Exchange through dynamic shared memory between the two warps of a 64-thread block: thread t writes
+// in[t], then reads slot (t + 32) % 64. p.mode = 1: with __syncthreads between; 0: without (a
+// deliberate race, which the emulator must expose in both thread orders). Dynamic smem 256 bytes.
+// in: u32 [64]; out: u32 [64].
+extern __shared__ __align__(16) unsigned char smem[];
+
+extern "C" __global__ void selftest_barrier(const __grid_constant__ SelftestParams p) {
+    uint32_t* s = reinterpret_cast<uint32_t*>(smem);
+    const uint32_t t = threadIdx.x;
+    s[t] = reinterpret_cast<const uint32_t*>(p.in)[t];
+    if (p.mode == 1) __syncthreads();
+    reinterpret_cast<uint32_t*>(p.out)[t] = s[(t + 32) % 64];
+}

@@ -261,3 +261,27 @@ fn emulator_reports_errors_without_panicking() {
     let p = SelftestParams { in_: d_in.addr(), out: d_out.addr(), n: 0, mode: 0 };
     assert!(matches!(emu.launch("selftest_shuffle", [1, 1, 1], [48, 1, 1], 0, &p), Err(KernelError::KernelFailed { .. })));
 }
+
+#[test]
+fn emulator_exposes_a_missing_syncthreads_in_both_orders() {
+    // The emulator runs warp 0 to its next barrier before warp 1 starts (or the reverse), so a
+    // read of another warp's shared-memory write without __syncthreads in between sees the poison.
+    let emu = Emulator::new();
+    let v: Vec<u32> = (0..64).map(|i| 1000 + i).collect();
+    let want: Vec<u32> = (0..64).map(|t| v[(t + 32) % 64]).collect();
+    for reverse in [false, true] {
+        emu.set_reverse(reverse);
+        let launch = |mode: u32| {
+            let d_in = emu.alloc(256);
+            d_in.upload(0, &u32_bytes(&v)).unwrap();
+            let d_out = emu.alloc(256);
+            let p = SelftestParams { in_: d_in.addr(), out: d_out.addr(), n: 0, mode };
+            emu.launch("selftest_barrier", [1, 1, 1], [64, 1, 1], 256, &p).unwrap();
+            let mut out = vec![0u8; 256];
+            d_out.download(0, &mut out).unwrap();
+            bytes_u32(&out)
+        };
+        assert_eq!(launch(1), want, "with the barrier (reverse = {reverse})");
+        assert_ne!(launch(0), want, "a missing barrier went unnoticed (reverse = {reverse})");
+    }
+}

@@ -88,10 +88,19 @@ fn embedded_ptx_is_isa_9_0() {
         assert_eq!(version.trim(), ".version 9.0", "{s}: PTX ISA must be 9.0 (driver 580 rejects newer)");
         assert!(ptx.contains(".target sm_80"), "{s}: PTX must target sm_80");
     }
-    // The fatbins embedded in the binary are the files the checks read.
+    // The fatbins embedded in the binary are the files the checks read, and the PTX inside each
+    // (what the driver JIT-compiles on an arch without SASS) is ISA 9.0 too.
+    cuobjdump_required();
+    let tool = build_info::cuobjdump().unwrap();
     for (name, bytes) in modernbert::kernels::fatbins::FATBINS {
-        let on_disk = std::fs::read(build_info::fatbin(name).unwrap()).unwrap();
+        let path = build_info::fatbin(name).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[..], *bytes, "{name}: embedded fatbin differs from OUT_DIR");
+        let o = std::process::Command::new(&tool).arg("-ptx").arg(&path).output().expect("run cuobjdump");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let versions: Vec<&str> = text.lines().filter(|l| l.starts_with(".version")).collect();
+        assert!(!versions.is_empty(), "{name}: no PTX in the fatbin");
+        assert!(versions.iter().all(|v| v.trim() == ".version 9.0"), "{name}: embedded PTX {versions:?}");
     }
 }
 
