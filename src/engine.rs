@@ -180,11 +180,18 @@ impl Engine {
         // A sequence is never split, so a device arena must hold the longest one the tokenizer lets through.
         let arena_tokens = max_batch_tokens.max(max_len);
         let max_batch_sequences = arena_tokens.min(4096);
-        let (backbone, decoder_table) = match open_device(options.device)? {
+        let gpu = match open_device(options.device)? {
+            None => None,
+            Some(dev) => match GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences) {
+                Ok(exec) => Some(exec.with_graphs(options.graphs)),
+                // `auto` falls back to the CPU for models the GPU executor does not support.
+                Err(Error::Unsupported(_)) if options.device == DeviceChoice::Auto => None,
+                Err(e) => return Err(e),
+            },
+        };
+        let (backbone, decoder_table) = match gpu {
             None => (Backbone::Cpu(CpuExecutor::new(config.clone(), weights)), None),
-            Some(dev) => {
-                let exec = GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences)?
-                    .with_graphs(options.graphs);
+            Some(exec) => {
                 let tied = mlm.as_ref().is_some_and(|m| m.decoder_weight.is_none());
                 (Backbone::Gpu(exec), tied.then_some(weights.tok_embeddings))
             }
