@@ -79,6 +79,11 @@ enum Command {
         query: bool,
         texts: Vec<String>,
     },
+    /// The paper's throughput protocol (4 synthetic sets) or --latency: one JSON line per result.
+    Bench {
+        #[command(flatten)]
+        args: modernbert::bench::BenchArgs,
+    },
     /// Config summary, parameter count, global/local layer pattern.
     Info {
         #[command(flatten)]
@@ -235,6 +240,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 emit(json!({ "vectors": v }))?;
             }
         }
+        Command::Bench { args } => modernbert::bench::run(&args, &mut emit)?,
         Command::Info { common } => {
             let p = common.load()?;
             let c = &p.config;

@@ -1,0 +1,1188 @@
+//! `modernbert bench`: the ModernBERT paper's efficiency protocol (arXiv 2412.13663, Table 2;
+//! shared/docs/anchors.md §1.4) and a small-batch latency mode, on the CPU executor, the emulated
+//! device or a CUDA GPU.
+//!
+//! # Throughput protocol (what the paper's notebooks did, and what we do)
+//! - Four synthetic sets of 8192 sequences of random ids uniform in [100, 16000):
+//!   `short-fixed` (every sequence 512 tokens), `short-variable` (lengths ~ Normal(256, 64)),
+//!   `long-fixed` (8192), `long-variable` (Normal(4096, 1024)); lengths truncated to an integer and
+//!   clamped to [32, max]; seed 42. `--sequences N` takes the first N sequences of the same set.
+//! - Batches of 512 sequences (short sets) and 32 (long sets), in order, no sorting by length.
+//! - One warm-up batch (the set's first), then `--passes` (10) timed passes over the whole set.
+//! - Throughput = real (non-padding) tokens / wall time. We never compute padding at all.
+//! - Every batch is built on the host before timing starts (the paper pre-copies the dataset to the
+//!   GPU). The executor's API uploads each batch's inputs itself, so the timed region contains one
+//!   small host→device copy per batch: 4 bytes per token (ids) + 8 bytes per sequence
+//!   (cu_seqlens, key_lens) — about 1 MiB per 262,144-token batch, ~40 µs over PCIe 4/5 against
+//!   ~100 ms of compute: negligible, and stated in every JSON line (`h2d_bytes_per_batch`).
+//! - Output: by default (`--output cls`) the CLS vector of every sequence is pooled on the device
+//!   and only those `[sequences, hidden]` f32 values come back (what an embedding user receives;
+//!   the paper's model returns `last_hidden_state` and leaves it on the GPU). `--output hidden`
+//!   downloads the whole `last_hidden_state` instead (2 bytes × hidden per token of D2H in the
+//!   timed region). The download synchronises, so each batch ends with a host sync (the paper syncs
+//!   once per pass); the host work between batches is a few µs per batch.
+//!
+//! # The random sets, exactly (so scripts/bench_transformers.py regenerates them bit for bit)
+//! SplitMix64 with random access: `key(seed, stream) = mix64(seed·G ^ stream)`,
+//! `draw(key, i) = mix64(key + (i + 1)·G)` (wrapping u64, `G = 0x9E3779B97F4A7C15`, `mix64` the
+//! SplitMix64 finaliser). Streams per set `k` (0..4 in the order above): lengths `16k + 1`, ids
+//! `16k + 2`. Length of sequence `s`: Box-Muller `z = sqrt(-2 ln u1)·cos(2π u2)` with
+//! `u1 = unit(draw(len_key, 2s))`, `u2 = unit(draw(len_key, 2s + 1))`, `unit(x) = ((x >> 11) + 1) / 2^53`
+//! ∈ (0, 1]; `len = clamp(trunc(mean + sd·z), 32, max)`. Token `j` of the set (all sequences back
+//! to back): `100 + (((draw(ids_key, j) >> 32) · 15900) >> 32)`. This is not numpy's stream, so
+//! the totals differ slightly from the paper's Table 10 (same distribution, same seed number);
+//! each JSON line carries the length statistics and a checksum of the ids.
+//!
+//! # FLOPs and MFU (anchors.md §6)
+//! 2 FLOPs per MAC, forward only: linear `2·L·(4d² + 3dI)` per token; attention `4·d·(keys)` per
+//! query per layer, keys = S on global layers and `|i − j| ≤ radius` (edge-clipped) on local ones,
+//! computed exactly for the actual lengths. MFU = achieved FLOP/s / the card's dense bf16/fp16
+//! tensor peak (table in [`peak_tflops`], or `--peak-tflops`). The CPU has no such vendor figure
+//! here: `mfu` is null and `cpu_gemm_tflops` gives the measured f32 GEMM rate of this machine.
+//!
+//! # Memory (the paper's BS column)
+//! `max_batch` = the largest number of full-length sequences whose weights + activation arena fit
+//! `--memory-budget-gb`, from the GPU arena's sizing formula ([`weight_bytes`], [`arena_bytes`],
+//! checked against `GpuExecutor::device_bytes()` in the tests) plus the cuBLASLt workspace; the
+//! CUDA context itself (~0.5 GB) is not counted.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::batch::PackedBatch;
+use crate::config::{LayerKind, ModelConfig};
+use crate::engine::{Backbone, DeviceChoice, Engine, EngineOptions};
+use crate::error::{Error, Result};
+use crate::gpu::GpuExecutor;
+use crate::kernels::device::{CudaDevice, Device};
+use crate::kernels::emu::Emulator;
+use crate::kernels::Dtype;
+use crate::model::{BackboneWeights, LayerWeights, Linear, Norm};
+use crate::reference::ops::Pooling;
+use crate::reference::CpuExecutor;
+
+/// The seed of the paper's synthetic sets.
+pub const SEED: u64 = 42;
+/// Sequences per set in the paper.
+pub const PAPER_SEQUENCES: usize = 8192;
+/// Token ids are uniform in [ID_LO, ID_HI).
+pub const ID_LO: u32 = 100;
+pub const ID_HI: u32 = 16000;
+/// Shortest sequence of the variable sets.
+pub const MIN_LEN: u32 = 32;
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+// ---------------------------------------------------------------------------------------------
+// Command-line arguments
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShapeArg {
+    Base,
+    Large,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SetArg {
+    ShortFixed,
+    ShortVariable,
+    LongFixed,
+    LongVariable,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDevice {
+    Auto,
+    Cpu,
+    Emulated,
+    Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchDtype {
+    Bf16,
+    Fp16,
+}
+
+/// What comes back to the host per batch (GPU/emulated; the CPU executor has no transfer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    /// The CLS vector of each sequence, pooled on the device (`[sequences, hidden]` f32).
+    Cls,
+    /// The whole `last_hidden_state` (`[tokens, hidden]`).
+    Hidden,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A checkpoint directory or Hugging Face repo id: its config (and weights) are used.
+    #[arg(long, conflicts_with = "shape")]
+    pub model: Option<String>,
+    /// Random weights at ModernBERT-base or -large's shape (default base when --model is not given).
+    #[arg(long, value_enum)]
+    pub shape: Option<ShapeArg>,
+    /// Override the layer count of --shape (for quick CI runs; not the paper's model).
+    #[arg(long, requires = "shape")]
+    pub layers: Option<usize>,
+    /// Which synthetic set(s) to run (comma-separated list allowed).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![SetArg::All])]
+    pub set: Vec<SetArg>,
+    /// CI only, NOT the paper's protocol: cap every sequence at this many tokens (recorded in the
+    /// JSON as `max_len_cap`) so the long sets run in seconds on a CPU.
+    #[arg(long)]
+    pub max_len: Option<u32>,
+    /// Sequences per set (the first N of the paper's 8192).
+    #[arg(long, default_value_t = PAPER_SEQUENCES)]
+    pub sequences: usize,
+    #[arg(long, value_enum, default_value_t = BenchDevice::Auto)]
+    pub device: BenchDevice,
+    /// Activation dtype on the GPU / emulated device (the CPU executor is f32).
+    #[arg(long, value_enum, default_value_t = BenchDtype::Bf16)]
+    pub dtype: BenchDtype,
+    /// Timed passes over each set.
+    #[arg(long, default_value_t = 10)]
+    pub passes: usize,
+    /// Device memory budget for the max-batch column (GB = 10^9 bytes).
+    #[arg(long, default_value_t = 80.0)]
+    pub memory_budget_gb: f64,
+    /// Dense bf16/fp16 peak of the card in TFLOP/s (default: a table of known cards).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// GPU output per batch: pooled CLS vectors (default) or the whole last_hidden_state.
+    #[arg(long, value_enum, default_value_t = OutputArg::Cls)]
+    pub output: OutputArg,
+    /// Latency mode instead of throughput: p50/p99 of single forwards at small shapes.
+    #[arg(long)]
+    pub latency: bool,
+    /// Latency: runs per configuration (default 1000 on CUDA, 30 on the CPU, 5 emulated).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Latency: sequences per batch.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1usize, 8])]
+    pub batches: Vec<usize>,
+    /// Latency: tokens per sequence.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![8usize, 32, 128, 512])]
+    pub lengths: Vec<usize>,
+    /// Latency: also run with CUDA graphs off (on by default: both on and off are measured).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub compare_graphs: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic sets
+
+/// One of the paper's four sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetName {
+    ShortFixed,
+    ShortVariable,
+    LongFixed,
+    LongVariable,
+}
+
+impl SetName {
+    pub const ALL: [SetName; 4] = [SetName::ShortFixed, SetName::ShortVariable, SetName::LongFixed, SetName::LongVariable];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SetName::ShortFixed => "short-fixed",
+            SetName::ShortVariable => "short-variable",
+            SetName::LongFixed => "long-fixed",
+            SetName::LongVariable => "long-variable",
+        }
+    }
+    pub fn index(self) -> u64 {
+        self as u64
+    }
+    /// The padded length of the set (512 or 8192).
+    pub fn max_len(self) -> u32 {
+        match self {
+            SetName::ShortFixed | SetName::ShortVariable => 512,
+            SetName::LongFixed | SetName::LongVariable => 8192,
+        }
+    }
+    /// `None` for fixed sets, else (mean, sd) of the length distribution.
+    pub fn normal(self) -> Option<(f64, f64)> {
+        match self {
+            SetName::ShortVariable => Some((256.0, 64.0)),
+            SetName::LongVariable => Some((4096.0, 1024.0)),
+            _ => None,
+        }
+    }
+    /// Sequences per batch in the paper's DataLoader.
+    pub fn batch_sequences(self) -> usize {
+        match self {
+            SetName::ShortFixed | SetName::ShortVariable => 512,
+            SetName::LongFixed | SetName::LongVariable => 32,
+        }
+    }
+    /// The paper's Table 10 total tokens of all 8192 sequences (for comparison only).
+    pub fn paper_total_tokens(self) -> u64 {
+        match self {
+            SetName::ShortFixed => 4_194_304,
+            SetName::ShortVariable => 2_096_510,
+            SetName::LongFixed => 67_108_864,
+            SetName::LongVariable => 33_604_913,
+        }
+    }
+}
+
+fn sets_of(args: &[SetArg]) -> Vec<SetName> {
+    let mut v = Vec::new();
+    for a in args {
+        let add: Vec<SetName> = match a {
+            SetArg::ShortFixed => vec![SetName::ShortFixed],
+            SetArg::ShortVariable => vec![SetName::ShortVariable],
+            SetArg::LongFixed => vec![SetName::LongFixed],
+            SetArg::LongVariable => vec![SetName::LongVariable],
+            SetArg::All => SetName::ALL.to_vec(),
+        };
+        for s in add {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
+    }
+    v
+}
+
+/// The SplitMix64 finaliser.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The key of one random stream.
+pub fn stream_key(seed: u64, stream: u64) -> u64 {
+    mix64(seed.wrapping_mul(GOLDEN) ^ stream)
+}
+
+/// Value `i` of a stream (SplitMix64's `i + 1`-th output, by random access).
+pub fn draw(key: u64, i: u64) -> u64 {
+    mix64(key.wrapping_add(i.wrapping_add(1).wrapping_mul(GOLDEN)))
+}
+
+/// Uniform in (0, 1] with 53 random bits.
+pub fn unit(x: u64) -> f64 {
+    ((x >> 11) + 1) as f64 / (1u64 << 53) as f64
+}
+
+/// A token id uniform in [ID_LO, ID_HI) (multiply-high, no modulo).
+pub fn token_id(x: u64) -> u32 {
+    ID_LO + (((x >> 32) * (ID_HI - ID_LO) as u64) >> 32) as u32
+}
+
+/// The lengths of the first `n` sequences of a set.
+pub fn set_lengths(set: SetName, n: usize, seed: u64) -> Vec<u32> {
+    let max = set.max_len();
+    match set.normal() {
+        None => vec![max; n],
+        Some((mean, sd)) => {
+            let key = stream_key(seed, 16 * set.index() + 1);
+            (0..n as u64)
+                .map(|s| {
+                    let u1 = unit(draw(key, 2 * s));
+                    let u2 = unit(draw(key, 2 * s + 1));
+                    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                    let len = (mean + sd * z).trunc();
+                    len.clamp(MIN_LEN as f64, max as f64) as u32
+                })
+                .collect()
+        }
+    }
+}
+
+/// The token ids of a set, sequence after sequence (token `j` of the set is `draw(ids_key, j)`).
+pub fn set_ids(set: SetName, lengths: &[u32], seed: u64) -> Vec<Vec<u32>> {
+    let key = stream_key(seed, 16 * set.index() + 2);
+    let mut j = 0u64;
+    lengths
+        .iter()
+        .map(|&len| {
+            let seq: Vec<u32> = (j..j + len as u64).map(|i| token_id(draw(key, i))).collect();
+            j += len as u64;
+            seq
+        })
+        .collect()
+}
+
+/// `Σ_j (j + 1)·id_j` over the set's tokens (wrapping u64): a checksum the Python side recomputes.
+pub fn ids_checksum(ids: &[Vec<u32>]) -> u64 {
+    let mut j = 0u64;
+    let mut sum = 0u64;
+    for seq in ids {
+        for &id in seq {
+            j += 1;
+            sum = sum.wrapping_add(j.wrapping_mul(id as u64));
+        }
+    }
+    sum
+}
+
+// ---------------------------------------------------------------------------------------------
+// FLOPs (anchors.md §6)
+
+/// Query-key pairs with |i − j| ≤ radius in a sequence of `s` tokens (edge-clipped window).
+pub fn local_pairs(s: u64, radius: u64) -> u64 {
+    if s == 0 {
+        return 0;
+    }
+    let m = radius.min(s - 1);
+    s + 2 * (m * s - m * (m + 1) / 2)
+}
+
+/// Linear-layer FLOPs per token: `2·L·(4d² + 3dI)` (QKV, O, Wi of width 2I, Wo).
+pub fn linear_flops_per_token(c: &ModelConfig) -> f64 {
+    let (d, i) = (c.hidden_size as f64, c.intermediate_size as f64);
+    2.0 * c.num_hidden_layers as f64 * (4.0 * d * d + 3.0 * d * i)
+}
+
+/// Model FLOPs of one sequence of `s` tokens: linear + attention (QKᵀ and PV, `4·d` per pair).
+pub fn sequence_flops(c: &ModelConfig, s: u64) -> f64 {
+    let d = c.hidden_size as f64;
+    let radius = (c.local_attention / 2) as u64;
+    let attn: f64 = c
+        .layer_kinds
+        .iter()
+        .map(|k| match k {
+            LayerKind::Global => (s * s) as f64,
+            LayerKind::Local => local_pairs(s, radius) as f64,
+        })
+        .sum::<f64>()
+        * 4.0
+        * d;
+    s as f64 * linear_flops_per_token(c) + attn
+}
+
+/// Model FLOPs of a set of sequences.
+pub fn set_flops(c: &ModelConfig, lengths: &[u32]) -> f64 {
+    lengths.iter().map(|&s| sequence_flops(c, s as u64)).sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device memory (mirrors src/gpu/{weights,arena}.rs; checked against device_bytes() in the tests)
+
+fn align256(x: usize) -> usize {
+    x.next_multiple_of(256)
+}
+
+/// Bytes of the device weight buffer: every tensor 256-byte aligned, 2 bytes per element.
+pub fn weight_bytes(c: &ModelConfig) -> usize {
+    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let t = |n: usize| align256(n * 2);
+    let norm = |c: &ModelConfig| t(h) + if c.norm_bias { t(h) } else { 0 };
+    let lin = |out: usize, inp: usize, bias: bool| t(out * inp) + if bias { t(out) } else { 0 };
+    let mut total = t(v * h) + norm(c);
+    for l in 0..c.num_hidden_layers {
+        if l > 0 {
+            total += norm(c);
+        }
+        total += lin(3 * h, h, c.attention_bias) + lin(h, h, c.attention_bias) + norm(c);
+        total += lin(2 * i, h, c.mlp_bias) + lin(h, i, c.mlp_bias);
+    }
+    total + norm(c)
+}
+
+/// Bytes of the activation arena for `tokens` tokens and `sequences` sequences.
+pub fn arena_bytes(c: &ModelConfig, tokens: usize, sequences: usize) -> usize {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let inputs = 16 + 4 * tokens + 4 * (sequences + 1) + 4 * sequences;
+    let e = 2;
+    [inputs, tokens * h * e, tokens * h * e, tokens * 3 * h * e, tokens * h * e, tokens * h * e, tokens * 2 * i * e, tokens * i * e, tokens * h * e, sequences * h * 4]
+        .iter()
+        .map(|&b| align256(b))
+        .sum()
+}
+
+/// The cuBLASLt workspace on Hopper and newer (src/kernels/cublaslt.rs).
+pub const CUBLASLT_WORKSPACE: usize = 32 << 20;
+
+/// The largest number of `len`-token sequences whose weights + arena + cuBLASLt workspace fit.
+pub fn max_batch(c: &ModelConfig, len: usize, budget_bytes: f64) -> usize {
+    let fits = |b: usize| (weight_bytes(c) + arena_bytes(c, b * len, b) + CUBLASLT_WORKSPACE) as f64 <= budget_bytes;
+    if !fits(1) {
+        return 0;
+    }
+    let (mut lo, mut hi) = (1usize, 2usize);
+    while fits(hi) {
+        lo = hi;
+        hi *= 2;
+        if hi > 1 << 30 {
+            return lo;
+        }
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peaks
+
+/// Dense bf16/fp16 tensor-core peak (TFLOP/s, FP32 accumulate) of known cards, by device name,
+/// with its source. Unknown cards: `None` (pass `--peak-tflops`).
+pub fn peak_tflops(device_name: &str) -> Option<(f64, &'static str)> {
+    let n = device_name.to_ascii_uppercase();
+    if n.contains("H100") && n.contains("PCIE") {
+        Some((756.0, "H100 PCIe dense bf16 (anchors.md §5, hpctech sheet)"))
+    } else if n.contains("H100") && !n.contains("NVL") {
+        Some((989.4, "H100 SXM5 dense bf16 (anchors.md §5)"))
+    } else if n.contains("H200") {
+        Some((989.4, "H200: same GH100 tensor peak as H100 SXM5, dense bf16 (NVIDIA datasheet)"))
+    } else if n.contains("A100") {
+        Some((312.0, "A100 dense bf16 (anchors.md §5)"))
+    } else if n.contains("4090") {
+        Some((165.2, "RTX 4090 bf16 with FP32 accumulate (anchors.md §5)"))
+    } else {
+        None
+    }
+}
+
+/// The f32 GEMM rate of this CPU (TFLOP/s) with the CPU executor's own GEMM, best of 3 at
+/// 1024×1024×1024 — an achievable rate, not a vendor peak.
+pub fn cpu_gemm_tflops() -> f64 {
+    static MEASURED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *MEASURED.get_or_init(measure_cpu_gemm)
+}
+
+fn measure_cpu_gemm() -> f64 {
+    let n = 1024;
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect();
+    let w: Vec<f32> = (0..n * n).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+    let mut out = vec![0f32; n * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        crate::reference::ops::linear(&a, &w, None, n, n, n, &mut out);
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&out);
+    }
+    2.0 * (n * n * n) as f64 / best / 1e12
+}
+
+fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("cpu {model} ({} threads)", rayon::current_num_threads())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random weights
+
+/// xorshift64 weights in [-scale, scale); LayerNorm weights around 1.
+struct WeightRng(u64);
+
+impl WeightRng {
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+    fn linear(&mut self, out: usize, inp: usize, bias: bool) -> Linear {
+        Linear {
+            weight: self.vec(out * inp, 1.0 / (inp as f32).sqrt()),
+            bias: bias.then(|| self.vec(out, 0.02)),
+            out_features: out,
+            in_features: inp,
+        }
+    }
+    fn norm(&mut self, h: usize, bias: bool) -> Norm {
+        Norm { weight: self.vec(h, 0.5).iter().map(|v| 1.0 + v).collect(), bias: bias.then(|| self.vec(h, 0.02)) }
+    }
+}
+
+/// Random backbone weights at the config's shape (speed does not depend on the values).
+pub fn random_weights(c: &ModelConfig, seed: u64) -> BackboneWeights {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut rng = WeightRng(seed | 1);
+    BackboneWeights {
+        tok_embeddings: rng.vec(c.vocab_size * h, 1.0),
+        emb_norm: rng.norm(h, c.norm_bias),
+        layers: (0..c.num_hidden_layers)
+            .map(|l| LayerWeights {
+                attn_norm: (l > 0).then(|| rng.norm(h, c.norm_bias)),
+                wqkv: rng.linear(3 * h, h, c.attention_bias),
+                wo: rng.linear(h, h, c.attention_bias),
+                mlp_norm: rng.norm(h, c.norm_bias),
+                wi: rng.linear(2 * i, h, c.mlp_bias),
+                mlp_wo: rng.linear(h, i, c.mlp_bias),
+            })
+            .collect(),
+        final_norm: rng.norm(h, c.norm_bias),
+    }
+}
+
+/// The config of ModernBERT-base or -large (transformers' defaults are base), `layers` overridden.
+pub fn shape_config(shape: ShapeArg, layers: Option<usize>) -> Result<ModelConfig> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("model_type".into(), json!("modernbert"));
+    if shape == ShapeArg::Large {
+        for (k, v) in [("hidden_size", 1024), ("intermediate_size", 2624), ("num_hidden_layers", 28), ("num_attention_heads", 16)] {
+            fields.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(l) = layers {
+        fields.insert("num_hidden_layers".into(), json!(l));
+    }
+    let name = match shape {
+        ShapeArg::Base => "<modernbert-base shape>",
+        ShapeArg::Large => "<modernbert-large shape>",
+    };
+    ModelConfig::from_json_str(&Value::Object(fields).to_string(), Path::new(name))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The executor under test
+
+enum Runner {
+    Cpu(CpuExecutor),
+    Gpu { exec: GpuExecutor, dev_name: String, is_cuda: bool },
+}
+
+/// A forward pass of one batch, ending with its result on the host (GPU: a synchronising download).
+fn forward(runner: &Runner, batch: &PackedBatch, output: OutputArg, hidden: usize, scratch: &mut Vec<f32>) -> Result<()> {
+    match runner {
+        Runner::Cpu(e) => {
+            std::hint::black_box(e.forward(batch)?);
+        }
+        Runner::Gpu { exec, .. } => match output {
+            OutputArg::Cls => {
+                scratch.resize(batch.sequences() * hidden, 0.0);
+                exec.pooled_into(batch, Pooling::Cls, false, hidden, scratch)?;
+            }
+            OutputArg::Hidden => {
+                scratch.resize(batch.tokens() * hidden, 0.0);
+                exec.forward_into(batch, scratch)?;
+            }
+        },
+    }
+    Ok(())
+}
+
+struct ModelSource {
+    label: String,
+    config: ModelConfig,
+    /// `Some` for `--model`: the checkpoint directory (real weights through the engine).
+    dir: Option<std::path::PathBuf>,
+}
+
+fn model_source(args: &BenchArgs) -> Result<ModelSource> {
+    if let Some(m) = &args.model {
+        let dir = crate::hub::resolve_model(m)?;
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        return Ok(ModelSource { label: m.clone(), config, dir: Some(dir) });
+    }
+    let shape = args.shape.unwrap_or(ShapeArg::Base);
+    let config = shape_config(shape, args.layers)?;
+    let base = match shape {
+        ShapeArg::Base => "modernbert-base-shape (random weights)",
+        ShapeArg::Large => "modernbert-large-shape (random weights)",
+    };
+    let label = match args.layers {
+        Some(l) => format!("{base}, {l} layers"),
+        None => base.to_string(),
+    };
+    Ok(ModelSource { label, config, dir: None })
+}
+
+fn open_device(choice: BenchDevice) -> Result<Option<(Arc<dyn Device>, bool)>> {
+    match choice {
+        BenchDevice::Cpu => Ok(None),
+        BenchDevice::Emulated => Ok(Some((Arc::new(Emulator::new()), false))),
+        BenchDevice::Cuda => CudaDevice::new(0)
+            .map(|d| Some((Arc::new(d) as Arc<dyn Device>, true)))
+            .map_err(|e| Error::Device(format!("--device cuda: {e}"))),
+        BenchDevice::Auto => Ok(CudaDevice::new(0).ok().map(|d| (Arc::new(d) as Arc<dyn Device>, true))),
+    }
+}
+
+fn dtype_of(d: BenchDtype) -> Dtype {
+    match d {
+        BenchDtype::Bf16 => Dtype::Bf16,
+        BenchDtype::Fp16 => Dtype::F16,
+    }
+}
+
+/// Builds executors, generating the random weights once (the CPU executor is built once and reused:
+/// it has no arena; a GPU executor is rebuilt per set so that its arena fits the set's batches).
+struct Builder<'a> {
+    src: &'a ModelSource,
+    args: &'a BenchArgs,
+    weights: Option<BackboneWeights>,
+    cpu: Option<Runner>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(src: &'a ModelSource, args: &'a BenchArgs) -> Self {
+        Builder { src, args, weights: None, cpu: None }
+    }
+
+    /// The executor for batches of up to `max_tokens` tokens / `max_sequences` sequences (a
+    /// previously returned one must have been given back with [`Builder::give_back`] or dropped).
+    fn get(&mut self, max_tokens: usize, max_sequences: usize, graphs: bool) -> Result<Runner> {
+        if let Some(r) = self.cpu.take() {
+            return Ok(r);
+        }
+        if self.src.dir.is_some() {
+            return build_runner(self.src, self.args, None, max_tokens, max_sequences, graphs);
+        }
+        if self.weights.is_none() {
+            self.weights = Some(random_weights(&self.src.config, 0x9E37_79B9_7F4A_7C15));
+        }
+        let dev = open_device(self.args.device)?;
+        if dev.is_none() {
+            let w = self.weights.take().expect("generated above");
+            return Ok(Runner::Cpu(CpuExecutor::new(self.src.config.clone(), w)));
+        }
+        build_runner(self.src, self.args, self.weights.as_ref(), max_tokens, max_sequences, graphs)
+    }
+
+    fn give_back(&mut self, r: Runner) {
+        if let Runner::Cpu(_) = r {
+            self.cpu = Some(r);
+        }
+    }
+}
+
+/// Build the executor for batches of up to `max_tokens` tokens / `max_sequences` sequences.
+fn build_runner(
+    src: &ModelSource,
+    args: &BenchArgs,
+    weights: Option<&BackboneWeights>,
+    max_tokens: usize,
+    max_sequences: usize,
+    graphs: bool,
+) -> Result<Runner> {
+    let dev = open_device(args.device)?;
+    let dtype = dtype_of(args.dtype);
+    if let Some(dir) = &src.dir {
+        // Real weights through the engine (tokenizer and heads are loaded but not used).
+        let options = EngineOptions {
+            device: match (args.device, &dev) {
+                (BenchDevice::Cpu, _) | (BenchDevice::Auto, None) => DeviceChoice::Cpu,
+                (BenchDevice::Emulated, _) => DeviceChoice::Emulated,
+                _ => DeviceChoice::Cuda,
+            },
+            dtype,
+            max_batch_tokens: max_tokens,
+            graphs,
+            overlong: crate::tokenize::OverlongPolicy::Truncate,
+        };
+        let is_cuda = matches!(options.device, DeviceChoice::Cuda);
+        drop(dev);
+        let engine = Engine::new(dir, &options)?;
+        if max_sequences > max_tokens.max(engine.config.max_position_embeddings).min(4096) {
+            return Err(Error::Input(format!("{max_sequences} sequences per batch exceed the engine's arena")));
+        }
+        return Ok(match engine.backbone {
+            Backbone::Cpu(e) => Runner::Cpu(e),
+            Backbone::Gpu(exec) => Runner::Gpu { dev_name: exec.device_name(), exec, is_cuda },
+        });
+    }
+    let generated;
+    let weights = match weights {
+        Some(w) => w,
+        None => {
+            generated = random_weights(&src.config, 0x9E37_79B9_7F4A_7C15);
+            &generated
+        }
+    };
+    Ok(match dev {
+        None => Runner::Cpu(CpuExecutor::new(src.config.clone(), clone_weights(weights))),
+        Some((dev, is_cuda)) => {
+            let exec = GpuExecutor::new(dev, dtype, &src.config, weights, max_tokens, max_sequences)?.with_graphs(graphs);
+            Runner::Gpu { dev_name: exec.device_name(), exec, is_cuda }
+        }
+    })
+}
+
+fn clone_weights(w: &BackboneWeights) -> BackboneWeights {
+    let lin = |l: &Linear| Linear { weight: l.weight.clone(), bias: l.bias.clone(), out_features: l.out_features, in_features: l.in_features };
+    let norm = |n: &Norm| Norm { weight: n.weight.clone(), bias: n.bias.clone() };
+    BackboneWeights {
+        tok_embeddings: w.tok_embeddings.clone(),
+        emb_norm: norm(&w.emb_norm),
+        layers: w
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                attn_norm: l.attn_norm.as_ref().map(norm),
+                wqkv: lin(&l.wqkv),
+                wo: lin(&l.wo),
+                mlp_norm: norm(&l.mlp_norm),
+                wi: lin(&l.wi),
+                mlp_wo: lin(&l.mlp_wo),
+            })
+            .collect(),
+        final_norm: norm(&w.final_norm),
+    }
+}
+
+struct DeviceInfo {
+    name: String,
+    kind: &'static str,
+    dtype: &'static str,
+    peak: Option<(f64, String)>,
+    cpu_gemm_tflops: Option<f64>,
+    peak_device_bytes: Option<usize>,
+}
+
+fn device_info(runner: &Runner, args: &BenchArgs) -> DeviceInfo {
+    let dtype = match args.dtype {
+        BenchDtype::Bf16 => "bf16",
+        BenchDtype::Fp16 => "fp16",
+    };
+    match runner {
+        Runner::Cpu(_) => DeviceInfo {
+            name: cpu_name(),
+            kind: "cpu",
+            dtype: "f32",
+            peak: None,
+            cpu_gemm_tflops: Some(cpu_gemm_tflops()),
+            peak_device_bytes: None,
+        },
+        Runner::Gpu { exec, dev_name, is_cuda } => {
+            let peak = match (args.peak_tflops, is_cuda) {
+                (Some(p), _) => Some((p, "--peak-tflops".to_string())),
+                (None, true) => peak_tflops(dev_name).map(|(p, s)| (p, s.to_string())),
+                (None, false) => None,
+            };
+            DeviceInfo {
+                name: dev_name.clone(),
+                kind: if *is_cuda { "cuda" } else { "emulated" },
+                dtype,
+                peak,
+                cpu_gemm_tflops: None,
+                peak_device_bytes: Some(exec.device_bytes()),
+            }
+        }
+    }
+}
+
+fn stats(lengths: &[u32]) -> Value {
+    let n = lengths.len().max(1) as f64;
+    let total: u64 = lengths.iter().map(|&l| l as u64).sum();
+    let mean = total as f64 / n;
+    let var = lengths.iter().map(|&l| (l as f64 - mean).powi(2)).sum::<f64>() / n;
+    json!({
+        "total": total,
+        "mean": (mean * 10.0).round() / 10.0,
+        "std": (var.sqrt() * 10.0).round() / 10.0,
+        "min": lengths.iter().min(),
+        "max": lengths.iter().max(),
+    })
+}
+
+fn round_to(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+
+/// Run `modernbert bench`: JSON lines through `emit`, the human table on stderr.
+pub fn run(args: &BenchArgs, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<()> {
+    if args.passes == 0 || args.sequences == 0 {
+        return Err(Error::Input("--passes and --sequences must be positive".into()));
+    }
+    if !(args.memory_budget_gb > 0.0) {
+        return Err(Error::Input("--memory-budget-gb must be positive".into()));
+    }
+    let src = model_source(args)?;
+    if args.latency {
+        return run_latency(args, &src, emit);
+    }
+    run_throughput(args, &src, emit)
+}
+
+fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<()> {
+    let c = &src.config;
+    let sets = sets_of(&args.set);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut builder = Builder::new(src, args);
+    if args.max_len.is_some_and(|m| m < MIN_LEN) {
+        return Err(Error::Input(format!("--max-len must be at least {MIN_LEN}")));
+    }
+    for set in sets {
+        if set.max_len() as usize > c.max_position_embeddings {
+            return Err(Error::Unsupported(format!(
+                "{}: sequences of {} tokens exceed the model's max_position_embeddings ({})",
+                set.name(),
+                set.max_len(),
+                c.max_position_embeddings
+            )));
+        }
+        let t_gen = Instant::now();
+        let mut lengths = set_lengths(set, args.sequences, SEED);
+        if let Some(cap) = args.max_len {
+            lengths.iter_mut().for_each(|l| *l = (*l).min(cap));
+        }
+        let ids = set_ids(set, &lengths, SEED);
+        let checksum = ids_checksum(&ids);
+        let per_batch = set.batch_sequences();
+        let batches: Vec<PackedBatch> = ids.chunks(per_batch).map(PackedBatch::from_sequences).collect::<Result<_>>()?;
+        drop(ids);
+        let max_tokens = batches.iter().map(PackedBatch::tokens).max().unwrap_or(1);
+        let max_seqs = batches.iter().map(PackedBatch::sequences).max().unwrap_or(1);
+        let gen_s = t_gen.elapsed().as_secs_f64();
+
+        // Large batches never use graphs (buckets stop at 2048 tokens); off for every throughput run.
+        let runner = builder.get(max_tokens, max_seqs, false)?;
+        let info = device_info(&runner, args);
+        let mut scratch = Vec::new();
+        let t_warm = Instant::now();
+        forward(&runner, &batches[0], args.output, c.hidden_size, &mut scratch)?;
+        let warmup_s = t_warm.elapsed().as_secs_f64();
+        let mut pass_s = Vec::with_capacity(args.passes);
+        for _ in 0..args.passes {
+            let t = Instant::now();
+            for b in &batches {
+                forward(&runner, b, args.output, c.hidden_size, &mut scratch)?;
+            }
+            pass_s.push(t.elapsed().as_secs_f64());
+        }
+        let tokens: u64 = lengths.iter().map(|&l| l as u64).sum();
+        let total_s: f64 = pass_s.iter().sum();
+        let tokens_per_s = tokens as f64 * args.passes as f64 / total_s;
+        let best_s = pass_s.iter().cloned().fold(f64::INFINITY, f64::min);
+        let flops = set_flops(c, &lengths);
+        let achieved_tflops = flops * args.passes as f64 / total_s / 1e12;
+        let mfu = info.peak.as_ref().map(|(p, _)| achieved_tflops / p);
+        let budget = args.memory_budget_gb * 1e9;
+        let mb = max_batch(c, set.max_len() as usize, budget);
+        let h2d = 16 + 4 * max_tokens + 8 * max_seqs + 4;
+        let d2h = match (&runner, args.output) {
+            (Runner::Cpu(_), _) => 0,
+            (_, OutputArg::Cls) => max_seqs * c.hidden_size * 4,
+            (_, OutputArg::Hidden) => max_tokens * c.hidden_size * 2,
+        };
+        let line = json!({
+            "bench": "throughput",
+            "set": set.name(),
+            "model": src.label,
+            "layers": c.num_hidden_layers,
+            "hidden_size": c.hidden_size,
+            "device": info.name,
+            "device_kind": info.kind,
+            "dtype": info.dtype,
+            "threads": rayon::current_num_threads(),
+            "seed": SEED,
+            "sequences": lengths.len(),
+            "batch_sequences": per_batch,
+            "batches": batches.len(),
+            "passes": args.passes,
+            "tokens_per_pass": tokens,
+            "lengths": stats(&lengths),
+            "paper_total_tokens_8192": set.paper_total_tokens(),
+            "ids_checksum": checksum.to_string(),
+            "warmup_s": round_to(warmup_s, 6),
+            "pass_s": pass_s.iter().map(|&s| round_to(s, 6)).collect::<Vec<_>>(),
+            "tokens_per_s": round_to(tokens_per_s, 1),
+            "tokens_per_s_best_pass": round_to(tokens as f64 / best_s, 1),
+            "model_flops_per_pass": flops,
+            "flops_per_token": round_to(flops / tokens as f64, 0),
+            "achieved_tflops": round_to(achieved_tflops, 4),
+        });
+        let more = json!({
+            "peak_tflops": info.peak.as_ref().map(|p| p.0),
+            "peak_source": info.peak.as_ref().map(|p| p.1.clone()),
+            "mfu": mfu.map(|m| round_to(m, 4)),
+            "cpu_gemm_tflops": info.cpu_gemm_tflops.map(|t| round_to(t, 4)),
+            "util_vs_cpu_gemm": info.cpu_gemm_tflops.map(|t| round_to(achieved_tflops / t, 4)),
+            "peak_device_bytes": info.peak_device_bytes,
+            "memory_budget_gb": args.memory_budget_gb,
+            "max_batch": mb,
+            "max_batch_len": set.max_len(),
+            "max_batch_formula": "weights + arena(B*len tokens, B seqs) + 32 MiB cuBLASLt workspace (bf16/fp16 GPU arena; CUDA context not counted)",
+            "weight_bytes_formula": weight_bytes(c),
+            "output": match (&runner, args.output) {
+                (Runner::Cpu(_), _) => "host (cpu executor: last_hidden_state in host memory)",
+                (_, OutputArg::Cls) => "cls-pooled on device, [sequences, hidden] f32 to host",
+                (_, OutputArg::Hidden) => "last_hidden_state to host",
+            },
+            "h2d_bytes_per_batch_max": h2d,
+            "d2h_bytes_per_batch_max": d2h,
+            "graphs": false,
+            "host_setup_s": round_to(gen_s, 3),
+            "max_len_cap": args.max_len,
+            "protocol": if args.max_len.is_some() || lengths.len() != PAPER_SEQUENCES || args.passes != 10 || args.layers.is_some() {
+                "reduced (CI/smoke: see sequences, passes, layers, max_len_cap)"
+            } else {
+                "paper (8192 sequences, 10 passes)"
+            },
+        });
+        let mut line = line;
+        if let (Value::Object(m), Value::Object(extra)) = (&mut line, more) {
+            m.extend(extra);
+        }
+        rows.push(vec![
+            set.name().to_string(),
+            lengths.len().to_string(),
+            tokens.to_string(),
+            format!("{:.1}", tokens_per_s / 1e3),
+            format!("{:.3}", achieved_tflops),
+            mfu.map_or("n/a".into(), |m| format!("{:.1}%", 100.0 * m)),
+            info.peak_device_bytes.map_or("n/a".into(), |b| format!("{:.2}", b as f64 / 1e9)),
+            mb.to_string(),
+        ]);
+        emit(line)?;
+        builder.give_back(runner);
+        let dev_line = format!("{} [{}], {}, {}", info.name, info.dtype, src.label, match info.cpu_gemm_tflops {
+            Some(t) => format!("CPU f32 GEMM measured {:.3} TFLOP/s (no vendor peak: mfu n/a)", t),
+            None => match &info.peak {
+                Some((p, s)) => format!("peak {p} TFLOP/s ({s})"),
+                None => "peak unknown (pass --peak-tflops)".to_string(),
+            },
+        });
+        if rows.len() == 1 {
+            eprintln!("# {dev_line}");
+        }
+    }
+    print_table(
+        &["set", "seqs", "tokens/pass", "K tok/s", "TFLOP/s", "MFU", "dev GB", &format!("BS@{}GB", args.memory_budget_gb)],
+        &rows,
+    );
+    Ok(())
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join(" | ")
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", line(header.to_vec()));
+    let _ = writeln!(err, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
+    for r in rows {
+        let _ = writeln!(err, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Percentile `q` (0..=1) of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<()> {
+    let c = &src.config;
+    if args.batches.is_empty() || args.lengths.is_empty() || args.batches.contains(&0) || args.lengths.contains(&0) {
+        return Err(Error::Input("--batches and --lengths must be positive".into()));
+    }
+    if let Some(&l) = args.lengths.iter().find(|&&l| l > c.max_position_embeddings) {
+        return Err(Error::Input(format!("--lengths {l} exceeds max_position_embeddings {}", c.max_position_embeddings)));
+    }
+    let max_tokens = args.batches.iter().max().unwrap() * args.lengths.iter().max().unwrap();
+    let max_seqs = *args.batches.iter().max().unwrap();
+    let mut runner = Builder::new(src, args).get(max_tokens, max_seqs, true)?;
+    let info = device_info(&runner, args);
+    let is_gpu = matches!(runner, Runner::Gpu { .. });
+    let runs = args.runs.unwrap_or(match &runner {
+        Runner::Gpu { is_cuda: true, .. } => 1000,
+        Runner::Gpu { .. } => 5,
+        Runner::Cpu(_) => 30,
+    });
+    if runs == 0 {
+        return Err(Error::Input("--runs must be positive".into()));
+    }
+    let graph_modes: Vec<Option<bool>> = if is_gpu {
+        if args.compare_graphs {
+            vec![Some(true), Some(false)]
+        } else {
+            vec![Some(true)]
+        }
+    } else {
+        vec![None]
+    };
+    let key = stream_key(SEED, 100);
+    let mut rows = Vec::new();
+    let mut scratch = Vec::new();
+    for graphs in graph_modes {
+        if let (Some(g), Runner::Gpu { .. }) = (graphs, &runner) {
+            runner = match runner {
+                Runner::Gpu { exec, dev_name, is_cuda } => Runner::Gpu { exec: exec.with_graphs(g), dev_name, is_cuda },
+                other => other,
+            };
+        }
+        for &b in &args.batches {
+            for &len in &args.lengths {
+                let seqs: Vec<Vec<u32>> =
+                    (0..b).map(|s| (0..len).map(|t| token_id(draw(key, (s * len + t) as u64))).collect()).collect();
+                let batch = PackedBatch::from_sequences(&seqs)?;
+                let bucket = crate::kernels::graph::bucket(batch.tokens(), batch.sequences(), batch.max_seqlen());
+                // Warm-up: plans, lazy module loads, graph capture.
+                let warm = if runs >= 100 { 10 } else { 2 };
+                for _ in 0..warm {
+                    forward(&runner, &batch, args.output, c.hidden_size, &mut scratch)?;
+                }
+                let mut us: Vec<f64> = (0..runs)
+                    .map(|_| {
+                        let t = Instant::now();
+                        forward(&runner, &batch, args.output, c.hidden_size, &mut scratch).map(|()| t.elapsed().as_secs_f64() * 1e6)
+                    })
+                    .collect::<Result<_>>()?;
+                us.sort_by(f64::total_cmp);
+                let (p50, p99) = (percentile(&us, 0.5), percentile(&us, 0.99));
+                let mean = us.iter().sum::<f64>() / us.len() as f64;
+                let graph_used = graphs == Some(true) && bucket.is_some();
+                emit(json!({
+                    "bench": "latency",
+                    "model": src.label,
+                    "layers": c.num_hidden_layers,
+                    "device": info.name,
+                    "device_kind": info.kind,
+                    "dtype": info.dtype,
+                    "threads": rayon::current_num_threads(),
+                    "batch": b,
+                    "seq_len": len,
+                    "tokens": b * len,
+                    "graphs": graphs,
+                    "graph_used": graph_used,
+                    "runs": runs,
+                    "p50_us": round_to(p50, 2),
+                    "p99_us": round_to(p99, 2),
+                    "mean_us": round_to(mean, 2),
+                    "min_us": round_to(us[0], 2),
+                    "max_us": round_to(*us.last().unwrap(), 2),
+                    "output": if is_gpu { match args.output { OutputArg::Cls => "cls", OutputArg::Hidden => "hidden" } } else { "host" },
+                    "peak_device_bytes": info.peak_device_bytes,
+                    "timing": "wall clock per call: input upload + forward + output download (synchronising)",
+                }))?;
+                rows.push(vec![
+                    b.to_string(),
+                    len.to_string(),
+                    match graphs {
+                        None => "n/a".into(),
+                        Some(g) => format!("{}{}", if g { "on" } else { "off" }, if g && !graph_used { " (no bucket)" } else { "" }),
+                    },
+                    runs.to_string(),
+                    format!("{p50:.1}"),
+                    format!("{p99:.1}"),
+                ]);
+            }
+        }
+    }
+    eprintln!("# latency: {} [{}], {}", info.name, info.dtype, src.label);
+    print_table(&["batch", "len", "graphs", "runs", "p50 µs", "p99 µs"], &rows);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ModelConfig {
+        shape_config(ShapeArg::Base, None).unwrap()
+    }
+
+    #[test]
+    fn flops_match_anchors_section_6() {
+        let b = base();
+        let l = shape_config(ShapeArg::Large, None).unwrap();
+        let m = |c: &ModelConfig, s: u64| sequence_flops(c, s) / s as f64 / 1e6;
+        assert!((linear_flops_per_token(&b) / 1e6 - 220.6).abs() < 0.1);
+        assert!((linear_flops_per_token(&l) / 1e6 - 686.3).abs() < 0.1);
+        assert!((m(&b, 512) - 238.4).abs() < 0.1, "{}", m(&b, 512));
+        assert!((m(&b, 8192) - 427.4).abs() < 0.1, "{}", m(&b, 8192));
+        assert!((m(&b, 128) - 227.9).abs() < 0.1, "{}", m(&b, 128));
+        assert!((m(&l, 512) - 716.2).abs() < 0.1, "{}", m(&l, 512));
+        assert!((m(&l, 8192) - 1031.3).abs() < 0.1, "{}", m(&l, 8192));
+        // anchors: average local keys 120.9 at S=512, 128.5 at S=8192.
+        assert!((local_pairs(512, 64) as f64 / 512.0 - 120.875).abs() < 1e-9);
+        assert!((local_pairs(8192, 64) as f64 / 8192.0 - 128.49).abs() < 0.01);
+        assert_eq!(local_pairs(1, 64), 1);
+        assert_eq!(local_pairs(10, 64), 100);
+    }
+
+    #[test]
+    fn sets_follow_the_protocol() {
+        for set in SetName::ALL {
+            let lens = set_lengths(set, 2000, SEED);
+            assert!(lens.iter().all(|&l| l >= MIN_LEN && l <= set.max_len()));
+            if let Some((mean, sd)) = set.normal() {
+                let n = lens.len() as f64;
+                let m = lens.iter().map(|&l| l as f64).sum::<f64>() / n;
+                let s = (lens.iter().map(|&l| (l as f64 - m).powi(2)).sum::<f64>() / n).sqrt();
+                assert!((m - mean).abs() < 0.05 * mean, "{set:?} mean {m}");
+                assert!((s - sd).abs() < 0.1 * sd, "{set:?} sd {s}");
+            } else {
+                assert!(lens.iter().all(|&l| l == set.max_len()));
+            }
+            // A prefix of the set is the same whatever --sequences is.
+            assert_eq!(&set_lengths(set, 10, SEED)[..], &lens[..10]);
+        }
+        let lens = set_lengths(SetName::ShortVariable, 50, SEED);
+        let ids = set_ids(SetName::ShortVariable, &lens, SEED);
+        assert!(ids.iter().flatten().all(|&id| (ID_LO..ID_HI).contains(&id)));
+        assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), lens.iter().map(|&l| l as usize).collect::<Vec<_>>());
+        // Golden values shared with scripts/bench_transformers.py (--self-test prints them).
+        assert_eq!(mix64(0), 0);
+        assert_eq!(token_id(0), ID_LO);
+        assert_eq!(token_id(u64::MAX), ID_HI - 1);
+    }
+
+    #[test]
+    fn full_short_variable_set_is_close_to_the_papers_table_10() {
+        let lens = set_lengths(SetName::ShortVariable, PAPER_SEQUENCES, SEED);
+        let total: u64 = lens.iter().map(|&l| l as u64).sum();
+        let paper = SetName::ShortVariable.paper_total_tokens() as f64;
+        assert!((total as f64 - paper).abs() / paper < 0.01, "{total} vs {paper}");
+    }
+
+    #[test]
+    fn memory_formula_matches_the_gpu_executor() {
+        let cfg = ModelConfig::from_json_str(
+            r#"{"model_type":"modernbert","hidden_size":128,"intermediate_size":96,"num_hidden_layers":4,"num_attention_heads":2,"vocab_size":300}"#,
+            Path::new("tiny"),
+        )
+        .unwrap();
+        let w = random_weights(&cfg, 7);
+        for (tokens, seqs) in [(17usize, 3usize), (512, 512), (1000, 7)] {
+            let exec = GpuExecutor::new(Arc::new(Emulator::new()), Dtype::Bf16, &cfg, &w, tokens, seqs).unwrap();
+            assert_eq!(exec.device_bytes(), weight_bytes(&cfg) + arena_bytes(&cfg, tokens, seqs), "{tokens}/{seqs}");
+        }
+        let b = base();
+        let mb = max_batch(&b, 512, 80e9);
+        let fits = |n: usize| weight_bytes(&b) + arena_bytes(&b, n * 512, n) + CUBLASLT_WORKSPACE;
+        assert!(fits(mb) as f64 <= 80e9 && fits(mb + 1) as f64 > 80e9);
+        assert_eq!(max_batch(&b, 512, 1e6), 0);
+    }
+
+    #[test]
+    fn peaks_and_percentiles() {
+        assert_eq!(peak_tflops("cuda:0 NVIDIA H100 80GB HBM3").unwrap().0, 989.4);
+        assert_eq!(peak_tflops("cuda:0 NVIDIA H100 PCIe").unwrap().0, 756.0);
+        assert!(peak_tflops("emulator").is_none());
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+    }
+}
