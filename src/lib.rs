@@ -7,8 +7,10 @@
 //! rerank, ColBERT) → the `modernbert` command line in `main.rs`.
 
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod error;
+pub mod ffi;
 pub mod hub;
 pub mod kernels;
 pub mod layout;
