@@ -38,10 +38,18 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(modernbert_no_kernels)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=cuda");
-    for v in ["NVCC", "CUDA_HOME", "MODERNBERT_CUDA_ARCHS", "MODERNBERT_REQUIRE_KERNELS", "CXX"] {
+    for v in [
+        "NVCC",
+        "CUDA_HOME",
+        "MODERNBERT_CUDA_ARCHS",
+        "MODERNBERT_REQUIRE_KERNELS",
+        "CXX",
+    ] {
         println!("cargo::rerun-if-env-changed={v}");
     }
-    let require = env::var("MODERNBERT_REQUIRE_KERNELS").map(|v| v == "1").unwrap_or(false);
+    let require = env::var("MODERNBERT_REQUIRE_KERNELS")
+        .map(|v| v == "1")
+        .unwrap_or(false);
 
     bindgen_params(&cuda, &out);
 
@@ -56,8 +64,9 @@ fn main() {
     // Hash of everything a source depends on besides itself: the shared headers and the emulator.
     let mut common = DefaultHasher::new();
     for dir in [cuda.join("include"), cuda.join("emu")] {
-        let mut files: Vec<PathBuf> =
-            fs::read_dir(&dir).map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
         files.sort();
         for f in files {
             f.hash(&mut common);
@@ -189,7 +198,11 @@ fn main() {
     fatbins.push_str("pub const FATBINS: &[(&str, &[u8])] = &[\n");
     for name in &built {
         let p = out.join("fatbin").join(format!("{name}.fatbin"));
-        let _ = writeln!(fatbins, "    ({name:?}, include_bytes!({:?})),", p.display().to_string());
+        let _ = writeln!(
+            fatbins,
+            "    ({name:?}, include_bytes!({:?})),",
+            p.display().to_string()
+        );
     }
     fatbins.push_str("];\n");
     write_if_changed(&out.join("fatbins.rs"), &fatbins);
@@ -197,36 +210,65 @@ fn main() {
     // ---- build info ----
     let mut info = String::new();
     let q = |s: &str| format!("{s:?}");
-    let _ = writeln!(info, "/// OUT_DIR of the build: `ptxas/<name>.txt`, `ptx/<name>.ptx`, `fatbin/<name>.fatbin`.");
+    let _ = writeln!(
+        info,
+        "/// OUT_DIR of the build: `ptxas/<name>.txt`, `ptx/<name>.ptx`, `fatbin/<name>.fatbin`."
+    );
     let _ = writeln!(info, "pub const OUT_DIR: &str = {};", q(&out.display().to_string()));
     let _ = writeln!(
         info,
         "/// The nvcc used, if any.\npub const NVCC: Option<&str> = {};",
-        nvcc.as_ref().map_or("None".into(), |p| format!("Some({})", q(&p.display().to_string())))
+        nvcc.as_ref()
+            .map_or("None".into(), |p| format!("Some({})", q(&p.display().to_string())))
     );
-    let _ = writeln!(info, "/// SASS architectures in the fatbins (plus compute_{PTX_ARCH} PTX).");
+    let _ = writeln!(
+        info,
+        "/// SASS architectures in the fatbins (plus compute_{PTX_ARCH} PTX)."
+    );
     let _ = writeln!(info, "pub const CUDA_ARCHS: &[&str] = &{:?};", archs);
     let _ = writeln!(info, "/// Every cuda/*.cu (stem).");
     let names: Vec<String> = sources.iter().map(|s| stem(s)).collect();
     let _ = writeln!(info, "pub const SOURCES: &[&str] = &{:?};", names);
-    let _ = writeln!(info, "/// Sources nvcc compiled (each has a fatbin, a ptxas report and PTX).");
+    let _ = writeln!(
+        info,
+        "/// Sources nvcc compiled (each has a fatbin, a ptxas report and PTX)."
+    );
     let _ = writeln!(info, "pub const NVCC_BUILT: &[&str] = &{:?};", built);
     let _ = writeln!(info, "/// (source, first error line) for sources nvcc rejected.");
     let fl: Vec<(String, String)> = failed
         .iter()
-        .map(|(n, e)| (n.clone(), e.lines().find(|l| l.contains("error")).unwrap_or("").to_string()))
+        .map(|(n, e)| {
+            (
+                n.clone(),
+                e.lines().find(|l| l.contains("error")).unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let _ = writeln!(info, "pub const NVCC_FAILED: &[(&str, &str)] = &{:?};", fl);
     let el: Vec<(String, String)> = emu_failed
         .iter()
-        .map(|(n, e)| (n.clone(), e.lines().find(|l| l.contains("error")).unwrap_or("").to_string()))
+        .map(|(n, e)| {
+            (
+                n.clone(),
+                e.lines().find(|l| l.contains("error")).unwrap_or("").to_string(),
+            )
+        })
         .collect();
-    let _ = writeln!(info, "/// (source, first error line) for sources the host compiler rejected (emulator).");
+    let _ = writeln!(
+        info,
+        "/// (source, first error line) for sources the host compiler rejected (emulator)."
+    );
     let _ = writeln!(info, "pub const EMU_FAILED: &[(&str, &str)] = &{:?};", el);
-    let _ = writeln!(info, "/// (kernel, source, parameter struct) of every kernel in the emulator.");
+    let _ = writeln!(
+        info,
+        "/// (kernel, source, parameter struct) of every kernel in the emulator."
+    );
     let ks: Vec<(String, String, String)> = kernels_by_source
         .iter()
-        .flat_map(|(s, ks)| ks.iter().map(move |k| (k.name.clone(), s.clone(), k.param_type.clone())))
+        .flat_map(|(s, ks)| {
+            ks.iter()
+                .map(move |k| (k.name.clone(), s.clone(), k.param_type.clone()))
+        })
         .collect();
     let _ = writeln!(info, "pub const KERNELS: &[(&str, &str, &str)] = &{:?};", ks);
     write_if_changed(&out.join("build_info.rs"), &info);
@@ -239,7 +281,10 @@ fn write_if_changed(path: &Path, text: &str) {
 }
 
 fn run_jobs(jobs: Vec<Box<dyn FnOnce() + Send + '_>>) {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 16);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 16);
     let queue = Mutex::new(jobs.into_iter().collect::<Vec<_>>());
     std::thread::scope(|s| {
         for _ in 0..n {
@@ -275,7 +320,10 @@ fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
     if let Some(p) = env::var_os("NVCC").map(PathBuf::from).and_then(ok) {
         return Some(p);
     }
-    if let Some(p) = env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin/nvcc")).and_then(ok) {
+    if let Some(p) = env::var_os("CUDA_HOME")
+        .map(|h| PathBuf::from(h).join("bin/nvcc"))
+        .and_then(ok)
+    {
         return Some(p);
     }
     if let Some(path) = env::var_os("PATH") {
@@ -417,7 +465,9 @@ fn scan_kernels(text: &str) -> Vec<Kernel> {
     while let Some(i) = clean[from..].find("extern \"C\"") {
         let start = from + i;
         from = start + 10;
-        let Some(open) = clean[start..].find('(').map(|j| start + j) else { break };
+        let Some(open) = clean[start..].find('(').map(|j| start + j) else {
+            break;
+        };
         let head = &clean[start + 10..open];
         if !head.contains("__global__") {
             continue;
@@ -431,13 +481,18 @@ fn scan_kernels(text: &str) -> Vec<Kernel> {
             (head, open)
         };
         let name = head.split_whitespace().last().unwrap_or("").to_string();
-        let Some(close) = clean[open..].find(')').map(|j| open + j) else { break };
+        let Some(close) = clean[open..].find(')').map(|j| open + j) else {
+            break;
+        };
         let args: Vec<&str> = clean[open + 1..close]
             .split_whitespace()
             .filter(|t| *t != "const" && *t != "__grid_constant__")
             .collect();
         if args.len() == 2 && !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            kernels.push(Kernel { name, param_type: args[0].to_string() });
+            kernels.push(Kernel {
+                name,
+                param_type: args[0].to_string(),
+            });
         }
     }
     kernels

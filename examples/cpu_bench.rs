@@ -13,7 +13,11 @@ use modernbert::reference::CpuExecutor;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Rng(u64);
@@ -29,10 +33,19 @@ impl Rng {
             .collect()
     }
     fn linear(&mut self, out: usize, inp: usize) -> Linear {
-        Linear { weight: self.vec(out * inp, 1.0 / (inp as f32).sqrt()), bias: None, out_features: out, in_features: inp }
+        Linear {
+            weight: self.vec(out * inp, 1.0 / (inp as f32).sqrt()),
+            bias: None,
+            out_features: out,
+            in_features: inp,
+            packed: Default::default(),
+        }
     }
     fn norm(&mut self, h: usize) -> Norm {
-        Norm { weight: self.vec(h, 0.5).iter().map(|v| 1.0 + v).collect(), bias: None }
+        Norm {
+            weight: self.vec(h, 0.5).iter().map(|v| 1.0 + v).collect(),
+            bias: None,
+        }
     }
 }
 
@@ -58,7 +71,11 @@ fn main() {
     };
     let exec = CpuExecutor::new(config, weights);
     let ids: Vec<Vec<u32>> = (0..sequences)
-        .map(|s| (0..tokens).map(|t| 100 + ((s * 7919 + t * 104729) % 15900) as u32).collect())
+        .map(|s| {
+            (0..tokens)
+                .map(|t| 100 + ((s * 7919 + t * 104729) % 15900) as u32)
+                .collect()
+        })
         .collect();
     let batch = PackedBatch::from_sequences(&ids).unwrap();
     exec.forward(&batch).unwrap(); // warm-up

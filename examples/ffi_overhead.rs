@@ -17,13 +17,19 @@ use modernbert::ffi::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = args
-        .get(1)
-        .cloned()
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/st_mean_normalize_prompts").to_string());
+    let dir = args.get(1).cloned().unwrap_or_else(|| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/st_mean_normalize_prompts").to_string()
+    });
     let iterations: usize = args.get(2).map_or(20000, |s| s.parse().expect("ITERATIONS"));
 
-    let engine = Engine::new(dir.as_ref(), &EngineOptions { device: DeviceChoice::Cpu, ..Default::default() }).unwrap();
+    let engine = Engine::new(
+        dir.as_ref(),
+        &EngineOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let c_dir = CString::new(dir.clone()).unwrap();
     let mut o: mb_engine_options = unsafe { std::mem::zeroed() };
     o.struct_size = std::mem::size_of::<mb_engine_options>();
@@ -32,7 +38,10 @@ fn main() {
     }
     o.device = mb_device::MB_DEVICE_CPU as i32;
     let mut handle = null_mut();
-    assert_eq!(unsafe { mb_engine_create(c_dir.as_ptr(), &o, &mut handle) }, mb_status::MB_OK);
+    assert_eq!(
+        unsafe { mb_engine_create(c_dir.as_ptr(), &o, &mut handle) },
+        mb_status::MB_OK
+    );
 
     // A text of exactly 32 tokens ([CLS] + 30 + [SEP]).
     let tok = engine.tokenizer().unwrap();
@@ -49,12 +58,25 @@ fn main() {
 
     let options = EmbedOptions::default();
     let dim = engine.embed(&[&text], &options).unwrap()[0].len();
-    let c_text = [mb_text { ptr: text.as_ptr() as *const c_char, len: text.len() }];
+    let c_text = [mb_text {
+        ptr: text.as_ptr() as *const c_char,
+        len: text.len(),
+    }];
     let mut out = vec![0f32; dim];
 
     let rust_call = || std::hint::black_box(engine.embed(std::hint::black_box(&[text.as_str()]), &options).unwrap());
     let c_call = |out: &mut [f32]| {
-        let s = unsafe { mb_embed(handle, c_text.as_ptr(), 1, null(), out.as_mut_ptr(), out.len(), null_mut()) };
+        let s = unsafe {
+            mb_embed(
+                handle,
+                c_text.as_ptr(),
+                1,
+                null(),
+                out.as_mut_ptr(),
+                out.len(),
+                null_mut(),
+            )
+        };
         assert_eq!(s, mb_status::MB_OK);
         std::hint::black_box(&out);
     };
@@ -84,6 +106,10 @@ fn main() {
     println!("model: {dir} (dim {dim}), text: {tokens} tokens, {iterations} calls each, interleaved");
     println!("Rust Engine::embed : median {rm:8.2} us   p10 {r10:8.2} us");
     println!("C mb_embed         : median {cm:8.2} us   p10 {c10:8.2} us");
-    println!("C ABI overhead     : median {:+8.2} us   p10 {:+8.2} us", cm - rm, c10 - r10);
+    println!(
+        "C ABI overhead     : median {:+8.2} us   p10 {:+8.2} us",
+        cm - rm,
+        c10 - r10
+    );
     unsafe { mb_engine_destroy(handle) };
 }

@@ -64,12 +64,19 @@ impl PackedBatch {
     }
 
     pub fn max_seqlen(&self) -> usize {
-        self.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0)
+        self.cu_seqlens
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
     }
 
     /// True when some token is not a key (so attention needs `key_lens`).
     pub fn has_query_only_tokens(&self) -> bool {
-        self.cu_seqlens.windows(2).zip(&self.key_lens).any(|(w, &k)| w[1] - w[0] != k)
+        self.cu_seqlens
+            .windows(2)
+            .zip(&self.key_lens)
+            .any(|(w, &k)| w[1] - w[0] != k)
     }
 }
 

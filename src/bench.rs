@@ -185,7 +185,12 @@ pub enum SetName {
 }
 
 impl SetName {
-    pub const ALL: [SetName; 4] = [SetName::ShortFixed, SetName::ShortVariable, SetName::LongFixed, SetName::LongVariable];
+    pub const ALL: [SetName; 4] = [
+        SetName::ShortFixed,
+        SetName::ShortVariable,
+        SetName::LongFixed,
+        SetName::LongVariable,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -393,10 +398,21 @@ pub fn arena_bytes(c: &ModelConfig, tokens: usize, sequences: usize) -> usize {
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let inputs = 16 + 4 * tokens + 4 * (sequences + 1) + 4 * sequences;
     let e = 2;
-    [inputs, tokens * h * e, tokens * h * e, tokens * 3 * h * e, tokens * h * e, tokens * h * e, tokens * 2 * i * e, tokens * i * e, tokens * h * e, sequences * h * 4]
-        .iter()
-        .map(|&b| align256(b))
-        .sum()
+    [
+        inputs,
+        tokens * h * e,
+        tokens * h * e,
+        tokens * 3 * h * e,
+        tokens * h * e,
+        tokens * h * e,
+        tokens * 2 * i * e,
+        tokens * i * e,
+        tokens * h * e,
+        sequences * h * 4,
+    ]
+    .iter()
+    .map(|&b| align256(b))
+    .sum()
 }
 
 /// The cuBLASLt workspace on Hopper and newer (src/kernels/cublaslt.rs).
@@ -439,7 +455,10 @@ pub fn peak_tflops(device_name: &str) -> Option<(f64, &'static str)> {
     } else if n.contains("H100") && !n.contains("NVL") {
         Some((989.4, "H100 SXM5 dense bf16 (anchors.md §5)"))
     } else if n.contains("H200") {
-        Some((989.4, "H200: same GH100 tensor peak as H100 SXM5, dense bf16 (NVIDIA datasheet)"))
+        Some((
+            989.4,
+            "H200: same GH100 tensor peak as H100 SXM5, dense bf16 (NVIDIA datasheet)",
+        ))
     } else if n.contains("A100") {
         Some((312.0, "A100 dense bf16 (anchors.md §5)"))
     } else if n.contains("4090") {
@@ -474,7 +493,12 @@ fn measure_cpu_gemm() -> f64 {
 fn cpu_name() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     format!("cpu {model} ({} threads)", rayon::current_num_threads())
 }
@@ -502,10 +526,14 @@ impl WeightRng {
             bias: bias.then(|| self.vec(out, 0.02)),
             out_features: out,
             in_features: inp,
+            packed: Default::default(),
         }
     }
     fn norm(&mut self, h: usize, bias: bool) -> Norm {
-        Norm { weight: self.vec(h, 0.5).iter().map(|v| 1.0 + v).collect(), bias: bias.then(|| self.vec(h, 0.02)) }
+        Norm {
+            weight: self.vec(h, 0.5).iter().map(|v| 1.0 + v).collect(),
+            bias: bias.then(|| self.vec(h, 0.02)),
+        }
     }
 }
 
@@ -535,7 +563,12 @@ pub fn shape_config(shape: ShapeArg, layers: Option<usize>) -> Result<ModelConfi
     let mut fields = serde_json::Map::new();
     fields.insert("model_type".into(), json!("modernbert"));
     if shape == ShapeArg::Large {
-        for (k, v) in [("hidden_size", 1024), ("intermediate_size", 2624), ("num_hidden_layers", 28), ("num_attention_heads", 16)] {
+        for (k, v) in [
+            ("hidden_size", 1024),
+            ("intermediate_size", 2624),
+            ("num_hidden_layers", 28),
+            ("num_attention_heads", 16),
+        ] {
             fields.insert(k.into(), json!(v));
         }
     }
@@ -554,11 +587,21 @@ pub fn shape_config(shape: ShapeArg, layers: Option<usize>) -> Result<ModelConfi
 
 enum Runner {
     Cpu(CpuExecutor),
-    Gpu { exec: GpuExecutor, dev_name: String, is_cuda: bool },
+    Gpu {
+        exec: GpuExecutor,
+        dev_name: String,
+        is_cuda: bool,
+    },
 }
 
 /// A forward pass of one batch, ending with its result on the host (GPU: a synchronising download).
-fn forward(runner: &Runner, batch: &PackedBatch, output: OutputArg, hidden: usize, scratch: &mut Vec<f32>) -> Result<()> {
+fn forward(
+    runner: &Runner,
+    batch: &PackedBatch,
+    output: OutputArg,
+    hidden: usize,
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
     match runner {
         Runner::Cpu(e) => {
             std::hint::black_box(e.forward(batch)?);
@@ -588,7 +631,11 @@ fn model_source(args: &BenchArgs) -> Result<ModelSource> {
     if let Some(m) = &args.model {
         let dir = crate::hub::resolve_model(m)?;
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        return Ok(ModelSource { label: m.clone(), config, dir: Some(dir) });
+        return Ok(ModelSource {
+            label: m.clone(),
+            config,
+            dir: Some(dir),
+        });
     }
     let shape = args.shape.unwrap_or(ShapeArg::Base);
     let config = shape_config(shape, args.layers)?;
@@ -600,7 +647,11 @@ fn model_source(args: &BenchArgs) -> Result<ModelSource> {
         Some(l) => format!("{base}, {l} layers"),
         None => base.to_string(),
     };
-    Ok(ModelSource { label, config, dir: None })
+    Ok(ModelSource {
+        label,
+        config,
+        dir: None,
+    })
 }
 
 fn open_device(choice: BenchDevice) -> Result<Option<(Arc<dyn Device>, bool)>> {
@@ -632,7 +683,12 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(src: &'a ModelSource, args: &'a BenchArgs) -> Self {
-        Builder { src, args, weights: None, cpu: None }
+        Builder {
+            src,
+            args,
+            weights: None,
+            cpu: None,
+        }
     }
 
     /// The executor for batches of up to `max_tokens` tokens / `max_sequences` sequences (a
@@ -652,7 +708,14 @@ impl<'a> Builder<'a> {
             let w = self.weights.take().expect("generated above");
             return Ok(Runner::Cpu(CpuExecutor::new(self.src.config.clone(), w)));
         }
-        build_runner(self.src, self.args, self.weights.as_ref(), max_tokens, max_sequences, graphs)
+        build_runner(
+            self.src,
+            self.args,
+            self.weights.as_ref(),
+            max_tokens,
+            max_sequences,
+            graphs,
+        )
     }
 
     fn give_back(&mut self, r: Runner) {
@@ -690,11 +753,17 @@ fn build_runner(
         drop(dev);
         let engine = Engine::new(dir, &options)?;
         if max_sequences > max_tokens.max(engine.config.max_position_embeddings).min(4096) {
-            return Err(Error::Input(format!("{max_sequences} sequences per batch exceed the engine's arena")));
+            return Err(Error::Input(format!(
+                "{max_sequences} sequences per batch exceed the engine's arena"
+            )));
         }
         return Ok(match engine.backbone {
             Backbone::Cpu(e) => Runner::Cpu(e),
-            Backbone::Gpu(exec) => Runner::Gpu { dev_name: exec.device_name(), exec, is_cuda },
+            Backbone::Gpu(exec) => Runner::Gpu {
+                dev_name: exec.device_name(),
+                exec,
+                is_cuda,
+            },
         });
     }
     let generated;
@@ -708,15 +777,29 @@ fn build_runner(
     Ok(match dev {
         None => Runner::Cpu(CpuExecutor::new(src.config.clone(), clone_weights(weights))),
         Some((dev, is_cuda)) => {
-            let exec = GpuExecutor::new(dev, dtype, &src.config, weights, max_tokens, max_sequences)?.with_graphs(graphs);
-            Runner::Gpu { dev_name: exec.device_name(), exec, is_cuda }
+            let exec =
+                GpuExecutor::new(dev, dtype, &src.config, weights, max_tokens, max_sequences)?.with_graphs(graphs);
+            Runner::Gpu {
+                dev_name: exec.device_name(),
+                exec,
+                is_cuda,
+            }
         }
     })
 }
 
 fn clone_weights(w: &BackboneWeights) -> BackboneWeights {
-    let lin = |l: &Linear| Linear { weight: l.weight.clone(), bias: l.bias.clone(), out_features: l.out_features, in_features: l.in_features };
-    let norm = |n: &Norm| Norm { weight: n.weight.clone(), bias: n.bias.clone() };
+    let lin = |l: &Linear| Linear {
+        weight: l.weight.clone(),
+        bias: l.bias.clone(),
+        out_features: l.out_features,
+        in_features: l.in_features,
+        packed: Default::default(),
+    };
+    let norm = |n: &Norm| Norm {
+        weight: n.weight.clone(),
+        bias: n.bias.clone(),
+    };
     BackboneWeights {
         tok_embeddings: w.tok_embeddings.clone(),
         emb_norm: norm(&w.emb_norm),
@@ -759,7 +842,11 @@ fn device_info(runner: &Runner, args: &BenchArgs) -> DeviceInfo {
             cpu_gemm_tflops: Some(cpu_gemm_tflops()),
             peak_device_bytes: None,
         },
-        Runner::Gpu { exec, dev_name, is_cuda } => {
+        Runner::Gpu {
+            exec,
+            dev_name,
+            is_cuda,
+        } => {
             let peak = match (args.peak_tflops, is_cuda) {
                 (Some(p), _) => Some((p, "--peak-tflops".to_string())),
                 (None, true) => peak_tflops(dev_name).map(|(p, s)| (p, s.to_string())),
@@ -839,7 +926,10 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
         let ids = set_ids(set, &lengths, SEED);
         let checksum = ids_checksum(&ids);
         let per_batch = set.batch_sequences();
-        let batches: Vec<PackedBatch> = ids.chunks(per_batch).map(PackedBatch::from_sequences).collect::<Result<_>>()?;
+        let batches: Vec<PackedBatch> = ids
+            .chunks(per_batch)
+            .map(PackedBatch::from_sequences)
+            .collect::<Result<_>>()?;
         drop(ids);
         let max_tokens = batches.iter().map(PackedBatch::tokens).max().unwrap_or(1);
         let max_seqs = batches.iter().map(PackedBatch::sequences).max().unwrap_or(1);
@@ -941,24 +1031,40 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
             format!("{:.1}", tokens_per_s / 1e3),
             format!("{:.3}", achieved_tflops),
             mfu.map_or("n/a".into(), |m| format!("{:.1}%", 100.0 * m)),
-            info.peak_device_bytes.map_or("n/a".into(), |b| format!("{:.2}", b as f64 / 1e9)),
+            info.peak_device_bytes
+                .map_or("n/a".into(), |b| format!("{:.2}", b as f64 / 1e9)),
             mb.to_string(),
         ]);
         emit(line)?;
         builder.give_back(runner);
-        let dev_line = format!("{} [{}], {}, {}", info.name, info.dtype, src.label, match info.cpu_gemm_tflops {
-            Some(t) => format!("CPU f32 GEMM measured {:.3} TFLOP/s (no vendor peak: mfu n/a)", t),
-            None => match &info.peak {
-                Some((p, s)) => format!("peak {p} TFLOP/s ({s})"),
-                None => "peak unknown (pass --peak-tflops)".to_string(),
-            },
-        });
+        let dev_line = format!(
+            "{} [{}], {}, {}",
+            info.name,
+            info.dtype,
+            src.label,
+            match info.cpu_gemm_tflops {
+                Some(t) => format!("CPU f32 GEMM measured {:.3} TFLOP/s (no vendor peak: mfu n/a)", t),
+                None => match &info.peak {
+                    Some((p, s)) => format!("peak {p} TFLOP/s ({s})"),
+                    None => "peak unknown (pass --peak-tflops)".to_string(),
+                },
+            }
+        );
         if rows.len() == 1 {
             eprintln!("# {dev_line}");
         }
     }
     print_table(
-        &["set", "seqs", "tokens/pass", "K tok/s", "TFLOP/s", "MFU", "dev GB", &format!("BS@{}GB", args.memory_budget_gb)],
+        &[
+            "set",
+            "seqs",
+            "tokens/pass",
+            "K tok/s",
+            "TFLOP/s",
+            "MFU",
+            "dev GB",
+            &format!("BS@{}GB", args.memory_budget_gb),
+        ],
         &rows,
     );
     Ok(())
@@ -972,11 +1078,20 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join(" | ")
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     };
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "{}", line(header.to_vec()));
-    let _ = writeln!(err, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-"));
+    let _ = writeln!(
+        err,
+        "{}",
+        widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-")
+    );
     for r in rows {
         let _ = writeln!(err, "{}", line(r.iter().map(String::as_str).collect()));
     }
@@ -997,7 +1112,10 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
         return Err(Error::Input("--batches and --lengths must be positive".into()));
     }
     if let Some(&l) = args.lengths.iter().find(|&&l| l > c.max_position_embeddings) {
-        return Err(Error::Input(format!("--lengths {l} exceeds max_position_embeddings {}", c.max_position_embeddings)));
+        return Err(Error::Input(format!(
+            "--lengths {l} exceeds max_position_embeddings {}",
+            c.max_position_embeddings
+        )));
     }
     let max_tokens = args.batches.iter().max().unwrap() * args.lengths.iter().max().unwrap();
     let max_seqs = *args.batches.iter().max().unwrap();
@@ -1027,14 +1145,23 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
     for graphs in graph_modes {
         if let (Some(g), Runner::Gpu { .. }) = (graphs, &runner) {
             runner = match runner {
-                Runner::Gpu { exec, dev_name, is_cuda } => Runner::Gpu { exec: exec.with_graphs(g), dev_name, is_cuda },
+                Runner::Gpu {
+                    exec,
+                    dev_name,
+                    is_cuda,
+                } => Runner::Gpu {
+                    exec: exec.with_graphs(g),
+                    dev_name,
+                    is_cuda,
+                },
                 other => other,
             };
         }
         for &b in &args.batches {
             for &len in &args.lengths {
-                let seqs: Vec<Vec<u32>> =
-                    (0..b).map(|s| (0..len).map(|t| token_id(draw(key, (s * len + t) as u64))).collect()).collect();
+                let seqs: Vec<Vec<u32>> = (0..b)
+                    .map(|s| (0..len).map(|t| token_id(draw(key, (s * len + t) as u64))).collect())
+                    .collect();
                 let batch = PackedBatch::from_sequences(&seqs)?;
                 let bucket = crate::kernels::graph::bucket(batch.tokens(), batch.sequences(), batch.max_seqlen());
                 // Warm-up: plans, lazy module loads, graph capture.
@@ -1045,7 +1172,8 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
                 let mut us: Vec<f64> = (0..runs)
                     .map(|_| {
                         let t = Instant::now();
-                        forward(&runner, &batch, args.output, c.hidden_size, &mut scratch).map(|()| t.elapsed().as_secs_f64() * 1e6)
+                        forward(&runner, &batch, args.output, c.hidden_size, &mut scratch)
+                            .map(|()| t.elapsed().as_secs_f64() * 1e6)
                     })
                     .collect::<Result<_>>()?;
                 us.sort_by(f64::total_cmp);
@@ -1080,7 +1208,11 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
                     len.to_string(),
                     match graphs {
                         None => "n/a".into(),
-                        Some(g) => format!("{}{}", if g { "on" } else { "off" }, if g && !graph_used { " (no bucket)" } else { "" }),
+                        Some(g) => format!(
+                            "{}{}",
+                            if g { "on" } else { "off" },
+                            if g && !graph_used { " (no bucket)" } else { "" }
+                        ),
                     },
                     runs.to_string(),
                     format!("{p50:.1}"),
@@ -1141,7 +1273,10 @@ mod tests {
         let lens = set_lengths(SetName::ShortVariable, 50, SEED);
         let ids = set_ids(SetName::ShortVariable, &lens, SEED);
         assert!(ids.iter().flatten().all(|&id| (ID_LO..ID_HI).contains(&id)));
-        assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), lens.iter().map(|&l| l as usize).collect::<Vec<_>>());
+        assert_eq!(
+            ids.iter().map(Vec::len).collect::<Vec<_>>(),
+            lens.iter().map(|&l| l as usize).collect::<Vec<_>>()
+        );
         // Golden values shared with scripts/bench_transformers.py (--self-test prints them).
         assert_eq!(mix64(0), 0);
         assert_eq!(token_id(0), ID_LO);
@@ -1166,7 +1301,11 @@ mod tests {
         let w = random_weights(&cfg, 7);
         for (tokens, seqs) in [(17usize, 3usize), (512, 512), (1000, 7)] {
             let exec = GpuExecutor::new(Arc::new(Emulator::new()), Dtype::Bf16, &cfg, &w, tokens, seqs).unwrap();
-            assert_eq!(exec.device_bytes(), weight_bytes(&cfg) + arena_bytes(&cfg, tokens, seqs), "{tokens}/{seqs}");
+            assert_eq!(
+                exec.device_bytes(),
+                weight_bytes(&cfg) + arena_bytes(&cfg, tokens, seqs),
+                "{tokens}/{seqs}"
+            );
         }
         let b = base();
         let mb = max_batch(&b, 512, 80e9);

@@ -67,7 +67,9 @@ impl ModelConfig {
     pub fn window(&self, layer: usize) -> AttentionWindow {
         match self.layer_kinds[layer] {
             LayerKind::Global => AttentionWindow::Global,
-            LayerKind::Local => AttentionWindow::Local { radius: self.local_attention / 2 },
+            LayerKind::Local => AttentionWindow::Local {
+                radius: self.local_attention / 2,
+            },
         }
     }
 
@@ -95,9 +97,14 @@ impl ModelConfig {
 
     /// Parse config.json text; `path` only names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let err = |message: String| Error::Config { path: PathBuf::from(path), message };
+        let err = |message: String| Error::Config {
+            path: PathBuf::from(path),
+            message,
+        };
         let value: Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON ({e})")))?;
-        let obj = value.as_object().ok_or_else(|| err("top level is not a JSON object".into()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| err("top level is not a JSON object".into()))?;
         let f = Fields { obj, err: &err };
 
         if let Some(mt) = obj.get("model_type").and_then(Value::as_str) {
@@ -173,12 +180,20 @@ impl ModelConfig {
                     .map(|t| match t.as_str() {
                         Some("full_attention") => Ok(LayerKind::Global),
                         Some("sliding_attention") => Ok(LayerKind::Local),
-                        _ => Err(err(format!("layer_types entry {t} is not full_attention/sliding_attention"))),
+                        _ => Err(err(format!(
+                            "layer_types entry {t} is not full_attention/sliding_attention"
+                        ))),
                     })
                     .collect::<Result<Vec<_>>>()?
             }
             None | Some(Value::Null) => (0..num_hidden_layers)
-                .map(|i| if i % global_attn_every_n_layers == 0 { LayerKind::Global } else { LayerKind::Local })
+                .map(|i| {
+                    if i % global_attn_every_n_layers == 0 {
+                        LayerKind::Global
+                    } else {
+                        LayerKind::Local
+                    }
+                })
                 .collect(),
             Some(other) => return Err(err(format!("layer_types is not a list: {other}"))),
         };
@@ -196,8 +211,12 @@ impl ModelConfig {
             Some(Value::Object(map)) => {
                 let mut pairs = BTreeMap::new();
                 for (k, v) in map {
-                    let id: usize = k.parse().map_err(|_| err(format!("id2label key {k:?} is not an integer")))?;
-                    let label = v.as_str().ok_or_else(|| err(format!("id2label[{k}] is not a string")))?;
+                    let id: usize = k
+                        .parse()
+                        .map_err(|_| err(format!("id2label key {k:?} is not an integer")))?;
+                    let label = v
+                        .as_str()
+                        .ok_or_else(|| err(format!("id2label[{k}] is not a string")))?;
                     pairs.insert(id, label.to_string());
                 }
                 if pairs.keys().enumerate().any(|(i, &k)| i != k) {
@@ -217,7 +236,10 @@ impl ModelConfig {
         // Checked after the conversion to f32, the precision it is used in (1e-85 would become 0).
         let eps = f.f64("norm_eps", 1e-5)? as f32;
         if !(eps > 0.0 && eps < 1.0) {
-            return Err(err(format!("norm_eps {} is out of range (0, 1) in f32", f.f64("norm_eps", 1e-5)?)));
+            return Err(err(format!(
+                "norm_eps {} is out of range (0, 1) in f32",
+                f.f64("norm_eps", 1e-5)?
+            )));
         }
 
         Ok(ModelConfig {
@@ -256,15 +278,22 @@ impl ModelConfig {
 fn rope_thetas(f: &Fields) -> Result<(f32, f32)> {
     let err = f.err;
     if let Some(Value::Object(scaling)) = f.obj.get("rope_scaling") {
-        let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str);
+        let kind = scaling
+            .get("rope_type")
+            .or_else(|| scaling.get("type"))
+            .and_then(Value::as_str);
         if kind != Some("default") {
-            return Err(err(format!("rope_scaling {kind:?} is not supported (only the default RoPE)")));
+            return Err(err(format!(
+                "rope_scaling {kind:?} is not supported (only the default RoPE)"
+            )));
         }
     }
     let theta_of = |params: &serde_json::Map<String, Value>, what: &str| -> Result<Option<f32>> {
         if let Some(kind) = params.get("rope_type").and_then(Value::as_str) {
             if kind != "default" {
-                return Err(err(format!("rope_parameters{what}: rope_type {kind:?} is not supported")));
+                return Err(err(format!(
+                    "rope_parameters{what}: rope_type {kind:?} is not supported"
+                )));
             }
         }
         match params.get("rope_theta") {
@@ -336,13 +365,18 @@ impl Fields<'_> {
     fn bool(&self, key: &str, default: bool) -> Result<bool> {
         match self.present(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| (self.err)(format!("{key} is not a boolean: {v}"))),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| (self.err)(format!("{key} is not a boolean: {v}"))),
         }
     }
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.present(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| (self.err)(format!("{key} is not a number: {v}"))),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| (self.err)(format!("{key} is not a number: {v}"))),
         }
     }
     fn f64(&self, key: &str, default: f64) -> Result<f64> {
@@ -351,7 +385,10 @@ impl Fields<'_> {
     fn string(&self, key: &str, default: &str) -> Result<String> {
         match self.present(key) {
             None => Ok(default.to_string()),
-            Some(v) => v.as_str().map(String::from).ok_or_else(|| (self.err)(format!("{key} is not a string: {v}"))),
+            Some(v) => v
+                .as_str()
+                .map(String::from)
+                .ok_or_else(|| (self.err)(format!("{key} is not a string: {v}"))),
         }
     }
 }
@@ -414,8 +451,14 @@ mod tests {
             (r#"{"hidden_size": "768"}"#, "hidden_size is not"),
             (r#"{"hidden_activation": "mish"}"#, "hidden_activation"),
             (r#"{"classifier_pooling": "max"}"#, "classifier_pooling"),
-            (r#"{"num_hidden_layers": 2, "layer_types": ["full_attention"]}"#, "layer_types"),
-            (r#"{"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}"#, "yarn"),
+            (
+                r#"{"num_hidden_layers": 2, "layer_types": ["full_attention"]}"#,
+                "layer_types",
+            ),
+            (
+                r#"{"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}"#,
+                "yarn",
+            ),
             (r#"{"num_attention_heads": 0}"#, "positive"),
             (r#"{"norm_eps": -1}"#, "norm_eps"),
             (r#"{"norm_eps": 1e-85}"#, "norm_eps"),

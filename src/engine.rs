@@ -10,13 +10,13 @@ use std::sync::Arc;
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::layout::{load_dense, ColbertSettings, SentenceTransformersLayout};
-use crate::model::{Checkpoint, ClassifierHead, Linear, MaskedLmHead};
-use crate::reference::ops::{self, Pooling};
 use crate::gpu::GpuExecutor;
 use crate::kernels::device::{CudaDevice, Device};
 use crate::kernels::emu::Emulator;
 use crate::kernels::Dtype;
+use crate::layout::{load_dense, ColbertSettings, SentenceTransformersLayout};
+use crate::model::{Checkpoint, ClassifierHead, Linear, MaskedLmHead};
+use crate::reference::ops::{self, Pooling};
 use crate::reference::{heads, CpuExecutor};
 use crate::tokenize::{OverlongPolicy, TextTokenizer};
 use crate::weights::TensorStore;
@@ -168,7 +168,10 @@ impl Engine {
             Some(d) => Some(load_dense(d, config.hidden_size)?),
             None => None,
         };
-        let max_len = layout.max_seq_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
+        let max_len = layout
+            .max_seq_length
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.exists() {
             Some(TextTokenizer::from_file(&tokenizer_path, max_len, options.overlong)?)
@@ -182,12 +185,14 @@ impl Engine {
         let max_batch_sequences = arena_tokens.min(4096);
         let gpu = match open_device(options.device)? {
             None => None,
-            Some(dev) => match GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences) {
-                Ok(exec) => Some(exec.with_graphs(options.graphs)),
-                // `auto` falls back to the CPU for models the GPU executor does not support.
-                Err(Error::Unsupported(_)) if options.device == DeviceChoice::Auto => None,
-                Err(e) => return Err(e),
-            },
+            Some(dev) => {
+                match GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences) {
+                    Ok(exec) => Some(exec.with_graphs(options.graphs)),
+                    // `auto` falls back to the CPU for models the GPU executor does not support.
+                    Err(Error::Unsupported(_)) if options.device == DeviceChoice::Auto => None,
+                    Err(e) => return Err(e),
+                }
+            }
         };
         let (backbone, decoder_table) = match gpu {
             None => (Backbone::Cpu(CpuExecutor::new(config.clone(), weights)), None),
@@ -214,7 +219,9 @@ impl Engine {
 
     /// The tokenizer, or an error saying the directory has none.
     pub fn tokenizer(&self) -> Result<&TextTokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| Error::io(self.dir.join("tokenizer.json"), "no such file (needed for text input)"))
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::io(self.dir.join("tokenizer.json"), "no such file (needed for text input)"))
     }
 
     /// Parameters of the backbone plus heads.
@@ -229,7 +236,10 @@ impl Engine {
                     + m.decoder_weight.as_ref().map_or(0, Vec::len)
                     + m.decoder_bias.as_ref().map_or(0, Vec::len)
             })
-            + self.classifier.as_ref().map_or(0, |c| head(&c.head) + lin(&c.classifier))
+            + self
+                .classifier
+                .as_ref()
+                .map_or(0, |c| head(&c.head) + lin(&c.classifier))
             + self.dense.as_ref().map_or(0, lin)
     }
 
@@ -239,7 +249,11 @@ impl Engine {
             v.push("fill-mask");
         }
         if self.classifier.is_some() {
-            v.push(if self.is_token_classifier() { "token-classification" } else { "classification" });
+            v.push(if self.is_token_classifier() {
+                "token-classification"
+            } else {
+                "classification"
+            });
         }
         if self.layout.colbert.is_some() {
             v.push("colbert");
@@ -248,7 +262,10 @@ impl Engine {
     }
 
     fn is_token_classifier(&self) -> bool {
-        self.config.architectures.iter().any(|a| a.ends_with("ForTokenClassification"))
+        self.config
+            .architectures
+            .iter()
+            .any(|a| a.ends_with("ForTokenClassification"))
     }
 
     /// Run the backbone on sequences (with their key counts), in chunks of at most
@@ -317,7 +334,11 @@ impl Engine {
         if let Some(p) = &options.prompt {
             return Ok(p.clone());
         }
-        match options.prompt_name.as_ref().or(self.layout.default_prompt_name.as_ref()) {
+        match options
+            .prompt_name
+            .as_ref()
+            .or(self.layout.default_prompt_name.as_ref())
+        {
             None => Ok(String::new()),
             Some(name) => self.layout.prompts.get(name).cloned().ok_or_else(|| {
                 let known: Vec<&str> = self.layout.prompts.keys().map(String::as_str).collect();
@@ -339,7 +360,11 @@ impl Engine {
         let ids = self.tokenizer()?.encode_batch(&refs)?;
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
-        let dense = if self.layout.colbert.is_none() { self.dense.as_ref() } else { None };
+        let dense = if self.layout.colbert.is_none() {
+            self.dense.as_ref()
+        } else {
+            None
+        };
         let full_dim = dense.map_or(self.config.hidden_size, |d| d.out_features);
         let dim = options.dim.unwrap_or(full_dim);
         if dim == 0 || dim > full_dim {
@@ -348,20 +373,29 @@ impl Engine {
         let mut out = Vec::with_capacity(ids.len());
         if let (Backbone::Gpu(exec), None) = (&self.backbone, dense) {
             // Pool, truncate and normalise on the device; only [sequences, dim] comes back.
-            return self.for_each_batch(&ids, &Self::all_keys(&ids), |batch| {
-                let mut pooled = vec![0f32; batch.sequences() * dim];
-                exec.pooled_into(batch, pooling, normalize, dim, &mut pooled)?;
-                out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
-                Ok(())
-            })
-            .map(|()| out);
+            return self
+                .for_each_batch(&ids, &Self::all_keys(&ids), |batch| {
+                    let mut pooled = vec![0f32; batch.sequences() * dim];
+                    exec.pooled_into(batch, pooling, normalize, dim, &mut pooled)?;
+                    out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
+                    Ok(())
+                })
+                .map(|()| out);
         }
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
             let h = self.config.hidden_size;
             let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
             if let Some(d) = dense {
                 let mut projected = vec![0f32; batch.sequences() * d.out_features];
-                ops::linear(&pooled, &d.weight, d.bias.as_deref(), batch.sequences(), h, d.out_features, &mut projected);
+                ops::linear(
+                    &pooled,
+                    &d.weight,
+                    d.bias.as_deref(),
+                    batch.sequences(),
+                    h,
+                    d.out_features,
+                    &mut projected,
+                );
                 pooled = projected;
             }
             let mut kept = ops::truncate_rows(&pooled, full_dim, dim);
@@ -377,7 +411,10 @@ impl Engine {
     /// Top-k predictions for every `[MASK]` of every text, in order.
     pub fn fill_mask(&self, texts: &[&str], top_k: usize) -> Result<Vec<Vec<Vec<MaskPrediction>>>> {
         let mlm = self.mlm.as_ref().ok_or_else(|| {
-            Error::Unsupported(format!("{}: no masked-LM head (head.dense / decoder.bias)", self.dir.display()))
+            Error::Unsupported(format!(
+                "{}: no masked-LM head (head.dense / decoder.bias)",
+                self.dir.display()
+            ))
         })?;
         let tokenizer = self.tokenizer()?;
         let mask_id = tokenizer
@@ -428,7 +465,10 @@ impl Engine {
 
     fn classifier(&self) -> Result<&ClassifierHead> {
         self.classifier.as_ref().ok_or_else(|| {
-            Error::Unsupported(format!("{}: no classification head (classifier.weight)", self.dir.display()))
+            Error::Unsupported(format!(
+                "{}: no classification head (classifier.weight)",
+                self.dir.display()
+            ))
         })
     }
 
@@ -462,8 +502,17 @@ impl Engine {
                     let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
                     (best, p[best])
                 };
-                let label = self.config.id2label.get(best).cloned().unwrap_or_else(|| format!("LABEL_{best}"));
-                Classification { logits: l, label, score }
+                let label = self
+                    .config
+                    .id2label
+                    .get(best)
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{best}"));
+                Classification {
+                    logits: l,
+                    label,
+                    score,
+                }
             })
             .collect())
     }
@@ -480,7 +529,13 @@ impl Engine {
         Ok(self
             .sequence_logits(&ids)?
             .into_iter()
-            .map(|l| if l.len() == 1 { sigmoid(l[0]) } else { *ops::softmax(&l).last().unwrap() })
+            .map(|l| {
+                if l.len() == 1 {
+                    sigmoid(l[0])
+                } else {
+                    *ops::softmax(&l).last().unwrap()
+                }
+            })
             .collect())
     }
 
@@ -493,7 +548,12 @@ impl Engine {
         self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
             let logits = heads::token_logits(&self.config, cls, hidden, batch.tokens());
             for b in 0..batch.sequences() {
-                out.push(batch.seq_range(b).map(|t| logits[t * labels..][..labels].to_vec()).collect());
+                out.push(
+                    batch
+                        .seq_range(b)
+                        .map(|t| logits[t * labels..][..labels].to_vec())
+                        .collect(),
+                );
             }
             Ok(())
         })?;
@@ -501,23 +561,30 @@ impl Engine {
     }
 
     fn colbert_settings(&self) -> Result<&ColbertSettings> {
-        self.layout.colbert.as_ref().ok_or_else(|| {
-            Error::Unsupported(format!("{}: not a PyLate ColBERT directory", self.dir.display()))
-        })
+        self.layout
+            .colbert
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported(format!("{}: not a PyLate ColBERT directory", self.dir.display())))
     }
 
     /// PyLate token ids: `[CLS] prefix …` (truncated to `length`), queries padded with `[MASK]` to
     /// `query_length` when query expansion is on. Returns ids and how many leading tokens are keys.
     pub fn colbert_tokens(&self, texts: &[&str], is_query: bool) -> Result<(Vec<Vec<u32>>, Vec<usize>)> {
         let s = self.colbert_settings()?;
-        let (prefix, length) =
-            if is_query { (&s.query_prefix, s.query_length) } else { (&s.document_prefix, s.document_length) };
+        let (prefix, length) = if is_query {
+            (&s.query_prefix, s.query_length)
+        } else {
+            (&s.document_prefix, s.document_length)
+        };
         let prefix_id = self
             .tokenizer()?
             .token_to_id(prefix)
             .ok_or_else(|| Error::Tokenizer(format!("the tokenizer has no {prefix:?} token")))?;
         if length < 3 {
-            return Err(Error::Config { path: self.dir.clone(), message: format!("ColBERT length {length}") });
+            return Err(Error::Config {
+                path: self.dir.clone(),
+                message: format!("ColBERT length {length}"),
+            });
         }
         let tok = self.tokenizer()?.with_max_len(length - 1)?;
         let mut ids = tok.encode_batch(texts)?;
@@ -527,8 +594,7 @@ impl Engine {
             seq.insert(1.min(seq.len()), prefix_id);
             let real = seq.len();
             if is_query && s.do_query_expansion {
-                let mask_id =
-                    mask_id.ok_or_else(|| Error::Tokenizer("query expansion needs a [MASK] token".into()))?;
+                let mask_id = mask_id.ok_or_else(|| Error::Tokenizer("query expansion needs a [MASK] token".into()))?;
                 seq.resize(length.max(real), mask_id);
                 keys.push(if s.attend_to_expansion_tokens { seq.len() } else { real });
             } else {
@@ -550,7 +616,10 @@ impl Engine {
         let skip: Vec<u32> = if is_query {
             Vec::new()
         } else {
-            s.skiplist_words.iter().filter_map(|w| tokenizer.token_to_id(w)).collect()
+            s.skiplist_words
+                .iter()
+                .filter_map(|w| tokenizer.token_to_id(w))
+                .collect()
         };
         let (h, dim) = (self.config.hidden_size, dense.out_features);
         let mut out = Vec::with_capacity(ids.len());

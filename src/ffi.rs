@@ -202,7 +202,10 @@ struct Fail {
 }
 
 fn fail(status: mb_status, message: impl Into<String>) -> Fail {
-    Fail { status, message: message.into() }
+    Fail {
+        status,
+        message: message.into(),
+    }
 }
 
 impl From<Error> for Fail {
@@ -219,7 +222,10 @@ impl From<Error> for Fail {
             Error::Unsupported(_) => mb_status::MB_ERR_UNSUPPORTED,
             Error::Device(_) => mb_status::MB_ERR_DEVICE,
         };
-        Fail { status, message: e.to_string() }
+        Fail {
+            status,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -278,7 +284,10 @@ fn non_null<T>(p: *const T, name: &str) -> Res<()> {
         return Err(fail(mb_status::MB_ERR_NULL_POINTER, format!("{name} is NULL")));
     }
     if (p as usize) % align_of::<T>() != 0 {
-        return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("{name} is not aligned for its type")));
+        return Err(fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("{name} is not aligned for its type"),
+        ));
     }
     Ok(())
 }
@@ -291,9 +300,12 @@ unsafe fn engine_ref<'a>(e: *const mb_engine) -> Res<&'a mb_engine> {
 /// A NUL-terminated UTF-8 string argument.
 unsafe fn c_str<'a>(p: *const c_char, name: &str) -> Res<&'a str> {
     non_null(p, name)?;
-    CStr::from_ptr(p)
-        .to_str()
-        .map_err(|e| fail(mb_status::MB_ERR_INVALID_UTF8, format!("{name} is not valid UTF-8 ({e})")))
+    CStr::from_ptr(p).to_str().map_err(|e| {
+        fail(
+            mb_status::MB_ERR_INVALID_UTF8,
+            format!("{name} is not valid UTF-8 ({e})"),
+        )
+    })
 }
 
 unsafe fn utf8<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
@@ -301,11 +313,17 @@ unsafe fn utf8<'a>(p: *const c_char, len: usize, name: &str) -> Res<&'a str> {
         return Err(fail(mb_status::MB_ERR_NULL_POINTER, format!("{name}.ptr is NULL")));
     }
     if len > isize::MAX as usize {
-        return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("{name}.len {len} is too large")));
+        return Err(fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("{name}.len {len} is too large"),
+        ));
     }
     let bytes = std::slice::from_raw_parts(p as *const u8, len);
     std::str::from_utf8(bytes).map_err(|e| {
-        fail(mb_status::MB_ERR_INVALID_UTF8, format!("{name} is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()))
+        fail(
+            mb_status::MB_ERR_INVALID_UTF8,
+            format!("{name} is not valid UTF-8 (bad byte at offset {})", e.valid_up_to()),
+        )
     })
 }
 
@@ -314,7 +332,10 @@ fn check_count<T>(n: usize, name: &str) -> Res<()> {
         return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("{name} is 0")));
     }
     if n > isize::MAX as usize / size_of::<T>().max(1) {
-        return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("{name} {n} is too large")));
+        return Err(fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("{name} {n} is too large"),
+        ));
     }
     Ok(())
 }
@@ -359,7 +380,10 @@ unsafe fn out_buffer<'a, T>(
     }
     non_null(p as *const T, name)?;
     if needed > isize::MAX as usize / size_of::<T>().max(1) {
-        return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("{name}: {needed} elements is too large")));
+        return Err(fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("{name}: {needed} elements is too large"),
+        ));
     }
     Ok(std::slice::from_raw_parts_mut(p, needed))
 }
@@ -421,7 +445,12 @@ unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<EngineOptions>
         versioned_field!(p, size, mb_engine_options, graphs, o);
         versioned_field!(p, size, mb_engine_options, overlong, o);
     }
-    let bad = |what: &str, v: i64| fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("options.{what} {v} is out of range"));
+    let bad = |what: &str, v: i64| {
+        fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("options.{what} {v} is out of range"),
+        )
+    };
     let device = match o.device {
         0 => DeviceChoice::Auto,
         1 => DeviceChoice::Cpu,
@@ -442,12 +471,24 @@ unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<EngineOptions>
     if o.max_batch_tokens == 0 {
         return Err(bad("max_batch_tokens", 0));
     }
-    Ok(EngineOptions { device, dtype, max_batch_tokens: o.max_batch_tokens, graphs: o.graphs != 0, overlong })
+    Ok(EngineOptions {
+        device,
+        dtype,
+        max_batch_tokens: o.max_batch_tokens,
+        graphs: o.graphs != 0,
+        overlong,
+    })
 }
 
 unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<EmbedOptions> {
-    let mut o =
-        mb_embed_options { struct_size: 0, pooling: 0, normalize: 0, dim: 0, prompt_name: ptr::null(), prompt: ptr::null() };
+    let mut o = mb_embed_options {
+        struct_size: 0,
+        pooling: 0,
+        normalize: 0,
+        dim: 0,
+        prompt_name: ptr::null(),
+        prompt: ptr::null(),
+    };
     if !p.is_null() {
         non_null(p, "embed_options")?;
         let size = ptr::addr_of!((*p).struct_size).read();
@@ -458,7 +499,12 @@ unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<EmbedOptions> {
         versioned_field!(p, size, mb_embed_options, prompt_name, o);
         versioned_field!(p, size, mb_embed_options, prompt, o);
     }
-    let bad = |what: &str, v: i32| fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("embed_options.{what} {v} is out of range"));
+    let bad = |what: &str, v: i32| {
+        fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("embed_options.{what} {v} is out of range"),
+        )
+    };
     let pooling = match o.pooling {
         0 => None,
         1 => Some(Pooling::Cls),
@@ -493,42 +539,74 @@ unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<EmbedOptions> {
 /// The embedding width `mb_embed` writes per text for these options.
 fn embed_dim(engine: &Engine, options: &EmbedOptions) -> Res<usize> {
     // As `Engine::embed`: a Dense module counts for sentence-transformers models, not ColBERT ones.
-    let dense = if engine.layout.colbert.is_none() { engine.dense.as_ref() } else { None };
+    let dense = if engine.layout.colbert.is_none() {
+        engine.dense.as_ref()
+    } else {
+        None
+    };
     let full = dense.map_or(engine.config.hidden_size, |d| d.out_features);
     let dim = options.dim.unwrap_or(full);
     if dim == 0 || dim > full {
-        return Err(fail(mb_status::MB_ERR_INPUT, format!("embed_options.dim {dim} must be in 1..={full}")));
+        return Err(fail(
+            mb_status::MB_ERR_INPUT,
+            format!("embed_options.dim {dim} must be in 1..={full}"),
+        ));
     }
     Ok(dim)
 }
 
 fn colbert_dim(engine: &Engine) -> Res<usize> {
     if engine.layout.colbert.is_none() {
-        return Err(fail(mb_status::MB_ERR_UNSUPPORTED, format!("{}: not a PyLate ColBERT directory", engine.dir.display())));
+        return Err(fail(
+            mb_status::MB_ERR_UNSUPPORTED,
+            format!("{}: not a PyLate ColBERT directory", engine.dir.display()),
+        ));
     }
-    engine
-        .dense
-        .as_ref()
-        .map(|d| d.out_features)
-        .ok_or_else(|| fail(mb_status::MB_ERR_MODEL, format!("{}: ColBERT model without a Dense module", engine.dir.display())))
+    engine.dense.as_ref().map(|d| d.out_features).ok_or_else(|| {
+        fail(
+            mb_status::MB_ERR_MODEL,
+            format!("{}: ColBERT model without a Dense module", engine.dir.display()),
+        )
+    })
 }
 
 /// Vectors per text that `Engine::colbert` returns: every token of a query; a document's tokens
 /// less the skiplist.
 fn colbert_counts(engine: &Engine, texts: &[&str], is_query: bool) -> Res<Vec<usize>> {
     colbert_dim(engine)?;
-    let settings = engine.layout.colbert.as_ref().ok_or_else(|| internal("colbert settings"))?;
+    let settings = engine
+        .layout
+        .colbert
+        .as_ref()
+        .ok_or_else(|| internal("colbert settings"))?;
     let (ids, _) = engine.colbert_tokens(texts, is_query)?;
     let tokenizer = engine.tokenizer()?;
-    let skip: Vec<u32> =
-        if is_query { Vec::new() } else { settings.skiplist_words.iter().filter_map(|w| tokenizer.token_to_id(w)).collect() };
-    Ok(ids.iter().map(|s| s.iter().filter(|t| !skip.contains(t)).count()).collect())
+    let skip: Vec<u32> = if is_query {
+        Vec::new()
+    } else {
+        settings
+            .skiplist_words
+            .iter()
+            .filter_map(|w| tokenizer.token_to_id(w))
+            .collect()
+    };
+    Ok(ids
+        .iter()
+        .map(|s| s.iter().filter(|t| !skip.contains(t)).count())
+        .collect())
 }
 
 fn num_labels(engine: &Engine) -> Res<usize> {
-    engine.classifier.as_ref().map(|c| c.classifier.out_features).ok_or_else(|| {
-        fail(mb_status::MB_ERR_UNSUPPORTED, format!("{}: no classification head (classifier.weight)", engine.dir.display()))
-    })
+    engine
+        .classifier
+        .as_ref()
+        .map(|c| c.classifier.out_features)
+        .ok_or_else(|| {
+            fail(
+                mb_status::MB_ERR_UNSUPPORTED,
+                format!("{}: no classification head (classifier.weight)", engine.dir.display()),
+            )
+        })
 }
 
 /// `[MASK]` tokens per text.
@@ -536,19 +614,28 @@ fn count_masks(engine: &Engine, texts: &[&str]) -> Res<Vec<usize>> {
     if engine.mlm.is_none() {
         return Err(fail(
             mb_status::MB_ERR_UNSUPPORTED,
-            format!("{}: no masked-LM head (head.dense / decoder.bias)", engine.dir.display()),
+            format!(
+                "{}: no masked-LM head (head.dense / decoder.bias)",
+                engine.dir.display()
+            ),
         ));
     }
     let tokenizer = engine.tokenizer()?;
-    let mask = tokenizer
-        .token_to_id("[MASK]")
-        .ok_or_else(|| fail(mb_status::MB_ERR_TOKENIZER, "tokenizer: the tokenizer has no [MASK] token"))?;
+    let mask = tokenizer.token_to_id("[MASK]").ok_or_else(|| {
+        fail(
+            mb_status::MB_ERR_TOKENIZER,
+            "tokenizer: the tokenizer has no [MASK] token",
+        )
+    })?;
     let ids = tokenizer.encode_batch(texts)?;
     Ok(ids.iter().map(|s| s.iter().filter(|&&t| t == mask).count()).collect())
 }
 
 fn sum(counts: &[usize], what: &str) -> Res<usize> {
-    counts.iter().try_fold(0usize, |a, &c| a.checked_add(c)).ok_or_else(|| overflow(what))
+    counts
+        .iter()
+        .try_fold(0usize, |a, &c| a.checked_add(c))
+        .ok_or_else(|| overflow(what))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -625,7 +712,12 @@ pub unsafe extern "C" fn mb_engine_create(
         let n_labels = engine.classifier.as_ref().map_or(0, |c| c.classifier.out_features);
         let labels = (0..n_labels)
             .map(|i| {
-                let l = engine.config.id2label.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}"));
+                let l = engine
+                    .config
+                    .id2label
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{i}"));
                 CString::new(l.replace('\0', "\\0")).unwrap_or_default()
             })
             .collect();
@@ -686,12 +778,22 @@ pub unsafe extern "C" fn mb_engine_num_labels(engine: *const mb_engine, out_labe
 /// The name of label `index` < `mb_engine_num_labels` (from the config's `id2label`, else
 /// `"LABEL_<index>"`). `*out_label` is owned by the engine and valid until `mb_engine_destroy`.
 #[no_mangle]
-pub unsafe extern "C" fn mb_engine_label(engine: *const mb_engine, index: usize, out_label: *mut *const c_char) -> mb_status {
+pub unsafe extern "C" fn mb_engine_label(
+    engine: *const mb_engine,
+    index: usize,
+    out_label: *mut *const c_char,
+) -> mb_status {
     guard(|| {
         let e = engine_ref(engine)?;
         non_null(out_label as *const *const c_char, "out_label")?;
         let label = e.labels.get(index).ok_or_else(|| {
-            fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("label index {index} is out of range (the model has {} labels)", e.labels.len()))
+            fail(
+                mb_status::MB_ERR_INVALID_ARGUMENT,
+                format!(
+                    "label index {index} is out of range (the model has {} labels)",
+                    e.labels.len()
+                ),
+            )
         })?;
         *out_label = label.as_ptr();
         Ok(())
@@ -782,11 +884,16 @@ pub unsafe extern "C" fn mb_colbert(
         let dim = colbert_dim(&e.engine)?;
         let counts = colbert_counts(&e.engine, &texts, is_query != 0)?;
         counts_out.copy_from_slice(&counts);
-        let needed = sum(&counts, "total vectors")?.checked_mul(dim).ok_or_else(|| overflow("vectors * dim"))?;
+        let needed = sum(&counts, "total vectors")?
+            .checked_mul(dim)
+            .ok_or_else(|| overflow("vectors * dim"))?;
         let out = out_buffer(out, capacity, needed, out_needed, "out")?;
         let vectors = e.engine.colbert(&texts, is_query != 0)?;
         if vectors.len() != n_texts
-            || vectors.iter().zip(&counts).any(|(v, &c)| v.len() != c || v.iter().any(|x| x.len() != dim))
+            || vectors
+                .iter()
+                .zip(&counts)
+                .any(|(v, &c)| v.len() != c || v.iter().any(|x| x.len() != dim))
         {
             return Err(internal("ColBERT shape differs from its sizes"));
         }
@@ -816,10 +923,19 @@ pub unsafe extern "C" fn mb_classify(
         let e = engine_ref(engine)?;
         let texts = self::texts(texts, n_texts, "texts")?;
         let labels = num_labels(&e.engine)?;
-        let ids_out = if label_ids.is_null() { None } else { Some(per_text_out(label_ids, n_texts, "label_ids")?) };
-        let scores_out =
-            if label_scores.is_null() { None } else { Some(per_text_out(label_scores, n_texts, "label_scores")?) };
-        let needed = n_texts.checked_mul(labels).ok_or_else(|| overflow("n_texts * labels"))?;
+        let ids_out = if label_ids.is_null() {
+            None
+        } else {
+            Some(per_text_out(label_ids, n_texts, "label_ids")?)
+        };
+        let scores_out = if label_scores.is_null() {
+            None
+        } else {
+            Some(per_text_out(label_scores, n_texts, "label_scores")?)
+        };
+        let needed = n_texts
+            .checked_mul(labels)
+            .ok_or_else(|| overflow("n_texts * labels"))?;
         let out = out_buffer(logits, capacity, needed, out_needed, "logits")?;
         let results = e.engine.classify(&texts)?;
         if results.len() != n_texts || results.iter().any(|r| r.logits.len() != labels) {
@@ -938,7 +1054,9 @@ pub unsafe extern "C" fn mb_fill_mask(
         if let Some(i) = counts.iter().position(|&c| c == 0) {
             return Err(fail(mb_status::MB_ERR_INPUT, format!("texts[{i}] has no [MASK] token")));
         }
-        let needed = sum(&counts, "total masks")?.checked_mul(k).ok_or_else(|| overflow("masks * top_k"))?;
+        let needed = sum(&counts, "total masks")?
+            .checked_mul(k)
+            .ok_or_else(|| overflow("masks * top_k"))?;
         let ids_out = out_buffer(ids, capacity, needed, out_needed, "ids")?;
         let scores_out = out_buffer(scores, capacity, needed, ptr::null_mut(), "scores")?;
         let results = e.engine.fill_mask(&texts, k)?;
@@ -973,7 +1091,10 @@ pub unsafe extern "C" fn mb_token_text(
         let e = engine_ref(engine)?;
         let vocab = e.engine.config.vocab_size;
         if id as usize >= vocab {
-            return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, format!("token id {id} is out of range (vocabulary {vocab})")));
+            return Err(fail(
+                mb_status::MB_ERR_INVALID_ARGUMENT,
+                format!("token id {id} is out of range (vocabulary {vocab})"),
+            ));
         }
         let text = e.engine.tokenizer()?.decode_token(id).replace('\0', "");
         if !out_len.is_null() {

@@ -35,7 +35,10 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
 
 #[cfg(feature = "hub")]
 fn download(repo_id: &str) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::Api::new().map_err(|e| Error::Io { path: repo_id.into(), message: e.to_string() })?;
+    let api = hf_hub::api::sync::Api::new().map_err(|e| Error::Io {
+        path: repo_id.into(),
+        message: e.to_string(),
+    })?;
     let repo = api.model(repo_id.to_string());
     let mut dir = None;
     for file in REQUIRED {
@@ -50,14 +53,18 @@ fn download(repo_id: &str) -> Result<PathBuf> {
     }
     let dir = dir.ok_or_else(|| Error::io(repo_id, "empty download"))?;
     if !dir.join("model.safetensors").is_file() && dir.join("model.safetensors.index.json").is_file() {
-        let index = std::fs::read_to_string(dir.join("model.safetensors.index.json")).map_err(|e| Error::io(&dir, e))?;
+        let index =
+            std::fs::read_to_string(dir.join("model.safetensors.index.json")).map_err(|e| Error::io(&dir, e))?;
         let value: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::io(&dir, e))?;
-        let mut shards: Vec<&str> =
-            value["weight_map"].as_object().map(|m| m.values().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        let mut shards: Vec<&str> = value["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
         shards.sort();
         shards.dedup();
         for shard in shards {
-            repo.get(shard).map_err(|e| Error::io(&dir, format!("downloading {shard}: {e}")))?;
+            repo.get(shard)
+                .map_err(|e| Error::io(&dir, format!("downloading {shard}: {e}")))?;
         }
     }
     Ok(dir)
@@ -65,5 +72,8 @@ fn download(repo_id: &str) -> Result<PathBuf> {
 
 #[cfg(not(feature = "hub"))]
 fn download(repo_id: &str) -> Result<PathBuf> {
-    Err(Error::io(repo_id, "not a local directory (built without the `hub` feature, so repo ids are not downloaded)"))
+    Err(Error::io(
+        repo_id,
+        "not a local directory (built without the `hub` feature, so repo ids are not downloaded)",
+    ))
 }

@@ -42,9 +42,10 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| Error::Config { path: path.to_path_buf(), message: format!("not valid JSON ({e})") })
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: format!("not valid JSON ({e})"),
+    })
 }
 
 impl SentenceTransformersLayout {
@@ -62,7 +63,10 @@ impl SentenceTransformersLayout {
                 let kind = module.get("type").and_then(Value::as_str).unwrap_or_default();
                 let sub = module.get("path").and_then(Value::as_str).unwrap_or_default();
                 if sub.contains("..") || sub.starts_with('/') {
-                    return Err(Error::Config { path: modules_path.clone(), message: format!("module path {sub:?}") });
+                    return Err(Error::Config {
+                        path: modules_path.clone(),
+                        message: format!("module path {sub:?}"),
+                    });
                 }
                 let sub_dir = dir.join(sub);
                 is_pylate |= kind.starts_with("pylate");
@@ -107,7 +111,10 @@ impl SentenceTransformersLayout {
                 });
             }
         } else if is_pylate {
-            return Err(Error::io(st_path, "PyLate model without config_sentence_transformers.json"));
+            return Err(Error::io(
+                st_path,
+                "PyLate model without config_sentence_transformers.json",
+            ));
         }
         Ok(layout)
     }
@@ -125,18 +132,35 @@ fn read_pooling(path: &Path) -> Result<Pooling> {
         return match mode {
             "cls" => Ok(Pooling::Cls),
             "mean" => Ok(Pooling::Mean),
-            other => Err(Error::Unsupported(format!("{}: pooling mode {other:?}", path.display()))),
+            other => Err(Error::Unsupported(format!(
+                "{}: pooling mode {other:?}",
+                path.display()
+            ))),
         };
     }
-    let others = ["pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"];
+    let others = [
+        "pooling_mode_max_tokens",
+        "pooling_mode_mean_sqrt_len_tokens",
+        "pooling_mode_weightedmean_tokens",
+        "pooling_mode_lasttoken",
+    ];
     if let Some(k) = others.iter().find(|k| flag(k)) {
-        return Err(Error::Unsupported(format!("{}: {k} (only cls and mean pooling)", path.display())));
+        return Err(Error::Unsupported(format!(
+            "{}: {k} (only cls and mean pooling)",
+            path.display()
+        )));
     }
     match (flag("pooling_mode_cls_token"), flag("pooling_mode_mean_tokens")) {
         (true, false) => Ok(Pooling::Cls),
         (false, true) => Ok(Pooling::Mean),
-        (true, true) => Err(Error::Unsupported(format!("{}: cls and mean pooling together", path.display()))),
-        (false, false) => Err(Error::Config { path: path.to_path_buf(), message: "no pooling mode enabled".into() }),
+        (true, true) => Err(Error::Unsupported(format!(
+            "{}: cls and mean pooling together",
+            path.display()
+        ))),
+        (false, false) => Err(Error::Config {
+            path: path.to_path_buf(),
+            message: "no pooling mode enabled".into(),
+        }),
     }
 }
 
@@ -145,9 +169,15 @@ fn read_pooling(path: &Path) -> Result<Pooling> {
 pub fn load_dense(dir: &Path, in_features: usize) -> Result<Linear> {
     let cfg_path = dir.join("config.json");
     if let Some(cfg) = read_json(&cfg_path)? {
-        let act = cfg.get("activation_function").and_then(Value::as_str).unwrap_or("torch.nn.modules.linear.Identity");
+        let act = cfg
+            .get("activation_function")
+            .and_then(Value::as_str)
+            .unwrap_or("torch.nn.modules.linear.Identity");
         if !act.ends_with("Identity") {
-            return Err(Error::Unsupported(format!("{}: dense activation {act:?}", cfg_path.display())));
+            return Err(Error::Unsupported(format!(
+                "{}: dense activation {act:?}",
+                cfg_path.display()
+            )));
         }
     }
     let store = if dir.join("model.safetensors").is_file() {
@@ -161,6 +191,16 @@ pub fn load_dense(dir: &Path, in_features: usize) -> Result<Linear> {
         .to_vec();
     let out = shape.first().copied().unwrap_or(0);
     let weight = store.f32("linear.weight", &[out, in_features])?;
-    let bias = if store.contains("linear.bias") { Some(store.f32("linear.bias", &[out])?) } else { None };
-    Ok(Linear { weight, bias, out_features: out, in_features })
+    let bias = if store.contains("linear.bias") {
+        Some(store.f32("linear.bias", &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight,
+        bias,
+        out_features: out,
+        in_features,
+        packed: Default::default(),
+    })
 }

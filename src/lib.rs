@@ -9,14 +9,14 @@
 pub mod batch;
 pub mod bench;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod gpu;
 pub mod hub;
 pub mod kernels;
 pub mod layout;
 pub mod model;
-pub mod engine;
-pub mod gpu;
 pub mod reference;
 pub mod tokenize;
 pub mod weights;

@@ -9,15 +9,19 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::error::{Error, Result};
 use modernbert::hub::resolve_model;
-use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::kernels::Dtype;
 use modernbert::reference::ops::Pooling;
 use modernbert::tokenize::OverlongPolicy;
 
 #[derive(Parser)]
-#[command(name = "modernbert", version, about = "ModernBERT inference: embeddings, fill-mask, classification, reranking, ColBERT")]
+#[command(
+    name = "modernbert",
+    version,
+    about = "ModernBERT inference: embeddings, fill-mask, classification, reranking, ColBERT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -149,7 +153,11 @@ impl Common {
             },
             max_batch_tokens: self.max_batch_tokens,
             graphs: !self.no_graphs,
-            overlong: if self.no_truncate { OverlongPolicy::Refuse } else { OverlongPolicy::Truncate },
+            overlong: if self.no_truncate {
+                OverlongPolicy::Refuse
+            } else {
+                OverlongPolicy::Truncate
+            },
         };
         Engine::new(&dir, &options)
     }
@@ -165,7 +173,9 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<String>> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(|e| Error::io("<stdin>", e))?;
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io("<stdin>", e))?;
         if n == 0 {
             break;
         }
@@ -180,17 +190,27 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<String>> {
         lines.push(line);
     }
     if lines.is_empty() {
-        return Err(Error::Input("no texts: give them as arguments or on stdin, one per line".into()));
+        return Err(Error::Input(
+            "no texts: give them as arguments or on stdin, one per line".into(),
+        ));
     }
     Ok(lines)
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
-    let mut emit = |value: serde_json::Value| -> Result<()> {
-        writeln!(out, "{value}").map_err(|e| Error::io("<stdout>", e))
-    };
+    let mut emit =
+        |value: serde_json::Value| -> Result<()> { writeln!(out, "{value}").map_err(|e| Error::io("<stdout>", e)) };
     match cli.command {
-        Command::Embed { common, pooling, normalize, no_normalize, dim, prompt_name, prompt, texts } => {
+        Command::Embed {
+            common,
+            pooling,
+            normalize,
+            no_normalize,
+            dim,
+            prompt_name,
+            prompt,
+            texts,
+        } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
             let options = EmbedOptions {
@@ -198,7 +218,13 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     PoolingArg::Cls => Pooling::Cls,
                     PoolingArg::Mean => Pooling::Mean,
                 }),
-                normalize: if normalize { Some(true) } else if no_normalize { Some(false) } else { None },
+                normalize: if normalize {
+                    Some(true)
+                } else if no_normalize {
+                    Some(false)
+                } else {
+                    None
+                },
                 dim,
                 prompt_name,
                 prompt,
@@ -224,7 +250,11 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 emit(serde_json::to_value(c).expect("plain data serialises"))?;
             }
         }
-        Command::Rerank { common, query, documents } => {
+        Command::Rerank {
+            common,
+            query,
+            documents,
+        } => {
             let documents = texts_or_stdin(documents)?;
             let pipeline = common.load()?;
             let refs: Vec<&str> = documents.iter().map(String::as_str).collect();

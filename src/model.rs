@@ -16,6 +16,10 @@ pub struct Linear {
     pub bias: Option<Vec<f32>>,
     pub out_features: usize,
     pub in_features: usize,
+    /// `weight` in the AVX-512 GEMM's panel layout, built on first CPU use
+    /// (`reference::executor::linear`); construct with `Default::default()`. It is a copy: code
+    /// that changes `weight` after a CPU forward must reset it (`packed = Default::default()`).
+    pub packed: std::sync::OnceLock<crate::reference::sgemm::PackedWeight>,
 }
 
 pub struct Norm {
@@ -77,7 +81,9 @@ impl<'a> Checkpoint<'a> {
         } else if store.contains(PROBE) {
             ""
         } else {
-            return Err(Error::Weights(format!("missing tensor {PROBE:?} (also looked for \"model.{PROBE}\")")));
+            return Err(Error::Weights(format!(
+                "missing tensor {PROBE:?} (also looked for \"model.{PROBE}\")"
+            )));
         };
         Ok(Checkpoint { store, config, prefix })
     }
@@ -101,6 +107,7 @@ impl<'a> Checkpoint<'a> {
             bias: self.bias(&format!("{stem}.bias"), bias, out)?,
             out_features: out,
             in_features: inp,
+            packed: Default::default(),
         })
     }
 
@@ -119,7 +126,11 @@ impl<'a> Checkpoint<'a> {
             .map(|l| {
                 let stem = format!("{p}layers.{l}");
                 Ok(LayerWeights {
-                    attn_norm: if l == 0 { None } else { Some(self.norm(&format!("{stem}.attn_norm"))?) },
+                    attn_norm: if l == 0 {
+                        None
+                    } else {
+                        Some(self.norm(&format!("{stem}.attn_norm"))?)
+                    },
                     wqkv: self.linear(&format!("{stem}.attn.Wqkv"), 3 * h, h, c.attention_bias)?,
                     wo: self.linear(&format!("{stem}.attn.Wo"), h, h, c.attention_bias)?,
                     mlp_norm: self.norm(&format!("{stem}.mlp_norm"))?,
@@ -174,13 +185,14 @@ impl<'a> Checkpoint<'a> {
     }
 
     pub fn classifier_head(&self) -> Result<ClassifierHead> {
-        let shape = self
-            .store
-            .shape("classifier.weight")
-            .ok_or_else(|| Error::Weights("missing tensor \"classifier.weight\" (not a classification checkpoint)".into()))?;
+        let shape = self.store.shape("classifier.weight").ok_or_else(|| {
+            Error::Weights("missing tensor \"classifier.weight\" (not a classification checkpoint)".into())
+        })?;
         let labels = shape.first().copied().unwrap_or(0);
         if labels == 0 {
-            return Err(Error::Weights(format!("tensor \"classifier.weight\" has shape {shape:?}")));
+            return Err(Error::Weights(format!(
+                "tensor \"classifier.weight\" has shape {shape:?}"
+            )));
         }
         Ok(ClassifierHead {
             head: self.prediction_head()?,
@@ -201,7 +213,12 @@ impl BackboneWeights {
                 .layers
                 .iter()
                 .map(|l| {
-                    l.attn_norm.as_ref().map_or(0, norm) + lin(&l.wqkv) + lin(&l.wo) + norm(&l.mlp_norm) + lin(&l.wi) + lin(&l.mlp_wo)
+                    l.attn_norm.as_ref().map_or(0, norm)
+                        + lin(&l.wqkv)
+                        + lin(&l.wo)
+                        + norm(&l.mlp_norm)
+                        + lin(&l.wi)
+                        + lin(&l.mlp_wo)
                 })
                 .sum::<usize>()
     }

@@ -48,7 +48,9 @@ impl TextTokenizer {
             }),
             OverlongPolicy::Refuse => None,
         };
-        inner.with_truncation(truncation).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner
+            .with_truncation(truncation)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(TextTokenizer { inner, max_len, policy })
     }
 
@@ -86,7 +88,10 @@ impl TextTokenizer {
                 Some(b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
             });
         }
-        let encodings = self.inner.encode_batch(inputs, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let ids: Vec<Vec<u32>> = encodings.into_iter().map(|e| e.get_ids().to_vec()).collect();
         if self.policy == OverlongPolicy::Refuse {
             if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| s.len() > self.max_len) {
@@ -106,7 +111,10 @@ impl TextTokenizer {
 
     /// Ids of a text with no special tokens and no truncation (prefixes, skiplists).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -62,12 +62,17 @@ impl TensorStore {
             Self::open_files(&[single])
         } else if index.is_file() {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let value: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Safetensors { path: index.clone(), message: format!("index is not JSON ({e})") })?;
-            let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Safetensors {
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
                 path: index.clone(),
-                message: "index has no weight_map object".into(),
+                message: format!("index is not JSON ({e})"),
             })?;
+            let map = value
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::Safetensors {
+                    path: index.clone(),
+                    message: "index has no weight_map object".into(),
+                })?;
             let mut shards: Vec<String> = Vec::new();
             for (tensor, file) in map {
                 let file = file.as_str().ok_or_else(|| Error::Safetensors {
@@ -107,14 +112,19 @@ impl TensorStore {
 
     /// Open one or more safetensors files as one store (a tensor name may appear only once).
     pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
-        let mut store = TensorStore { files: Vec::new(), entries: HashMap::new() };
+        let mut store = TensorStore {
+            files: Vec::new(),
+            entries: HashMap::new(),
+        };
         for path in paths {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
             // SAFETY: the mapping is read-only; like every mmap-based loader we assume the file is
             // not truncated by another process while the store is alive.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
-                .map_err(|e| Error::Safetensors { path: path.clone(), message: e.to_string() })?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             let file_index = store.files.len();
             for (name, info) in metadata.tensors() {
                 if store.entries.contains_key(&name) {
@@ -123,9 +133,19 @@ impl TensorStore {
                         message: format!("tensor {name:?} appears in more than one shard"),
                     });
                 }
-                store.entries.insert(name, Entry { file: file_index, info: info.clone() });
+                store.entries.insert(
+                    name,
+                    Entry {
+                        file: file_index,
+                        info: info.clone(),
+                    },
+                );
             }
-            store.files.push(MappedFile { path: path.clone(), mmap, data_start: 8 + header_len });
+            store.files.push(MappedFile {
+                path: path.clone(),
+                mmap,
+                data_start: 8 + header_len,
+            });
         }
         Ok(store)
     }
@@ -155,7 +175,9 @@ impl TensorStore {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry> {
-        self.entries.get(name).ok_or_else(|| Error::Weights(format!("missing tensor {name:?}")))
+        self.entries
+            .get(name)
+            .ok_or_else(|| Error::Weights(format!("missing tensor {name:?}")))
     }
 
     /// The raw little-endian bytes of a tensor (unaligned, inside the mmap).
@@ -163,15 +185,19 @@ impl TensorStore {
         let entry = self.entry(name)?;
         let file = &self.files[entry.file];
         let (start, end) = entry.info.data_offsets;
-        file.mmap.get(file.data_start + start..file.data_start + end).ok_or_else(|| Error::Safetensors {
-            path: file.path.clone(),
-            message: format!("tensor {name:?} points past the end of the file"),
-        })
+        file.mmap
+            .get(file.data_start + start..file.data_start + end)
+            .ok_or_else(|| Error::Safetensors {
+                path: file.path.clone(),
+                message: format!("tensor {name:?} points past the end of the file"),
+            })
     }
 
     /// A tensor converted to f32, after checking its shape.
     pub fn f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
-        let shape = self.shape(name).ok_or_else(|| Error::Weights(format!("missing tensor {name:?}")))?;
+        let shape = self
+            .shape(name)
+            .ok_or_else(|| Error::Weights(format!("missing tensor {name:?}")))?;
         if shape != expected_shape {
             return Err(Error::Weights(format!(
                 "tensor {name:?} has shape {shape:?}, expected {expected_shape:?}"
@@ -179,9 +205,18 @@ impl TensorStore {
         }
         let bytes = self.bytes(name)?;
         Ok(match self.storage_type(name)? {
-            StorageType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            StorageType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            StorageType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            StorageType::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            StorageType::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            StorageType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
         })
     }
 }
@@ -205,7 +240,10 @@ mod tests {
     fn reads_all_float_types_and_checks_shapes() {
         let dir = tempfile::tempdir().unwrap();
         let f32s: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let bf16s: Vec<u8> = [bf16::from_f32(0.5), bf16::from_f32(3.0)].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bf16s: Vec<u8> = [bf16::from_f32(0.5), bf16::from_f32(3.0)]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let f16s: Vec<u8> = [f16::from_f32(-0.25)].iter().flat_map(|v| v.to_le_bytes()).collect();
         let ints: Vec<u8> = 7i64.to_le_bytes().to_vec();
         write(
@@ -234,8 +272,16 @@ mod tests {
     fn sharded_checkpoints_are_one_store() {
         let dir = tempfile::tempdir().unwrap();
         let one: Vec<u8> = 1f32.to_le_bytes().to_vec();
-        write(dir.path(), "model-00001-of-00002.safetensors", &[("x", Dtype::F32, vec![1], one.clone())]);
-        write(dir.path(), "model-00002-of-00002.safetensors", &[("y", Dtype::F32, vec![1], one)]);
+        write(
+            dir.path(),
+            "model-00001-of-00002.safetensors",
+            &[("x", Dtype::F32, vec![1], one.clone())],
+        );
+        write(
+            dir.path(),
+            "model-00002-of-00002.safetensors",
+            &[("y", Dtype::F32, vec![1], one)],
+        );
         std::fs::write(
             dir.path().join("model.safetensors.index.json"),
             r#"{"weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}"#,
@@ -243,19 +289,29 @@ mod tests {
         .unwrap();
         let s = TensorStore::open_dir(dir.path()).unwrap();
         assert_eq!(s.f32("y", &[1]).unwrap(), vec![1.0]);
-        std::fs::write(dir.path().join("model.safetensors.index.json"), r#"{"weight_map": {"x": "../etc/passwd"}}"#)
-            .unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"x": "../etc/passwd"}}"#,
+        )
+        .unwrap();
         assert!(TensorStore::open_dir(dir.path()).is_err());
     }
 
     #[test]
     fn corrupt_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "model.safetensors", &[("x", Dtype::F32, vec![4], vec![0u8; 16])]);
+        let path = write(
+            dir.path(),
+            "model.safetensors",
+            &[("x", Dtype::F32, vec![4], vec![0u8; 16])],
+        );
         let full = std::fs::read(&path).unwrap();
         // truncated data section
         std::fs::write(&path, &full[..full.len() - 4]).unwrap();
-        let e = TensorStore::open_dir(dir.path()).err().expect("truncated file must fail").to_string();
+        let e = TensorStore::open_dir(dir.path())
+            .err()
+            .expect("truncated file must fail")
+            .to_string();
         assert!(e.contains("invalid safetensors"), "{e}");
         // header length pointing past the end
         let mut bad = full.clone();

@@ -7,11 +7,23 @@ use std::process::Command;
 use serde_json::Value;
 
 fn bench(args: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_modernbert")).arg("bench").args(args).output().unwrap();
-    assert!(out.status.success(), "bench {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_modernbert"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains('|'), "no human table on stderr: {stderr}");
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 const SMALL: &[&str] = &["--shape", "base", "--layers", "1", "--sequences", "2", "--passes", "1"];
@@ -22,7 +34,16 @@ fn with(extra: &[&'static str]) -> Vec<&'static str> {
 
 #[test]
 fn throughput_all_sets_on_the_cpu() {
-    let lines = bench(&with(&["--device", "cpu", "--set", "all", "--max-len", "640", "--memory-budget-gb", "80"]));
+    let lines = bench(&with(&[
+        "--device",
+        "cpu",
+        "--set",
+        "all",
+        "--max-len",
+        "640",
+        "--memory-budget-gb",
+        "80",
+    ]));
     let sets: Vec<&str> = lines.iter().map(|l| l["set"].as_str().unwrap()).collect();
     assert_eq!(sets, ["short-fixed", "short-variable", "long-fixed", "long-variable"]);
     for l in &lines {
@@ -56,7 +77,14 @@ fn throughput_all_sets_on_the_cpu() {
 #[test]
 fn same_set_twice_gives_the_same_data() {
     let a = bench(&with(&["--device", "cpu", "--set", "short-variable"]));
-    let b = bench(&with(&["--device", "cpu", "--set", "short-variable", "--memory-budget-gb", "24"]));
+    let b = bench(&with(&[
+        "--device",
+        "cpu",
+        "--set",
+        "short-variable",
+        "--memory-budget-gb",
+        "24",
+    ]));
     assert_eq!(a[0]["ids_checksum"], b[0]["ids_checksum"]);
     assert_eq!(a[0]["lengths"], b[0]["lengths"]);
     assert!(b[0]["max_batch"].as_u64() < a[0]["max_batch"].as_u64());
@@ -64,7 +92,14 @@ fn same_set_twice_gives_the_same_data() {
 
 #[test]
 fn throughput_on_the_emulated_device() {
-    let lines = bench(&with(&["--device", "emulated", "--set", "short-fixed,long-variable", "--max-len", "64"]));
+    let lines = bench(&with(&[
+        "--device",
+        "emulated",
+        "--set",
+        "short-fixed,long-variable",
+        "--max-len",
+        "64",
+    ]));
     assert_eq!(lines.len(), 2);
     for l in &lines {
         assert_eq!(l["device_kind"], "emulated");
@@ -76,7 +111,21 @@ fn throughput_on_the_emulated_device() {
 
 #[test]
 fn latency_mode_cpu_and_emulated() {
-    let cpu = bench(&["--shape", "base", "--layers", "1", "--device", "cpu", "--latency", "--runs", "3", "--batches", "1,2", "--lengths", "8,32"]);
+    let cpu = bench(&[
+        "--shape",
+        "base",
+        "--layers",
+        "1",
+        "--device",
+        "cpu",
+        "--latency",
+        "--runs",
+        "3",
+        "--batches",
+        "1,2",
+        "--lengths",
+        "8,32",
+    ]);
     assert_eq!(cpu.len(), 4);
     for l in &cpu {
         assert_eq!(l["bench"], "latency");
@@ -85,7 +134,21 @@ fn latency_mode_cpu_and_emulated() {
         assert!(l["p99_us"].as_f64().unwrap() >= l["p50_us"].as_f64().unwrap());
         assert_eq!(l["runs"], 3);
     }
-    let emu = bench(&["--shape", "base", "--layers", "1", "--device", "emulated", "--latency", "--runs", "2", "--batches", "1", "--lengths", "8"]);
+    let emu = bench(&[
+        "--shape",
+        "base",
+        "--layers",
+        "1",
+        "--device",
+        "emulated",
+        "--latency",
+        "--runs",
+        "2",
+        "--batches",
+        "1",
+        "--lengths",
+        "8",
+    ]);
     let graphs: Vec<&Value> = emu.iter().map(|l| &l["graphs"]).collect();
     assert_eq!(graphs, [&Value::Bool(true), &Value::Bool(false)]);
     assert_eq!(emu[0]["graph_used"], true);
@@ -96,9 +159,23 @@ fn bad_arguments_are_one_line_errors() {
     for args in [
         vec!["--shape", "base", "--sequences", "0"],
         vec!["--shape", "base", "--layers", "1", "--device", "cpu", "--max-len", "8"],
-        vec!["--shape", "base", "--layers", "1", "--latency", "--lengths", "9000", "--device", "cpu"],
+        vec![
+            "--shape",
+            "base",
+            "--layers",
+            "1",
+            "--latency",
+            "--lengths",
+            "9000",
+            "--device",
+            "cpu",
+        ],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_modernbert")).arg("bench").args(&args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_modernbert"))
+            .arg("bench")
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{args:?} succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("error: "), "{args:?}: {err}");

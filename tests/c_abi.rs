@@ -67,7 +67,15 @@ fn open(name: &str) -> Handle {
 }
 
 fn rust_engine(name: &str, device: DeviceChoice) -> Engine {
-    Engine::new(&fixture(name), &EngineOptions { device, overlong: OverlongPolicy::Truncate, ..Default::default() }).unwrap()
+    Engine::new(
+        &fixture(name),
+        &EngineOptions {
+            device,
+            overlong: OverlongPolicy::Truncate,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn last_error() -> String {
@@ -75,11 +83,17 @@ fn last_error() -> String {
 }
 
 fn text(s: &str) -> mb_text {
-    mb_text { ptr: s.as_ptr() as *const c_char, len: s.len() }
+    mb_text {
+        ptr: s.as_ptr() as *const c_char,
+        len: s.len(),
+    }
 }
 
 fn bytes(b: &[u8]) -> mb_text {
-    mb_text { ptr: b.as_ptr() as *const c_char, len: b.len() }
+    mb_text {
+        ptr: b.as_ptr() as *const c_char,
+        len: b.len(),
+    }
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -152,11 +166,21 @@ fn version_and_defaults() {
     let mut o2 = o;
     o2.device = mb_device::MB_DEVICE_CPU as i32;
     o2.max_batch_tokens = 0; // past struct_size: ignored
-    assert_eq!(unsafe { mb_engine_create(dir.as_ptr(), &o2, &mut e) }, MB_OK, "{}", last_error());
+    assert_eq!(
+        unsafe { mb_engine_create(dir.as_ptr(), &o2, &mut e) },
+        MB_OK,
+        "{}",
+        last_error()
+    );
     let _h = Handle(e);
     // NULL options: all defaults.
     let mut e2 = null_mut();
-    assert_eq!(unsafe { mb_engine_create(dir.as_ptr(), null(), &mut e2) }, MB_OK, "{}", last_error());
+    assert_eq!(
+        unsafe { mb_engine_create(dir.as_ptr(), null(), &mut e2) },
+        MB_OK,
+        "{}",
+        last_error()
+    );
     unsafe { mb_engine_destroy(e2) };
     unsafe { mb_engine_destroy(null_mut()) };
 }
@@ -173,8 +197,20 @@ fn embed_matches_rust_api() {
         let c_texts: Vec<mb_text> = texts.iter().map(|t| text(t)).collect();
         for opts in [
             None,
-            Some((mb_pooling::MB_POOLING_CLS, mb_normalize::MB_NORMALIZE_OFF, 8usize, Some("query"), None)),
-            Some((mb_pooling::MB_POOLING_MEAN, mb_normalize::MB_NORMALIZE_ON, 0, None, Some("search_query: "))),
+            Some((
+                mb_pooling::MB_POOLING_CLS,
+                mb_normalize::MB_NORMALIZE_OFF,
+                8usize,
+                Some("query"),
+                None,
+            )),
+            Some((
+                mb_pooling::MB_POOLING_MEAN,
+                mb_normalize::MB_NORMALIZE_ON,
+                0,
+                None,
+                Some("search_query: "),
+            )),
         ] {
             let prompt_name = opts.and_then(|o| o.3).map(|s| CString::new(s).unwrap());
             let prompt = opts.and_then(|o| o.4).map(|s| CString::new(s).unwrap());
@@ -206,13 +242,26 @@ fn embed_matches_rust_api() {
             }
             let po = c_opts.as_ref().map_or(null(), |o| o as *const _);
             let mut dim = 0;
-            assert_eq!(unsafe { mb_engine_embed_dim(h.0, po, &mut dim) }, MB_OK, "{}", last_error());
+            assert_eq!(
+                unsafe { mb_engine_embed_dim(h.0, po, &mut dim) },
+                MB_OK,
+                "{}",
+                last_error()
+            );
             let want = r.embed(&texts, &rust_opts).unwrap();
             assert_eq!(dim, want[0].len());
             let mut out = canaries(texts.len() * dim);
             let mut needed = 0;
             let s = unsafe {
-                mb_embed(h.0, c_texts.as_ptr(), texts.len(), po, out.as_mut_ptr(), texts.len() * dim, &mut needed)
+                mb_embed(
+                    h.0,
+                    c_texts.as_ptr(),
+                    texts.len(),
+                    po,
+                    out.as_mut_ptr(),
+                    texts.len() * dim,
+                    &mut needed,
+                )
             };
             assert_eq!(s, MB_OK, "{}", last_error());
             assert_eq!(needed, texts.len() * dim);
@@ -225,9 +274,10 @@ fn embed_matches_rust_api() {
 
 #[test]
 fn colbert_matches_rust_api() {
-    for (device, dev_rust) in
-        [(mb_device::MB_DEVICE_CPU, DeviceChoice::Cpu), (mb_device::MB_DEVICE_EMULATED, DeviceChoice::Emulated)]
-    {
+    for (device, dev_rust) in [
+        (mb_device::MB_DEVICE_CPU, DeviceChoice::Cpu),
+        (mb_device::MB_DEVICE_EMULATED, DeviceChoice::Emulated),
+    ] {
         let h = open_with(COLBERT, device, mb_overlong::MB_OVERLONG_TRUNCATE);
         let r = rust_engine(COLBERT, dev_rust);
         let texts = ["what is the capital of france?", "Paris, the capital; of France!", "x"];
@@ -239,21 +289,48 @@ fn colbert_matches_rust_api() {
             // Sizes first.
             let mut counts = vec![usize::MAX; texts.len()];
             let mut total = 0;
-            let s = unsafe { mb_colbert_sizes(h.0, c_texts.as_ptr(), texts.len(), is_query, counts.as_mut_ptr(), &mut total) };
+            let s = unsafe {
+                mb_colbert_sizes(
+                    h.0,
+                    c_texts.as_ptr(),
+                    texts.len(),
+                    is_query,
+                    counts.as_mut_ptr(),
+                    &mut total,
+                )
+            };
             assert_eq!(s, MB_OK, "{}", last_error());
             assert_eq!(counts, want.iter().map(Vec::len).collect::<Vec<_>>());
             assert_eq!(total, counts.iter().sum::<usize>());
             // The NULL / 0 query path says the same.
             let mut needed = 0;
             let s = unsafe {
-                mb_colbert(h.0, c_texts.as_ptr(), texts.len(), is_query, null_mut(), 0, counts.as_mut_ptr(), &mut needed)
+                mb_colbert(
+                    h.0,
+                    c_texts.as_ptr(),
+                    texts.len(),
+                    is_query,
+                    null_mut(),
+                    0,
+                    counts.as_mut_ptr(),
+                    &mut needed,
+                )
             };
             assert_eq!(s, MB_ERR_BUFFER_TOO_SMALL);
             assert_eq!(needed, total * dim);
             let mut out = canaries(needed);
             let mut counts2 = vec![0usize; texts.len()];
             let s = unsafe {
-                mb_colbert(h.0, c_texts.as_ptr(), texts.len(), is_query, out.as_mut_ptr(), needed, counts2.as_mut_ptr(), null_mut())
+                mb_colbert(
+                    h.0,
+                    c_texts.as_ptr(),
+                    texts.len(),
+                    is_query,
+                    out.as_mut_ptr(),
+                    needed,
+                    counts2.as_mut_ptr(),
+                    null_mut(),
+                )
             };
             assert_eq!(s, MB_OK, "{}", last_error());
             assert_eq!(counts2, counts);
@@ -303,7 +380,18 @@ fn classify_and_rerank_match_rust_api() {
     }
     // Logits only.
     let mut logits2 = vec![0f32; 9];
-    let s = unsafe { mb_classify(h.0, c_texts.as_ptr(), 3, logits2.as_mut_ptr(), 9, null_mut(), null_mut(), null_mut()) };
+    let s = unsafe {
+        mb_classify(
+            h.0,
+            c_texts.as_ptr(),
+            3,
+            logits2.as_mut_ptr(),
+            9,
+            null_mut(),
+            null_mut(),
+            null_mut(),
+        )
+    };
     assert_eq!(s, MB_OK);
     assert_eq!(bits(&logits2), bits(&flat));
 
@@ -316,7 +404,16 @@ fn classify_and_rerank_match_rust_api() {
     let mut out = canaries(docs.len());
     let mut needed = 0;
     let s = unsafe {
-        mb_rerank(h.0, query.as_ptr() as *const c_char, query.len(), c_docs.as_ptr(), 3, out.as_mut_ptr(), 3, &mut needed)
+        mb_rerank(
+            h.0,
+            query.as_ptr() as *const c_char,
+            query.len(),
+            c_docs.as_ptr(),
+            3,
+            out.as_mut_ptr(),
+            3,
+            &mut needed,
+        )
     };
     assert_eq!(s, MB_OK, "{}", last_error());
     assert_eq!(needed, 3);
@@ -337,33 +434,67 @@ fn fill_mask_matches_rust_api() {
     let want = r.fill_mask(&texts, k).unwrap();
     let mut counts = vec![0usize; 2];
     let mut total = 0;
-    assert_eq!(unsafe { mb_fill_mask_sizes(h.0, c_texts.as_ptr(), 2, counts.as_mut_ptr(), &mut total) }, MB_OK);
+    assert_eq!(
+        unsafe { mb_fill_mask_sizes(h.0, c_texts.as_ptr(), 2, counts.as_mut_ptr(), &mut total) },
+        MB_OK
+    );
     assert_eq!(counts, vec![1, 2]);
     assert_eq!(total, 3);
     let mut ids = vec![u32::MAX; total * k + GUARD];
     let mut scores = canaries(total * k);
     let mut needed = 0;
     let s = unsafe {
-        mb_fill_mask(h.0, c_texts.as_ptr(), 2, k, ids.as_mut_ptr(), scores.as_mut_ptr(), total * k, counts.as_mut_ptr(), &mut needed)
+        mb_fill_mask(
+            h.0,
+            c_texts.as_ptr(),
+            2,
+            k,
+            ids.as_mut_ptr(),
+            scores.as_mut_ptr(),
+            total * k,
+            counts.as_mut_ptr(),
+            &mut needed,
+        )
     };
     assert_eq!(s, MB_OK, "{}", last_error());
     assert_eq!(needed, total * k);
     let flat: Vec<_> = want.iter().flatten().flatten().collect();
     assert_eq!(ids[..needed], flat.iter().map(|p| p.id).collect::<Vec<_>>()[..]);
-    assert_eq!(bits(&scores[..needed]), flat.iter().map(|p| p.score.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        bits(&scores[..needed]),
+        flat.iter().map(|p| p.score.to_bits()).collect::<Vec<_>>()
+    );
     assert!(ids[needed..].iter().all(|&i| i == u32::MAX) && untouched(&scores[needed..]));
     for p in &flat {
         let mut len = 0;
-        assert_eq!(unsafe { mb_token_text(h.0, p.id, null_mut(), 0, &mut len) }, MB_ERR_BUFFER_TOO_SMALL);
+        assert_eq!(
+            unsafe { mb_token_text(h.0, p.id, null_mut(), 0, &mut len) },
+            MB_ERR_BUFFER_TOO_SMALL
+        );
         let mut buf = vec![b'#' as c_char; len + 1 + GUARD];
-        assert_eq!(unsafe { mb_token_text(h.0, p.id, buf.as_mut_ptr(), len + 1, &mut len) }, MB_OK);
+        assert_eq!(
+            unsafe { mb_token_text(h.0, p.id, buf.as_mut_ptr(), len + 1, &mut len) },
+            MB_OK
+        );
         assert_eq!(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(), p.token);
         assert!(buf[len + 1..].iter().all(|&c| c == b'#' as c_char));
     }
     // top_k past the vocabulary: clamped, as in the Rust API.
     let mut counts = vec![0usize; 1];
     let mut needed = 0;
-    let s = unsafe { mb_fill_mask(h.0, c_texts.as_ptr(), 1, 1 << 40, null_mut(), null_mut(), 0, counts.as_mut_ptr(), &mut needed) };
+    let s = unsafe {
+        mb_fill_mask(
+            h.0,
+            c_texts.as_ptr(),
+            1,
+            1 << 40,
+            null_mut(),
+            null_mut(),
+            0,
+            counts.as_mut_ptr(),
+            &mut needed,
+        )
+    };
     assert_eq!(s, MB_ERR_BUFFER_TOO_SMALL);
     assert_eq!(needed, r.config.vocab_size);
 }
@@ -378,12 +509,20 @@ struct Case {
 }
 
 fn case(name: &'static str, want: mb_status, run: impl Fn() -> mb_status + 'static) -> Case {
-    Case { name, want, run: Box::new(move || (run(), true)) }
+    Case {
+        name,
+        want,
+        run: Box::new(move || (run(), true)),
+    }
 }
 
 /// A case that also checks its output buffers afterwards (`true`: untouched as required).
 fn case_buf(name: &'static str, want: mb_status, run: impl Fn() -> (mb_status, bool) + 'static) -> Case {
-    Case { name, want, run: Box::new(run) }
+    Case {
+        name,
+        want,
+        run: Box::new(run),
+    }
 }
 
 #[test]
@@ -478,7 +617,9 @@ fn bad_input_matrix() {
         let c = create.clone();
         move || c(&|o| o.max_batch_tokens = 0)
     }));
-    cases.push(case("options_default: NULL", MB_ERR_NULL_POINTER, || unsafe { mb_engine_options_default(null_mut()) }));
+    cases.push(case("options_default: NULL", MB_ERR_NULL_POINTER, || unsafe {
+        mb_engine_options_default(null_mut())
+    }));
     cases.push(case("options_default: struct_size 0", MB_ERR_INVALID_ARGUMENT, || {
         let mut o: mb_engine_options = unsafe { std::mem::zeroed() };
         unsafe { mb_engine_options_default(&mut o) }
@@ -533,20 +674,34 @@ fn bad_input_matrix() {
         }
     }));
     // --- embed: output buffer
-    cases.push(case_buf("embed: out NULL, capacity 0 (size query)", MB_ERR_BUFFER_TOO_SMALL, {
-        let (st, goods) = (st.clone(), goods);
-        move || {
-            let mut needed = 0;
-            let s = unsafe { mb_embed(st.0, goods().as_ptr(), 2, null(), null_mut(), 0, &mut needed) };
-            (s, needed == 2 * dim)
-        }
-    }));
+    cases.push(case_buf(
+        "embed: out NULL, capacity 0 (size query)",
+        MB_ERR_BUFFER_TOO_SMALL,
+        {
+            let (st, goods) = (st.clone(), goods);
+            move || {
+                let mut needed = 0;
+                let s = unsafe { mb_embed(st.0, goods().as_ptr(), 2, null(), null_mut(), 0, &mut needed) };
+                (s, needed == 2 * dim)
+            }
+        },
+    ));
     cases.push(case_buf("embed: capacity one short", MB_ERR_BUFFER_TOO_SMALL, {
         let (st, goods) = (st.clone(), goods);
         move || {
             let mut out = canaries(2 * dim);
             let mut needed = 0;
-            let s = unsafe { mb_embed(st.0, goods().as_ptr(), 2, null(), out.as_mut_ptr(), 2 * dim - 1, &mut needed) };
+            let s = unsafe {
+                mb_embed(
+                    st.0,
+                    goods().as_ptr(),
+                    2,
+                    null(),
+                    out.as_mut_ptr(),
+                    2 * dim - 1,
+                    &mut needed,
+                )
+            };
             (s, needed == 2 * dim && untouched(&out))
         }
     }));
@@ -597,7 +752,18 @@ fn bad_input_matrix() {
         let (st, goods) = (st.clone(), goods);
         move || {
             let mut out = canaries(64);
-            let s = unsafe { mb_classify(st.0, goods().as_ptr(), 2, out.as_mut_ptr(), 64, null_mut(), null_mut(), null_mut()) };
+            let s = unsafe {
+                mb_classify(
+                    st.0,
+                    goods().as_ptr(),
+                    2,
+                    out.as_mut_ptr(),
+                    64,
+                    null_mut(),
+                    null_mut(),
+                    null_mut(),
+                )
+            };
             (s, untouched(&out))
         }
     }));
@@ -607,7 +773,18 @@ fn bad_input_matrix() {
             let mut out = canaries(5);
             let mut ids = [u32::MAX; 2];
             let mut needed = 0;
-            let s = unsafe { mb_classify(cls.0, goods().as_ptr(), 2, out.as_mut_ptr(), 5, ids.as_mut_ptr(), null_mut(), &mut needed) };
+            let s = unsafe {
+                mb_classify(
+                    cls.0,
+                    goods().as_ptr(),
+                    2,
+                    out.as_mut_ptr(),
+                    5,
+                    ids.as_mut_ptr(),
+                    null_mut(),
+                    &mut needed,
+                )
+            };
             (s, untouched(&out) && needed == 6 && ids == [u32::MAX; 2])
         }
     }));
@@ -631,20 +808,53 @@ fn bad_input_matrix() {
         let (cross, goods) = (cross.clone(), goods);
         move || {
             let mut out = canaries(2);
-            let s = unsafe { mb_rerank(cross.0, c"".as_ptr(), 0, goods().as_ptr(), 2, out.as_mut_ptr(), 2, null_mut()) };
+            let s = unsafe {
+                mb_rerank(
+                    cross.0,
+                    c"".as_ptr(),
+                    0,
+                    goods().as_ptr(),
+                    2,
+                    out.as_mut_ptr(),
+                    2,
+                    null_mut(),
+                )
+            };
             (s, untouched(&out))
         }
     }));
     cases.push(case("rerank: no documents", MB_ERR_INVALID_ARGUMENT, {
         let (cross, goods) = (cross.clone(), goods);
-        move || unsafe { mb_rerank(cross.0, c"q".as_ptr(), 1, goods().as_ptr(), 0, [0f32; 2].as_mut_ptr(), 2, null_mut()) }
+        move || unsafe {
+            mb_rerank(
+                cross.0,
+                c"q".as_ptr(),
+                1,
+                goods().as_ptr(),
+                0,
+                [0f32; 2].as_mut_ptr(),
+                2,
+                null_mut(),
+            )
+        }
     }));
     cases.push(case_buf("rerank: scores too small", MB_ERR_BUFFER_TOO_SMALL, {
         let (cross, goods) = (cross.clone(), goods);
         move || {
             let mut out = canaries(1);
             let mut needed = 0;
-            let s = unsafe { mb_rerank(cross.0, c"q".as_ptr(), 1, goods().as_ptr(), 2, out.as_mut_ptr(), 1, &mut needed) };
+            let s = unsafe {
+                mb_rerank(
+                    cross.0,
+                    c"q".as_ptr(),
+                    1,
+                    goods().as_ptr(),
+                    2,
+                    out.as_mut_ptr(),
+                    1,
+                    &mut needed,
+                )
+            };
             (s, untouched(&out) && needed == 2)
         }
     }));
@@ -652,13 +862,29 @@ fn bad_input_matrix() {
     let fill = {
         let mlm = mlm.clone();
         move |engine: *const mb_engine, t: &str, top_k: usize, cap: usize, counts: bool| {
-            let e = if engine.is_null() { mlm.0 as *const mb_engine } else { engine };
+            let e = if engine.is_null() {
+                mlm.0 as *const mb_engine
+            } else {
+                engine
+            };
             let texts = [text(t)];
             let mut ids = vec![u32::MAX; cap + GUARD];
             let mut scores = canaries(cap);
             let mut c = [usize::MAX; 1];
             let cp = if counts { c.as_mut_ptr() } else { null_mut() };
-            let s = unsafe { mb_fill_mask(e, texts.as_ptr(), 1, top_k, ids.as_mut_ptr(), scores.as_mut_ptr(), cap, cp, null_mut()) };
+            let s = unsafe {
+                mb_fill_mask(
+                    e,
+                    texts.as_ptr(),
+                    1,
+                    top_k,
+                    ids.as_mut_ptr(),
+                    scores.as_mut_ptr(),
+                    cap,
+                    cp,
+                    null_mut(),
+                )
+            };
             (s, untouched(&scores) && ids.iter().all(|&i| i == u32::MAX))
         }
     };
@@ -690,7 +916,10 @@ fn bad_input_matrix() {
         let mlm = mlm.clone();
         move || {
             let mut len = 0;
-            assert_eq!(unsafe { mb_token_text(mlm.0, 100, null_mut(), 0, &mut len) }, MB_ERR_BUFFER_TOO_SMALL);
+            assert_eq!(
+                unsafe { mb_token_text(mlm.0, 100, null_mut(), 0, &mut len) },
+                MB_ERR_BUFFER_TOO_SMALL
+            );
             let mut buf = vec![b'#' as c_char; len + GUARD];
             let s = unsafe { mb_token_text(mlm.0, 100, buf.as_mut_ptr(), len, null_mut()) };
             (s, buf.iter().all(|&c| c == b'#' as c_char))
@@ -699,11 +928,33 @@ fn bad_input_matrix() {
     // --- ColBERT
     cases.push(case("colbert: not a ColBERT model", MB_ERR_UNSUPPORTED, {
         let (st, goods) = (st.clone(), goods);
-        move || unsafe { mb_colbert(st.0, goods().as_ptr(), 2, 0, [0f32; 4].as_mut_ptr(), 4, [0usize; 2].as_mut_ptr(), null_mut()) }
+        move || unsafe {
+            mb_colbert(
+                st.0,
+                goods().as_ptr(),
+                2,
+                0,
+                [0f32; 4].as_mut_ptr(),
+                4,
+                [0usize; 2].as_mut_ptr(),
+                null_mut(),
+            )
+        }
     }));
     cases.push(case("colbert: token_counts NULL", MB_ERR_NULL_POINTER, {
         let (col, goods) = (col.clone(), goods);
-        move || unsafe { mb_colbert(col.0, goods().as_ptr(), 2, 0, [0f32; 4].as_mut_ptr(), 4, null_mut(), null_mut()) }
+        move || unsafe {
+            mb_colbert(
+                col.0,
+                goods().as_ptr(),
+                2,
+                0,
+                [0f32; 4].as_mut_ptr(),
+                4,
+                null_mut(),
+                null_mut(),
+            )
+        }
     }));
     cases.push(case_buf("colbert: out too small", MB_ERR_BUFFER_TOO_SMALL, {
         let (col, goods) = (col.clone(), goods);
@@ -711,7 +962,18 @@ fn bad_input_matrix() {
             let mut out = canaries(100);
             let mut counts = [0usize; 2];
             let mut needed = 0;
-            let s = unsafe { mb_colbert(col.0, goods().as_ptr(), 2, 1, out.as_mut_ptr(), 100, counts.as_mut_ptr(), &mut needed) };
+            let s = unsafe {
+                mb_colbert(
+                    col.0,
+                    goods().as_ptr(),
+                    2,
+                    1,
+                    out.as_mut_ptr(),
+                    100,
+                    counts.as_mut_ptr(),
+                    &mut needed,
+                )
+            };
             (s, untouched(&out) && needed > 100 && counts[0] > 0)
         }
     }));
@@ -729,20 +991,32 @@ fn bad_input_matrix() {
         let (status, buffers_ok) = (c.run)();
         let msg = last_error();
         if status != c.want || !buffers_ok || msg.is_empty() || msg.contains('\n') {
-            failures.push(format!("{}: got {status:?} (want {:?}), buffers ok: {buffers_ok}, message {msg:?}", c.name, c.want));
+            failures.push(format!(
+                "{}: got {status:?} (want {:?}), buffers ok: {buffers_ok}, message {msg:?}",
+                c.name, c.want
+            ));
         }
         // A successful call clears the message.
         let v = unsafe { mb_engine_embed_dim(st.0, null(), &mut 0) };
         assert_eq!((v, last_error()), (MB_OK, String::new()));
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     eprintln!("bad-input matrix: {} cases", cases.len());
 }
 
 #[test]
 fn last_error_is_per_thread() {
     let e = open(ST);
-    assert_eq!(unsafe { mb_embed(e.0, null(), 1, null(), null_mut(), 0, null_mut()) }, MB_ERR_NULL_POINTER);
+    assert_eq!(
+        unsafe { mb_embed(e.0, null(), 1, null(), null_mut(), 0, null_mut()) },
+        MB_ERR_NULL_POINTER
+    );
     let here = last_error();
     assert!(here.contains("texts is NULL"), "{here}");
     let there = std::thread::spawn(last_error).join().unwrap();
@@ -784,13 +1058,32 @@ fn sixteen_threads_match_sequential() {
         let t = c_inputs.get(which);
         if i % 2 == 0 {
             let mut out = vec![0f32; t.len() * 32];
-            let s = unsafe { mb_embed(st.p(), t.as_ptr(), t.len(), null(), out.as_mut_ptr(), out.len(), null_mut()) };
+            let s = unsafe {
+                mb_embed(
+                    st.p(),
+                    t.as_ptr(),
+                    t.len(),
+                    null(),
+                    out.as_mut_ptr(),
+                    out.len(),
+                    null_mut(),
+                )
+            };
             assert_eq!(s, MB_OK, "{}", last_error());
             bits(&out)
         } else {
             let mut out = vec![0f32; t.len() * 3];
             let s = unsafe {
-                mb_classify(cls.p(), t.as_ptr(), t.len(), out.as_mut_ptr(), out.len(), null_mut(), null_mut(), null_mut())
+                mb_classify(
+                    cls.p(),
+                    t.as_ptr(),
+                    t.len(),
+                    out.as_mut_ptr(),
+                    out.len(),
+                    null_mut(),
+                    null_mut(),
+                    null_mut(),
+                )
             };
             assert_eq!(s, MB_OK, "{}", last_error());
             bits(&out)

@@ -33,8 +33,16 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
 /// Run a command that must succeed; its stdout as JSON lines.
 fn json_lines(args: &[&str], stdin: Option<&[u8]>) -> Vec<Value> {
     let out = run(args, stdin);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Run a command that must fail with a one-line error containing `needle`.
@@ -50,7 +58,11 @@ fn expect_error(args: &[&str], stdin: Option<&[u8]>, needle: &str) {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
@@ -71,10 +83,19 @@ fn embed_uses_the_directory_pooling_and_normalisation() {
     let short = json_lines(&["embed", "--model", d, "--dim", "8", "first text"], None);
     let e = floats(&short[0]["embedding"]);
     assert_eq!(e.len(), 8);
-    assert!((e.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-5, "renormalised after truncation");
+    assert!(
+        (e.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-5,
+        "renormalised after truncation"
+    );
     let prompted = json_lines(&["embed", "--model", d, "--prompt-name", "query", "first text"], None);
-    let literal = json_lines(&["embed", "--model", d, "--prompt", "search_query: ", "first text"], None);
-    assert_eq!(prompted[0], literal[0], "the fixture's \"query\" prompt is \"search_query: \"");
+    let literal = json_lines(
+        &["embed", "--model", d, "--prompt", "search_query: ", "first text"],
+        None,
+    );
+    assert_eq!(
+        prompted[0], literal[0],
+        "the fixture's \"query\" prompt is \"search_query: \""
+    );
     assert_ne!(prompted[0], lines[0], "the prompt changes the embedding");
 }
 
@@ -82,8 +103,14 @@ fn embed_uses_the_directory_pooling_and_normalisation() {
 fn stdin_lines_are_taken_exactly_as_given() {
     let d = fixture("st_cls_nonorm");
     let d = d.to_str().unwrap();
-    let from_stdin = json_lines(&["embed", "--model", d], Some(b"  padded  \r\nsecond\nthird without newline"));
-    let from_args = json_lines(&["embed", "--model", d, "  padded  ", "second", "third without newline"], None);
+    let from_stdin = json_lines(
+        &["embed", "--model", d],
+        Some(b"  padded  \r\nsecond\nthird without newline"),
+    );
+    let from_args = json_lines(
+        &["embed", "--model", d, "  padded  ", "second", "third without newline"],
+        None,
+    );
     assert_eq!(from_stdin, from_args);
     let trimmed = json_lines(&["embed", "--model", d, "padded"], None);
     assert_ne!(from_stdin[0], trimmed[0], "spaces are part of the text");
@@ -96,7 +123,15 @@ fn stdin_lines_are_taken_exactly_as_given() {
 fn fill_mask_lists_top_k_per_mask_in_order() {
     let d = fixture("mlm_l3_v5_f32");
     let lines = json_lines(
-        &["fill-mask", "--model", d.to_str().unwrap(), "--top-k", "3", "the [MASK] is [MASK] here", "one [MASK]"],
+        &[
+            "fill-mask",
+            "--model",
+            d.to_str().unwrap(),
+            "--top-k",
+            "3",
+            "the [MASK] is [MASK] here",
+            "one [MASK]",
+        ],
         None,
     );
     assert_eq!(lines.len(), 2);
@@ -110,15 +145,27 @@ fn fill_mask_lists_top_k_per_mask_in_order() {
         assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0 && scores[2] > 0.0);
         assert!(preds[0]["id"].as_u64().is_some() && preds[0]["token"].is_string());
     }
-    expect_error(&["fill-mask", "--model", d.to_str().unwrap(), "no mask here"], None, "has no [MASK]");
+    expect_error(
+        &["fill-mask", "--model", d.to_str().unwrap(), "no mask here"],
+        None,
+        "has no [MASK]",
+    );
 }
 
 #[test]
 fn classify_rerank_colbert_and_info() {
     let cls = fixture("seqcls_cls_allbias_v4_f32");
     let config: Value = serde_json::from_str(&std::fs::read_to_string(cls.join("config.json")).unwrap()).unwrap();
-    let labels: Vec<&str> = config["id2label"].as_object().unwrap().values().map(|v| v.as_str().unwrap()).collect();
-    let out = json_lines(&["classify", "--model", cls.to_str().unwrap(), "good", "bad movie"], None);
+    let labels: Vec<&str> = config["id2label"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let out = json_lines(
+        &["classify", "--model", cls.to_str().unwrap(), "good", "bad movie"],
+        None,
+    );
     assert_eq!(out.len(), 2);
     for o in &out {
         assert_eq!(o["logits"].as_array().unwrap().len(), 3);
@@ -128,22 +175,53 @@ fn classify_rerank_colbert_and_info() {
     }
 
     let ce = fixture("seqcls_mean_crossenc_v5_bf16");
-    let scores = json_lines(&["rerank", "--model", ce.to_str().unwrap(), "--query", "what?", "doc one", "doc two", "three"], None);
+    let scores = json_lines(
+        &[
+            "rerank",
+            "--model",
+            ce.to_str().unwrap(),
+            "--query",
+            "what?",
+            "doc one",
+            "doc two",
+            "three",
+        ],
+        None,
+    );
     assert_eq!(scores.len(), 3);
-    assert!(scores.iter().all(|s| (0.0..=1.0).contains(&s["score"].as_f64().unwrap())));
+    assert!(scores
+        .iter()
+        .all(|s| (0.0..=1.0).contains(&s["score"].as_f64().unwrap())));
 
     let cb = fixture("colbert_hd64_pylate");
-    let q = json_lines(&["colbert", "--model", cb.to_str().unwrap(), "--query", "short query"], None);
+    let q = json_lines(
+        &["colbert", "--model", cb.to_str().unwrap(), "--query", "short query"],
+        None,
+    );
     let settings: Value =
         serde_json::from_str(&std::fs::read_to_string(cb.join("config_sentence_transformers.json")).unwrap()).unwrap();
     let vectors = q[0]["vectors"].as_array().unwrap();
-    assert_eq!(vectors.len() as u64, settings["query_length"].as_u64().unwrap(), "expanded to query_length");
+    assert_eq!(
+        vectors.len() as u64,
+        settings["query_length"].as_u64().unwrap(),
+        "expanded to query_length"
+    );
     let v = floats(&vectors[0]);
     assert!((v.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-5);
     let doc = json_lines(&["colbert", "--model", cb.to_str().unwrap(), "a, b. c!"], None);
-    assert!(doc[0]["vectors"].as_array().unwrap().len() < 10, "punctuation is skipped in documents");
+    assert!(
+        doc[0]["vectors"].as_array().unwrap().len() < 10,
+        "punctuation is skipped in documents"
+    );
 
-    let info = json_lines(&["info", "--model", fixture("backbone_hd64_w16_l4_v5_f32").to_str().unwrap()], None);
+    let info = json_lines(
+        &[
+            "info",
+            "--model",
+            fixture("backbone_hd64_w16_l4_v5_f32").to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(info[0]["layer_pattern"], "GLGL");
     assert_eq!(info[0]["window_radius"], 8);
     assert!(info[0]["parameters"].as_u64().unwrap() > 0);
@@ -155,12 +233,22 @@ fn device_choice() {
     let d = d.to_str().unwrap();
     // No GPU (or driver) on the test machines: a clear error, and auto falls back to the CPU.
     if !modernbert::kernels::device::cuda_available() {
-        expect_error(&["embed", "--model", d, "--device", "cuda", "x"], None, "--device cuda: ");
+        expect_error(
+            &["embed", "--model", d, "--device", "cuda", "x"],
+            None,
+            "--device cuda: ",
+        );
         let info = json_lines(&["info", "--model", d, "--device", "auto"], None);
         assert_eq!(info[0]["device"], "cpu");
     }
-    assert_eq!(json_lines(&["embed", "--model", d, "--device", "auto", "x"], None).len(), 1);
-    assert_eq!(json_lines(&["embed", "--model", d, "--device", "cpu", "x"], None).len(), 1);
+    assert_eq!(
+        json_lines(&["embed", "--model", d, "--device", "auto", "x"], None).len(),
+        1
+    );
+    assert_eq!(
+        json_lines(&["embed", "--model", d, "--device", "cpu", "x"], None).len(),
+        1
+    );
 }
 
 /// A writable copy of a fixture directory.
@@ -202,7 +290,8 @@ fn rewrite_header(dir: &Path, edit: impl Fn(&mut serde_json::Map<String, Value>)
 
 #[test]
 fn bad_checkpoints_are_clear_errors() {
-    let embed = |dir: &Path, needle: &str| expect_error(&["embed", "--model", dir.to_str().unwrap(), "text"], None, needle);
+    let embed =
+        |dir: &Path, needle: &str| expect_error(&["embed", "--model", dir.to_str().unwrap(), "text"], None, needle);
     let base = "st_cls_nonorm";
 
     embed(Path::new("/nonexistent/model-dir"), "does not exist");
@@ -217,17 +306,29 @@ fn bad_checkpoints_are_clear_errors() {
 
     let t = copy_fixture(base);
     let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
-    std::fs::write(t.path().join("config.json"), cfg.replace("\"hidden_size\": 32", "\"hidden_size\": 48")).unwrap();
+    std::fs::write(
+        t.path().join("config.json"),
+        cfg.replace("\"hidden_size\": 32", "\"hidden_size\": 48"),
+    )
+    .unwrap();
     embed(t.path(), "has shape");
 
     let t = copy_fixture("seqcls_cls_allbias_v4_f32"); // v4 config: no layer_types to disagree
     let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
-    std::fs::write(t.path().join("config.json"), cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3")).unwrap();
+    std::fs::write(
+        t.path().join("config.json"),
+        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
+    )
+    .unwrap();
     embed(t.path(), "missing tensor \"model.layers.2.attn_norm.weight\"");
 
     let t = copy_fixture(base);
     let cfg = std::fs::read_to_string(t.path().join("config.json")).unwrap();
-    std::fs::write(t.path().join("config.json"), cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1")).unwrap();
+    std::fs::write(
+        t.path().join("config.json"),
+        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1"),
+    )
+    .unwrap();
     embed(t.path(), "layer_types has 2 entries for 1 layers");
 
     let t = copy_fixture(base);
@@ -280,7 +381,11 @@ fn bad_checkpoints_are_clear_errors() {
     embed(t.path(), "tokenizer.json");
 
     let t = copy_fixture(base);
-    std::fs::write(t.path().join("1_Pooling/config.json"), "{\"pooling_mode_max_tokens\": true}").unwrap();
+    std::fs::write(
+        t.path().join("1_Pooling/config.json"),
+        "{\"pooling_mode_max_tokens\": true}",
+    )
+    .unwrap();
     embed(t.path(), "only cls and mean");
 }
 
@@ -291,13 +396,29 @@ fn bad_inputs_are_clear_errors() {
     expect_error(&["embed", "--model", d], Some(b""), "no texts");
     expect_error(&["embed", "--model", d, ""], None, "text 1 is empty");
     expect_error(&["embed", "--model", d], Some(b"fine\n\nfine"), "text 2 is empty");
-    expect_error(&["embed", "--model", d], Some(b"ok\n\xff\xfe bad\n"), "stdin line 2 is not valid UTF-8");
+    expect_error(
+        &["embed", "--model", d],
+        Some(b"ok\n\xff\xfe bad\n"),
+        "stdin line 2 is not valid UTF-8",
+    );
     let long = "word ".repeat(9000);
-    expect_error(&["embed", "--model", d, "--no-truncate", &long], None, "more than the maximum");
-    assert_eq!(json_lines(&["embed", "--model", d, &long], None).len(), 1, "truncated by default");
+    expect_error(
+        &["embed", "--model", d, "--no-truncate", &long],
+        None,
+        "more than the maximum",
+    );
+    assert_eq!(
+        json_lines(&["embed", "--model", d, &long], None).len(),
+        1,
+        "truncated by default"
+    );
     expect_error(&["embed", "--model", d, "--dim", "0", "x"], None, "--dim 0");
     expect_error(&["embed", "--model", d, "--dim", "33", "x"], None, "--dim 33");
-    expect_error(&["embed", "--model", d, "--prompt-name", "nope", "x"], None, "unknown prompt name");
+    expect_error(
+        &["embed", "--model", d, "--prompt-name", "nope", "x"],
+        None,
+        "unknown prompt name",
+    );
     expect_error(&["classify", "--model", d, "x"], None, "no classification head");
     expect_error(&["colbert", "--model", d, "x"], None, "not a PyLate ColBERT directory");
     expect_error(&["fill-mask", "--model", d, "[MASK]"], None, "no masked-LM head");

@@ -40,21 +40,42 @@ fn load(dir: &std::path::Path) -> Pair {
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let store = TensorStore::open_dir(dir).unwrap();
     let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
-    Pair { cpu: CpuExecutor::new(config.clone(), weights), store, config }
+    Pair {
+        cpu: CpuExecutor::new(config.clone(), weights),
+        store,
+        config,
+    }
 }
 
 /// Minimum per-sequence cosine of mean-pooled hidden states, device vs reference.
 fn min_pooled_cosine(batch: &PackedBatch, got: &[f32], want: &[f32], hidden: usize) -> f64 {
     let g = pool(got, hidden, &batch.cu_seqlens, Some(&batch.key_lens), Pooling::Mean);
     let w = pool(want, hidden, &batch.cu_seqlens, Some(&batch.key_lens), Pooling::Mean);
-    g.chunks(hidden).zip(w.chunks(hidden)).map(|(a, b)| cosine(a, b)).fold(1.0, f64::min)
+    g.chunks(hidden)
+        .zip(w.chunks(hidden))
+        .map(|(a, b)| cosine(a, b))
+        .fold(1.0, f64::min)
 }
 
 fn check_fixture(fx: &Fixture, dtype: Dtype) {
     let p = load(&fx.dir);
     let h = p.config.hidden_size;
-    let max_tokens = fx.expected.cases.iter().map(|c| c.input_ids.iter().map(Vec::len).sum::<usize>()).max().unwrap();
-    let gpu = GpuExecutor::new(Arc::new(Emulator::new()), dtype, &p.config, &p.cpu.weights, max_tokens, 64).unwrap();
+    let max_tokens = fx
+        .expected
+        .cases
+        .iter()
+        .map(|c| c.input_ids.iter().map(Vec::len).sum::<usize>())
+        .max()
+        .unwrap();
+    let gpu = GpuExecutor::new(
+        Arc::new(Emulator::new()),
+        dtype,
+        &p.config,
+        &p.cpu.weights,
+        max_tokens,
+        64,
+    )
+    .unwrap();
     for case in &fx.expected.cases {
         let keys: Vec<usize> = match &case.attention_mask {
             Some(m) => m.iter().map(|r| r.iter().filter(|&&v| v == 1).count()).collect(),
@@ -64,10 +85,18 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
         let want = p.cpu.forward(&batch).unwrap();
         let mut got = vec![f32::NAN; batch.tokens() * h];
         gpu.forward_into(&batch, &mut got).unwrap();
-        assert!(got.iter().all(|v| v.is_finite()), "{}/{}: non-finite output", fx.name, case.name);
+        assert!(
+            got.iter().all(|v| v.is_finite()),
+            "{}/{}: non-finite output",
+            fx.name,
+            case.name
+        );
         let cos = min_pooled_cosine(&batch, &got, &want, h);
         let rel = common::relative_max_error(&got, &want);
-        println!("{:<36} {:<28} {dtype:?}: pooled cosine ≥ {cos:.6}, hidden rel. max error {rel:.2e}", fx.name, case.name);
+        println!(
+            "{:<36} {:<28} {dtype:?}: pooled cosine ≥ {cos:.6}, hidden rel. max error {rel:.2e}",
+            fx.name, case.name
+        );
         assert!(cos >= 0.999, "{}/{}: pooled cosine {cos}", fx.name, case.name);
 
         let ckpt = Checkpoint::new(&p.store, &p.config).unwrap();
@@ -75,10 +104,21 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
             let mlm = ckpt.masked_lm_head().unwrap();
             let rows: Vec<usize> = (0..batch.tokens()).collect();
             let v = p.config.vocab_size;
-            let a = argmax_rows(&heads::mlm_logits(&p.config, &mlm, &p.cpu.weights.tok_embeddings, &got, &rows), v);
-            let b = argmax_rows(&heads::mlm_logits(&p.config, &mlm, &p.cpu.weights.tok_embeddings, &want, &rows), v);
+            let a = argmax_rows(
+                &heads::mlm_logits(&p.config, &mlm, &p.cpu.weights.tok_embeddings, &got, &rows),
+                v,
+            );
+            let b = argmax_rows(
+                &heads::mlm_logits(&p.config, &mlm, &p.cpu.weights.tok_embeddings, &want, &rows),
+                v,
+            );
             let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
-            println!("{:<36} {:<28} {dtype:?}: MLM top-1 agreement {:.2} %", fx.name, case.name, 100.0 * same);
+            println!(
+                "{:<36} {:<28} {dtype:?}: MLM top-1 agreement {:.2} %",
+                fx.name,
+                case.name,
+                100.0 * same
+            );
             assert!(same >= 0.99, "{}/{}: MLM top-1 agreement {same}", fx.name, case.name);
         }
         if case.outputs.contains_key("seq_logits") {
@@ -87,7 +127,13 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
             let a = heads::sequence_logits(&p.config, &cls, &got, &batch, pooling);
             let b = heads::sequence_logits(&p.config, &cls, &want, &batch, pooling);
             let labels = cls.classifier.out_features;
-            assert_eq!(argmax_rows(&a, labels), argmax_rows(&b, labels), "{}/{}: argmax", fx.name, case.name);
+            assert_eq!(
+                argmax_rows(&a, labels),
+                argmax_rows(&b, labels),
+                "{}/{}: argmax",
+                fx.name,
+                case.name
+            );
         }
     }
 }
@@ -112,17 +158,39 @@ fn emulated_device_matches_the_reference_on_the_fixtures() {
 fn engine_on_the_emulated_device() {
     let dir = common::fixtures_dir().join("colbert_hd64_pylate");
     let texts = ["a first text about engines", "second, shorter", "x"];
-    let options = EmbedOptions { pooling: Some(Pooling::Mean), normalize: Some(true), dim: Some(48), ..Default::default() };
-    let emulated = Engine::new(&dir, &EngineOptions { device: DeviceChoice::Emulated, max_batch_tokens: 64, ..Default::default() })
-        .unwrap();
-    let cpu = Engine::new(&dir, &EngineOptions { device: DeviceChoice::Cpu, ..Default::default() }).unwrap();
+    let options = EmbedOptions {
+        pooling: Some(Pooling::Mean),
+        normalize: Some(true),
+        dim: Some(48),
+        ..Default::default()
+    };
+    let emulated = Engine::new(
+        &dir,
+        &EngineOptions {
+            device: DeviceChoice::Emulated,
+            max_batch_tokens: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cpu = Engine::new(
+        &dir,
+        &EngineOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(emulated.backbone.device_name(), "emulator");
     let a = emulated.embed(&texts, &options).unwrap();
     let b = cpu.embed(&texts, &options).unwrap();
     assert_eq!((a.len(), a[0].len()), (3, 48));
     for (x, y) in a.iter().zip(&b) {
         assert!(cosine(x, y) >= 0.999, "cosine {}", cosine(x, y));
-        assert!((x.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() < 1e-4, "normalised on the device");
+        assert!(
+            (x.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() < 1e-4,
+            "normalised on the device"
+        );
     }
     // ColBERT vectors come from the device's hidden states through the host heads.
     let q = emulated.colbert(&["what is it?"], true).unwrap();
@@ -136,7 +204,15 @@ fn engine_on_the_emulated_device() {
 #[test]
 fn other_head_dims_are_refused() {
     let dir = common::fixtures_dir().join("st_cls_nonorm");
-    let err = Engine::new(&dir, &EngineOptions { device: DeviceChoice::Emulated, ..Default::default() }).err().unwrap();
+    let err = Engine::new(
+        &dir,
+        &EngineOptions {
+            device: DeviceChoice::Emulated,
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("head_dim 64"), "{err}");
 }
 
@@ -155,9 +231,20 @@ fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
 #[ignore = "heavy on the emulator (about a minute); scripts/test.sh runs it"]
 fn emulated_8192_tokens() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
-    let ids = vec![random_ids(8192, 1, p.config.vocab_size as u32), random_ids(300, 2, p.config.vocab_size as u32)];
+    let ids = vec![
+        random_ids(8192, 1, p.config.vocab_size as u32),
+        random_ids(300, 2, p.config.vocab_size as u32),
+    ];
     let batch = PackedBatch::from_sequences(&ids).unwrap();
-    let gpu = GpuExecutor::new(Arc::new(Emulator::new()), Dtype::Bf16, &p.config, &p.cpu.weights, batch.tokens(), 2).unwrap();
+    let gpu = GpuExecutor::new(
+        Arc::new(Emulator::new()),
+        Dtype::Bf16,
+        &p.config,
+        &p.cpu.weights,
+        batch.tokens(),
+        2,
+    )
+    .unwrap();
     let want = p.cpu.forward(&batch).unwrap();
     let mut got = vec![0f32; want.len()];
     gpu.forward_into(&batch, &mut got).unwrap();
@@ -192,16 +279,40 @@ fn emulated_base_shaped_model() {
 fn graph_replay_equals_direct_launches() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
     let h = p.config.hidden_size;
-    let direct = GpuExecutor::new(Arc::new(Emulator::new()), Dtype::Bf16, &p.config, &p.cpu.weights, 512, 8).unwrap();
-    let graphed = GpuExecutor::new(Arc::new(Emulator::new()), Dtype::Bf16, &p.config, &p.cpu.weights, 512, 8)
-        .unwrap()
-        .with_graphs(true);
+    let direct = GpuExecutor::new(
+        Arc::new(Emulator::new()),
+        Dtype::Bf16,
+        &p.config,
+        &p.cpu.weights,
+        512,
+        8,
+    )
+    .unwrap();
+    let graphed = GpuExecutor::new(
+        Arc::new(Emulator::new()),
+        Dtype::Bf16,
+        &p.config,
+        &p.cpu.weights,
+        512,
+        8,
+    )
+    .unwrap()
+    .with_graphs(true);
     let vocab = p.config.vocab_size as u32;
     // All three fall in the bucket (256 tokens, 4 sequences, max length 192).
     let batches = [
-        vec![random_ids(150, 3, vocab), random_ids(40, 4, vocab), random_ids(1, 5, vocab)],
+        vec![
+            random_ids(150, 3, vocab),
+            random_ids(40, 4, vocab),
+            random_ids(1, 5, vocab),
+        ],
         vec![random_ids(170, 6, vocab), random_ids(60, 7, vocab)],
-        vec![random_ids(129, 8, vocab), random_ids(65, 9, vocab), random_ids(2, 10, vocab), random_ids(33, 11, vocab)],
+        vec![
+            random_ids(129, 8, vocab),
+            random_ids(65, 9, vocab),
+            random_ids(2, 10, vocab),
+            random_ids(33, 11, vocab),
+        ],
     ];
     for ids in &batches {
         let batch = PackedBatch::from_sequences(ids).unwrap();
@@ -209,6 +320,11 @@ fn graph_replay_equals_direct_launches() {
         let mut b = vec![0f32; batch.tokens() * h];
         direct.forward_into(&batch, &mut a).unwrap();
         graphed.forward_into(&batch, &mut b).unwrap();
-        assert_eq!(a, b, "graph replay differs for lengths {:?}", ids.iter().map(Vec::len).collect::<Vec<_>>());
+        assert_eq!(
+            a,
+            b,
+            "graph replay differs for lengths {:?}",
+            ids.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 }

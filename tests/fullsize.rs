@@ -22,7 +22,10 @@ fn reference_python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = common::repo_root().join(".venv-ref/bin/python");
-    assert!(venv.is_file(), "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)");
+    assert!(
+        venv.is_file(),
+        "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)"
+    );
     venv
 }
 
@@ -39,7 +42,10 @@ fn base_shaped_model_at_512_tokens_matches_transformers() {
     assert!(status.success(), "make_fullsize.py failed");
 
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    assert_eq!((config.num_hidden_layers, config.hidden_size, config.vocab_size), (22, 768, 50368));
+    assert_eq!(
+        (config.num_hidden_layers, config.hidden_size, config.vocab_size),
+        (22, 768, 50368)
+    );
     let store = TensorStore::open_dir(&dir).unwrap();
     let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
     let exec = CpuExecutor::new(config, weights);

@@ -25,7 +25,11 @@ fn tokenizer(max_len: usize, policy: OverlongPolicy) -> TextTokenizer {
 fn ids_equal_python_tokenizers_on_every_line() {
     let text = std::fs::read_to_string(common::repo_root().join("tests/data/tokenizer-parity.json")).unwrap();
     let cases: Vec<ParityCase> = serde_json::from_str(&text).unwrap();
-    assert!(cases.len() >= 300, "expected a few hundred lines, found {}", cases.len());
+    assert!(
+        cases.len() >= 300,
+        "expected a few hundred lines, found {}",
+        cases.len()
+    );
     let tok = tokenizer(8192, OverlongPolicy::Truncate);
     let mut mismatches = Vec::new();
     let mut compared = 0;
@@ -46,7 +50,10 @@ fn ids_equal_python_tokenizers_on_every_line() {
         }
         .unwrap();
         if got[0] != case.ids {
-            mismatches.push(format!("{:?} / {:?}: got {:?}, want {:?}", case.text, case.pair, got[0], case.ids));
+            mismatches.push(format!(
+                "{:?} / {:?}: got {:?}, want {:?}",
+                case.text, case.pair, got[0], case.ids
+            ));
         }
     }
     println!("{compared} lines compared, {} mismatches", mismatches.len());
@@ -70,10 +77,17 @@ fn overlong_texts_truncate_by_default_and_can_be_refused() {
     let tok = tokenizer(8192, OverlongPolicy::Truncate);
     let ids = tok.encode_batch(&[long.as_str()]).unwrap();
     assert_eq!(ids[0].len(), 8192);
-    assert_eq!((ids[0][0], ids[0][8191]), (50281, 50282), "special tokens survive truncation");
+    assert_eq!(
+        (ids[0][0], ids[0][8191]),
+        (50281, 50282),
+        "special tokens survive truncation"
+    );
     let strict = tokenizer(8192, OverlongPolicy::Refuse);
     let err = strict.encode_batch(&["short", long.as_str()]).unwrap_err().to_string();
-    assert!(err.contains("text 2 has") && err.contains("more than the maximum 8192"), "{err}");
+    assert!(
+        err.contains("text 2 has") && err.contains("more than the maximum 8192"),
+        "{err}"
+    );
     // pairs truncate longest-first within the maximum
     let small = tokenizer(16, OverlongPolicy::Truncate);
     let pair = small.encode_pairs(&[("a b c d e f g h i j", long.as_str())]).unwrap();
@@ -84,6 +98,10 @@ fn overlong_texts_truncate_by_default_and_can_be_refused() {
 fn empty_inputs_are_errors() {
     let tok = tokenizer(8192, OverlongPolicy::Truncate);
     assert!(tok.encode_batch(&[]).unwrap_err().to_string().contains("no texts"));
-    assert!(tok.encode_batch(&["ok", ""]).unwrap_err().to_string().contains("text 2 is empty"));
+    assert!(tok
+        .encode_batch(&["ok", ""])
+        .unwrap_err()
+        .to_string()
+        .contains("text 2 is empty"));
     assert!(tok.encode_pairs(&[("q", "")]).is_err());
 }

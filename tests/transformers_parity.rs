@@ -10,8 +10,8 @@ mod common;
 use common::{all_fixtures, argmax_rows, relative_max_error, Case, Fixture};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
-use modernbert::model::Checkpoint;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
+use modernbert::model::Checkpoint;
 use modernbert::reference::CpuExecutor;
 use modernbert::weights::TensorStore;
 
@@ -26,13 +26,15 @@ struct Report {
 impl Report {
     fn check(&mut self, what: &str, got: &[f32], want: &[f32]) {
         if got.len() != want.len() {
-            self.failures.push(format!("{what}: {} values, expected {}", got.len(), want.len()));
+            self.failures
+                .push(format!("{what}: {} values, expected {}", got.len(), want.len()));
             return;
         }
         let err = relative_max_error(got, want);
         self.worst = self.worst.max(err);
         if !(err <= TOLERANCE) {
-            self.failures.push(format!("{what}: relative max error {err:.3e} > {TOLERANCE:.0e}"));
+            self.failures
+                .push(format!("{what}: relative max error {err:.3e} > {TOLERANCE:.0e}"));
         }
     }
 
@@ -57,24 +59,34 @@ fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&E
             if let Some(mask) = &case.attention_mask {
                 let want: Vec<usize> = mask.iter().map(|m| m.iter().filter(|&&v| v == 1).count()).collect();
                 if keys != want {
-                    report.failures.push(format!("{}: key counts {keys:?}, expected {want:?}", what("tokens")));
+                    report
+                        .failures
+                        .push(format!("{}: key counts {keys:?}, expected {want:?}", what("tokens")));
                 }
             }
             ids
         } else {
-            let prompt = case.prompt_name.as_ref().map(|n| p.layout.prompts[n].clone()).unwrap_or_default();
+            let prompt = case
+                .prompt_name
+                .as_ref()
+                .map(|n| p.layout.prompts[n].clone())
+                .unwrap_or_default();
             let full: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
             let refs: Vec<&str> = full.iter().map(String::as_str).collect();
             p.tokenizer().unwrap().encode_batch(&refs).unwrap()
         };
         if ids != case.input_ids {
-            report.failures.push(format!("{}: token ids differ from transformers'", what("tokens")));
+            report
+                .failures
+                .push(format!("{}: token ids differ from transformers'", what("tokens")));
         }
     }
     if let (Some(p), Some(pairs)) = (pipeline, &case.pairs) {
         let refs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         if p.tokenizer().unwrap().encode_pairs(&refs).unwrap() != case.input_ids {
-            report.failures.push(format!("{}: pair token ids differ", what("tokens")));
+            report
+                .failures
+                .push(format!("{}: pair token ids differ", what("tokens")));
         }
     }
 
@@ -114,7 +126,11 @@ fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&E
         // An explicit empty prompt when the case used none (the directory may have a default).
         let options = EmbedOptions {
             prompt_name: case.prompt_name.clone(),
-            prompt: if case.prompt_name.is_none() { Some(String::new()) } else { None },
+            prompt: if case.prompt_name.is_none() {
+                Some(String::new())
+            } else {
+                None
+            },
             ..Default::default()
         };
         let got = flatten(&p.embed(&texts, &options).unwrap());
@@ -127,7 +143,10 @@ fn check_case(fx: &Fixture, case: &Case, exec: &CpuExecutor, pipeline: Option<&E
         let counts: Vec<f32> = vectors.iter().map(|v| v.len() as f32).collect();
         let (want_counts, _) = fx.output(case, "colbert_counts").expect("colbert_counts");
         if counts != want_counts {
-            report.failures.push(format!("{}: vectors per text {counts:?}, expected {want_counts:?}", what("colbert")));
+            report.failures.push(format!(
+                "{}: vectors per text {counts:?}, expected {want_counts:?}",
+                what("colbert")
+            ));
         } else {
             let got: Vec<f32> = vectors.iter().flatten().flatten().copied().collect();
             report.check(&what("colbert"), &got, &want);
@@ -143,12 +162,21 @@ fn cpu_reference_matches_transformers_on_every_fixture() {
         let store = TensorStore::open_dir(&fx.dir).unwrap();
         let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
         let exec = CpuExecutor::new(config, weights);
-        let pipeline = fx
-            .dir
-            .join("tokenizer.json")
-            .is_file()
-            .then(|| Engine::new(&fx.dir, &EngineOptions { device: DeviceChoice::Cpu, ..Default::default() }).unwrap());
-        let mut report = Report { fixture: fx.name.clone(), worst: 0.0, failures: Vec::new() };
+        let pipeline = fx.dir.join("tokenizer.json").is_file().then(|| {
+            Engine::new(
+                &fx.dir,
+                &EngineOptions {
+                    device: DeviceChoice::Cpu,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        });
+        let mut report = Report {
+            fixture: fx.name.clone(),
+            worst: 0.0,
+            failures: Vec::new(),
+        };
         for case in &fx.expected.cases {
             check_case(&fx, case, &exec, pipeline.as_ref(), &mut report);
         }

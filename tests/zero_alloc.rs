@@ -69,7 +69,14 @@ impl Device for CountingDevice {
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
         Device::download(&self.inner, buf, offset, out)
     }
-    fn launch_raw(&self, name: &str, grid: [u32; 3], block: [u32; 3], smem: u32, params: &[u8]) -> Result<(), KernelError> {
+    fn launch_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
         self.launches.fetch_add(1, Ordering::Relaxed);
         if self.execute {
             Device::launch_raw(&self.inner, name, grid, block, smem, params)
@@ -119,14 +126,21 @@ fn forward_makes_no_host_allocation() {
     let mut out_small = vec![0f32; small.tokens() * h];
     exec.forward_into(&big, &mut out_big).unwrap(); // warm-up
     let mut pooled = vec![0f32; small.sequences() * h];
-    exec.pooled_into(&small, modernbert::reference::ops::Pooling::Mean, true, h, &mut pooled).unwrap();
+    exec.pooled_into(&small, modernbert::reference::ops::Pooling::Mean, true, h, &mut pooled)
+        .unwrap();
 
     let launches_before = dev.launches.load(Ordering::Relaxed);
     let before = allocations();
     exec.forward_into(&big, &mut out_big).unwrap();
     exec.forward_into(&small, &mut out_small).unwrap();
-    exec.pooled_into(&small, modernbert::reference::ops::Pooling::Cls, false, h / 2, &mut pooled[..small.sequences() * h / 2])
-        .unwrap();
+    exec.pooled_into(
+        &small,
+        modernbert::reference::ops::Pooling::Cls,
+        false,
+        h / 2,
+        &mut pooled[..small.sequences() * h / 2],
+    )
+    .unwrap();
     let made = allocations() - before;
     let launched = dev.launches.load(Ordering::Relaxed) - launches_before;
     println!("3 forwards: {launched} launches/GEMMs, {made} host allocations");
@@ -145,7 +159,11 @@ fn forward_makes_no_device_allocation() {
     assert!(out.iter().all(|v| v.is_finite()));
     let mut out = vec![0f32; small.tokens() * h];
     exec.forward_into(&small, &mut out).unwrap();
-    assert_eq!(dev.allocs.load(Ordering::Relaxed), created, "device allocations during forward passes");
+    assert_eq!(
+        dev.allocs.load(Ordering::Relaxed),
+        created,
+        "device allocations during forward passes"
+    );
 }
 
 #[test]
@@ -157,5 +175,9 @@ fn batches_larger_than_the_arena_are_refused_not_overrun() {
     assert!(err.contains("exceeds the arena"), "{err}");
     let bad_id = PackedBatch::from_sequences(&[vec![1u32, 1 << 30]]).unwrap();
     let mut out = vec![0f32; 2 * h];
-    assert!(exec.forward_into(&bad_id, &mut out).unwrap_err().to_string().contains("outside the vocabulary"));
+    assert!(exec
+        .forward_into(&bad_id, &mut out)
+        .unwrap_err()
+        .to_string()
+        .contains("outside the vocabulary"));
 }

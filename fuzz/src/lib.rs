@@ -12,14 +12,16 @@ use modernbert::config::{LayerKind, ModelConfig};
 pub fn scratch_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = std::env::var_os("MODERNBERT_FUZZ_TMP").map(PathBuf::from).unwrap_or_else(|| {
-            let shm = PathBuf::from("/dev/shm");
-            if shm.is_dir() {
-                shm
-            } else {
-                std::env::temp_dir()
-            }
-        });
+        let base = std::env::var_os("MODERNBERT_FUZZ_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let shm = PathBuf::from("/dev/shm");
+                if shm.is_dir() {
+                    shm
+                } else {
+                    std::env::temp_dir()
+                }
+            });
         let dir = base.join(format!("modernbert-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create fuzz scratch dir");
         dir

@@ -51,9 +51,15 @@ pub struct Rng(u64);
 impl Rng {
     /// Seed from `KERNEL_TEST_SEED` or the clock, printed so a failure can be replayed.
     pub fn for_test(test: &str) -> Self {
-        let seed = std::env::var("KERNEL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        });
+        let seed = std::env::var("KERNEL_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
         eprintln!("[{test}] seed {seed} (KERNEL_TEST_SEED={seed} replays it)");
         Rng(seed)
     }
@@ -131,13 +137,17 @@ pub fn f32_bytes(x: &[f32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 pub fn bytes_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 pub fn u32_bytes(x: &[u32]) -> Vec<u8> {
     x.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 pub fn bytes_u32(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Upload dtype data to a new buffer.
@@ -152,8 +162,14 @@ pub fn upload_u32(dev: &dyn Device, x: &[u32], label: &str) -> DeviceBuffer {
 }
 /// A BatchDesc in device memory.
 pub fn upload_batch(dev: &dyn Device, tokens: u32, sequences: u32, max_seqlen: u32) -> DeviceBuffer {
-    let b = params::BatchDesc { tokens, sequences, max_seqlen, _pad0: 0 };
-    dev.upload_new(modernbert::kernels::KernelParam::as_bytes(&b), "batch").expect("upload")
+    let b = params::BatchDesc {
+        tokens,
+        sequences,
+        max_seqlen,
+        _pad0: 0,
+    };
+    dev.upload_new(modernbert::kernels::KernelParam::as_bytes(&b), "batch")
+        .expect("upload")
 }
 
 /// An output buffer of `bytes` bytes poisoned with NaN (0xFF bytes: NaN in bf16, fp16, f32).
@@ -176,7 +192,16 @@ pub fn download_f32(dev: &dyn Device, b: &DeviceBuffer) -> Vec<f32> {
 /// Max |a - b| (NaN anywhere → infinity).
 pub fn max_abs_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| if x.is_nan() || y.is_nan() { f32::INFINITY } else { (x - y).abs() }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f32::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f32::max)
 }
 
 /// First NaN index in `x`, if any (an element the kernel did not write).
@@ -259,4 +284,3 @@ pub fn naive_layer_norm(dt: Dtype, x: &[f32], w: &[f32], b: Option<&[f32]>, eps:
     }
     out
 }
-

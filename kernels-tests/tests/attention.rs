@@ -38,7 +38,9 @@ fn naive_attention(dt: Dtype, qkv: &[f32], case: &AttentionCase, out: &mut [f32]
     let hidden = heads * HEAD_DIM;
     let cu = case.cu_seqlens();
     let scale = 1.0 / (HEAD_DIM as f32).sqrt();
-    let tasks: Vec<(usize, usize)> = (0..case.seqlens.len()).flat_map(|b| (0..heads).map(move |h| (b, h))).collect();
+    let tasks: Vec<(usize, usize)> = (0..case.seqlens.len())
+        .flat_map(|b| (0..heads).map(move |h| (b, h)))
+        .collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let results: Vec<Vec<(usize, usize, Vec<f32>)>> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..threads)
@@ -51,7 +53,9 @@ fn naive_attention(dt: Dtype, qkv: &[f32], case: &AttentionCase, out: &mut [f32]
                         let start = cu[b] as usize;
                         let len = cu[b + 1] as usize - start;
                         let n_keys = case.key_lens.as_ref().map_or(len, |k| (k[b] as usize).min(len));
-                        let at = |t: usize, part: usize| &qkv[(start + t) * 3 * hidden + part * hidden + h * HEAD_DIM..][..HEAD_DIM];
+                        let at = |t: usize, part: usize| {
+                            &qkv[(start + t) * 3 * hidden + part * hidden + h * HEAD_DIM..][..HEAD_DIM]
+                        };
                         let mut o = vec![0f32; len * HEAD_DIM];
                         let mut p = Vec::new();
                         for i in 0..len {
@@ -103,15 +107,33 @@ fn naive_attention(dt: Dtype, qkv: &[f32], case: &AttentionCase, out: &mut [f32]
 // ---- one case -------------------------------------------------------------------------------------
 
 /// Runs `case` in `dt` on `dev` in each thread order; returns the worst (kernel err, naive err).
-fn run_case(dev: &dyn Device, rng: &mut Rng, case: &AttentionCase, dt: Dtype, orders: &[bool]) -> Result<(f32, f32), String> {
+fn run_case(
+    dev: &dyn Device,
+    rng: &mut Rng,
+    case: &AttentionCase,
+    dt: Dtype,
+    orders: &[bool],
+) -> Result<(f32, f32), String> {
     let tokens = case.tokens();
     let hidden = case.heads * HEAD_DIM;
-    let qkv: Vec<f32> = (0..tokens * 3 * hidden).map(|_| round(dt, rng.uniform(-2.0, 2.0))).collect();
+    let qkv: Vec<f32> = (0..tokens * 3 * hidden)
+        .map(|_| round(dt, rng.uniform(-2.0, 2.0)))
+        .collect();
     let cu = case.cu_seqlens();
 
     let mut reference = vec![0f32; tokens * hidden];
-    let window = case.radius.map_or(AttentionWindow::Global, |radius| AttentionWindow::Local { radius });
-    reference_attention(&qkv, &cu, case.key_lens.as_deref(), case.heads, HEAD_DIM, window, &mut reference);
+    let window = case
+        .radius
+        .map_or(AttentionWindow::Global, |radius| AttentionWindow::Local { radius });
+    reference_attention(
+        &qkv,
+        &cu,
+        case.key_lens.as_deref(),
+        case.heads,
+        HEAD_DIM,
+        window,
+        &mut reference,
+    );
     let mut naive = vec![0f32; tokens * hidden];
     naive_attention(dt, &qkv, case, &mut naive);
 
@@ -157,7 +179,10 @@ fn run_case(dev: &dyn Device, rng: &mut Rng, case: &AttentionCase, dt: Dtype, or
             ));
         }
         let (ek, en) = check(&what, &out, &naive, &reference)?;
-        eprintln!("  {:<22} {dt:?} {order}: max err {ek:.3e}, naive {en:.3e} ({secs:.2}s)", case.name);
+        eprintln!(
+            "  {:<22} {dt:?} {order}: max err {ek:.3e}, naive {en:.3e} ({secs:.2}s)",
+            case.name
+        );
         worst = (worst.0.max(ek), en);
     }
     Ok(worst)
@@ -165,7 +190,11 @@ fn run_case(dev: &dyn Device, rng: &mut Rng, case: &AttentionCase, dt: Dtype, or
 
 fn run_all(test: &str, cases: &[AttentionCase], both_orders: bool) {
     let dev = device();
-    let orders = if both_orders { kernels_tests::orders(&*dev) } else { vec![false] };
+    let orders = if both_orders {
+        kernels_tests::orders(&*dev)
+    } else {
+        vec![false]
+    };
     let mut rng = Rng::for_test(test);
     eprintln!("[{test}] device {}", dev.name());
     let mut failures = Failures::default();
@@ -179,20 +208,28 @@ fn run_all(test: &str, cases: &[AttentionCase], both_orders: bool) {
 
 #[test]
 fn attention_global_edge_lengths() {
-    let cases: Vec<_> = cases::cases().into_iter().filter(|c| c.name.starts_with("global_len")).collect();
+    let cases: Vec<_> = cases::cases()
+        .into_iter()
+        .filter(|c| c.name.starts_with("global_len"))
+        .collect();
     run_all("attention_global_edge_lengths", &cases, true);
 }
 
 #[test]
 fn attention_local_edge_lengths() {
-    let cases: Vec<_> = cases::cases().into_iter().filter(|c| c.name.starts_with("local64_len")).collect();
+    let cases: Vec<_> = cases::cases()
+        .into_iter()
+        .filter(|c| c.name.starts_with("local64_len"))
+        .collect();
     run_all("attention_local_edge_lengths", &cases, true);
 }
 
 #[test]
 fn attention_varlen_windows_key_lens() {
-    let cases: Vec<_> =
-        cases::cases().into_iter().filter(|c| !c.name.starts_with("global_len") && !c.name.starts_with("local64_len")).collect();
+    let cases: Vec<_> = cases::cases()
+        .into_iter()
+        .filter(|c| !c.name.starts_with("global_len") && !c.name.starts_with("local64_len"))
+        .collect();
     run_all("attention_varlen_windows_key_lens", &cases, true);
 }
 
@@ -238,7 +275,10 @@ fn attention_sass_uses_tensor_cores() {
     use modernbert::kernels::build_info;
     let require = std::env::var("MODERNBERT_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
     if build_info::fatbin("attention").is_none() {
-        assert!(!require, "MODERNBERT_REQUIRE_KERNELS=1 but nvcc did not build cuda/attention.cu");
+        assert!(
+            !require,
+            "MODERNBERT_REQUIRE_KERNELS=1 but nvcc did not build cuda/attention.cu"
+        );
         eprintln!("SKIP: nvcc did not build cuda/attention.cu in this build (no SASS to check)");
         return;
     }
@@ -248,18 +288,30 @@ fn attention_sass_uses_tensor_cores() {
     let mut entries = 0;
     for line in report.lines() {
         if line.contains("spill") {
-            assert!(line.contains(" 0 bytes spill stores, 0 bytes spill loads"), "attention spills: {line}");
+            assert!(
+                line.contains(" 0 bytes spill stores, 0 bytes spill loads"),
+                "attention spills: {line}"
+            );
         }
         if let Some(rest) = line.split("Used ").nth(1) {
             let regs: u32 = rest.split(' ').next().unwrap().parse().unwrap();
             assert!(regs <= 170, "attention uses {regs} registers (budget 170): {line}");
-            assert!(line.contains("40960 bytes smem"), "attention shared memory is not 40 KiB: {line}");
+            assert!(
+                line.contains("40960 bytes smem"),
+                "attention shared memory is not 40 KiB: {line}"
+            );
             entries += 1;
         }
     }
-    assert!(entries >= 2 * build_info::CUDA_ARCHS.len(), "ptxas report has {entries} kernel entries:\n{report}");
+    assert!(
+        entries >= 2 * build_info::CUDA_ARCHS.len(),
+        "ptxas report has {entries} kernel entries:\n{report}"
+    );
     if build_info::cuobjdump().is_none() {
-        assert!(!require, "MODERNBERT_REQUIRE_KERNELS=1 but cuobjdump was not found (CUOBJDUMP, next to nvcc, .toolchain)");
+        assert!(
+            !require,
+            "MODERNBERT_REQUIRE_KERNELS=1 but cuobjdump was not found (CUOBJDUMP, next to nvcc, .toolchain)"
+        );
         eprintln!("SKIP: cuobjdump not found (CUOBJDUMP, next to nvcc, .toolchain)");
         return;
     }
@@ -268,7 +320,10 @@ fn attention_sass_uses_tensor_cores() {
         for k in ["attention_bf16", "attention_f16"] {
             let sass = build_info::kernel_sass("attention", k, arch).unwrap_or_else(|e| panic!("{k} sm_{arch}: {e}"));
             let hmma = sass.matches("HMMA.16816.F32").count();
-            assert!(hmma >= 64, "{k} sm_{arch}: {hmma} HMMA.16816.F32 instructions (expected >= 64: 32 for QK^T, 32 for PV)");
+            assert!(
+                hmma >= 64,
+                "{k} sm_{arch}: {hmma} HMMA.16816.F32 instructions (expected >= 64: 32 for QK^T, 32 for PV)"
+            );
             assert!(sass.contains("LDSM"), "{k} sm_{arch}: no ldmatrix (LDSM) in the SASS");
         }
     }

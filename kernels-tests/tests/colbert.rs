@@ -23,7 +23,13 @@ fn colbert_normalize_matches_reference() {
                 let d_x = upload(&*dev, dt, &x, "x");
                 let d_out = poisoned(&*dev, cap * d * 4, "out");
                 let d_batch = upload_batch(&*dev, c.rows, 1, c.rows);
-                let p = RowNormalizeParams { x: d_x.addr(), out: d_out.addr(), batch: d_batch.addr(), max_rows: c.capacity, dim: c.dim };
+                let p = RowNormalizeParams {
+                    x: d_x.addr(),
+                    out: d_out.addr(),
+                    batch: d_batch.addr(),
+                    max_rows: c.capacity,
+                    dim: c.dim,
+                };
                 if let Err(e) = ops::colbert_normalize(&*dev, dt, &p) {
                     f.fail(format!("{what}: {e}"));
                     continue;

@@ -18,7 +18,12 @@ fn embeddings_match_reference() {
         for c in cases() {
             for dt in DTYPES {
                 let what = format!("embeddings {dt:?} {c:?} {order}");
-                let (t, cap, h, v) = (c.tokens as usize, c.capacity as usize, c.hidden as usize, c.vocab as usize);
+                let (t, cap, h, v) = (
+                    c.tokens as usize,
+                    c.capacity as usize,
+                    c.hidden as usize,
+                    c.vocab as usize,
+                );
                 let table = rng.normal_vec(dt, v * h, 0.0, 1.0);
                 let w = rng.normal_vec(dt, h, 1.0, 0.2);
                 let b = rng.normal_vec(dt, h, 0.0, 0.2);
@@ -53,7 +58,12 @@ fn embeddings_match_reference() {
                 let mut want = vec![0f32; t * h];
                 let bias = c.bias.then_some(&b[..]);
                 reference::layer_norm(&x, &w, bias, 1e-5, &mut want);
-                f.push(check(&what, &out[..t * h], &naive_layer_norm(dt, &x, &w, bias, 1e-5), &want));
+                f.push(check(
+                    &what,
+                    &out[..t * h],
+                    &naive_layer_norm(dt, &x, &w, bias, 1e-5),
+                    &want,
+                ));
                 f.push(check_untouched(&what, &out[t * h..]));
             }
         }

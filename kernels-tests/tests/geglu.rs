@@ -38,7 +38,11 @@ fn geglu_matches_reference() {
                     continue;
                 }
                 let out = download(&*dev, dt, &d_out);
-                let act = if c.activation == 0 { Activation::GeluErf } else { Activation::GeluTanh };
+                let act = if c.activation == 0 {
+                    Activation::GeluErf
+                } else {
+                    Activation::GeluTanh
+                };
                 let mut want = vec![0f32; t * i];
                 reference::geglu(&h[..t * 2 * i], i, act, &mut want);
                 let naive: Vec<f32> = (0..t * i)

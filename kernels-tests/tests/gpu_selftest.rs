@@ -23,11 +23,26 @@ fn pack_u16(x: &[u16]) -> Vec<u32> {
 }
 
 /// Runs `kernel` on `dev` with input words `input`, returning `out_words` output words.
-fn run(dev: &dyn Device, kernel: &str, input: &[u32], out_words: usize, grid: u32, block: u32, n: u32, mode: u32) -> Vec<u32> {
+fn run(
+    dev: &dyn Device,
+    kernel: &str,
+    input: &[u32],
+    out_words: usize,
+    grid: u32,
+    block: u32,
+    n: u32,
+    mode: u32,
+) -> Vec<u32> {
     let d_in = upload_u32(dev, input, "in");
     let d_out = poisoned(dev, out_words * 4, "out");
-    let p = SelftestParams { in_: d_in.addr(), out: d_out.addr(), n, mode };
-    dev.launch(kernel, [grid, 1, 1], [block, 1, 1], 0, &p).unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    let p = SelftestParams {
+        in_: d_in.addr(),
+        out: d_out.addr(),
+        n,
+        mode,
+    };
+    dev.launch(kernel, [grid, 1, 1], [block, 1, 1], 0, &p)
+        .unwrap_or_else(|e| panic!("{kernel}: {e}"));
     dev.synchronize().unwrap();
     bytes_u32(&dev.download_vec(&d_out).unwrap())
 }
@@ -77,16 +92,32 @@ fn mma_m16n8k16_matches_scalar_product() {
             let exact = trial % 2 == 0;
             let gen = |rng: &mut Rng, n: usize| -> Vec<f32> {
                 (0..n)
-                    .map(|_| if exact { rng.below(17) as f32 - 8.0 } else { round(dt, rng.normal()) })
+                    .map(|_| {
+                        if exact {
+                            rng.below(17) as f32 - 8.0
+                        } else {
+                            round(dt, rng.normal())
+                        }
+                    })
                     .collect()
             };
             let (a, b) = (gen(&mut rng, 256), gen(&mut rng, 128));
-            let c: Vec<f32> = if exact { (0..128).map(|_| rng.below(64) as f32 - 32.0).collect() } else { (0..128).map(|_| rng.normal()).collect() };
+            let c: Vec<f32> = if exact {
+                (0..128).map(|_| rng.below(64) as f32 - 32.0).collect()
+            } else {
+                (0..128).map(|_| rng.normal()).collect()
+            };
             let input = mma_input(dt, &a, &b, &c);
-            let got: Vec<f32> = run(&*dev, kernel, &input, 128, 1, 32, 0, 0).iter().map(|&u| f32::from_bits(u)).collect();
+            let got: Vec<f32> = run(&*dev, kernel, &input, 128, 1, 32, 0, 0)
+                .iter()
+                .map(|&u| f32::from_bits(u))
+                .collect();
             let want = matmul(&a, &b, &c);
             for i in 0..128 {
-                let scale: f32 = (0..16).map(|k| (a[(i / 8) * 16 + k] * b[k * 8 + i % 8]).abs()).sum::<f32>() + c[i].abs();
+                let scale: f32 = (0..16)
+                    .map(|k| (a[(i / 8) * 16 + k] * b[k * 8 + i % 8]).abs())
+                    .sum::<f32>()
+                    + c[i].abs();
                 let tol = if exact { 0.0 } else { 4.0 * f32::EPSILON * scale };
                 assert!(
                     (got[i] - want[i]).abs() <= tol,
@@ -99,7 +130,11 @@ fn mma_m16n8k16_matches_scalar_product() {
             }
             if is_gpu(&*dev) && exact {
                 let emu = emulated(kernel, &input, 128, 1, 32, 0, 0);
-                assert_eq!(run(&*dev, kernel, &input, 128, 1, 32, 0, 0), emu, "{kernel}: GPU and emulator differ");
+                assert_eq!(
+                    run(&*dev, kernel, &input, 128, 1, 32, 0, 0),
+                    emu,
+                    "{kernel}: GPU and emulator differ"
+                );
             }
         }
     }
@@ -131,11 +166,19 @@ fn ldmatrix_layouts() {
                 } else {
                     m(j, g, 2 * t) as u32 | (m(j, g, 2 * t + 1) as u32) << 16
                 };
-                assert_eq!(got[lane * 4 + j], want, "ldmatrix mode {mode}: lane {lane} register {j}");
+                assert_eq!(
+                    got[lane * 4 + j],
+                    want,
+                    "ldmatrix mode {mode}: lane {lane} register {j}"
+                );
             }
         }
         if is_gpu(&*dev) {
-            assert_eq!(got, emulated("selftest_ldmatrix", &input, 128, 1, 32, 0, mode), "ldmatrix mode {mode}: GPU vs emulator");
+            assert_eq!(
+                got,
+                emulated("selftest_ldmatrix", &input, 128, 1, 32, 0, mode),
+                "ldmatrix mode {mode}: GPU vs emulator"
+            );
         }
     }
 }
@@ -152,7 +195,10 @@ fn cp_async_ldmatrix_mma_pipeline() {
         let b: Vec<f32> = (0..128).map(|_| rng.below(17) as f32 - 8.0).collect();
         let mut input = pack_u16(&a.iter().map(|&v| bits(Dtype::Bf16, v)).collect::<Vec<_>>());
         input.extend(pack_u16(&b.iter().map(|&v| bits(Dtype::Bf16, v)).collect::<Vec<_>>()));
-        let got: Vec<f32> = run(&*dev, "selftest_ldmatrix_mma", &input, 128, 1, 32, 0, 0).iter().map(|&u| f32::from_bits(u)).collect();
+        let got: Vec<f32> = run(&*dev, "selftest_ldmatrix_mma", &input, 128, 1, 32, 0, 0)
+            .iter()
+            .map(|&u| f32::from_bits(u))
+            .collect();
         assert_eq!(got, matmul(&a, &b, &[0.0; 128]), "ldmatrix + mma pipeline");
     }
 }
@@ -206,27 +252,71 @@ fn conversions_round_to_nearest_even() {
         })
         .collect();
     x.extend([
-        0.0, -0.0, 1.0 + f32::EPSILON * 64.0, 1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), 1.0 + 2f32.powi(-11),
-        1.0 + 3.0 * 2f32.powi(-11), 65504.0, 65519.0, 65520.0, 1e6, -1e6, 5.96e-8, 2.98e-8, 2.99e-8, 6.1e-5, 1e-7, 3e-39,
-        f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN_POSITIVE,
+        0.0,
+        -0.0,
+        1.0 + f32::EPSILON * 64.0,
+        1.0 + 2f32.powi(-8),
+        1.0 + 3.0 * 2f32.powi(-8),
+        1.0 + 2f32.powi(-11),
+        1.0 + 3.0 * 2f32.powi(-11),
+        65504.0,
+        65519.0,
+        65520.0,
+        1e6,
+        -1e6,
+        5.96e-8,
+        2.98e-8,
+        2.99e-8,
+        6.1e-5,
+        1e-7,
+        3e-39,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN_POSITIVE,
     ]);
     if x.len() % 2 == 1 {
         x.push(0.5);
     }
     let n = x.len() / 2;
     let input: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
-    let got = run(&*dev, "selftest_convert", &input, n * 4, n.div_ceil(128) as u32, 128, n as u32, 0);
+    let got = run(
+        &*dev,
+        "selftest_convert",
+        &input,
+        n * 4,
+        n.div_ceil(128) as u32,
+        128,
+        n as u32,
+        0,
+    );
     for i in 0..n {
         let (lo, hi) = (x[2 * i], x[2 * i + 1]);
         let bf = |v: f32| half::bf16::from_f32(v).to_bits() as u32;
         let hf = |v: f32| half::f16::from_f32(v).to_bits() as u32;
         assert_eq!(got[i * 4], bf(lo) | bf(hi) << 16, "pack_bf16x2({lo:e}, {hi:e})");
         assert_eq!(got[i * 4 + 1], hf(lo) | hf(hi) << 16, "pack_f16x2({lo:e}, {hi:e})");
-        assert_eq!(got[i * 4 + 2], half::bf16::from_f32(lo).to_f32().to_bits(), "bf16 round trip of {lo:e}");
-        assert_eq!(got[i * 4 + 3], half::f16::from_f32(lo).to_f32().to_bits(), "fp16 round trip of {lo:e}");
+        assert_eq!(
+            got[i * 4 + 2],
+            half::bf16::from_f32(lo).to_f32().to_bits(),
+            "bf16 round trip of {lo:e}"
+        );
+        assert_eq!(
+            got[i * 4 + 3],
+            half::f16::from_f32(lo).to_f32().to_bits(),
+            "fp16 round trip of {lo:e}"
+        );
     }
     if is_gpu(&*dev) {
-        let emu = emulated("selftest_convert", &input, n * 4, n.div_ceil(128) as u32, 128, n as u32, 0);
+        let emu = emulated(
+            "selftest_convert",
+            &input,
+            n * 4,
+            n.div_ceil(128) as u32,
+            128,
+            n as u32,
+            0,
+        );
         assert_eq!(got, emu, "conversions: GPU vs emulator");
     }
 }
@@ -235,17 +325,28 @@ fn conversions_round_to_nearest_even() {
 fn emulator_reports_errors_without_panicking() {
     let emu = Emulator::new();
     let p = SelftestParams::default();
-    assert!(matches!(emu.launch("no_such_kernel", [1, 1, 1], [32, 1, 1], 0, &p), Err(KernelError::UnknownKernel(_))));
+    assert!(matches!(
+        emu.launch("no_such_kernel", [1, 1, 1], [32, 1, 1], 0, &p),
+        Err(KernelError::UnknownKernel(_))
+    ));
     assert!(matches!(
         emu.launch_raw("selftest_shuffle", [1, 1, 1], [64, 1, 1], 0, &[0u8; 8]),
         Err(KernelError::ParamSize { .. })
     ));
-    assert!(matches!(emu.launch("selftest_shuffle", [1, 1, 1], [2048, 1, 1], 0, &p), Err(KernelError::BadLaunch { .. })));
+    assert!(matches!(
+        emu.launch("selftest_shuffle", [1, 1, 1], [2048, 1, 1], 0, &p),
+        Err(KernelError::BadLaunch { .. })
+    ));
     // A guard overwrite: selftest_convert writes 4 words per pair into a buffer one word short.
     let d_in = emu.alloc(8);
     d_in.upload(0, &[0u8; 8]).unwrap();
     let d_out = emu.alloc_labeled(12, "short_out");
-    let p = SelftestParams { in_: d_in.addr(), out: d_out.addr(), n: 1, mode: 0 };
+    let p = SelftestParams {
+        in_: d_in.addr(),
+        out: d_out.addr(),
+        n: 1,
+        mode: 0,
+    };
     match emu.launch("selftest_convert", [1, 1, 1], [32, 1, 1], 0, &p) {
         Err(KernelError::GuardOverwrite { kernel, buffer, .. }) => {
             assert_eq!(kernel, "selftest_convert");
@@ -258,8 +359,16 @@ fn emulator_reports_errors_without_panicking() {
     let d_in = emu.alloc(64 * 4);
     d_in.upload(0, &[1u8; 256]).unwrap();
     let d_out = emu.alloc(64 * 64);
-    let p = SelftestParams { in_: d_in.addr(), out: d_out.addr(), n: 0, mode: 0 };
-    assert!(matches!(emu.launch("selftest_shuffle", [1, 1, 1], [48, 1, 1], 0, &p), Err(KernelError::KernelFailed { .. })));
+    let p = SelftestParams {
+        in_: d_in.addr(),
+        out: d_out.addr(),
+        n: 0,
+        mode: 0,
+    };
+    assert!(matches!(
+        emu.launch("selftest_shuffle", [1, 1, 1], [48, 1, 1], 0, &p),
+        Err(KernelError::KernelFailed { .. })
+    ));
 }
 
 #[test]
@@ -275,13 +384,22 @@ fn emulator_exposes_a_missing_syncthreads_in_both_orders() {
             let d_in = emu.alloc(256);
             d_in.upload(0, &u32_bytes(&v)).unwrap();
             let d_out = emu.alloc(256);
-            let p = SelftestParams { in_: d_in.addr(), out: d_out.addr(), n: 0, mode };
+            let p = SelftestParams {
+                in_: d_in.addr(),
+                out: d_out.addr(),
+                n: 0,
+                mode,
+            };
             emu.launch("selftest_barrier", [1, 1, 1], [64, 1, 1], 256, &p).unwrap();
             let mut out = vec![0u8; 256];
             d_out.download(0, &mut out).unwrap();
             bytes_u32(&out)
         };
         assert_eq!(launch(1), want, "with the barrier (reverse = {reverse})");
-        assert_ne!(launch(0), want, "a missing barrier went unnoticed (reverse = {reverse})");
+        assert_ne!(
+            launch(0),
+            want,
+            "a missing barrier went unnoticed (reverse = {reverse})"
+        );
     }
 }

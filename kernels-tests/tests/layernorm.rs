@@ -59,11 +59,20 @@ fn run_case(dev: &dyn Device, dt: Dtype, c: &LayerNormCase, rng: &mut Rng, f: &m
     if c.residual {
         // The residual stream now holds the rounded sum (rows in use) and is untouched past them.
         if res_out[..t * h] != xr[..] {
-            f.fail(format!("{what}: residual += delta not stored as round(residual + delta)"));
+            f.fail(format!(
+                "{what}: residual += delta not stored as round(residual + delta)"
+            ));
         }
         res.truncate(t * h);
     }
-    if res_out[t * h..] != res[t * h..].iter().copied().chain(std::iter::empty()).collect::<Vec<_>>()[..] && !c.residual {
+    if res_out[t * h..]
+        != res[t * h..]
+            .iter()
+            .copied()
+            .chain(std::iter::empty())
+            .collect::<Vec<_>>()[..]
+        && !c.residual
+    {
         f.fail(format!("{what}: residual modified without delta"));
     }
 }
@@ -87,6 +96,13 @@ fn layernorm_matches_reference() {
 #[test]
 fn layernorm_rejects_unsupported_width() {
     let dev = device();
-    let p = LayerNormParams { hidden: 8200, max_tokens: 1, ..Default::default() };
-    assert!(matches!(ops::layernorm(&*dev, Dtype::Bf16, &p), Err(KernelError::Unsupported { .. })));
+    let p = LayerNormParams {
+        hidden: 8200,
+        max_tokens: 1,
+        ..Default::default()
+    };
+    assert!(matches!(
+        ops::layernorm(&*dev, Dtype::Bf16, &p),
+        Err(KernelError::Unsupported { .. })
+    ));
 }

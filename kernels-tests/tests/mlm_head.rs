@@ -8,7 +8,10 @@
 //! (exact for two dtype values up to one f32 rounding): far below, ≤ 2x holds.
 use kernels_tests::cases::mlm_head::cases;
 use kernels_tests::*;
-use modernbert::kernels::{ops, params::{BiasAddParams, HeadActNormParams}};
+use modernbert::kernels::{
+    ops,
+    params::{BiasAddParams, HeadActNormParams},
+};
 use modernbert::reference::ops::{self as reference, Activation};
 
 #[test]
@@ -21,7 +24,12 @@ fn mlm_head_matches_reference() {
         for c in cases() {
             for dt in DTYPES {
                 let what = format!("head_act_norm {dt:?} {c:?} {order}");
-                let (t, cap, h, v) = (c.tokens as usize, c.capacity as usize, c.hidden as usize, c.vocab as usize);
+                let (t, cap, h, v) = (
+                    c.tokens as usize,
+                    c.capacity as usize,
+                    c.hidden as usize,
+                    c.vocab as usize,
+                );
                 let x = rng.normal_vec(dt, cap * h, 0.0, 1.5);
                 let db = rng.normal_vec(dt, h, 0.0, 0.5);
                 let w = rng.normal_vec(dt, h, 1.0, 0.2);
@@ -49,8 +57,14 @@ fn mlm_head_matches_reference() {
                     continue;
                 }
                 let out = download(&*dev, dt, &d_out);
-                let act = if c.activation == 0 { Activation::GeluErf } else { Activation::GeluTanh };
-                let pre: Vec<f32> = (0..t * h).map(|k| x[k] + if c.dense_bias { db[k % h] } else { 0.0 }).collect();
+                let act = if c.activation == 0 {
+                    Activation::GeluErf
+                } else {
+                    Activation::GeluTanh
+                };
+                let pre: Vec<f32> = (0..t * h)
+                    .map(|k| x[k] + if c.dense_bias { db[k % h] } else { 0.0 })
+                    .collect();
                 let a: Vec<f32> = pre.iter().map(|&y| act.apply(y)).collect();
                 let mut want = vec![0f32; t * h];
                 let bias = c.norm_bias.then_some(&b[..]);

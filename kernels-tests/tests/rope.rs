@@ -5,8 +5,8 @@
 //! keeps cos, sin and the rotation in fp32 and rounds once: ½ ulp of the output plus fp32 angle
 //! noise (≤ pos · ulp(inv_freq) ≈ 5e-4 rad at 8192, below the dtype's ½ ulp relative rounding of
 //! cos/sin that the naive computation pays on top of the same final rounding): ≤ 2x holds.
-use kernels_tests::cases::rope::cases;
 use kernels_tests::cases::cu_seqlens;
+use kernels_tests::cases::rope::cases;
 use kernels_tests::*;
 use modernbert::kernels::{ops, params::RopeParams};
 use modernbert::reference::ops as reference;
@@ -20,7 +20,10 @@ fn rope_matches_reference() {
         let order = set_order(&*dev, reverse);
         for c in cases() {
             for dt in DTYPES {
-                let what = format!("rope {dt:?} {:?} heads {} d {} theta {} {order}", c.seqlens, c.heads, c.head_dim, c.theta);
+                let what = format!(
+                    "rope {dt:?} {:?} heads {} d {} theta {} {order}",
+                    c.seqlens, c.heads, c.head_dim, c.theta
+                );
                 let cu = cu_seqlens(&c.seqlens);
                 let t = *cu.last().unwrap() as usize;
                 let (h, d) = (c.heads as usize, c.head_dim as usize);
@@ -29,9 +32,15 @@ fn rope_matches_reference() {
                 let qkv = rng.normal_vec(dt, cap * row, 0.0, 1.0);
                 let mut d_qkv = upload(&*dev, dt, &qkv, "qkv");
                 // Rows past the batch are poisoned: they must stay so.
-                dev.upload(&mut d_qkv, t * row * 2, &vec![0xFF; (cap - t) * row * 2]).unwrap();
+                dev.upload(&mut d_qkv, t * row * 2, &vec![0xFF; (cap - t) * row * 2])
+                    .unwrap();
                 let d_cu = upload_u32(&*dev, &cu, "cu_seqlens");
-                let d_batch = upload_batch(&*dev, t as u32, c.seqlens.len() as u32, *c.seqlens.iter().max().unwrap());
+                let d_batch = upload_batch(
+                    &*dev,
+                    t as u32,
+                    c.seqlens.len() as u32,
+                    *c.seqlens.iter().max().unwrap(),
+                );
                 let p = RopeParams {
                     qkv: d_qkv.addr(),
                     cu_seqlens: d_cu.addr(),

@@ -12,8 +12,16 @@ fn require_built() {
         "CUDA kernels were not built (no nvcc at build time): run scripts/install-toolchain.sh, \
          export the NVCC it prints, and rebuild"
     );
-    assert!(build_info::NVCC_FAILED.is_empty(), "nvcc failed on: {:?}", build_info::NVCC_FAILED);
-    assert!(build_info::EMU_FAILED.is_empty(), "the host compiler failed on: {:?}", build_info::EMU_FAILED);
+    assert!(
+        build_info::NVCC_FAILED.is_empty(),
+        "nvcc failed on: {:?}",
+        build_info::NVCC_FAILED
+    );
+    assert!(
+        build_info::EMU_FAILED.is_empty(),
+        "the host compiler failed on: {:?}",
+        build_info::EMU_FAILED
+    );
     for s in build_info::SOURCES {
         assert!(build_info::NVCC_BUILT.contains(s), "cuda/{s}.cu has no fatbin");
     }
@@ -35,9 +43,17 @@ fn parse_ptxas(report: &str) -> Vec<(String, String, u32, u32, u32, u32)> {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let mut it = rest.split('\'');
             kernel = it.next().unwrap_or("").to_string();
-            arch = rest.split("for '").nth(1).unwrap_or("").trim_end_matches('\'').to_string();
+            arch = rest
+                .split("for '")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('\'')
+                .to_string();
         } else if line.contains("bytes spill stores") {
-            let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+            let nums: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse().ok())
+                .collect();
             spill = Some((nums[0], nums[1], nums[2])); // stack frame, spill stores, spill loads
         } else if let Some(rest) = line.split("Used ").nth(1) {
             let regs: u32 = rest.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -85,7 +101,11 @@ fn embedded_ptx_is_isa_9_0() {
         let path = build_info::ptx(s).unwrap();
         let ptx = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let version = ptx.lines().find(|l| l.starts_with(".version")).unwrap_or("");
-        assert_eq!(version.trim(), ".version 9.0", "{s}: PTX ISA must be 9.0 (driver 580 rejects newer)");
+        assert_eq!(
+            version.trim(),
+            ".version 9.0",
+            "{s}: PTX ISA must be 9.0 (driver 580 rejects newer)"
+        );
         assert!(ptx.contains(".target sm_80"), "{s}: PTX must target sm_80");
     }
     // The fatbins embedded in the binary are the files the checks read, and the PTX inside each
@@ -96,11 +116,18 @@ fn embedded_ptx_is_isa_9_0() {
         let path = build_info::fatbin(name).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[..], *bytes, "{name}: embedded fatbin differs from OUT_DIR");
-        let o = std::process::Command::new(&tool).arg("-ptx").arg(&path).output().expect("run cuobjdump");
+        let o = std::process::Command::new(&tool)
+            .arg("-ptx")
+            .arg(&path)
+            .output()
+            .expect("run cuobjdump");
         let text = String::from_utf8_lossy(&o.stdout);
         let versions: Vec<&str> = text.lines().filter(|l| l.starts_with(".version")).collect();
         assert!(!versions.is_empty(), "{name}: no PTX in the fatbin");
-        assert!(versions.iter().all(|v| v.trim() == ".version 9.0"), "{name}: embedded PTX {versions:?}");
+        assert!(
+            versions.iter().all(|v| v.trim() == ".version 9.0"),
+            "{name}: embedded PTX {versions:?}"
+        );
     }
 }
 
@@ -112,7 +139,10 @@ fn every_kernel_is_in_every_arch() {
         for s in build_info::NVCC_BUILT {
             let sass = build_info::sass(s, arch).unwrap_or_else(|e| panic!("{s} sm_{arch}: {e}"));
             for (k, src, _) in build_info::KERNELS.iter().filter(|(_, src, _)| src == s) {
-                assert!(sass.contains(&format!("Function : {k}")), "{k} missing from the sm_{arch} SASS of {src}");
+                assert!(
+                    sass.contains(&format!("Function : {k}")),
+                    "{k} missing from the sm_{arch} SASS of {src}"
+                );
             }
         }
     }

@@ -16,7 +16,10 @@ fn unpad_and_repad_are_exact() {
         let order = set_order(&*dev, reverse);
         for c in cases() {
             for dt in DTYPES {
-                let what = format!("unpad/repad {dt:?} {:?} cap {}x{} width {} {order}", c.seqlens, c.max_sequences, c.padded_len, c.width);
+                let what = format!(
+                    "unpad/repad {dt:?} {:?} cap {}x{} width {} {order}",
+                    c.seqlens, c.max_sequences, c.padded_len, c.width
+                );
                 let cu = cu_seqlens(&c.seqlens);
                 let t = *cu.last().unwrap() as usize;
                 let (s, l, w) = (c.max_sequences as usize, c.padded_len as usize, c.width as usize);
@@ -25,7 +28,12 @@ fn unpad_and_repad_are_exact() {
                 let extra = 3; // packed rows past the batch
                 let d_packed = poisoned(&*dev, (t + extra) * w * 2, "packed");
                 let d_cu = upload_u32(&*dev, &cu, "cu_seqlens");
-                let d_batch = upload_batch(&*dev, t as u32, c.seqlens.len() as u32, *c.seqlens.iter().max().unwrap());
+                let d_batch = upload_batch(
+                    &*dev,
+                    t as u32,
+                    c.seqlens.len() as u32,
+                    *c.seqlens.iter().max().unwrap(),
+                );
                 let mut p = PadParams {
                     padded: d_padded.addr(),
                     packed: d_packed.addr(),
@@ -48,7 +56,10 @@ fn unpad_and_repad_are_exact() {
                     }
                 }
                 if packed[..t * w] != want[..] {
-                    f.fail(format!("{what}: unpad differs at {:?}", packed.iter().zip(&want).position(|(a, b)| a != b)));
+                    f.fail(format!(
+                        "{what}: unpad differs at {:?}",
+                        packed.iter().zip(&want).position(|(a, b)| a != b)
+                    ));
                 }
                 f.push(check_untouched(&format!("{what} unpad"), &packed[t * w..]));
                 // repad into a poisoned padded buffer.
@@ -68,7 +79,10 @@ fn unpad_and_repad_are_exact() {
                 if let Some(i) = first_nan(&out) {
                     f.fail(format!("{what}: repad left element {i} unwritten"));
                 } else if out != want {
-                    f.fail(format!("{what}: repad differs at {:?}", out.iter().zip(&want).position(|(a, b)| a != b)));
+                    f.fail(format!(
+                        "{what}: repad differs at {:?}",
+                        out.iter().zip(&want).position(|(a, b)| a != b)
+                    ));
                 }
             }
         }

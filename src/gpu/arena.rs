@@ -22,7 +22,12 @@ impl InputLayout {
         let ids = std::mem::size_of::<BatchDesc>();
         let cu_seqlens = ids + 4 * max_tokens;
         let key_lens = cu_seqlens + 4 * (max_sequences + 1);
-        InputLayout { ids, cu_seqlens, key_lens, bytes: key_lens + 4 * max_sequences }
+        InputLayout {
+            ids,
+            cu_seqlens,
+            key_lens,
+            bytes: key_lens + 4 * max_sequences,
+        }
     }
 }
 

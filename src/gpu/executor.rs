@@ -33,7 +33,11 @@ pub struct LaunchShape {
 impl LaunchShape {
     /// The exact shape of a batch.
     pub fn of(batch: &PackedBatch) -> Self {
-        LaunchShape { tokens: batch.tokens() as u32, sequences: batch.sequences() as u32, max_seqlen: batch.max_seqlen() as u32 }
+        LaunchShape {
+            tokens: batch.tokens() as u32,
+            sequences: batch.sequences() as u32,
+            max_seqlen: batch.max_seqlen() as u32,
+        }
     }
 }
 
@@ -77,10 +81,14 @@ impl GpuExecutor {
             )));
         }
         if config.hidden_size % 8 != 0 || config.intermediate_size % 8 != 0 {
-            return Err(Error::Unsupported("hidden and intermediate sizes must be multiples of 8 on the GPU".into()));
+            return Err(Error::Unsupported(
+                "hidden and intermediate sizes must be multiples of 8 on the GPU".into(),
+            ));
         }
         if max_tokens == 0 || max_sequences == 0 || max_sequences > 65535 {
-            return Err(Error::Input(format!("arena capacity {max_tokens} tokens / {max_sequences} sequences")));
+            return Err(Error::Input(format!(
+                "arena capacity {max_tokens} tokens / {max_sequences} sequences"
+            )));
         }
         let weights = DeviceWeights::upload(dev.as_ref(), dtype, weights)?;
         let arena = Arena::new(dev.as_ref(), config, max_tokens, max_sequences)?;
@@ -92,7 +100,11 @@ impl GpuExecutor {
             config: config.clone(),
             weights,
             graphs: false,
-            state: Mutex::new(State { arena, inputs, download }),
+            state: Mutex::new(State {
+                arena,
+                inputs,
+                download,
+            }),
         })
     }
 
@@ -127,7 +139,11 @@ impl GpuExecutor {
     pub fn forward_into(&self, batch: &PackedBatch, out: &mut [f32]) -> Result<()> {
         let h = self.config.hidden_size;
         if out.len() != batch.tokens() * h {
-            return Err(Error::Input(format!("output holds {} values, expected {}", out.len(), batch.tokens() * h)));
+            return Err(Error::Input(format!(
+                "output holds {} values, expected {}",
+                out.len(),
+                batch.tokens() * h
+            )));
         }
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -135,17 +151,29 @@ impl GpuExecutor {
         self.run_forward(&st.arena, batch)?;
         let bytes = batch.tokens() * h * 2;
         let last_hidden = st.arena.offset_of(st.arena.last_hidden);
-        self.dev.download(st.arena.storage(), last_hidden, &mut st.download[..bytes]).map_err(dev_err)?;
+        self.dev
+            .download(st.arena.storage(), last_hidden, &mut st.download[..bytes])
+            .map_err(dev_err)?;
         widen(self.dtype, &st.download[..bytes], out);
         Ok(())
     }
 
     /// Pooled embeddings `[sequences, dim]` (pooling, truncation to `dim`, optional L2
     /// normalisation on the device), into `out`.
-    pub fn pooled_into(&self, batch: &PackedBatch, pooling: Pooling, normalize: bool, dim: usize, out: &mut [f32]) -> Result<()> {
+    pub fn pooled_into(
+        &self,
+        batch: &PackedBatch,
+        pooling: Pooling,
+        normalize: bool,
+        dim: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let (h, s) = (self.config.hidden_size, batch.sequences());
         if dim == 0 || dim > h || out.len() != s * dim {
-            return Err(Error::Input(format!("pooled output of {} values for {s} × {dim}", out.len())));
+            return Err(Error::Input(format!(
+                "pooled output of {} values for {s} × {dim}",
+                out.len()
+            )));
         }
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -172,7 +200,9 @@ impl GpuExecutor {
         ops::pool(self.dev.as_ref(), self.dtype, &params).map_err(dev_err)?;
         let bytes = s * dim * 4;
         let pooled = st.arena.offset_of(st.arena.pooled);
-        self.dev.download(st.arena.storage(), pooled, &mut st.download[..bytes]).map_err(dev_err)?;
+        self.dev
+            .download(st.arena.storage(), pooled, &mut st.download[..bytes])
+            .map_err(dev_err)?;
         for (o, c) in out.iter_mut().zip(st.download[..bytes].chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
@@ -192,7 +222,10 @@ impl GpuExecutor {
             )));
         }
         if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab_size)));
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.config.vocab_size
+            )));
         }
         let lay = a.inputs;
         let desc = BatchDesc {
@@ -217,7 +250,9 @@ impl GpuExecutor {
         let (arena, inputs) = (&mut st.arena, &st.inputs);
         // The input region is uploaded whole up to the key_lens of this batch (ids past the batch's
         // tokens are stale but never read: kernels stop at BatchDesc.tokens).
-        self.dev.upload(arena.storage_mut(), 0, &inputs[..used]).map_err(dev_err)
+        self.dev
+            .upload(arena.storage_mut(), 0, &inputs[..used])
+            .map_err(dev_err)
     }
 
     /// Run the forward pass for a batch whose inputs are in the arena: replayed from a graph
@@ -229,8 +264,14 @@ impl GpuExecutor {
             .filter(|&(t, s, _)| self.graphs && t as usize <= a.max_tokens && s as usize <= a.max_sequences);
         match bucket {
             Some((tokens, sequences, max_seqlen)) => {
-                let shape = LaunchShape { tokens, sequences, max_seqlen };
-                self.dev.run_graph([tokens, sequences, max_seqlen], &mut || self.forward(a, shape)).map_err(dev_err)
+                let shape = LaunchShape {
+                    tokens,
+                    sequences,
+                    max_seqlen,
+                };
+                self.dev
+                    .run_graph([tokens, sequences, max_seqlen], &mut || self.forward(a, shape))
+                    .map_err(dev_err)
             }
             None => self.forward(a, LaunchShape::of(batch)).map_err(dev_err),
         }
@@ -287,7 +328,15 @@ impl GpuExecutor {
     }
 
     /// `x += delta` (when `delta` ≠ 0), then `out = LayerNorm(x)`.
-    fn add_and_norm(&self, a: &Arena, delta: u64, norm: DeviceNorm, out: u64, s: LaunchShape, name: &'static CStr) -> Result<(), KernelError> {
+    fn add_and_norm(
+        &self,
+        a: &Arena,
+        delta: u64,
+        norm: DeviceNorm,
+        out: u64,
+        s: LaunchShape,
+        name: &'static CStr,
+    ) -> Result<(), KernelError> {
         let _range = nvtx::range(name);
         let p = LayerNormParams {
             residual: a.x,
@@ -305,9 +354,24 @@ impl GpuExecutor {
     }
 
     /// `out[tokens, out_features] = input · Wᵀ (+ b)` (cuBLASLt on a GPU, the CPU on the emulator).
-    fn linear(&self, input: u64, l: &DeviceLinear, out: u64, s: LaunchShape, name: &'static CStr) -> Result<(), KernelError> {
+    fn linear(
+        &self,
+        input: u64,
+        l: &DeviceLinear,
+        out: u64,
+        s: LaunchShape,
+        name: &'static CStr,
+    ) -> Result<(), KernelError> {
         let _range = nvtx::range(name);
-        let g = GemmDesc { a: input, w: l.weight, bias: l.bias, out, m: s.tokens, n: l.out_features, k: l.in_features };
+        let g = GemmDesc {
+            a: input,
+            w: l.weight,
+            bias: l.bias,
+            out,
+            m: s.tokens,
+            n: l.out_features,
+            k: l.in_features,
+        };
         self.dev.gemm(self.dtype, &g)
     }
 
@@ -353,7 +417,10 @@ impl GpuExecutor {
             crate::reference::ops::Activation::GeluErf => MB_ACT_GELU_ERF,
             crate::reference::ops::Activation::GeluTanh => MB_ACT_GELU_TANH,
             other => {
-                return Err(KernelError::Unsupported { kernel: "geglu".into(), message: format!("activation {other:?}") })
+                return Err(KernelError::Unsupported {
+                    kernel: "geglu".into(),
+                    message: format!("activation {other:?}"),
+                })
             }
         };
         let p = GegluParams {

@@ -55,8 +55,12 @@ impl Packer {
         let offset = self.image.len().next_multiple_of(256);
         self.image.resize(offset, 0);
         match self.dtype {
-            Dtype::Bf16 => self.image.extend(values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes())),
-            Dtype::F16 => self.image.extend(values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
+            Dtype::Bf16 => self
+                .image
+                .extend(values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes())),
+            Dtype::F16 => self
+                .image
+                .extend(values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes())),
         }
         offset
     }
@@ -64,10 +68,18 @@ impl Packer {
 
 impl DeviceWeights {
     pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights) -> Result<Self> {
-        let mut p = Packer { dtype, image: Vec::new() };
+        let mut p = Packer {
+            dtype,
+            image: Vec::new(),
+        };
         // Offsets first (the buffer's address is known only after allocation).
         let off_linear = |p: &mut Packer, l: &Linear| {
-            (p.push(&l.weight), l.bias.as_ref().map(|b| p.push(b)), l.out_features as u32, l.in_features as u32)
+            (
+                p.push(&l.weight),
+                l.bias.as_ref().map(|b| p.push(b)),
+                l.out_features as u32,
+                l.in_features as u32,
+            )
         };
         let off_norm = |p: &mut Packer, n: &Norm| (p.push(&n.weight), n.bias.as_ref().map(|b| p.push(b)));
         let emb = p.push(&w.tok_embeddings);
@@ -89,8 +101,11 @@ impl DeviceWeights {
         let final_norm = off_norm(&mut p, &w.final_norm);
 
         let bytes = p.image.len();
-        let mut storage = dev.alloc(bytes.max(1), "weights").map_err(|e| Error::Device(e.to_string()))?;
-        dev.upload(&mut storage, 0, &p.image).map_err(|e| Error::Device(e.to_string()))?;
+        let mut storage = dev
+            .alloc(bytes.max(1), "weights")
+            .map_err(|e| Error::Device(e.to_string()))?;
+        dev.upload(&mut storage, 0, &p.image)
+            .map_err(|e| Error::Device(e.to_string()))?;
         let base = storage.addr();
         let at = |o: usize| base + o as u64;
         let opt = |o: Option<usize>| o.map_or(0, at);
@@ -100,7 +115,10 @@ impl DeviceWeights {
             out_features: out,
             in_features: inp,
         };
-        let norm = |(w, b): (usize, Option<usize>)| DeviceNorm { weight: at(w), bias: opt(b) };
+        let norm = |(w, b): (usize, Option<usize>)| DeviceNorm {
+            weight: at(w),
+            bias: opt(b),
+        };
         Ok(DeviceWeights {
             tok_embeddings: at(emb),
             emb_norm: norm(emb_norm),

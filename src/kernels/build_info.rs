@@ -7,17 +7,23 @@ use std::path::PathBuf;
 
 /// The ptxas report of one source (None when nvcc did not build it).
 pub fn ptxas_report(source: &str) -> Option<PathBuf> {
-    NVCC_BUILT.contains(&source).then(|| PathBuf::from(OUT_DIR).join("ptxas").join(format!("{source}.txt")))
+    NVCC_BUILT
+        .contains(&source)
+        .then(|| PathBuf::from(OUT_DIR).join("ptxas").join(format!("{source}.txt")))
 }
 
 /// The compute_80 PTX of one source.
 pub fn ptx(source: &str) -> Option<PathBuf> {
-    NVCC_BUILT.contains(&source).then(|| PathBuf::from(OUT_DIR).join("ptx").join(format!("{source}.ptx")))
+    NVCC_BUILT
+        .contains(&source)
+        .then(|| PathBuf::from(OUT_DIR).join("ptx").join(format!("{source}.ptx")))
 }
 
 /// The fatbin of one source.
 pub fn fatbin(source: &str) -> Option<PathBuf> {
-    NVCC_BUILT.contains(&source).then(|| PathBuf::from(OUT_DIR).join("fatbin").join(format!("{source}.fatbin")))
+    NVCC_BUILT
+        .contains(&source)
+        .then(|| PathBuf::from(OUT_DIR).join("fatbin").join(format!("{source}.fatbin")))
 }
 
 /// cuobjdump: `$CUOBJDUMP`, else next to the nvcc used, else the repo's `.toolchain`.
@@ -25,7 +31,10 @@ pub fn cuobjdump() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CUOBJDUMP").map(PathBuf::from).filter(|p| p.is_file()) {
         return Some(p);
     }
-    if let Some(p) = NVCC.map(|n| PathBuf::from(n).with_file_name("cuobjdump")).filter(|p| p.is_file()) {
+    if let Some(p) = NVCC
+        .map(|n| PathBuf::from(n).with_file_name("cuobjdump"))
+        .filter(|p| p.is_file())
+    {
         return Some(p);
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".toolchain/cuda/nvidia/cu13/bin/cuobjdump");
@@ -68,7 +77,9 @@ fn sass_uncached(source: &str, arch: &str) -> Result<String, String> {
 pub fn kernel_sass(source: &str, kernel: &str, arch: &str) -> Result<String, String> {
     let all = sass(source, arch)?;
     let marker = format!("Function : {kernel}");
-    let start = all.find(&marker).ok_or_else(|| format!("kernel `{kernel}` not in the sm_{arch} SASS of `{source}`"))?;
+    let start = all
+        .find(&marker)
+        .ok_or_else(|| format!("kernel `{kernel}` not in the sm_{arch} SASS of `{source}`"))?;
     let rest = &all[start + marker.len()..];
     let end = rest.find("Function : ").unwrap_or(rest.len());
     Ok(rest[..end].to_string())

@@ -102,11 +102,23 @@ pub fn column_major_plan(m: u32, n: u32, k: u32) -> ColumnMajorPlan {
         transa: true,
         transb: false,
         // w[n, k] row-major = column-major k×n, ld k.
-        a: ColLayout { rows: k, cols: n, ld: k as i64 },
+        a: ColLayout {
+            rows: k,
+            cols: n,
+            ld: k as i64,
+        },
         // a[m, k] row-major = column-major k×m, ld k.
-        b: ColLayout { rows: k, cols: m, ld: k as i64 },
+        b: ColLayout {
+            rows: k,
+            cols: m,
+            ld: k as i64,
+        },
         // out[m, n] row-major = column-major n×m, ld n.
-        c: ColLayout { rows: n, cols: m, ld: n as i64 },
+        c: ColLayout {
+            rows: n,
+            cols: m,
+            ld: n as i64,
+        },
     }
 }
 
@@ -227,7 +239,8 @@ impl CublasLtGemm {
             .map_err(drv_err("querying the compute capability"))?;
         let workspace_size = workspace_bytes(major);
         // SAFETY: the workspace is scratch memory for cuBLASLt; its contents never matter.
-        let workspace = unsafe { stream.alloc::<u8>(workspace_size) }.map_err(drv_err("allocating the cuBLASLt workspace"))?;
+        let workspace =
+            unsafe { stream.alloc::<u8>(workspace_size) }.map_err(drv_err("allocating the cuBLASLt workspace"))?;
         let workspace_ptr = {
             let (p, _record) = workspace.device_ptr(&stream);
             p
@@ -261,7 +274,14 @@ impl CublasLtGemm {
     /// Build and cache the plan for this shape with 256-byte-aligned buffers (what the arena and the
     /// weights provide). Call at engine creation and before graph capture, never during capture.
     pub fn prepare(&self, dtype: Dtype, m: u32, n: u32, k: u32, has_bias: bool) -> Result<(), KernelError> {
-        self.prepare_key(PlanKey { dtype, m, n, k, has_bias, align: PREPARED_ALIGNMENT })
+        self.prepare_key(PlanKey {
+            dtype,
+            m,
+            n,
+            k,
+            has_bias,
+            align: PREPARED_ALIGNMENT,
+        })
     }
 
     /// Build and cache exactly the plan that `gemm(dtype, g)` will use (covers unusual alignments).
@@ -276,7 +296,10 @@ impl CublasLtGemm {
         }
         let mut plans = self.lock();
         if let Entry::Vacant(v) = plans.entry(key) {
-            self.stream.context().bind_to_thread().map_err(drv_err("binding the CUDA context"))?;
+            self.stream
+                .context()
+                .bind_to_thread()
+                .map_err(drv_err("binding the CUDA context"))?;
             v.insert(self.build_plan(key)?);
         }
         Ok(())
@@ -299,8 +322,11 @@ impl CublasLtGemm {
             c: std::ptr::null_mut(),
             algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
         };
-        plan.desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
-            .map_err(blas_err("cublasLtMatmulDescCreate"))?;
+        plan.desc = lt::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType_t::CUDA_R_32F,
+        )
+        .map_err(blas_err("cublasLtMatmulDescCreate"))?;
         plan.a = lt::create_matrix_layout(ty, cm.a.rows, cm.a.cols, cm.a.ld).map_err(blas_err("layout A"))?;
         plan.b = lt::create_matrix_layout(ty, cm.b.rows, cm.b.cols, cm.b.ld).map_err(blas_err("layout B"))?;
         plan.c = lt::create_matrix_layout(ty, cm.c.rows, cm.c.cols, cm.c.ld).map_err(blas_err("layout C"))?;
@@ -349,13 +375,14 @@ impl CublasLtGemm {
         }
         // SAFETY: handle, descriptor, layouts and preference are live. cudarc asks for one result,
         // returns NOT_SUPPORTED when there is none, and checks the result's own status.
-        let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, pref.0) }
-            .map_err(|e| {
-                KernelError::Cuda(format!(
-                    "cuBLASLt found no algorithm for {:?} m={} n={} k={} bias={} align={}: {e:?}",
-                    key.dtype, key.m, key.n, key.k, key.has_bias, key.align
-                ))
-            })?;
+        let heuristic =
+            unsafe { lt::get_matmul_algo_heuristic(self.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, pref.0) }
+                .map_err(|e| {
+                    KernelError::Cuda(format!(
+                        "cuBLASLt found no algorithm for {:?} m={} n={} k={} bias={} align={}: {e:?}",
+                        key.dtype, key.m, key.n, key.k, key.has_bias, key.align
+                    ))
+                })?;
         if heuristic.workspaceSize > self.workspace_size {
             return Err(KernelError::Cuda(format!(
                 "cuBLASLt algorithm wants {} bytes of workspace, limit {}",
@@ -376,14 +403,19 @@ impl CublasLtGemm {
         let key = PlanKey::for_call(dtype, g);
         let mut plans = self.lock();
         // cuBLASLt runs on the runtime API, which uses the thread's current context.
-        self.stream.context().bind_to_thread().map_err(drv_err("binding the CUDA context"))?;
+        self.stream
+            .context()
+            .bind_to_thread()
+            .map_err(drv_err("binding the CUDA context"))?;
         let plan = match plans.entry(key) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 if self.is_capturing()? {
                     return Err(KernelError::Unsupported {
                         kernel: "cublasLt gemm".into(),
-                        message: format!("no prepared plan for {key:?} while capturing a CUDA graph (call prepare first)"),
+                        message: format!(
+                            "no prepared plan for {key:?} while capturing a CUDA graph (call prepare first)"
+                        ),
                     });
                 }
                 v.insert(self.build_plan(key)?)
@@ -393,7 +425,11 @@ impl CublasLtGemm {
             let bias: u64 = g.bias;
             // SAFETY: live descriptor (we hold the lock until the matmul is enqueued); a void*.
             unsafe {
-                set_desc(plan.desc, sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias)?;
+                set_desc(
+                    plan.desc,
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &bias,
+                )?;
             }
         }
         let alpha: f32 = 1.0;
@@ -423,7 +459,13 @@ impl CublasLtGemm {
             )
         }
         .map_err(|e| KernelError::KernelFailed {
-            kernel: format!("cublasLtMatmul {dtype:?} m={} n={} k={} bias={}", g.m, g.n, g.k, g.bias != 0),
+            kernel: format!(
+                "cublasLtMatmul {dtype:?} m={} n={} k={} bias={}",
+                g.m,
+                g.n,
+                g.k,
+                g.bias != 0
+            ),
             message: format!("{e:?}"),
         })
     }
@@ -455,7 +497,11 @@ fn check_dims(m: u32, n: u32, k: u32) -> Result<(), KernelError> {
 
 /// # Safety
 /// `desc` must be live and `T` the attribute's documented C type.
-unsafe fn set_desc<T>(desc: sys::cublasLtMatmulDesc_t, attr: sys::cublasLtMatmulDescAttributes_t, v: &T) -> Result<(), KernelError> {
+unsafe fn set_desc<T>(
+    desc: sys::cublasLtMatmulDesc_t,
+    attr: sys::cublasLtMatmulDescAttributes_t,
+    v: &T,
+) -> Result<(), KernelError> {
     lt::set_matmul_desc_attribute(desc, attr, v as *const T as *const c_void, std::mem::size_of::<T>())
         .map_err(|e| KernelError::Cuda(format!("cuBLASLt setting {attr:?}: {e:?}")))
 }
@@ -523,8 +569,12 @@ mod tests {
         for &(m, n, k) in &[(1u32, 1u32, 1u32), (3, 5, 4), (7, 2, 9), (4, 4, 4), (2, 6, 1)] {
             let (mu, nu, ku) = (m as usize, n as usize, k as usize);
             // Row-major activations a[m, k], weights w[n, k], bias[n]: distinct values.
-            let a: Vec<f64> = (0..mu * ku).map(|i| (i as f64 * 0.37).sin() + i as f64 * 0.01).collect();
-            let w: Vec<f64> = (0..nu * ku).map(|i| (i as f64 * 0.71).cos() - i as f64 * 0.02).collect();
+            let a: Vec<f64> = (0..mu * ku)
+                .map(|i| (i as f64 * 0.37).sin() + i as f64 * 0.01)
+                .collect();
+            let w: Vec<f64> = (0..nu * ku)
+                .map(|i| (i as f64 * 0.71).cos() - i as f64 * 0.02)
+                .collect();
             let bias: Vec<f64> = (0..nu).map(|i| 10.0 + i as f64).collect();
             let p = column_major_plan(m, n, k);
             assert!(p.transa && !p.transb);
@@ -539,7 +589,10 @@ mod tests {
                             want += a[i * ku + l] * w[j * ku + l];
                         }
                         let got = d[i * nu + j]; // row-major out[i, j]
-                        assert!((got - want).abs() < 1e-12, "m={m} n={n} k={k} bias={with_bias} [{i},{j}]: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-12,
+                            "m={m} n={n} k={k} bias={with_bias} [{i},{j}]: {got} vs {want}"
+                        );
                     }
                 }
             }
@@ -549,30 +602,81 @@ mod tests {
     #[test]
     fn plan_layouts_are_the_documented_ones() {
         let p = column_major_plan(3, 5, 4);
-        assert_eq!(p.a, ColLayout { rows: 4, cols: 5, ld: 4 });
-        assert_eq!(p.b, ColLayout { rows: 4, cols: 3, ld: 4 });
-        assert_eq!(p.c, ColLayout { rows: 5, cols: 3, ld: 5 });
+        assert_eq!(
+            p.a,
+            ColLayout {
+                rows: 4,
+                cols: 5,
+                ld: 4
+            }
+        );
+        assert_eq!(
+            p.b,
+            ColLayout {
+                rows: 4,
+                cols: 3,
+                ld: 4
+            }
+        );
+        assert_eq!(
+            p.c,
+            ColLayout {
+                rows: 5,
+                cols: 3,
+                ld: 5
+            }
+        );
     }
 
     fn desc(a: u64, w: u64, bias: u64, out: u64, m: u32) -> GemmDesc {
-        GemmDesc { a, w, bias, out, m, n: 768, k: 1152 }
+        GemmDesc {
+            a,
+            w,
+            bias,
+            out,
+            m,
+            n: 768,
+            k: 1152,
+        }
     }
 
     #[test]
     fn cache_key_ignores_addresses_but_not_shape_bias_or_alignment() {
         let base = 0x7f00_0000_0000u64;
-        let k1 = PlanKey::for_call(Dtype::Bf16, &desc(base, base + 0x1000, base + 0x2000, base + 0x3000, 64));
-        let k2 = PlanKey::for_call(Dtype::Bf16, &desc(base + 0x10000, base + 0x20000, base + 0x30000, base + 0x40000, 64));
+        let k1 = PlanKey::for_call(
+            Dtype::Bf16,
+            &desc(base, base + 0x1000, base + 0x2000, base + 0x3000, 64),
+        );
+        let k2 = PlanKey::for_call(
+            Dtype::Bf16,
+            &desc(base + 0x10000, base + 0x20000, base + 0x30000, base + 0x40000, 64),
+        );
         assert_eq!(k1, k2, "other (aligned) buffers reuse the plan");
         assert_eq!(k1.align, PREPARED_ALIGNMENT);
         assert!(k1.has_bias);
         // Same key as prepare() builds.
-        assert_eq!(k1, PlanKey { dtype: Dtype::Bf16, m: 64, n: 768, k: 1152, has_bias: true, align: 256 });
+        assert_eq!(
+            k1,
+            PlanKey {
+                dtype: Dtype::Bf16,
+                m: 64,
+                n: 768,
+                k: 1152,
+                has_bias: true,
+                align: 256
+            }
+        );
 
         let no_bias = PlanKey::for_call(Dtype::Bf16, &desc(base, base + 0x1000, 0, base + 0x3000, 64));
         let f16 = PlanKey::for_call(Dtype::F16, &desc(base, base + 0x1000, base + 0x2000, base + 0x3000, 64));
-        let other_m = PlanKey::for_call(Dtype::Bf16, &desc(base, base + 0x1000, base + 0x2000, base + 0x3000, 128));
-        let misaligned = PlanKey::for_call(Dtype::Bf16, &desc(base + 16, base + 0x1000, base + 0x2000, base + 0x3000, 64));
+        let other_m = PlanKey::for_call(
+            Dtype::Bf16,
+            &desc(base, base + 0x1000, base + 0x2000, base + 0x3000, 128),
+        );
+        let misaligned = PlanKey::for_call(
+            Dtype::Bf16,
+            &desc(base + 16, base + 0x1000, base + 0x2000, base + 0x3000, 64),
+        );
         assert!(!no_bias.has_bias);
         assert_eq!(misaligned.align, 16);
         let set: HashSet<PlanKey> = [k1, k2, no_bias, f16, other_m, misaligned].into_iter().collect();
@@ -584,7 +688,11 @@ mod tests {
         assert_eq!(pointer_alignment(&[0x1000, 0x2000]), 256);
         assert_eq!(pointer_alignment(&[0x1000, 0x2080]), 128);
         assert_eq!(pointer_alignment(&[0x1002, 0x2000]), 2);
-        assert_eq!(pointer_alignment(&[0x1000, 0]), 256, "null (absent) pointers do not count");
+        assert_eq!(
+            pointer_alignment(&[0x1000, 0]),
+            256,
+            "null (absent) pointers do not count"
+        );
         assert_eq!(pointer_alignment(&[]), 256);
     }
 

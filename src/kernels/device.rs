@@ -58,11 +58,17 @@ impl GemmDesc {
     pub fn check(&self) -> Result<(), KernelError> {
         for (what, p) in [("a", self.a), ("w", self.w), ("out", self.out)] {
             if p == 0 {
-                return Err(KernelError::Unsupported { kernel: "gemm".into(), message: format!("`{what}` is null") });
+                return Err(KernelError::Unsupported {
+                    kernel: "gemm".into(),
+                    message: format!("`{what}` is null"),
+                });
             }
         }
         if self.n == 0 || self.k == 0 {
-            return Err(KernelError::Unsupported { kernel: "gemm".into(), message: format!("shape {}x{}x{}", self.m, self.n, self.k) });
+            return Err(KernelError::Unsupported {
+                kernel: "gemm".into(),
+                message: format!("shape {}x{}x{}", self.m, self.n, self.k),
+            });
         }
         Ok(())
     }
@@ -79,8 +85,14 @@ pub trait Device: Send + Sync {
     /// Device → host from byte `offset` (synchronises).
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError>;
     /// Launch kernel `name` with a parameter struct given as bytes.
-    fn launch_raw(&self, name: &str, grid: [u32; 3], block: [u32; 3], smem: u32, params: &[u8])
-        -> Result<(), KernelError>;
+    fn launch_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError>;
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<(), KernelError>;
     /// A GEMM in the activation dtype (see [`GemmDesc`]).
@@ -132,7 +144,11 @@ impl Device for Emulator {
     }
     fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
         let b = self.alloc_labeled(bytes, label);
-        Ok(DeviceBuffer { addr: b.addr(), len: bytes, inner: BufferInner::Emu(b) })
+        Ok(DeviceBuffer {
+            addr: b.addr(),
+            len: bytes,
+            inner: BufferInner::Emu(b),
+        })
     }
     fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
         match &buf.inner {
@@ -195,7 +211,9 @@ impl CudaDevice {
         }
         // SAFETY: only probes whether libcuda can be loaded (CudaContext::new panics if it cannot).
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(KernelError::Cuda("libcuda not found (no NVIDIA driver on this machine)".into()));
+            return Err(KernelError::Cuda(
+                "libcuda not found (no NVIDIA driver on this machine)".into(),
+            ));
         }
         let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(cuda_err)?;
         // Before any allocation: buffers used inside graph captures must not carry cudarc events.
@@ -253,11 +271,19 @@ impl Device for CudaDevice {
             let (p, _sync) = s.device_ptr(&self.stream);
             p
         };
-        Ok(DeviceBuffer { addr, len: bytes, inner: BufferInner::Cuda(s) })
+        Ok(DeviceBuffer {
+            addr,
+            len: bytes,
+            inner: BufferInner::Cuda(s),
+        })
     }
     fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
         if offset.checked_add(data.len()).is_none_or(|e| e > buf.len) {
-            return Err(KernelError::OutOfRange(format!("upload of {} bytes at {offset} into {}", data.len(), buf.len)));
+            return Err(KernelError::OutOfRange(format!(
+                "upload of {} bytes at {offset} into {}",
+                data.len(),
+                buf.len
+            )));
         }
         match &mut buf.inner {
             BufferInner::Cuda(s) => {
@@ -269,7 +295,11 @@ impl Device for CudaDevice {
     }
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
         if offset.checked_add(out.len()).is_none_or(|e| e > buf.len) {
-            return Err(KernelError::OutOfRange(format!("download of {} bytes at {offset} from {}", out.len(), buf.len)));
+            return Err(KernelError::OutOfRange(format!(
+                "download of {} bytes at {offset} from {}",
+                out.len(),
+                buf.len
+            )));
         }
         match &buf.inner {
             BufferInner::Cuda(s) => {
@@ -302,14 +332,20 @@ impl Device for CudaDevice {
                 )
             };
             if r != sys::CUresult::CUDA_SUCCESS {
-                return Err(KernelError::BadLaunch { kernel: name.into(), message: format!("{smem} bytes of smem: {r:?}") });
+                return Err(KernelError::BadLaunch {
+                    kernel: name.into(),
+                    message: format!("{smem} bytes of smem: {r:?}"),
+                });
             }
         }
         // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
         // A stack copy (no host allocation per launch); params.h structs are far below 4 KiB.
         let mut bytes = [0u8; 4096];
         if params.len() > bytes.len() {
-            return Err(KernelError::ParamSize { kernel: name.into(), message: format!("{} bytes", params.len()) });
+            return Err(KernelError::ParamSize {
+                kernel: name.into(),
+                message: format!("{} bytes", params.len()),
+            });
         }
         bytes[..params.len()].copy_from_slice(params);
         let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
@@ -325,9 +361,15 @@ impl Device for CudaDevice {
                 &mut args,
             )
         }
-        .map_err(|e| KernelError::KernelFailed { kernel: name.into(), message: format!("{e:?}") })?;
+        .map_err(|e| KernelError::KernelFailed {
+            kernel: name.into(),
+            message: format!("{e:?}"),
+        })?;
         if std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1") {
-            self.stream.synchronize().map_err(|e| KernelError::KernelFailed { kernel: name.into(), message: format!("{e:?}") })?;
+            self.stream.synchronize().map_err(|e| KernelError::KernelFailed {
+                kernel: name.into(),
+                message: format!("{e:?}"),
+            })?;
         }
         Ok(())
     }
@@ -361,6 +403,8 @@ pub fn from_env() -> Result<Box<dyn Device>, KernelError> {
             let ordinal = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
             Ok(Box::new(CudaDevice::new(ordinal)?))
         }
-        other => Err(KernelError::Cuda(format!("MODERNBERT_TEST_DEVICE={other}: expected `emulator` or `cuda`"))),
+        other => Err(KernelError::Cuda(format!(
+            "MODERNBERT_TEST_DEVICE={other}: expected `emulator` or `cuda`"
+        ))),
     }
 }

@@ -150,8 +150,17 @@ pub struct Emulator {
 
 /// One step of an emulated graph.
 enum Recorded {
-    Launch { name: String, grid: [u32; 3], block: [u32; 3], smem: u32, params: Vec<u8> },
-    Gemm { dtype: super::Dtype, desc: super::device::GemmDesc },
+    Launch {
+        name: String,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: Vec<u8>,
+    },
+    Gemm {
+        dtype: super::Dtype,
+        desc: super::device::GemmDesc,
+    },
 }
 
 impl Default for Emulator {
@@ -195,8 +204,16 @@ impl Emulator {
             std::alloc::handle_alloc_error(layout);
         }
         let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-        let label = if label.is_empty() { format!("buffer#{}", buffers.len()) } else { label.to_string() };
-        let a = Arc::new(Alloc { base, len: bytes, label });
+        let label = if label.is_empty() {
+            format!("buffer#{}", buffers.len())
+        } else {
+            label.to_string()
+        };
+        let a = Arc::new(Alloc {
+            base,
+            len: bytes,
+            label,
+        });
         a.reset_guards();
         EmuBuffer(a.clone()).fill(FILL_BYTE);
         buffers.retain(|w| w.strong_count() > 0);
@@ -219,23 +236,41 @@ impl Emulator {
     /// running them (as a capture does), then every call replays the recording. Replaying a
     /// recording made for another batch of the same bucket is exactly what a CUDA graph does, so
     /// kernels that depend on anything but device memory give wrong results here too.
-    pub fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
+    pub fn run_graph(
+        &self,
+        key: [u32; 3],
+        record: &mut dyn FnMut() -> Result<(), KernelError>,
+    ) -> Result<(), KernelError> {
         let existing = self.graphs.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
         let steps = match existing {
             Some(steps) => steps,
             None => {
                 *self.recording.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
                 let result = record();
-                let steps = self.recording.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+                let steps = self
+                    .recording
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_default();
                 result?;
                 let steps = Arc::new(steps);
-                self.graphs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, steps.clone());
+                self.graphs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, steps.clone());
                 steps
             }
         };
         for step in steps.iter() {
             match step {
-                Recorded::Launch { name, grid, block, smem, params } => self.launch_raw(name, *grid, *block, *smem, params)?,
+                Recorded::Launch {
+                    name,
+                    grid,
+                    block,
+                    smem,
+                    params,
+                } => self.launch_raw(name, *grid, *block, *smem, params)?,
                 Recorded::Gemm { dtype, desc } => self.gemm(*dtype, desc)?,
             }
         }
@@ -277,7 +312,13 @@ impl Emulator {
         params: &[u8],
     ) -> Result<(), KernelError> {
         if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            list.push(Recorded::Launch { name: name.to_string(), grid, block, smem, params: params.to_vec() });
+            list.push(Recorded::Launch {
+                name: name.to_string(),
+                grid,
+                block,
+                smem,
+                params: params.to_vec(),
+            });
             return Ok(());
         }
         // The name, NUL-terminated, and the error text live on the stack: a launch allocates
@@ -321,7 +362,11 @@ impl Emulator {
         for a in buffers.iter().filter_map(Weak::upgrade) {
             if let Some(where_) = a.check() {
                 a.reset_guards();
-                return Err(KernelError::GuardOverwrite { kernel: name.to_string(), buffer: a.label.clone(), where_ });
+                return Err(KernelError::GuardOverwrite {
+                    kernel: name.to_string(),
+                    buffer: a.label.clone(),
+                    where_,
+                });
             }
         }
         result

@@ -47,8 +47,14 @@ pub fn host_gemm(dtype: Dtype, g: &GemmDesc, s: &mut HostGemmScratch) -> Result<
     // SAFETY: as in `load`; `out` does not overlap the inputs (distinct arena regions).
     let dst = unsafe { std::slice::from_raw_parts_mut(g.out as *mut u16, m * n) };
     match dtype {
-        Dtype::Bf16 => dst.iter_mut().zip(&s.out).for_each(|(d, &v)| *d = bf16::from_f32(v).to_bits()),
-        Dtype::F16 => dst.iter_mut().zip(&s.out).for_each(|(d, &v)| *d = f16::from_f32(v).to_bits()),
+        Dtype::Bf16 => dst
+            .iter_mut()
+            .zip(&s.out)
+            .for_each(|(d, &v)| *d = bf16::from_f32(v).to_bits()),
+        Dtype::F16 => dst
+            .iter_mut()
+            .zip(&s.out)
+            .for_each(|(d, &v)| *d = f16::from_f32(v).to_bits()),
     }
     Ok(())
 }

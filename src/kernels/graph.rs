@@ -96,7 +96,10 @@ impl<K: Hash + Eq> Default for GraphCache<K> {
 impl<K: Hash + Eq> GraphCache<K> {
     pub fn new() -> Self {
         // Default instantiation: the graphs contain no memory-allocation nodes.
-        GraphCache { graphs: Mutex::new(HashMap::new()), flags: CUgraphInstantiate_flags(0) }
+        GraphCache {
+            graphs: Mutex::new(HashMap::new()),
+            flags: CUgraphInstantiate_flags(0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Stored>> {
@@ -133,7 +136,9 @@ impl<K: Hash + Eq> GraphCache<K> {
         let cu_stream = stream.cu_stream() as usize;
         if let Some(s) = graphs.get(&key) {
             if s.cu_stream != cu_stream {
-                return Err(KernelError::Cuda("CUDA graph replayed on another stream than it was captured on".into()));
+                return Err(KernelError::Cuda(
+                    "CUDA graph replayed on another stream than it was captured on".into(),
+                ));
             }
             return s.graph.launch().map_err(drv("launch"));
         }
@@ -230,12 +235,18 @@ mod tests {
         for t in [1usize, 7, 16, 33, 64, 100, 513, 2048] {
             let mut prev = (0u32, 0u32, 0u32);
             for s in 1..=t.min(70) {
-                for l in [1usize, s, t / s.max(1), t].into_iter().filter(|&l| l >= 1 && l <= t && l * s >= t) {
+                for l in [1usize, s, t / s.max(1), t]
+                    .into_iter()
+                    .filter(|&l| l >= 1 && l <= t && l * s >= t)
+                {
                     let Some((bt, bs, bl)) = bucket(t, s, l) else {
                         assert!(s > MAX_GRAPH_SEQUENCES, "t={t} s={s} l={l}");
                         continue;
                     };
-                    assert!(bt as usize >= t && bs as usize >= s && bl as usize >= l, "covers t={t} s={s} l={l}");
+                    assert!(
+                        bt as usize >= t && bs as usize >= s && bl as usize >= l,
+                        "covers t={t} s={s} l={l}"
+                    );
                     assert!(bl <= bt, "max_seqlen bucket within the token bucket");
                     assert!(bs.is_power_of_two() && bs <= 64);
                     assert!(bl % 64 == 0 || bl == bt);

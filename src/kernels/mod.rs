@@ -66,7 +66,11 @@ pub enum KernelError {
     #[error("kernel `{kernel}` failed: {message}")]
     KernelFailed { kernel: String, message: String },
     #[error("kernel `{kernel}` wrote outside buffer `{buffer}` ({where_})")]
-    GuardOverwrite { kernel: String, buffer: String, where_: String },
+    GuardOverwrite {
+        kernel: String,
+        buffer: String,
+        where_: String,
+    },
     #[error("buffer access out of range: {0}")]
     OutOfRange(String),
     #[error("unsupported arguments for `{kernel}`: {message}")]

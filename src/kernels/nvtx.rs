@@ -48,7 +48,10 @@ impl Nvtx {
     fn range(&self, name: &'static CStr) -> RangeGuard {
         // SAFETY: `name` is a NUL-terminated static string; see `load` for the function pointer.
         unsafe { (self.push)(name.as_ptr()) };
-        RangeGuard { pop: Some(self.pop), _not_send: PhantomData }
+        RangeGuard {
+            pop: Some(self.pop),
+            _not_send: PhantomData,
+        }
     }
 }
 
@@ -72,7 +75,11 @@ fn wanted(env: Option<&str>, feature: bool) -> bool {
 fn nvtx() -> Option<&'static Nvtx> {
     NVTX.get_or_init(|| {
         let env = std::env::var("MODERNBERT_NVTX").ok();
-        let n = if wanted(env.as_deref(), cfg!(feature = "nvtx")) { Nvtx::load(LIB_NAMES) } else { None };
+        let n = if wanted(env.as_deref(), cfg!(feature = "nvtx")) {
+            Nvtx::load(LIB_NAMES)
+        } else {
+            None
+        };
         STATE.store(if n.is_some() { ON } else { OFF }, Ordering::Relaxed);
         n
     })
@@ -114,7 +121,10 @@ pub struct RangeGuard {
 
 impl RangeGuard {
     fn noop() -> Self {
-        RangeGuard { pop: None, _not_send: PhantomData }
+        RangeGuard {
+            pop: None,
+            _not_send: PhantomData,
+        }
     }
     /// Whether this guard opened a real range.
     pub fn is_active(&self) -> bool {

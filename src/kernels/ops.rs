@@ -22,12 +22,18 @@ pub fn norm_threads(hidden: u32) -> u32 {
 const MAX_GRID: u32 = 1 << 20;
 
 fn unsupported(kernel: &str, message: impl Into<String>) -> KernelError {
-    KernelError::Unsupported { kernel: kernel.to_string(), message: message.into() }
+    KernelError::Unsupported {
+        kernel: kernel.to_string(),
+        message: message.into(),
+    }
 }
 
 fn need(kernel: &str, what: &str, ptr: u64) -> Result<(), KernelError> {
     if ptr == 0 {
-        Err(unsupported(kernel, format!("`{what}` is required (got a null pointer)")))
+        Err(unsupported(
+            kernel,
+            format!("`{what}` is required (got a null pointer)"),
+        ))
     } else {
         Ok(())
     }
@@ -37,40 +43,72 @@ fn need(kernel: &str, what: &str, ptr: u64) -> Result<(), KernelError> {
 pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(), KernelError> {
     let name = dt.pick("layernorm_bf16", "layernorm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
-        return Err(unsupported(&name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
+        return Err(unsupported(
+            &name,
+            format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
+        ));
     }
-    for (what, ptr) in [("residual", p.residual), ("weight", p.weight), ("out", p.out), ("batch", p.batch)] {
+    for (what, ptr) in [
+        ("residual", p.residual),
+        ("weight", p.weight),
+        ("out", p.out),
+        ("batch", p.batch),
+    ] {
         need(&name, what, ptr)?;
     }
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [norm_threads(p.hidden), 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [p.max_tokens.min(MAX_GRID), 1, 1],
+        [norm_threads(p.hidden), 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `embeddings.cu`: `out[t] = LayerNorm(table[ids[t]])`; hidden in 1..=8192.
 pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
     let name = dt.pick("embeddings_bf16", "embeddings_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
-        return Err(unsupported(&name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
+        return Err(unsupported(
+            &name,
+            format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
+        ));
     }
     if p.vocab == 0 {
         return Err(unsupported(&name, "empty vocabulary"));
     }
-    for (what, ptr) in [("ids", p.ids), ("table", p.table), ("weight", p.weight), ("out", p.out), ("batch", p.batch)] {
+    for (what, ptr) in [
+        ("ids", p.ids),
+        ("table", p.table),
+        ("weight", p.weight),
+        ("out", p.out),
+        ("batch", p.batch),
+    ] {
         need(&name, what, ptr)?;
     }
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [norm_threads(p.hidden), 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [p.max_tokens.min(MAX_GRID), 1, 1],
+        [norm_threads(p.hidden), 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `rope.cu`: RoPE in place on the Q and K heads of `qkv`; even head_dim.
 pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelError> {
     let name = dt.pick("rope_bf16", "rope_f16");
     if p.head_dim == 0 || p.head_dim % 2 != 0 || p.heads == 0 {
-        return Err(unsupported(&name, format!("heads {} head_dim {} (even head_dim needed)", p.heads, p.head_dim)));
+        return Err(unsupported(
+            &name,
+            format!("heads {} head_dim {} (even head_dim needed)", p.heads, p.head_dim),
+        ));
     }
     if !(p.theta > 0.0 && p.theta.is_finite()) {
         return Err(unsupported(&name, format!("theta {}", p.theta)));
@@ -109,7 +147,12 @@ fn pad_launch(dev: &dyn Device, name: &str, p: &PadParams) -> Result<(), KernelE
     if p.width == 0 {
         return Err(unsupported(name, "width = 0"));
     }
-    for (what, ptr) in [("padded", p.padded), ("packed", p.packed), ("cu_seqlens", p.cu_seqlens), ("batch", p.batch)] {
+    for (what, ptr) in [
+        ("padded", p.padded),
+        ("packed", p.packed),
+        ("cu_seqlens", p.cu_seqlens),
+        ("batch", p.batch),
+    ] {
         need(&name, what, ptr)?;
     }
     let rows = p.max_sequences as u64 * p.padded_len as u64;
@@ -146,16 +189,30 @@ pub fn pool_smem_bytes(out_dim: u32) -> u32 {
 pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelError> {
     let name = dt.pick("pool_bf16", "pool_f16");
     if p.out_dim == 0 || p.out_dim > p.hidden_dim {
-        return Err(unsupported(&name, format!("out_dim {} of hidden_dim {}", p.out_dim, p.hidden_dim)));
+        return Err(unsupported(
+            &name,
+            format!("out_dim {} of hidden_dim {}", p.out_dim, p.hidden_dim),
+        ));
     }
     if p.pooling > MB_POOL_MEAN || p.normalize > 1 {
-        return Err(unsupported(&name, format!("pooling code {} normalize {}", p.pooling, p.normalize)));
+        return Err(unsupported(
+            &name,
+            format!("pooling code {} normalize {}", p.pooling, p.normalize),
+        ));
     }
     let smem = pool_smem_bytes(p.out_dim);
     if smem > 48 * 1024 {
-        return Err(unsupported(&name, format!("out_dim {} needs {smem} bytes of shared memory", p.out_dim)));
+        return Err(unsupported(
+            &name,
+            format!("out_dim {} needs {smem} bytes of shared memory", p.out_dim),
+        ));
     }
-    for (what, ptr) in [("hidden", p.hidden), ("out", p.out), ("cu_seqlens", p.cu_seqlens), ("batch", p.batch)] {
+    for (what, ptr) in [
+        ("hidden", p.hidden),
+        ("out", p.out),
+        ("cu_seqlens", p.cu_seqlens),
+        ("batch", p.batch),
+    ] {
         need(&name, what, ptr)?;
     }
     if p.max_sequences == 0 {
@@ -168,7 +225,10 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
 pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Result<(), KernelError> {
     let name = dt.pick("head_act_norm_bf16", "head_act_norm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
-        return Err(unsupported(&name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
+        return Err(unsupported(
+            &name,
+            format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
+        ));
     }
     if p.activation > MB_ACT_GELU_TANH {
         return Err(unsupported(&name, format!("activation code {}", p.activation)));
@@ -179,7 +239,13 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [norm_threads(p.hidden), 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [p.max_tokens.min(MAX_GRID), 1, 1],
+        [norm_threads(p.hidden), 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `mlm_head.cu`: fp32 `logits = x + bias` (the decoder bias).
@@ -196,7 +262,13 @@ pub fn bias_add(dev: &dyn Device, dt: Dtype, p: &BiasAddParams) -> Result<(), Ke
     if items == 0 {
         return Ok(());
     }
-    dev.launch(&name, [items.div_ceil(256).min(1 << 16) as u32, 1, 1], [256, 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [items.div_ceil(256).min(1 << 16) as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `colbert.cu`: fp32 `out[t] = x[t] / max(‖x[t]‖, 1e-12)`.
@@ -214,7 +286,6 @@ pub fn colbert_normalize(dev: &dyn Device, dt: Dtype, p: &RowNormalizeParams) ->
     dev.launch(&name, [p.max_rows.div_ceil(4).min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
 }
 
-
 /// Query rows per block of `attention.cu` (4 warps × 16 rows).
 pub const ATTENTION_BLOCK_M: u32 = 64;
 /// Threads per block of `attention.cu`.
@@ -223,7 +294,10 @@ pub const ATTENTION_THREADS: u32 = 128;
 /// `attention.cu` grid: (query tiles of the longest sequence, heads, sequences) — capacities only;
 /// blocks past the actual counts (read from the BatchDesc) exit at once.
 pub fn attention_grid(max_seqlen: u32, heads: u32, max_sequences: u32) -> ([u32; 3], [u32; 3]) {
-    ([max_seqlen.div_ceil(ATTENTION_BLOCK_M).max(1), heads, max_sequences], [ATTENTION_THREADS, 1, 1])
+    (
+        [max_seqlen.div_ceil(ATTENTION_BLOCK_M).max(1), heads, max_sequences],
+        [ATTENTION_THREADS, 1, 1],
+    )
 }
 
 /// `attention.cu`: checks what the kernel cannot — head_dim 64 only (the kernel would write
@@ -234,13 +308,19 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(),
         Dtype::F16 => "attention_f16",
     };
     if p.head_dim != 64 {
-        return Err(unsupported(name, format!("head_dim {} (the kernel supports 64 only)", p.head_dim)));
+        return Err(unsupported(
+            name,
+            format!("head_dim {} (the kernel supports 64 only)", p.head_dim),
+        ));
     }
     if p.heads == 0 || p.heads > 65535 {
         return Err(unsupported(name, format!("heads {} (1..=65535)", p.heads)));
     }
     if p.max_sequences > 65535 {
-        return Err(unsupported(name, format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences)));
+        return Err(unsupported(
+            name,
+            format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences),
+        ));
     }
     if p.qkv % 16 != 0 || p.out % 16 != 0 {
         return Err(unsupported(name, "qkv and out must be 16-byte aligned"));
@@ -248,7 +328,12 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(),
     if !(p.softmax_scale.is_finite() && p.softmax_scale > 0.0) {
         return Err(unsupported(name, format!("softmax_scale {}", p.softmax_scale)));
     }
-    for (what, ptr) in [("qkv", p.qkv), ("out", p.out), ("cu_seqlens", p.cu_seqlens), ("batch", p.batch)] {
+    for (what, ptr) in [
+        ("qkv", p.qkv),
+        ("out", p.out),
+        ("cu_seqlens", p.cu_seqlens),
+        ("batch", p.batch),
+    ] {
         need(name, what, ptr)?;
     }
     if p.max_seqlen == 0 || p.max_sequences == 0 {

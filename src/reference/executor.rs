@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::{BackboneWeights, ClassifierHead, Linear, MaskedLmHead, Norm};
 use crate::reference::heads;
 use crate::reference::ops::{self, Pooling};
+use crate::reference::sgemm;
 
 pub struct CpuExecutor {
     pub config: ModelConfig,
@@ -24,7 +25,10 @@ impl CpuExecutor {
         let (t, h, inter) = (batch.tokens(), c.hidden_size, c.intermediate_size);
         let (heads, head_dim) = (c.num_attention_heads, c.head_dim());
         if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", c.vocab_size)));
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                c.vocab_size
+            )));
         }
         let positions = ops::positions_from_cu_seqlens(&batch.cu_seqlens);
         let key_lens = batch.has_query_only_tokens().then_some(batch.key_lens.as_slice());
@@ -51,7 +55,15 @@ impl CpuExecutor {
             };
             linear(attn_in, &layer.wqkv, t, &mut qkv);
             ops::rope_qk_inplace(&mut qkv, &positions, heads, head_dim, c.rope_theta(i));
-            ops::attention(&qkv, &batch.cu_seqlens, key_lens, heads, head_dim, c.window(i), &mut attn);
+            ops::attention(
+                &qkv,
+                &batch.cu_seqlens,
+                key_lens,
+                heads,
+                head_dim,
+                c.window(i),
+                &mut attn,
+            );
             linear(&attn, &layer.wo, t, &mut proj);
             ops::add_inplace(&mut x, &proj);
 
@@ -74,7 +86,13 @@ impl CpuExecutor {
     }
 
     /// Sequence classification logits `[sequences, labels]`.
-    pub fn sequence_logits(&self, cls: &ClassifierHead, hidden: &[f32], batch: &PackedBatch, pooling: Pooling) -> Vec<f32> {
+    pub fn sequence_logits(
+        &self,
+        cls: &ClassifierHead,
+        hidden: &[f32],
+        batch: &PackedBatch,
+        pooling: Pooling,
+    ) -> Vec<f32> {
         heads::sequence_logits(&self.config, cls, hidden, batch, pooling)
     }
 
@@ -84,8 +102,25 @@ impl CpuExecutor {
     }
 }
 
+/// A model `Linear` on the CPU: the AVX-512 kernel with the weight packed once (cached in
+/// `l.packed`) where the CPU has it, else `ops::linear`.
 pub(crate) fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
-    ops::linear(x, &l.weight, l.bias.as_deref(), rows, l.in_features, l.out_features, out);
+    if sgemm::available() {
+        let packed = l
+            .packed
+            .get_or_init(|| sgemm::PackedWeight::new(&l.weight, l.out_features, l.in_features));
+        sgemm::linear_packed(x, packed, l.bias.as_deref(), rows, out);
+    } else {
+        ops::linear(
+            x,
+            &l.weight,
+            l.bias.as_deref(),
+            rows,
+            l.in_features,
+            l.out_features,
+            out,
+        );
+    }
 }
 
 pub(crate) fn layer_norm(x: &[f32], n: &Norm, eps: f32, out: &mut [f32]) {

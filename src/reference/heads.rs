@@ -19,19 +19,48 @@ pub fn prediction_head(config: &ModelConfig, head: &PredictionHead, x: &[f32], r
 
 /// MLM logits `[rows.len(), vocab]` for the selected packed rows of `hidden`; `tok_embeddings`
 /// is the decoder weight when it is tied.
-pub fn mlm_logits(config: &ModelConfig, mlm: &MaskedLmHead, tok_embeddings: &[f32], hidden: &[f32], rows: &[usize]) -> Vec<f32> {
+pub fn mlm_logits(
+    config: &ModelConfig,
+    mlm: &MaskedLmHead,
+    tok_embeddings: &[f32],
+    hidden: &[f32],
+    rows: &[usize],
+) -> Vec<f32> {
     let (h, v) = (config.hidden_size, config.vocab_size);
-    let picked: Vec<f32> = rows.iter().flat_map(|&r| hidden[r * h..][..h].iter().copied()).collect();
+    let picked: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| hidden[r * h..][..h].iter().copied())
+        .collect();
     let head = prediction_head(config, &mlm.head, &picked, rows.len());
     let decoder = mlm.decoder_weight.as_deref().unwrap_or(tok_embeddings);
     let mut logits = vec![0f32; rows.len() * v];
-    ops::linear(&head, decoder, mlm.decoder_bias.as_deref(), rows.len(), h, v, &mut logits);
+    ops::linear(
+        &head,
+        decoder,
+        mlm.decoder_bias.as_deref(),
+        rows.len(),
+        h,
+        v,
+        &mut logits,
+    );
     logits
 }
 
 /// Sequence classification logits `[sequences, labels]`: pool → head → classifier (pool first).
-pub fn sequence_logits(config: &ModelConfig, cls: &ClassifierHead, hidden: &[f32], batch: &PackedBatch, pooling: Pooling) -> Vec<f32> {
-    let pooled = ops::pool(hidden, config.hidden_size, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
+pub fn sequence_logits(
+    config: &ModelConfig,
+    cls: &ClassifierHead,
+    hidden: &[f32],
+    batch: &PackedBatch,
+    pooling: Pooling,
+) -> Vec<f32> {
+    let pooled = ops::pool(
+        hidden,
+        config.hidden_size,
+        &batch.cu_seqlens,
+        Some(&batch.key_lens),
+        pooling,
+    );
     classify_rows(config, cls, &pooled, batch.sequences())
 }
 

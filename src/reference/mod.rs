@@ -3,5 +3,6 @@
 pub mod executor;
 pub mod heads;
 pub mod ops;
+pub mod sgemm;
 
 pub use executor::CpuExecutor;

@@ -7,7 +7,8 @@
 //!
 //! These functions are the oracle of the CUDA kernel tests (kernels-tests/) and the building blocks
 //! of the CPU executor (`reference::executor`). They favour clarity over speed except where the cost
-//! is real: the GEMM (the `gemm` crate, all cores) and attention (rayon over sequences × heads).
+//! is real: the GEMM (`sgemm`, our AVX-512 kernel, else the `gemm` crate; all cores) and
+//! attention (rayon over sequences × heads).
 
 use rayon::prelude::*;
 
@@ -17,6 +18,13 @@ pub fn linear(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n:
     assert_eq!(w.len(), n * k, "linear: weight is not [n, k]");
     assert_eq!(out.len(), m * n, "linear: output is not [m, n]");
     if m == 0 || n == 0 {
+        return;
+    }
+    // AVX-512 where the CPU has it and enough rows amortise packing `w` here (callers with a
+    // constant weight should cache a `sgemm::PackedWeight`, as the executor does).
+    if m >= 128 && super::sgemm::available() {
+        let packed = super::sgemm::PackedWeight::new(w, n, k);
+        super::sgemm::linear_packed(a, &packed, bias, m, out);
         return;
     }
     if k == 0 {
@@ -56,7 +64,8 @@ pub fn linear(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n:
     }
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "linear: bias is not [n]");
-        out.par_chunks_mut(n).for_each(|row| row.iter_mut().zip(b).for_each(|(o, bi)| *o += bi));
+        out.par_chunks_mut(n)
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(o, bi)| *o += bi));
     }
 }
 
@@ -64,10 +73,13 @@ pub fn linear(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n:
 /// Statistics in f64 so that the reference is at least as exact as PyTorch's f32 kernel.
 pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [f32]) {
     let dim = w.len();
-    assert!(dim > 0 && x.len() % dim == 0 && out.len() == x.len(), "layer_norm: shape mismatch");
+    assert!(
+        dim > 0 && x.len() % dim == 0 && out.len() == x.len(),
+        "layer_norm: shape mismatch"
+    );
     out.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(o, row)| {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+        let mean = sum_f64(row, |v| v) / dim as f64;
+        let var = sum_f64(row, |v| (v - mean) * (v - mean)) / dim as f64;
         let rstd = 1.0 / (var + eps as f64).sqrt();
         for j in 0..dim {
             let mut y = ((row[j] as f64 - mean) * rstd) as f32 * w[j];
@@ -77,6 +89,20 @@ pub fn layer_norm(x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, out: &mut [
             o[j] = y;
         }
     });
+}
+
+/// `Σ f(v as f64)` over `row`, in 8 interleaved f64 partial sums (vectorisable; the order
+/// changes only f64 rounding, far below the f32 results').
+fn sum_f64(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 /// `x += y` elementwise (the residual add).
@@ -137,20 +163,27 @@ pub fn activate_inplace(x: &mut [f32], act: Activation) {
 /// GeGLU: `h` is `[tokens, 2I]`; `out[t, j] = act(h[t, j]) · h[t, I + j]` — the activation goes on
 /// the FIRST half (transformers' `input, gate = h.chunk(2)`; the "gate" is the linear half).
 pub fn geglu(h: &[f32], inter: usize, act: Activation, out: &mut [f32]) {
-    assert!(inter > 0 && h.len() % (2 * inter) == 0, "geglu: input is not [tokens, 2I]");
+    assert!(
+        inter > 0 && h.len() % (2 * inter) == 0,
+        "geglu: input is not [tokens, 2I]"
+    );
     assert_eq!(out.len() * 2, h.len(), "geglu: output is not [tokens, I]");
-    out.par_chunks_mut(inter).zip(h.par_chunks(2 * inter)).for_each(|(o, row)| {
-        let (input, gate) = row.split_at(inter);
-        for j in 0..inter {
-            o[j] = act.apply(input[j]) * gate[j];
-        }
-    });
+    out.par_chunks_mut(inter)
+        .zip(h.par_chunks(2 * inter))
+        .for_each(|(o, row)| {
+            let (input, gate) = row.split_at(inter);
+            for j in 0..inter {
+                o[j] = act.apply(input[j]) * gate[j];
+            }
+        });
 }
 
 /// RoPE inverse frequencies, computed as transformers does in f32:
 /// `inv_freq[k] = 1 / theta ^ ((2k) / d)`, k = 0 .. d/2.
 pub fn rope_inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim / 2).map(|k| 1.0 / theta.powf((2 * k) as f32 / head_dim as f32)).collect()
+    (0..head_dim / 2)
+        .map(|k| 1.0 / theta.powf((2 * k) as f32 / head_dim as f32))
+        .collect()
 }
 
 /// Position of every packed token inside its own sequence (0 .. len−1 per sequence).
@@ -172,22 +205,24 @@ pub fn rope_qk_inplace(qkv: &mut [f32], positions: &[u32], heads: usize, head_di
     assert!(head_dim % 2 == 0, "rope: odd head_dim");
     let half = head_dim / 2;
     let inv_freq = rope_inv_freq(theta, head_dim);
-    qkv.par_chunks_mut(3 * hidden).zip(positions.par_iter()).for_each(|(row, &p)| {
-        let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
-            .iter()
-            .map(|&f| {
-                let a = p as f32 * f;
-                (a.cos(), a.sin())
-            })
-            .unzip();
-        for head in row[..2 * hidden].chunks_mut(head_dim) {
-            for j in 0..half {
-                let (x0, x1) = (head[j], head[j + half]);
-                head[j] = x0 * cos[j] - x1 * sin[j];
-                head[j + half] = x1 * cos[j] + x0 * sin[j];
+    qkv.par_chunks_mut(3 * hidden)
+        .zip(positions.par_iter())
+        .for_each(|(row, &p)| {
+            let (cos, sin): (Vec<f32>, Vec<f32>) = inv_freq
+                .iter()
+                .map(|&f| {
+                    let a = p as f32 * f;
+                    (a.cos(), a.sin())
+                })
+                .unzip();
+            for head in row[..2 * hidden].chunks_mut(head_dim) {
+                for j in 0..half {
+                    let (x0, x1) = (head[j], head[j + half]);
+                    head[j] = x0 * cos[j] - x1 * sin[j];
+                    head[j + half] = x1 * cos[j] + x0 * sin[j];
+                }
             }
-        }
-    });
+        });
 }
 
 /// Which keys a query may attend to.
@@ -234,8 +269,9 @@ pub fn attention(
     assert_eq!(qkv.len(), tokens * 3 * hidden, "attention: qkv is not [tokens, 3H]");
     assert_eq!(out.len(), tokens * hidden, "attention: out is not [tokens, H]");
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let tasks: Vec<(usize, usize)> =
-        (0..cu_seqlens.len().saturating_sub(1)).flat_map(|b| (0..heads).map(move |h| (b, h))).collect();
+    let tasks: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
+        .flat_map(|b| (0..heads).map(move |h| (b, h)))
+        .collect();
     // One task per (sequence, head); each returns its own [len, d] block, scattered afterwards.
     let results: Vec<(usize, usize, Vec<f32>)> = tasks
         .par_iter()
@@ -244,9 +280,11 @@ pub fn attention(
             let len = cu_seqlens[b + 1] as usize - start;
             let n_keys = key_lens.map_or(len, |k| (k[b] as usize).min(len));
             let gather = |part: usize, rows: usize| -> Vec<f32> {
-                (0..rows)
-                    .flat_map(|i| qkv[(start + i) * 3 * hidden + part * hidden + h * head_dim..][..head_dim].iter().copied())
-                    .collect()
+                let mut out = Vec::with_capacity(rows * head_dim);
+                for i in 0..rows {
+                    out.extend_from_slice(&qkv[(start + i) * 3 * hidden + part * hidden + h * head_dim..][..head_dim]);
+                }
+                out
             };
             let (q, k, v) = (gather(0, len), gather(1, n_keys), gather(2, n_keys));
             let mut o = vec![0f32; len * head_dim];
@@ -262,25 +300,51 @@ pub fn attention(
                 scores.clear();
                 scores.resize(rows * nk, 0.0);
                 // S[i, j] = q_i · k_j  (K rows are the "weight" of a Linear)
-                gemm_serial(rows, nk, head_dim, &q[q0 * head_dim..], head_dim, 1, &k[klo * head_dim..], 1, head_dim, &mut scores);
+                gemm_serial(
+                    rows,
+                    nk,
+                    head_dim,
+                    &q[q0 * head_dim..],
+                    head_dim,
+                    1,
+                    &k[klo * head_dim..],
+                    1,
+                    head_dim,
+                    &mut scores,
+                );
                 for (r, row) in scores.chunks_mut(nk).enumerate() {
+                    // Row r sees keys [lo, hi) ⊆ [klo, khi): softmax over that span, 0 elsewhere.
                     let (lo, hi) = window.key_range(q0 + r, n_keys);
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, s) in row.iter_mut().enumerate() {
-                        let key = klo + j;
-                        *s = if key >= lo && key < hi { *s * scale } else { f32::NEG_INFINITY };
-                        max = max.max(*s);
-                    }
+                    // (A query-only token past the keys may see none: lo > hi, an empty span.)
+                    let lo = lo.clamp(klo, khi) - klo;
+                    let hi = (hi.clamp(klo, khi) - klo).max(lo);
+                    let (head, rest) = row.split_at_mut(lo);
+                    let (seen, tail) = rest.split_at_mut(hi - lo);
+                    head.fill(0.0);
+                    tail.fill(0.0);
+                    seen.iter_mut().for_each(|s| *s *= scale);
+                    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                     let mut sum = 0f64;
-                    for s in row.iter_mut() {
+                    for s in seen.iter_mut() {
                         *s = if *s == f32::NEG_INFINITY { 0.0 } else { (*s - max).exp() };
                         sum += *s as f64;
                     }
                     let inv = if sum > 0.0 { (1.0 / sum) as f32 } else { 0.0 };
-                    row.iter_mut().for_each(|p| *p *= inv);
+                    seen.iter_mut().for_each(|p| *p *= inv);
                 }
                 // O[q0..q1] = P V
-                gemm_serial(rows, head_dim, nk, &scores, nk, 1, &v[klo * head_dim..], head_dim, 1, &mut o[q0 * head_dim..q1 * head_dim]);
+                gemm_serial(
+                    rows,
+                    head_dim,
+                    nk,
+                    &scores,
+                    nk,
+                    1,
+                    &v[klo * head_dim..],
+                    head_dim,
+                    1,
+                    &mut o[q0 * head_dim..q1 * head_dim],
+                );
             }
             (b, h, o)
         })
@@ -314,11 +378,24 @@ fn gemm_serial(
     // SAFETY: the asserts above bound every element the strides can reach; `out` is distinct.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            out.as_mut_ptr(), 1, n as isize, false,
-            a.as_ptr(), a_cs as isize, a_rs as isize,
-            b.as_ptr(), b_cs as isize, b_rs as isize,
-            0.0, 1.0, false, false, false,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
             gemm::Parallelism::None,
         );
     }
@@ -391,7 +468,11 @@ pub fn softmax(x: &[f32]) -> Vec<f32> {
 
 /// Gather embedding rows: `out[t] = table[ids[t]]`. Ids must be `< table.len() / dim`.
 pub fn embedding_gather(table: &[f32], dim: usize, ids: &[u32], out: &mut [f32]) {
-    assert_eq!(out.len(), ids.len() * dim, "embedding_gather: output is not [tokens, dim]");
+    assert_eq!(
+        out.len(),
+        ids.len() * dim,
+        "embedding_gather: output is not [tokens, dim]"
+    );
     out.par_chunks_mut(dim).zip(ids.par_iter()).for_each(|(o, &id)| {
         o.copy_from_slice(&table[id as usize * dim..][..dim]);
     });
@@ -405,7 +486,9 @@ mod tests {
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] = (0..k).map(|kk| a[i * k + kk] as f64 * w[j * k + kk] as f64).sum::<f64>() as f32;
+                out[i * n + j] = (0..k)
+                    .map(|kk| a[i * k + kk] as f64 * w[j * k + kk] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         out
@@ -521,7 +604,14 @@ mod tests {
                         continue; // no visible key: defined as a zero output
                     }
                     let s: Vec<f64> = (lo..hi)
-                        .map(|j| at(i, 0).iter().zip(at(j, 1)).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (d as f64).sqrt())
+                        .map(|j| {
+                            at(i, 0)
+                                .iter()
+                                .zip(at(j, 1))
+                                .map(|(&a, &b)| a as f64 * b as f64)
+                                .sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
                         .collect();
                     let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
@@ -538,12 +628,17 @@ mod tests {
 
     #[test]
     fn blocked_attention_matches_the_definition() {
-        let cu = [0u32, 1, 65, 195, 395];
-        let keys = [1u32, 60, 130, 200];
+        // The last sequence has 10 keys for 40 tokens: its late queries see no key in a window.
+        let cu = [0u32, 1, 65, 195, 395, 435];
+        let keys = [1u32, 60, 130, 200, 10];
         let (heads, d) = (2, 8);
-        let qkv = pseudo_random(395 * 3 * heads * d, 7);
-        for w in [AttentionWindow::Global, AttentionWindow::Local { radius: 64 }, AttentionWindow::Local { radius: 3 }] {
-            let mut out = vec![f32::NAN; 395 * heads * d];
+        let qkv = pseudo_random(435 * 3 * heads * d, 7);
+        for w in [
+            AttentionWindow::Global,
+            AttentionWindow::Local { radius: 64 },
+            AttentionWindow::Local { radius: 3 },
+        ] {
+            let mut out = vec![f32::NAN; 435 * heads * d];
             attention(&qkv, &cu, Some(&keys), heads, d, w, &mut out);
             let want = naive_attention(&qkv, &cu, &keys, heads, d, w);
             for (x, y) in out.iter().zip(&want) {

@@ -51,13 +51,22 @@ impl Fixture {
         let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
         let expected: Expected = serde_json::from_str(&text).expect("expected.json schema");
         let tensors = TensorStore::open_files(&[dir.join("expected.safetensors")]).expect("expected.safetensors");
-        Fixture { name: dir.file_name().unwrap().to_string_lossy().into(), dir: dir.to_path_buf(), expected, tensors }
+        Fixture {
+            name: dir.file_name().unwrap().to_string_lossy().into(),
+            dir: dir.to_path_buf(),
+            expected,
+            tensors,
+        }
     }
 
     /// An expected output tensor (f32) and its shape.
     pub fn output(&self, case: &Case, kind: &str) -> Option<(Vec<f32>, Vec<usize>)> {
         let name = case.outputs.get(kind)?;
-        let shape = self.tensors.shape(name).unwrap_or_else(|| panic!("{}: no tensor {name}", self.name)).to_vec();
+        let shape = self
+            .tensors
+            .shape(name)
+            .unwrap_or_else(|| panic!("{}: no tensor {name}", self.name))
+            .to_vec();
         Some((self.tensors.f32(name, &shape).unwrap(), shape))
     }
 }
@@ -76,7 +85,13 @@ pub fn all_fixtures() -> Vec<Fixture> {
 /// `max |got − want| / max |want|` — the fixtures' error measure (relative to the output's scale,
 /// so it is meaningful for tensors with entries near zero).
 pub fn relative_max_error(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len(), "length mismatch: got {} want {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "length mismatch: got {} want {}",
+        got.len(),
+        want.len()
+    );
     let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
     let err = got.iter().zip(want).fold(0f64, |m, (&g, &w)| {
         let d = (g as f64 - w as f64).abs();
@@ -91,5 +106,7 @@ pub fn relative_max_error(got: &[f32], want: &[f32]) -> f64 {
 
 /// Row-wise argmax.
 pub fn argmax_rows(x: &[f32], width: usize) -> Vec<usize> {
-    x.chunks(width).map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b })).collect()
+    x.chunks(width)
+        .map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
+        .collect()
 }

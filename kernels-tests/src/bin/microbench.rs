@@ -41,7 +41,12 @@ struct Opts {
 
 fn parse() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let val = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let val = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let flag = |name: &str| args.iter().any(|a| a == name);
     if flag("--help") || flag("-h") {
         println!(
@@ -51,13 +56,24 @@ fn parse() -> Opts {
         std::process::exit(0);
     }
     let env_dev = std::env::var("MODERNBERT_TEST_DEVICE").unwrap_or_default();
-    let device = val("--device").unwrap_or(if env_dev.starts_with("cuda") { "cuda".into() } else { "emulator".into() });
+    let device = val("--device").unwrap_or(if env_dev.starts_with("cuda") {
+        "cuda".into()
+    } else {
+        "emulator".into()
+    });
     let smoke = flag("--smoke");
     Opts {
         cuda: device.starts_with("cuda"),
         smoke,
-        repeats: val("--repeats").and_then(|v| v.parse().ok()).unwrap_or(if smoke { 1 } else { 20 }).max(1),
-        dtype: if val("--dtype").as_deref() == Some("fp16") { Dtype::F16 } else { Dtype::Bf16 },
+        repeats: val("--repeats")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 1 } else { 20 })
+            .max(1),
+        dtype: if val("--dtype").as_deref() == Some("fp16") {
+            Dtype::F16
+        } else {
+            Dtype::Bf16
+        },
         model_only: flag("--model-only"),
         table_only: flag("--table-only"),
         filter: val("--op"),
@@ -106,7 +122,9 @@ impl<'a> Timer<'a> {
                 let bytes = 256usize << 20;
                 let stream = c.stream().clone();
                 let buf = std::cell::RefCell::new(stream.alloc_zeros::<u8>(bytes).map_err(cuda_err)?);
-                Some(Box::new(move || stream.memset_zeros(&mut *buf.borrow_mut()).map_err(cuda_err)))
+                Some(Box::new(move || {
+                    stream.memset_zeros(&mut *buf.borrow_mut()).map_err(cuda_err)
+                }))
             }
             Dev::Emu(_) => None,
         };
@@ -114,7 +132,11 @@ impl<'a> Timer<'a> {
     }
 
     /// Median seconds of `repeats` launches (after one untimed warm-up launch).
-    fn time(&self, repeats: usize, launch: &dyn Fn(&dyn Device) -> Result<(), KernelError>) -> Result<f64, KernelError> {
+    fn time(
+        &self,
+        repeats: usize,
+        launch: &dyn Fn(&dyn Device) -> Result<(), KernelError>,
+    ) -> Result<f64, KernelError> {
         let d = self.dev.d();
         launch(d)?;
         d.synchronize()?;
@@ -126,8 +148,14 @@ impl<'a> Timer<'a> {
                     // The L2 flush: a memset on the same stream, ordered before the start event.
                     (self.flush.as_ref().expect("allocated for CUDA"))()?;
                     // SAFETY: CUevent_flags is a #[repr(u32)] enum and 0 is CU_EVENT_DEFAULT (a timing event).
-                    let start = c.context().new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) })).map_err(cuda_err)?;
-                    let end = c.context().new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) })).map_err(cuda_err)?;
+                    let start = c
+                        .context()
+                        .new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) }))
+                        .map_err(cuda_err)?;
+                    let end = c
+                        .context()
+                        .new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) }))
+                        .map_err(cuda_err)?;
                     start.record(stream).map_err(cuda_err)?;
                     launch(d)?;
                     end.record(stream).map_err(cuda_err)?;
@@ -193,7 +221,13 @@ fn layernorm_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::layerno
     let rows = if c.residual { 4 } else { 2 }; // x (+ delta read, x write), out
     Case {
         op: "layernorm",
-        name: format!("{tag}t{}_h{}{}{}", c.tokens, c.hidden, if c.residual { "_res" } else { "" }, if c.bias { "_bias" } else { "" }),
+        name: format!(
+            "{tag}t{}_h{}{}{}",
+            c.tokens,
+            c.hidden,
+            if c.residual { "_res" } else { "" },
+            if c.bias { "_bias" } else { "" }
+        ),
         bytes: (t * h * E * rows) as f64,
         flops: 0.0,
         launch: Box::new(move |d| {
@@ -203,8 +237,19 @@ fn layernorm_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::layerno
     }
 }
 
-fn embeddings_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::embeddings::EmbeddingCase, tag: &str) -> Case {
-    let (t, cap, h, v) = (c.tokens as usize, c.capacity as usize, c.hidden as usize, c.vocab as usize);
+fn embeddings_case(
+    dev: &dyn Device,
+    dt: Dtype,
+    rng: &mut Rng,
+    c: &cases::embeddings::EmbeddingCase,
+    tag: &str,
+) -> Case {
+    let (t, cap, h, v) = (
+        c.tokens as usize,
+        c.capacity as usize,
+        c.hidden as usize,
+        c.vocab as usize,
+    );
     let ids: Vec<u32> = (0..cap).map(|_| rng.below(c.vocab)).collect();
     let ids = upload_u32(dev, &ids, "ids");
     let table = buf(dev, dt, rng, v * h, "table");
@@ -269,7 +314,12 @@ fn attention_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &AttentionCase,
     let out = zeros(dev, t.max(1) * c.heads * 64 * E, "out");
     let cu = upload_u32(dev, &c.cu_seqlens(), "cu_seqlens");
     let kl = c.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
-    let batch = upload_batch(dev, t as u32, c.seqlens.len() as u32, *c.seqlens.iter().max().unwrap_or(&1));
+    let batch = upload_batch(
+        dev,
+        t as u32,
+        c.seqlens.len() as u32,
+        *c.seqlens.iter().max().unwrap_or(&1),
+    );
     let p = AttentionParams {
         qkv: qkv.addr(),
         out: out.addr(),
@@ -300,7 +350,15 @@ fn geglu_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::geglu::Gegl
     let h = buf(dev, dt, rng, cap * 2 * i, "h");
     let out = zeros(dev, cap * i * E, "out");
     let batch = upload_batch(dev, c.tokens, 1, c.tokens);
-    let p = GegluParams { h: h.addr(), out: out.addr(), batch: batch.addr(), max_tokens: c.capacity, inter: c.inter, activation: c.activation, _pad0: 0 };
+    let p = GegluParams {
+        h: h.addr(),
+        out: out.addr(),
+        batch: batch.addr(),
+        max_tokens: c.capacity,
+        inter: c.inter,
+        activation: c.activation,
+        _pad0: 0,
+    };
     Case {
         op: "geglu",
         name: format!("{tag}t{}_i{}_act{}", c.tokens, c.inter, c.activation),
@@ -320,7 +378,12 @@ fn pad_cases(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::unpad::PadCa
     let padded = std::rc::Rc::new(buf(dev, dt, rng, s * l * w, "padded"));
     let packed = std::rc::Rc::new(buf(dev, dt, rng, t.max(1) * w, "packed"));
     let d_cu = std::rc::Rc::new(upload_u32(dev, &cu, "cu_seqlens"));
-    let batch = std::rc::Rc::new(upload_batch(dev, t as u32, c.seqlens.len() as u32, *c.seqlens.iter().max().unwrap_or(&1)));
+    let batch = std::rc::Rc::new(upload_batch(
+        dev,
+        t as u32,
+        c.seqlens.len() as u32,
+        *c.seqlens.iter().max().unwrap_or(&1),
+    ));
     let p = PadParams {
         padded: padded.addr(),
         packed: packed.addr(),
@@ -366,7 +429,12 @@ fn pool_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::pooling::Poo
     let out = zeros(dev, ms * od * 4, "out");
     let d_cu = upload_u32(dev, &cu, "cu_seqlens");
     let kl = c.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
-    let batch = upload_batch(dev, t as u32, c.seqlens.len() as u32, *c.seqlens.iter().max().unwrap_or(&1));
+    let batch = upload_batch(
+        dev,
+        t as u32,
+        c.seqlens.len() as u32,
+        *c.seqlens.iter().max().unwrap_or(&1),
+    );
     let p = PoolParams {
         hidden: hidden.addr(),
         out: out.addr(),
@@ -381,10 +449,17 @@ fn pool_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::pooling::Poo
         _pad0: 0,
     };
     let n = c.seqlens.len();
-    let read = if c.pooling == MB_POOL_CLS { n * od * E } else { t * od * E };
+    let read = if c.pooling == MB_POOL_CLS {
+        n * od * E
+    } else {
+        t * od * E
+    };
     Case {
         op: "pool",
-        name: format!("{tag}t{t}_s{n}_h{h}_d{od}_{}", if c.pooling == MB_POOL_CLS { "cls" } else { "mean" }),
+        name: format!(
+            "{tag}t{t}_s{n}_h{h}_d{od}_{}",
+            if c.pooling == MB_POOL_CLS { "cls" } else { "mean" }
+        ),
         bytes: (read + n * od * 4) as f64,
         flops: 0.0,
         launch: Box::new(move |d| {
@@ -395,7 +470,12 @@ fn pool_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::pooling::Poo
 }
 
 fn head_cases(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::mlm_head::HeadCase, tag: &str) -> Vec<Case> {
-    let (t, cap, h, v) = (c.tokens as usize, c.capacity as usize, c.hidden as usize, c.vocab as usize);
+    let (t, cap, h, v) = (
+        c.tokens as usize,
+        c.capacity as usize,
+        c.hidden as usize,
+        c.vocab as usize,
+    );
     let x = buf(dev, dt, rng, cap * h, "x");
     let db = buf(dev, dt, rng, h, "dense_bias");
     let w = buf(dev, dt, rng, h, "w");
@@ -417,7 +497,14 @@ fn head_cases(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::mlm_head::H
     let logits_in = buf(dev, dt, rng, cap * v, "logits_in");
     let vb = buf(dev, dt, rng, v, "decoder_bias");
     let logits = zeros(dev, cap * v * 4, "logits");
-    let q = BiasAddParams { x: logits_in.addr(), bias: vb.addr(), out: logits.addr(), batch: batch.addr(), max_rows: c.capacity, cols: c.vocab };
+    let q = BiasAddParams {
+        x: logits_in.addr(),
+        bias: vb.addr(),
+        out: logits.addr(),
+        batch: batch.addr(),
+        max_rows: c.capacity,
+        cols: c.vocab,
+    };
     let batch2 = batch.clone();
     vec![
         Case {
@@ -448,7 +535,13 @@ fn colbert_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::colbert::
     let x = buf(dev, dt, rng, cap * dim, "x");
     let out = zeros(dev, cap * dim * 4, "out");
     let batch = upload_batch(dev, c.rows, 1, c.rows);
-    let p = RowNormalizeParams { x: x.addr(), out: out.addr(), batch: batch.addr(), max_rows: c.capacity, dim: c.dim };
+    let p = RowNormalizeParams {
+        x: x.addr(),
+        out: out.addr(),
+        batch: batch.addr(),
+        max_rows: c.capacity,
+        dim: c.dim,
+    };
     Case {
         op: "colbert_normalize",
         name: format!("{tag}r{}_d{}", c.rows, c.dim),
@@ -498,55 +591,178 @@ fn builders() -> Vec<(&'static str, Builder)> {
     }
     use cases::*;
     vec![
-        ("layernorm", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let model = vec![layernorm::LayerNormCase { tokens: T, capacity: T, hidden: 768, residual: true, bias: false },
-                             layernorm::LayerNormCase { tokens: T, capacity: T, hidden: 1024, residual: true, bias: false }];
-            pick(layernorm::cases(), model, t, m, s).iter().map(|(c, tag)| layernorm_case(d, dt, r, c, tag)).collect()
-        })),
-        ("embeddings", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let model = vec![embeddings::EmbeddingCase { tokens: T, capacity: T, hidden: 768, vocab: 50368, bias: false }];
-            pick(embeddings::cases(), model, t, m, s).iter().map(|(c, tag)| embeddings_case(d, dt, r, c, tag)).collect()
-        })),
-        ("rope", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let model = vec![rope::RopeCase { seqlens: vec![512; 128], capacity: T, heads: 12, head_dim: 64, theta: 160_000.0 }];
-            pick(rope::cases(), model, t, m, s).iter().map(|(c, tag)| rope_case(d, dt, r, c, tag)).collect()
-        })),
-        ("attention", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let mut table = attention::cases();
-            if t && !s {
-                table.extend(attention::long_cases());
-            }
-            let model = vec![
-                attn("global_128x512", vec![512; 128], 12, None),
-                attn("local64_128x512", vec![512; 128], 12, Some(64)),
-                attn("global_8x8192", vec![8192; 8], 12, None),
-                attn("local64_8x8192", vec![8192; 8], 12, Some(64)),
-            ];
-            pick(table, model, t, m, s).iter().map(|(c, tag)| attention_case(d, dt, r, c, tag)).collect()
-        })),
-        ("geglu", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let model = vec![geglu::GegluCase { tokens: T, capacity: T, inter: 1152, activation: 0 },
-                             geglu::GegluCase { tokens: T, capacity: T, inter: 2624, activation: 0 }];
-            pick(geglu::cases(), model, t, m, s).iter().map(|(c, tag)| geglu_case(d, dt, r, c, tag)).collect()
-        })),
-        ("unpad", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let lens: Vec<u32> = (0..128).map(|i| 192 + (i * 37) % 320).collect();
-            let model = vec![unpad::PadCase { seqlens: lens, max_sequences: 128, padded_len: 512, width: 768 }];
-            pick(unpad::cases(), model, t, m, s).iter().flat_map(|(c, tag)| pad_cases(d, dt, r, c, tag)).collect()
-        })),
-        ("pool", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let base = pooling::PoolCase { seqlens: vec![512; 128], key_lens: None, max_sequences: 128, hidden: 768, out_dim: 768, pooling: MB_POOL_MEAN, normalize: true };
-            let model = vec![base.clone(), pooling::PoolCase { pooling: MB_POOL_CLS, ..base }];
-            pick(pooling::cases(), model, t, m, s).iter().map(|(c, tag)| pool_case(d, dt, r, c, tag)).collect()
-        })),
-        ("mlm_head", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let model = vec![mlm_head::HeadCase { tokens: 4096, capacity: 4096, hidden: 768, vocab: 50368, dense_bias: false, norm_bias: false, activation: 0 }];
-            pick(mlm_head::cases(), model, t, m, s).iter().flat_map(|(c, tag)| head_cases(d, dt, r, c, tag)).collect()
-        })),
-        ("colbert", Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-            let model = vec![colbert::ColbertCase { rows: T, capacity: T, dim: 128 }];
-            pick(colbert::cases(), model, t, m, s).iter().map(|(c, tag)| colbert_case(d, dt, r, c, tag)).collect()
-        })),
+        (
+            "layernorm",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let model = vec![
+                    layernorm::LayerNormCase {
+                        tokens: T,
+                        capacity: T,
+                        hidden: 768,
+                        residual: true,
+                        bias: false,
+                    },
+                    layernorm::LayerNormCase {
+                        tokens: T,
+                        capacity: T,
+                        hidden: 1024,
+                        residual: true,
+                        bias: false,
+                    },
+                ];
+                pick(layernorm::cases(), model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| layernorm_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "embeddings",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let model = vec![embeddings::EmbeddingCase {
+                    tokens: T,
+                    capacity: T,
+                    hidden: 768,
+                    vocab: 50368,
+                    bias: false,
+                }];
+                pick(embeddings::cases(), model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| embeddings_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "rope",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let model = vec![rope::RopeCase {
+                    seqlens: vec![512; 128],
+                    capacity: T,
+                    heads: 12,
+                    head_dim: 64,
+                    theta: 160_000.0,
+                }];
+                pick(rope::cases(), model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| rope_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "attention",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let mut table = attention::cases();
+                if t && !s {
+                    table.extend(attention::long_cases());
+                }
+                let model = vec![
+                    attn("global_128x512", vec![512; 128], 12, None),
+                    attn("local64_128x512", vec![512; 128], 12, Some(64)),
+                    attn("global_8x8192", vec![8192; 8], 12, None),
+                    attn("local64_8x8192", vec![8192; 8], 12, Some(64)),
+                ];
+                pick(table, model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| attention_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "geglu",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let model = vec![
+                    geglu::GegluCase {
+                        tokens: T,
+                        capacity: T,
+                        inter: 1152,
+                        activation: 0,
+                    },
+                    geglu::GegluCase {
+                        tokens: T,
+                        capacity: T,
+                        inter: 2624,
+                        activation: 0,
+                    },
+                ];
+                pick(geglu::cases(), model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| geglu_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "unpad",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let lens: Vec<u32> = (0..128).map(|i| 192 + (i * 37) % 320).collect();
+                let model = vec![unpad::PadCase {
+                    seqlens: lens,
+                    max_sequences: 128,
+                    padded_len: 512,
+                    width: 768,
+                }];
+                pick(unpad::cases(), model, t, m, s)
+                    .iter()
+                    .flat_map(|(c, tag)| pad_cases(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "pool",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let base = pooling::PoolCase {
+                    seqlens: vec![512; 128],
+                    key_lens: None,
+                    max_sequences: 128,
+                    hidden: 768,
+                    out_dim: 768,
+                    pooling: MB_POOL_MEAN,
+                    normalize: true,
+                };
+                let model = vec![
+                    base.clone(),
+                    pooling::PoolCase {
+                        pooling: MB_POOL_CLS,
+                        ..base
+                    },
+                ];
+                pick(pooling::cases(), model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| pool_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "mlm_head",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let model = vec![mlm_head::HeadCase {
+                    tokens: 4096,
+                    capacity: 4096,
+                    hidden: 768,
+                    vocab: 50368,
+                    dense_bias: false,
+                    norm_bias: false,
+                    activation: 0,
+                }];
+                pick(mlm_head::cases(), model, t, m, s)
+                    .iter()
+                    .flat_map(|(c, tag)| head_cases(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
+        (
+            "colbert",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let model = vec![colbert::ColbertCase {
+                    rows: T,
+                    capacity: T,
+                    dim: 128,
+                }];
+                pick(colbert::cases(), model, t, m, s)
+                    .iter()
+                    .map(|(c, tag)| colbert_case(d, dt, r, c, tag))
+                    .collect()
+            }),
+        ),
     ]
 }
 
@@ -562,7 +778,9 @@ fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, Strin
             let stream = c.stream().clone();
             let src = stream.alloc_zeros::<u8>(copy_bytes).map_err(cuda_err)?;
             let dst = std::cell::RefCell::new(stream.alloc_zeros::<u8>(copy_bytes).map_err(cuda_err)?);
-            timer.time(repeats.max(5), &move |_| stream.memcpy_dtod(&src, &mut *dst.borrow_mut()).map_err(cuda_err))?
+            timer.time(repeats.max(5), &move |_| {
+                stream.memcpy_dtod(&src, &mut *dst.borrow_mut()).map_err(cuda_err)
+            })?
         }
         Dev::Emu(_) => {
             let src = d.alloc(copy_bytes, "copy_src")?;
@@ -577,11 +795,27 @@ fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, Strin
     let a = zeros(d, n * n * E, "gemm_a");
     let w = zeros(d, n * n * E, "gemm_w");
     let o = zeros(d, n * n * E, "gemm_out");
-    let g = GemmDesc { a: a.addr(), w: w.addr(), bias: 0, out: o.addr(), m: gemm_n, n: gemm_n, k: gemm_n };
+    let g = GemmDesc {
+        a: a.addr(),
+        w: w.addr(),
+        bias: 0,
+        out: o.addr(),
+        m: gemm_n,
+        n: gemm_n,
+        k: gemm_n,
+    };
     let gemm_s = timer.time(repeats.max(5), &move |d| d.gemm(Dtype::Bf16, &g))?;
-    let gemm = if matches!(dev, Dev::Cuda(_)) { "cuBLASLt" } else { "host (emulator)" };
+    let gemm = if matches!(dev, Dev::Cuda(_)) {
+        "cuBLASLt"
+    } else {
+        "host (emulator)"
+    };
     let what = format!("D2D copy {} MiB, {gemm} bf16 GEMM {n}x{n}x{n}", copy_bytes >> 20);
-    Ok((2.0 * copy_bytes as f64 / copy_s / 1e9, 2.0 * (n * n * n) as f64 / gemm_s / 1e12, what))
+    Ok((
+        2.0 * copy_bytes as f64 / copy_s / 1e9,
+        2.0 * (n * n * n) as f64 / gemm_s / 1e12,
+        what,
+    ))
 }
 
 fn main() {
@@ -601,7 +835,11 @@ fn main() {
     if is_emu {
         println!("# device: emulator — timings are wall-clock of the CPU emulation and MEAN NOTHING; this is a smoke check of the harness.");
     } else {
-        println!("# device: {} — CUDA events, L2 flushed (2 x L2 memset) before every repeat, median of {} repeats", dev.d().name(), o.repeats);
+        println!(
+            "# device: {} — CUDA events, L2 flushed (2 x L2 memset) before every repeat, median of {} repeats",
+            dev.d().name(),
+            o.repeats
+        );
     }
     // The emulator runs the table cases only (ModernBERT sizes take minutes there) unless asked.
     let (table, model) = match (o.table_only, o.model_only) {
@@ -609,15 +847,30 @@ fn main() {
         (_, true) => (false, true),
         _ => (true, !is_emu),
     };
-    let mut json = o.json.as_ref().map(|p| std::fs::File::create(p).unwrap_or_else(|e| panic!("--json {p}: {e}")));
+    let mut json = o
+        .json
+        .as_ref()
+        .map(|p| std::fs::File::create(p).unwrap_or_else(|e| panic!("--json {p}: {e}")));
     let timer = Timer::new(&dev).unwrap_or_else(|e| panic!("timer: {e}"));
     let (bw, tf, what) = ceilings(&dev, &timer, o.repeats).unwrap_or_else(|e| panic!("ceilings: {e}"));
-    println!("# ceilings measured now ({what}): {bw:.1} GB/s, {tf:.2} TFLOP/s{}", if is_emu { " (emulator: meaningless)" } else { "" });
+    println!(
+        "# ceilings measured now ({what}): {bw:.1} GB/s, {tf:.2} TFLOP/s{}",
+        if is_emu { " (emulator: meaningless)" } else { "" }
+    );
     if let Some(f) = json.as_mut() {
-        let line = serde_json_line(&[("kind", "\"ceilings\"".into()), ("device", format!("{:?}", dev.d().name())), ("copy_gbps", format!("{bw:.3}")), ("gemm_tflops", format!("{tf:.4}")), ("what", format!("{what:?}"))]);
+        let line = serde_json_line(&[
+            ("kind", "\"ceilings\"".into()),
+            ("device", format!("{:?}", dev.d().name())),
+            ("copy_gbps", format!("{bw:.3}")),
+            ("gemm_tflops", format!("{tf:.4}")),
+            ("what", format!("{what:?}")),
+        ]);
         writeln!(f, "{line}").unwrap();
     }
-    println!("{:<18} {:<44} {:>10} {:>9} {:>7} {:>9} {:>7}", "op", "case", "time_us", "GB/s", "%bw", "TFLOP/s", "%gemm");
+    println!(
+        "{:<18} {:<44} {:>10} {:>9} {:>7} {:>9} {:>7}",
+        "op", "case", "time_us", "GB/s", "%bw", "TFLOP/s", "%gemm"
+    );
     let mut rng = Rng::new(1);
     let mut failures = 0;
     for (op, build) in builders() {
@@ -629,10 +882,20 @@ fn main() {
                 Ok(s) => {
                     let gbps = case.bytes / s / 1e9;
                     let tflops = case.flops / s / 1e12;
-                    let flops_cols = if case.flops > 0.0 { (format!("{tflops:.2}"), format!("{:.1}", 100.0 * tflops / tf)) } else { ("-".into(), "-".into()) };
+                    let flops_cols = if case.flops > 0.0 {
+                        (format!("{tflops:.2}"), format!("{:.1}", 100.0 * tflops / tf))
+                    } else {
+                        ("-".into(), "-".into())
+                    };
                     println!(
                         "{:<18} {:<44} {:>10.2} {:>9.1} {:>7.1} {:>9} {:>7}",
-                        case.op, case.name, s * 1e6, gbps, 100.0 * gbps / bw, flops_cols.0, flops_cols.1
+                        case.op,
+                        case.name,
+                        s * 1e6,
+                        gbps,
+                        100.0 * gbps / bw,
+                        flops_cols.0,
+                        flops_cols.1
                     );
                     if let Some(f) = json.as_mut() {
                         let line = serde_json_line(&[
@@ -689,12 +952,26 @@ mod tests {
             let cases = build(dev.d(), Dtype::Bf16, &mut rng, true, false, true);
             assert!(!cases.is_empty(), "{op}");
             for c in cases {
-                let s = timer.time(1, &c.launch).unwrap_or_else(|e| panic!("{op} {}: {e}", c.name));
+                let s = timer
+                    .time(1, &c.launch)
+                    .unwrap_or_else(|e| panic!("{op} {}: {e}", c.name));
                 assert!(s >= 0.0 && c.bytes > 0.0);
                 ops.push(c.op);
             }
         }
-        for op in ["layernorm", "embeddings", "rope", "attention", "geglu", "unpad", "repad", "pool", "head_act_norm", "bias_add", "colbert_normalize"] {
+        for op in [
+            "layernorm",
+            "embeddings",
+            "rope",
+            "attention",
+            "geglu",
+            "unpad",
+            "repad",
+            "pool",
+            "head_act_norm",
+            "bias_add",
+            "colbert_normalize",
+        ] {
             assert!(ops.contains(&op), "{op} missing");
         }
     }

@@ -103,7 +103,10 @@ pub fn attention_grid(max_seqlen: usize, heads: usize, max_sequences: usize) -> 
 }
 
 fn unsupported(kernel: &str, message: String) -> KernelError {
-    KernelError::Unsupported { kernel: kernel.to_string(), message }
+    KernelError::Unsupported {
+        kernel: kernel.to_string(),
+        message,
+    }
 }
 
 /// The typed launcher of cuda/attention.cu (`attention_bf16` / `attention_f16`): checks what the kernel
@@ -114,13 +117,19 @@ fn unsupported(kernel: &str, message: String) -> KernelError {
 pub fn launch_attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(), KernelError> {
     let name = format!("attention{}", dt.suffix());
     if p.head_dim as usize != HEAD_DIM {
-        return Err(unsupported(&name, format!("head_dim {} (the kernel supports 64 only)", p.head_dim)));
+        return Err(unsupported(
+            &name,
+            format!("head_dim {} (the kernel supports 64 only)", p.head_dim),
+        ));
     }
     if p.heads == 0 || p.heads > 65535 {
         return Err(unsupported(&name, format!("heads {} (1..=65535)", p.heads)));
     }
     if p.max_sequences > 65535 {
-        return Err(unsupported(&name, format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences)));
+        return Err(unsupported(
+            &name,
+            format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences),
+        ));
     }
     if p.qkv % 16 != 0 || p.out % 16 != 0 {
         return Err(unsupported(&name, "qkv and out must be 16-byte aligned".to_string()));
@@ -161,9 +170,7 @@ pub fn cases() -> Vec<AttentionCase> {
     // key_lens < length: padded keys are skipped; a sequence with no key at all outputs zeros; with a
     // window, queries far past the last key have no visible key (zeros, never NaN).
     v.push(AttentionCase::new("global_keylens_a", mix1, 2, None).key_lens(&[1, 40, 100, 0, 200, 63]));
-    v.push(
-        AttentionCase::new("local64_keylens_b", mix2, 2, Some(r)).key_lens(&[700, 129, 3, 1, 64, 100, 250]),
-    );
+    v.push(AttentionCase::new("local64_keylens_b", mix2, 2, Some(r)).key_lens(&[700, 129, 3, 1, 64, 100, 250]));
     v.push(AttentionCase::new("local8_keylens_a", mix1, 2, Some(8)).key_lens(&[1, 5, 129, 2, 190, 0]));
     v
 }

@@ -10,9 +10,21 @@ pub fn cases() -> Vec<ColbertCase> {
     let mut v: Vec<ColbertCase> = super::SEQ_LENS
         .iter()
         .enumerate()
-        .map(|(i, &r)| ColbertCase { rows: r, capacity: r + (i as u32 % 3), dim: [128, 96, 1024, 2056][i % 4] })
+        .map(|(i, &r)| ColbertCase {
+            rows: r,
+            capacity: r + (i as u32 % 3),
+            dim: [128, 96, 1024, 2056][i % 4],
+        })
         .collect();
-    v.push(ColbertCase { rows: 130, capacity: 131, dim: 100 }); // scalar path
-    v.push(ColbertCase { rows: 5, capacity: 5, dim: 1 });
+    v.push(ColbertCase {
+        rows: 130,
+        capacity: 131,
+        dim: 100,
+    }); // scalar path
+    v.push(ColbertCase {
+        rows: 5,
+        capacity: 5,
+        dim: 1,
+    });
     v
 }

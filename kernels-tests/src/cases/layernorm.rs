@@ -14,7 +14,13 @@ pub struct LayerNormCase {
 
 pub fn cases() -> Vec<LayerNormCase> {
     let mut v = Vec::new();
-    let c = |tokens, capacity, hidden, residual, bias| LayerNormCase { tokens, capacity, hidden, residual, bias };
+    let c = |tokens, capacity, hidden, residual, bias| LayerNormCase {
+        tokens,
+        capacity,
+        hidden,
+        residual,
+        bias,
+    };
     for (i, &t) in super::SEQ_LENS.iter().enumerate() {
         // hidden 768 (ModernBERT-base, 16-byte vectors); alternate the fused add and the bias.
         let hidden = if t == 8192 { 256 } else { 768 };

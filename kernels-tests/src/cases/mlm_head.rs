@@ -25,6 +25,14 @@ pub fn cases() -> Vec<HeadCase> {
             activation: (i % 5 == 4) as u32,
         });
     }
-    v.push(HeadCase { tokens: 65, capacity: 65, hidden: 100, vocab: 1003, dense_bias: true, norm_bias: true, activation: 0 });
+    v.push(HeadCase {
+        tokens: 65,
+        capacity: 65,
+        hidden: 100,
+        vocab: 1003,
+        dense_bias: true,
+        norm_bias: true,
+        activation: 0,
+    });
     v
 }

@@ -13,7 +13,13 @@ pub fn cases() -> Vec<RopeCase> {
     let mut v = Vec::new();
     let c = |seqlens: Vec<u32>, heads, head_dim, theta| {
         let t: u32 = seqlens.iter().sum();
-        RopeCase { seqlens, capacity: t + 5, heads, head_dim, theta }
+        RopeCase {
+            seqlens,
+            capacity: t + 5,
+            heads,
+            head_dim,
+            theta,
+        }
     };
     // Every single length (one sequence each), global theta 160k and local 10k alternating.
     for (i, &l) in super::SEQ_LENS.iter().enumerate() {
