@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
-use modernbert::model::{BackboneWeights, LayerWeights, Linear, Norm};
 use modernbert::reference::CpuExecutor;
 
 fn arg(name: &str, default: usize) -> usize {
@@ -20,55 +19,10 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
-    fn linear(&mut self, out: usize, inp: usize) -> Linear {
-        Linear {
-            weight: self.vec(out * inp, 1.0 / (inp as f32).sqrt()),
-            bias: None,
-            out_features: out,
-            in_features: inp,
-            packed: Default::default(),
-        }
-    }
-    fn norm(&mut self, h: usize) -> Norm {
-        Norm {
-            weight: self.vec(h, 0.5).iter().map(|v| 1.0 + v).collect(),
-            bias: None,
-        }
-    }
-}
-
 fn main() {
     let (sequences, tokens, runs) = (arg("--sequences", 8), arg("--tokens", 512), arg("--runs", 5));
     let config = ModelConfig::from_json_str(r#"{"model_type": "modernbert"}"#, "base".as_ref()).unwrap();
-    let (h, i) = (config.hidden_size, config.intermediate_size);
-    let mut rng = Rng(0x9E3779B97F4A7C15);
-    let weights = BackboneWeights {
-        tok_embeddings: rng.vec(config.vocab_size * h, 1.0),
-        emb_norm: rng.norm(h),
-        layers: (0..config.num_hidden_layers)
-            .map(|l| LayerWeights {
-                attn_norm: (l > 0).then(|| rng.norm(h)),
-                wqkv: rng.linear(3 * h, h),
-                wo: rng.linear(h, h),
-                mlp_norm: rng.norm(h),
-                wi: rng.linear(2 * i, h),
-                mlp_wo: rng.linear(h, i),
-            })
-            .collect(),
-        final_norm: rng.norm(h),
-    };
+    let weights = modernbert::bench::random_weights(&config, 0x9E37_79B9_7F4A_7C15);
     let exec = CpuExecutor::new(config, weights);
     let ids: Vec<Vec<u32>> = (0..sequences)
         .map(|s| {
