@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the pinned CUDA 13.0 toolchain (nvcc, plus cuobjdump + nvdisasm 13.2 for reading SASS, from PyPI) into .toolchain/cuda at the
 # repo root, and libclang (for bindgen) if it is missing. Idempotent: a second run does nothing.
-# Why 13.0: the GPU machines run driver 580, which JIT-loads PTX only up to ISA 9.0 (docs/toolchain).
+# Why 13.0: the GPU machines run driver 580, which JIT-loads PTX only up to ISA 9.0.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="$ROOT/.toolchain/cuda"

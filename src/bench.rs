@@ -1,6 +1,6 @@
-//! `modernbert bench`: the ModernBERT paper's efficiency protocol (arXiv 2412.13663, Table 2;
-//! shared/docs/anchors.md §1.4) and a small-batch latency mode, on the CPU executor, the emulated
-//! device or a CUDA GPU.
+//! `modernbert bench`: the ModernBERT paper's efficiency protocol (arXiv 2412.13663, Table 2, and
+//! its authors' efficiency notebooks) and a small-batch latency mode, on the CPU executor, the
+//! emulated device or a CUDA GPU.
 //!
 //! # Throughput protocol (what the paper's notebooks did, and what we do)
 //! - Four synthetic sets of 8192 sequences of random ids uniform in [100, 16000):
@@ -33,7 +33,7 @@
 //! the totals differ slightly from the paper's Table 10 (same distribution, same seed number);
 //! each JSON line carries the length statistics and a checksum of the ids.
 //!
-//! # FLOPs and MFU (anchors.md §6)
+//! # FLOPs and MFU
 //! 2 FLOPs per MAC, forward only: linear `2·L·(4d² + 3dI)` per token; attention `4·d·(keys)` per
 //! query per layer, keys = S on global layers and `|i − j| ≤ radius` (edge-clipped) on local ones,
 //! computed exactly for the actual lengths. MFU = achieved FLOP/s / the card's dense bf16/fp16
@@ -330,7 +330,7 @@ pub fn ids_checksum(ids: &[Vec<u32>]) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// FLOPs (anchors.md §6)
+// FLOPs: 2 per MAC; linears 2·L·(4d² + 3dI) per token, attention 4·d·(keys attended) per layer
 
 /// Query-key pairs with |i − j| ≤ radius in a sequence of `s` tokens (edge-clipped window).
 pub fn local_pairs(s: u64, radius: u64) -> u64 {
@@ -451,18 +451,18 @@ pub fn max_batch(c: &ModelConfig, len: usize, budget_bytes: f64) -> usize {
 pub fn peak_tflops(device_name: &str) -> Option<(f64, &'static str)> {
     let n = device_name.to_ascii_uppercase();
     if n.contains("H100") && n.contains("PCIE") {
-        Some((756.0, "H100 PCIe dense bf16 (anchors.md §5, hpctech sheet)"))
+        Some((756.0, "H100 PCIe dense bf16 (vendor specification)"))
     } else if n.contains("H100") && !n.contains("NVL") {
-        Some((989.4, "H100 SXM5 dense bf16 (anchors.md §5)"))
+        Some((989.4, "H100 SXM5 dense bf16 (vendor specification)"))
     } else if n.contains("H200") {
         Some((
             989.4,
             "H200: same GH100 tensor peak as H100 SXM5, dense bf16 (NVIDIA datasheet)",
         ))
     } else if n.contains("A100") {
-        Some((312.0, "A100 dense bf16 (anchors.md §5)"))
+        Some((312.0, "A100 dense bf16 (vendor specification)"))
     } else if n.contains("4090") {
-        Some((165.2, "RTX 4090 bf16 with FP32 accumulate (anchors.md §5)"))
+        Some((165.2, "RTX 4090 bf16 with FP32 accumulate (vendor specification)"))
     } else {
         None
     }
