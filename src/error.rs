@@ -17,6 +17,9 @@ pub enum Error {
     Tokenizer(String),
     #[error("input: {0}")]
     Input(String),
+    /// A text longer than the model's maximum while truncation is off.
+    #[error("input: {0}")]
+    TextTooLong(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("device: {0}")]

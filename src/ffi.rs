@@ -215,9 +215,7 @@ impl From<Error> for Fail {
                 mb_status::MB_ERR_MODEL
             }
             Error::Tokenizer(_) => mb_status::MB_ERR_TOKENIZER,
-            // The engine has no dedicated variant for over-long texts; its message is pinned by
-            // tests/c_abi.rs (`overlong_refused`).
-            Error::Input(m) if m.contains("more than the maximum") => mb_status::MB_ERR_TEXT_TOO_LONG,
+            Error::TextTooLong(_) => mb_status::MB_ERR_TEXT_TOO_LONG,
             Error::Input(_) => mb_status::MB_ERR_INPUT,
             Error::Unsupported(_) => mb_status::MB_ERR_UNSUPPORTED,
             Error::Device(_) => mb_status::MB_ERR_DEVICE,

@@ -95,7 +95,7 @@ impl TextTokenizer {
         let ids: Vec<Vec<u32>> = encodings.into_iter().map(|e| e.get_ids().to_vec()).collect();
         if self.policy == OverlongPolicy::Refuse {
             if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| s.len() > self.max_len) {
-                return Err(Error::Input(format!(
+                return Err(Error::TextTooLong(format!(
                     "text {} has {} tokens, more than the maximum {} (truncation is off)",
                     i + 1,
                     s.len(),
