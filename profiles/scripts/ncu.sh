@@ -10,7 +10,7 @@
 # and prints the per-kernel table (profiles/scripts/kernel_table.py).
 # Env: BIN (default target/release/modernbert), NCU (default ncu), LAUNCHES (kernel launches to
 # profile after skipping the warm-up, default 400 ≈ one forward of base), SKIP (launches skipped,
-# default 300 ≈ the warm-up batch), SET (ncu section set, default "full").
+# default 300 ≈ the warm-up batch), SET (ncu section set, default "full"; "basic" is several times faster).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name="${1:?usage: ncu.sh OUT_NAME [-- bench args]}"; shift
@@ -27,11 +27,14 @@ args=("$@")
   echo "ncu: $($NCU --version | tail -1)"
   echo "command: $BIN bench --device cuda ${args[*]}"
 } | tee "profiles/out/$name.meta.txt"
-"$NCU" --clock-control none --set "${SET:-full}" \
+# The table's metrics are named explicitly so that a lighter section set (SET=basic: a few replay
+# passes per kernel instead of ~40 for "full") still yields every column.
+metrics=gpu__time_duration.sum,dram__bytes.sum.per_second,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
+"$NCU" --clock-control none --set "${SET:-full}" --metrics "$metrics" \
   --launch-skip "${SKIP:-300}" --launch-count "${LAUNCHES:-400}" \
   --export "profiles/out/$name" --force-overwrite \
   "$BIN" bench --device cuda "${args[@]}"
 "$NCU" --import "profiles/out/$name.ncu-rep" --csv --page raw \
-  --metrics gpu__time_duration.sum,dram__bytes.sum.per_second,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size \
+  --metrics "$metrics" \
   > "profiles/out/$name.csv"
 python3 profiles/scripts/kernel_table.py "profiles/out/$name.csv"

@@ -1,5 +1,6 @@
-//! The GPU executor — the real launch sequence, parameter structs, arena and kernels — run on the
-//! host emulator in bf16 and fp16, against the exact f32 CPU reference.
+//! The GPU executor — the real launch sequence, parameter structs, arena and kernels — run in bf16
+//! and fp16 against the exact f32 CPU reference: on the host emulator by default, on GPU 0 with
+//! `MODERNBERT_TEST_DEVICE=cuda` (the same assertions; a GPU that cannot be opened fails the run).
 //!
 //! Bounds (the engine's fidelity contract for half-precision devices): pooled-embedding cosine
 //! ≥ 0.999 per sequence; MLM top-1 identical on ≥ 99 % of positions; classification argmax
@@ -16,12 +17,29 @@ use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::gpu::GpuExecutor;
-use modernbert::kernels::emu::Emulator;
+use modernbert::kernels::device::{self, Device};
 use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
 use modernbert::reference::ops::{pool, Pooling};
 use modernbert::reference::{heads, CpuExecutor};
 use modernbert::weights::TensorStore;
+
+/// The device under test: `MODERNBERT_TEST_DEVICE` (the emulator unless it says `cuda`).
+fn test_device() -> Arc<dyn Device> {
+    match device::from_env() {
+        Ok(d) => Arc::from(d),
+        Err(e) => panic!("MODERNBERT_TEST_DEVICE: {e}"),
+    }
+}
+
+/// The engine's device choice matching [`test_device`].
+fn test_device_choice() -> DeviceChoice {
+    if test_device().as_emulator().is_some() {
+        DeviceChoice::Emulated
+    } else {
+        DeviceChoice::Cuda
+    }
+}
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
@@ -68,7 +86,7 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
         .max()
         .unwrap();
     let gpu = GpuExecutor::new(
-        Arc::new(Emulator::new()),
+        test_device(),
         dtype,
         &p.config,
         &p.cpu.weights,
@@ -140,7 +158,7 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
 
 /// Every committed fixture the GPU kernels can run (head_dim 64), in bf16 and fp16.
 #[test]
-fn emulated_device_matches_the_reference_on_the_fixtures() {
+fn device_matches_the_reference_on_the_fixtures() {
     let fixtures: Vec<Fixture> = all_fixtures()
         .into_iter()
         .filter(|fx| ModelConfig::from_file(&fx.dir.join("config.json")).unwrap().head_dim() == 64)
@@ -155,7 +173,7 @@ fn emulated_device_matches_the_reference_on_the_fixtures() {
 
 /// The Engine API on the emulated device: texts in, embeddings out (pooled on the device).
 #[test]
-fn engine_on_the_emulated_device() {
+fn engine_on_the_device() {
     let dir = common::fixtures_dir().join("colbert_hd64_pylate");
     let texts = ["a first text about engines", "second, shorter", "x"];
     let options = EmbedOptions {
@@ -167,7 +185,7 @@ fn engine_on_the_emulated_device() {
     let emulated = Engine::new(
         &dir,
         &EngineOptions {
-            device: DeviceChoice::Emulated,
+            device: test_device_choice(),
             max_batch_tokens: 64,
             ..Default::default()
         },
@@ -181,7 +199,8 @@ fn engine_on_the_emulated_device() {
         },
     )
     .unwrap();
-    assert_eq!(emulated.backbone.device_name(), "emulator");
+    let expected_name = if test_device().as_emulator().is_some() { "emulator" } else { "cuda" };
+    assert!(emulated.backbone.device_name().starts_with(expected_name), "{}", emulated.backbone.device_name());
     let a = emulated.embed(&texts, &options).unwrap();
     let b = cpu.embed(&texts, &options).unwrap();
     assert_eq!((a.len(), a[0].len()), (3, 48));
@@ -207,7 +226,7 @@ fn other_head_dims_are_refused() {
     let err = Engine::new(
         &dir,
         &EngineOptions {
-            device: DeviceChoice::Emulated,
+            device: test_device_choice(),
             ..Default::default()
         },
     )
@@ -229,7 +248,7 @@ fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
 /// 8192 tokens (the model maximum) through a fixture with a 16-token window and global layers.
 #[test]
 #[ignore = "heavy on the emulator (about a minute); scripts/test.sh runs it"]
-fn emulated_8192_tokens() {
+fn device_8192_tokens() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
     let ids = vec![
         random_ids(8192, 1, p.config.vocab_size as u32),
@@ -237,7 +256,7 @@ fn emulated_8192_tokens() {
     ];
     let batch = PackedBatch::from_sequences(&ids).unwrap();
     let gpu = GpuExecutor::new(
-        Arc::new(Emulator::new()),
+        test_device(),
         Dtype::Bf16,
         &p.config,
         &p.cpu.weights,
@@ -249,14 +268,14 @@ fn emulated_8192_tokens() {
     let mut got = vec![0f32; want.len()];
     gpu.forward_into(&batch, &mut got).unwrap();
     let cos = min_pooled_cosine(&batch, &got, &want, p.config.hidden_size);
-    println!("8192 + 300 tokens, bf16 emulated: pooled cosine ≥ {cos:.6}");
+    println!("8192 + 300 tokens, bf16: pooled cosine ≥ {cos:.6}");
     assert!(cos >= 0.999);
 }
 
 /// A ModernBERT-base-shaped model (768 hidden, 12 heads, real window and thetas) with 3 layers.
 #[test]
 #[ignore = "heavy: builds a checkpoint with transformers; scripts/test.sh runs it"]
-fn emulated_base_shaped_model() {
+fn device_base_shaped_model() {
     let dir = common::repo_root().join("target/fullsize-base-3-layers");
     let python = std::env::var("MODERNBERT_REF_PYTHON")
         .map(std::path::PathBuf::from)
@@ -280,7 +299,7 @@ fn graph_replay_equals_direct_launches() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
     let h = p.config.hidden_size;
     let direct = GpuExecutor::new(
-        Arc::new(Emulator::new()),
+        test_device(),
         Dtype::Bf16,
         &p.config,
         &p.cpu.weights,
@@ -289,7 +308,7 @@ fn graph_replay_equals_direct_launches() {
     )
     .unwrap();
     let graphed = GpuExecutor::new(
-        Arc::new(Emulator::new()),
+        test_device(),
         Dtype::Bf16,
         &p.config,
         &p.cpu.weights,

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The GPU checks, run from a prebuilt bundle (scripts/gpu-bundle.sh) on a machine with an NVIDIA
+# GPU and driver: no Rust toolchain needed. Two parts, each a list of steps with its own time limit,
+# run in priority order; a step that would overrun the part's budget is skipped and says so.
+#
+#   correctness: the kernel tests and the device parity tests on GPU 0 (MODERNBERT_TEST_DEVICE=cuda),
+#                the C ABI / CLI / bench tests (their auto device is the GPU there), then
+#                compute-sanitizer (memcheck, racecheck, initcheck, synccheck) on a small forward
+#                and memcheck on the kernel tests.
+#   speed:       `modernbert bench` (base: 4 sets + latency; large: short-fixed), transformers on the
+#                same sets (scripts/bench_transformers.py), the kernel microbenchmarks, and an Nsight
+#                Compute profile of one base forward (profiles/scripts/ncu.sh).
+#
+# Usage: bash scripts/gpu-check.sh correctness|speed|all OUT_DIR
+# Env:   GPU_CHECK_BUDGET (seconds for the part, default 540), PYTHON (default python3: needs torch
+#        and transformers for the base-shaped parity test and the side-by-side benchmark).
+# Output: OUT_DIR/summary.txt (one line per step), OUT_DIR/logs.tar.gz (every step's log and the
+#        JSON lines), and the summary plus the headline numbers on stdout.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part="${1:?usage: gpu-check.sh correctness|speed|all OUT_DIR}"
+out="${2:?usage: gpu-check.sh correctness|speed|all OUT_DIR}"
+budget="${GPU_CHECK_BUDGET:-540}"
+export PYTHON="${PYTHON:-python3}"
+start=$(date +%s)
+logs="$out/logs"
+mkdir -p "$logs"
+
+# --- the bundle: executables, and the build's absolute path linked to this tree --------------
+bundle=.gpu-bundle
+if [ ! -d "$bundle/bin" ]; then
+  tar -C "$bundle" -xJf "$bundle/bin.tar.xz" || { echo "no bundle: run scripts/gpu-bundle.sh first"; exit 2; }
+fi
+B="$PWD/$bundle/bin"
+root="$(cat "$bundle/build-root")"
+if [ "$root" != "$PWD" ] && [ ! -e "$root" ]; then
+  mkdir -p "$(dirname "$root")" && ln -s "$PWD" "$root"
+fi
+mkdir -p target/release && cp "$B/modernbert" target/release/modernbert
+
+# --- libraries: cuBLASLt (from the CUDA toolkit or a pip wheel), NVTX ------------------------
+for lib in libcublasLt.so.13 libnvToolsExt.so.1; do
+  found=$(find /usr/local/cuda*/ /usr/lib/x86_64-linux-gnu /opt "$($PYTHON -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)" \
+            -name "$lib*" 2>/dev/null | head -1)
+  [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64"
+# ncu and compute-sanitizer, where the toolkit did not put them on the PATH.
+for d in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer /opt/nvidia/nsight-compute/*/; do
+  [ -d "$d" ] && export PATH="$PATH:${d%/}"
+done
+
+# --- step runner ----------------------------------------------------------------------------
+summary="$out/summary.txt"
+step() { # step NAME LIMIT_S COMMAND...
+  local name="$1" limit="$2"; shift 2
+  local now=$(( $(date +%s) - start ))
+  if (( now + limit > budget )); then
+    printf '%-28s skipped (budget: %ss used of %ss, step needs up to %ss)\n' "$name" "$now" "$budget" "$limit" | tee -a "$summary"
+    return
+  fi
+  local t0=$(date +%s)
+  timeout -k 5 "$limit" "$@" > "$logs/$name.log" 2>&1
+  local rc=$?
+  local verdict=ok; (( rc == 124 || rc == 137 )) && verdict="TIMEOUT" || { (( rc != 0 )) && verdict="FAIL rc=$rc"; }
+  printf '%-28s %-12s %4ss\n' "$name" "$verdict" "$(( $(date +%s) - t0 ))" | tee -a "$summary"
+}
+
+provenance() {
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(cat $bundle/commit | tr '\n' ' ')"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv
+  nvidia-smi -q -d CLOCK | sed -n '1,40p'
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  command -v ncu && ncu --version | tail -1
+  command -v compute-sanitizer && compute-sanitizer --version | tail -1
+  $PYTHON -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+  $PYTHON -c 'import flash_attn; print("flash_attn", flash_attn.__version__)' 2>&1 | tail -1
+}
+
+kernel_tests="gpu_selftest attention layernorm embeddings rope geglu unpad pooling mlm_head colbert"
+
+correctness() {
+  for t in $kernel_tests; do
+    step "kernels-$t" 90 env MODERNBERT_TEST_DEVICE=cuda "$B/$t" --include-ignored
+  done
+  step device_parity 180 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" "$B/device_parity" --include-ignored
+  step c_abi 60 "$B/c_abi" --include-ignored
+  step cli 60 "$B/cli" --include-ignored
+  step bench-tests 60 "$B/bench" --include-ignored
+  # A small forward that still has global and local layers, varlen sequences and graphs off/on.
+  local small=(target/release/modernbert bench --device cuda --shape base --layers 3 --set short-variable --sequences 4 --passes 1)
+  for tool in memcheck racecheck initcheck synccheck; do
+    step "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 1 "${small[@]}"
+  done
+  step sanitizer-latency 90 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3
+  for t in attention layernorm embeddings rope geglu unpad pooling; do
+    step "memcheck-$t" 90 env MODERNBERT_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 1 "$B/$t"
+  done
+}
+
+speed() {
+  local bench=(target/release/modernbert bench --device cuda)
+  # Short sets at 3 passes (not the paper's 10) so that a slow first build still ends inside its limit.
+  step bench-base-short-fixed 90 sh -c "${bench[*]} --shape base --set short-fixed --passes 3 > $logs/bench-base-sf.jsonl"
+  step bench-base-short-variable 60 sh -c "${bench[*]} --shape base --set short-variable --passes 3 > $logs/bench-base-sv.jsonl"
+  step bench-base-long-fixed 60 sh -c "${bench[*]} --shape base --set long-fixed --sequences 128 --passes 2 > $logs/bench-base-lf.jsonl"
+  step bench-base-long-variable 60 sh -c "${bench[*]} --shape base --set long-variable --sequences 256 --passes 2 > $logs/bench-base-lv.jsonl"
+  step bench-base-latency 90 sh -c "${bench[*]} --shape base --latency > $logs/latency-base.jsonl"
+  step bench-large-short-fixed 90 sh -c "${bench[*]} --shape large --set short-fixed --passes 3 > $logs/bench-large-sf.jsonl"
+  cat "$logs"/bench-base-*.jsonl > "$logs/ours-base.jsonl" 2>/dev/null
+  step hf-base-short 120 $PYTHON scripts/bench_transformers.py --shape base --set short-fixed,short-variable \
+    --sequences 2048 --passes 2 --ours "$logs/ours-base.jsonl"
+  step hf-base-long 90 $PYTHON scripts/bench_transformers.py --shape base --set long-fixed,long-variable \
+    --sequences 32 --passes 1 --ours "$logs/ours-base.jsonl"
+  step microbench 120 "$B/microbench" --device cuda --json "$logs/micro.jsonl"
+  step ncu-base-short-fixed 150 env BIN=target/release/modernbert SET=basic \
+    bash profiles/scripts/ncu.sh base-short-fixed -- --shape base --set short-fixed --sequences 512 --passes 1
+  cp profiles/out/base-short-fixed.* "$logs/" 2>/dev/null
+}
+
+provenance > "$logs/provenance.txt" 2>&1
+head -5 "$logs/provenance.txt"
+case "$part" in
+  correctness) correctness ;;
+  speed) speed ;;
+  all) correctness; speed ;;
+  *) echo "unknown part $part"; exit 2 ;;
+esac
+
+tar -C "$out" -czf "$out/logs.tar.gz" logs
+echo "=== summary ($part, $(( $(date +%s) - start ))s) ==="
+cat "$summary"
+# Headline lines, so a caller that keeps only the end of the output still has them.
+grep -h -E 'test result|panicked|FAILED|ERROR SUMMARY|error' "$logs"/*.log 2>/dev/null | sort | uniq -c | sort -rn | head -30
+for f in "$logs"/*.jsonl; do [ -f "$f" ] && { echo "--- $(basename "$f")"; cut -c1-600 "$f" | head -12; }; done
