@@ -177,9 +177,15 @@ fn main() {
              kernels; run scripts/install-toolchain.sh and `export NVCC=...` to build them"
         );
     }
+    // (kernel, source) of every kernel nvcc built: the GPU device asks only that source's module.
+    let mut gpu_kernels: Vec<(String, String)> = Vec::new();
     for (name, r) in &nvcc_results {
         match r {
-            Ok(()) => built.push(name.clone()),
+            Ok(()) => {
+                built.push(name.clone());
+                let text = fs::read_to_string(cuda.join(format!("{name}.cu"))).unwrap_or_default();
+                gpu_kernels.extend(scan_kernels(&text).into_iter().map(|k| (k.name, name.clone())));
+            }
             Err(e) => {
                 if require {
                     panic!("nvcc failed on cuda/{name}.cu:\n{e}");
@@ -205,6 +211,8 @@ fn main() {
         );
     }
     fatbins.push_str("];\n");
+    fatbins.push_str("/// (kernel, source name) of every kernel in [`FATBINS`].\n");
+    let _ = writeln!(fatbins, "pub const FATBIN_KERNELS: &[(&str, &str)] = &{gpu_kernels:?};");
     write_if_changed(&out.join("fatbins.rs"), &fatbins);
 
     // ---- build info ----

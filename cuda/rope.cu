@@ -6,14 +6,17 @@
 //   cu_seqlens: u32 [sequences + 1]. A token's position is its index inside its own sequence, found
 //   by binary search of cu_seqlens (sequences from the BatchDesc). Angles, sin/cos and the rotation
 //   in fp32 (accurate sincosf: positions reach 8192 rad), one rounding at the store.
-// Algorithm: one block of 128 threads per token (grid-stride); work item = (Q or K, head, group of
-//   VEC = 8 consecutive j < d/2): one 16-byte load from each half, 16 rotations, two 16-byte stores
-//   (when head_dim % 16 == 0 and qkv is 16-byte aligned, else VEC = 1).
-// Launch: grid (min(max_tokens, 2^20)), block (128). No dynamic smem.
-// Cost per token: reads and writes 2 * heads * head_dim * 2 B (Q and K), ~40 FLOPs per pair
-//   (sincosf dominates). Memory-bound at ModernBERT sizes (12 or 16 heads of 64): expected on an
-//   H100 ≈ 70-85 % of copy bandwidth at >= 64k tokens — not measured yet. (Fusing it into the QKV
-//   GEMM epilogue or the attention prologue would remove this pass; a later step.)
+// Algorithm: one block of 128 threads per token (grid-stride). The block first fills a shared table
+//   of cos/sin for the token's d/2 angles (inv_freq once per block), then every (Q or K, head,
+//   group of VEC = 8 consecutive j < d/2) work item rotates with it: one 16-byte load from each
+//   half, 16 rotations, two 16-byte stores (VEC = 1 when head_dim % 16 != 0 or qkv is unaligned).
+//   The table makes the angle work d/2 sincosf per token instead of heads * d (24x fewer at
+//   ModernBERT's 12 heads): the first version computed them per head and was compute-bound
+//   (0.99 ms for 262,144 base tokens on an H100, 1.6 TB/s, SM 88 % busy; profiles/results.md).
+// Launch: grid (min(max_tokens, 2^20)), block (128). Static smem 3 * kMaxHalf * 4 B = 1.5 KiB;
+//   head_dim <= 2 * kMaxHalf = 256 (the host launcher refuses larger).
+// Cost per token: reads and writes 2 * heads * head_dim * 2 B (Q and K); d/2 sincosf. Memory-bound:
+//   262,144 base tokens move 1.61 GB, 0.54 ms at the H100's measured 3.0 TB/s copy rate.
 #include "common.cuh"
 
 namespace {
@@ -34,8 +37,11 @@ __device__ __forceinline__ uint32_t position_of(const uint32_t* __restrict__ cu,
     return t - cu[lo];
 }
 
+// Largest head_dim / 2 the shared angle table holds.
+constexpr uint32_t kMaxHalf = 128;
+
 template <class T, int VEC>
-__device__ __forceinline__ void rope_token(const RopeParams& p, uint32_t t, uint32_t pos) {
+__device__ __forceinline__ void rope_token(const RopeParams& p, uint32_t t, const float* cos_a, const float* sin_a) {
     const uint32_t d = p.head_dim, half = d / 2, groups = half / VEC;
     T* row = reinterpret_cast<T*>(p.qkv) + (size_t)t * 3 * p.heads * d;
     const uint32_t items = 2 * p.heads * groups;  // Q and K heads
@@ -47,9 +53,7 @@ __device__ __forceinline__ void rope_token(const RopeParams& p, uint32_t t, uint
         load_f32<T, VEC>(x + half + j0, b);
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
-            const float inv_freq = 1.f / powf(p.theta, (float)(2 * (j0 + k)) / (float)d);
-            float s, c;
-            sincosf((float)pos * inv_freq, &s, &c);
+            const float c = cos_a[j0 + k], s = sin_a[j0 + k];
             const float x0 = a[k], x1 = b[k];
             a[k] = x0 * c - x1 * s;
             b[k] = x1 * c + x0 * s;
@@ -61,17 +65,27 @@ __device__ __forceinline__ void rope_token(const RopeParams& p, uint32_t t, uint
 
 template <class T>
 __device__ __forceinline__ void rope(const RopeParams& p) {
+    __shared__ float inv_freq[kMaxHalf], cos_a[kMaxHalf], sin_a[kMaxHalf];
     const BatchDesc* batch = reinterpret_cast<const BatchDesc*>(p.batch);
     const uint32_t rows = batch->tokens < p.max_tokens ? batch->tokens : p.max_tokens;
     const uint32_t sequences = batch->sequences;
     const uint32_t* cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
+    const uint32_t half = p.head_dim / 2;
     const bool vec = p.head_dim % 16 == 0 && (p.qkv & 15) == 0;
+    for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
+        inv_freq[j] = 1.f / powf(p.theta, (float)(2 * j) / (float)p.head_dim);
+    }
     for (uint32_t t = blockIdx.x; t < rows; t += gridDim.x) {
         const uint32_t pos = position_of(cu, sequences, t);
+        __syncthreads();  // inv_freq written; the previous token's rotations done with the table
+        for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
+            sincosf((float)pos * inv_freq[j], &sin_a[j], &cos_a[j]);
+        }
+        __syncthreads();
         if (vec) {
-            rope_token<T, 8>(p, t, pos);
+            rope_token<T, 8>(p, t, cos_a, sin_a);
         } else {
-            rope_token<T, 1>(p, t, pos);
+            rope_token<T, 1>(p, t, cos_a, sin_a);
         }
     }
 }

@@ -85,15 +85,7 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
         .map(|c| c.input_ids.iter().map(Vec::len).sum::<usize>())
         .max()
         .unwrap();
-    let gpu = GpuExecutor::new(
-        test_device(),
-        dtype,
-        &p.config,
-        &p.cpu.weights,
-        max_tokens,
-        64,
-    )
-    .unwrap();
+    let gpu = GpuExecutor::new(test_device(), dtype, &p.config, &p.cpu.weights, max_tokens, 64).unwrap();
     for case in &fx.expected.cases {
         let keys: Vec<usize> = match &case.attention_mask {
             Some(m) => m.iter().map(|r| r.iter().filter(|&&v| v == 1).count()).collect(),
@@ -199,8 +191,16 @@ fn engine_on_the_device() {
         },
     )
     .unwrap();
-    let expected_name = if test_device().as_emulator().is_some() { "emulator" } else { "cuda" };
-    assert!(emulated.backbone.device_name().starts_with(expected_name), "{}", emulated.backbone.device_name());
+    let expected_name = if test_device().as_emulator().is_some() {
+        "emulator"
+    } else {
+        "cuda"
+    };
+    assert!(
+        emulated.backbone.device_name().starts_with(expected_name),
+        "{}",
+        emulated.backbone.device_name()
+    );
     let a = emulated.embed(&texts, &options).unwrap();
     let b = cpu.embed(&texts, &options).unwrap();
     assert_eq!((a.len(), a[0].len()), (3, 48));
@@ -255,15 +255,7 @@ fn device_8192_tokens() {
         random_ids(300, 2, p.config.vocab_size as u32),
     ];
     let batch = PackedBatch::from_sequences(&ids).unwrap();
-    let gpu = GpuExecutor::new(
-        test_device(),
-        Dtype::Bf16,
-        &p.config,
-        &p.cpu.weights,
-        batch.tokens(),
-        2,
-    )
-    .unwrap();
+    let gpu = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.cpu.weights, batch.tokens(), 2).unwrap();
     let want = p.cpu.forward(&batch).unwrap();
     let mut got = vec![0f32; want.len()];
     gpu.forward_into(&batch, &mut got).unwrap();
@@ -298,25 +290,10 @@ fn device_base_shaped_model() {
 fn graph_replay_equals_direct_launches() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
     let h = p.config.hidden_size;
-    let direct = GpuExecutor::new(
-        test_device(),
-        Dtype::Bf16,
-        &p.config,
-        &p.cpu.weights,
-        512,
-        8,
-    )
-    .unwrap();
-    let graphed = GpuExecutor::new(
-        test_device(),
-        Dtype::Bf16,
-        &p.config,
-        &p.cpu.weights,
-        512,
-        8,
-    )
-    .unwrap()
-    .with_graphs(true);
+    let direct = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.cpu.weights, 512, 8).unwrap();
+    let graphed = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.cpu.weights, 512, 8)
+        .unwrap()
+        .with_graphs(true);
     let vocab = p.config.vocab_size as u32;
     // All three fall in the bucket (256 tokens, 4 sequences, max length 192).
     let batches = [

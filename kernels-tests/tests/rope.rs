@@ -87,3 +87,22 @@ fn rope_matches_reference() {
     }
     f.finish();
 }
+
+/// head_dim above the shared angle table's 256 (and odd head_dims) are refused before any launch.
+#[test]
+fn rope_rejects_unsupported_head_dims() {
+    let dev = device();
+    for head_dim in [258, 7, 0] {
+        let p = RopeParams {
+            qkv: 256,
+            cu_seqlens: 256,
+            batch: 256,
+            max_tokens: 4,
+            heads: 1,
+            head_dim,
+            theta: 10_000.0,
+        };
+        let err = ops::rope(&*dev, Dtype::Bf16, &p).unwrap_err().to_string();
+        assert!(err.contains("head_dim"), "head_dim {head_dim}: {err}");
+    }
+}

@@ -70,6 +70,21 @@ fn every_source_was_compiled() {
     require_built();
 }
 
+/// The GPU device finds each kernel through the fatbin kernel table (one module per source): every
+/// kernel the emulator registers must be listed there, under the same source.
+#[test]
+fn every_kernel_is_in_the_fatbin_table() {
+    require_built();
+    let table = modernbert::kernels::fatbins::FATBIN_KERNELS;
+    for (kernel, source, _) in build_info::KERNELS {
+        assert!(
+            table.contains(&(*kernel, *source)),
+            "{kernel} ({source}.cu) is missing from FATBIN_KERNELS"
+        );
+    }
+    assert_eq!(table.len(), build_info::KERNELS.len(), "{table:?}");
+}
+
 #[test]
 fn no_kernel_spills_registers() {
     require_built();

@@ -190,8 +190,11 @@ impl Device for Emulator {
 pub struct CudaDevice {
     ctx: Arc<cudarc::driver::CudaContext>,
     stream: Arc<cudarc::driver::CudaStream>,
-    modules: Vec<Arc<cudarc::driver::CudaModule>>,
+    /// (source name, module) for every embedded fatbin.
+    modules: Vec<(&'static str, Arc<cudarc::driver::CudaModule>)>,
     functions: Mutex<HashMap<String, cudarc::driver::CudaFunction>>,
+    /// `MODERNBERT_CUDA_SYNC=1`: synchronise after every launch (read once: no per-launch lookup).
+    sync_each_launch: bool,
     // Dropped before the buffers they reference (fields drop in declaration order; the arena and
     // weights belong to the executor, which drops its device last).
     graphs: super::graph::GraphCache<[u32; 3]>,
@@ -224,7 +227,7 @@ impl CudaDevice {
             let m = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
                 .map_err(|e| KernelError::Cuda(format!("loading the fatbin of {name}.cu: {e:?}")))?;
-            modules.push(m);
+            modules.push((*name, m));
         }
         let blas = super::cublaslt::CublasLtGemm::new(stream.clone())?;
         Ok(CudaDevice {
@@ -232,6 +235,7 @@ impl CudaDevice {
             stream,
             modules,
             functions: Mutex::new(HashMap::new()),
+            sync_each_launch: std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             graphs: super::graph::GraphCache::new(),
             blas,
         })
@@ -244,19 +248,24 @@ impl CudaDevice {
         &self.stream
     }
 
-    /// The kernel `name` from whichever module has it.
+    /// The kernel `name`, looked up in the one module whose source defines it (build.rs lists every
+    /// kernel with its source in `FATBIN_KERNELS`). Asking the driver only there keeps failed `cuModuleGetFunction`
+    /// calls out of compute-sanitizer's API-error report.
     pub fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction, KernelError> {
         let mut f = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = f.get(name) {
             return Ok(k.clone());
         }
-        for m in &self.modules {
-            if let Ok(k) = m.load_function(name) {
-                f.insert(name.to_string(), k.clone());
-                return Ok(k);
-            }
-        }
-        Err(KernelError::UnknownKernel(name.to_string()))
+        let unknown = || KernelError::UnknownKernel(name.to_string());
+        let source = super::fatbins::FATBIN_KERNELS
+            .iter()
+            .find(|(kernel, _)| *kernel == name)
+            .map(|(_, source)| *source)
+            .ok_or_else(unknown)?;
+        let (_, module) = self.modules.iter().find(|(s, _)| *s == source).ok_or_else(unknown)?;
+        let k = module.load_function(name).map_err(|_| unknown())?;
+        f.insert(name.to_string(), k.clone());
+        Ok(k)
     }
 }
 
@@ -365,7 +374,7 @@ impl Device for CudaDevice {
             kernel: name.into(),
             message: format!("{e:?}"),
         })?;
-        if std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1") {
+        if self.sync_each_launch {
             self.stream.synchronize().map_err(|e| KernelError::KernelFailed {
                 kernel: name.into(),
                 message: format!("{e:?}"),

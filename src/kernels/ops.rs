@@ -104,10 +104,14 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
 /// `rope.cu`: RoPE in place on the Q and K heads of `qkv`; even head_dim.
 pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelError> {
     let name = dt.pick("rope_bf16", "rope_f16");
-    if p.head_dim == 0 || p.head_dim % 2 != 0 || p.heads == 0 {
+    // rope.cu's shared angle table holds head_dim / 2 <= 128 angles.
+    if p.head_dim == 0 || p.head_dim % 2 != 0 || p.head_dim > 256 || p.heads == 0 {
         return Err(unsupported(
             &name,
-            format!("heads {} head_dim {} (even head_dim needed)", p.heads, p.head_dim),
+            format!(
+                "heads {} head_dim {} (an even head_dim <= 256 is needed)",
+                p.heads, p.head_dim
+            ),
         ));
     }
     if !(p.theta > 0.0 && p.theta.is_finite()) {

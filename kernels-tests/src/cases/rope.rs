@@ -31,5 +31,6 @@ pub fn cases() -> Vec<RopeCase> {
     }
     v.push(c(vec![3, 129, 64], 2, 24, 10_000.0)); // head_dim % 16 != 0: scalar path
     v.push(c(vec![65, 2], 1, 2, 10_000.0));
+    v.push(c(vec![7, 70], 2, 256, 10_000.0)); // the largest head_dim the shared angle table holds
     v
 }
