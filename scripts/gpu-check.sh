@@ -113,7 +113,6 @@ speed() {
   step bench-base-long-fixed 60 sh -c "${bench[*]} --shape base --set long-fixed --sequences 256 --passes 2 > $logs/bench-base-lf.jsonl"
   step bench-base-long-variable 60 sh -c "${bench[*]} --shape base --set long-variable --sequences 512 --passes 2 > $logs/bench-base-lv.jsonl"
   step bench-base-latency 90 sh -c "${bench[*]} --shape base --latency > $logs/latency-base.jsonl"
-  step bench-base-latency-heuristic 60 sh -c "MODERNBERT_GEMM_AUTOTUNE=0 ${bench[*]} --shape base --latency --runs 300 > $logs/latency-base-heuristic.jsonl"
   step bench-large-short-fixed 90 sh -c "${bench[*]} --shape large --set short-fixed --passes 3 > $logs/bench-large-sf.jsonl"
   cat "$logs"/bench-base-*.jsonl > "$logs/ours-base.jsonl" 2>/dev/null
   step hf-base-short 120 $PYTHON scripts/bench_transformers.py --shape base --set short-fixed,short-variable \
@@ -124,7 +123,7 @@ speed() {
     --sequences 1024 --passes 2 --ours "$logs/bench-large-sf.jsonl"
   step microbench 120 "$B/microbench" --device cuda --json "$logs/micro.jsonl"
   # One base forward at 512 x 512 tokens (the launches after the warm-up batch), and one batch-1
-  # 32-token forward (after the warm-up forward and its GEMM tuning launches).
+  # 32-token forward (launches after the two warm-up forwards; the table aggregates by kernel).
   step ncu-base-short-fixed 150 env BIN=target/release/modernbert SET=basic \
     bash profiles/scripts/ncu.sh base-short-fixed -- --shape base --set short-fixed --sequences 512 --passes 1
   step ncu-base-latency-b1-32 120 env BIN=target/release/modernbert SET=basic SKIP=420 LAUNCHES=210 \

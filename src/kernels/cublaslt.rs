@@ -32,15 +32,6 @@
 //! alternative, one descriptor per bias pointer, would multiply plans and heuristic queries by the
 //! number of layers for no gain.
 //!
-//! # Algorithm choice: heuristic, then measured
-//!
-//! The heuristic ranks up to [`TUNE_CANDIDATES`] algorithms per shape; its first choice is often
-//! not the fastest for skinny products (the few-token GEMMs of batch-1 latency). At the first call
-//! of a shape outside a graph capture, every candidate is timed on the call's own buffers (CUDA
-//! events, [`TUNE_REPEATS`] runs each after one warm-up) and the fastest is kept for good. This is
-//! warm-up work: one host sync per new shape, none afterwards. `MODERNBERT_GEMM_AUTOTUNE=0` keeps
-//! the heuristic's first choice.
-//!
 //! # Graph capture
 //!
 //! The heuristic never runs inside a capture: call [`CublasLtGemm::prepare`] (or
@@ -67,16 +58,6 @@ pub fn workspace_bytes(cc_major: i32) -> usize {
     } else {
         4 << 20
     }
-}
-
-/// Algorithms the heuristic is asked for per shape (all timed at first use, see the module doc).
-pub const TUNE_CANDIDATES: usize = 8;
-/// Timed runs per candidate.
-pub const TUNE_REPEATS: usize = 5;
-
-/// Whether first calls time the heuristic's candidates (`MODERNBERT_GEMM_AUTOTUNE`, default on).
-fn autotune_enabled() -> bool {
-    std::env::var("MODERNBERT_GEMM_AUTOTUNE").map_or(true, |v| v != "0")
 }
 
 /// The alignment (bytes) plans are prepared for by [`CublasLtGemm::prepare`]: cudaMalloc's and the
@@ -191,8 +172,6 @@ struct Plan {
     b: sys::cublasLtMatrixLayout_t,
     c: sys::cublasLtMatrixLayout_t,
     algo: sys::cublasLtMatmulAlgo_t,
-    /// The heuristic's ranked algorithms (first = `algo` until tuned); emptied once timed.
-    candidates: Vec<sys::cublasLtMatmulAlgo_t>,
 }
 
 impl Drop for Plan {
@@ -342,7 +321,6 @@ impl CublasLtGemm {
             b: std::ptr::null_mut(),
             c: std::ptr::null_mut(),
             algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
-            candidates: Vec::new(),
         };
         plan.desc = lt::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
@@ -395,82 +373,24 @@ impl CublasLtGemm {
                 set_pref(pref.0, attr, &align)?;
             }
         }
-        let empty = sys::cublasLtMatmulHeuristicResult_t {
-            algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
-            workspaceSize: 0,
-            state: sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED,
-            wavesCount: 0.0,
-            reserved: [0; 4],
-        };
-        let mut results = [empty; TUNE_CANDIDATES];
-        let mut found = 0i32;
-        // SAFETY: handle, descriptor, layouts and preference are live; `results` has room for the
-        // TUNE_CANDIDATES results asked for and `found` receives how many were written.
-        unsafe {
-            sys::cublasLtMatmulAlgoGetHeuristic(
-                self.handle,
-                plan.desc,
-                plan.a,
-                plan.b,
-                plan.c,
-                plan.c,
-                pref.0,
-                TUNE_CANDIDATES as i32,
-                results.as_mut_ptr(),
-                &mut found,
-            )
+        // SAFETY: handle, descriptor, layouts and preference are live. cudarc asks for one result,
+        // returns NOT_SUPPORTED when there is none, and checks the result's own status.
+        let heuristic =
+            unsafe { lt::get_matmul_algo_heuristic(self.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, pref.0) }
+                .map_err(|e| {
+                    KernelError::Cuda(format!(
+                        "cuBLASLt found no algorithm for {:?} m={} n={} k={} bias={} align={}: {e:?}",
+                        key.dtype, key.m, key.n, key.k, key.has_bias, key.align
+                    ))
+                })?;
+        if heuristic.workspaceSize > self.workspace_size {
+            return Err(KernelError::Cuda(format!(
+                "cuBLASLt algorithm wants {} bytes of workspace, limit {}",
+                heuristic.workspaceSize, self.workspace_size
+            )));
         }
-        .result()
-        .map_err(|e| self.no_algorithm(key, format!("{e:?}")))?;
-        plan.candidates = results[..found.clamp(0, TUNE_CANDIDATES as i32) as usize]
-            .iter()
-            .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && r.workspaceSize <= self.workspace_size)
-            .map(|r| r.algo)
-            .collect();
-        plan.algo = *plan
-            .candidates
-            .first()
-            .ok_or_else(|| self.no_algorithm(key, format!("{found} results, none usable")))?;
-        if plan.candidates.len() == 1 || !autotune_enabled() {
-            plan.candidates.clear();
-        }
+        plan.algo = heuristic.algo;
         Ok(plan)
-    }
-
-    fn no_algorithm(&self, key: PlanKey, why: String) -> KernelError {
-        KernelError::Cuda(format!(
-            "cuBLASLt found no algorithm for {:?} m={} n={} k={} bias={} align={} (workspace limit {}): {why}",
-            key.dtype, key.m, key.n, key.k, key.has_bias, key.align, self.workspace_size
-        ))
-    }
-
-    /// Time every candidate of `plan` on the call's buffers and keep the fastest (see the module
-    /// doc). Synchronises the stream; never called while capturing.
-    fn tune(&self, plan: &mut Plan, g: &GemmDesc) -> Result<(), KernelError> {
-        let ctx = self.stream.context();
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let mut best: Option<(f32, sys::cublasLtMatmulAlgo_t)> = None;
-        for algo in std::mem::take(&mut plan.candidates) {
-            // A candidate that fails to launch is skipped; the heuristic's first choice ran before.
-            if self.matmul(plan, &algo, g).is_err() {
-                continue;
-            }
-            let start = ctx.new_event(flags).map_err(drv_err("creating a CUDA event"))?;
-            let end = ctx.new_event(flags).map_err(drv_err("creating a CUDA event"))?;
-            start.record(&self.stream).map_err(drv_err("recording a CUDA event"))?;
-            for _ in 0..TUNE_REPEATS {
-                self.matmul(plan, &algo, g)?;
-            }
-            end.record(&self.stream).map_err(drv_err("recording a CUDA event"))?;
-            let ms = start.elapsed_ms(&end).map_err(drv_err("timing a GEMM candidate"))?;
-            if best.is_none_or(|(b, _)| ms < b) {
-                best = Some((ms, algo));
-            }
-        }
-        if let Some((_, algo)) = best {
-            plan.algo = algo;
-        }
-        Ok(())
     }
 
     /// `out[m, n] = a[m, k] · w[n, k]ᵀ (+ bias[n])` on the stream (asynchronous). Uses the cached plan;
@@ -512,14 +432,6 @@ impl CublasLtGemm {
                 )?;
             }
         }
-        if !plan.candidates.is_empty() && !self.is_capturing()? {
-            self.tune(plan, g)?;
-        }
-        self.matmul(plan, &plan.algo, g)
-    }
-
-    /// Enqueue `plan` with `algo` for the call `g` (the bias pointer already written).
-    fn matmul(&self, plan: &Plan, algo: &sys::cublasLtMatmulAlgo_t, g: &GemmDesc) -> Result<(), KernelError> {
         let alpha: f32 = 1.0;
         let beta: f32 = 0.0;
         // SAFETY: handle/descriptors/layouts/algo are live and were built for exactly this shape and
@@ -540,14 +452,20 @@ impl CublasLtGemm {
                 plan.c,
                 g.out as *mut c_void,
                 plan.c,
-                algo,
+                &plan.algo,
                 self.workspace_ptr as *mut c_void,
                 self.workspace_size,
                 self.stream.cu_stream() as sys::cudaStream_t,
             )
         }
         .map_err(|e| KernelError::KernelFailed {
-            kernel: format!("cublasLtMatmul m={} n={} k={} bias={}", g.m, g.n, g.k, g.bias != 0),
+            kernel: format!(
+                "cublasLtMatmul {dtype:?} m={} n={} k={} bias={}",
+                g.m,
+                g.n,
+                g.k,
+                g.bias != 0
+            ),
             message: format!("{e:?}"),
         })
     }
