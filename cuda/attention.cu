@@ -49,14 +49,18 @@
  *   L2) + L*64*2 (O). L = 8192: 17.2 GFLOP per head, arithmetic intensity far above the ridge point:
  *   compute bound. Local (r = 64): FLOPs = 4 * L * 144 * 64 issued (4 * L * 129 * 64 useful), K/V bytes
  *   3 * L * 64 * 2 * 2 (3 tiles per query block): latency/bandwidth bound.
- * Expected figures on an H100 (NOT measured yet; replace by measurements in profiles/):
- *   targets (issue 3): global L = 8192 >= 50% of the card's measured dense bf16 tensor rate; a local layer
+ * Targets (issue 3): global L = 8192 >= 50% of the card's measured dense bf16 tensor rate; a local layer
  *   within 1.3x of the time 129 keys per query would take at that rate.
- *   Estimate: mma.sync FA2-style kernels reach roughly a third of the H100 SXM dense bf16 peak at
- *   head_dim 64 (published FlashAttention-2 forward figures), and this simpler one (64-row blocks,
- *   one-group cp.async double buffering) probably 200-300 TFLOP/s: likely BELOW the 50% target, which
- *   would need an sm_90a wgmma/TMA path. Local layer: MMA work 1.12x of the 129-key ideal; the extra
- *   K/V tile loads are L2 hits, so within 1.3x is plausible.
+ *   Estimate before measuring: mma.sync FA2-style kernels reach roughly a third of the H100 SXM dense
+ *   bf16 peak at head_dim 64 (published FlashAttention-2 forward figures), and this simpler one
+ *   (64-row blocks, one-group cp.async double buffering) probably 200-300 TFLOP/s.
+ * Measured (H100 80GB HBM3, 2026-11-25, `microbench`, L2 flushed; profiles/results.md), useful FLOPs:
+ *   global 8 x 8192, 12 heads: 8.86 ms = 186 TFLOP/s = 20% of the 934 TFLOP/s cuBLASLt GEMM rate of
+ *   the same run (target 50%: MISSED); global 128 x 512: 168 TFLOP/s; local r = 64: 80 TFLOP/s of
+ *   129-key work, i.e. 2.1-2.3x the time of the 129-key ideal at the global kernel's own rate (target
+ *   1.3x: MISSED). ncu: 147 registers, 3 blocks = 12 warps per SM (18% achieved occupancy), tensor
+ *   pipe 21-26% active. Below the estimate; the likely next steps are 128-query blocks with 8 warps
+ *   and an sm_90a wgmma/TMA path.
  */
 #include "params.h"
 #include "device.cuh"

@@ -9,8 +9,9 @@
 # Writes profiles/out/OUT_NAME.ncu-rep, OUT_NAME.csv (raw page, one row per kernel launch and metric)
 # and prints the per-kernel table (profiles/scripts/kernel_table.py).
 # Env: BIN (default target/release/modernbert), NCU (default ncu), LAUNCHES (kernel launches to
-# profile after skipping the warm-up, default 400 ≈ one forward of base), SKIP (launches skipped,
-# default 300 ≈ the warm-up batch), SET (ncu section set, default "full"; "basic" is several times faster).
+# profile after skipping the warm-up, default 200 = one base forward: embeddings, 8 launches in layer 0
+# and 9 in each later layer (4 GEMMs + 5 kernels), final norm, pooling), SKIP (launches skipped,
+# default 200 = the warm-up batch's forward), SET (ncu section set, default "full"; "basic" is several times faster).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 name="${1:?usage: ncu.sh OUT_NAME [-- bench args]}"; shift
@@ -31,7 +32,7 @@ args=("$@")
 # passes per kernel instead of ~40 for "full") still yields every column.
 metrics=gpu__time_duration.sum,dram__bytes.sum.per_second,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
 "$NCU" --clock-control none --set "${SET:-full}" --metrics "$metrics" \
-  --launch-skip "${SKIP:-300}" --launch-count "${LAUNCHES:-400}" \
+  --launch-skip "${SKIP:-200}" --launch-count "${LAUNCHES:-200}" \
   --export "profiles/out/$name" --force-overwrite \
   "$BIN" bench --device cuda "${args[@]}"
 "$NCU" --import "profiles/out/$name.ncu-rep" --csv --page raw \
