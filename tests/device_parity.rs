@@ -163,7 +163,7 @@ fn device_matches_the_reference_on_the_fixtures() {
     }
 }
 
-/// The Engine API on the emulated device: texts in, embeddings out (pooled on the device).
+/// The Engine API on the device under test: texts in, embeddings out (pooled on the device).
 #[test]
 fn engine_on_the_device() {
     let dir = common::fixtures_dir().join("colbert_hd64_pylate");
@@ -174,10 +174,11 @@ fn engine_on_the_device() {
         dim: Some(48),
         ..Default::default()
     };
-    let emulated = Engine::new(
+    let choice = test_device_choice();
+    let on_device = Engine::new(
         &dir,
         &EngineOptions {
-            device: test_device_choice(),
+            device: choice,
             max_batch_tokens: 64,
             ..Default::default()
         },
@@ -191,17 +192,14 @@ fn engine_on_the_device() {
         },
     )
     .unwrap();
-    let expected_name = if test_device().as_emulator().is_some() {
+    let name = on_device.backbone.device_name();
+    let expected = if choice == DeviceChoice::Emulated {
         "emulator"
     } else {
         "cuda"
     };
-    assert!(
-        emulated.backbone.device_name().starts_with(expected_name),
-        "{}",
-        emulated.backbone.device_name()
-    );
-    let a = emulated.embed(&texts, &options).unwrap();
+    assert!(name.starts_with(expected), "{name}");
+    let a = on_device.embed(&texts, &options).unwrap();
     let b = cpu.embed(&texts, &options).unwrap();
     assert_eq!((a.len(), a[0].len()), (3, 48));
     for (x, y) in a.iter().zip(&b) {
@@ -212,7 +210,7 @@ fn engine_on_the_device() {
         );
     }
     // ColBERT vectors come from the device's hidden states through the host heads.
-    let q = emulated.colbert(&["what is it?"], true).unwrap();
+    let q = on_device.colbert(&["what is it?"], true).unwrap();
     let r = cpu.colbert(&["what is it?"], true).unwrap();
     assert_eq!(q[0].len(), r[0].len());
     let worst = q[0].iter().zip(&r[0]).map(|(x, y)| cosine(x, y)).fold(1.0, f64::min);

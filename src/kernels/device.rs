@@ -249,8 +249,8 @@ impl CudaDevice {
     }
 
     /// The kernel `name`, looked up in the one module whose source defines it (build.rs lists every
-    /// kernel with its source in `FATBIN_KERNELS`). Asking the driver only there keeps failed `cuModuleGetFunction`
-    /// calls out of compute-sanitizer's API-error report.
+    /// kernel with its source in `FATBIN_KERNELS`). Asking the driver only there keeps failed
+    /// `cuModuleGetFunction` calls out of compute-sanitizer's API-error report.
     pub fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction, KernelError> {
         let mut f = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = f.get(name) {
