@@ -16,6 +16,8 @@ export NVCC="${NVCC:-$PWD/.toolchain/cuda/nvidia/cu13/bin/nvcc}"
 export MODERNBERT_REQUIRE_KERNELS=1
 
 cargo test --workspace --all-targets -- --include-ignored
+# The GPU-machine scripts cannot run here; at least they must parse.
+for s in scripts/gpu-bundle.sh scripts/gpu-check.sh profiles/scripts/*.sh; do bash -n "$s"; done
 bash scripts/c-abi-check.sh
 if [ -f scripts/fuzz.sh ]; then
   bash scripts/fuzz.sh "${MODERNBERT_FUZZ_SECONDS:-20}"
