@@ -88,7 +88,7 @@ correctness() {
     # attention_sass_uses_tensor_cores reads the build's ptxas report, which stays on the build machine.
     step "kernels-$t" 90 env MODERNBERT_TEST_DEVICE=cuda "$B/$t" --include-ignored --skip attention_sass_uses_tensor_cores
   done
-  step device_parity 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" "$B/device_parity" --include-ignored
+  step device_parity 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" "$B/device_parity" --include-ignored --nocapture
   step lib-unit-tests 60 "$B/lib" --include-ignored
   step c_abi 60 "$B/c_abi" --include-ignored
   step cli 60 "$B/cli" --include-ignored
