@@ -1,14 +1,15 @@
-//! Build script: the CUDA kernels, their host emulator and the Rust view of their parameter structs.
+//! Build script: the CUDA kernels and their host emulator. It needs no libclang: the Rust view of
+//! `cuda/include/params.h` is committed (`src/kernels/params_bindings.rs`, bindgen's output) and
+//! `cargo test -p params-bindgen` fails when it is stale (`cargo run -p params-bindgen` refreshes it).
 //!
-//! 1. bindgen on `cuda/include/params.h` → `OUT_DIR/params.rs` (with layout tests).
-//! 2. nvcc (from `$NVCC`, `$CUDA_HOME/bin/nvcc`, `PATH`, then the repo's `.toolchain/cuda`, installed by
+//! 1. nvcc (from `$NVCC`, `$CUDA_HOME/bin/nvcc`, `PATH`, then the repo's `.toolchain/cuda`, installed by
 //!    `scripts/install-toolchain.sh`): every `cuda/*.cu` → one fatbin with SASS for each arch of
 //!    `MODERNBERT_CUDA_ARCHS` (default `80;86;89;90`) plus compute_80 PTX, embedded through
 //!    `OUT_DIR/fatbins.rs`; the `-Xptxas -v` report kept in `OUT_DIR/ptxas/<name>.txt` and the PTX in
 //!    `OUT_DIR/ptx/<name>.ptx` for the static checks. Without nvcc: a warning and
 //!    `cfg(modernbert_no_kernels)`, unless `MODERNBERT_REQUIRE_KERNELS=1` (then an error, as is a failed
 //!    compile). No nvidia-smi, no network.
-//! 3. The host emulator: the same `cuda/*.cu` compiled by the C++ compiler with `-DMODERNBERT_EMULATOR`
+//! 2. The host emulator: the same `cuda/*.cu` compiled by the C++ compiler with `-DMODERNBERT_EMULATOR`
 //!    against `cuda/emu/emu.h`, plus `cuda/emu/emu.cpp` and a generated registry of every
 //!    `extern "C" __global__ void NAME(const __grid_constant__ TYPE p)` → one static library.
 //!
@@ -50,8 +51,6 @@ fn main() {
     let require = env::var("MODERNBERT_REQUIRE_KERNELS")
         .map(|v| v == "1")
         .unwrap_or(false);
-
-    bindgen_params(&cuda, &out);
 
     let mut sources: Vec<PathBuf> = fs::read_dir(&cuda)
         .expect("read cuda/")
@@ -305,22 +304,6 @@ fn run_jobs(jobs: Vec<Box<dyn FnOnce() + Send + '_>>) {
             });
         }
     });
-}
-
-fn bindgen_params(cuda: &Path, out: &Path) {
-    let header = cuda.join("include/params.h");
-    let bindings = bindgen::Builder::default()
-        .header(header.display().to_string())
-        .allowlist_type(".*Params|BatchDesc")
-        .allowlist_var("MB_.*")
-        .derive_default(true)
-        .derive_copy(true)
-        .derive_debug(true)
-        .layout_tests(true)
-        .generate()
-        .expect("bindgen on cuda/include/params.h (needs libclang: scripts/install-toolchain.sh)");
-    let text = bindings.to_string();
-    write_if_changed(&out.join("params.rs"), &text);
 }
 
 fn find_nvcc(manifest: &Path) -> Option<PathBuf> {

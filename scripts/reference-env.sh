@@ -13,7 +13,16 @@ if [ -x "$PY" ] && "$PY" -c "$CHECK" >/dev/null 2>&1; then
   echo "reference-env: $VENV already has the pinned packages, nothing to do"
   exit 0
 fi
-[ -x "$PY" ] || python3 -m venv "$VENV"
+if [ ! -x "$PY" ]; then
+  # Debian's own python3 creates venvs only with python3-venv installed: a venv that fails to
+  # create gets that package, once.
+  if ! python3 -m venv "$VENV" && command -v apt-get >/dev/null; then
+    rm -rf "$VENV"
+    sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq python3-venv
+    python3 -m venv "$VENV"
+  fi
+fi
 "$PY" -m pip install -q --disable-pip-version-check \
   torch==2.15.0 transformers==5.24.0 safetensors==0.8.0 tokenizers==0.23.3 numpy==2.4.6 \
   sentence-transformers==5.3.0 datasets==5.2.0 ujson==6.1.0

@@ -1,24 +1,41 @@
 #!/usr/bin/env bash
 # The project's test command (README, CI): installs what the tests need, idempotently, then runs
 # every test of the workspace, the heavy ones included, and a bounded fuzzing pass.
-#   - scripts/install-toolchain.sh: libclang (bindgen) and the pinned nvcc 13.0 from PyPI, so the
-#     CUDA kernels are compiled for every default arch and statically checked;
+#   - scripts/install-toolchain.sh: libclang (for the params.h bindings check), valgrind,
+#     pkg-config, a C compiler, and the pinned nvcc 13.0 from PyPI, so the CUDA kernels are compiled
+#     for every default arch and statically checked; each tool checked by running or loading it;
 #   - scripts/reference-env.sh: Python + transformers, for the full-size parity test;
+#   - cargo test --workspace: the crate, the kernel tests (kernels-tests) and the staleness check of
+#     the committed params.h bindings (tools/params-bindgen);
 #   - scripts/c-abi-check.sh: the C example built from the header + library, run on the cpu and
 #     emulated devices and under valgrind, and the committed header checked for staleness;
+#   - scripts/fresh-clone-check.sh: a clean clone builds and runs the README's main command with
+#     libclang hidden (MODERNBERT_FRESH_CLONE_CHECK=0 skips it);
 #   - scripts/fuzz.sh: the checkpoint/config loader fuzz targets for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
+step() { echo "== test.sh [$(( $(date +%s) - start ))s] $*"; }
 
-bash scripts/install-toolchain.sh
+step "install-toolchain"
+toolchain_env=$(bash scripts/install-toolchain.sh)   # a plain assignment: set -e sees a failure
+eval "$toolchain_env"                                 # export NVCC=...
+step "reference-env"
 bash scripts/reference-env.sh
-export NVCC="${NVCC:-$PWD/.toolchain/cuda/nvidia/cu13/bin/nvcc}"
 export MODERNBERT_REQUIRE_KERNELS=1
 
+step "cargo test --workspace"
 cargo test --workspace --all-targets -- --include-ignored
 # The GPU-machine scripts cannot run here; at least they must parse.
 for s in scripts/gpu-bundle.sh scripts/gpu-check.sh profiles/scripts/*.sh; do bash -n "$s"; done
+step "c-abi-check"
 bash scripts/c-abi-check.sh
+if [ "${MODERNBERT_FRESH_CLONE_CHECK:-1}" != 0 ]; then
+  step "fresh-clone-check"
+  bash scripts/fresh-clone-check.sh
+fi
 if [ -f scripts/fuzz.sh ]; then
+  step "fuzz"
   bash scripts/fuzz.sh "${MODERNBERT_FUZZ_SECONDS:-20}"
 fi
+step "all passed"

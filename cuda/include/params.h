@@ -1,6 +1,10 @@
 /*
  * params.h — the kernel parameter structs, the one file shared by the CUDA kernels, the host
- * emulator and Rust (turned into `#[repr(C)]` structs by bindgen in build.rs, with layout tests).
+ * emulator and Rust. Its Rust view, `#[repr(C)]` structs with layout assertions, is bindgen's output
+ * committed as src/kernels/params_bindings.rs: after editing this file, refresh it with
+ *     cargo run -p params-bindgen
+ * (its test, `cargo test -p params-bindgen`, fails while it is stale; building the crate needs no
+ * libclang, only that tool does).
  *
  * Rules, so that C, CUDA and Rust agree byte for byte:
  *   - fixed-width integers and float only; no bool, no enums as fields (uint32_t codes instead);
