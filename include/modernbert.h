@@ -21,7 +21,9 @@ typedef enum mb_status {
   MB_OK = 0,
   // A required pointer argument (or a text's `ptr`) is NULL.
   MB_ERR_NULL_POINTER = 1,
-  // A count is 0, an option is out of range, `struct_size` is too small, a pointer is misaligned.
+  // A count is 0, an option is out of range, `struct_size` is too small, a pointer is misaligned,
+  // or a size (`max_batch_tokens`, a config.json value) overflows or does not fit in the device's
+  // or the host's memory (refused before anything is allocated).
   MB_ERR_INVALID_ARGUMENT = 2,
   // A text (or the model path) is not valid UTF-8.
   MB_ERR_INVALID_UTF8 = 3,
@@ -31,12 +33,13 @@ typedef enum mb_status {
   // A text has more tokens than the model's maximum and the engine refuses over-long texts
   // (`MB_OVERLONG_REFUSE`).
   MB_ERR_TEXT_TOO_LONG = 5,
-  // Another problem with the input (an empty text, a fill-mask text without `[MASK]`, an
+  // Another problem with the input (a fill-mask text without `[MASK]`, an
   // unknown prompt name, an embedding dimension out of range).
   MB_ERR_INPUT = 6,
   // The model has no head for this task (e.g. `mb_classify` on an embedding model).
   MB_ERR_UNSUPPORTED = 7,
-  // The model could not be loaded: missing directory or file, invalid config or weights.
+  // The model could not be loaded (missing directory or file, a special file, invalid config or
+  // weights), or its outputs for a text are NaN or infinite (broken weights).
   MB_ERR_MODEL = 8,
   // The tokenizer failed (or lacks a token the task needs).
   MB_ERR_TOKENIZER = 9,

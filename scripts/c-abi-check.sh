@@ -80,8 +80,10 @@ check_similarity() { # MODEL DEVICE [VALGRIND...]: the 4 default texts; text 0 a
 }
 check_similarity st_mean_normalize_prompts cpu
 check_similarity colbert_hd64_pylate emulated
-"$work/abi_check" "$fx" cpu
-"$work/abi_check" "$fx" emulated
+# Under an address-space limit: abi_check's hostile sizes (max_batch_tokens 2^40, SIZE_MAX) must be
+# refused with a status, never abort the host.
+(ulimit -v $((4 << 20)); "$work/abi_check" "$fx" cpu)
+(ulimit -v $((4 << 20)); "$work/abi_check" "$fx" emulated)
 "$work/abi_check_static" "$fx" cpu
 
 if [ "${MODERNBERT_C_ABI_VALGRIND:-1}" != 0 ]; then

@@ -370,49 +370,17 @@ pub fn set_flops(c: &ModelConfig, lengths: &[u32]) -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Device memory (mirrors src/gpu/{weights,arena}.rs; checked against device_bytes() in the tests)
+// Device memory: the plans the GPU executor allocates (src/gpu/{weights,arena}.rs); a size that
+// overflows counts as not fitting.
 
-fn align256(x: usize) -> usize {
-    x.next_multiple_of(256)
-}
-
-/// Bytes of the device weight buffer: every tensor 256-byte aligned, 2 bytes per element.
+/// Bytes of the device weight buffer.
 pub fn weight_bytes(c: &ModelConfig) -> usize {
-    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let t = |n: usize| align256(n * 2);
-    let norm = |c: &ModelConfig| t(h) + if c.norm_bias { t(h) } else { 0 };
-    let lin = |out: usize, inp: usize, bias: bool| t(out * inp) + if bias { t(out) } else { 0 };
-    let mut total = t(v * h) + norm(c);
-    for l in 0..c.num_hidden_layers {
-        if l > 0 {
-            total += norm(c);
-        }
-        total += lin(3 * h, h, c.attention_bias) + lin(h, h, c.attention_bias) + norm(c);
-        total += lin(2 * i, h, c.mlp_bias) + lin(h, i, c.mlp_bias);
-    }
-    total + norm(c)
+    crate::gpu::weights::DeviceWeights::planned_bytes(c).unwrap_or(usize::MAX)
 }
 
 /// Bytes of the activation arena for `tokens` tokens and `sequences` sequences.
 pub fn arena_bytes(c: &ModelConfig, tokens: usize, sequences: usize) -> usize {
-    let (h, i) = (c.hidden_size, c.intermediate_size);
-    let inputs = 16 + 4 * tokens + 4 * (sequences + 1) + 4 * sequences;
-    let e = 2;
-    [
-        inputs,
-        tokens * h * e,
-        tokens * h * e,
-        tokens * 3 * h * e,
-        tokens * h * e,
-        tokens * h * e,
-        tokens * 2 * i * e,
-        tokens * i * e,
-        tokens * h * e,
-        sequences * h * 4,
-    ]
-    .iter()
-    .map(|&b| align256(b))
-    .sum()
+    crate::gpu::arena::ArenaPlan::new(c, tokens, sequences).map_or(usize::MAX, |p| p.bytes)
 }
 
 /// The cuBLASLt workspace on Hopper and newer (src/kernels/cublaslt.rs).
@@ -420,7 +388,12 @@ pub const CUBLASLT_WORKSPACE: usize = 32 << 20;
 
 /// The largest number of `len`-token sequences whose weights + arena + cuBLASLt workspace fit.
 pub fn max_batch(c: &ModelConfig, len: usize, budget_bytes: f64) -> usize {
-    let fits = |b: usize| (weight_bytes(c) + arena_bytes(c, b * len, b) + CUBLASLT_WORKSPACE) as f64 <= budget_bytes;
+    let fits = |b: usize| {
+        let total = weight_bytes(c)
+            .saturating_add(arena_bytes(c, b.saturating_mul(len), b))
+            .saturating_add(CUBLASLT_WORKSPACE);
+        total as f64 <= budget_bytes
+    };
     if !fits(1) {
         return 0;
     }

@@ -91,7 +91,7 @@ impl ModelConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::limits::read_regular_text(path, crate::limits::file_bound::JSON_CONFIG)?;
         Self::from_json_str(&text, path)
     }
 

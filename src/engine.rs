@@ -18,7 +18,7 @@ use crate::layout::{load_dense, ColbertSettings, SentenceTransformersLayout};
 use crate::model::{Checkpoint, ClassifierHead, Linear, MaskedLmHead};
 use crate::reference::ops::{self, Pooling};
 use crate::reference::{heads, CpuExecutor};
-use crate::tokenize::{OverlongPolicy, TextTokenizer};
+use crate::tokenize::{collect_per_text, OverlongPolicy, TextTokenizer};
 use crate::weights::TensorStore;
 
 /// Where the forward pass runs.
@@ -173,16 +173,30 @@ impl Engine {
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.exists() {
+        let tokenizer = if crate::limits::exists(&tokenizer_path) {
             Some(TextTokenizer::from_file(&tokenizer_path, max_len, options.overlong)?)
         } else {
             None
         };
         let parameters = weights.parameter_count();
-        let max_batch_tokens = options.max_batch_tokens.max(1);
-        // A sequence is never split, so a device arena must hold the longest one the tokenizer lets through.
+        if options.max_batch_tokens == 0 {
+            return Err(Error::Input("max_batch_tokens must be at least 1 (got 0)".into()));
+        }
+        let max_batch_tokens = options.max_batch_tokens;
+        // A sequence is never split, so a batch (and a device arena) must hold the longest one the
+        // tokenizer lets through.
         let arena_tokens = max_batch_tokens.max(max_len);
         let max_batch_sequences = arena_tokens.min(4096);
+        // The CPU executor's activations for the largest batch, in f32: twice the bf16 arena. The
+        // GPU executor checks its own plan against the device.
+        let cpu_plan = crate::gpu::arena::ArenaPlan::new(&config, arena_tokens, max_batch_sequences)?;
+        let cpu_bytes = crate::limits::bytes_of("the CPU activations", &[cpu_plan.bytes, 2])?;
+        crate::limits::check_fits(
+            &format!("a batch of {arena_tokens} tokens (max_batch_tokens {max_batch_tokens}, the model's maximum length {max_len})"),
+            cpu_bytes,
+            crate::limits::host_memory_limit(),
+            "the host",
+        )?;
         let gpu = match open_device(options.device)? {
             None => None,
             Some(dev) => {
@@ -348,16 +362,19 @@ impl Engine {
     }
 
     /// Sentence embeddings: prompt → tokens → backbone → pooling → [Dense] → truncate → [normalise].
+    /// The first bad text fails the call (its error names it); [`embed_each`](Self::embed_each)
+    /// keeps the others.
     pub fn embed(&self, texts: &[&str], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
+        collect_per_text(self.embed_each(texts, options)?)
+    }
+
+    /// As [`embed`](Self::embed), with one result per text: a bad text (too long with truncation
+    /// off, non-finite outputs) is that text's error. The outer error is the call's own (an
+    /// unknown prompt, a bad `dim`, no tokenizer, a device failure).
+    pub fn embed_each(&self, texts: &[&str], options: &EmbedOptions) -> Result<Vec<Result<Vec<f32>>>> {
         let prompt = self.prompt_for(options)?;
         let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
         let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
-        for (i, t) in texts.iter().enumerate() {
-            if t.is_empty() {
-                return Err(Error::Input(format!("text {} is empty", i + 1)));
-            }
-        }
-        let ids = self.tokenizer()?.encode_batch(&refs)?;
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
         let dense = if self.layout.colbert.is_none() {
@@ -370,46 +387,54 @@ impl Engine {
         if dim == 0 || dim > full_dim {
             return Err(Error::Input(format!("--dim {dim} must be in 1..={full_dim}")));
         }
-        let mut out = Vec::with_capacity(ids.len());
-        if let (Backbone::Gpu(exec), None) = (&self.backbone, dense) {
-            // Pool, truncate and normalise on the device; only [sequences, dim] comes back.
-            return self
-                .for_each_batch(&ids, &Self::all_keys(&ids), |batch| {
+        let ids = self.tokenizer()?.encode_each(&refs)?;
+        per_text(ids, |ids| {
+            let mut out = Vec::with_capacity(ids.len());
+            if let (Backbone::Gpu(exec), None) = (&self.backbone, dense) {
+                // Pool, truncate and normalise on the device; only [sequences, dim] comes back.
+                self.for_each_batch(ids, &Self::all_keys(ids), |batch| {
                     let mut pooled = vec![0f32; batch.sequences() * dim];
                     exec.pooled_into(batch, pooling, normalize, dim, &mut pooled)?;
                     out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
                     Ok(())
-                })
-                .map(|()| out);
-        }
-        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
-            let h = self.config.hidden_size;
-            let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
-            if let Some(d) = dense {
-                let mut projected = vec![0f32; batch.sequences() * d.out_features];
-                ops::linear(
-                    &pooled,
-                    &d.weight,
-                    d.bias.as_deref(),
-                    batch.sequences(),
-                    h,
-                    d.out_features,
-                    &mut projected,
-                );
-                pooled = projected;
+                })?;
+                return Ok(out);
             }
-            let mut kept = ops::truncate_rows(&pooled, full_dim, dim);
-            if normalize {
-                ops::l2_normalize_rows(&mut kept, dim);
-            }
-            out.extend(kept.chunks(dim).map(<[f32]>::to_vec));
-            Ok(())
-        })?;
-        Ok(out)
+            self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
+                let h = self.config.hidden_size;
+                let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
+                if let Some(d) = dense {
+                    let mut projected = vec![0f32; batch.sequences() * d.out_features];
+                    ops::linear(
+                        &pooled,
+                        &d.weight,
+                        d.bias.as_deref(),
+                        batch.sequences(),
+                        h,
+                        d.out_features,
+                        &mut projected,
+                    );
+                    pooled = projected;
+                }
+                let mut kept = ops::truncate_rows(&pooled, full_dim, dim);
+                if normalize {
+                    ops::l2_normalize_rows(&mut kept, dim);
+                }
+                out.extend(kept.chunks(dim).map(<[f32]>::to_vec));
+                Ok(())
+            })?;
+            Ok(out)
+        })
     }
 
     /// Top-k predictions for every `[MASK]` of every text, in order.
     pub fn fill_mask(&self, texts: &[&str], top_k: usize) -> Result<Vec<Vec<Vec<MaskPrediction>>>> {
+        collect_per_text(self.fill_mask_each(texts, top_k)?)
+    }
+
+    /// As [`fill_mask`](Self::fill_mask), with one result per text (a text without `[MASK]` is
+    /// that text's error).
+    pub fn fill_mask_each(&self, texts: &[&str], top_k: usize) -> Result<Vec<Result<Vec<Vec<MaskPrediction>>>>> {
         let mlm = self.mlm.as_ref().ok_or_else(|| {
             Error::Unsupported(format!(
                 "{}: no masked-LM head (head.dense / decoder.bias)",
@@ -420,47 +445,62 @@ impl Engine {
         let mask_id = tokenizer
             .token_to_id("[MASK]")
             .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?;
-        let ids = self.tokenizer()?.encode_batch(texts)?;
-        if let Some(i) = ids.iter().position(|s| !s.contains(&mask_id)) {
-            return Err(Error::Input(format!("text {} has no [MASK] token", i + 1)));
+        let ids: Vec<Result<Vec<u32>>> = self
+            .tokenizer()?
+            .encode_each(texts)?
+            .into_iter()
+            .map(|r| {
+                r.and_then(|s| {
+                    if s.contains(&mask_id) {
+                        Ok(s)
+                    } else {
+                        Err(Error::Input("has no [MASK] token".into()))
+                    }
+                })
+            })
+            .collect();
+        if top_k == 0 {
+            return Err(Error::Input("top_k must be at least 1 (got 0)".into()));
         }
-        let top_k = top_k.clamp(1, self.config.vocab_size);
+        let top_k = top_k.min(self.config.vocab_size);
         let v = self.config.vocab_size;
-        let mut out = Vec::with_capacity(ids.len());
-        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
-            let rows: Vec<usize> = (0..batch.tokens()).filter(|&t| batch.ids[t] == mask_id).collect();
-            let table = match &self.backbone {
-                Backbone::Cpu(e) => &e.weights.tok_embeddings,
-                Backbone::Gpu(_) => self
-                    .decoder_table
-                    .as_ref()
-                    .ok_or_else(|| Error::Weights("no decoder weight for the MLM head".into()))?,
-            };
-            let logits = heads::mlm_logits(&self.config, mlm, table, hidden, &rows);
-            let mut row_iter = rows.iter().zip(logits.chunks(v)).peekable();
-            for b in 0..batch.sequences() {
-                let range = batch.seq_range(b);
-                let mut masks = Vec::new();
-                while let Some((_, l)) = row_iter.next_if(|(r, _)| range.contains(r)) {
-                    let probs = ops::softmax(l);
-                    let mut order: Vec<usize> = (0..v).collect();
-                    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-                    masks.push(
-                        order[..top_k]
-                            .iter()
-                            .map(|&id| MaskPrediction {
-                                id: id as u32,
-                                token: tokenizer.decode_token(id as u32),
-                                score: probs[id],
-                            })
-                            .collect(),
-                    );
+        per_text(ids, |ids| {
+            let mut out = Vec::with_capacity(ids.len());
+            self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
+                let rows: Vec<usize> = (0..batch.tokens()).filter(|&t| batch.ids[t] == mask_id).collect();
+                let table = match &self.backbone {
+                    Backbone::Cpu(e) => &e.weights.tok_embeddings,
+                    Backbone::Gpu(_) => self
+                        .decoder_table
+                        .as_ref()
+                        .ok_or_else(|| Error::Weights("no decoder weight for the MLM head".into()))?,
+                };
+                let logits = heads::mlm_logits(&self.config, mlm, table, hidden, &rows);
+                let mut row_iter = rows.iter().zip(logits.chunks(v)).peekable();
+                for b in 0..batch.sequences() {
+                    let range = batch.seq_range(b);
+                    let mut masks = Vec::new();
+                    while let Some((_, l)) = row_iter.next_if(|(r, _)| range.contains(r)) {
+                        let probs = ops::softmax(l);
+                        let mut order: Vec<usize> = (0..v).collect();
+                        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+                        masks.push(
+                            order[..top_k]
+                                .iter()
+                                .map(|&id| MaskPrediction {
+                                    id: id as u32,
+                                    token: tokenizer.decode_token(id as u32),
+                                    score: probs[id],
+                                })
+                                .collect(),
+                        );
+                    }
+                    out.push(masks);
                 }
-                out.push(masks);
-            }
-            Ok(())
-        })?;
-        Ok(out)
+                Ok(())
+            })?;
+            Ok(out)
+        })
     }
 
     fn classifier(&self) -> Result<&ClassifierHead> {
@@ -490,74 +530,93 @@ impl Engine {
 
     /// Classify texts: logits, the argmax label (from `id2label`) and its probability.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>> {
-        let ids = self.tokenizer()?.encode_batch(texts)?;
-        let logits = self.sequence_logits(&ids)?;
-        Ok(logits
-            .into_iter()
-            .map(|l| {
-                let (best, score) = if l.len() == 1 {
-                    (0, sigmoid(l[0]))
-                } else {
-                    let p = ops::softmax(&l);
-                    let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-                    (best, p[best])
-                };
-                let label = self
-                    .config
-                    .id2label
-                    .get(best)
-                    .cloned()
-                    .unwrap_or_else(|| format!("LABEL_{best}"));
-                Classification {
-                    logits: l,
-                    label,
-                    score,
-                }
-            })
-            .collect())
+        collect_per_text(self.classify_each(texts)?)
+    }
+
+    /// As [`classify`](Self::classify), with one result per text.
+    pub fn classify_each(&self, texts: &[&str]) -> Result<Vec<Result<Classification>>> {
+        let ids = self.tokenizer()?.encode_each(texts)?;
+        per_text(ids, |ids| {
+            Ok(self
+                .sequence_logits(ids)?
+                .into_iter()
+                .map(|l| self.classification(l))
+                .collect())
+        })
+    }
+
+    /// Logits → the argmax label (from `id2label`) and its probability (sigmoid for one label).
+    fn classification(&self, l: Vec<f32>) -> Classification {
+        let (best, score) = if l.len() == 1 {
+            (0, sigmoid(l[0]))
+        } else {
+            let p = ops::softmax(&l);
+            let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+            (best, p[best])
+        };
+        let label = self
+            .config
+            .id2label
+            .get(best)
+            .cloned()
+            .unwrap_or_else(|| format!("LABEL_{best}"));
+        Classification {
+            logits: l,
+            label,
+            score,
+        }
     }
 
     /// Cross-encoder relevance of each document to the query: `sigmoid(logit)` for a one-logit
     /// classifier (sentence-transformers' CrossEncoder default), else the softmax probability of
     /// the last label.
     pub fn rerank(&self, query: &str, documents: &[&str]) -> Result<Vec<f32>> {
+        collect_per_text(self.rerank_each(query, documents)?)
+    }
+
+    /// As [`rerank`](Self::rerank), with one result per document.
+    pub fn rerank_each(&self, query: &str, documents: &[&str]) -> Result<Vec<Result<f32>>> {
         if documents.is_empty() {
             return Err(Error::Input("no documents given".into()));
         }
         let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
-        let ids = self.tokenizer()?.encode_pairs(&pairs)?;
-        Ok(self
-            .sequence_logits(&ids)?
-            .into_iter()
-            .map(|l| {
-                if l.len() == 1 {
-                    sigmoid(l[0])
-                } else {
-                    *ops::softmax(&l).last().unwrap()
-                }
-            })
-            .collect())
+        let ids = self.tokenizer()?.encode_each_pair(&pairs)?;
+        per_text(ids, |ids| {
+            Ok(self
+                .sequence_logits(ids)?
+                .into_iter()
+                .map(|l| {
+                    if l.len() == 1 {
+                        sigmoid(l[0])
+                    } else {
+                        *ops::softmax(&l).last().unwrap()
+                    }
+                })
+                .collect())
+        })
     }
 
     /// Token-classification logits: one `[labels]` vector per token of each text.
     pub fn token_logits(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
         let cls = self.classifier()?;
-        let ids = self.tokenizer()?.encode_batch(texts)?;
+        let ids = self.tokenizer()?.encode_each(texts)?;
         let labels = cls.classifier.out_features;
-        let mut out = Vec::with_capacity(ids.len());
-        self.run_sequences(&ids, &Self::all_keys(&ids), |_, batch, hidden| {
-            let logits = heads::token_logits(&self.config, cls, hidden, batch.tokens());
-            for b in 0..batch.sequences() {
-                out.push(
-                    batch
-                        .seq_range(b)
-                        .map(|t| logits[t * labels..][..labels].to_vec())
-                        .collect(),
-                );
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        collect_per_text(per_text(ids, |ids| {
+            let mut out = Vec::with_capacity(ids.len());
+            self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
+                let logits = heads::token_logits(&self.config, cls, hidden, batch.tokens());
+                for b in 0..batch.sequences() {
+                    out.push(
+                        batch
+                            .seq_range(b)
+                            .map(|t| logits[t * labels..][..labels].to_vec())
+                            .collect(),
+                    );
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })?)
     }
 
     fn colbert_settings(&self) -> Result<&ColbertSettings> {
@@ -570,6 +629,13 @@ impl Engine {
     /// PyLate token ids: `[CLS] prefix …` (truncated to `length`), queries padded with `[MASK]` to
     /// `query_length` when query expansion is on. Returns ids and how many leading tokens are keys.
     pub fn colbert_tokens(&self, texts: &[&str], is_query: bool) -> Result<(Vec<Vec<u32>>, Vec<usize>)> {
+        Ok(collect_per_text(self.colbert_tokens_each(texts, is_query)?)?
+            .into_iter()
+            .unzip())
+    }
+
+    /// As [`colbert_tokens`](Self::colbert_tokens), per text: `(ids, keys)` or that text's error.
+    pub fn colbert_tokens_each(&self, texts: &[&str], is_query: bool) -> Result<Vec<Result<(Vec<u32>, usize)>>> {
         let s = self.colbert_settings()?;
         let (prefix, length) = if is_query {
             (&s.query_prefix, s.query_length)
@@ -587,31 +653,43 @@ impl Engine {
             });
         }
         let tok = self.tokenizer()?.with_max_len(length - 1)?;
-        let mut ids = tok.encode_batch(texts)?;
-        let mut keys = Vec::with_capacity(ids.len());
         let mask_id = self.tokenizer()?.token_to_id("[MASK]");
-        for seq in ids.iter_mut() {
-            seq.insert(1.min(seq.len()), prefix_id);
-            let real = seq.len();
-            if is_query && s.do_query_expansion {
-                let mask_id = mask_id.ok_or_else(|| Error::Tokenizer("query expansion needs a [MASK] token".into()))?;
-                seq.resize(length.max(real), mask_id);
-                keys.push(if s.attend_to_expansion_tokens { seq.len() } else { real });
-            } else {
-                keys.push(real);
-            }
+        if is_query && s.do_query_expansion && mask_id.is_none() {
+            return Err(Error::Tokenizer("query expansion needs a [MASK] token".into()));
         }
-        Ok((ids, keys))
+        Ok(tok
+            .encode_each(texts)?
+            .into_iter()
+            .map(|r| {
+                r.map(|mut seq| {
+                    seq.insert(1.min(seq.len()), prefix_id);
+                    let real = seq.len();
+                    match mask_id {
+                        Some(mask_id) if is_query && s.do_query_expansion => {
+                            seq.resize(length.max(real), mask_id);
+                            let keys = if s.attend_to_expansion_tokens { seq.len() } else { real };
+                            (seq, keys)
+                        }
+                        _ => (seq, real),
+                    }
+                })
+            })
+            .collect())
     }
 
     /// ColBERT multi-vectors: per token `normalize(Dense(h))`; documents drop skiplist tokens.
     pub fn colbert(&self, texts: &[&str], is_query: bool) -> Result<Vec<Vec<Vec<f32>>>> {
+        collect_per_text(self.colbert_each(texts, is_query)?)
+    }
+
+    /// As [`colbert`](Self::colbert), with one result per text.
+    pub fn colbert_each(&self, texts: &[&str], is_query: bool) -> Result<Vec<Result<Vec<Vec<f32>>>>> {
         let s = self.colbert_settings()?;
         let dense = self
             .dense
             .as_ref()
             .ok_or_else(|| Error::Weights(format!("{}: ColBERT model without a Dense module", self.dir.display())))?;
-        let (ids, keys) = self.colbert_tokens(texts, is_query)?;
+        let tokens = self.colbert_tokens_each(texts, is_query)?;
         let tokenizer = self.tokenizer()?;
         let skip: Vec<u32> = if is_query {
             Vec::new()
@@ -622,25 +700,99 @@ impl Engine {
                 .collect()
         };
         let (h, dim) = (self.config.hidden_size, dense.out_features);
-        let mut out = Vec::with_capacity(ids.len());
-        self.run_sequences(&ids, &keys, |_, batch, hidden| {
-            let t = batch.tokens();
-            let mut proj = vec![0f32; t * dim];
-            ops::linear(hidden, &dense.weight, dense.bias.as_deref(), t, h, dim, &mut proj);
-            ops::l2_normalize_rows(&mut proj, dim);
-            for b in 0..batch.sequences() {
-                out.push(
-                    batch
-                        .seq_range(b)
-                        .filter(|&t| !skip.contains(&batch.ids[t]))
-                        .map(|t| proj[t * dim..][..dim].to_vec())
-                        .collect(),
-                );
-            }
-            Ok(())
-        })?;
-        Ok(out)
+        per_text(tokens, |tokens| {
+            let (ids, keys): (Vec<Vec<u32>>, Vec<usize>) = tokens.iter().cloned().unzip();
+            let mut out = Vec::with_capacity(ids.len());
+            self.run_sequences(&ids, &keys, |_, batch, hidden| {
+                let t = batch.tokens();
+                let mut proj = vec![0f32; t * dim];
+                ops::linear(hidden, &dense.weight, dense.bias.as_deref(), t, h, dim, &mut proj);
+                ops::l2_normalize_rows(&mut proj, dim);
+                for b in 0..batch.sequences() {
+                    out.push(
+                        batch
+                            .seq_range(b)
+                            .filter(|&t| !skip.contains(&batch.ids[t]))
+                            .map(|t| proj[t * dim..][..dim].to_vec())
+                            .collect(),
+                    );
+                }
+                Ok(())
+            })?;
+            Ok(out)
+        })
     }
+}
+
+/// Outputs whose values can be checked for NaN and infinity.
+pub trait Finite {
+    fn is_finite(&self) -> bool;
+}
+
+impl Finite for f32 {
+    fn is_finite(&self) -> bool {
+        f32::is_finite(*self)
+    }
+}
+
+impl<T: Finite> Finite for Vec<T> {
+    fn is_finite(&self) -> bool {
+        self.iter().all(Finite::is_finite)
+    }
+}
+
+impl Finite for Classification {
+    fn is_finite(&self) -> bool {
+        self.logits.is_finite() && self.score.is_finite()
+    }
+}
+
+impl Finite for MaskPrediction {
+    fn is_finite(&self) -> bool {
+        self.score.is_finite()
+    }
+}
+
+/// Run `task` on the items that are `Ok` (in order) and put its outputs back in input order beside
+/// the items' own errors. An output with a NaN or an infinity becomes its text's error: broken
+/// weights must not pass for a result.
+fn per_text<S, T: Finite>(items: Vec<Result<S>>, task: impl FnOnce(&[S]) -> Result<Vec<T>>) -> Result<Vec<Result<T>>> {
+    let mut good = Vec::with_capacity(items.len());
+    let mut slots: Vec<Option<Error>> = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Ok(s) => {
+                good.push(s);
+                slots.push(None);
+            }
+            Err(e) => slots.push(Some(e)),
+        }
+    }
+    let outputs = if good.is_empty() { Vec::new() } else { task(&good)? };
+    if outputs.len() != good.len() {
+        return Err(Error::Device(format!(
+            "{} outputs for {} texts",
+            outputs.len(),
+            good.len()
+        )));
+    }
+    let mut outputs = outputs.into_iter();
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            Some(e) => Err(e),
+            None => {
+                let v = outputs.next().expect("one output per good item (checked above)");
+                if v.is_finite() {
+                    Ok(v)
+                } else {
+                    Err(Error::NonFinite(
+                        "the model's outputs are NaN or infinite (are the checkpoint's weights finite?)".into(),
+                    ))
+                }
+            }
+        })
+        .collect())
 }
 
 fn sigmoid(x: f32) -> f32 {

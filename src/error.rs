@@ -24,11 +24,30 @@ pub enum Error {
     Unsupported(String),
     #[error("device: {0}")]
     Device(String),
+    /// A size from outside (an option, a config value, a count) that overflows or does not fit in
+    /// memory (`limits`).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A text whose outputs are not finite (NaN or infinite): the checkpoint's weights are broken.
+    #[error("output: {0}")]
+    NonFinite(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// This error as one about text `index` (from 0) of a call: `text 3: …`, same variant.
+    pub fn for_text(self, index: usize) -> Self {
+        let n = index + 1;
+        match self {
+            Error::Input(m) => Error::Input(format!("text {n} {m}")),
+            Error::TextTooLong(m) => Error::TextTooLong(format!("text {n} {m}")),
+            Error::NonFinite(m) => Error::NonFinite(format!("text {n}: {m}")),
+            Error::Tokenizer(m) => Error::Tokenizer(format!("text {n}: {m}")),
+            other => other,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
         Error::Io {
             path: path.into(),

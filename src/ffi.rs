@@ -49,7 +49,9 @@ pub enum mb_status {
     MB_OK = 0,
     /// A required pointer argument (or a text's `ptr`) is NULL.
     MB_ERR_NULL_POINTER = 1,
-    /// A count is 0, an option is out of range, `struct_size` is too small, a pointer is misaligned.
+    /// A count is 0, an option is out of range, `struct_size` is too small, a pointer is misaligned,
+    /// or a size (`max_batch_tokens`, a config.json value) overflows or does not fit in the device's
+    /// or the host's memory (refused before anything is allocated).
     MB_ERR_INVALID_ARGUMENT = 2,
     /// A text (or the model path) is not valid UTF-8.
     MB_ERR_INVALID_UTF8 = 3,
@@ -59,12 +61,13 @@ pub enum mb_status {
     /// A text has more tokens than the model's maximum and the engine refuses over-long texts
     /// (`MB_OVERLONG_REFUSE`).
     MB_ERR_TEXT_TOO_LONG = 5,
-    /// Another problem with the input (an empty text, a fill-mask text without `[MASK]`, an
+    /// Another problem with the input (a fill-mask text without `[MASK]`, an
     /// unknown prompt name, an embedding dimension out of range).
     MB_ERR_INPUT = 6,
     /// The model has no head for this task (e.g. `mb_classify` on an embedding model).
     MB_ERR_UNSUPPORTED = 7,
-    /// The model could not be loaded: missing directory or file, invalid config or weights.
+    /// The model could not be loaded (missing directory or file, a special file, invalid config or
+    /// weights), or its outputs for a text are NaN or infinite (broken weights).
     MB_ERR_MODEL = 8,
     /// The tokenizer failed (or lacks a token the task needs).
     MB_ERR_TOKENIZER = 9,
@@ -219,6 +222,9 @@ impl From<Error> for Fail {
             Error::Input(_) => mb_status::MB_ERR_INPUT,
             Error::Unsupported(_) => mb_status::MB_ERR_UNSUPPORTED,
             Error::Device(_) => mb_status::MB_ERR_DEVICE,
+            // A size from an option or a count: the caller's argument; from config.json: the model.
+            Error::TooLarge(_) => mb_status::MB_ERR_INVALID_ARGUMENT,
+            Error::NonFinite(_) => mb_status::MB_ERR_MODEL,
         };
         Fail {
             status,
@@ -338,18 +344,15 @@ fn check_count<T>(n: usize, name: &str) -> Res<()> {
     Ok(())
 }
 
-/// `n` texts as `&str`s: non-NULL array, n > 0, each non-NULL, valid UTF-8 and non-empty.
+/// `n` texts as `&str`s: non-NULL array, n > 0, each non-NULL and valid UTF-8. An empty text is a
+/// text (`[CLS] [SEP]`, as the Rust API and the CLI embed it).
 unsafe fn texts<'a>(p: *const mb_text, n: usize, name: &str) -> Res<Vec<&'a str>> {
     non_null(p, name)?;
     check_count::<mb_text>(n, &format!("n_{name}"))?;
     let items = std::slice::from_raw_parts(p, n);
     let mut out = Vec::with_capacity(n);
     for (i, t) in items.iter().enumerate() {
-        let s = utf8(t.ptr, t.len, &format!("{name}[{i}]"))?;
-        if s.is_empty() {
-            return Err(fail(mb_status::MB_ERR_INPUT, format!("{name}[{i}] is empty")));
-        }
-        out.push(s);
+        out.push(utf8(t.ptr, t.len, &format!("{name}[{i}]"))?);
     }
     Ok(out)
 }
@@ -981,9 +984,6 @@ pub unsafe extern "C" fn mb_rerank(
     guard(|| {
         let e = engine_ref(engine)?;
         let q = utf8(query, query_len, "query")?;
-        if q.is_empty() {
-            return Err(fail(mb_status::MB_ERR_INPUT, "query is empty"));
-        }
         let docs = texts(documents, n_documents, "documents")?;
         num_labels(&e.engine)?;
         let out = out_buffer(scores, capacity, n_documents, out_needed, "scores")?;

@@ -53,8 +53,10 @@ fn download(repo_id: &str) -> Result<PathBuf> {
     }
     let dir = dir.ok_or_else(|| Error::io(repo_id, "empty download"))?;
     if !dir.join("model.safetensors").is_file() && dir.join("model.safetensors.index.json").is_file() {
-        let index =
-            std::fs::read_to_string(dir.join("model.safetensors.index.json")).map_err(|e| Error::io(&dir, e))?;
+        let index = crate::limits::read_regular_text(
+            &dir.join("model.safetensors.index.json"),
+            crate::limits::file_bound::JSON_CONFIG,
+        )?;
         let value: serde_json::Value = serde_json::from_str(&index).map_err(|e| Error::io(&dir, e))?;
         let mut shards: Vec<&str> = value["weight_map"]
             .as_object()

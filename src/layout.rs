@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::Linear;
 use crate::reference::ops::Pooling;
 use crate::weights::TensorStore;
@@ -37,11 +38,13 @@ pub struct ColbertSettings {
     pub skiplist_words: Vec<String>,
 }
 
+/// An optional JSON file: `None` when nothing is at `path`; what is there must be a readable,
+/// regular, bounded JSON file (an unreadable or malformed one is an error, never a silent default).
 fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.is_file() {
+    if !limits::exists(path) {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = limits::read_regular_text(path, limits::file_bound::JSON_CONFIG)?;
     serde_json::from_str(&text).map(Some).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         message: format!("not valid JSON ({e})"),
@@ -180,7 +183,7 @@ pub fn load_dense(dir: &Path, in_features: usize) -> Result<Linear> {
             )));
         }
     }
-    let store = if dir.join("model.safetensors").is_file() {
+    let store = if limits::exists(&dir.join("model.safetensors")) {
         TensorStore::open_dir(dir)?
     } else {
         return Err(Error::io(dir.join("model.safetensors"), "missing dense weights"));

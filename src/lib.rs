@@ -3,7 +3,7 @@
 //!
 //! Reading order: [`config`] (what the checkpoint says) → [`weights`] (mmapped safetensors) →
 //! [`model`] (the named tensors of one model) → [`batch`] (the packed token layout) →
-//! [`reference`] (the forward pass, op by op) → [`pipeline`] (tasks: embed, fill-mask, classify,
+//! [`reference`] (the forward pass, op by op) → [`engine`] (tasks: embed, fill-mask, classify,
 //! rerank, ColBERT) → the `modernbert` command line in `main.rs`.
 
 pub mod batch;
@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod hub;
 pub mod kernels;
 pub mod layout;
+pub mod limits;
 pub mod model;
 pub mod reference;
 pub mod tokenize;

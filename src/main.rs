@@ -163,10 +163,14 @@ impl Common {
     }
 }
 
-/// The texts of a command: its arguments, or stdin lines when there are none.
-fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<String>> {
+/// One input of a command: its text, or why it is not one (a stdin line that is not UTF-8).
+type Input = std::result::Result<String, String>;
+
+/// The inputs of a command: its arguments, or stdin lines when there are none. A line that is not
+/// valid UTF-8 is that input's error; the others still run.
+fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<Input>> {
     if !texts.is_empty() {
-        return Ok(texts);
+        return Ok(texts.into_iter().map(Ok).collect());
     }
     let mut lines = Vec::new();
     let mut reader = std::io::stdin().lock();
@@ -185,8 +189,13 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<String>> {
                 buf.pop();
             }
         }
-        let line = String::from_utf8(buf.clone())
-            .map_err(|e| Error::Input(format!("stdin line {} is not valid UTF-8 ({e})", lines.len() + 1)))?;
+        let line = String::from_utf8(std::mem::take(&mut buf)).map_err(|e| {
+            let bad = e.utf8_error().valid_up_to();
+            format!(
+                "input: stdin line {} is not valid UTF-8 (bad byte at offset {bad})",
+                lines.len() + 1
+            )
+        });
         lines.push(line);
     }
     if lines.is_empty() {
@@ -197,9 +206,43 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+/// Run a task's per-text form on the inputs that are texts; one outcome per input, in order. The
+/// outer error is the task's own (a bad option, a device failure): it stops the command.
+fn per_input<T>(
+    inputs: &[Input],
+    task: impl FnOnce(&[&str]) -> Result<Vec<Result<T>>>,
+) -> Result<Vec<std::result::Result<T, String>>> {
+    let texts: Vec<&str> = inputs.iter().filter_map(|i| i.as_deref().ok()).collect();
+    let mut results = if texts.is_empty() { Vec::new() } else { task(&texts)? }.into_iter();
+    Ok(inputs
+        .iter()
+        .map(|input| match input {
+            Ok(_) => results.next().expect("one result per text").map_err(|e| e.to_string()),
+            Err(message) => Err(message.clone()),
+        })
+        .collect())
+}
+
+/// Run a command; returns how many inputs failed (each printed as `{"error": "…"}` in its place).
+fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
     let mut emit =
         |value: serde_json::Value| -> Result<()> { writeln!(out, "{value}").map_err(|e| Error::io("<stdout>", e)) };
+    let mut failed = 0;
+    // One JSON line per input: the result, or its error.
+    let mut emit_each = |results: Vec<std::result::Result<serde_json::Value, String>>,
+                         emit: &mut dyn FnMut(serde_json::Value) -> Result<()>|
+     -> Result<()> {
+        for r in results {
+            match r {
+                Ok(v) => emit(v)?,
+                Err(message) => {
+                    failed += 1;
+                    emit(json!({ "error": message }))?;
+                }
+            }
+        }
+        Ok(())
+    };
     match cli.command {
         Command::Embed {
             common,
@@ -229,26 +272,23 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 prompt_name,
                 prompt,
             };
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            for e in pipeline.embed(&refs, &options)? {
-                emit(json!({ "embedding": e }))?;
-            }
+            let results = per_input(&texts, |t| pipeline.embed_each(t, &options))?;
+            emit_each(map_ok(results, |e| json!({ "embedding": e })), &mut emit)?;
         }
         Command::FillMask { common, top_k, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            for masks in pipeline.fill_mask(&refs, top_k)? {
-                emit(json!({ "masks": masks }))?;
-            }
+            let results = per_input(&texts, |t| pipeline.fill_mask_each(t, top_k))?;
+            emit_each(map_ok(results, |masks| json!({ "masks": masks })), &mut emit)?;
         }
         Command::Classify { common, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            for c in pipeline.classify(&refs)? {
-                emit(serde_json::to_value(c).expect("plain data serialises"))?;
-            }
+            let results = per_input(&texts, |t| pipeline.classify_each(t))?;
+            emit_each(
+                map_ok(results, |c| serde_json::to_value(c).expect("plain data serialises")),
+                &mut emit,
+            )?;
         }
         Command::Rerank {
             common,
@@ -257,18 +297,14 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         } => {
             let documents = texts_or_stdin(documents)?;
             let pipeline = common.load()?;
-            let refs: Vec<&str> = documents.iter().map(String::as_str).collect();
-            for s in pipeline.rerank(&query, &refs)? {
-                emit(json!({ "score": s }))?;
-            }
+            let results = per_input(&documents, |d| pipeline.rerank_each(&query, d))?;
+            emit_each(map_ok(results, |s| json!({ "score": s })), &mut emit)?;
         }
         Command::Colbert { common, query, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            for v in pipeline.colbert(&refs, query)? {
-                emit(json!({ "vectors": v }))?;
-            }
+            let results = per_input(&texts, |t| pipeline.colbert_each(t, query))?;
+            emit_each(map_ok(results, |v| json!({ "vectors": v })), &mut emit)?;
         }
         Command::Bench { args } => modernbert::bench::run(&args, &mut emit)?,
         Command::Info { common } => {
@@ -302,16 +338,28 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }))?;
         }
     }
-    Ok(())
+    Ok(failed)
+}
+
+fn map_ok<T>(
+    results: Vec<std::result::Result<T, String>>,
+    f: impl Fn(T) -> serde_json::Value,
+) -> Vec<std::result::Result<serde_json::Value, String>> {
+    results.into_iter().map(|r| r.map(&f)).collect()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let result = run(cli, &mut out).and_then(|()| out.flush().map_err(|e| Error::io("<stdout>", e)));
+    let result =
+        run(cli, &mut out).and_then(|failed| out.flush().map_err(|e| Error::io("<stdout>", e)).map(|()| failed));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("error: {failed} input(s) failed; each has an {{\"error\": …}} line in its place");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

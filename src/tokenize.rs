@@ -21,15 +21,23 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
     policy: OverlongPolicy,
+    /// Bytes of the longest token's text (vocabulary and added tokens): bounds how few tokens a
+    /// prefix can yield.
+    max_token_bytes: usize,
+}
+
+/// A text ready to be tokenised: the text itself, or the prefix of it that is enough for the
+/// model's maximum length (`cut` says which).
+struct Bounded<'a> {
+    text: &'a str,
+    cut: bool,
 }
 
 impl TextTokenizer {
     /// Load `tokenizer.json`; `max_len` counts special tokens.
     pub fn from_file(path: &Path, max_len: usize, policy: OverlongPolicy) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::io(path, "no such file"));
-        }
-        let inner = Tokenizer::from_file(path)
+        let bytes = crate::limits::read_regular_file(path, crate::limits::file_bound::TOKENIZER)?;
+        let inner = Tokenizer::from_bytes(&bytes)
             .map_err(|e| Error::Tokenizer(format!("{}: cannot load ({e})", path.display())))?;
         Self::from_tokenizer(inner, max_len, policy)
     }
@@ -51,7 +59,72 @@ impl TextTokenizer {
         inner
             .with_truncation(truncation)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(TextTokenizer { inner, max_len, policy })
+        let max_token_bytes = inner
+            .get_vocab(true)
+            .values()
+            .map(|&id| inner.decode(&[id], false).map_or(0, |t| t.len()))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Ok(TextTokenizer {
+            inner,
+            max_len,
+            policy,
+            max_token_bytes,
+        })
+    }
+
+    /// Bounded tokenisation: the prefix of `text` that yields the same ids after truncation as the
+    /// whole text, so that memory and time are bounded by the model's maximum length, not by the
+    /// input's size.
+    ///
+    /// A text of at most `first` = 4 · (max_len + 1) bytes is used whole. A longer one is cut at
+    /// `p`, the last whitespace boundary (a non-whitespace character followed by ASCII whitespace)
+    /// in the second half of a window of `b` bytes, and the prefix is kept if it alone yields more
+    /// than `max_len` tokens; else the window doubles. Why the ids are unchanged, for ModernBERT's
+    /// pipeline (added tokens, NFC, the ByteLevel regex split, BPE within each piece): the added
+    /// tokens (whitespace runs and bracketed names) never span such a boundary; NFC never composes
+    /// across a whitespace character; the split regex always starts a new piece at whitespace that
+    /// follows a non-whitespace character. So the prefix's tokens are exactly the whole text's
+    /// first tokens, and since they number more than `max_len`, truncation keeps the same ones
+    /// (for pairs too: longest-first truncation of two sides that each exceed `max_len` depends
+    /// only on `max_len`). A window with no whitespace boundary is cut at a character boundary
+    /// instead: the run it cuts is tokenised from its prefix (BPE merges are local; not proved).
+    /// The window never grows past 3 · max_token_bytes · (max_len + 1) bytes, the size that yields
+    /// more than `max_len` tokens whatever the text (each token covers at most max_token_bytes
+    /// normalised bytes, and NFC shrinks a text at most 3×).
+    fn bounded<'a>(&self, text: &'a str) -> Result<Bounded<'a>> {
+        let need = self.max_len + 1;
+        let first = 4 * need;
+        if text.len() <= first {
+            return Ok(Bounded { text, cut: false });
+        }
+        let cap = need.saturating_mul(self.max_token_bytes).saturating_mul(3);
+        let mut window = first;
+        loop {
+            if window >= text.len() {
+                return Ok(Bounded { text, cut: false });
+            }
+            let prefix = &text[..cut_point(text, window)];
+            if window >= cap {
+                return Ok(Bounded {
+                    text: prefix,
+                    cut: true,
+                });
+            }
+            let tokens = self
+                .inner
+                .encode_fast(prefix, false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?
+                .len();
+            if tokens > self.max_len {
+                return Ok(Bounded {
+                    text: prefix,
+                    cut: true,
+                });
+            }
+            window = window.saturating_mul(2).min(cap);
+        }
     }
 
     /// The same tokenizer with another maximum length (PyLate's query/document lengths).
@@ -63,50 +136,75 @@ impl TextTokenizer {
         self.max_len
     }
 
-    /// Ids of each text with the special tokens of the file's template.
+    /// Ids of each text with the special tokens of the file's template; the first bad text fails
+    /// the whole call (its error names it).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        self.encode_with(texts.len(), |i| (texts[i], None))
+        collect_per_text(self.encode_each(texts)?)
     }
 
     /// Ids of each `(a, b)` pair: `[CLS] a [SEP] b [SEP]` for ModernBERT's template.
     pub fn encode_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<Vec<u32>>> {
-        self.encode_with(pairs.len(), |i| (pairs[i].0, Some(pairs[i].1)))
+        collect_per_text(self.encode_each_with(pairs.len(), |i| (pairs[i].0, Some(pairs[i].1)))?)
     }
 
-    fn encode_with<'a>(&self, n: usize, item: impl Fn(usize) -> (&'a str, Option<&'a str>)) -> Result<Vec<Vec<u32>>> {
+    /// Ids of each text, or that text's own error (an over-long text when truncation is off). The
+    /// outer error is the tokenizer's own failure. An empty text is `[CLS] [SEP]`, as in
+    /// transformers and sentence-transformers.
+    pub fn encode_each(&self, texts: &[&str]) -> Result<Vec<Result<Vec<u32>>>> {
+        self.encode_each_with(texts.len(), |i| (texts[i], None))
+    }
+
+    /// As [`encode_each`](Self::encode_each) for `(a, b)` pairs.
+    pub fn encode_each_pair(&self, pairs: &[(&str, &str)]) -> Result<Vec<Result<Vec<u32>>>> {
+        self.encode_each_with(pairs.len(), |i| (pairs[i].0, Some(pairs[i].1)))
+    }
+
+    fn encode_each_with<'a>(
+        &self,
+        n: usize,
+        item: impl Fn(usize) -> (&'a str, Option<&'a str>),
+    ) -> Result<Vec<Result<Vec<u32>>>> {
         if n == 0 {
             return Err(Error::Input("no texts given".into()));
         }
         let mut inputs = Vec::with_capacity(n);
+        let mut cut = Vec::with_capacity(n);
         for i in 0..n {
             let (a, b) = item(i);
-            if a.is_empty() || b == Some("") {
-                return Err(Error::Input(format!("text {} is empty", i + 1)));
-            }
+            let a = self.bounded(a)?;
+            let b = b.map(|b| self.bounded(b)).transpose()?;
+            cut.push(a.cut || b.as_ref().is_some_and(|b| b.cut));
             inputs.push(match b {
-                None => tokenizers::EncodeInput::Single(a.into()),
-                Some(b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
+                None => tokenizers::EncodeInput::Single(a.text.into()),
+                Some(b) => tokenizers::EncodeInput::Dual(a.text.into(), b.text.into()),
             });
         }
         let encodings = self
             .inner
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let ids: Vec<Vec<u32>> = encodings.into_iter().map(|e| e.get_ids().to_vec()).collect();
-        if self.policy == OverlongPolicy::Refuse {
-            if let Some((i, s)) = ids.iter().enumerate().find(|(_, s)| s.len() > self.max_len) {
-                return Err(Error::TextTooLong(format!(
-                    "text {} has {} tokens, more than the maximum {} (truncation is off)",
-                    i + 1,
-                    s.len(),
-                    self.max_len
-                )));
-            }
-        }
-        if let Some(i) = ids.iter().position(Vec::is_empty) {
-            return Err(Error::Input(format!("text {} produced no tokens", i + 1)));
-        }
-        Ok(ids)
+        Ok(encodings
+            .into_iter()
+            .zip(cut)
+            .map(|(e, cut)| {
+                let ids = e.get_ids().to_vec();
+                if self.policy == OverlongPolicy::Refuse && (cut || ids.len() > self.max_len) {
+                    let count = if cut {
+                        format!("more than {} tokens", ids.len().max(self.max_len))
+                    } else {
+                        format!("{} tokens", ids.len())
+                    };
+                    return Err(Error::TextTooLong(format!(
+                        "has {count}, more than the maximum {} (truncation is off)",
+                        self.max_len
+                    )));
+                }
+                if ids.is_empty() {
+                    return Err(Error::Input("produced no tokens".into()));
+                }
+                Ok(ids)
+            })
+            .collect())
     }
 
     /// Ids of a text with no special tokens and no truncation (prefixes, skiplists).
@@ -125,5 +223,52 @@ impl TextTokenizer {
     /// The text of one token as transformers' fill-mask shows it (`" Paris"`, with its space).
     pub fn decode_token(&self, id: u32) -> String {
         self.inner.decode(&[id], false).unwrap_or_default()
+    }
+}
+
+/// The end of the prefix of at most `window` bytes to tokenise: the last whitespace boundary (a
+/// non-whitespace character followed by ASCII whitespace) in its second half, else the last
+/// character boundary.
+fn cut_point(text: &str, window: usize) -> usize {
+    let bytes = text.as_bytes();
+    let end = window.min(text.len());
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c');
+    // Byte p is ASCII whitespace and byte p - 1 ends a non-whitespace character (any byte that is
+    // not ASCII whitespace: a UTF-8 continuation byte ends a non-ASCII character only at p).
+    if let Some(p) = (end / 2 + 1..end)
+        .rev()
+        .find(|&p| is_space(bytes[p]) && !is_space(bytes[p - 1]))
+    {
+        return p;
+    }
+    (0..=end).rev().find(|&p| text.is_char_boundary(p)).unwrap_or(0)
+}
+
+/// Per-text results as one: the values, or the first text's error with its number (from 1).
+pub fn collect_per_text<T>(items: Vec<Result<T>>) -> Result<Vec<T>> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.map_err(|e| e.for_text(i)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_point;
+
+    #[test]
+    fn cuts_before_whitespace_that_follows_a_word() {
+        let text = "aaaa bbbb cccc dddd";
+        assert_eq!(cut_point(text, 12), 9); // "aaaa bbbb|"
+        assert_eq!(&text[..cut_point(text, 17)], "aaaa bbbb cccc");
+        // In a run of spaces the cut goes before the run, not inside it.
+        assert_eq!(cut_point("abcdef   gh", 10), 6);
+        // Whitespace after a multi-byte character is a boundary too.
+        assert_eq!(cut_point("aaaaé bb", 8), 6);
+        // No whitespace in the second half: a character boundary (never inside "é").
+        let text = "ééééééééé";
+        let p = cut_point(text, 7);
+        assert!(text.is_char_boundary(p) && p <= 7);
     }
 }

@@ -5,7 +5,6 @@
 //! byte is read, so a corrupt file is an error, never an out-of-bounds read.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -58,10 +57,10 @@ impl TensorStore {
     pub fn open_dir(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
-        if single.is_file() {
+        if crate::limits::exists(&single) {
             Self::open_files(&[single])
-        } else if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        } else if crate::limits::exists(&index) {
+            let text = crate::limits::read_regular_text(&index, crate::limits::file_bound::JSON_CONFIG)?;
             let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
                 path: index.clone(),
                 message: format!("index is not JSON ({e})"),
@@ -117,7 +116,8 @@ impl TensorStore {
             entries: HashMap::new(),
         };
         for path in paths {
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            // A regular file only: mapping a FIFO or a device is refused with a clear error.
+            let (file, _len) = crate::limits::open_regular_file(path)?;
             // SAFETY: the mapping is read-only; like every mmap-based loader we assume the file is
             // not truncated by another process while the store is alive.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;

@@ -57,6 +57,39 @@ fn expect_error(args: &[&str], stdin: Option<&[u8]>, needle: &str) {
     assert!(out.stdout.is_empty(), "{args:?} printed output before failing");
 }
 
+/// Run a command whose inputs partly fail: one JSON line per input in order, `{"error": …}`
+/// (containing the needle) for each failing one, a one-line summary on stderr, a non-zero exit.
+fn expect_input_errors(args: &[&str], stdin: Option<&[u8]>, inputs: usize, failing: &[(usize, &str)]) -> Vec<Value> {
+    let out = run(args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert_eq!(out.status.code(), Some(1), "{args:?}: exit status");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: not one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("{} input(s) failed", failing.len())),
+        "{args:?}: {stderr}"
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), inputs, "{args:?}: one line per input");
+    for (i, line) in lines.iter().enumerate() {
+        match failing.iter().find(|(at, _)| *at == i) {
+            Some((_, needle)) => {
+                let e = line["error"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{args:?}: line {i} is not an error: {line}"));
+                assert!(e.contains(needle), "{args:?}: line {i}: expected {needle:?} in {e:?}");
+            }
+            None => assert!(line.get("error").is_none(), "{args:?}: line {i} failed: {line}"),
+        }
+    }
+    lines
+}
+
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
@@ -145,11 +178,19 @@ fn fill_mask_lists_top_k_per_mask_in_order() {
         assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0 && scores[2] > 0.0);
         assert!(preds[0]["id"].as_u64().is_some() && preds[0]["token"].is_string());
     }
-    expect_error(
-        &["fill-mask", "--model", d.to_str().unwrap(), "no mask here"],
+    let lines = expect_input_errors(
+        &[
+            "fill-mask",
+            "--model",
+            d.to_str().unwrap(),
+            "no mask here",
+            "The [MASK] is here.",
+        ],
         None,
-        "has no [MASK]",
+        2,
+        &[(0, "has no [MASK]")],
     );
+    assert!(lines[1]["masks"].as_array().is_some_and(|m| m.len() == 1));
 }
 
 #[test]
@@ -251,25 +292,7 @@ fn device_choice() {
     );
 }
 
-/// A writable copy of a fixture directory.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&fixture(name), tmp.path());
-    tmp
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::copy_fixture;
 
 /// Rewrite model.safetensors with one tensor's header entry replaced.
 fn rewrite_header(dir: &Path, edit: impl Fn(&mut serde_json::Map<String, Value>)) {
@@ -394,18 +417,43 @@ fn bad_inputs_are_clear_errors() {
     let d = fixture("st_cls_nonorm");
     let d = d.to_str().unwrap();
     expect_error(&["embed", "--model", d], Some(b""), "no texts");
-    expect_error(&["embed", "--model", d, ""], None, "text 1 is empty");
-    expect_error(&["embed", "--model", d], Some(b"fine\n\nfine"), "text 2 is empty");
-    expect_error(
+    // An empty text is a text ([CLS] [SEP]), as in sentence-transformers.
+    assert_eq!(json_lines(&["embed", "--model", d, ""], None).len(), 1);
+    let blank = json_lines(&["embed", "--model", d], Some(b"fine\n\nfine"));
+    assert_eq!(blank.len(), 3);
+    assert_eq!(blank[0], blank[2]);
+    assert_ne!(blank[0], blank[1]);
+    // One bad input is its own error line; the others still get their results.
+    let lines = expect_input_errors(
         &["embed", "--model", d],
-        Some(b"ok\n\xff\xfe bad\n"),
-        "stdin line 2 is not valid UTF-8",
+        Some(b"ok\n\xff\xfe bad\nok\n"),
+        3,
+        &[(1, "stdin line 2 is not valid UTF-8")],
     );
+    assert_eq!(lines[0], lines[2]);
     let long = "word ".repeat(9000);
-    expect_error(
-        &["embed", "--model", d, "--no-truncate", &long],
+    expect_input_errors(
+        &["embed", "--model", d, "--no-truncate", "short", &long],
         None,
-        "more than the maximum",
+        2,
+        &[(1, "more than the maximum")],
+    );
+    expect_error(
+        &[
+            "fill-mask",
+            "--model",
+            &fixture("mlm_l3_v5_f32").to_string_lossy(),
+            "--top-k",
+            "0",
+            "[MASK]",
+        ],
+        None,
+        "top_k must be at least 1",
+    );
+    expect_error(
+        &["embed", "--model", d, "--max-batch-tokens", "0", "x"],
+        None,
+        "max_batch_tokens must be at least 1",
     );
     assert_eq!(
         json_lines(&["embed", "--model", d, &long], None).len(),

@@ -59,6 +59,9 @@ impl Device for CountingDevice {
     fn name(&self) -> String {
         "counting".into()
     }
+    fn memory_available(&self) -> u64 {
+        self.inner.memory_available()
+    }
     fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
         self.allocs.fetch_add(1, Ordering::Relaxed);
         Device::alloc(&self.inner, bytes, label)

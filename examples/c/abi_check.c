@@ -235,6 +235,17 @@ int main(int argc, char **argv) {
   CHECK(mb_engine_create("/nonexistent/model", NULL, &none) == MB_ERR_MODEL && none == NULL, "missing model");
   mb_engine_options bad = {0};
   CHECK(mb_engine_create(root, &bad, &none) == MB_ERR_INVALID_ARGUMENT, "struct_size 0");
+  /* Sizes beyond any memory are refused before anything is allocated: no abort of this process
+     (scripts/c-abi-check.sh runs this program under `ulimit -v`). */
+  char st_dir[4096];
+  snprintf(st_dir, sizeof st_dir, "%s/st_mean_normalize_prompts", root);
+  mb_engine_options huge = {.struct_size = sizeof huge};
+  mb_engine_options_default(&huge);
+  huge.device = emulated ? MB_DEVICE_EMULATED : MB_DEVICE_CPU;
+  huge.max_batch_tokens = (size_t)1 << 40;
+  CHECK(mb_engine_create(st_dir, &huge, &none) == MB_ERR_INVALID_ARGUMENT && none == NULL, "max_batch_tokens 2^40");
+  huge.max_batch_tokens = SIZE_MAX;
+  CHECK(mb_engine_create(st_dir, &huge, &none) == MB_ERR_INVALID_ARGUMENT && none == NULL, "max_batch_tokens SIZE_MAX");
   mb_engine_destroy(NULL);
 
   if (failures) {

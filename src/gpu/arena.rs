@@ -6,6 +6,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::device::{Device, DeviceBuffer};
 use crate::kernels::params::BatchDesc;
+use crate::limits::{bytes_of, sum_of};
 
 /// The per-batch inputs, uploaded in one host-to-device copy: `BatchDesc`, then `ids [tokens]`,
 /// `cu_seqlens [sequences + 1]`, `key_lens [sequences]` (u32), at the offsets below.
@@ -18,16 +19,72 @@ pub struct InputLayout {
 }
 
 impl InputLayout {
-    pub fn new(max_tokens: usize, max_sequences: usize) -> Self {
+    /// Checked: capacities come from options and config.json.
+    pub fn new(max_tokens: usize, max_sequences: usize) -> Result<Self> {
+        let what = "the arena's input region (--max-batch-tokens)";
         let ids = std::mem::size_of::<BatchDesc>();
-        let cu_seqlens = ids + 4 * max_tokens;
-        let key_lens = cu_seqlens + 4 * (max_sequences + 1);
-        InputLayout {
+        let cu_seqlens = sum_of(what, &[ids, bytes_of(what, &[4, max_tokens])?])?;
+        let key_lens = sum_of(what, &[cu_seqlens, bytes_of(what, &[4, max_sequences, 1])?, 4])?;
+        Ok(InputLayout {
             ids,
             cu_seqlens,
             key_lens,
-            bytes: key_lens + 4 * max_sequences,
-        }
+            bytes: sum_of(what, &[key_lens, bytes_of(what, &[4, max_sequences])?])?,
+        })
+    }
+}
+
+/// Byte offsets of every arena buffer for a capacity, computed with checked arithmetic and
+/// allocated nowhere: the one plan `Arena::new` allocates and the engine checks against the
+/// device's memory before anything is allocated.
+#[derive(Clone, Copy, Debug)]
+pub struct ArenaPlan {
+    pub max_tokens: usize,
+    pub max_sequences: usize,
+    pub inputs: InputLayout,
+    pub inputs_at: usize,
+    pub x: usize,
+    pub normed: usize,
+    pub qkv: usize,
+    pub attn: usize,
+    pub proj: usize,
+    pub wide: usize,
+    pub gated: usize,
+    pub last_hidden: usize,
+    pub pooled: usize,
+    /// Total bytes (every buffer 256-byte aligned).
+    pub bytes: usize,
+}
+
+impl ArenaPlan {
+    pub fn new(config: &ModelConfig, max_tokens: usize, max_sequences: usize) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let inputs = InputLayout::new(max_tokens, max_sequences)?;
+        let what = format!("an arena for {max_tokens} tokens (--max-batch-tokens / the model's maximum length)");
+        let elem = 2; // bf16 / fp16
+        let mut offset = 0usize;
+        let mut take = |bytes: usize| -> Result<usize> {
+            let at = offset;
+            offset = sum_of(&what, &[offset, bytes, 255])? / 256 * 256;
+            Ok(at)
+        };
+        let rows = |width: &[usize]| bytes_of(&what, &[&[max_tokens, elem][..], width].concat());
+        Ok(ArenaPlan {
+            max_tokens,
+            max_sequences,
+            inputs,
+            inputs_at: take(inputs.bytes)?,
+            x: take(rows(&[h])?)?,
+            normed: take(rows(&[h])?)?,
+            qkv: take(rows(&[3, h])?)?,
+            attn: take(rows(&[h])?)?,
+            proj: take(rows(&[h])?)?,
+            wide: take(rows(&[2, i])?)?,
+            gated: take(rows(&[i])?)?,
+            last_hidden: take(rows(&[h])?)?,
+            pooled: take(bytes_of(&what, &[max_sequences, h, 4])?)?,
+            bytes: offset,
+        })
     }
 }
 
@@ -61,48 +118,32 @@ pub struct Arena {
 }
 
 impl Arena {
-    pub fn new(dev: &dyn Device, config: &ModelConfig, max_tokens: usize, max_sequences: usize) -> Result<Self> {
-        let (h, i) = (config.hidden_size, config.intermediate_size);
-        let inputs = InputLayout::new(max_tokens, max_sequences);
-        let elem = 2; // bf16 / fp16
-        let mut offset = 0usize;
-        let mut take = |bytes: usize| {
-            let at = offset;
-            offset = (offset + bytes).next_multiple_of(256);
-            at
-        };
-        let o_inputs = take(inputs.bytes);
-        let o_x = take(max_tokens * h * elem);
-        let o_normed = take(max_tokens * h * elem);
-        let o_qkv = take(max_tokens * 3 * h * elem);
-        let o_attn = take(max_tokens * h * elem);
-        let o_proj = take(max_tokens * h * elem);
-        let o_wide = take(max_tokens * 2 * i * elem);
-        let o_gated = take(max_tokens * i * elem);
-        let o_last = take(max_tokens * h * elem);
-        let o_pooled = take(max_sequences * h * 4);
-        let bytes = offset;
-        let storage = dev.alloc(bytes, "arena").map_err(|e| Error::Device(e.to_string()))?;
+    /// Allocate `plan` on `dev` (the caller has checked it against the device's memory).
+    pub fn new(dev: &dyn Device, plan: &ArenaPlan) -> Result<Self> {
+        let storage = dev
+            .alloc(plan.bytes, "arena")
+            .map_err(|e| Error::Device(e.to_string()))?;
         let base = storage.addr();
         let at = |o: usize| base + o as u64;
+        let p = plan;
         Ok(Arena {
-            max_tokens,
-            max_sequences,
-            inputs,
-            batch: at(o_inputs),
-            ids: at(o_inputs + inputs.ids),
-            cu_seqlens: at(o_inputs + inputs.cu_seqlens),
-            key_lens: at(o_inputs + inputs.key_lens),
-            x: at(o_x),
-            normed: at(o_normed),
-            qkv: at(o_qkv),
-            attn: at(o_attn),
-            proj: at(o_proj),
-            wide: at(o_wide),
-            gated: at(o_gated),
-            last_hidden: at(o_last),
-            pooled: at(o_pooled),
-            bytes,
+            max_tokens: p.max_tokens,
+            max_sequences: p.max_sequences,
+            inputs: p.inputs,
+            batch: at(p.inputs_at),
+            ids: at(p.inputs_at + p.inputs.ids),
+            cu_seqlens: at(p.inputs_at + p.inputs.cu_seqlens),
+            key_lens: at(p.inputs_at + p.inputs.key_lens),
+            x: at(p.x),
+            normed: at(p.normed),
+            qkv: at(p.qkv),
+            attn: at(p.attn),
+            proj: at(p.proj),
+            wide: at(p.wide),
+            gated: at(p.gated),
+            last_hidden: at(p.last_hidden),
+            pooled: at(p.pooled),
+            bytes: p.bytes,
             _storage: storage,
         })
     }

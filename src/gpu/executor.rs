@@ -14,11 +14,12 @@ use half::{bf16, f16};
 use crate::batch::PackedBatch;
 use crate::config::{LayerKind, ModelConfig};
 use crate::error::{Error, Result};
-use crate::gpu::arena::Arena;
+use crate::gpu::arena::{Arena, ArenaPlan};
 use crate::gpu::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
 use crate::kernels::params::*;
 use crate::kernels::{graph, nvtx, ops, Dtype, KernelError};
+use crate::limits::{bytes_of, check_fits, host_memory_limit, sum_of, zeroed};
 use crate::model::BackboneWeights;
 use crate::reference::ops::Pooling;
 
@@ -90,10 +91,33 @@ impl GpuExecutor {
                 "arena capacity {max_tokens} tokens / {max_sequences} sequences"
             )));
         }
+        // Every size first, checked, against what the device and the host can hold; then allocate.
+        let plan = ArenaPlan::new(config, max_tokens, max_sequences)?;
+        let what = format!("the weights and an arena for {max_tokens} tokens");
+        let device_bytes = sum_of(
+            &what,
+            &[
+                DeviceWeights::planned_bytes(config)?,
+                plan.bytes,
+                crate::bench::CUBLASLT_WORKSPACE,
+            ],
+        )?;
+        check_fits(&what, device_bytes, dev.memory_available(), &dev.name())?;
+        let download_bytes = bytes_of(
+            "the host's copy of the hidden states",
+            &[max_tokens, config.hidden_size, 4],
+        )?;
+        let host_bytes = sum_of(&what, &[plan.inputs.bytes, download_bytes])?;
+        check_fits(
+            "the host buffers of the arena",
+            host_bytes,
+            host_memory_limit(),
+            "the host",
+        )?;
+        let inputs = zeroed::<u8>(plan.inputs.bytes, "the arena's input image")?;
+        let download = zeroed::<u8>(download_bytes, "the host's copy of the hidden states")?;
         let weights = DeviceWeights::upload(dev.as_ref(), dtype, weights)?;
-        let arena = Arena::new(dev.as_ref(), config, max_tokens, max_sequences)?;
-        let inputs = vec![0u8; arena.inputs.bytes];
-        let download = vec![0u8; max_tokens * config.hidden_size * 4];
+        let arena = Arena::new(dev.as_ref(), &plan)?;
         Ok(GpuExecutor {
             dev,
             dtype,

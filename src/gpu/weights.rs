@@ -3,9 +3,11 @@
 
 use half::{bf16, f16};
 
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::device::{Device, DeviceBuffer};
 use crate::kernels::Dtype;
+use crate::limits::{bytes_of, sum_of};
 use crate::model::{BackboneWeights, Linear, Norm};
 
 /// A linear layer on the device: `weight` `[out, in]`, optional `bias` `[out]` (0 = none).
@@ -67,6 +69,33 @@ impl Packer {
 }
 
 impl DeviceWeights {
+    /// Bytes of the device weight buffer for `c`, computed with checked arithmetic before anything
+    /// is allocated: every tensor 256-byte aligned, 2 bytes per element; layer 0 has no attn_norm.
+    pub fn planned_bytes(c: &ModelConfig) -> Result<usize> {
+        let what = "the model's weights (config.json sizes)";
+        let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+        let t = |dims: &[usize]| -> Result<usize> {
+            Ok(sum_of(what, &[bytes_of(what, &[dims, &[2]].concat())?, 255])? / 256 * 256)
+        };
+        let norm = || -> Result<usize> { sum_of(what, &[t(&[h])?, if c.norm_bias { t(&[h])? } else { 0 }]) };
+        let lin = |out: usize, inp: usize, bias: bool| -> Result<usize> {
+            sum_of(what, &[t(&[out, inp])?, if bias { t(&[out])? } else { 0 }])
+        };
+        let layer = sum_of(
+            what,
+            &[
+                lin(bytes_of(what, &[3, h])?, h, c.attention_bias)?,
+                lin(h, h, c.attention_bias)?,
+                norm()?,
+                lin(bytes_of(what, &[2, i])?, h, c.mlp_bias)?,
+                lin(h, i, c.mlp_bias)?,
+            ],
+        )?;
+        let layers = bytes_of(what, &[layer, c.num_hidden_layers])?;
+        let attn_norms = bytes_of(what, &[norm()?, c.num_hidden_layers.saturating_sub(1)])?;
+        sum_of(what, &[t(&[v, h])?, norm()?, layers, attn_norms, norm()?])
+    }
+
     pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights) -> Result<Self> {
         let mut p = Packer {
             dtype,

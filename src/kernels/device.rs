@@ -80,6 +80,9 @@ pub trait Device: Send + Sync {
     fn name(&self) -> String;
     /// `bytes` bytes of device memory (contents unspecified: the emulator fills them with 0xFF).
     fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError>;
+    /// Bytes that allocations may still take: a CUDA device's free memory; for the emulator, whose
+    /// device memory is the host's, `limits::host_memory_limit()`.
+    fn memory_available(&self) -> u64;
     /// Host → device at byte `offset`.
     fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError>;
     /// Device → host from byte `offset` (synchronises).
@@ -142,8 +145,11 @@ impl Device for Emulator {
     fn name(&self) -> String {
         "emulator".into()
     }
+    fn memory_available(&self) -> u64 {
+        crate::limits::host_memory_limit()
+    }
     fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
-        let b = self.alloc_labeled(bytes, label);
+        let b = self.try_alloc_labeled(bytes, label)?;
         Ok(DeviceBuffer {
             addr: b.addr(),
             len: bytes,
@@ -272,6 +278,10 @@ impl CudaDevice {
 impl Device for CudaDevice {
     fn name(&self) -> String {
         format!("cuda:{} {}", self.ctx.ordinal(), self.ctx.name().unwrap_or_default())
+    }
+    fn memory_available(&self) -> u64 {
+        // Free memory of this context's device; 0 (nothing fits) if the driver cannot say.
+        self.ctx.mem_get_info().map_or(0, |(free, _total)| free as u64)
     }
     fn alloc(&self, bytes: usize, _label: &str) -> Result<DeviceBuffer, KernelError> {
         use cudarc::driver::DevicePtr;

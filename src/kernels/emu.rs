@@ -45,8 +45,8 @@ unsafe impl Send for Alloc {}
 unsafe impl Sync for Alloc {}
 
 impl Alloc {
-    fn layout(len: usize) -> std::alloc::Layout {
-        std::alloc::Layout::from_size_align(len + 2 * GUARD, GUARD).expect("buffer too large")
+    fn layout(len: usize) -> Option<std::alloc::Layout> {
+        std::alloc::Layout::from_size_align(len.checked_add(2 * GUARD)?, GUARD).ok()
     }
     fn data(&self) -> *mut u8 {
         // SAFETY: within the allocation of len + 2 * GUARD bytes.
@@ -81,7 +81,12 @@ impl Alloc {
 impl Drop for Alloc {
     fn drop(&mut self) {
         // SAFETY: allocated in `Emulator::alloc` with this layout.
-        unsafe { std::alloc::dealloc(self.base, Self::layout(self.len)) }
+        unsafe {
+            std::alloc::dealloc(
+                self.base,
+                Self::layout(self.len).expect("the layout it was allocated with"),
+            )
+        }
     }
 }
 
@@ -195,13 +200,21 @@ impl Emulator {
         self.alloc_labeled(bytes, "")
     }
 
-    /// As [`alloc`](Self::alloc), with a name used in guard-overwrite errors.
+    /// As [`alloc`](Self::alloc), with a name used in guard-overwrite errors. Panics when the host
+    /// cannot allocate it (kernel tests); the executor uses [`try_alloc_labeled`](Self::try_alloc_labeled).
     pub fn alloc_labeled(&self, bytes: usize, label: &str) -> EmuBuffer {
-        let layout = Alloc::layout(bytes);
+        self.try_alloc_labeled(bytes, label).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`alloc_labeled`](Self::alloc_labeled), but a size the host cannot allocate is an error
+    /// (never an abort: the "device memory" of the emulator is the host's).
+    pub fn try_alloc_labeled(&self, bytes: usize, label: &str) -> Result<EmuBuffer, KernelError> {
+        let too_large = || KernelError::OutOfMemory(format!("emulator: cannot allocate {bytes} bytes for {label:?}"));
+        let layout = Alloc::layout(bytes).ok_or_else(too_large)?;
         // SAFETY: non-zero size (2 * GUARD at least).
         let base = unsafe { std::alloc::alloc(layout) };
         if base.is_null() {
-            std::alloc::handle_alloc_error(layout);
+            return Err(too_large());
         }
         let mut buffers = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         let label = if label.is_empty() {
@@ -218,7 +231,7 @@ impl Emulator {
         EmuBuffer(a.clone()).fill(FILL_BYTE);
         buffers.retain(|w| w.strong_count() > 0);
         buffers.push(Arc::downgrade(&a));
-        EmuBuffer(a)
+        Ok(EmuBuffer(a))
     }
 
     /// The emulated device's GEMM (CPU, same contract as cuBLASLt's; see `gemm_host`).

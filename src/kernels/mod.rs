@@ -71,6 +71,8 @@ pub enum KernelError {
         buffer: String,
         where_: String,
     },
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
     #[error("buffer access out of range: {0}")]
     OutOfRange(String),
     #[error("unsupported arguments for `{kernel}`: {message}")]

@@ -4,6 +4,7 @@
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::limits::{bytes_of, zeroed};
 use crate::model::{BackboneWeights, ClassifierHead, Linear, MaskedLmHead, Norm};
 use crate::reference::heads;
 use crate::reference::ops::{self, Pooling};
@@ -33,13 +34,15 @@ impl CpuExecutor {
         let positions = ops::positions_from_cu_seqlens(&batch.cu_seqlens);
         let key_lens = batch.has_query_only_tokens().then_some(batch.key_lens.as_slice());
 
-        let mut x = vec![0f32; t * h]; // the residual stream
-        let mut normed = vec![0f32; t * h];
-        let mut qkv = vec![0f32; t * 3 * h];
-        let mut attn = vec![0f32; t * h];
-        let mut proj = vec![0f32; t * h];
-        let mut wide = vec![0f32; t * 2 * inter];
-        let mut gated = vec![0f32; t * inter];
+        // Fallible: a batch the host cannot hold is an error, not an abort.
+        let rows = |width: usize, what: &str| zeroed::<f32>(bytes_of(what, &[t, width])?, what);
+        let mut x = rows(h, "the residual stream")?; // [t, h]
+        let mut normed = rows(h, "LayerNorm outputs")?; // [t, h]
+        let mut qkv = rows(3 * h, "Q, K and V")?; // [t, 3h]
+        let mut attn = rows(h, "attention outputs")?; // [t, h]
+        let mut proj = rows(h, "projections")?; // [t, h]
+        let mut wide = rows(2 * inter, "the MLP's input projection")?; // [t, 2i]
+        let mut gated = rows(inter, "GeGLU outputs")?; // [t, i]
 
         ops::embedding_gather(&self.weights.tok_embeddings, h, &batch.ids, &mut normed);
         layer_norm(&normed, &self.weights.emb_norm, c.norm_eps, &mut x);
