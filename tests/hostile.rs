@@ -248,10 +248,18 @@ fn the_cut_keeps_the_truncated_ids() {
         .map(|i| ["the ", "quick, ", "fox\n", "jumps   ", "é ", "42 ", "[MASK] "][i % 7])
         .collect();
     let no_space = "xy".repeat(20_000);
+    // Few tokens per byte, so that the first window is not enough and the window must grow.
+    let long_words = "antidisestablishmentarianism internationalization ".repeat(1_000);
+    let wide_spaces = format!("word{}", " ".repeat(40)).repeat(1_500);
     let mut checked = 0;
     for max_len in [8, 64, 512] {
         let tok = TextTokenizer::from_file(&path, max_len, OverlongPolicy::Truncate).unwrap();
-        for text in [word_salad.as_str(), no_space.as_str()] {
+        for text in [
+            word_salad.as_str(),
+            no_space.as_str(),
+            long_words.as_str(),
+            wide_spaces.as_str(),
+        ] {
             for len in (4 * max_len..text.len()).step_by(997) {
                 let mut p = len;
                 while !text.is_char_boundary(p) {
