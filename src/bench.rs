@@ -384,7 +384,7 @@ pub fn arena_bytes(c: &ModelConfig, tokens: usize, sequences: usize) -> usize {
 }
 
 /// The cuBLASLt workspace on Hopper and newer (src/kernels/cublaslt.rs).
-pub const CUBLASLT_WORKSPACE: usize = 32 << 20;
+pub const CUBLASLT_WORKSPACE: usize = crate::kernels::cublaslt::MAX_WORKSPACE_BYTES;
 
 /// The largest number of `len`-token sequences whose weights + arena + cuBLASLt workspace fit.
 pub fn max_batch(c: &ModelConfig, len: usize, budget_bytes: f64) -> usize {

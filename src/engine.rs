@@ -435,6 +435,9 @@ impl Engine {
     /// As [`fill_mask`](Self::fill_mask), with one result per text (a text without `[MASK]` is
     /// that text's error).
     pub fn fill_mask_each(&self, texts: &[&str], top_k: usize) -> Result<Vec<Result<Vec<Vec<MaskPrediction>>>>> {
+        if top_k == 0 {
+            return Err(Error::Input("top_k must be at least 1 (got 0)".into()));
+        }
         let mlm = self.mlm.as_ref().ok_or_else(|| {
             Error::Unsupported(format!(
                 "{}: no masked-LM head (head.dense / decoder.bias)",
@@ -459,9 +462,6 @@ impl Engine {
                 })
             })
             .collect();
-        if top_k == 0 {
-            return Err(Error::Input("top_k must be at least 1 (got 0)".into()));
-        }
         let top_k = top_k.min(self.config.vocab_size);
         let v = self.config.vocab_size;
         per_text(ids, |ids| {

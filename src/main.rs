@@ -211,13 +211,18 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<Input>> {
 fn per_input<T>(
     inputs: &[Input],
     task: impl FnOnce(&[&str]) -> Result<Vec<Result<T>>>,
-) -> Result<Vec<std::result::Result<T, String>>> {
+    to_json: impl Fn(T) -> serde_json::Value,
+) -> Result<Vec<std::result::Result<serde_json::Value, String>>> {
     let texts: Vec<&str> = inputs.iter().filter_map(|i| i.as_deref().ok()).collect();
     let mut results = if texts.is_empty() { Vec::new() } else { task(&texts)? }.into_iter();
     Ok(inputs
         .iter()
         .map(|input| match input {
-            Ok(_) => results.next().expect("one result per text").map_err(|e| e.to_string()),
+            Ok(_) => results
+                .next()
+                .expect("one result per text")
+                .map(&to_json)
+                .map_err(|e| e.to_string()),
             Err(message) => Err(message.clone()),
         })
         .collect())
@@ -272,23 +277,32 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
                 prompt_name,
                 prompt,
             };
-            let results = per_input(&texts, |t| pipeline.embed_each(t, &options))?;
-            emit_each(map_ok(results, |e| json!({ "embedding": e })), &mut emit)?;
+            let results = per_input(
+                &texts,
+                |t| pipeline.embed_each(t, &options),
+                |e| json!({ "embedding": e }),
+            )?;
+            emit_each(results, &mut emit)?;
         }
         Command::FillMask { common, top_k, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
-            let results = per_input(&texts, |t| pipeline.fill_mask_each(t, top_k))?;
-            emit_each(map_ok(results, |masks| json!({ "masks": masks })), &mut emit)?;
+            let results = per_input(
+                &texts,
+                |t| pipeline.fill_mask_each(t, top_k),
+                |masks| json!({ "masks": masks }),
+            )?;
+            emit_each(results, &mut emit)?;
         }
         Command::Classify { common, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
-            let results = per_input(&texts, |t| pipeline.classify_each(t))?;
-            emit_each(
-                map_ok(results, |c| serde_json::to_value(c).expect("plain data serialises")),
-                &mut emit,
+            let results = per_input(
+                &texts,
+                |t| pipeline.classify_each(t),
+                |c| serde_json::to_value(c).expect("plain data serialises"),
             )?;
+            emit_each(results, &mut emit)?;
         }
         Command::Rerank {
             common,
@@ -297,14 +311,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
         } => {
             let documents = texts_or_stdin(documents)?;
             let pipeline = common.load()?;
-            let results = per_input(&documents, |d| pipeline.rerank_each(&query, d))?;
-            emit_each(map_ok(results, |s| json!({ "score": s })), &mut emit)?;
+            let results = per_input(
+                &documents,
+                |d| pipeline.rerank_each(&query, d),
+                |s| json!({ "score": s }),
+            )?;
+            emit_each(results, &mut emit)?;
         }
         Command::Colbert { common, query, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = common.load()?;
-            let results = per_input(&texts, |t| pipeline.colbert_each(t, query))?;
-            emit_each(map_ok(results, |v| json!({ "vectors": v })), &mut emit)?;
+            let results = per_input(&texts, |t| pipeline.colbert_each(t, query), |v| json!({ "vectors": v }))?;
+            emit_each(results, &mut emit)?;
         }
         Command::Bench { args } => modernbert::bench::run(&args, &mut emit)?,
         Command::Info { common } => {
@@ -339,13 +357,6 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
         }
     }
     Ok(failed)
-}
-
-fn map_ok<T>(
-    results: Vec<std::result::Result<T, String>>,
-    f: impl Fn(T) -> serde_json::Value,
-) -> Vec<std::result::Result<serde_json::Value, String>> {
-    results.into_iter().map(|r| r.map(&f)).collect()
 }
 
 fn main() -> ExitCode {

@@ -42,7 +42,24 @@ impl TextTokenizer {
         Self::from_tokenizer(inner, max_len, policy)
     }
 
-    pub fn from_tokenizer(mut inner: Tokenizer, max_len: usize, policy: OverlongPolicy) -> Result<Self> {
+    pub fn from_tokenizer(inner: Tokenizer, max_len: usize, policy: OverlongPolicy) -> Result<Self> {
+        // Bytes of the longest token: one decode per vocabulary entry, done once per file.
+        let max_token_bytes = inner
+            .get_vocab(true)
+            .values()
+            .map(|&id| inner.decode(&[id], false).map_or(0, |t| t.len()))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Self::with_limits(inner, max_len, policy, max_token_bytes)
+    }
+
+    fn with_limits(
+        mut inner: Tokenizer,
+        max_len: usize,
+        policy: OverlongPolicy,
+        max_token_bytes: usize,
+    ) -> Result<Self> {
         if max_len < 2 {
             return Err(Error::Tokenizer(format!("maximum length {max_len} is too small")));
         }
@@ -59,13 +76,6 @@ impl TextTokenizer {
         inner
             .with_truncation(truncation)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let max_token_bytes = inner
-            .get_vocab(true)
-            .values()
-            .map(|&id| inner.decode(&[id], false).map_or(0, |t| t.len()))
-            .max()
-            .unwrap_or(1)
-            .max(1);
         Ok(TextTokenizer {
             inner,
             max_len,
@@ -129,7 +139,7 @@ impl TextTokenizer {
 
     /// The same tokenizer with another maximum length (PyLate's query/document lengths).
     pub fn with_max_len(&self, max_len: usize) -> Result<Self> {
-        Self::from_tokenizer(self.inner.clone(), max_len, self.policy)
+        Self::with_limits(self.inner.clone(), max_len, self.policy, self.max_token_bytes)
     }
 
     pub fn max_len(&self) -> usize {
@@ -190,7 +200,7 @@ impl TextTokenizer {
                 let ids = e.get_ids().to_vec();
                 if self.policy == OverlongPolicy::Refuse && (cut || ids.len() > self.max_len) {
                     let count = if cut {
-                        format!("more than {} tokens", ids.len().max(self.max_len))
+                        format!("at least {} tokens", ids.len().max(self.max_len + 1))
                     } else {
                         format!("{} tokens", ids.len())
                     };

@@ -99,7 +99,7 @@ impl GpuExecutor {
             &[
                 DeviceWeights::planned_bytes(config)?,
                 plan.bytes,
-                crate::bench::CUBLASLT_WORKSPACE,
+                crate::kernels::cublaslt::MAX_WORKSPACE_BYTES,
             ],
         )?;
         check_fits(&what, device_bytes, dev.memory_available(), &dev.name())?;

@@ -51,10 +51,14 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 pub use super::device::GemmDesc;
 use super::{Dtype, KernelError};
 
+/// The largest workspace [`workspace_bytes`] asks for (planning device memory before the device's
+/// generation matters).
+pub const MAX_WORKSPACE_BYTES: usize = 32 << 20;
+
 /// Workspace size recommended by NVIDIA: 32 MiB on Hopper (sm_90) and newer, 4 MiB before.
 pub fn workspace_bytes(cc_major: i32) -> usize {
     if cc_major >= 9 {
-        32 << 20
+        MAX_WORKSPACE_BYTES
     } else {
         4 << 20
     }
