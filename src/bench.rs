@@ -58,8 +58,7 @@ use crate::config::{LayerKind, ModelConfig};
 use crate::engine::{Backbone, DeviceChoice, Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::gpu::GpuExecutor;
-use crate::kernels::device::{CudaDevice, Device};
-use crate::kernels::emu::Emulator;
+use crate::kernels::device::Device;
 use crate::kernels::Dtype;
 use crate::model::{BackboneWeights, LayerWeights, Linear, Norm};
 use crate::reference::ops::Pooling;
@@ -380,7 +379,7 @@ pub fn weight_bytes(c: &ModelConfig) -> usize {
 
 /// Bytes of the activation arena for `tokens` tokens and `sequences` sequences.
 pub fn arena_bytes(c: &ModelConfig, tokens: usize, sequences: usize) -> usize {
-    crate::gpu::arena::ArenaPlan::new(c, tokens, sequences).map_or(usize::MAX, |p| p.bytes)
+    crate::gpu::arena::ArenaPlan::new(c, tokens, sequences, Default::default()).map_or(usize::MAX, |p| p.bytes)
 }
 
 /// The cuBLASLt workspace on Hopper and newer (src/kernels/cublaslt.rs).
@@ -499,7 +498,6 @@ impl WeightRng {
             bias: bias.then(|| self.vec(out, 0.02)),
             out_features: out,
             in_features: inp,
-            packed: Default::default(),
         }
     }
     fn norm(&mut self, h: usize, bias: bool) -> Norm {
@@ -582,7 +580,7 @@ fn forward(
         Runner::Gpu { exec, .. } => match output {
             OutputArg::Cls => {
                 scratch.resize(batch.sequences() * hidden, 0.0);
-                exec.pooled_into(batch, Pooling::Cls, false, hidden, scratch)?;
+                exec.pooled_into(batch, Pooling::Cls, false, hidden, false, scratch)?;
             }
             OutputArg::Hidden => {
                 scratch.resize(batch.tokens() * hidden, 0.0);
@@ -627,15 +625,19 @@ fn model_source(args: &BenchArgs) -> Result<ModelSource> {
     })
 }
 
+/// The device of `--device`, opened as the engine opens it (`None`: the CPU), and whether it is a
+/// real GPU.
 fn open_device(choice: BenchDevice) -> Result<Option<(Arc<dyn Device>, bool)>> {
-    match choice {
-        BenchDevice::Cpu => Ok(None),
-        BenchDevice::Emulated => Ok(Some((Arc::new(Emulator::new()), false))),
-        BenchDevice::Cuda => CudaDevice::new(0)
-            .map(|d| Some((Arc::new(d) as Arc<dyn Device>, true)))
-            .map_err(|e| Error::Device(format!("--device cuda: {e}"))),
-        BenchDevice::Auto => Ok(CudaDevice::new(0).ok().map(|d| (Arc::new(d) as Arc<dyn Device>, true))),
-    }
+    let choice = match choice {
+        BenchDevice::Cpu => DeviceChoice::Cpu,
+        BenchDevice::Emulated => DeviceChoice::Emulated,
+        BenchDevice::Cuda => DeviceChoice::Cuda,
+        BenchDevice::Auto => DeviceChoice::Auto,
+    };
+    Ok(crate::engine::open_device(choice)?.map(|d| {
+        let is_cuda = d.as_emulator().is_none();
+        (d, is_cuda)
+    }))
 }
 
 fn dtype_of(d: BenchDtype) -> Dtype {
@@ -767,7 +769,6 @@ fn clone_weights(w: &BackboneWeights) -> BackboneWeights {
         bias: l.bias.clone(),
         out_features: l.out_features,
         in_features: l.in_features,
-        packed: Default::default(),
     };
     let norm = |n: &Norm| Norm {
         weight: n.weight.clone(),
@@ -1202,6 +1203,7 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::emu::Emulator;
 
     fn base() -> ModelConfig {
         shape_config(ShapeArg::Base, None).unwrap()

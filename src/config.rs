@@ -12,7 +12,57 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::reference::ops::{Activation, AttentionWindow, Pooling};
+
+/// The activation functions a ModernBERT config may name (`hidden_activation`, `classifier_activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    /// Parse a transformers `ACT2FN` name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            "silu" | "swish" => Some(Self::Silu),
+            _ => None,
+        }
+    }
+}
+
+/// Which keys a query may attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionWindow {
+    /// Every key of the sequence (global layers).
+    Global,
+    /// Keys with `|i − j| ≤ radius` (local layers; radius = `local_attention / 2` = 64 for ModernBERT).
+    Local { radius: usize },
+}
+
+impl AttentionWindow {
+    /// The key range `[lo, hi)` query `i` sees in a sequence whose first `n_keys` tokens are keys.
+    pub fn key_range(self, i: usize, n_keys: usize) -> (usize, usize) {
+        match self {
+            Self::Global => (0, n_keys),
+            Self::Local { radius } => (i.saturating_sub(radius), (i + radius + 1).min(n_keys)),
+        }
+    }
+}
+
+/// How a sequence of token vectors becomes one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The first token (`[CLS]`).
+    Cls,
+    /// The mean over the sequence's tokens.
+    Mean,
+}
 
 /// The attention kind of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

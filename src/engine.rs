@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::gpu::heads::Heads;
 use crate::gpu::GpuExecutor;
 use crate::kernels::device::{CudaDevice, Device};
 use crate::kernels::emu::Emulator;
@@ -109,6 +110,9 @@ pub struct MaskPrediction {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Classification {
     pub logits: Vec<f32>,
+    /// The label's index (the JSON output names it by `label`).
+    #[serde(skip)]
+    pub label_id: usize,
     pub label: String,
     pub score: f32,
 }
@@ -120,9 +124,6 @@ pub struct Engine {
     tokenizer: Option<TextTokenizer>,
     pub layout: SentenceTransformersLayout,
     pub backbone: Backbone,
-    /// The token-embedding table on the host, for a tied MLM decoder when the backbone runs on a
-    /// device (the CPU executor has its own copy).
-    decoder_table: Option<Vec<f32>>,
     pub mlm: Option<MaskedLmHead>,
     pub classifier: Option<ClassifierHead>,
     pub dense: Option<Linear>,
@@ -131,8 +132,9 @@ pub struct Engine {
     parameters: usize,
 }
 
-/// The device to run on, resolved from the user's choice (`Auto` falls back to the CPU).
-fn open_device(choice: DeviceChoice) -> Result<Option<Arc<dyn Device>>> {
+/// The device to run on, resolved from the user's choice (`None`: the CPU; `Auto` falls back to
+/// it when no usable GPU is present).
+pub fn open_device(choice: DeviceChoice) -> Result<Option<Arc<dyn Device>>> {
     match choice {
         DeviceChoice::Cpu => Ok(None),
         DeviceChoice::Emulated => Ok(Some(Arc::new(Emulator::new()))),
@@ -189,7 +191,13 @@ impl Engine {
         let max_batch_sequences = arena_tokens.min(4096);
         // The CPU executor's activations for the largest batch, in f32: twice the bf16 arena. The
         // GPU executor checks its own plan against the device.
-        let cpu_plan = crate::gpu::arena::ArenaPlan::new(&config, arena_tokens, max_batch_sequences)?;
+        let heads = Heads {
+            mlm: mlm.as_ref(),
+            dense: dense.as_ref(),
+            colbert: layout.colbert.is_some(),
+        };
+        let cpu_plan =
+            crate::gpu::arena::ArenaPlan::new(&config, arena_tokens, max_batch_sequences, heads.shapes(&config))?;
         let cpu_bytes = crate::limits::bytes_of("the CPU activations", &[cpu_plan.bytes, 2])?;
         crate::limits::check_fits(
             &format!("a batch of {arena_tokens} tokens (max_batch_tokens {max_batch_tokens}, the model's maximum length {max_len})"),
@@ -200,7 +208,15 @@ impl Engine {
         let gpu = match open_device(options.device)? {
             None => None,
             Some(dev) => {
-                match GpuExecutor::new(dev, options.dtype, &config, &weights, arena_tokens, max_batch_sequences) {
+                match GpuExecutor::with_heads(
+                    dev,
+                    options.dtype,
+                    &config,
+                    &weights,
+                    &heads,
+                    arena_tokens,
+                    max_batch_sequences,
+                ) {
                     Ok(exec) => Some(exec.with_graphs(options.graphs)),
                     // `auto` falls back to the CPU for models the GPU executor does not support.
                     Err(Error::Unsupported(_)) if options.device == DeviceChoice::Auto => None,
@@ -208,12 +224,9 @@ impl Engine {
                 }
             }
         };
-        let (backbone, decoder_table) = match gpu {
-            None => (Backbone::Cpu(CpuExecutor::new(config.clone(), weights)), None),
-            Some(exec) => {
-                let tied = mlm.as_ref().is_some_and(|m| m.decoder_weight.is_none());
-                (Backbone::Gpu(exec), tied.then_some(weights.tok_embeddings))
-            }
+        let backbone = match gpu {
+            None => Backbone::Cpu(CpuExecutor::new(config.clone(), weights)),
+            Some(exec) => Backbone::Gpu(exec),
         };
         Ok(Engine {
             dir: dir.to_path_buf(),
@@ -221,7 +234,6 @@ impl Engine {
             tokenizer,
             layout,
             backbone,
-            decoder_table,
             mlm,
             classifier,
             dense,
@@ -361,6 +373,27 @@ impl Engine {
         }
     }
 
+    /// The `Dense` module of the embedding pipeline: a sentence-transformers model's; a ColBERT
+    /// model's Dense is for its per-token vectors only.
+    fn embedding_dense(&self) -> Option<&Linear> {
+        self.dense.as_ref().filter(|_| self.layout.colbert.is_none())
+    }
+
+    /// The width of [`embed`](Self::embed)'s vectors for these options: the Dense module's output
+    /// (or the hidden size), truncated to `options.dim`.
+    pub fn embed_dim(&self, options: &EmbedOptions) -> Result<usize> {
+        let full = self
+            .embedding_dense()
+            .map_or(self.config.hidden_size, |d| d.out_features);
+        let dim = options.dim.unwrap_or(full);
+        if dim == 0 || dim > full {
+            return Err(Error::Input(format!(
+                "dim {dim} must be in 1..={full} (the embedding width)"
+            )));
+        }
+        Ok(dim)
+    }
+
     /// Sentence embeddings: prompt → tokens → backbone → pooling → [Dense] → truncate → [normalise].
     /// The first bad text fails the call (its error names it); [`embed_each`](Self::embed_each)
     /// keeps the others.
@@ -377,24 +410,17 @@ impl Engine {
         let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
-        let dense = if self.layout.colbert.is_none() {
-            self.dense.as_ref()
-        } else {
-            None
-        };
+        let dense = self.embedding_dense();
         let full_dim = dense.map_or(self.config.hidden_size, |d| d.out_features);
-        let dim = options.dim.unwrap_or(full_dim);
-        if dim == 0 || dim > full_dim {
-            return Err(Error::Input(format!("--dim {dim} must be in 1..={full_dim}")));
-        }
+        let dim = self.embed_dim(options)?;
         let ids = self.tokenizer()?.encode_each(&refs)?;
         per_text(ids, |ids| {
             let mut out = Vec::with_capacity(ids.len());
-            if let (Backbone::Gpu(exec), None) = (&self.backbone, dense) {
-                // Pool, truncate and normalise on the device; only [sequences, dim] comes back.
+            if let Backbone::Gpu(exec) = &self.backbone {
+                // Pool, project, truncate and normalise on the device; only [sequences, dim] comes back.
                 self.for_each_batch(ids, &Self::all_keys(ids), |batch| {
                     let mut pooled = vec![0f32; batch.sequences() * dim];
-                    exec.pooled_into(batch, pooling, normalize, dim, &mut pooled)?;
+                    exec.pooled_into(batch, pooling, normalize, dim, dense.is_some(), &mut pooled)?;
                     out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
                     Ok(())
                 })?;
@@ -438,69 +464,122 @@ impl Engine {
         if top_k == 0 {
             return Err(Error::Input("top_k must be at least 1 (got 0)".into()));
         }
-        let mlm = self.mlm.as_ref().ok_or_else(|| {
+        self.fill_mask_from_tokens(self.fill_mask_tokens(texts)?, top_k)
+    }
+
+    fn mlm(&self) -> Result<&MaskedLmHead> {
+        self.mlm.as_ref().ok_or_else(|| {
             Error::Unsupported(format!(
                 "{}: no masked-LM head (head.dense / decoder.bias)",
                 self.dir.display()
             ))
-        })?;
-        let tokenizer = self.tokenizer()?;
-        let mask_id = tokenizer
+        })
+    }
+
+    fn mask_id(&self) -> Result<u32> {
+        self.tokenizer()?
             .token_to_id("[MASK]")
-            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?;
-        let ids: Vec<Result<Vec<u32>>> = self
-            .tokenizer()?
-            .encode_each(texts)?
+            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))
+    }
+
+    /// Fill-mask's tokens of each text, or that text's tokenisation error (too long with
+    /// truncation off): the first half of [`fill_mask_each`](Self::fill_mask_each), for callers
+    /// that size their outputs (with [`mask_count`](Self::mask_count)) before the model runs.
+    pub fn fill_mask_tokens(&self, texts: &[&str]) -> Result<Vec<Result<Vec<u32>>>> {
+        self.mlm()?;
+        self.mask_id()?;
+        self.tokenizer()?.encode_each(texts)
+    }
+
+    /// `[MASK]` tokens in `ids`: how many predictions (of `k` each) fill-mask gives for them.
+    pub fn mask_count(&self, ids: &[u32]) -> Result<usize> {
+        let mask_id = self.mask_id()?;
+        Ok(ids.iter().filter(|&&t| t == mask_id).count())
+    }
+
+    /// The second half of [`fill_mask_each`](Self::fill_mask_each): top-`min(top_k, vocab)`
+    /// predictions for every `[MASK]` of the texts [`fill_mask_tokens`](Self::fill_mask_tokens)
+    /// gave, one result per text.
+    pub fn fill_mask_from_tokens(
+        &self,
+        tokens: Vec<Result<Vec<u32>>>,
+        top_k: usize,
+    ) -> Result<Vec<Result<Vec<Vec<MaskPrediction>>>>> {
+        if top_k == 0 {
+            return Err(Error::Input("top_k must be at least 1 (got 0)".into()));
+        }
+        let mask_id = self.mask_id()?;
+        let tokens = tokens
             .into_iter()
             .map(|r| {
-                r.and_then(|s| {
-                    if s.contains(&mask_id) {
-                        Ok(s)
-                    } else {
-                        Err(Error::Input("has no [MASK] token".into()))
-                    }
+                r.and_then(|ids| match ids.contains(&mask_id) {
+                    true => Ok(ids),
+                    false => Err(Error::Input("has no [MASK] token".into())),
                 })
             })
             .collect();
+        per_text(tokens, |ids| self.fill_mask_batches(ids, top_k))
+    }
+
+    fn fill_mask_batches(&self, ids: &[Vec<u32>], top_k: usize) -> Result<Vec<Vec<Vec<MaskPrediction>>>> {
+        let mlm = self.mlm()?;
+        let (tokenizer, mask_id) = (self.tokenizer()?, self.mask_id()?);
         let top_k = top_k.min(self.config.vocab_size);
         let v = self.config.vocab_size;
-        per_text(ids, |ids| {
-            let mut out = Vec::with_capacity(ids.len());
-            self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
-                let rows: Vec<usize> = (0..batch.tokens()).filter(|&t| batch.ids[t] == mask_id).collect();
-                let table = match &self.backbone {
-                    Backbone::Cpu(e) => &e.weights.tok_embeddings,
-                    Backbone::Gpu(_) => self
-                        .decoder_table
-                        .as_ref()
-                        .ok_or_else(|| Error::Weights("no decoder weight for the MLM head".into()))?,
-                };
-                let logits = heads::mlm_logits(&self.config, mlm, table, hidden, &rows);
-                let mut row_iter = rows.iter().zip(logits.chunks(v)).peekable();
-                for b in 0..batch.sequences() {
-                    let range = batch.seq_range(b);
-                    let mut masks = Vec::new();
-                    while let Some((_, l)) = row_iter.next_if(|(r, _)| range.contains(r)) {
-                        let probs = ops::softmax(l);
-                        let mut order: Vec<usize> = (0..v).collect();
-                        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-                        masks.push(
-                            order[..top_k]
-                                .iter()
-                                .map(|&id| MaskPrediction {
-                                    id: id as u32,
-                                    token: tokenizer.decode_token(id as u32),
-                                    score: probs[id],
-                                })
-                                .collect(),
-                        );
-                    }
-                    out.push(masks);
+        let mut out = Vec::with_capacity(ids.len());
+        self.for_each_batch(ids, &Self::all_keys(ids), |batch| {
+            let rows: Vec<u32> = (0..batch.tokens() as u32)
+                .filter(|&t| batch.ids[t as usize] == mask_id)
+                .collect();
+            let picks = self.mlm_picks(mlm, batch, &rows, top_k)?;
+            let mut per_mask = rows.iter().zip(picks.chunks(top_k)).peekable();
+            for b in 0..batch.sequences() {
+                let range = batch.seq_range(b);
+                let mut masks = Vec::new();
+                while let Some((_, row)) = per_mask.next_if(|(r, _)| range.contains(&(**r as usize))) {
+                    masks.push(
+                        row.iter()
+                            .map(|&(id, score)| MaskPrediction {
+                                id,
+                                // An id past the vocabulary comes with a NaN score (NaN
+                                // logits), which `per_text` makes the text's error.
+                                token: if (id as usize) < v {
+                                    tokenizer.decode_token(id)
+                                } else {
+                                    String::new()
+                                },
+                                score,
+                            })
+                            .collect(),
+                    );
                 }
-                Ok(())
-            })?;
-            Ok(out)
-        })
+                out.push(masks);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The MLM head's top-`k` (id, probability) at the packed `rows` of `batch`, `k` per row: on
+    /// the device for a GPU backbone (only the picks come back), else on the host.
+    fn mlm_picks(&self, mlm: &MaskedLmHead, batch: &PackedBatch, rows: &[u32], k: usize) -> Result<Vec<(u32, f32)>> {
+        match &self.backbone {
+            Backbone::Gpu(exec) => {
+                let mut ids = vec![0u32; rows.len() * k];
+                let mut probs = vec![0f32; rows.len() * k];
+                exec.mlm_topk_into(batch, rows, k, &mut ids, &mut probs)?;
+                Ok(ids.into_iter().zip(probs).collect())
+            }
+            Backbone::Cpu(e) => {
+                let hidden = e.forward(batch)?;
+                let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                let logits = heads::mlm_logits(&self.config, mlm, &e.weights.tok_embeddings, &hidden, &rows);
+                Ok(logits
+                    .chunks(self.config.vocab_size)
+                    .flat_map(|l| heads::softmax_topk(l, k))
+                    .collect())
+            }
+        }
     }
 
     fn classifier(&self) -> Result<&ClassifierHead> {
@@ -510,6 +589,11 @@ impl Engine {
                 self.dir.display()
             ))
         })
+    }
+
+    /// Logits per text of the classification head.
+    pub fn num_labels(&self) -> Result<usize> {
+        Ok(self.classifier()?.classifier.out_features)
     }
 
     /// Sequence-classification logits `[labels]` for tokenised sequences.
@@ -545,7 +629,8 @@ impl Engine {
         })
     }
 
-    /// Logits → the argmax label (from `id2label`) and its probability (sigmoid for one label).
+    /// Logits → the argmax label (from `id2label`) and its probability (sigmoid for one label;
+    /// the first maximum of the softmax otherwise).
     fn classification(&self, l: Vec<f32>) -> Classification {
         let (best, score) = if l.len() == 1 {
             (0, sigmoid(l[0]))
@@ -562,6 +647,7 @@ impl Engine {
             .unwrap_or_else(|| format!("LABEL_{best}"));
         Classification {
             logits: l,
+            label_id: best,
             label,
             score,
         }
@@ -684,36 +770,61 @@ impl Engine {
 
     /// As [`colbert`](Self::colbert), with one result per text.
     pub fn colbert_each(&self, texts: &[&str], is_query: bool) -> Result<Vec<Result<Vec<Vec<f32>>>>> {
-        let s = self.colbert_settings()?;
-        let dense = self
-            .dense
+        self.colbert_dim()?;
+        self.colbert_from_tokens(self.colbert_tokens_each(texts, is_query)?, is_query)
+    }
+
+    /// The width of ColBERT's vectors (the Dense module's output).
+    pub fn colbert_dim(&self) -> Result<usize> {
+        self.colbert_settings()?;
+        self.dense
             .as_ref()
-            .ok_or_else(|| Error::Weights(format!("{}: ColBERT model without a Dense module", self.dir.display())))?;
-        let tokens = self.colbert_tokens_each(texts, is_query)?;
+            .map(|d| d.out_features)
+            .ok_or_else(|| Error::Weights(format!("{}: ColBERT model without a Dense module", self.dir.display())))
+    }
+
+    /// The token ids a ColBERT call drops: PyLate's skiplist, for documents only.
+    fn colbert_skiplist(&self, is_query: bool) -> Result<Vec<u32>> {
+        let s = self.colbert_settings()?;
         let tokenizer = self.tokenizer()?;
-        let skip: Vec<u32> = if is_query {
+        Ok(if is_query {
             Vec::new()
         } else {
             s.skiplist_words
                 .iter()
                 .filter_map(|w| tokenizer.token_to_id(w))
                 .collect()
-        };
-        let (h, dim) = (self.config.hidden_size, dense.out_features);
+        })
+    }
+
+    /// Vectors a ColBERT call gives for the tokens `ids`: all of a query's, a document's less the
+    /// skiplist.
+    pub fn colbert_vector_count(&self, ids: &[u32], is_query: bool) -> Result<usize> {
+        let skip = self.colbert_skiplist(is_query)?;
+        Ok(ids.iter().filter(|t| !skip.contains(t)).count())
+    }
+
+    /// The second half of [`colbert_each`](Self::colbert_each): the vectors of the texts
+    /// [`colbert_tokens_each`](Self::colbert_tokens_each) gave, one result per text.
+    pub fn colbert_from_tokens(
+        &self,
+        tokens: Vec<Result<(Vec<u32>, usize)>>,
+        is_query: bool,
+    ) -> Result<Vec<Result<Vec<Vec<f32>>>>> {
+        let dim = self.colbert_dim()?;
+        let dense = self.dense.as_ref().expect("colbert_dim checked the Dense module");
+        let skip = self.colbert_skiplist(is_query)?;
         per_text(tokens, |tokens| {
             let (ids, keys): (Vec<Vec<u32>>, Vec<usize>) = tokens.iter().cloned().unzip();
             let mut out = Vec::with_capacity(ids.len());
-            self.run_sequences(&ids, &keys, |_, batch, hidden| {
-                let t = batch.tokens();
-                let mut proj = vec![0f32; t * dim];
-                ops::linear(hidden, &dense.weight, dense.bias.as_deref(), t, h, dim, &mut proj);
-                ops::l2_normalize_rows(&mut proj, dim);
+            self.for_each_batch(&ids, &keys, |batch| {
+                let vectors = self.colbert_vectors(dense, batch)?;
                 for b in 0..batch.sequences() {
                     out.push(
                         batch
                             .seq_range(b)
                             .filter(|&t| !skip.contains(&batch.ids[t]))
-                            .map(|t| proj[t * dim..][..dim].to_vec())
+                            .map(|t| vectors[t * dim..][..dim].to_vec())
                             .collect(),
                     );
                 }
@@ -721,6 +832,22 @@ impl Engine {
             })?;
             Ok(out)
         })
+    }
+
+    /// `normalize(Dense(h))` of every token of `batch`, `[tokens, dim]`: on the device for a GPU
+    /// backbone (only these f32 rows come back, not the hidden states), else on the host.
+    fn colbert_vectors(&self, dense: &Linear, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let (t, h, dim) = (batch.tokens(), self.config.hidden_size, dense.out_features);
+        let mut out = vec![0f32; t * dim];
+        match &self.backbone {
+            Backbone::Gpu(exec) => exec.colbert_into(batch, &mut out)?,
+            Backbone::Cpu(e) => {
+                let hidden = e.forward(batch)?;
+                ops::linear(&hidden, &dense.weight, dense.bias.as_deref(), t, h, dim, &mut out);
+                ops::l2_normalize_rows(&mut out, dim);
+            }
+        }
+        Ok(out)
     }
 }
 

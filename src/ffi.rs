@@ -38,7 +38,7 @@ use std::ptr;
 use crate::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use crate::error::Error;
 use crate::kernels::Dtype;
-use crate::reference::ops::{self, Pooling};
+use crate::reference::ops::Pooling;
 use crate::tokenize::OverlongPolicy;
 
 /// The result of every fallible call. `MB_OK` is 0; every other value is an error, with a message
@@ -535,101 +535,32 @@ unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<EmbedOptions> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Engine helpers (what the Rust API computes internally, exposed as sizes)
+// Sizes (the rules are the engine's; these only collect per-text results as one call's)
 
-/// The embedding width `mb_embed` writes per text for these options.
-fn embed_dim(engine: &Engine, options: &EmbedOptions) -> Res<usize> {
-    // As `Engine::embed`: a Dense module counts for sentence-transformers models, not ColBERT ones.
-    let dense = if engine.layout.colbert.is_none() {
-        engine.dense.as_ref()
-    } else {
-        None
-    };
-    let full = dense.map_or(engine.config.hidden_size, |d| d.out_features);
-    let dim = options.dim.unwrap_or(full);
-    if dim == 0 || dim > full {
-        return Err(fail(
-            mb_status::MB_ERR_INPUT,
-            format!("embed_options.dim {dim} must be in 1..={full}"),
-        ));
-    }
-    Ok(dim)
+/// The per-text results as the call's: the first failed text fails the call, named by index.
+fn all_texts<T>(items: Vec<crate::Result<T>>) -> Res<Vec<T>> {
+    Ok(crate::tokenize::collect_per_text(items)?)
 }
 
-fn colbert_dim(engine: &Engine) -> Res<usize> {
-    if engine.layout.colbert.is_none() {
-        return Err(fail(
-            mb_status::MB_ERR_UNSUPPORTED,
-            format!("{}: not a PyLate ColBERT directory", engine.dir.display()),
-        ));
-    }
-    engine.dense.as_ref().map(|d| d.out_features).ok_or_else(|| {
-        fail(
-            mb_status::MB_ERR_MODEL,
-            format!("{}: ColBERT model without a Dense module", engine.dir.display()),
-        )
-    })
-}
-
-/// Vectors per text that `Engine::colbert` returns: every token of a query; a document's tokens
-/// less the skiplist.
-fn colbert_counts(engine: &Engine, texts: &[&str], is_query: bool) -> Res<Vec<usize>> {
-    colbert_dim(engine)?;
-    let settings = engine
-        .layout
-        .colbert
-        .as_ref()
-        .ok_or_else(|| internal("colbert settings"))?;
-    let (ids, _) = engine.colbert_tokens(texts, is_query)?;
-    let tokenizer = engine.tokenizer()?;
-    let skip: Vec<u32> = if is_query {
-        Vec::new()
-    } else {
-        settings
-            .skiplist_words
-            .iter()
-            .filter_map(|w| tokenizer.token_to_id(w))
-            .collect()
-    };
-    Ok(ids
+/// ColBERT's tokens of each text and the vectors each gives (the texts tokenised once).
+fn colbert_tokens(engine: &Engine, texts: &[&str], is_query: bool) -> Res<(Vec<(Vec<u32>, usize)>, Vec<usize>)> {
+    engine.colbert_dim()?;
+    let tokens = all_texts(engine.colbert_tokens_each(texts, is_query)?)?;
+    let counts = tokens
         .iter()
-        .map(|s| s.iter().filter(|t| !skip.contains(t)).count())
-        .collect())
+        .map(|(ids, _)| engine.colbert_vector_count(ids, is_query))
+        .collect::<crate::Result<Vec<usize>>>()?;
+    Ok((tokens, counts))
 }
 
-fn num_labels(engine: &Engine) -> Res<usize> {
-    engine
-        .classifier
-        .as_ref()
-        .map(|c| c.classifier.out_features)
-        .ok_or_else(|| {
-            fail(
-                mb_status::MB_ERR_UNSUPPORTED,
-                format!("{}: no classification head (classifier.weight)", engine.dir.display()),
-            )
-        })
-}
-
-/// `[MASK]` tokens per text.
-fn count_masks(engine: &Engine, texts: &[&str]) -> Res<Vec<usize>> {
-    if engine.mlm.is_none() {
-        return Err(fail(
-            mb_status::MB_ERR_UNSUPPORTED,
-            format!(
-                "{}: no masked-LM head (head.dense / decoder.bias)",
-                engine.dir.display()
-            ),
-        ));
-    }
-    let tokenizer = engine.tokenizer()?;
-    let mask = tokenizer.token_to_id("[MASK]").ok_or_else(|| {
-        fail(
-            mb_status::MB_ERR_TOKENIZER,
-            "tokenizer: the tokenizer has no [MASK] token",
-        )
-    })?;
-    let ids = tokenizer.encode_batch(texts)?;
-    Ok(ids.iter().map(|s| s.iter().filter(|&&t| t == mask).count()).collect())
+/// Fill-mask's tokens of each text and its `[MASK]` count (the texts tokenised once).
+fn fill_mask_tokens(engine: &Engine, texts: &[&str]) -> Res<(Vec<Vec<u32>>, Vec<usize>)> {
+    let tokens = all_texts(engine.fill_mask_tokens(texts)?)?;
+    let counts = tokens
+        .iter()
+        .map(|ids| engine.mask_count(ids))
+        .collect::<crate::Result<Vec<usize>>>()?;
+    Ok((tokens, counts))
 }
 
 fn sum(counts: &[usize], what: &str) -> Res<usize> {
@@ -748,7 +679,7 @@ pub unsafe extern "C" fn mb_engine_embed_dim(
         let e = engine_ref(engine)?;
         non_null(out_dim as *const usize, "out_dim")?;
         let options = read_embed_options(options)?;
-        *out_dim = embed_dim(&e.engine, &options)?;
+        *out_dim = e.engine.embed_dim(&options)?;
         Ok(())
     })
 }
@@ -759,7 +690,7 @@ pub unsafe extern "C" fn mb_engine_colbert_dim(engine: *const mb_engine, out_dim
     guard(|| {
         let e = engine_ref(engine)?;
         non_null(out_dim as *const usize, "out_dim")?;
-        *out_dim = colbert_dim(&e.engine)?;
+        *out_dim = e.engine.colbert_dim()?;
         Ok(())
     })
 }
@@ -771,7 +702,7 @@ pub unsafe extern "C" fn mb_engine_num_labels(engine: *const mb_engine, out_labe
     guard(|| {
         let e = engine_ref(engine)?;
         non_null(out_labels as *const usize, "out_labels")?;
-        *out_labels = num_labels(&e.engine)?;
+        *out_labels = e.engine.num_labels()?;
         Ok(())
     })
 }
@@ -819,7 +750,7 @@ pub unsafe extern "C" fn mb_embed(
         let e = engine_ref(engine)?;
         let texts = self::texts(texts, n_texts, "texts")?;
         let options = read_embed_options(options)?;
-        let dim = embed_dim(&e.engine, &options)?;
+        let dim = e.engine.embed_dim(&options)?;
         let needed = n_texts.checked_mul(dim).ok_or_else(|| overflow("n_texts * dim"))?;
         let out = out_buffer(out, capacity, needed, out_needed, "out")?;
         let rows = e.engine.embed(&texts, &options)?;
@@ -852,7 +783,7 @@ pub unsafe extern "C" fn mb_colbert_sizes(
         if !out_total.is_null() {
             non_null(out_total as *const usize, "out_total")?;
         }
-        let counts = colbert_counts(&e.engine, &texts, is_query != 0)?;
+        let (_, counts) = colbert_tokens(&e.engine, &texts, is_query != 0)?;
         let total = sum(&counts, "total vectors")?;
         counts_out.copy_from_slice(&counts);
         if !out_total.is_null() {
@@ -882,14 +813,15 @@ pub unsafe extern "C" fn mb_colbert(
         let e = engine_ref(engine)?;
         let texts = self::texts(texts, n_texts, "texts")?;
         let counts_out = per_text_out(token_counts, n_texts, "token_counts")?;
-        let dim = colbert_dim(&e.engine)?;
-        let counts = colbert_counts(&e.engine, &texts, is_query != 0)?;
+        let dim = e.engine.colbert_dim()?;
+        let (tokens, counts) = colbert_tokens(&e.engine, &texts, is_query != 0)?;
         counts_out.copy_from_slice(&counts);
         let needed = sum(&counts, "total vectors")?
             .checked_mul(dim)
             .ok_or_else(|| overflow("vectors * dim"))?;
         let out = out_buffer(out, capacity, needed, out_needed, "out")?;
-        let vectors = e.engine.colbert(&texts, is_query != 0)?;
+        let tokens = tokens.into_iter().map(Ok).collect();
+        let vectors = all_texts(e.engine.colbert_from_tokens(tokens, is_query != 0)?)?;
         if vectors.len() != n_texts
             || vectors
                 .iter()
@@ -923,7 +855,7 @@ pub unsafe extern "C" fn mb_classify(
     guard(|| {
         let e = engine_ref(engine)?;
         let texts = self::texts(texts, n_texts, "texts")?;
-        let labels = num_labels(&e.engine)?;
+        let labels = e.engine.num_labels()?;
         let ids_out = if label_ids.is_null() {
             None
         } else {
@@ -942,22 +874,13 @@ pub unsafe extern "C" fn mb_classify(
         if results.len() != n_texts || results.iter().any(|r| r.logits.len() != labels) {
             return Err(internal("classification shape"));
         }
-        let mut best = Vec::with_capacity(n_texts);
-        for r in &results {
-            // The same argmax as `Engine::classify` (first maximum of the probabilities).
-            let b = if r.logits.len() == 1 {
-                0
-            } else {
-                let p = ops::softmax(&r.logits);
-                (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b })
-            };
-            best.push(b as u32);
-        }
         for (dst, r) in out.chunks_exact_mut(labels).zip(&results) {
             dst.copy_from_slice(&r.logits);
         }
         if let Some(ids) = ids_out {
-            ids.copy_from_slice(&best);
+            for (dst, r) in ids.iter_mut().zip(&results) {
+                *dst = r.label_id as u32;
+            }
         }
         if let Some(scores) = scores_out {
             for (dst, r) in scores.iter_mut().zip(&results) {
@@ -985,7 +908,7 @@ pub unsafe extern "C" fn mb_rerank(
         let e = engine_ref(engine)?;
         let q = utf8(query, query_len, "query")?;
         let docs = texts(documents, n_documents, "documents")?;
-        num_labels(&e.engine)?;
+        e.engine.num_labels()?;
         let out = out_buffer(scores, capacity, n_documents, out_needed, "scores")?;
         let s = e.engine.rerank(q, &docs)?;
         if s.len() != n_documents {
@@ -1013,7 +936,7 @@ pub unsafe extern "C" fn mb_fill_mask_sizes(
         if !out_total.is_null() {
             non_null(out_total as *const usize, "out_total")?;
         }
-        let counts = count_masks(&e.engine, &texts)?;
+        let (_, counts) = fill_mask_tokens(&e.engine, &texts)?;
         let total = sum(&counts, "total masks")?;
         counts_out.copy_from_slice(&counts);
         if !out_total.is_null() {
@@ -1047,17 +970,18 @@ pub unsafe extern "C" fn mb_fill_mask(
             return Err(fail(mb_status::MB_ERR_INVALID_ARGUMENT, "top_k is 0"));
         }
         let k = top_k.min(e.engine.config.vocab_size);
-        let counts = count_masks(&e.engine, &texts)?;
+        let (tokens, counts) = fill_mask_tokens(&e.engine, &texts)?;
         counts_out.copy_from_slice(&counts);
-        if let Some(i) = counts.iter().position(|&c| c == 0) {
-            return Err(fail(mb_status::MB_ERR_INPUT, format!("texts[{i}] has no [MASK] token")));
-        }
         let needed = sum(&counts, "total masks")?
             .checked_mul(k)
             .ok_or_else(|| overflow("masks * top_k"))?;
         let ids_out = out_buffer(ids, capacity, needed, out_needed, "ids")?;
         let scores_out = out_buffer(scores, capacity, needed, ptr::null_mut(), "scores")?;
-        let results = e.engine.fill_mask(&texts, k)?;
+        // A text without [MASK] is refused here, before anything is written.
+        let results = all_texts(
+            e.engine
+                .fill_mask_from_tokens(tokens.into_iter().map(Ok).collect(), k)?,
+        )?;
         let flat: Vec<_> = results.iter().flatten().collect();
         if results.len() != n_texts
             || results.iter().zip(&counts).any(|(r, &c)| r.len() != c)

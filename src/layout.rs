@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::config::Pooling;
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::model::Linear;
-use crate::reference::ops::Pooling;
 use crate::weights::TensorStore;
 
 /// sentence-transformers settings of a directory (absent parts are `None`/empty).
@@ -204,6 +204,5 @@ pub fn load_dense(dir: &Path, in_features: usize) -> Result<Linear> {
         bias,
         out_features: out,
         in_features,
-        packed: Default::default(),
     })
 }

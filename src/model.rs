@@ -16,10 +16,6 @@ pub struct Linear {
     pub bias: Option<Vec<f32>>,
     pub out_features: usize,
     pub in_features: usize,
-    /// `weight` in the AVX-512 GEMM's panel layout, built on first CPU use
-    /// (`reference::executor::linear`); construct with `Default::default()`. It is a copy: code
-    /// that changes `weight` after a CPU forward must reset it (`packed = Default::default()`).
-    pub packed: std::sync::OnceLock<crate::reference::sgemm::PackedWeight>,
 }
 
 pub struct Norm {
@@ -107,7 +103,6 @@ impl<'a> Checkpoint<'a> {
             bias: self.bias(&format!("{stem}.bias"), bias, out)?,
             out_features: out,
             in_features: inp,
-            packed: Default::default(),
         })
     }
 

@@ -10,43 +10,16 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{all_fixtures, argmax_rows, Fixture};
+use common::{all_fixtures, argmax_rows, cosine, test_device, test_device_choice, Fixture};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::gpu::GpuExecutor;
-use modernbert::kernels::device::{self, Device};
 use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
 use modernbert::reference::ops::{pool, Pooling};
 use modernbert::reference::{heads, CpuExecutor};
 use modernbert::weights::TensorStore;
-
-/// The device under test: `MODERNBERT_TEST_DEVICE` (the emulator unless it says `cuda`).
-fn test_device() -> Arc<dyn Device> {
-    match device::from_env() {
-        Ok(d) => Arc::from(d),
-        Err(e) => panic!("MODERNBERT_TEST_DEVICE: {e}"),
-    }
-}
-
-/// The engine's device choice matching [`test_device`].
-fn test_device_choice() -> DeviceChoice {
-    if test_device().as_emulator().is_some() {
-        DeviceChoice::Emulated
-    } else {
-        DeviceChoice::Cuda
-    }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let na: f64 = a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-    dot / (na * nb).max(1e-30)
-}
 
 struct Pair {
     cpu: CpuExecutor,

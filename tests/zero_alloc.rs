@@ -129,8 +129,15 @@ fn forward_makes_no_host_allocation() {
     let mut out_small = vec![0f32; small.tokens() * h];
     exec.forward_into(&big, &mut out_big).unwrap(); // warm-up
     let mut pooled = vec![0f32; small.sequences() * h];
-    exec.pooled_into(&small, modernbert::reference::ops::Pooling::Mean, true, h, &mut pooled)
-        .unwrap();
+    exec.pooled_into(
+        &small,
+        modernbert::reference::ops::Pooling::Mean,
+        true,
+        h,
+        false,
+        &mut pooled,
+    )
+    .unwrap();
 
     let launches_before = dev.launches.load(Ordering::Relaxed);
     let before = allocations();
@@ -141,6 +148,7 @@ fn forward_makes_no_host_allocation() {
         modernbert::reference::ops::Pooling::Cls,
         false,
         h / 2,
+        false,
         &mut pooled[..small.sequences() * h / 2],
     )
     .unwrap();

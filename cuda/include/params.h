@@ -171,6 +171,31 @@ typedef struct RowNormalizeParams {
     uint32_t dim;
 } RowNormalizeParams;
 
+/* gather.cu: out[r] = x[rows[r]] for r < n_rows — the masked positions picked for the MLM head. */
+typedef struct GatherRowsParams {
+    uint64_t x;    /* const T [tokens, width] */
+    uint64_t rows; /* const uint32_t [n_rows]: row indices into x (each < the rows of x) */
+    uint64_t out;  /* T [n_rows, width] */
+    uint32_t n_rows;
+    uint32_t width;
+} GatherRowsParams;
+
+/* topk.cu: per row of logits, softmax over the whole row and the k most probable columns, in
+ * descending order (equal logits: lower column first); no candidate (all NaN) gives id = cols. */
+typedef struct SoftmaxTopkParams {
+    uint64_t logits; /* const T [rows, cols] */
+    uint64_t ids;    /* uint32_t [rows, k] */
+    uint64_t probs;  /* float [rows, k] */
+    uint32_t rows;
+    uint32_t cols;
+    uint32_t k;      /* 1..=cols */
+    uint32_t _pad0;
+} SoftmaxTopkParams;
+
+/* Threads per block of gather.cu and topk.cu. */
+#define MB_GATHER_THREADS 128u
+#define MB_TOPK_THREADS 256u
+
 /* selftest.cu: runs the device primitives (mma, ldmatrix, shuffles, cp.async, packing) on given
  * inputs for the GPU self-test (kernels-tests/tests/gpu_selftest.rs); one warp (or block) per test. */
 typedef struct SelftestParams {

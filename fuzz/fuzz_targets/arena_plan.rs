@@ -1,7 +1,8 @@
 //! Arena and weight planning from (config.json, options): any config text with any capacity
 //! (max_batch_tokens, max_sequences) gives an error or a plan whose buffers lie inside its total,
 //! in order and 256-byte aligned — never a panic, never a wrapped size.
-//! Input: 8 bytes of max_tokens, 4 of max_sequences (little endian), then config.json text.
+//! Input: 8 bytes of max_tokens, 4 of max_sequences, 1 of head flags (bit 0 an MLM head, bit 1
+//! a Dense projection, bit 2 ColBERT), 4 of the Dense width (little endian), then config.json text.
 #![no_main]
 
 use std::path::Path;
@@ -9,21 +10,30 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use modernbert::config::ModelConfig;
 use modernbert::gpu::arena::ArenaPlan;
+use modernbert::gpu::heads::HeadShapes;
 use modernbert::gpu::weights::DeviceWeights;
 
 fuzz_target!(|data: &[u8]| {
-    if data.len() < 12 {
+    if data.len() < 17 {
         return;
     }
     let max_tokens = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
     let max_sequences = u32::from_le_bytes(data[8..12].try_into().unwrap()) as usize;
-    let Ok(text) = std::str::from_utf8(&data[12..]) else { return };
+    let flags = data[12];
+    let dense_width = u32::from_le_bytes(data[13..17].try_into().unwrap()) as usize;
+    let Ok(text) = std::str::from_utf8(&data[17..]) else { return };
     let Ok(config) = ModelConfig::from_json_str(text, Path::new("config.json")) else { return };
     let _ = DeviceWeights::planned_bytes(&config);
-    let plan = ArenaPlan::new(&config, max_tokens, max_sequences);
+    let heads = HeadShapes {
+        mlm_vocab: (flags & 1 != 0).then_some(config.vocab_size),
+        dense_out: (flags & 2 != 0).then_some(dense_width),
+        colbert: flags & 6 == 6,
+    };
+    let plan = ArenaPlan::new(&config, max_tokens, max_sequences, heads);
     modernbert_fuzz::report("plan", &plan);
     let Ok(p) = plan else { return };
     let (h, i) = (config.hidden_size, config.intermediate_size);
+    let (vocab, dense) = (heads.mlm_vocab.unwrap_or(0), heads.dense_out.unwrap_or(0));
     // (offset, bytes) of every buffer, in layout order.
     let buffers = [
         (p.inputs_at, p.inputs.bytes),
@@ -35,8 +45,15 @@ fuzz_target!(|data: &[u8]| {
         (p.wide, max_tokens * 2 * i * 2),
         (p.gated, max_tokens * i * 2),
         (p.last_hidden, max_tokens * h * 2),
-        (p.pooled, max_sequences * h * 4),
+        (p.pooled, max_sequences * h.max(dense) * 4),
+        (p.head_rows, if p.mlm_rows > 0 { max_tokens * 4 } else { 0 }),
+        (p.logits, p.mlm_rows * vocab * 2),
+        (p.topk, p.topk_bytes),
+        (p.projected, max_tokens * dense * 2),
+        (p.projected_f32, if heads.colbert { max_tokens * dense * 4 } else { 0 }),
     ];
+    assert!(p.mlm_rows <= max_tokens && (p.mlm_rows > 0) == (heads.mlm_vocab.is_some() && max_tokens > 0));
+    assert!(p.mlm_rows == 0 || p.topk_bytes >= 8 * vocab, "one row of k = vocab picks fits");
     let mut end = 0;
     for (at, bytes) in buffers {
         assert!(at % 256 == 0 && at >= end, "buffer at {at} overlaps the previous one (ends {end})");

@@ -4,6 +4,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::gpu::heads::HeadShapes;
 use crate::kernels::device::{Device, DeviceBuffer};
 use crate::kernels::params::BatchDesc;
 use crate::limits::{bytes_of, sum_of};
@@ -52,13 +53,38 @@ pub struct ArenaPlan {
     pub gated: usize,
     pub last_hidden: usize,
     pub pooled: usize,
+    /// The task heads' buffers (0 bytes each when the head is absent).
+    pub head_rows: usize,
+    pub logits: usize,
+    pub topk: usize,
+    pub projected: usize,
+    pub projected_f32: usize,
+    /// Masked rows the MLM head takes per launch (the logits buffer's rows).
+    pub mlm_rows: usize,
+    /// Bytes of the top-k buffer (ids then probabilities, 8 bytes per pick).
+    pub topk_bytes: usize,
     /// Total bytes (every buffer 256-byte aligned).
     pub bytes: usize,
 }
 
+/// Masked rows per MLM-head launch. The decoder GEMM reads its whole weight (vocab x hidden,
+/// 77 MB at base) once per launch, so more rows amortise it; at 128 rows of a 50,368 vocabulary
+/// the logits take 13 MB, and the GEMM (2 x 128 x 768 x 50,368 = 9.9 GFLOP) is about as long as
+/// the weight read on an H100/H200 (predicted, ~16 µs each).
+pub const MLM_ROWS_PER_LAUNCH: usize = 128;
+
 impl ArenaPlan {
-    pub fn new(config: &ModelConfig, max_tokens: usize, max_sequences: usize) -> Result<Self> {
+    /// The backbone's buffers and room for the `heads`.
+    pub fn new(config: &ModelConfig, max_tokens: usize, max_sequences: usize, heads: HeadShapes) -> Result<Self> {
         let (h, i) = (config.hidden_size, config.intermediate_size);
+        let vocab = heads.mlm_vocab.unwrap_or(0);
+        let mlm_rows = if heads.mlm_vocab.is_some() {
+            MLM_ROWS_PER_LAUNCH.min(max_tokens)
+        } else {
+            0
+        };
+        let dense_out = heads.dense_out.unwrap_or(0);
+        let pooled_width = h.max(dense_out);
         let inputs = InputLayout::new(max_tokens, max_sequences)?;
         let what = format!("an arena for {max_tokens} tokens (--max-batch-tokens / the model's maximum length)");
         let elem = 2; // bf16 / fp16
@@ -69,6 +95,11 @@ impl ArenaPlan {
             Ok(at)
         };
         let rows = |width: &[usize]| bytes_of(&what, &[&[max_tokens, elem][..], width].concat());
+        let topk_bytes = if mlm_rows > 0 {
+            bytes_of(&what, &[mlm_rows, vocab, elem])?.max(bytes_of(&what, &[vocab, 8])?)
+        } else {
+            0
+        };
         Ok(ArenaPlan {
             max_tokens,
             max_sequences,
@@ -82,7 +113,23 @@ impl ArenaPlan {
             wide: take(rows(&[2, i])?)?,
             gated: take(rows(&[i])?)?,
             last_hidden: take(rows(&[h])?)?,
-            pooled: take(bytes_of(&what, &[max_sequences, h, 4])?)?,
+            pooled: take(bytes_of(&what, &[max_sequences, pooled_width, 4])?)?,
+            head_rows: take(if mlm_rows > 0 {
+                bytes_of(&what, &[max_tokens, 4])?
+            } else {
+                0
+            })?,
+            logits: take(bytes_of(&what, &[mlm_rows, vocab, elem])?)?,
+            // At least one row of k = vocab picks, so every k fits some rows per launch.
+            topk: take(topk_bytes)?,
+            projected: take(rows(&[dense_out])?)?,
+            projected_f32: take(if heads.colbert {
+                bytes_of(&what, &[max_tokens, dense_out, 4])?
+            } else {
+                0
+            })?,
+            mlm_rows,
+            topk_bytes,
             bytes: offset,
         })
     }
@@ -112,8 +159,22 @@ pub struct Arena {
     pub gated: u64,
     /// `last_hidden_state` `[T, H]`.
     pub last_hidden: u64,
-    /// Pooled embeddings `[S, H]` in f32.
+    /// Pooled embeddings `[S, max(H, dense_out)]` in f32.
     pub pooled: u64,
+    // The heads run after the forward and reuse its dead buffers (`normed`, `proj`, `attn`) as
+    // `[rows ≤ T, H]` scratch; these are their own:
+    /// MLM: the masked rows' indices `[T]` u32.
+    pub head_rows: u64,
+    /// MLM: decoder logits `[mlm_rows, vocab]`.
+    pub logits: u64,
+    /// MLM: top-k picks, ids `[rows, k]` u32 then probabilities `[rows, k]` f32 (`topk_bytes`).
+    pub topk: u64,
+    /// Dense: the projection `[T, dense_out]`.
+    pub projected: u64,
+    /// ColBERT: normalised projection `[T, dense_out]` in f32.
+    pub projected_f32: u64,
+    pub mlm_rows: usize,
+    pub topk_bytes: usize,
     pub bytes: usize,
 }
 
@@ -143,6 +204,13 @@ impl Arena {
             gated: at(p.gated),
             last_hidden: at(p.last_hidden),
             pooled: at(p.pooled),
+            head_rows: at(p.head_rows),
+            logits: at(p.logits),
+            topk: at(p.topk),
+            projected: at(p.projected),
+            projected_f32: at(p.projected_f32),
+            mlm_rows: p.mlm_rows,
+            topk_bytes: p.topk_bytes,
             bytes: p.bytes,
             _storage: storage,
         })

@@ -12,16 +12,16 @@ use std::sync::{Arc, Mutex};
 use half::{bf16, f16};
 
 use crate::batch::PackedBatch;
-use crate::config::{LayerKind, ModelConfig};
+use crate::config::{AttentionWindow, LayerKind, ModelConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::gpu::arena::{Arena, ArenaPlan};
+use crate::gpu::heads::{activation_code, DeviceHeads, Heads};
 use crate::gpu::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
 use crate::kernels::params::*;
 use crate::kernels::{graph, nvtx, ops, Dtype, KernelError};
 use crate::limits::{bytes_of, check_fits, host_memory_limit, sum_of, zeroed};
 use crate::model::BackboneWeights;
-use crate::reference::ops::Pooling;
 
 /// Capacities one launch sequence is built for (the actual counts are ≤ these and live on device).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +55,9 @@ pub struct GpuExecutor {
     dtype: Dtype,
     config: ModelConfig,
     weights: DeviceWeights,
+    heads: DeviceHeads,
+    /// `MB_ACT_*` of the GeGLU's `hidden_activation`.
+    hidden_activation: u32,
     /// Replay recorded launch sequences (CUDA graphs) for batches that fit a graph bucket.
     graphs: bool,
     state: Mutex<State>,
@@ -65,13 +68,34 @@ fn dev_err(e: KernelError) -> Error {
 }
 
 impl GpuExecutor {
-    /// Upload the weights (converted to `dtype` once) and size the arena for batches of up to
-    /// `max_tokens` tokens and `max_sequences` sequences.
+    /// The backbone alone: upload the weights (converted to `dtype` once) and size the arena for
+    /// batches of up to `max_tokens` tokens and `max_sequences` sequences.
     pub fn new(
         dev: Arc<dyn Device>,
         dtype: Dtype,
         config: &ModelConfig,
         weights: &BackboneWeights,
+        max_tokens: usize,
+        max_sequences: usize,
+    ) -> Result<Self> {
+        Self::with_heads(
+            dev,
+            dtype,
+            config,
+            weights,
+            &Heads::default(),
+            max_tokens,
+            max_sequences,
+        )
+    }
+
+    /// As [`new`](Self::new), with the task `heads` uploaded too and room for them in the arena.
+    pub fn with_heads(
+        dev: Arc<dyn Device>,
+        dtype: Dtype,
+        config: &ModelConfig,
+        weights: &BackboneWeights,
+        heads: &Heads,
         max_tokens: usize,
         max_sequences: usize,
     ) -> Result<Self> {
@@ -91,22 +115,31 @@ impl GpuExecutor {
                 "arena capacity {max_tokens} tokens / {max_sequences} sequences"
             )));
         }
+        let hidden_activation = activation_code(config.hidden_activation, "hidden_activation")?;
         // Every size first, checked, against what the device and the host can hold; then allocate.
-        let plan = ArenaPlan::new(config, max_tokens, max_sequences)?;
+        let plan = ArenaPlan::new(config, max_tokens, max_sequences, heads.shapes(config))?;
         let what = format!("the weights and an arena for {max_tokens} tokens");
         let device_bytes = sum_of(
             &what,
             &[
                 DeviceWeights::planned_bytes(config)?,
+                DeviceHeads::planned_bytes(heads)?,
                 plan.bytes,
                 crate::kernels::cublaslt::MAX_WORKSPACE_BYTES,
             ],
         )?;
         check_fits(&what, device_bytes, dev.memory_available(), &dev.name())?;
+        // The largest download: the hidden states (f32 room, widened in place), ColBERT's f32
+        // vectors, or one launch's top-k picks.
         let download_bytes = bytes_of(
             "the host's copy of the hidden states",
-            &[max_tokens, config.hidden_size, 4],
-        )?;
+            &[
+                max_tokens,
+                config.hidden_size.max(heads.dense.map_or(0, |d| d.out_features)),
+                4,
+            ],
+        )?
+        .max(plan.topk_bytes);
         let host_bytes = sum_of(&what, &[plan.inputs.bytes, download_bytes])?;
         check_fits(
             "the host buffers of the arena",
@@ -117,12 +150,15 @@ impl GpuExecutor {
         let inputs = zeroed::<u8>(plan.inputs.bytes, "the arena's input image")?;
         let download = zeroed::<u8>(download_bytes, "the host's copy of the hidden states")?;
         let weights = DeviceWeights::upload(dev.as_ref(), dtype, weights)?;
+        let heads = DeviceHeads::upload(dev.as_ref(), dtype, config, heads, weights.tok_embeddings)?;
         let arena = Arena::new(dev.as_ref(), &plan)?;
         Ok(GpuExecutor {
             dev,
             dtype,
             config: config.clone(),
             weights,
+            heads,
+            hidden_activation,
             graphs: false,
             state: Mutex::new(State {
                 arena,
@@ -150,9 +186,14 @@ impl GpuExecutor {
         self.lock().arena.max_sequences
     }
 
-    /// Bytes of device memory held: weights + arena.
+    /// The device the executor runs on.
+    pub fn device(&self) -> &dyn Device {
+        self.dev.as_ref()
+    }
+
+    /// Bytes of device memory held: weights (backbone and heads) + arena.
     pub fn device_bytes(&self) -> usize {
-        self.weights.bytes + self.lock().arena.bytes
+        self.weights.bytes + self.heads.bytes + self.lock().arena.bytes
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -182,20 +223,30 @@ impl GpuExecutor {
         Ok(())
     }
 
-    /// Pooled embeddings `[sequences, dim]` (pooling, truncation to `dim`, optional L2
-    /// normalisation on the device), into `out`.
+    /// Pooled embeddings `[sequences, dim]` into `out`: pooling, [the Dense projection when
+    /// `project`], truncation to `dim`, optional L2 normalisation — all on the device; only the
+    /// `[sequences, dim]` f32 result comes back.
+    ///
+    /// With `project`, the Dense layer runs on every token and the pooling after it: CLS and mean
+    /// pooling are linear, so `pool(Dense(h)) = Dense(pool(h))` (sentence-transformers' order) up
+    /// to rounding, and the pooling kernel then does truncation and normalisation as it does
+    /// without a projection. Its price, a `[tokens, hidden] x [hidden, out]` GEMM where
+    /// `[sequences, …]` would do, is under 1 % of a base forward's FLOPs.
     pub fn pooled_into(
         &self,
         batch: &PackedBatch,
         pooling: Pooling,
         normalize: bool,
         dim: usize,
+        project: bool,
         out: &mut [f32],
     ) -> Result<()> {
-        let (h, s) = (self.config.hidden_size, batch.sequences());
-        if dim == 0 || dim > h || out.len() != s * dim {
+        let s = batch.sequences();
+        let dense = if project { Some(self.dense()?) } else { None };
+        let width = dense.map_or(self.config.hidden_size, |d| d.out_features as usize);
+        if dim == 0 || dim > width || out.len() != s * dim {
             return Err(Error::Input(format!(
-                "pooled output of {} values for {s} × {dim}",
+                "pooled output of {} values for {s} × {dim} (width {width})",
                 out.len()
             )));
         }
@@ -205,14 +256,22 @@ impl GpuExecutor {
         let shape = LaunchShape::of(batch);
         self.run_forward(&st.arena, batch)?;
         let a = &st.arena;
+        let pooled_from = match dense {
+            None => a.last_hidden,
+            Some(d) => {
+                self.linear(a.last_hidden, d, a.projected, shape.tokens, c"dense")
+                    .map_err(dev_err)?;
+                a.projected
+            }
+        };
         let params = PoolParams {
-            hidden: a.last_hidden,
+            hidden: pooled_from,
             out: a.pooled,
             cu_seqlens: a.cu_seqlens,
             key_lens: a.key_lens,
             batch: a.batch,
             max_sequences: shape.sequences,
-            hidden_dim: h as u32,
+            hidden_dim: width as u32,
             out_dim: dim as u32,
             pooling: match pooling {
                 Pooling::Cls => MB_POOL_CLS,
@@ -222,10 +281,149 @@ impl GpuExecutor {
             _pad0: 0,
         };
         ops::pool(self.dev.as_ref(), self.dtype, &params).map_err(dev_err)?;
-        let bytes = s * dim * 4;
-        let pooled = st.arena.offset_of(st.arena.pooled);
+        self.download_f32(st, st.arena.pooled, out)
+    }
+
+    /// ColBERT vectors of every token, `normalize(Dense(h))` `[tokens, dense_out]` in f32, into
+    /// `out` (PyLate's per-token projection; the caller drops skiplist tokens).
+    pub fn colbert_into(&self, batch: &PackedBatch, out: &mut [f32]) -> Result<()> {
+        let d = self.dense()?;
+        let dim = d.out_features as usize;
+        if out.len() != batch.tokens() * dim {
+            return Err(Error::Input(format!(
+                "ColBERT output of {} values for {} × {dim}",
+                out.len(),
+                batch.tokens()
+            )));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        self.upload_inputs(st, batch)?;
+        let shape = LaunchShape::of(batch);
+        self.run_forward(&st.arena, batch)?;
+        let a = &st.arena;
+        self.linear(a.last_hidden, d, a.projected, shape.tokens, c"dense")
+            .map_err(dev_err)?;
+        let p = RowNormalizeParams {
+            x: a.projected,
+            out: a.projected_f32,
+            batch: a.batch,
+            max_rows: shape.tokens,
+            dim: dim as u32,
+        };
+        ops::colbert_normalize(self.dev.as_ref(), self.dtype, &p).map_err(dev_err)?;
+        self.download_f32(st, st.arena.projected_f32, out)
+    }
+
+    /// Fill-mask on the device: the MLM head on the packed rows `rows` of `batch` (its mask
+    /// positions), then softmax and the `k` most probable tokens per row. Only the picks come
+    /// back: `ids[r * k + j]`, `probs[r * k + j]` (descending; an id ≥ vocab means no candidate,
+    /// i.e. NaN logits).
+    pub fn mlm_topk_into(
+        &self,
+        batch: &PackedBatch,
+        rows: &[u32],
+        k: usize,
+        ids: &mut [u32],
+        probs: &mut [f32],
+    ) -> Result<()> {
+        let head = self
+            .heads
+            .mlm
+            .ok_or_else(|| Error::Unsupported("this executor has no MLM head".into()))?;
+        let v = self.config.vocab_size;
+        if k == 0 || k > v || ids.len() != rows.len() * k || probs.len() != rows.len() * k {
+            return Err(Error::Input(format!("top-{k} of {} rows", rows.len())));
+        }
+        if let Some(&bad) = rows.iter().find(|&&r| r as usize >= batch.tokens()) {
+            return Err(Error::Input(format!(
+                "row {bad} of a batch of {} tokens",
+                batch.tokens()
+            )));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        self.upload_inputs(st, batch)?;
+        self.run_forward(&st.arena, batch)?;
+        let row_bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
+        let at = st.arena.offset_of(st.arena.head_rows);
         self.dev
-            .download(st.arena.storage(), pooled, &mut st.download[..bytes])
+            .upload(st.arena.storage_mut(), at, &row_bytes)
+            .map_err(dev_err)?;
+        let a = &st.arena;
+        // Rows per launch: the logits buffer's rows, fewer when k picks per row overflow `topk`.
+        let per_launch = a.mlm_rows.min(a.topk_bytes / (8 * k)).max(1);
+        let h = self.config.hidden_size as u32;
+        let dt = self.dtype;
+        for first in (0..rows.len()).step_by(per_launch) {
+            let _range = nvtx::range(c"mlm_head");
+            let n = per_launch.min(rows.len() - first);
+            let n32 = n as u32;
+            let gather = GatherRowsParams {
+                x: a.last_hidden,
+                rows: a.head_rows + 4 * first as u64,
+                out: a.normed,
+                n_rows: n32,
+                width: h,
+            };
+            ops::gather_rows(self.dev.as_ref(), dt, &gather).map_err(dev_err)?;
+            let dense_no_bias = DeviceLinear { bias: 0, ..head.dense };
+            self.linear(a.normed, &dense_no_bias, a.proj, n32, c"mlm_dense")
+                .map_err(dev_err)?;
+            let act_norm = HeadActNormParams {
+                x: a.proj,
+                dense_bias: head.dense.bias,
+                weight: head.norm.weight,
+                bias: head.norm.bias,
+                out: a.attn,
+                batch: 0,
+                max_tokens: n32,
+                hidden: h,
+                activation: head.activation,
+                eps: self.config.norm_eps,
+            };
+            ops::head_act_norm(self.dev.as_ref(), dt, &act_norm).map_err(dev_err)?;
+            self.linear(a.attn, &head.decoder, a.logits, n32, c"mlm_decoder")
+                .map_err(dev_err)?;
+            let picks = n * k;
+            let topk = SoftmaxTopkParams {
+                logits: a.logits,
+                ids: a.topk,
+                probs: a.topk + 4 * picks as u64,
+                rows: n32,
+                cols: v as u32,
+                k: k as u32,
+                _pad0: 0,
+            };
+            ops::softmax_topk(self.dev.as_ref(), dt, &topk).map_err(dev_err)?;
+            let bytes = 8 * picks;
+            let from = a.offset_of(a.topk);
+            self.dev
+                .download(a.storage(), from, &mut st.download[..bytes])
+                .map_err(dev_err)?;
+            let (id_bytes, prob_bytes) = st.download[..bytes].split_at(4 * picks);
+            let word = |c: &[u8]| [c[0], c[1], c[2], c[3]];
+            for (j, (i, p)) in id_bytes.chunks_exact(4).zip(prob_bytes.chunks_exact(4)).enumerate() {
+                ids[first * k + j] = u32::from_le_bytes(word(i));
+                probs[first * k + j] = f32::from_le_bytes(word(p));
+            }
+        }
+        Ok(())
+    }
+
+    fn dense(&self) -> Result<&DeviceLinear> {
+        self.heads
+            .dense
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("this executor has no Dense projection".into()))
+    }
+
+    /// Download `out.len()` f32 values from the arena address `from`.
+    fn download_f32(&self, st: &mut State, from: u64, out: &mut [f32]) -> Result<()> {
+        let bytes = out.len() * 4;
+        let offset = st.arena.offset_of(from);
+        self.dev
+            .download(st.arena.storage(), offset, &mut st.download[..bytes])
             .map_err(dev_err)?;
         for (o, c) in out.iter_mut().zip(st.download[..bytes].chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -320,15 +518,15 @@ impl GpuExecutor {
                     a.normed
                 }
             };
-            self.linear(attn_in, &layer.wqkv, a.qkv, shape, c"qkv")?;
+            self.linear(attn_in, &layer.wqkv, a.qkv, shape.tokens, c"qkv")?;
             self.rope(a, l, shape)?;
             self.attention(a, l, shape)?;
-            self.linear(a.attn, &layer.wo, a.proj, shape, c"attn_out")?;
+            self.linear(a.attn, &layer.wo, a.proj, shape.tokens, c"attn_out")?;
             // MLP block (GeGLU): x += attention output, fused into mlp_norm.
             self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, shape, c"mlp_norm")?;
-            self.linear(a.normed, &layer.wi, a.wide, shape, c"mlp_in")?;
+            self.linear(a.normed, &layer.wi, a.wide, shape.tokens, c"mlp_in")?;
             self.geglu(a, shape)?;
-            self.linear(a.gated, &layer.mlp_wo, a.proj, shape, c"mlp_out")?;
+            self.linear(a.gated, &layer.mlp_wo, a.proj, shape.tokens, c"mlp_out")?;
         }
         let last_delta = if w.layers.is_empty() { 0 } else { a.proj };
         self.add_and_norm(a, last_delta, w.final_norm, a.last_hidden, shape, c"final_norm")
@@ -377,22 +575,15 @@ impl GpuExecutor {
         ops::layernorm(self.dev.as_ref(), self.dtype, &p)
     }
 
-    /// `out[tokens, out_features] = input · Wᵀ (+ b)` (cuBLASLt on a GPU, the CPU on the emulator).
-    fn linear(
-        &self,
-        input: u64,
-        l: &DeviceLinear,
-        out: u64,
-        s: LaunchShape,
-        name: &'static CStr,
-    ) -> Result<(), KernelError> {
+    /// `out[m, out_features] = input · Wᵀ (+ b)` (cuBLASLt on a GPU, the CPU on the emulator).
+    fn linear(&self, input: u64, l: &DeviceLinear, out: u64, m: u32, name: &'static CStr) -> Result<(), KernelError> {
         let _range = nvtx::range(name);
         let g = GemmDesc {
             a: input,
             w: l.weight,
             bias: l.bias,
             out,
-            m: s.tokens,
+            m,
             n: l.out_features,
             k: l.in_features,
         };
@@ -416,8 +607,8 @@ impl GpuExecutor {
     fn attention(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {
         let _range = nvtx::range(c"attention");
         let window_radius = match self.config.window(layer) {
-            crate::reference::ops::AttentionWindow::Global => -1,
-            crate::reference::ops::AttentionWindow::Local { radius } => radius.min(i32::MAX as usize) as i32,
+            AttentionWindow::Global => -1,
+            AttentionWindow::Local { radius } => radius.min(i32::MAX as usize) as i32,
         };
         let p = AttentionParams {
             qkv: a.qkv,
@@ -437,23 +628,13 @@ impl GpuExecutor {
 
     fn geglu(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
         let _range = nvtx::range(c"geglu");
-        let activation = match self.config.hidden_activation {
-            crate::reference::ops::Activation::GeluErf => MB_ACT_GELU_ERF,
-            crate::reference::ops::Activation::GeluTanh => MB_ACT_GELU_TANH,
-            other => {
-                return Err(KernelError::Unsupported {
-                    kernel: "geglu".into(),
-                    message: format!("activation {other:?}"),
-                })
-            }
-        };
         let p = GegluParams {
             h: a.wide,
             out: a.gated,
             batch: a.batch,
             max_tokens: s.tokens,
             inter: self.config.intermediate_size as u32,
-            activation,
+            activation: self.hidden_activation,
             _pad0: 0,
         };
         ops::geglu(self.dev.as_ref(), self.dtype, &p)

@@ -3,6 +3,7 @@
 
 pub mod arena;
 pub mod executor;
+pub mod heads;
 pub mod weights;
 
 pub use executor::{GpuExecutor, LaunchShape};

@@ -47,13 +47,30 @@ pub struct DeviceWeights {
 
 /// Lays tensors out back to back (256-byte aligned, like cudaMalloc) in a host image of the
 /// device buffer, then uploads the image in one copy.
-struct Packer {
+pub(crate) struct Packer {
     dtype: Dtype,
     image: Vec<u8>,
 }
 
 impl Packer {
-    fn push(&mut self, values: &[f32]) -> usize {
+    pub(crate) fn new(dtype: Dtype) -> Self {
+        Packer {
+            dtype,
+            image: Vec::new(),
+        }
+    }
+
+    /// The host image so far (its length is the device buffer's size).
+    pub(crate) fn image(&self) -> &[u8] {
+        &self.image
+    }
+
+    /// Bytes of one tensor of `elements` values in the image: 2 per element, 256-byte aligned.
+    pub(crate) fn planned(what: &str, elements: &[usize]) -> Result<usize> {
+        Ok(sum_of(what, &[bytes_of(what, &[elements, &[2]].concat())?, 255])? / 256 * 256)
+    }
+
+    pub(crate) fn push(&mut self, values: &[f32]) -> usize {
         let offset = self.image.len().next_multiple_of(256);
         self.image.resize(offset, 0);
         match self.dtype {
@@ -74,9 +91,7 @@ impl DeviceWeights {
     pub fn planned_bytes(c: &ModelConfig) -> Result<usize> {
         let what = "the model's weights (config.json sizes)";
         let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-        let t = |dims: &[usize]| -> Result<usize> {
-            Ok(sum_of(what, &[bytes_of(what, &[dims, &[2]].concat())?, 255])? / 256 * 256)
-        };
+        let t = |dims: &[usize]| Packer::planned(what, dims);
         let norm = || -> Result<usize> { sum_of(what, &[t(&[h])?, if c.norm_bias { t(&[h])? } else { 0 }]) };
         let lin = |out: usize, inp: usize, bias: bool| -> Result<usize> {
             sum_of(what, &[t(&[out, inp])?, if bias { t(&[out])? } else { 0 }])
@@ -97,10 +112,7 @@ impl DeviceWeights {
     }
 
     pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights) -> Result<Self> {
-        let mut p = Packer {
-            dtype,
-            image: Vec::new(),
-        };
+        let mut p = Packer::new(dtype);
         // Offsets first (the buffer's address is known only after allocation).
         let off_linear = |p: &mut Packer, l: &Linear| {
             (

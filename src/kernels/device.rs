@@ -164,7 +164,11 @@ impl Device for Emulator {
     }
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
         match &buf.inner {
-            BufferInner::Emu(b) => b.download(offset, out),
+            BufferInner::Emu(b) => {
+                b.download(offset, out)?;
+                self.count_download(out.len());
+                Ok(())
+            }
             BufferInner::Cuda(_) => Err(KernelError::OutOfRange("a CUDA buffer given to the emulator".into())),
         }
     }

@@ -151,6 +151,8 @@ pub struct Emulator {
     /// While a graph is being recorded: its launches, in order (nothing executes meanwhile).
     recording: Mutex<Option<Vec<Recorded>>>,
     graphs: Mutex<std::collections::HashMap<[u32; 3], Arc<Vec<Recorded>>>>,
+    /// Bytes copied device → host so far: what a GPU would send over PCIe (the tests count it).
+    downloaded: std::sync::atomic::AtomicU64,
 }
 
 /// One step of an emulated graph.
@@ -184,7 +186,17 @@ impl Emulator {
             gemm_scratch: Mutex::default(),
             recording: Mutex::new(None),
             graphs: Mutex::default(),
+            downloaded: Default::default(),
         }
+    }
+
+    /// Bytes downloaded (device → host) since this emulator was made.
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_download(&self, bytes: usize) {
+        self.downloaded.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Run the threads of a block in reverse order (highest thread index first) from now on.

@@ -346,3 +346,34 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(),
     let (grid, block) = attention_grid(p.max_seqlen, p.heads, p.max_sequences);
     dev.launch(name, grid, block, 0, p)
 }
+
+/// `gather.cu`: `out[r] = x[rows[r]]` for `r < n_rows`. The caller guarantees every index is a row
+/// of `x` (the kernel cannot check it).
+pub fn gather_rows(dev: &dyn Device, dt: Dtype, p: &GatherRowsParams) -> Result<(), KernelError> {
+    let name = dt.pick("gather_rows_bf16", "gather_rows_f16");
+    if p.width == 0 {
+        return Err(unsupported(&name, "width = 0"));
+    }
+    for (what, ptr) in [("x", p.x), ("rows", p.rows), ("out", p.out)] {
+        need(&name, what, ptr)?;
+    }
+    if p.n_rows == 0 {
+        return Ok(());
+    }
+    dev.launch(&name, [p.n_rows.min(MAX_GRID), 1, 1], [MB_GATHER_THREADS, 1, 1], 0, p)
+}
+
+/// `topk.cu`: per row, softmax over `cols` and the `k` most probable columns (k in 1..=cols).
+pub fn softmax_topk(dev: &dyn Device, dt: Dtype, p: &SoftmaxTopkParams) -> Result<(), KernelError> {
+    let name = dt.pick("softmax_topk_bf16", "softmax_topk_f16");
+    if p.cols == 0 || p.k == 0 || p.k > p.cols {
+        return Err(unsupported(&name, format!("k {} of cols {}", p.k, p.cols)));
+    }
+    for (what, ptr) in [("logits", p.logits), ("ids", p.ids), ("probs", p.probs)] {
+        need(&name, what, ptr)?;
+    }
+    if p.rows == 0 {
+        return Ok(());
+    }
+    dev.launch(&name, [p.rows.min(MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
+}

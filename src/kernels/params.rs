@@ -30,6 +30,8 @@ kernel_params!(
     HeadActNormParams,
     BiasAddParams,
     RowNormalizeParams,
+    GatherRowsParams,
+    SoftmaxTopkParams,
     SelftestParams,
 );
 
@@ -50,6 +52,8 @@ mod padding {
             std::mem::size_of::<HeadActNormParams>(),
             std::mem::size_of::<BiasAddParams>(),
             std::mem::size_of::<RowNormalizeParams>(),
+            std::mem::size_of::<GatherRowsParams>(),
+            std::mem::size_of::<SoftmaxTopkParams>(),
             std::mem::size_of::<SelftestParams>(),
             std::mem::size_of::<BatchDesc>(),
         ] {

@@ -6,6 +6,8 @@ pub const MB_ACT_GELU_ERF: u32 = 0;
 pub const MB_ACT_GELU_TANH: u32 = 1;
 pub const MB_POOL_CLS: u32 = 0;
 pub const MB_POOL_MEAN: u32 = 1;
+pub const MB_GATHER_THREADS: u32 = 128;
+pub const MB_TOPK_THREADS: u32 = 256;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct BatchDesc {
@@ -468,6 +470,76 @@ const _: () = {
     [
         "Offset of field: RowNormalizeParams::dim",
     ][::std::mem::offset_of!(RowNormalizeParams, dim) - 28usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GatherRowsParams {
+    pub x: u64,
+    pub rows: u64,
+    pub out: u64,
+    pub n_rows: u32,
+    pub width: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GatherRowsParams"][::std::mem::size_of::<GatherRowsParams>() - 32usize];
+    [
+        "Alignment of GatherRowsParams",
+    ][::std::mem::align_of::<GatherRowsParams>() - 8usize];
+    [
+        "Offset of field: GatherRowsParams::x",
+    ][::std::mem::offset_of!(GatherRowsParams, x) - 0usize];
+    [
+        "Offset of field: GatherRowsParams::rows",
+    ][::std::mem::offset_of!(GatherRowsParams, rows) - 8usize];
+    [
+        "Offset of field: GatherRowsParams::out",
+    ][::std::mem::offset_of!(GatherRowsParams, out) - 16usize];
+    [
+        "Offset of field: GatherRowsParams::n_rows",
+    ][::std::mem::offset_of!(GatherRowsParams, n_rows) - 24usize];
+    [
+        "Offset of field: GatherRowsParams::width",
+    ][::std::mem::offset_of!(GatherRowsParams, width) - 28usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct SoftmaxTopkParams {
+    pub logits: u64,
+    pub ids: u64,
+    pub probs: u64,
+    pub rows: u32,
+    pub cols: u32,
+    pub k: u32,
+    pub _pad0: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SoftmaxTopkParams"][::std::mem::size_of::<SoftmaxTopkParams>() - 40usize];
+    [
+        "Alignment of SoftmaxTopkParams",
+    ][::std::mem::align_of::<SoftmaxTopkParams>() - 8usize];
+    [
+        "Offset of field: SoftmaxTopkParams::logits",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, logits) - 0usize];
+    [
+        "Offset of field: SoftmaxTopkParams::ids",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, ids) - 8usize];
+    [
+        "Offset of field: SoftmaxTopkParams::probs",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, probs) - 16usize];
+    [
+        "Offset of field: SoftmaxTopkParams::rows",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, rows) - 24usize];
+    [
+        "Offset of field: SoftmaxTopkParams::cols",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, cols) - 28usize];
+    [
+        "Offset of field: SoftmaxTopkParams::k",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, k) - 32usize];
+    [
+        "Offset of field: SoftmaxTopkParams::_pad0",
+    ][::std::mem::offset_of!(SoftmaxTopkParams, _pad0) - 36usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

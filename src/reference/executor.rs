@@ -1,6 +1,8 @@
 //! The exact f32 CPU executor: transformers' ModernBERT forward on a packed batch, op by op.
 //! It is the oracle of the GPU executor and the engine's fallback on machines without a GPU.
 
+use std::sync::OnceLock;
+
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -13,11 +15,23 @@ use crate::reference::sgemm;
 pub struct CpuExecutor {
     pub config: ModelConfig,
     pub weights: BackboneWeights,
+    /// Each layer's four weights packed for the AVX-512 kernel, on first use (where it runs): a
+    /// copy, so `weights` must not change after a forward.
+    packed: Vec<LayerPacked>,
 }
+
+/// The packed copies of one layer's `wqkv`, `wo`, `wi`, `mlp_wo`.
+#[derive(Default)]
+struct LayerPacked([OnceLock<sgemm::PackedWeight>; 4]);
 
 impl CpuExecutor {
     pub fn new(config: ModelConfig, weights: BackboneWeights) -> Self {
-        CpuExecutor { config, weights }
+        let packed = weights.layers.iter().map(|_| LayerPacked::default()).collect();
+        CpuExecutor {
+            config,
+            weights,
+            packed,
+        }
     }
 
     /// `last_hidden_state` of every packed token: `[tokens, hidden]` (after the final norm).
@@ -47,7 +61,9 @@ impl CpuExecutor {
         ops::embedding_gather(&self.weights.tok_embeddings, h, &batch.ids, &mut normed);
         layer_norm(&normed, &self.weights.emb_norm, c.norm_eps, &mut x);
 
-        for (i, layer) in self.weights.layers.iter().enumerate() {
+        for (i, (layer, LayerPacked([p_qkv, p_wo, p_wi, p_mlp_wo]))) in
+            self.weights.layers.iter().zip(&self.packed).enumerate()
+        {
             // attention block (pre-norm; layer 0 has none)
             let attn_in = match &layer.attn_norm {
                 Some(norm) => {
@@ -56,7 +72,7 @@ impl CpuExecutor {
                 }
                 None => &x,
             };
-            linear(attn_in, &layer.wqkv, t, &mut qkv);
+            linear_packed(attn_in, &layer.wqkv, p_qkv, t, &mut qkv);
             ops::rope_qk_inplace(&mut qkv, &positions, heads, head_dim, c.rope_theta(i));
             ops::attention(
                 &qkv,
@@ -67,14 +83,14 @@ impl CpuExecutor {
                 c.window(i),
                 &mut attn,
             );
-            linear(&attn, &layer.wo, t, &mut proj);
+            linear_packed(&attn, &layer.wo, p_wo, t, &mut proj);
             ops::add_inplace(&mut x, &proj);
 
             // MLP block: GeGLU
             layer_norm(&x, &layer.mlp_norm, c.norm_eps, &mut normed);
-            linear(&normed, &layer.wi, t, &mut wide);
+            linear_packed(&normed, &layer.wi, p_wi, t, &mut wide);
             ops::geglu(&wide, inter, c.hidden_activation, &mut gated);
-            linear(&gated, &layer.mlp_wo, t, &mut proj);
+            linear_packed(&gated, &layer.mlp_wo, p_mlp_wo, t, &mut proj);
             ops::add_inplace(&mut x, &proj);
         }
 
@@ -105,25 +121,28 @@ impl CpuExecutor {
     }
 }
 
-/// A model `Linear` on the CPU: the AVX-512 kernel with the weight packed once (cached in
-/// `l.packed`) where the CPU has it, else `ops::linear`.
-pub(crate) fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
+/// A backbone `Linear` on the CPU: the AVX-512 kernel with the weight packed once into `packed`
+/// where the CPU has it, else [`linear`].
+fn linear_packed(x: &[f32], l: &Linear, packed: &OnceLock<sgemm::PackedWeight>, rows: usize, out: &mut [f32]) {
     if sgemm::available() {
-        let packed = l
-            .packed
-            .get_or_init(|| sgemm::PackedWeight::new(&l.weight, l.out_features, l.in_features));
+        let packed = packed.get_or_init(|| sgemm::PackedWeight::new(&l.weight, l.out_features, l.in_features));
         sgemm::linear_packed(x, packed, l.bias.as_deref(), rows, out);
     } else {
-        ops::linear(
-            x,
-            &l.weight,
-            l.bias.as_deref(),
-            rows,
-            l.in_features,
-            l.out_features,
-            out,
-        );
+        linear(x, l, rows, out);
     }
+}
+
+/// `out[rows, out_features] = x · Wᵀ (+ b)` for a model `Linear` (the heads' few rows).
+pub(crate) fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
+    ops::linear(
+        x,
+        &l.weight,
+        l.bias.as_deref(),
+        rows,
+        l.in_features,
+        l.out_features,
+        out,
+    );
 }
 
 pub(crate) fn layer_norm(x: &[f32], n: &Norm, eps: f32, out: &mut [f32]) {

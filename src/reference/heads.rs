@@ -75,3 +75,14 @@ fn classify_rows(config: &ModelConfig, cls: &ClassifierHead, x: &[f32], rows: us
     linear(&head, &cls.classifier, rows, &mut logits);
     logits
 }
+
+/// Fill-mask's pick from one row of logits: the softmax over the row and the `k` most probable
+/// columns, most probable first, equal logits lower column first — the rule `cuda/topk.cu`
+/// implements on the device.
+pub fn softmax_topk(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let probs = ops::softmax(logits);
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order.into_iter().map(|c| (c as u32, probs[c])).collect()
+}

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+pub use crate::config::{Activation, AttentionWindow, Pooling};
+
 /// `out[m, n] = a[m, k] · w[n, k]ᵀ (+ bias[n])`: a PyTorch `Linear` with `w` as `[out, in]`.
 pub fn linear(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, out: &mut [f32]) {
     assert_eq!(a.len(), m * k, "linear: input is not [m, k]");
@@ -124,27 +126,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
     (0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())) as f32
 }
 
-/// The activation functions a ModernBERT config may name (`hidden_activation`, `classifier_activation`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    GeluErf,
-    GeluTanh,
-    Relu,
-    Silu,
-}
-
 impl Activation {
-    /// Parse a transformers `ACT2FN` name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "gelu" => Some(Self::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
-            "relu" => Some(Self::Relu),
-            "silu" | "swish" => Some(Self::Silu),
-            _ => None,
-        }
-    }
-
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Self::GeluErf => gelu_erf(x),
@@ -223,25 +205,6 @@ pub fn rope_qk_inplace(qkv: &mut [f32], positions: &[u32], heads: usize, head_di
                 }
             }
         });
-}
-
-/// Which keys a query may attend to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttentionWindow {
-    /// Every key of the sequence (global layers).
-    Global,
-    /// Keys with `|i − j| ≤ radius` (local layers; radius = `local_attention / 2` = 64 for ModernBERT).
-    Local { radius: usize },
-}
-
-impl AttentionWindow {
-    /// The key range `[lo, hi)` query `i` sees in a sequence whose first `n_keys` tokens are keys.
-    pub fn key_range(self, i: usize, n_keys: usize) -> (usize, usize) {
-        match self {
-            Self::Global => (0, n_keys),
-            Self::Local { radius } => (i.saturating_sub(radius), (i + radius + 1).min(n_keys)),
-        }
-    }
 }
 
 /// Bidirectional multi-head attention over a packed QKV matrix `[tokens, 3H]` (after RoPE).
@@ -399,16 +362,6 @@ fn gemm_serial(
             gemm::Parallelism::None,
         );
     }
-}
-
-/// How a sequence of token vectors becomes one vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Pooling {
-    /// The first token (`[CLS]`).
-    Cls,
-    /// The mean over the sequence's tokens.
-    Mean,
 }
 
 /// Pool each sequence of a packed `[tokens, dim]` matrix to one `[dim]` vector → `[batch, dim]`.

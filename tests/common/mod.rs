@@ -4,6 +4,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use modernbert::engine::DeviceChoice;
+use modernbert::kernels::device::{self, Device};
 use modernbert::weights::TensorStore;
 use serde::Deserialize;
 
@@ -129,4 +133,28 @@ pub fn argmax_rows(x: &[f32], width: usize) -> Vec<usize> {
     x.chunks(width)
         .map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
         .collect()
+}
+
+/// The device under test: `MODERNBERT_TEST_DEVICE` (the emulator unless it says `cuda`).
+pub fn test_device() -> Arc<dyn Device> {
+    match device::from_env() {
+        Ok(d) => Arc::from(d),
+        Err(e) => panic!("MODERNBERT_TEST_DEVICE: {e}"),
+    }
+}
+
+/// The engine's device choice matching [`test_device`].
+pub fn test_device_choice() -> DeviceChoice {
+    if test_device().as_emulator().is_some() {
+        DeviceChoice::Emulated
+    } else {
+        DeviceChoice::Cuda
+    }
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
 }
