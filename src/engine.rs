@@ -394,7 +394,7 @@ impl Engine {
         Ok(dim)
     }
 
-    /// Sentence embeddings: prompt → tokens → backbone → pooling → [Dense] → truncate → [normalise].
+    /// Sentence embeddings: prompt → tokens → backbone → pooling → (Dense) → truncate → (normalise).
     /// The first bad text fails the call (its error names it); [`embed_each`](Self::embed_each)
     /// keeps the others.
     pub fn embed(&self, texts: &[&str], options: &EmbedOptions) -> Result<Vec<Vec<f32>>> {

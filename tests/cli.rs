@@ -460,8 +460,16 @@ fn bad_inputs_are_clear_errors() {
         1,
         "truncated by default"
     );
-    expect_error(&["embed", "--model", d, "--dim", "0", "x"], None, "dim 0 must be in 1..=");
-    expect_error(&["embed", "--model", d, "--dim", "33", "x"], None, "dim 33 must be in 1..=32");
+    expect_error(
+        &["embed", "--model", d, "--dim", "0", "x"],
+        None,
+        "dim 0 must be in 1..=",
+    );
+    expect_error(
+        &["embed", "--model", d, "--dim", "33", "x"],
+        None,
+        "dim 33 must be in 1..=32",
+    );
     expect_error(
         &["embed", "--model", d, "--prompt-name", "nope", "x"],
         None,

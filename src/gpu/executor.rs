@@ -223,8 +223,8 @@ impl GpuExecutor {
         Ok(())
     }
 
-    /// Pooled embeddings `[sequences, dim]` into `out`: pooling, [the Dense projection when
-    /// `project`], truncation to `dim`, optional L2 normalisation — all on the device; only the
+    /// Pooled embeddings `[sequences, dim]` into `out`: pooling, (the Dense projection when
+    /// `project`), truncation to `dim`, optional L2 normalisation — all on the device; only the
     /// `[sequences, dim]` f32 result comes back.
     ///
     /// With `project`, the Dense layer runs on every token and the pooling after it: CLS and mean
