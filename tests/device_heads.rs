@@ -17,10 +17,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{cosine, test_device, test_device_choice};
+use common::{cosine, random_ids, small_batch_engine, test_device, test_device_choice};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
-use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
+use modernbert::engine::{DeviceChoice, EmbedOptions};
 use modernbert::gpu::heads::Heads;
 use modernbert::gpu::GpuExecutor;
 use modernbert::kernels::device::Device;
@@ -28,16 +28,6 @@ use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
 use modernbert::reference::heads;
 use modernbert::weights::TensorStore;
-
-fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (s >> 33) as u32 % vocab
-        })
-        .collect()
-}
 
 /// Bytes the device sent to the host so far (the emulator counts them; `None` on a GPU).
 fn downloaded(dev: &dyn Device) -> Option<u64> {
@@ -158,17 +148,7 @@ fn engine_fill_mask_on_the_device() {
         "[MASK] and [MASK] went up the hill",
         "x [MASK]",
     ];
-    let open = |device| {
-        Engine::new(
-            &dir,
-            &EngineOptions {
-                device,
-                max_batch_tokens: 64,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
+    let open = |device| small_batch_engine(&dir, device);
     let (gpu, cpu) = (open(test_device_choice()), open(DeviceChoice::Cpu));
     let k = 4;
     let a = gpu.fill_mask(&texts, k).unwrap();
@@ -207,17 +187,7 @@ fn engine_fill_mask_on_the_device() {
 #[test]
 fn colbert_on_the_device() {
     let dir = common::fixtures_dir().join("colbert_hd64_pylate");
-    let open = |device| {
-        Engine::new(
-            &dir,
-            &EngineOptions {
-                device,
-                max_batch_tokens: 64,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
+    let open = |device| small_batch_engine(&dir, device);
     let (gpu, cpu) = (open(test_device_choice()), open(DeviceChoice::Cpu));
     for is_query in [true, false] {
         let texts = ["what is it?", "a document, with punctuation; and more words!"];
@@ -269,17 +239,7 @@ fn sentence_transformers_dense_on_the_device() {
             {"idx":3,"name":"3","path":"3_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
     )
     .unwrap();
-    let open = |device| {
-        Engine::new(
-            dir,
-            &EngineOptions {
-                device,
-                max_batch_tokens: 64,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
+    let open = |device| small_batch_engine(dir, device);
     let (gpu, cpu) = (open(test_device_choice()), open(DeviceChoice::Cpu));
     assert!(gpu.layout.colbert.is_none() && gpu.dense.is_some());
     let texts = ["a first text about engines", "second, shorter", "x", ""];

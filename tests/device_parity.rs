@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{all_fixtures, argmax_rows, cosine, test_device, test_device_choice, Fixture};
+use common::{all_fixtures, argmax_rows, cosine, random_ids, test_device, test_device_choice, Fixture};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
@@ -204,16 +204,6 @@ fn other_head_dims_are_refused() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("head_dim 64"), "{err}");
-}
-
-fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (s >> 33) as u32 % vocab
-        })
-        .collect()
 }
 
 /// 8192 tokens (the model maximum) through a fixture with a 16-token window and global layers.

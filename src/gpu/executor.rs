@@ -210,10 +210,8 @@ impl GpuExecutor {
                 batch.tokens() * h
             )));
         }
-        let mut guard = self.lock();
+        let mut guard = self.forward_locked(batch)?;
         let st = &mut *guard;
-        self.upload_inputs(st, batch)?;
-        self.run_forward(&st.arena, batch)?;
         let bytes = batch.tokens() * h * 2;
         let last_hidden = st.arena.offset_of(st.arena.last_hidden);
         self.dev
@@ -250,11 +248,9 @@ impl GpuExecutor {
                 out.len()
             )));
         }
-        let mut guard = self.lock();
+        let mut guard = self.forward_locked(batch)?;
         let st = &mut *guard;
-        self.upload_inputs(st, batch)?;
         let shape = LaunchShape::of(batch);
-        self.run_forward(&st.arena, batch)?;
         let a = &st.arena;
         let pooled_from = match dense {
             None => a.last_hidden,
@@ -296,11 +292,9 @@ impl GpuExecutor {
                 batch.tokens()
             )));
         }
-        let mut guard = self.lock();
+        let mut guard = self.forward_locked(batch)?;
         let st = &mut *guard;
-        self.upload_inputs(st, batch)?;
         let shape = LaunchShape::of(batch);
-        self.run_forward(&st.arena, batch)?;
         let a = &st.arena;
         self.linear(a.last_hidden, d, a.projected, shape.tokens, c"dense")
             .map_err(dev_err)?;
@@ -341,10 +335,8 @@ impl GpuExecutor {
                 batch.tokens()
             )));
         }
-        let mut guard = self.lock();
+        let mut guard = self.forward_locked(batch)?;
         let st = &mut *guard;
-        self.upload_inputs(st, batch)?;
-        self.run_forward(&st.arena, batch)?;
         let row_bytes: Vec<u8> = rows.iter().flat_map(|r| r.to_le_bytes()).collect();
         let at = st.arena.offset_of(st.arena.head_rows);
         self.dev
@@ -429,6 +421,15 @@ impl GpuExecutor {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
         Ok(())
+    }
+
+    /// Take the arena, copy the batch's inputs to it and run the forward pass: `last_hidden` then
+    /// holds the batch's hidden states, and the other activation buffers are free for the heads.
+    fn forward_locked(&self, batch: &PackedBatch) -> Result<std::sync::MutexGuard<'_, State>> {
+        let mut guard = self.lock();
+        self.upload_inputs(&mut guard, batch)?;
+        self.run_forward(&guard.arena, batch)?;
+        Ok(guard)
     }
 
     /// Check the batch against the arena and copy its inputs to the device in one transfer.

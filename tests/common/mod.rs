@@ -158,3 +158,27 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     dot / (na * nb).max(1e-30)
 }
+
+/// `n` token ids below `vocab` from a small LCG (deterministic per seed).
+pub fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 33) as u32 % vocab
+        })
+        .collect()
+}
+
+/// An engine on `device` with batches of at most 64 tokens (several batches in small tests).
+pub fn small_batch_engine(dir: &Path, device: DeviceChoice) -> modernbert::engine::Engine {
+    modernbert::engine::Engine::new(
+        dir,
+        &modernbert::engine::EngineOptions {
+            device,
+            max_batch_tokens: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
