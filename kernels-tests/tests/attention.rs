@@ -20,11 +20,11 @@
 
 use std::time::Instant;
 
-use kernels_tests::cases::attention::{self as cases, launch_attention, AttentionCase, HEAD_DIM};
+use kernels_tests::cases::attention::{self as cases, AttentionCase, HEAD_DIM};
 use kernels_tests::{check, device, download, poison, set_order, upload, upload_batch, upload_u32, Failures, Rng};
 use modernbert::kernels::device::{Device, DeviceBuffer};
 use modernbert::kernels::params::AttentionParams;
-use modernbert::kernels::{Dtype, KernelError};
+use modernbert::kernels::{ops, Dtype, KernelError};
 use modernbert::reference::ops::{attention as reference_attention, AttentionWindow};
 
 fn round(dt: Dtype, x: f32) -> f32 {
@@ -163,7 +163,7 @@ fn run_case(
         let order = set_order(dev, reverse);
         poison(dev, &mut out_buf);
         let t = Instant::now();
-        launch_attention(dev, dt, &params).map_err(e)?;
+        ops::attention(dev, dt, &params).map_err(e)?;
         dev.synchronize().map_err(e)?;
         let secs = t.elapsed().as_secs_f64();
         let mut out = download(dev, dt, &out_buf);
@@ -262,7 +262,7 @@ fn attention_rejects_other_head_dims() {
         softmax_scale: 1.0 / (128f32).sqrt(),
     };
     for dt in [Dtype::Bf16, Dtype::F16] {
-        match launch_attention(&*dev, dt, &p) {
+        match ops::attention(&*dev, dt, &p) {
             Err(KernelError::Unsupported { message, .. }) => assert!(message.contains("head_dim 128"), "{message}"),
             other => panic!("head_dim 128 must be rejected on the host, got {other:?}"),
         }

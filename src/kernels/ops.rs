@@ -1,7 +1,7 @@
 //! One typed launcher per op: checks what the kernel cannot check, picks the launch geometry
 //! (documented in each `cuda/<op>.cu` header), and launches `<kernel>_<dtype>` on any [`Device`].
-//! The GPU executor and the kernel tests call these; the attention launcher belongs to
-//! `cuda/attention.cu`'s owner.
+//! The GPU executor, the kernel tests and the microbenchmarks call these and nothing else, so the
+//! checks and the geometry the tests exercise are the ones the product ships.
 //!
 //! Pointers are device addresses (`u64`) inside the param structs; `batch` points at a
 //! [`BatchDesc`] in device memory (actual token and sequence counts; `max_*` are capacities that

@@ -4,18 +4,12 @@
 //! The element type is chosen by the caller (every case runs in bf16 and fp16 unless `dtypes` says
 //! otherwise).
 
-use modernbert::kernels::device::Device;
-use modernbert::kernels::params::AttentionParams;
-use modernbert::kernels::{Dtype, KernelError};
+use modernbert::kernels::Dtype;
 
 /// ModernBERT's local layers: `local_attention = 128`, radius 64.
 pub const MODERNBERT_RADIUS: usize = 64;
 /// The only head size the kernel supports.
 pub const HEAD_DIM: usize = 64;
-/// Query rows per block (the grid's x dimension is `ceil(max_seqlen / BLOCK_M)`).
-pub const BLOCK_M: usize = 64;
-/// Threads per block.
-pub const THREADS: u32 = 128;
 
 #[derive(Clone, Debug)]
 pub struct AttentionCase {
@@ -74,10 +68,6 @@ impl AttentionCase {
         }
         cu
     }
-    /// Launch geometry of cuda/attention.cu: (grid, block). Shared memory is static (40 KiB).
-    pub fn grid(&self) -> ([u32; 3], [u32; 3]) {
-        attention_grid(self.max_seqlen, self.heads, self.max_sequences)
-    }
     /// Useful FLOPs (QK^T and PV, 2 per MAC) of the batch, for the benchmarks.
     pub fn flops(&self) -> f64 {
         let mut macs = 0f64;
@@ -94,54 +84,6 @@ impl AttentionCase {
         }
         2.0 * macs * self.heads as f64
     }
-}
-
-/// Grid and block of cuda/attention.cu for the given capacities.
-pub fn attention_grid(max_seqlen: usize, heads: usize, max_sequences: usize) -> ([u32; 3], [u32; 3]) {
-    let x = max_seqlen.div_ceil(BLOCK_M).max(1);
-    ([x as u32, heads as u32, max_sequences as u32], [THREADS, 1, 1])
-}
-
-fn unsupported(kernel: &str, message: String) -> KernelError {
-    KernelError::Unsupported {
-        kernel: kernel.to_string(),
-        message,
-    }
-}
-
-/// The typed launcher of cuda/attention.cu (`attention_bf16` / `attention_f16`): checks what the kernel
-/// cannot (head_dim 64 only — the kernel would silently write nothing —, grid limits, 16-byte
-/// alignment of qkv and out for cp.async and the 16-byte stores), then launches with the graph-friendly
-/// geometry (capacities only; the real counts are read from `p.batch` on the device).
-/// (Belongs in src/kernels/ops.rs next to the other launchers; kept here until that file takes it.)
-pub fn launch_attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(), KernelError> {
-    let name = format!("attention{}", dt.suffix());
-    if p.head_dim as usize != HEAD_DIM {
-        return Err(unsupported(
-            &name,
-            format!("head_dim {} (the kernel supports 64 only)", p.head_dim),
-        ));
-    }
-    if p.heads == 0 || p.heads > 65535 {
-        return Err(unsupported(&name, format!("heads {} (1..=65535)", p.heads)));
-    }
-    if p.max_sequences > 65535 {
-        return Err(unsupported(
-            &name,
-            format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences),
-        ));
-    }
-    if p.qkv % 16 != 0 || p.out % 16 != 0 {
-        return Err(unsupported(&name, "qkv and out must be 16-byte aligned".to_string()));
-    }
-    if !(p.softmax_scale.is_finite() && p.softmax_scale > 0.0) {
-        return Err(unsupported(&name, format!("softmax_scale {}", p.softmax_scale)));
-    }
-    if p.max_seqlen == 0 || p.max_sequences == 0 {
-        return Ok(());
-    }
-    let (grid, block) = attention_grid(p.max_seqlen as usize, p.heads as usize, p.max_sequences as usize);
-    dev.launch(&name, grid, block, 0, p)
 }
 
 /// Every sequence length the issue asks for.
