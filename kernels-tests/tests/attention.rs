@@ -296,9 +296,10 @@ fn attention_sass_uses_tensor_cores() {
         if let Some(rest) = line.split("Used ").nth(1) {
             let regs: u32 = rest.split(' ').next().unwrap().parse().unwrap();
             assert!(regs <= 170, "attention uses {regs} registers (budget 170): {line}");
+            let smem = format!("{} bytes smem", modernbert::kernels::params::MB_ATTENTION_SMEM_BYTES);
             assert!(
-                line.contains("40960 bytes smem"),
-                "attention shared memory is not 40 KiB: {line}"
+                line.contains(&smem),
+                "attention shared memory is not MB_ATTENTION_SMEM_BYTES ({smem}): {line}"
             );
             entries += 1;
         }

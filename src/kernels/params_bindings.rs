@@ -6,6 +6,27 @@ pub const MB_ACT_GELU_ERF: u32 = 0;
 pub const MB_ACT_GELU_TANH: u32 = 1;
 pub const MB_POOL_CLS: u32 = 0;
 pub const MB_POOL_MEAN: u32 = 1;
+pub const MB_MAX_GRID: u32 = 1048576;
+pub const MB_ELEMENTWISE_MAX_GRID: u32 = 65536;
+pub const MB_VEC: u32 = 8;
+pub const MB_DEFAULT_MAX_DYNAMIC_SMEM: u32 = 49152;
+pub const MB_NORM_PER_THREAD: u32 = 8;
+pub const MB_NORM_MAX_THREADS: u32 = 1024;
+pub const MB_MAX_NORM_WIDTH: u32 = 8192;
+pub const MB_ROPE_THREADS: u32 = 128;
+pub const MB_ROPE_MAX_HEAD_DIM: u32 = 256;
+pub const MB_ATTENTION_HEAD_DIM: u32 = 64;
+pub const MB_ATTENTION_BLOCK_M: u32 = 64;
+pub const MB_ATTENTION_BLOCK_N: u32 = 64;
+pub const MB_ATTENTION_THREADS: u32 = 128;
+pub const MB_ATTENTION_TILE_BYTES: u32 = 8192;
+pub const MB_ATTENTION_SMEM_BYTES: u32 = 40960;
+pub const MB_GEGLU_THREADS: u32 = 256;
+pub const MB_BIAS_ADD_THREADS: u32 = 256;
+pub const MB_PAD_THREADS: u32 = 128;
+pub const MB_POOL_THREADS: u32 = 256;
+pub const MB_COLBERT_THREADS: u32 = 128;
+pub const MB_COLBERT_ROWS_PER_BLOCK: u32 = 4;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct BatchDesc {

@@ -4,12 +4,13 @@
 //! The element type is chosen by the caller (every case runs in bf16 and fp16 unless `dtypes` says
 //! otherwise).
 
+use modernbert::kernels::params::MB_ATTENTION_HEAD_DIM;
 use modernbert::kernels::Dtype;
 
 /// ModernBERT's local layers: `local_attention = 128`, radius 64.
 pub const MODERNBERT_RADIUS: usize = 64;
 /// The only head size the kernel supports.
-pub const HEAD_DIM: usize = 64;
+pub const HEAD_DIM: usize = MB_ATTENTION_HEAD_DIM as usize;
 
 #[derive(Clone, Debug)]
 pub struct AttentionCase {
