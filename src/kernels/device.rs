@@ -98,6 +98,42 @@ pub trait Device: Send + Sync {
     ) -> Result<(), KernelError>;
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<(), KernelError>;
+    /// Copy all of `src` into `dst` (the same length) on the device, in order with the launches.
+    /// Default: through the host.
+    fn copy(&self, src: &DeviceBuffer, dst: &mut DeviceBuffer) -> Result<(), KernelError> {
+        if src.len() != dst.len() {
+            return Err(KernelError::OutOfRange(format!(
+                "copy of {} bytes into {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        let mut staged = vec![0u8; src.len()];
+        self.download(src, 0, &mut staged)?;
+        self.upload(dst, 0, &staged)
+    }
+    /// Seconds each of `repeats` runs of `launch` took, on the device's own clock: on a GPU, CUDA
+    /// events recorded around each run on the launch stream; with `flush_l2` the L2 is evicted
+    /// before each run, outside the timed span, so the run reads its inputs from DRAM. Default
+    /// (the emulator): the wall clock around each run, synchronised on both sides; `flush_l2`
+    /// has no meaning there.
+    fn time_launches(
+        &self,
+        repeats: usize,
+        flush_l2: bool,
+        launch: &mut dyn FnMut() -> Result<(), KernelError>,
+    ) -> Result<Vec<f64>, KernelError> {
+        let _ = flush_l2;
+        let mut seconds = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            self.synchronize()?;
+            let start = std::time::Instant::now();
+            launch()?;
+            self.synchronize()?;
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        Ok(seconds)
+    }
     /// A GEMM in the activation dtype (see [`GemmDesc`]).
     fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError>;
     /// Run the launch sequence `record` makes as a replayable graph keyed by `key`: recorded on
@@ -205,6 +241,8 @@ pub struct CudaDevice {
     // weights belong to the executor, which drops its device last).
     graphs: super::graph::GraphCache<[u32; 3]>,
     blas: super::cublaslt::CublasLtGemm,
+    /// Allocated on the first timing with `flush_l2` (twice the L2 size), then reused.
+    l2_flush: Mutex<Option<cudarc::driver::CudaSlice<u8>>>,
 }
 
 fn cuda_err(e: impl std::fmt::Debug) -> KernelError {
@@ -244,6 +282,7 @@ impl CudaDevice {
             sync_each_launch: std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             graphs: super::graph::GraphCache::new(),
             blas,
+            l2_flush: Mutex::new(None),
         })
     }
 
@@ -394,6 +433,58 @@ impl Device for CudaDevice {
     }
     fn synchronize(&self) -> Result<(), KernelError> {
         self.stream.synchronize().map_err(cuda_err)
+    }
+    fn copy(&self, src: &DeviceBuffer, dst: &mut DeviceBuffer) -> Result<(), KernelError> {
+        if src.len != dst.len {
+            return Err(KernelError::OutOfRange(format!(
+                "copy of {} bytes into {}",
+                src.len, dst.len
+            )));
+        }
+        match (&src.inner, &mut dst.inner) {
+            (BufferInner::Cuda(s), BufferInner::Cuda(d)) => self.stream.memcpy_dtod(s, d).map_err(cuda_err),
+            _ => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+        }
+    }
+    fn time_launches(
+        &self,
+        repeats: usize,
+        flush_l2: bool,
+        launch: &mut dyn FnMut() -> Result<(), KernelError>,
+    ) -> Result<Vec<f64>, KernelError> {
+        use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
+        let mut flush = self.l2_flush.lock().unwrap_or_else(|e| e.into_inner());
+        if flush_l2 && flush.is_none() {
+            // Twice the L2, so that a memset of it leaves none of the timed launch's inputs cached.
+            let l2 = self
+                .ctx
+                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
+                .map_err(cuda_err)?;
+            let bytes = 2 * (l2.max(1) as usize);
+            *flush = Some(self.stream.alloc_zeros::<u8>(bytes).map_err(cuda_err)?);
+        }
+        // Timing events (CU_EVENT_DEFAULT records a timestamp; cudarc's default disables timing).
+        let start = self
+            .ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(cuda_err)?;
+        let end = self
+            .ctx
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(cuda_err)?;
+        let mut seconds = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            if flush_l2 {
+                // On the same stream, so it is ordered before the start event and not timed.
+                let buf = flush.as_mut().expect("allocated above");
+                self.stream.memset_zeros(buf).map_err(cuda_err)?;
+            }
+            start.record(&self.stream).map_err(cuda_err)?;
+            launch()?;
+            end.record(&self.stream).map_err(cuda_err)?;
+            seconds.push(start.elapsed_ms(&end).map_err(cuda_err)? as f64 / 1e3);
+        }
+        Ok(seconds)
     }
     fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
         self.blas.gemm(dtype, g)

@@ -18,15 +18,13 @@
 //! cargo run --release -p kernels-tests --bin microbench -- --device cuda --model-only --json out.jsonl
 //! ```
 
-use std::io::Write;
-use std::time::Instant;
-
 use kernels_tests::cases::{self, attention::AttentionCase};
 use kernels_tests::{upload, upload_batch, upload_u32, Dtype, Rng};
 use modernbert::kernels::device::{CudaDevice, Device, DeviceBuffer, GemmDesc};
 use modernbert::kernels::emu::Emulator;
 use modernbert::kernels::params::*;
 use modernbert::kernels::{ops, KernelError};
+use std::io::Write;
 
 struct Opts {
     cuda: bool,
@@ -81,96 +79,21 @@ fn parse() -> Opts {
     }
 }
 
-enum Dev {
-    Emu(Emulator),
-    Cuda(Box<CudaDevice>),
-}
-
-impl Dev {
-    fn d(&self) -> &dyn Device {
-        match self {
-            Dev::Emu(e) => e,
-            Dev::Cuda(c) => c.as_ref(),
-        }
-    }
-}
-
-/// Times one launch closure: CUDA events around it (L2 flushed before), or wall clock.
-///
-/// kernels-tests does not depend on cudarc directly (its Cargo.toml is not this file's), so the
-/// cudarc objects behind `CudaDevice::context()` / `stream()` are used through method calls with
-/// inferred types only: the L2-flush buffer lives inside the `flush` closure, and the timing-event
-/// flag `CU_EVENT_DEFAULT` (= 0 of the `#[repr(u32)]` `CUevent_flags`) is produced by a transmute
-/// whose target type is inferred from `CudaContext::new_event`.
-struct Timer<'a> {
-    dev: &'a Dev,
-    flush: Option<Box<dyn Fn() -> Result<(), KernelError>>>,
-}
-
 type Launch = Box<dyn Fn(&dyn Device) -> Result<(), KernelError>>;
 
-fn cuda_err(e: impl std::fmt::Debug) -> KernelError {
-    KernelError::Cuda(format!("{e:?}"))
-}
-
-impl<'a> Timer<'a> {
-    fn new(dev: &'a Dev) -> Result<Self, KernelError> {
-        let flush: Option<Box<dyn Fn() -> Result<(), KernelError>>> = match dev {
-            Dev::Cuda(c) => {
-                // 2 x the L2 size; Hopper's L2 is 50 MB (H100) / 60 MB (H200): 256 MiB covers every
-                // current card with margin (the L2 size attribute needs the cudarc enum by name).
-                let bytes = 256usize << 20;
-                let stream = c.stream().clone();
-                let buf = std::cell::RefCell::new(stream.alloc_zeros::<u8>(bytes).map_err(cuda_err)?);
-                Some(Box::new(move || {
-                    stream.memset_zeros(&mut *buf.borrow_mut()).map_err(cuda_err)
-                }))
-            }
-            Dev::Emu(_) => None,
-        };
-        Ok(Timer { dev, flush })
-    }
-
-    /// Median seconds of `repeats` launches (after one untimed warm-up launch).
-    fn time(
-        &self,
-        repeats: usize,
-        launch: &dyn Fn(&dyn Device) -> Result<(), KernelError>,
-    ) -> Result<f64, KernelError> {
-        let d = self.dev.d();
-        launch(d)?;
-        d.synchronize()?;
-        let mut t = Vec::with_capacity(repeats);
-        for _ in 0..repeats {
-            match self.dev {
-                Dev::Cuda(c) => {
-                    let stream = c.stream();
-                    // The L2 flush: a memset on the same stream, ordered before the start event.
-                    (self.flush.as_ref().expect("allocated for CUDA"))()?;
-                    // SAFETY: CUevent_flags is a #[repr(u32)] enum and 0 is CU_EVENT_DEFAULT (a timing event).
-                    let start = c
-                        .context()
-                        .new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) }))
-                        .map_err(cuda_err)?;
-                    let end = c
-                        .context()
-                        .new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) }))
-                        .map_err(cuda_err)?;
-                    start.record(stream).map_err(cuda_err)?;
-                    launch(d)?;
-                    end.record(stream).map_err(cuda_err)?;
-                    t.push(start.elapsed_ms(&end).map_err(cuda_err)? as f64 / 1e3);
-                }
-                Dev::Emu(_) => {
-                    let s = Instant::now();
-                    launch(d)?;
-                    t.push(s.elapsed().as_secs_f64());
-                }
-            }
-        }
-        t.sort_by(f64::total_cmp);
-        Ok(t[t.len() / 2])
-    }
+/// Median seconds of `repeats` timed runs of `launch` (after one untimed warm-up run), on the
+/// device's clock ([`Device::time_launches`]: CUDA events with the L2 flushed before each run, or
+/// the wall clock on the emulator).
+fn median_seconds(
+    dev: &dyn Device,
+    repeats: usize,
+    launch: &dyn Fn(&dyn Device) -> Result<(), KernelError>,
+) -> Result<f64, KernelError> {
+    launch(dev)?;
+    dev.synchronize()?;
+    let mut t = dev.time_launches(repeats, true, &mut || launch(dev))?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
 }
 
 /// A prepared case: its buffers live inside `launch`.
@@ -767,30 +690,16 @@ fn builders() -> Vec<(&'static str, Builder)> {
 }
 
 /// Ceilings measured in this run: device-to-device copy GB/s (read + write) and bf16 GEMM TFLOP/s.
-fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, String), KernelError> {
-    let d = dev.d();
-    let (copy_bytes, gemm_n) = match dev {
-        Dev::Cuda(_) => (1usize << 30, 8192u32),
-        Dev::Emu(_) => (1usize << 20, 128u32),
+fn ceilings(d: &dyn Device, repeats: usize) -> Result<(f64, f64, String), KernelError> {
+    let emulated = d.as_emulator().is_some();
+    let (copy_bytes, gemm_n) = if emulated {
+        (1usize << 20, 128u32)
+    } else {
+        (1usize << 30, 8192u32)
     };
-    let copy_s = match dev {
-        Dev::Cuda(c) => {
-            let stream = c.stream().clone();
-            let src = stream.alloc_zeros::<u8>(copy_bytes).map_err(cuda_err)?;
-            let dst = std::cell::RefCell::new(stream.alloc_zeros::<u8>(copy_bytes).map_err(cuda_err)?);
-            timer.time(repeats.max(5), &move |_| {
-                stream.memcpy_dtod(&src, &mut *dst.borrow_mut()).map_err(cuda_err)
-            })?
-        }
-        Dev::Emu(_) => {
-            let src = d.alloc(copy_bytes, "copy_src")?;
-            let mut dst = d.alloc(copy_bytes, "copy_dst")?;
-            let start = Instant::now();
-            let v = d.download_vec(&src)?;
-            d.upload(&mut dst, 0, &v)?;
-            start.elapsed().as_secs_f64()
-        }
-    };
+    let src = d.alloc(copy_bytes, "copy_src")?;
+    let dst = std::cell::RefCell::new(d.alloc(copy_bytes, "copy_dst")?);
+    let copy_s = median_seconds(d, repeats.max(5), &|d| d.copy(&src, &mut dst.borrow_mut()))?;
     let n = gemm_n as usize;
     let a = zeros(d, n * n * E, "gemm_a");
     let w = zeros(d, n * n * E, "gemm_w");
@@ -804,12 +713,8 @@ fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, Strin
         n: gemm_n,
         k: gemm_n,
     };
-    let gemm_s = timer.time(repeats.max(5), &move |d| d.gemm(Dtype::Bf16, &g))?;
-    let gemm = if matches!(dev, Dev::Cuda(_)) {
-        "cuBLASLt"
-    } else {
-        "host (emulator)"
-    };
+    let gemm_s = median_seconds(d, repeats.max(5), &move |d| d.gemm(Dtype::Bf16, &g))?;
+    let gemm = if emulated { "host (emulator)" } else { "cuBLASLt" };
     let what = format!("D2D copy {} MiB, {gemm} bf16 GEMM {n}x{n}x{n}", copy_bytes >> 20);
     Ok((
         2.0 * copy_bytes as f64 / copy_s / 1e9,
@@ -820,24 +725,25 @@ fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, Strin
 
 fn main() {
     let o = parse();
-    let dev = if o.cuda {
+    let dev: Box<dyn Device> = if o.cuda {
         match CudaDevice::new(0) {
-            Ok(c) => Dev::Cuda(Box::new(c)),
+            Ok(c) => Box::new(c),
             Err(e) => {
                 eprintln!("error: --device cuda: {e}");
                 std::process::exit(1);
             }
         }
     } else {
-        Dev::Emu(Emulator::new())
+        Box::new(Emulator::new())
     };
-    let is_emu = matches!(dev, Dev::Emu(_));
+    let dev = &*dev;
+    let is_emu = dev.as_emulator().is_some();
     if is_emu {
         println!("# device: emulator — timings are wall-clock of the CPU emulation and MEAN NOTHING; this is a smoke check of the harness.");
     } else {
         println!(
             "# device: {} — CUDA events, L2 flushed (2 x L2 memset) before every repeat, median of {} repeats",
-            dev.d().name(),
+            dev.name(),
             o.repeats
         );
     }
@@ -851,8 +757,7 @@ fn main() {
         .json
         .as_ref()
         .map(|p| std::fs::File::create(p).unwrap_or_else(|e| panic!("--json {p}: {e}")));
-    let timer = Timer::new(&dev).unwrap_or_else(|e| panic!("timer: {e}"));
-    let (bw, tf, what) = ceilings(&dev, &timer, o.repeats).unwrap_or_else(|e| panic!("ceilings: {e}"));
+    let (bw, tf, what) = ceilings(dev, o.repeats).unwrap_or_else(|e| panic!("ceilings: {e}"));
     println!(
         "# ceilings measured now ({what}): {bw:.1} GB/s, {tf:.2} TFLOP/s{}",
         if is_emu { " (emulator: meaningless)" } else { "" }
@@ -860,7 +765,7 @@ fn main() {
     if let Some(f) = json.as_mut() {
         let line = serde_json_line(&[
             ("kind", "\"ceilings\"".into()),
-            ("device", format!("{:?}", dev.d().name())),
+            ("device", format!("{:?}", dev.name())),
             ("copy_gbps", format!("{bw:.3}")),
             ("gemm_tflops", format!("{tf:.4}")),
             ("what", format!("{what:?}")),
@@ -877,8 +782,8 @@ fn main() {
         if o.filter.as_deref().is_some_and(|f| f != op) {
             continue;
         }
-        for case in build(dev.d(), o.dtype, &mut rng, table, model, o.smoke) {
-            match timer.time(o.repeats, &case.launch) {
+        for case in build(dev, o.dtype, &mut rng, table, model, o.smoke) {
+            match median_seconds(dev, o.repeats, &case.launch) {
                 Ok(s) => {
                     let gbps = case.bytes / s / 1e9;
                     let tflops = case.flops / s / 1e12;
@@ -903,7 +808,7 @@ fn main() {
                             ("op", format!("{:?}", case.op)),
                             ("case", format!("{:?}", case.name)),
                             ("dtype", format!("{:?}", format!("{:?}", o.dtype))),
-                            ("device", format!("{:?}", dev.d().name())),
+                            ("device", format!("{:?}", dev.name())),
                             ("time_us", format!("{:.3}", s * 1e6)),
                             ("bytes", format!("{}", case.bytes)),
                             ("flops", format!("{}", case.flops)),
@@ -942,19 +847,16 @@ mod tests {
     /// The CI smoke check: one case per op on the emulator, ceilings included.
     #[test]
     fn smoke_on_the_emulator() {
-        let dev = Dev::Emu(Emulator::new());
-        let timer = Timer::new(&dev).unwrap();
-        let (bw, tf, _) = ceilings(&dev, &timer, 1).unwrap();
+        let dev = Emulator::new();
+        let (bw, tf, _) = ceilings(&dev, 1).unwrap();
         assert!(bw > 0.0 && tf > 0.0);
         let mut rng = Rng::new(1);
         let mut ops = Vec::new();
         for (op, build) in builders() {
-            let cases = build(dev.d(), Dtype::Bf16, &mut rng, true, false, true);
+            let cases = build(&dev, Dtype::Bf16, &mut rng, true, false, true);
             assert!(!cases.is_empty(), "{op}");
             for c in cases {
-                let s = timer
-                    .time(1, &c.launch)
-                    .unwrap_or_else(|e| panic!("{op} {}: {e}", c.name));
+                let s = median_seconds(&dev, 1, &c.launch).unwrap_or_else(|e| panic!("{op} {}: {e}", c.name));
                 assert!(s >= 0.0 && c.bytes > 0.0);
                 ops.push(c.op);
             }
