@@ -4,8 +4,11 @@
 //! The element type is chosen by the caller (every case runs in bf16 and fp16 unless `dtypes` says
 //! otherwise).
 
-use modernbert::kernels::params::MB_ATTENTION_HEAD_DIM;
-use modernbert::kernels::Dtype;
+use super::{Inputs, Prepared, E};
+use crate::{download, poison, upload, upload_batch, upload_u32, DeviceBuffer};
+use modernbert::kernels::device::Device;
+use modernbert::kernels::params::{AttentionParams, MB_ATTENTION_HEAD_DIM};
+use modernbert::kernels::{ops, Dtype, KernelError};
 
 /// ModernBERT's local layers: `local_attention = 128`, radius 64.
 pub const MODERNBERT_RADIUS: usize = 64;
@@ -31,7 +34,7 @@ pub struct AttentionCase {
 const BOTH: &[Dtype] = &[Dtype::Bf16, Dtype::F16];
 
 impl AttentionCase {
-    fn new(name: &str, seqlens: &[u32], heads: usize, radius: Option<usize>) -> Self {
+    pub fn new(name: &str, seqlens: &[u32], heads: usize, radius: Option<usize>) -> Self {
         let max = *seqlens.iter().max().unwrap_or(&1) as usize;
         Self {
             name: name.to_string(),
@@ -125,4 +128,86 @@ pub fn long_cases() -> Vec<AttentionCase> {
         AttentionCase::new("global_len8192", &[8192], 1, None).dtypes(&[Dtype::Bf16]),
         AttentionCase::new("local64_len8192", &[8192], 1, Some(MODERNBERT_RADIUS)).dtypes(&[Dtype::F16]),
     ]
+}
+
+/// A case on a device: `qkv` `[tokens, 3, heads, HEAD_DIM]` uniform in [-2, 2) (scores of std ~1.3:
+/// peaked but not one-hot softmax rows), `out` `[tokens, heads * HEAD_DIM]` poisoned.
+pub struct AttentionRun {
+    pub case: AttentionCase,
+    pub dt: Dtype,
+    pub qkv: Vec<f32>,
+    pub cu_seqlens: Vec<u32>,
+    pub params: AttentionParams,
+    d_out: DeviceBuffer,
+    _inputs: [Option<DeviceBuffer>; 4],
+}
+
+impl AttentionRun {
+    pub fn new(dev: &dyn Device, case: &AttentionCase, inputs: &mut Inputs) -> Self {
+        let dt = inputs.dtype();
+        let tokens = case.tokens();
+        let hidden = case.heads * HEAD_DIM;
+        let qkv = inputs.uniform(tokens * 3 * hidden, -2.0, 2.0);
+        let cu_seqlens = case.cu_seqlens();
+        let d_qkv = upload(dev, dt, &qkv, "qkv");
+        let d_cu = upload_u32(dev, &cu_seqlens, "cu_seqlens");
+        let d_kl = case.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
+        let max_len = *case.seqlens.iter().max().unwrap_or(&0);
+        let d_batch = upload_batch(dev, tokens as u32, case.seqlens.len() as u32, max_len);
+        let d_out = crate::poisoned(dev, (tokens * hidden * E).max(E), "out");
+        let params = AttentionParams {
+            qkv: d_qkv.addr(),
+            out: d_out.addr(),
+            cu_seqlens: d_cu.addr(),
+            key_lens: d_kl.as_ref().map_or(0, |b| b.addr()),
+            batch: d_batch.addr(),
+            max_sequences: case.max_sequences as u32,
+            max_seqlen: case.max_seqlen as u32,
+            heads: case.heads as u32,
+            head_dim: HEAD_DIM as u32,
+            window_radius: case.radius.map_or(-1, |r| r as i32),
+            softmax_scale: 1.0 / (HEAD_DIM as f32).sqrt(),
+        };
+        AttentionRun {
+            case: case.clone(),
+            dt,
+            qkv,
+            cu_seqlens,
+            params,
+            d_out,
+            _inputs: [Some(d_qkv), Some(d_cu), d_kl, Some(d_batch)],
+        }
+    }
+    pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
+        ops::attention(dev, self.dt, &self.params)
+    }
+    /// Poison `out` again (before another launch of the same inputs).
+    pub fn poison_out(&mut self, dev: &dyn Device) {
+        poison(dev, &mut self.d_out);
+    }
+    /// `out`, `[tokens, heads * HEAD_DIM]`.
+    pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
+        let mut out = download(dev, self.dt, &self.d_out);
+        out.truncate(self.case.tokens() * self.case.heads * HEAD_DIM);
+        out
+    }
+}
+
+impl Prepared for AttentionRun {
+    fn name(&self, _kernel: usize) -> String {
+        format!("{}_heads{}", self.case.name, self.case.heads)
+    }
+    fn kernels(&self) -> &'static [&'static str] {
+        &["attention"]
+    }
+    fn launch(&self, dev: &dyn Device, _kernel: usize) -> Result<(), KernelError> {
+        AttentionRun::launch(self, dev)
+    }
+    fn bytes(&self, _kernel: usize) -> f64 {
+        // Q, K and V read once, out written.
+        (self.case.tokens() * self.case.heads * HEAD_DIM * E * 4) as f64
+    }
+    fn flops(&self, _kernel: usize) -> f64 {
+        self.case.flops()
+    }
 }
