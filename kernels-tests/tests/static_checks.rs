@@ -252,3 +252,47 @@ fn kernels_take_their_geometry_from_params_h() {
     assert!(launch_bounds >= 20, "only {launch_bounds} __launch_bounds__ found");
     assert!(bad.is_empty(), "launch geometry outside params.h:\n{}", bad.join("\n"));
 }
+
+/// The layers of src/kernels point one way: `gemm` (the GEMM descriptor) is a leaf, the host GEMM
+/// needs only it, the emulator needs neither the device layer nor the CPU reference executor, and
+/// the device layer sits on top. A `use` against that direction would close a module circle.
+#[test]
+fn kernel_modules_point_one_way() {
+    let kernels = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/kernels");
+    // (module, paths it must not name)
+    let rules: &[(&str, &[&str])] = &[
+        (
+            "gemm.rs",
+            &[
+                "super::device",
+                "super::emu",
+                "super::gemm_host",
+                "super::cuda",
+                "crate::reference",
+            ],
+        ),
+        (
+            "gemm_host.rs",
+            &["super::device", "super::emu", "super::cuda", "crate::reference"],
+        ),
+        ("emu.rs", &["super::device", "super::cuda", "crate::reference"]),
+    ];
+    let mut bad = Vec::new();
+    for (file, forbidden) in rules {
+        let path = kernels.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for f in *forbidden {
+                if code.contains(f) {
+                    bad.push(format!("src/kernels/{file}:{}: {} (names {f})", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a module depends against the layering:\n{}",
+        bad.join("\n")
+    );
+}
