@@ -40,7 +40,7 @@
  * Shared memory: 40 KiB static = Q 8 KiB + 2 x (K 8 KiB + V 8 KiB); rows of 128 bytes with the 16-byte
  *   chunk index XOR-swizzled by (row & 7), so cp.async writes and ldmatrix reads are bank-conflict free.
  *   Rows past the sequence / key range are zero-filled (never read from global memory).
- * Registers: O 32 + S/P 32 + Q 16 fp32/b32 per thread. __launch_bounds__(128, 3): at most 170 registers,
+ * Registers: O 32 + S/P 32 + Q 16 fp32/b32 per thread. __launch_bounds__(MB_ATTENTION_THREADS, 3): at most 170 registers,
  *   3 blocks (12 warps, 120 KiB smem) per SM; ptxas (nvcc 13.0): 146-148 registers, 0 spills on sm_80..90.
  *   (With plain __launch_bounds__(128) ptxas chose 128 registers + 8 bytes of spills on sm_80.)
  *
@@ -67,11 +67,11 @@
 
 namespace attention_detail {
 
-constexpr int kHeadDim = 64;
-constexpr int kBlockM = 64;  // query rows per block
-constexpr int kBlockN = 64;  // keys per K/V tile
-constexpr int kThreads = 128;
-constexpr int kTileBytes = 64 * 64 * 2;  // one 64 x 64 bf16/fp16 tile
+// The fragment layout below is written for exactly this geometry (4 warps x 16 rows, 128-byte tile
+// rows of 64 two-byte elements, 4 cp.async chunks per thread per tile).
+static_assert(MB_ATTENTION_HEAD_DIM == 64 && MB_ATTENTION_BLOCK_M == 64 && MB_ATTENTION_BLOCK_N == 64 &&
+                  MB_ATTENTION_THREADS == 128,
+              "attention.cu's fragment layout is written for 64 x 64 tiles and 4 warps");
 
 // Byte offset of element (row, col) in a swizzled 64 x 64 tile of 2-byte elements.
 __device__ __forceinline__ int swz(int row, int col) {
@@ -101,8 +101,8 @@ template <typename T>
 __device__ __forceinline__ void load_tile(unsigned char* dst, const T* src, size_t stride, int rows_valid,
                                           int tid) {
 #pragma unroll
-    for (int k = 0; k < (kBlockN * kHeadDim * 2 / 16) / kThreads; ++k) {
-        const int idx = tid + k * kThreads;
+    for (int k = 0; k < (MB_ATTENTION_BLOCK_N * MB_ATTENTION_HEAD_DIM * 2 / 16) / MB_ATTENTION_THREADS; ++k) {
+        const int idx = tid + k * MB_ATTENTION_THREADS;
         const int row = idx >> 3;
         const int ch = idx & 7;
         unsigned char* d = dst + row * 128 + ((ch ^ (row & 7)) << 4);
@@ -116,21 +116,21 @@ __device__ __forceinline__ void load_tile(unsigned char* dst, const T* src, size
 
 template <typename T>
 __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
-    __shared__ __align__(128) unsigned char attn_smem[5 * kTileBytes];
+    __shared__ __align__(128) unsigned char attn_smem[MB_ATTENTION_SMEM_BYTES];
     unsigned char* const sQ = attn_smem;
-    unsigned char* const sKV = attn_smem + kTileBytes;  // buffer i: K at sKV + 2*i*tile, V right after it
+    unsigned char* const sKV = attn_smem + MB_ATTENTION_TILE_BYTES;  // buffer i: K at sKV + 2*i*tile, V right after it
 
     const BatchDesc* const desc = reinterpret_cast<const BatchDesc*>(p.batch);
     const int b = blockIdx.z;
     const int h = blockIdx.y;
     const int heads = (int)p.heads;
-    if (p.head_dim != kHeadDim || b >= (int)p.max_sequences || b >= (int)desc->sequences || h >= heads) {
+    if (p.head_dim != MB_ATTENTION_HEAD_DIM || b >= (int)p.max_sequences || b >= (int)desc->sequences || h >= heads) {
         return;
     }
     const uint32_t* const cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
     const int start = (int)cu[b];
     const int len = (int)cu[b + 1] - start;
-    const int q0 = blockIdx.x * kBlockM;
+    const int q0 = blockIdx.x * MB_ATTENTION_BLOCK_M;
     if (q0 >= len) return;  // block-uniform, before any barrier
 
     int n_keys = len;
@@ -141,13 +141,13 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
     // A radius >= len is the same as global (and keeps the index arithmetic below in range).
     const bool local = p.window_radius >= 0 && p.window_radius < len;
     const int r = local ? p.window_radius : 0;
-    const int q_end = min(q0 + kBlockM, len);
+    const int q_end = min(q0 + MB_ATTENTION_BLOCK_M, len);
     int klo = 0, khi = n_keys;
     if (local) {
         klo = max(0, q0 - r);
         khi = min(n_keys, q_end + r);
     }
-    const int n_tiles = khi > klo ? (khi - klo + kBlockN - 1) / kBlockN : 0;
+    const int n_tiles = khi > klo ? (khi - klo + MB_ATTENTION_BLOCK_N - 1) / MB_ATTENTION_BLOCK_N : 0;
 
     const int tid = threadIdx.x;
     const int warp = tid >> 5;
@@ -164,16 +164,16 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
     }
     if (w0 >= len) whi = wlo;
 
-    const size_t stride = (size_t)3 * heads * kHeadDim;
+    const size_t stride = (size_t)3 * heads * MB_ATTENTION_HEAD_DIM;
     const T* const qkv = reinterpret_cast<const T*>(p.qkv);
-    const T* const q_src = qkv + (size_t)(start + q0) * stride + (size_t)h * kHeadDim;
-    const T* const k_src = q_src + (size_t)heads * kHeadDim - (size_t)q0 * stride;  // row 0 of the sequence
-    const T* const v_src = k_src + (size_t)heads * kHeadDim;
+    const T* const q_src = qkv + (size_t)(start + q0) * stride + (size_t)h * MB_ATTENTION_HEAD_DIM;
+    const T* const k_src = q_src + (size_t)heads * MB_ATTENTION_HEAD_DIM - (size_t)q0 * stride;  // row 0 of the sequence
+    const T* const v_src = k_src + (size_t)heads * MB_ATTENTION_HEAD_DIM;
 
     load_tile(sQ, q_src, stride, q_end - q0, tid);
     if (n_tiles > 0) {
         load_tile(sKV, k_src + (size_t)klo * stride, stride, khi - klo, tid);
-        load_tile(sKV + kTileBytes, v_src + (size_t)klo * stride, stride, khi - klo, tid);
+        load_tile(sKV + MB_ATTENTION_TILE_BYTES, v_src + (size_t)klo * stride, stride, khi - klo, tid);
     }
     cp_async_commit();
     cp_async_wait_all();
@@ -201,16 +201,16 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
             __syncthreads();      // ... for every thread, and every warp is done with tile t-1's buffer
         }
         if (t + 1 < n_tiles) {  // prefetch tile t+1 into the buffer tile t-1 used
-            const int nxt = klo + (t + 1) * kBlockN;
-            unsigned char* const buf = sKV + ((t + 1) & 1) * 2 * kTileBytes;
+            const int nxt = klo + (t + 1) * MB_ATTENTION_BLOCK_N;
+            unsigned char* const buf = sKV + ((t + 1) & 1) * 2 * MB_ATTENTION_TILE_BYTES;
             load_tile(buf, k_src + (size_t)nxt * stride, stride, khi - nxt, tid);
-            load_tile(buf + kTileBytes, v_src + (size_t)nxt * stride, stride, khi - nxt, tid);
+            load_tile(buf + MB_ATTENTION_TILE_BYTES, v_src + (size_t)nxt * stride, stride, khi - nxt, tid);
             cp_async_commit();
         }
-        const int kv0 = klo + t * kBlockN;
-        if (kv0 >= whi || kv0 + kBlockN <= wlo) continue;  // warp-uniform: nothing for this warp here
-        const unsigned char* const sK = sKV + (t & 1) * 2 * kTileBytes;
-        const unsigned char* const sV = sK + kTileBytes;
+        const int kv0 = klo + t * MB_ATTENTION_BLOCK_N;
+        if (kv0 >= whi || kv0 + MB_ATTENTION_BLOCK_N <= wlo) continue;  // warp-uniform: nothing for this warp here
+        const unsigned char* const sK = sKV + (t & 1) * 2 * MB_ATTENTION_TILE_BYTES;
+        const unsigned char* const sV = sK + MB_ATTENTION_TILE_BYTES;
 
         // S = Q K^T for the active 16-key chunks; the others are -inf (and skipped again in PV).
         float s[8][4];
@@ -237,8 +237,8 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
         }
 
         // Element mask, only where some key of the tile is invisible to some row of the warp.
-        const bool full = kv0 + kBlockN <= n_keys &&
-                          (!local || (kv0 >= w_last - r && kv0 + kBlockN - 1 <= w0 + r));
+        const bool full = kv0 + MB_ATTENTION_BLOCK_N <= n_keys &&
+                          (!local || (kv0 >= w_last - r && kv0 + MB_ATTENTION_BLOCK_N - 1 <= w0 + r));
         if (!full) {
 #pragma unroll
             for (int nb = 0; nb < 8; ++nb) {
@@ -323,14 +323,14 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
             Prec<T>::pack(o[nb][2] * inv[1], o[nb][3] * inv[1]);
     }
     __syncwarp();
-    T* const out = reinterpret_cast<T*>(p.out) + (size_t)(start + q0) * heads * kHeadDim + (size_t)h * kHeadDim;
+    T* const out = reinterpret_cast<T*>(p.out) + (size_t)(start + q0) * heads * MB_ATTENTION_HEAD_DIM + (size_t)h * MB_ATTENTION_HEAD_DIM;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {  // 16 rows x 8 chunks of 16 bytes, 4 per lane
         const int idx = lane + k * 32;
         const int row = row0 + (idx >> 3);
         const int ch = idx & 7;
         if (row < q_end - q0) {
-            *reinterpret_cast<uint4*>(out + (size_t)row * heads * kHeadDim + ch * 8) =
+            *reinterpret_cast<uint4*>(out + (size_t)row * heads * MB_ATTENTION_HEAD_DIM + ch * 8) =
                 *reinterpret_cast<const uint4*>(sQ + row * 128 + ((ch ^ (row & 7)) << 4));
         }
     }
@@ -338,10 +338,10 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
 
 }  // namespace attention_detail
 
-extern "C" __global__ void __launch_bounds__(128, 3) attention_bf16(const __grid_constant__ AttentionParams p) {
+extern "C" __global__ void __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_bf16(const __grid_constant__ AttentionParams p) {
     attention_detail::attention_impl<__nv_bfloat16>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(128, 3) attention_f16(const __grid_constant__ AttentionParams p) {
+extern "C" __global__ void __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_f16(const __grid_constant__ AttentionParams p) {
     attention_detail::attention_impl<__half>(p);
 }

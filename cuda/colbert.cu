@@ -15,8 +15,6 @@
 
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kRowsPerBlock = kThreads / 32;
 
 template <class T, int VEC>
 __device__ __forceinline__ void normalize_row(const RowNormalizeParams& p, uint32_t row, int lane) {
@@ -50,7 +48,7 @@ __device__ __forceinline__ void row_normalize(const RowNormalizeParams& p) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const bool vec = p.dim % 8 == 0 && ((p.x | p.out) & 15) == 0;
     // Whole warps take a row or exit together (the shuffles need all 32 lanes).
-    for (uint32_t row = blockIdx.x * kRowsPerBlock + warp; row < rows; row += gridDim.x * kRowsPerBlock) {
+    for (uint32_t row = blockIdx.x * MB_COLBERT_ROWS_PER_BLOCK + warp; row < rows; row += gridDim.x * MB_COLBERT_ROWS_PER_BLOCK) {
         if (vec) {
             normalize_row<T, 8>(p, row, lane);
         } else {
@@ -61,9 +59,9 @@ __device__ __forceinline__ void row_normalize(const RowNormalizeParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kThreads) colbert_normalize_bf16(const __grid_constant__ RowNormalizeParams p) {
+extern "C" __global__ void __launch_bounds__(MB_COLBERT_THREADS) colbert_normalize_bf16(const __grid_constant__ RowNormalizeParams p) {
     row_normalize<__nv_bfloat16>(p);
 }
-extern "C" __global__ void __launch_bounds__(kThreads) colbert_normalize_f16(const __grid_constant__ RowNormalizeParams p) {
+extern "C" __global__ void __launch_bounds__(MB_COLBERT_THREADS) colbert_normalize_f16(const __grid_constant__ RowNormalizeParams p) {
     row_normalize<__half>(p);
 }

@@ -46,12 +46,12 @@ __device__ __forceinline__ void embeddings(const EmbeddingLayerNormParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kNormMaxThreads)
+extern "C" __global__ void __launch_bounds__(MB_NORM_MAX_THREADS)
     embeddings_bf16(const __grid_constant__ EmbeddingLayerNormParams p) {
     embeddings<__nv_bfloat16>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(kNormMaxThreads)
+extern "C" __global__ void __launch_bounds__(MB_NORM_MAX_THREADS)
     embeddings_f16(const __grid_constant__ EmbeddingLayerNormParams p) {
     embeddings<__half>(p);
 }

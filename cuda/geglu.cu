@@ -14,7 +14,6 @@
 
 namespace {
 
-constexpr int kThreads = 256;
 
 template <class T, int VEC>
 __device__ __forceinline__ void geglu_vec(const GegluParams& p, uint32_t rows) {
@@ -46,9 +45,9 @@ __device__ __forceinline__ void geglu(const GegluParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kThreads) geglu_bf16(const __grid_constant__ GegluParams p) {
+extern "C" __global__ void __launch_bounds__(MB_GEGLU_THREADS) geglu_bf16(const __grid_constant__ GegluParams p) {
     geglu<__nv_bfloat16>(p);
 }
-extern "C" __global__ void __launch_bounds__(kThreads) geglu_f16(const __grid_constant__ GegluParams p) {
+extern "C" __global__ void __launch_bounds__(MB_GEGLU_THREADS) geglu_f16(const __grid_constant__ GegluParams p) {
     geglu<__half>(p);
 }

@@ -58,10 +58,10 @@ __device__ __forceinline__ void layernorm(const LayerNormParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kNormMaxThreads) layernorm_bf16(const __grid_constant__ LayerNormParams p) {
+extern "C" __global__ void __launch_bounds__(MB_NORM_MAX_THREADS) layernorm_bf16(const __grid_constant__ LayerNormParams p) {
     layernorm<__nv_bfloat16>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(kNormMaxThreads) layernorm_f16(const __grid_constant__ LayerNormParams p) {
+extern "C" __global__ void __launch_bounds__(MB_NORM_MAX_THREADS) layernorm_f16(const __grid_constant__ LayerNormParams p) {
     layernorm<__half>(p);
 }

@@ -21,7 +21,6 @@
 
 namespace {
 
-constexpr int kBiasThreads = 256;
 
 template <class T, int VEC>
 __device__ __forceinline__ void head_row(const HeadActNormParams& p, uint32_t row) {
@@ -96,15 +95,15 @@ __device__ __forceinline__ void bias_add(const BiasAddParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kNormMaxThreads) head_act_norm_bf16(const __grid_constant__ HeadActNormParams p) {
+extern "C" __global__ void __launch_bounds__(MB_NORM_MAX_THREADS) head_act_norm_bf16(const __grid_constant__ HeadActNormParams p) {
     head_act_norm<__nv_bfloat16>(p);
 }
-extern "C" __global__ void __launch_bounds__(kNormMaxThreads) head_act_norm_f16(const __grid_constant__ HeadActNormParams p) {
+extern "C" __global__ void __launch_bounds__(MB_NORM_MAX_THREADS) head_act_norm_f16(const __grid_constant__ HeadActNormParams p) {
     head_act_norm<__half>(p);
 }
-extern "C" __global__ void __launch_bounds__(kBiasThreads) bias_add_bf16(const __grid_constant__ BiasAddParams p) {
+extern "C" __global__ void __launch_bounds__(MB_BIAS_ADD_THREADS) bias_add_bf16(const __grid_constant__ BiasAddParams p) {
     bias_add<__nv_bfloat16>(p);
 }
-extern "C" __global__ void __launch_bounds__(kBiasThreads) bias_add_f16(const __grid_constant__ BiasAddParams p) {
+extern "C" __global__ void __launch_bounds__(MB_BIAS_ADD_THREADS) bias_add_f16(const __grid_constant__ BiasAddParams p) {
     bias_add<__half>(p);
 }

@@ -21,7 +21,6 @@
 
 namespace {
 
-constexpr int kThreads = 128;
 
 // Position of token t: t - cu_seqlens[b] for the b with cu_seqlens[b] <= t < cu_seqlens[b + 1].
 __device__ __forceinline__ uint32_t position_of(const uint32_t* __restrict__ cu, uint32_t sequences, uint32_t t) {
@@ -38,7 +37,7 @@ __device__ __forceinline__ uint32_t position_of(const uint32_t* __restrict__ cu,
 }
 
 // Largest head_dim / 2 the shared angle table holds.
-constexpr uint32_t kMaxHalf = 128;
+constexpr uint32_t kMaxHalf = MB_ROPE_MAX_HEAD_DIM / 2;
 
 template <class T, int VEC>
 __device__ __forceinline__ void rope_token(const RopeParams& p, uint32_t t, const float* cos_a, const float* sin_a) {
@@ -92,9 +91,9 @@ __device__ __forceinline__ void rope(const RopeParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kThreads) rope_bf16(const __grid_constant__ RopeParams p) {
+extern "C" __global__ void __launch_bounds__(MB_ROPE_THREADS) rope_bf16(const __grid_constant__ RopeParams p) {
     rope<__nv_bfloat16>(p);
 }
-extern "C" __global__ void __launch_bounds__(kThreads) rope_f16(const __grid_constant__ RopeParams p) {
+extern "C" __global__ void __launch_bounds__(MB_ROPE_THREADS) rope_f16(const __grid_constant__ RopeParams p) {
     rope<__half>(p);
 }

@@ -18,7 +18,6 @@
 
 namespace {
 
-constexpr int kThreads = 128;
 
 template <class T, int VEC, bool REPAD>
 __device__ __forceinline__ void pad_copy(const PadParams& p) {
@@ -61,15 +60,15 @@ __device__ __forceinline__ void pad(const PadParams& p) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(kThreads) unpad_bf16(const __grid_constant__ PadParams p) {
+extern "C" __global__ void __launch_bounds__(MB_PAD_THREADS) unpad_bf16(const __grid_constant__ PadParams p) {
     pad<__nv_bfloat16, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(kThreads) unpad_f16(const __grid_constant__ PadParams p) {
+extern "C" __global__ void __launch_bounds__(MB_PAD_THREADS) unpad_f16(const __grid_constant__ PadParams p) {
     pad<__half, false>(p);
 }
-extern "C" __global__ void __launch_bounds__(kThreads) repad_bf16(const __grid_constant__ PadParams p) {
+extern "C" __global__ void __launch_bounds__(MB_PAD_THREADS) repad_bf16(const __grid_constant__ PadParams p) {
     pad<__nv_bfloat16, true>(p);
 }
-extern "C" __global__ void __launch_bounds__(kThreads) repad_f16(const __grid_constant__ PadParams p) {
+extern "C" __global__ void __launch_bounds__(MB_PAD_THREADS) repad_f16(const __grid_constant__ PadParams p) {
     pad<__half, true>(p);
 }

@@ -42,6 +42,65 @@ typedef struct BatchDesc {
 #define MB_POOL_CLS 0u
 #define MB_POOL_MEAN 1u
 
+/* ---- Launch geometry ------------------------------------------------------------------------
+ * The one home of every block size, tile size, width limit and grid cap: the kernels compile
+ * against these names (__launch_bounds__, loop strides, shared arrays) and src/kernels/ops.rs
+ * launches with the same names (exported through the committed bindings like the structs), so a
+ * kernel and its launcher cannot disagree. Plain int literals: `int` in C, `u32` in Rust. */
+
+/* Grid-stride row kernels (LayerNorm, embeddings, MLM head, RoPE, unpad/repad, ColBERT) never
+ * launch more blocks than this; each block loops over the rows past it. */
+#define MB_MAX_GRID 1048576 /* 2^20 */
+/* The element-wise kernels (geglu, bias_add) stop at fewer blocks: each thread then loops over
+ * several vectors, which costs nothing in a memory-bound loop and keeps the grid small. */
+#define MB_ELEMENTWISE_MAX_GRID 65536 /* 2^16 */
+/* Elements of one 16-byte vector of bf16/fp16: the vector path of a row whose width (and
+ * pointers) allow it; the others take the scalar path. */
+#define MB_VEC 8
+/* Dynamic shared memory a launch may use without the per-function opt-in. */
+#define MB_DEFAULT_MAX_DYNAMIC_SMEM 49152 /* 48 KiB */
+
+/* norm.cuh (layernorm.cu, embeddings.cu, head_act_norm of mlm_head.cu): each thread holds
+ * MB_NORM_PER_THREAD elements of the row in registers, a block has at most MB_NORM_MAX_THREADS
+ * threads, so a row is at most MB_MAX_NORM_WIDTH wide. The block has
+ * round_up(ceil(hidden / MB_NORM_PER_THREAD), 32) threads (ops::norm_threads). */
+#define MB_NORM_PER_THREAD 8
+#define MB_NORM_MAX_THREADS 1024
+#define MB_MAX_NORM_WIDTH (MB_NORM_PER_THREAD * MB_NORM_MAX_THREADS)
+
+/* rope.cu: one block per token; its shared angle table holds MB_ROPE_MAX_HEAD_DIM / 2 angles. */
+#define MB_ROPE_THREADS 128
+#define MB_ROPE_MAX_HEAD_DIM 256
+
+/* attention.cu: 4 warps of 16 query rows per block, 64-key K/V tiles, head_dim 64 only; static
+ * shared memory = the Q tile + two (K, V) tile pairs (double buffering), 2-byte elements. */
+#define MB_ATTENTION_HEAD_DIM 64
+#define MB_ATTENTION_BLOCK_M 64
+#define MB_ATTENTION_BLOCK_N 64
+#define MB_ATTENTION_THREADS 128
+#define MB_ATTENTION_TILE_BYTES (MB_ATTENTION_BLOCK_N * MB_ATTENTION_HEAD_DIM * 2)
+#define MB_ATTENTION_SMEM_BYTES (5 * MB_ATTENTION_TILE_BYTES)
+
+/* geglu.cu, bias_add of mlm_head.cu: grid-stride over vectors of the output. */
+#define MB_GEGLU_THREADS 256
+#define MB_BIAS_ADD_THREADS 256
+
+/* unpad.cu: one block per padded row. */
+#define MB_PAD_THREADS 128
+
+/* pooling.cu: one block per sequence; its dynamic shared memory is ops::pool_smem_bytes. */
+#define MB_POOL_THREADS 256
+
+/* colbert.cu: one warp per row. */
+#define MB_COLBERT_THREADS 128
+#define MB_COLBERT_ROWS_PER_BLOCK (MB_COLBERT_THREADS / 32)
+
+/* gather.cu: one block per gathered row. */
+#define MB_GATHER_THREADS 128
+
+/* topk.cu: one block per row of logits; its reductions keep one slot per warp. */
+#define MB_TOPK_THREADS 256
+
 /* embeddings.cu: out[t] = LayerNorm(table[ids[t]]) */
 typedef struct EmbeddingLayerNormParams {
     uint64_t ids;    /* const uint32_t [tokens] */
@@ -191,10 +250,6 @@ typedef struct SoftmaxTopkParams {
     uint32_t k;      /* 1..=cols */
     uint32_t _pad0;
 } SoftmaxTopkParams;
-
-/* Threads per block of gather.cu and topk.cu. */
-#define MB_GATHER_THREADS 128u
-#define MB_TOPK_THREADS 256u
 
 /* selftest.cu: runs the device primitives (mma, ldmatrix, shuffles, cp.async, packing) on given
  * inputs for the GPU self-test (kernels-tests/tests/gpu_selftest.rs); one warp (or block) per test. */

@@ -20,11 +20,12 @@
 
 use std::time::Instant;
 
-use kernels_tests::cases::attention::{self as cases, launch_attention, AttentionCase, HEAD_DIM};
-use kernels_tests::{check, device, download, poison, set_order, upload, upload_batch, upload_u32, Failures, Rng};
-use modernbert::kernels::device::{Device, DeviceBuffer};
+use kernels_tests::cases::attention::{self as cases, AttentionCase, AttentionRun, HEAD_DIM};
+use kernels_tests::cases::Inputs;
+use kernels_tests::{check, device, set_order, Failures, Rng};
+use modernbert::kernels::device::Device;
 use modernbert::kernels::params::AttentionParams;
-use modernbert::kernels::{Dtype, KernelError};
+use modernbert::kernels::{ops, Dtype, KernelError};
 use modernbert::reference::ops::{attention as reference_attention, AttentionWindow};
 
 fn round(dt: Dtype, x: f32) -> f32 {
@@ -116,18 +117,15 @@ fn run_case(
 ) -> Result<(f32, f32), String> {
     let tokens = case.tokens();
     let hidden = case.heads * HEAD_DIM;
-    let qkv: Vec<f32> = (0..tokens * 3 * hidden)
-        .map(|_| round(dt, rng.uniform(-2.0, 2.0)))
-        .collect();
-    let cu = case.cu_seqlens();
+    let mut run = AttentionRun::new(dev, case, &mut Inputs::drawn(rng, dt));
 
     let mut reference = vec![0f32; tokens * hidden];
     let window = case
         .radius
         .map_or(AttentionWindow::Global, |radius| AttentionWindow::Local { radius });
     reference_attention(
-        &qkv,
-        &cu,
+        &run.qkv,
+        &run.cu_seqlens,
         case.key_lens.as_deref(),
         case.heads,
         HEAD_DIM,
@@ -135,39 +133,18 @@ fn run_case(
         &mut reference,
     );
     let mut naive = vec![0f32; tokens * hidden];
-    naive_attention(dt, &qkv, case, &mut naive);
+    naive_attention(dt, &run.qkv, case, &mut naive);
 
     let e = |e: KernelError| format!("{} {dt:?}: {e}", case.name);
-    let qkv_buf = upload(dev, dt, &qkv, "qkv");
-    let cu_buf = upload_u32(dev, &cu, "cu_seqlens");
-    let kl_buf: Option<DeviceBuffer> = case.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
-    let max_len = *case.seqlens.iter().max().unwrap_or(&0);
-    let desc_buf = upload_batch(dev, tokens as u32, case.seqlens.len() as u32, max_len);
-    let mut out_buf = dev.alloc((tokens * hidden * 2).max(2), "out").map_err(e)?;
-    let params = AttentionParams {
-        qkv: qkv_buf.addr(),
-        out: out_buf.addr(),
-        cu_seqlens: cu_buf.addr(),
-        key_lens: kl_buf.as_ref().map_or(0, |b| b.addr()),
-        batch: desc_buf.addr(),
-        max_sequences: case.max_sequences as u32,
-        max_seqlen: case.max_seqlen as u32,
-        heads: case.heads as u32,
-        head_dim: HEAD_DIM as u32,
-        window_radius: case.radius.map_or(-1, |r| r as i32),
-        softmax_scale: 1.0 / (HEAD_DIM as f32).sqrt(),
-    };
-
     let mut worst = (0f32, 0f32);
     for &reverse in orders {
         let order = set_order(dev, reverse);
-        poison(dev, &mut out_buf);
+        run.poison_out(dev);
         let t = Instant::now();
-        launch_attention(dev, dt, &params).map_err(e)?;
+        run.launch(dev).map_err(e)?;
         dev.synchronize().map_err(e)?;
         let secs = t.elapsed().as_secs_f64();
-        let mut out = download(dev, dt, &out_buf);
-        out.truncate(tokens * hidden);
+        let out = run.out(dev);
         let what = format!("{} {dt:?} {order}", case.name);
         if let Some(i) = out.iter().position(|v| !v.is_finite()) {
             let (t, c) = (i / hidden, i % hidden);
@@ -257,14 +234,16 @@ fn attention_rejects_other_head_dims() {
         max_sequences: 1,
         max_seqlen: 16,
         heads: 1,
-        head_dim: 128,
+        head_dim: 2 * HEAD_DIM as u32,
         window_radius: -1,
-        softmax_scale: 1.0 / (128f32).sqrt(),
+        softmax_scale: 1.0 / (2.0 * HEAD_DIM as f32).sqrt(),
     };
     for dt in [Dtype::Bf16, Dtype::F16] {
-        match launch_attention(&*dev, dt, &p) {
-            Err(KernelError::Unsupported { message, .. }) => assert!(message.contains("head_dim 128"), "{message}"),
-            other => panic!("head_dim 128 must be rejected on the host, got {other:?}"),
+        match ops::attention(&*dev, dt, &p) {
+            Err(KernelError::Unsupported { message, .. }) => {
+                assert!(message.contains(&format!("head_dim {}", 2 * HEAD_DIM)), "{message}")
+            }
+            other => panic!("head_dim {} must be rejected on the host, got {other:?}", 2 * HEAD_DIM),
         }
     }
 }
@@ -296,9 +275,10 @@ fn attention_sass_uses_tensor_cores() {
         if let Some(rest) = line.split("Used ").nth(1) {
             let regs: u32 = rest.split(' ').next().unwrap().parse().unwrap();
             assert!(regs <= 170, "attention uses {regs} registers (budget 170): {line}");
+            let smem = format!("{} bytes smem", modernbert::kernels::params::MB_ATTENTION_SMEM_BYTES);
             assert!(
-                line.contains("40960 bytes smem"),
-                "attention shared memory is not 40 KiB: {line}"
+                line.contains(&smem),
+                "attention shared memory is not MB_ATTENTION_SMEM_BYTES ({smem}): {line}"
             );
             entries += 1;
         }

@@ -4,9 +4,9 @@
 //! the activation's output is a tensor of the dtype, then the product. The kernel computes
 //! `act(a) * g` in fp32 and rounds once, so its error is ≤ ½ ulp of the output plus fp32 noise,
 //! while the naive one has that same final rounding plus the rounded activation: ≤ 2x holds.
-use kernels_tests::cases::geglu::cases;
+use kernels_tests::cases::geglu::{cases, GegluRun};
+use kernels_tests::cases::Inputs;
 use kernels_tests::*;
-use modernbert::kernels::{ops, params::GegluParams};
 use modernbert::reference::ops::{self as reference, Activation};
 
 #[test]
@@ -19,25 +19,14 @@ fn geglu_matches_reference() {
         for c in cases() {
             for dt in DTYPES {
                 let what = format!("geglu {dt:?} {c:?} {order}");
-                let (t, cap, i) = (c.tokens as usize, c.capacity as usize, c.inter as usize);
-                let h = rng.normal_vec(dt, cap * 2 * i, 0.0, 2.0);
-                let d_h = upload(&*dev, dt, &h, "h");
-                let d_out = poisoned(&*dev, cap * i * 2, "out");
-                let d_batch = upload_batch(&*dev, c.tokens, 1, c.tokens);
-                let p = GegluParams {
-                    h: d_h.addr(),
-                    out: d_out.addr(),
-                    batch: d_batch.addr(),
-                    max_tokens: c.capacity,
-                    inter: c.inter,
-                    activation: c.activation,
-                    _pad0: 0,
-                };
-                if let Err(e) = ops::geglu(&*dev, dt, &p) {
+                let (t, i) = (c.tokens as usize, c.inter as usize);
+                let run = GegluRun::new(&*dev, &c, &mut Inputs::drawn(&mut rng, dt));
+                if let Err(e) = run.launch(&*dev) {
                     f.fail(format!("{what}: {e}"));
                     continue;
                 }
-                let out = download(&*dev, dt, &d_out);
+                let out = run.out(&*dev);
+                let h = &run.h;
                 let act = if c.activation == 0 {
                     Activation::GeluErf
                 } else {

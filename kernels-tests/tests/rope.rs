@@ -5,8 +5,8 @@
 //! keeps cos, sin and the rotation in fp32 and rounds once: ½ ulp of the output plus fp32 angle
 //! noise (≤ pos · ulp(inv_freq) ≈ 5e-4 rad at 8192, below the dtype's ½ ulp relative rounding of
 //! cos/sin that the naive computation pays on top of the same final rounding): ≤ 2x holds.
-use kernels_tests::cases::cu_seqlens;
-use kernels_tests::cases::rope::cases;
+use kernels_tests::cases::rope::{cases, RopeRun};
+use kernels_tests::cases::Inputs;
 use kernels_tests::*;
 use modernbert::kernels::{ops, params::RopeParams};
 use modernbert::reference::ops as reference;
@@ -24,38 +24,16 @@ fn rope_matches_reference() {
                     "rope {dt:?} {:?} heads {} d {} theta {} {order}",
                     c.seqlens, c.heads, c.head_dim, c.theta
                 );
-                let cu = cu_seqlens(&c.seqlens);
-                let t = *cu.last().unwrap() as usize;
+                let (t, row) = (c.tokens(), c.row());
                 let (h, d) = (c.heads as usize, c.head_dim as usize);
-                let row = 3 * h * d;
-                let cap = c.capacity as usize;
-                let qkv = rng.normal_vec(dt, cap * row, 0.0, 1.0);
-                let mut d_qkv = upload(&*dev, dt, &qkv, "qkv");
-                // Rows past the batch are poisoned: they must stay so.
-                dev.upload(&mut d_qkv, t * row * 2, &vec![0xFF; (cap - t) * row * 2])
-                    .unwrap();
-                let d_cu = upload_u32(&*dev, &cu, "cu_seqlens");
-                let d_batch = upload_batch(
-                    &*dev,
-                    t as u32,
-                    c.seqlens.len() as u32,
-                    *c.seqlens.iter().max().unwrap(),
-                );
-                let p = RopeParams {
-                    qkv: d_qkv.addr(),
-                    cu_seqlens: d_cu.addr(),
-                    batch: d_batch.addr(),
-                    max_tokens: c.capacity,
-                    heads: c.heads,
-                    head_dim: c.head_dim,
-                    theta: c.theta,
-                };
-                if let Err(e) = ops::rope(&*dev, dt, &p) {
+                let run = RopeRun::new(&*dev, &c, &mut Inputs::drawn(&mut rng, dt));
+                if let Err(e) = run.launch(&*dev) {
                     f.fail(format!("{what}: {e}"));
                     continue;
                 }
-                let got = download(&*dev, dt, &d_qkv);
-                let pos = reference::positions_from_cu_seqlens(&cu);
+                let got = run.out(&*dev);
+                let (qkv, cu) = (&run.qkv, &run.cu_seqlens);
+                let pos = reference::positions_from_cu_seqlens(cu);
                 let mut want = qkv[..t * row].to_vec();
                 reference::rope_qk_inplace(&mut want, &pos, h, d, c.theta);
                 // Naive: dtype cos/sin tables and rounded products.
@@ -88,11 +66,11 @@ fn rope_matches_reference() {
     f.finish();
 }
 
-/// head_dim above the shared angle table's 256 (and odd head_dims) are refused before any launch.
+/// head_dim above what the shared angle table holds (and odd head_dims) are refused before any launch.
 #[test]
 fn rope_rejects_unsupported_head_dims() {
     let dev = device();
-    for head_dim in [258, 7, 0] {
+    for head_dim in [params::MB_ROPE_MAX_HEAD_DIM + 2, 7, 0] {
         let p = RopeParams {
             qkv: 256,
             cu_seqlens: 256,

@@ -197,3 +197,102 @@ fn memory_bound_kernels_use_128_bit_accesses() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Launch geometry has one home, `cuda/include/params.h` (`MB_*`), which the launchers of
+/// src/kernels/ops.rs read too: a kernel source that declares its own thread count or tile size, or
+/// writes a literal in `__launch_bounds__`, could drift from what the host launches. Needs no nvcc.
+#[test]
+fn kernels_take_their_geometry_from_params_h() {
+    let cuda = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cuda");
+    let mut sources = Vec::new();
+    for dir in [cuda.clone(), cuda.join("include")] {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if matches!(path.extension().and_then(|e| e.to_str()), Some("cu" | "cuh")) {
+                sources.push(path);
+            }
+        }
+    }
+    assert!(sources.len() >= 10, "found only {sources:?}");
+    let geometry_words = ["threads", "block_m", "blockm", "block_n", "blockn", "tile"];
+    let mut bad = Vec::new();
+    let mut launch_bounds = 0;
+    for path in &sources {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("").trim();
+            if code.starts_with('*') || code.starts_with("/*") {
+                continue; // inside a block comment (the kernels' headers)
+            }
+            let at = format!("{}:{}: {line}", path.display(), i + 1);
+            if let Some(rest) = code.split("__launch_bounds__(").nth(1) {
+                launch_bounds += 1;
+                if !rest.starts_with("MB_") {
+                    bad.push(format!("{at}  (__launch_bounds__ must name an MB_* of params.h)"));
+                }
+            }
+            // `constexpr int kName = 128;` or `#define NAME 128`: (name, value).
+            let declared = if let Some(d) = code.strip_prefix("#define ") {
+                d.split_once(char::is_whitespace)
+            } else if code.starts_with("constexpr ") || code.starts_with("static constexpr ") {
+                code.split_once('=')
+                    .map(|(lhs, rhs)| (lhs.split_whitespace().last().unwrap_or(""), rhs))
+            } else {
+                None
+            };
+            if let Some((name, value)) = declared {
+                let name = name.to_ascii_lowercase();
+                let literal = value.trim().starts_with(|c: char| c.is_ascii_digit());
+                if geometry_words.iter().any(|w| name.contains(w)) && literal {
+                    bad.push(format!("{at}  (a geometry constant belongs in params.h as MB_*)"));
+                }
+            }
+        }
+    }
+    assert!(launch_bounds >= 20, "only {launch_bounds} __launch_bounds__ found");
+    assert!(bad.is_empty(), "launch geometry outside params.h:\n{}", bad.join("\n"));
+}
+
+/// The layers of src/kernels point one way: `gemm` (the GEMM descriptor) is a leaf, the host GEMM
+/// needs only it, the emulator needs neither the device layer nor the CPU reference executor, and
+/// the device layer sits on top. A `use` against that direction would close a module circle.
+#[test]
+fn kernel_modules_point_one_way() {
+    let kernels = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/kernels");
+    // (module, paths it must not name)
+    let rules: &[(&str, &[&str])] = &[
+        (
+            "gemm.rs",
+            &[
+                "super::device",
+                "super::emu",
+                "super::gemm_host",
+                "super::cuda",
+                "crate::reference",
+            ],
+        ),
+        (
+            "gemm_host.rs",
+            &["super::device", "super::emu", "super::cuda", "crate::reference"],
+        ),
+        ("emu.rs", &["super::device", "super::cuda", "crate::reference"]),
+    ];
+    let mut bad = Vec::new();
+    for (file, forbidden) in rules {
+        let path = kernels.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for f in *forbidden {
+                if code.contains(f) {
+                    bad.push(format!("src/kernels/{file}:{}: {} (names {f})", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a module depends against the layering:\n{}",
+        bad.join("\n")
+    );
+}

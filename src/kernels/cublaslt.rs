@@ -48,7 +48,7 @@ use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
-pub use super::device::GemmDesc;
+pub use super::gemm::GemmDesc;
 use super::{Dtype, KernelError};
 
 /// The largest workspace [`workspace_bytes`] asks for (planning device memory before the device's

@@ -1,21 +1,24 @@
 //! One small device abstraction over the host emulator and a real GPU (cudarc), so that the kernel
 //! tests, the self-test and the GPU executor run unchanged on either:
 //! `MODERNBERT_TEST_DEVICE=emulator` (default) or `cuda` selects it in [`from_env`].
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//!
+//! Here: the [`Device`] trait, [`DeviceBuffer`], the emulator's implementation and [`from_env`];
+//! the CUDA implementation is `kernels::cuda` (re-exported here, where callers find it).
 
 use super::emu::{EmuBuffer, Emulator};
 use super::{KernelError, KernelParam};
 
+pub use super::cuda::{cuda_available, CudaDevice};
+pub use super::gemm::GemmDesc;
+
 /// A buffer of device memory; [`DeviceBuffer::addr`] goes into the parameter structs.
 pub struct DeviceBuffer {
-    addr: u64,
-    len: usize,
-    inner: BufferInner,
+    pub(super) addr: u64,
+    pub(super) len: usize,
+    pub(super) inner: BufferInner,
 }
 
-enum BufferInner {
+pub(super) enum BufferInner {
     Emu(EmuBuffer),
     Cuda(cudarc::driver::CudaSlice<u8>),
 }
@@ -36,41 +39,6 @@ impl DeviceBuffer {
             BufferInner::Emu(b) => Some(b),
             BufferInner::Cuda(_) => None,
         }
-    }
-}
-
-/// `out[m, n] = a[m, k] · w[n, k]ᵀ (+ bias[n])`: a PyTorch Linear on row-major device buffers in
-/// the activation dtype, fp32 accumulation, one rounding of the result (cuBLASLt on a GPU, the
-/// CPU on the emulator). `bias` 0 = none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct GemmDesc {
-    pub a: u64,
-    pub w: u64,
-    pub bias: u64,
-    pub out: u64,
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-}
-
-impl GemmDesc {
-    /// What a GEMM cannot check by itself: required pointers and non-empty shapes.
-    pub fn check(&self) -> Result<(), KernelError> {
-        for (what, p) in [("a", self.a), ("w", self.w), ("out", self.out)] {
-            if p == 0 {
-                return Err(KernelError::Unsupported {
-                    kernel: "gemm".into(),
-                    message: format!("`{what}` is null"),
-                });
-            }
-        }
-        if self.n == 0 || self.k == 0 {
-            return Err(KernelError::Unsupported {
-                kernel: "gemm".into(),
-                message: format!("shape {}x{}x{}", self.m, self.n, self.k),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -98,6 +66,42 @@ pub trait Device: Send + Sync {
     ) -> Result<(), KernelError>;
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<(), KernelError>;
+    /// Copy all of `src` into `dst` (the same length) on the device, in order with the launches.
+    /// Default: through the host.
+    fn copy(&self, src: &DeviceBuffer, dst: &mut DeviceBuffer) -> Result<(), KernelError> {
+        if src.len() != dst.len() {
+            return Err(KernelError::OutOfRange(format!(
+                "copy of {} bytes into {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        let mut staged = vec![0u8; src.len()];
+        self.download(src, 0, &mut staged)?;
+        self.upload(dst, 0, &staged)
+    }
+    /// Seconds each of `repeats` runs of `launch` took, on the device's own clock: on a GPU, CUDA
+    /// events recorded around each run on the launch stream; with `flush_l2` the L2 is evicted
+    /// before each run, outside the timed span, so the run reads its inputs from DRAM. Default
+    /// (the emulator): the wall clock around each run, synchronised on both sides; `flush_l2`
+    /// has no meaning there.
+    fn time_launches(
+        &self,
+        repeats: usize,
+        flush_l2: bool,
+        launch: &mut dyn FnMut() -> Result<(), KernelError>,
+    ) -> Result<Vec<f64>, KernelError> {
+        let _ = flush_l2;
+        let mut seconds = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            self.synchronize()?;
+            let start = std::time::Instant::now();
+            launch()?;
+            self.synchronize()?;
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        Ok(seconds)
+    }
     /// A GEMM in the activation dtype (see [`GemmDesc`]).
     fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError>;
     /// Run the launch sequence `record` makes as a replayable graph keyed by `key`: recorded on
@@ -194,227 +198,6 @@ impl Device for Emulator {
     fn as_emulator(&self) -> Option<&Emulator> {
         Some(self)
     }
-}
-
-/// A real GPU through cudarc, with every embedded fatbin loaded.
-pub struct CudaDevice {
-    ctx: Arc<cudarc::driver::CudaContext>,
-    stream: Arc<cudarc::driver::CudaStream>,
-    /// (source name, module) for every embedded fatbin.
-    modules: Vec<(&'static str, Arc<cudarc::driver::CudaModule>)>,
-    functions: Mutex<HashMap<String, cudarc::driver::CudaFunction>>,
-    /// `MODERNBERT_CUDA_SYNC=1`: synchronise after every launch (read once: no per-launch lookup).
-    sync_each_launch: bool,
-    // Dropped before the buffers they reference (fields drop in declaration order; the arena and
-    // weights belong to the executor, which drops its device last).
-    graphs: super::graph::GraphCache<[u32; 3]>,
-    blas: super::cublaslt::CublasLtGemm,
-}
-
-fn cuda_err(e: impl std::fmt::Debug) -> KernelError {
-    KernelError::Cuda(format!("{e:?}"))
-}
-
-impl CudaDevice {
-    /// Open GPU `ordinal` and load the kernels. Errors (never panics) when libcuda is absent, there
-    /// is no such GPU, or the binary was built without kernels.
-    pub fn new(ordinal: usize) -> Result<Self, KernelError> {
-        if super::fatbins::FATBINS.is_empty() {
-            return Err(KernelError::NotBuilt);
-        }
-        // SAFETY: only probes whether libcuda can be loaded (CudaContext::new panics if it cannot).
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(KernelError::Cuda(
-                "libcuda not found (no NVIDIA driver on this machine)".into(),
-            ));
-        }
-        let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(cuda_err)?;
-        // Before any allocation: buffers used inside graph captures must not carry cudarc events.
-        super::graph::prepare_context_for_graphs(&ctx);
-        let stream = ctx.new_stream().map_err(cuda_err)?;
-        let mut modules = Vec::new();
-        for (name, bytes) in super::fatbins::FATBINS {
-            let m = ctx
-                .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
-                .map_err(|e| KernelError::Cuda(format!("loading the fatbin of {name}.cu: {e:?}")))?;
-            modules.push((*name, m));
-        }
-        let blas = super::cublaslt::CublasLtGemm::new(stream.clone())?;
-        Ok(CudaDevice {
-            ctx,
-            stream,
-            modules,
-            functions: Mutex::new(HashMap::new()),
-            sync_each_launch: std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1"),
-            graphs: super::graph::GraphCache::new(),
-            blas,
-        })
-    }
-
-    pub fn context(&self) -> &Arc<cudarc::driver::CudaContext> {
-        &self.ctx
-    }
-    pub fn stream(&self) -> &Arc<cudarc::driver::CudaStream> {
-        &self.stream
-    }
-
-    /// The kernel `name`, looked up in the one module whose source defines it (build.rs lists every
-    /// kernel with its source in `FATBIN_KERNELS`). Asking the driver only there keeps failed
-    /// `cuModuleGetFunction` calls out of compute-sanitizer's API-error report.
-    pub fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction, KernelError> {
-        let mut f = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = f.get(name) {
-            return Ok(k.clone());
-        }
-        let unknown = || KernelError::UnknownKernel(name.to_string());
-        let source = super::fatbins::FATBIN_KERNELS
-            .iter()
-            .find(|(kernel, _)| *kernel == name)
-            .map(|(_, source)| *source)
-            .ok_or_else(unknown)?;
-        let (_, module) = self.modules.iter().find(|(s, _)| *s == source).ok_or_else(unknown)?;
-        let k = module.load_function(name).map_err(|_| unknown())?;
-        f.insert(name.to_string(), k.clone());
-        Ok(k)
-    }
-}
-
-impl Device for CudaDevice {
-    fn name(&self) -> String {
-        format!("cuda:{} {}", self.ctx.ordinal(), self.ctx.name().unwrap_or_default())
-    }
-    fn memory_available(&self) -> u64 {
-        // Free memory of this context's device; 0 (nothing fits) if the driver cannot say.
-        self.ctx.mem_get_info().map_or(0, |(free, _total)| free as u64)
-    }
-    fn alloc(&self, bytes: usize, _label: &str) -> Result<DeviceBuffer, KernelError> {
-        use cudarc::driver::DevicePtr;
-        let s = self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(cuda_err)?;
-        let addr = {
-            let (p, _sync) = s.device_ptr(&self.stream);
-            p
-        };
-        Ok(DeviceBuffer {
-            addr,
-            len: bytes,
-            inner: BufferInner::Cuda(s),
-        })
-    }
-    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
-        if offset.checked_add(data.len()).is_none_or(|e| e > buf.len) {
-            return Err(KernelError::OutOfRange(format!(
-                "upload of {} bytes at {offset} into {}",
-                data.len(),
-                buf.len
-            )));
-        }
-        match &mut buf.inner {
-            BufferInner::Cuda(s) => {
-                let mut view = s.slice_mut(offset..offset + data.len());
-                self.stream.memcpy_htod(data, &mut view).map_err(cuda_err)
-            }
-            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
-        }
-    }
-    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
-        if offset.checked_add(out.len()).is_none_or(|e| e > buf.len) {
-            return Err(KernelError::OutOfRange(format!(
-                "download of {} bytes at {offset} from {}",
-                out.len(),
-                buf.len
-            )));
-        }
-        match &buf.inner {
-            BufferInner::Cuda(s) => {
-                let view = s.slice(offset..offset + out.len());
-                self.stream.memcpy_dtoh(&view, out).map_err(cuda_err)?;
-                self.stream.synchronize().map_err(cuda_err)
-            }
-            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
-        }
-    }
-    fn launch_raw(
-        &self,
-        name: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        smem: u32,
-        params: &[u8],
-    ) -> Result<(), KernelError> {
-        use cudarc::driver::sys;
-        self.ctx.bind_to_thread().map_err(cuda_err)?;
-        let f = self.function(name)?;
-        let cu_f = f.cu_function();
-        if smem > 48 * 1024 {
-            // SAFETY: a valid function handle; the attribute only raises the dynamic smem limit.
-            let r = unsafe {
-                sys::cuFuncSetAttribute(
-                    cu_f,
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-            };
-            if r != sys::CUresult::CUDA_SUCCESS {
-                return Err(KernelError::BadLaunch {
-                    kernel: name.into(),
-                    message: format!("{smem} bytes of smem: {r:?}"),
-                });
-            }
-        }
-        // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
-        // A stack copy (no host allocation per launch); params.h structs are far below 4 KiB.
-        let mut bytes = [0u8; 4096];
-        if params.len() > bytes.len() {
-            return Err(KernelError::ParamSize {
-                kernel: name.into(),
-                message: format!("{} bytes", params.len()),
-            });
-        }
-        bytes[..params.len()].copy_from_slice(params);
-        let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
-        // SAFETY: `args` points at the parameter bytes, which match the kernel's struct (the caller
-        // passes the bindgen struct of params.h); the stream and function belong to our context.
-        unsafe {
-            cudarc::driver::result::launch_kernel(
-                cu_f,
-                (grid[0], grid[1], grid[2]),
-                (block[0], block[1], block[2]),
-                smem,
-                self.stream.cu_stream(),
-                &mut args,
-            )
-        }
-        .map_err(|e| KernelError::KernelFailed {
-            kernel: name.into(),
-            message: format!("{e:?}"),
-        })?;
-        if self.sync_each_launch {
-            self.stream.synchronize().map_err(|e| KernelError::KernelFailed {
-                kernel: name.into(),
-                message: format!("{e:?}"),
-            })?;
-        }
-        Ok(())
-    }
-    fn synchronize(&self) -> Result<(), KernelError> {
-        self.stream.synchronize().map_err(cuda_err)
-    }
-    fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
-        self.blas.gemm(dtype, g)
-    }
-    fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
-        if !self.graphs.contains(&key) {
-            // One eager run first: it prepares the cuBLASLt plans of this shape and lets lazily
-            // loaded kernels load, neither of which may happen during capture.
-            record()?;
-        }
-        self.graphs.replay_or_capture(key, &self.stream, record)
-    }
-}
-
-/// Whether a CUDA device can be opened here (driver library present, a GPU, kernels built).
-pub fn cuda_available() -> bool {
-    CudaDevice::new(0).is_ok()
 }
 
 /// The device named by `MODERNBERT_TEST_DEVICE`: `emulator` (default) or `cuda` / `cuda:N`.

@@ -166,7 +166,7 @@ enum Recorded {
     },
     Gemm {
         dtype: super::Dtype,
-        desc: super::device::GemmDesc,
+        desc: super::gemm::GemmDesc,
     },
 }
 
@@ -247,7 +247,7 @@ impl Emulator {
     }
 
     /// The emulated device's GEMM (CPU, same contract as cuBLASLt's; see `gemm_host`).
-    pub fn gemm(&self, dtype: super::Dtype, g: &super::device::GemmDesc) -> Result<(), KernelError> {
+    pub fn gemm(&self, dtype: super::Dtype, g: &super::gemm::GemmDesc) -> Result<(), KernelError> {
         if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             g.check()?;
             list.push(Recorded::Gemm { dtype, desc: *g });

@@ -4,14 +4,19 @@
 //!
 //! - [`params`]: the `#[repr(C)]` structs of `cuda/include/params.h` (bindgen, with layout tests).
 //! - [`emu`]: [`emu::Emulator`], guarded buffers, launch by kernel name.
-//! - [`device`]: the [`device::Device`] trait, [`device::DeviceBuffer`], and the CUDA implementation.
+//! - [`device`]: the [`device::Device`] trait, [`device::DeviceBuffer`], [`device::from_env`].
+//! - [`cuda`]: [`cuda::CudaDevice`], the CUDA implementation (cudarc, cuBLASLt, CUDA graphs).
+//! - [`gemm`]: [`gemm::GemmDesc`], the GEMM every device runs (a leaf module);
+//!   [`gemm_host`]: its CPU implementation for the emulator.
 //! - [`ops`]: one typed launcher per op (validation + launch geometry), for the executor and tests.
 //! - [`build_info`]: what build.rs produced (paths of the ptxas reports, PTX, fatbins).
 
 pub mod build_info;
 pub mod cublaslt;
+pub mod cuda;
 pub mod device;
 pub mod emu;
+pub mod gemm;
 pub mod gemm_host;
 pub mod graph;
 pub mod nvtx;

@@ -1,7 +1,7 @@
 //! One typed launcher per op: checks what the kernel cannot check, picks the launch geometry
 //! (documented in each `cuda/<op>.cu` header), and launches `<kernel>_<dtype>` on any [`Device`].
-//! The GPU executor and the kernel tests call these; the attention launcher belongs to
-//! `cuda/attention.cu`'s owner.
+//! The GPU executor, the kernel tests and the microbenchmarks call these and nothing else, so the
+//! checks and the geometry the tests exercise are the ones the product ships.
 //!
 //! Pointers are device addresses (`u64`) inside the param structs; `batch` points at a
 //! [`BatchDesc`] in device memory (actual token and sequence counts; `max_*` are capacities that
@@ -10,16 +10,27 @@ use super::device::Device;
 use super::params::*;
 use super::{Dtype, KernelError};
 
-/// Widest row the register-resident row kernels (LayerNorm, embeddings, MLM head) accept:
-/// 8 elements per thread, at most 1024 threads.
-pub const MAX_NORM_WIDTH: u32 = 8192;
+/// Widest row the register-resident row kernels (LayerNorm, embeddings, MLM head) accept
+/// (`MB_MAX_NORM_WIDTH` of params.h, kept under this name for existing callers).
+pub const MAX_NORM_WIDTH: u32 = MB_MAX_NORM_WIDTH;
 
-/// Threads per block of the row kernels of `norm.cuh`: one per 8 elements, whole warps.
+/// Threads per block of the row kernels of `norm.cuh`: one per `MB_NORM_PER_THREAD` elements,
+/// whole warps.
 pub fn norm_threads(hidden: u32) -> u32 {
-    hidden.div_ceil(8).div_ceil(32).max(1) * 32
+    hidden.div_ceil(MB_NORM_PER_THREAD).div_ceil(WARP).max(1) * WARP
 }
-/// Grid-stride kernels never launch more blocks than this.
-const MAX_GRID: u32 = 1 << 20;
+
+const WARP: u32 = 32;
+
+/// The vector width a row of `width` elements gets: `MB_VEC` when it divides the width, else 1
+/// (what the element-wise kernels decide the same way on the device).
+fn vec_width(width: u32) -> u32 {
+    if width % MB_VEC == 0 {
+        MB_VEC
+    } else {
+        1
+    }
+}
 
 fn unsupported(kernel: &str, message: impl Into<String>) -> KernelError {
     KernelError::Unsupported {
@@ -61,7 +72,7 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
     }
     dev.launch(
         &name,
-        [p.max_tokens.min(MAX_GRID), 1, 1],
+        [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [norm_threads(p.hidden), 1, 1],
         0,
         p,
@@ -94,7 +105,7 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
     }
     dev.launch(
         &name,
-        [p.max_tokens.min(MAX_GRID), 1, 1],
+        [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [norm_threads(p.hidden), 1, 1],
         0,
         p,
@@ -104,12 +115,12 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
 /// `rope.cu`: RoPE in place on the Q and K heads of `qkv`; even head_dim.
 pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelError> {
     let name = dt.pick("rope_bf16", "rope_f16");
-    // rope.cu's shared angle table holds head_dim / 2 <= 128 angles.
-    if p.head_dim == 0 || p.head_dim % 2 != 0 || p.head_dim > 256 || p.heads == 0 {
+    // rope.cu's shared angle table holds head_dim / 2 angles.
+    if p.head_dim == 0 || p.head_dim % 2 != 0 || p.head_dim > MB_ROPE_MAX_HEAD_DIM || p.heads == 0 {
         return Err(unsupported(
             &name,
             format!(
-                "heads {} head_dim {} (an even head_dim <= 256 is needed)",
+                "heads {} head_dim {} (an even head_dim <= {MB_ROPE_MAX_HEAD_DIM} is needed)",
                 p.heads, p.head_dim
             ),
         ));
@@ -123,7 +134,13 @@ pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelErr
     if p.max_tokens == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_tokens.min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [p.max_tokens.min(MB_MAX_GRID), 1, 1],
+        [MB_ROPE_THREADS, 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `geglu.cu`: `out[t, j] = act(h[t, j]) * h[t, I + j]`.
@@ -138,13 +155,14 @@ pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelE
     for (what, ptr) in [("h", p.h), ("out", p.out), ("batch", p.batch)] {
         need(&name, what, ptr)?;
     }
-    let vec = if p.inter % 8 == 0 { 8 } else { 1 };
-    let items = p.max_tokens as u64 * (p.inter / vec) as u64;
+    let items = p.max_tokens as u64 * (p.inter / vec_width(p.inter)) as u64;
     if items == 0 {
         return Ok(());
     }
-    let blocks = items.div_ceil(256).min(1 << 16) as u32;
-    dev.launch(&name, [blocks, 1, 1], [256, 1, 1], 0, p)
+    let blocks = items
+        .div_ceil(MB_GEGLU_THREADS as u64)
+        .min(MB_ELEMENTWISE_MAX_GRID as u64) as u32;
+    dev.launch(&name, [blocks, 1, 1], [MB_GEGLU_THREADS, 1, 1], 0, p)
 }
 
 fn pad_launch(dev: &dyn Device, name: &str, p: &PadParams) -> Result<(), KernelError> {
@@ -163,7 +181,13 @@ fn pad_launch(dev: &dyn Device, name: &str, p: &PadParams) -> Result<(), KernelE
     if rows == 0 {
         return Ok(());
     }
-    dev.launch(&name, [rows.min(MAX_GRID as u64) as u32, 1, 1], [128, 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [rows.min(MB_MAX_GRID as u64) as u32, 1, 1],
+        [MB_PAD_THREADS, 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `unpad.cu`: padded `[max_sequences, padded_len, width]` → packed `[tokens, width]`.
@@ -176,17 +200,22 @@ pub fn repad(dev: &dyn Device, dt: Dtype, p: &PadParams) -> Result<(), KernelErr
     pad_launch(dev, dt.pick("repad_bf16", "repad_f16"), p)
 }
 
-/// Dynamic shared memory of `pool_*` for `out_dim` columns (both vector widths covered).
+/// Dynamic shared memory of `pool_*` for `out_dim` columns — the one statement of this formula
+/// (cuda/pooling.cu's header cites it). The kernel splits the columns into `nvec` vectors of VEC
+/// elements (`MB_VEC` or 1, decided on the device from the alignment) and its `MB_POOL_THREADS`
+/// threads into `G = max(1, MB_POOL_THREADS / nvec)` groups, whose partial sums meet in a
+/// `[G][out_dim]` f32 array; the host does not know which VEC the kernel takes, so it sizes for
+/// the larger of the two.
 pub fn pool_smem_bytes(out_dim: u32) -> u32 {
     let groups = |vec: u32| {
         let nvec = out_dim.div_ceil(vec);
-        if nvec >= 256 {
+        if nvec >= MB_POOL_THREADS {
             1
         } else {
-            256 / nvec
+            MB_POOL_THREADS / nvec
         }
     };
-    4 * (groups(8) * out_dim).max(groups(1) * out_dim)
+    4 * (groups(MB_VEC) * out_dim).max(groups(1) * out_dim)
 }
 
 /// `pooling.cu`: CLS or masked mean per sequence, truncated to out_dim, optionally L2-normalised.
@@ -205,7 +234,7 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
         ));
     }
     let smem = pool_smem_bytes(p.out_dim);
-    if smem > 48 * 1024 {
+    if smem > MB_DEFAULT_MAX_DYNAMIC_SMEM {
         return Err(unsupported(
             &name,
             format!("out_dim {} needs {smem} bytes of shared memory", p.out_dim),
@@ -222,7 +251,7 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
     if p.max_sequences == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_sequences, 1, 1], [256, 1, 1], smem, p)
+    dev.launch(&name, [p.max_sequences, 1, 1], [MB_POOL_THREADS, 1, 1], smem, p)
 }
 
 /// `mlm_head.cu`: `out = LayerNorm(act(x + dense_bias))`; hidden in 1..=8192.
@@ -245,7 +274,7 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
     }
     dev.launch(
         &name,
-        [p.max_tokens.min(MAX_GRID), 1, 1],
+        [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [norm_threads(p.hidden), 1, 1],
         0,
         p,
@@ -261,18 +290,14 @@ pub fn bias_add(dev: &dyn Device, dt: Dtype, p: &BiasAddParams) -> Result<(), Ke
     for (what, ptr) in [("x", p.x), ("out", p.out)] {
         need(&name, what, ptr)?;
     }
-    let vec = if p.cols % 8 == 0 { 8 } else { 1 };
-    let items = p.max_rows as u64 * (p.cols / vec) as u64;
+    let items = p.max_rows as u64 * (p.cols / vec_width(p.cols)) as u64;
     if items == 0 {
         return Ok(());
     }
-    dev.launch(
-        &name,
-        [items.div_ceil(256).min(1 << 16) as u32, 1, 1],
-        [256, 1, 1],
-        0,
-        p,
-    )
+    let blocks = items
+        .div_ceil(MB_BIAS_ADD_THREADS as u64)
+        .min(MB_ELEMENTWISE_MAX_GRID as u64) as u32;
+    dev.launch(&name, [blocks, 1, 1], [MB_BIAS_ADD_THREADS, 1, 1], 0, p)
 }
 
 /// `colbert.cu`: fp32 `out[t] = x[t] / max(‖x[t]‖, 1e-12)`.
@@ -287,20 +312,21 @@ pub fn colbert_normalize(dev: &dyn Device, dt: Dtype, p: &RowNormalizeParams) ->
     if p.max_rows == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_rows.div_ceil(4).min(MAX_GRID), 1, 1], [128, 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [p.max_rows.div_ceil(MB_COLBERT_ROWS_PER_BLOCK).min(MB_MAX_GRID), 1, 1],
+        [MB_COLBERT_THREADS, 1, 1],
+        0,
+        p,
+    )
 }
-
-/// Query rows per block of `attention.cu` (4 warps × 16 rows).
-pub const ATTENTION_BLOCK_M: u32 = 64;
-/// Threads per block of `attention.cu`.
-pub const ATTENTION_THREADS: u32 = 128;
 
 /// `attention.cu` grid: (query tiles of the longest sequence, heads, sequences) — capacities only;
 /// blocks past the actual counts (read from the BatchDesc) exit at once.
 pub fn attention_grid(max_seqlen: u32, heads: u32, max_sequences: u32) -> ([u32; 3], [u32; 3]) {
     (
-        [max_seqlen.div_ceil(ATTENTION_BLOCK_M).max(1), heads, max_sequences],
-        [ATTENTION_THREADS, 1, 1],
+        [max_seqlen.div_ceil(MB_ATTENTION_BLOCK_M).max(1), heads, max_sequences],
+        [MB_ATTENTION_THREADS, 1, 1],
     )
 }
 
@@ -311,10 +337,13 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(),
         Dtype::Bf16 => "attention_bf16",
         Dtype::F16 => "attention_f16",
     };
-    if p.head_dim != 64 {
+    if p.head_dim != MB_ATTENTION_HEAD_DIM {
         return Err(unsupported(
             name,
-            format!("head_dim {} (the kernel supports 64 only)", p.head_dim),
+            format!(
+                "head_dim {} (the kernel supports {MB_ATTENTION_HEAD_DIM} only)",
+                p.head_dim
+            ),
         ));
     }
     if p.heads == 0 || p.heads > 65535 {
@@ -360,7 +389,13 @@ pub fn gather_rows(dev: &dyn Device, dt: Dtype, p: &GatherRowsParams) -> Result<
     if p.n_rows == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.n_rows.min(MAX_GRID), 1, 1], [MB_GATHER_THREADS, 1, 1], 0, p)
+    dev.launch(
+        &name,
+        [p.n_rows.min(MB_MAX_GRID), 1, 1],
+        [MB_GATHER_THREADS, 1, 1],
+        0,
+        p,
+    )
 }
 
 /// `topk.cu`: per row, softmax over `cols` and the `k` most probable columns (k in 1..=cols).
@@ -375,5 +410,5 @@ pub fn softmax_topk(dev: &dyn Device, dt: Dtype, p: &SoftmaxTopkParams) -> Resul
     if p.rows == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.rows.min(MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
+    dev.launch(&name, [p.rows.min(MB_MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
 }

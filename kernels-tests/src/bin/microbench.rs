@@ -1,5 +1,6 @@
-//! Kernel microbenchmarks over the kernels-tests case tables (`src/cases/*.rs`), plus
-//! ModernBERT-sized cases built from the same case structs.
+//! Kernel microbenchmarks over the kernels-tests cases (`src/cases/*.rs`: the same tables, buffers,
+//! parameter structs, launches, bytes and FLOPs the kernel tests use), plus ModernBERT-sized cases
+//! built from the same case structs.
 //!
 //! On a GPU (`--device cuda`, or `MODERNBERT_TEST_DEVICE=cuda`): every launch is timed with CUDA
 //! events, with the L2 flushed before each repeat (a memset of 2 × the L2 size on the same stream,
@@ -18,15 +19,13 @@
 //! cargo run --release -p kernels-tests --bin microbench -- --device cuda --model-only --json out.jsonl
 //! ```
 
-use std::io::Write;
-use std::time::Instant;
-
-use kernels_tests::cases::{self, attention::AttentionCase};
-use kernels_tests::{upload, upload_batch, upload_u32, Dtype, Rng};
+use kernels_tests::cases::{self, Inputs, Prepared, E};
+use kernels_tests::{Dtype, Rng};
 use modernbert::kernels::device::{CudaDevice, Device, DeviceBuffer, GemmDesc};
 use modernbert::kernels::emu::Emulator;
-use modernbert::kernels::params::*;
-use modernbert::kernels::{ops, KernelError};
+use modernbert::kernels::params::{MB_POOL_CLS, MB_POOL_MEAN};
+use modernbert::kernels::KernelError;
+use std::io::Write;
 
 struct Opts {
     cuda: bool,
@@ -81,539 +80,84 @@ fn parse() -> Opts {
     }
 }
 
-enum Dev {
-    Emu(Emulator),
-    Cuda(Box<CudaDevice>),
-}
-
-impl Dev {
-    fn d(&self) -> &dyn Device {
-        match self {
-            Dev::Emu(e) => e,
-            Dev::Cuda(c) => c.as_ref(),
-        }
-    }
-}
-
-/// Times one launch closure: CUDA events around it (L2 flushed before), or wall clock.
-///
-/// kernels-tests does not depend on cudarc directly (its Cargo.toml is not this file's), so the
-/// cudarc objects behind `CudaDevice::context()` / `stream()` are used through method calls with
-/// inferred types only: the L2-flush buffer lives inside the `flush` closure, and the timing-event
-/// flag `CU_EVENT_DEFAULT` (= 0 of the `#[repr(u32)]` `CUevent_flags`) is produced by a transmute
-/// whose target type is inferred from `CudaContext::new_event`.
-struct Timer<'a> {
-    dev: &'a Dev,
-    flush: Option<Box<dyn Fn() -> Result<(), KernelError>>>,
-}
-
-type Launch = Box<dyn Fn(&dyn Device) -> Result<(), KernelError>>;
-
-fn cuda_err(e: impl std::fmt::Debug) -> KernelError {
-    KernelError::Cuda(format!("{e:?}"))
-}
-
-impl<'a> Timer<'a> {
-    fn new(dev: &'a Dev) -> Result<Self, KernelError> {
-        let flush: Option<Box<dyn Fn() -> Result<(), KernelError>>> = match dev {
-            Dev::Cuda(c) => {
-                // 2 x the L2 size; Hopper's L2 is 50 MB (H100) / 60 MB (H200): 256 MiB covers every
-                // current card with margin (the L2 size attribute needs the cudarc enum by name).
-                let bytes = 256usize << 20;
-                let stream = c.stream().clone();
-                let buf = std::cell::RefCell::new(stream.alloc_zeros::<u8>(bytes).map_err(cuda_err)?);
-                Some(Box::new(move || {
-                    stream.memset_zeros(&mut *buf.borrow_mut()).map_err(cuda_err)
-                }))
-            }
-            Dev::Emu(_) => None,
-        };
-        Ok(Timer { dev, flush })
-    }
-
-    /// Median seconds of `repeats` launches (after one untimed warm-up launch).
-    fn time(
-        &self,
-        repeats: usize,
-        launch: &dyn Fn(&dyn Device) -> Result<(), KernelError>,
-    ) -> Result<f64, KernelError> {
-        let d = self.dev.d();
-        launch(d)?;
-        d.synchronize()?;
-        let mut t = Vec::with_capacity(repeats);
-        for _ in 0..repeats {
-            match self.dev {
-                Dev::Cuda(c) => {
-                    let stream = c.stream();
-                    // The L2 flush: a memset on the same stream, ordered before the start event.
-                    (self.flush.as_ref().expect("allocated for CUDA"))()?;
-                    // SAFETY: CUevent_flags is a #[repr(u32)] enum and 0 is CU_EVENT_DEFAULT (a timing event).
-                    let start = c
-                        .context()
-                        .new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) }))
-                        .map_err(cuda_err)?;
-                    let end = c
-                        .context()
-                        .new_event(Some(unsafe { std::mem::transmute::<u32, _>(0u32) }))
-                        .map_err(cuda_err)?;
-                    start.record(stream).map_err(cuda_err)?;
-                    launch(d)?;
-                    end.record(stream).map_err(cuda_err)?;
-                    t.push(start.elapsed_ms(&end).map_err(cuda_err)? as f64 / 1e3);
-                }
-                Dev::Emu(_) => {
-                    let s = Instant::now();
-                    launch(d)?;
-                    t.push(s.elapsed().as_secs_f64());
-                }
-            }
-        }
-        t.sort_by(f64::total_cmp);
-        Ok(t[t.len() / 2])
-    }
-}
-
-/// A prepared case: its buffers live inside `launch`.
-struct Case {
-    op: &'static str,
-    name: String,
-    /// Minimum DRAM traffic (bytes read + written).
-    bytes: f64,
-    /// Useful FLOPs (0 for memory-bound ops).
-    flops: f64,
-    launch: Launch,
-}
-
-fn buf(dev: &dyn Device, dt: Dtype, rng: &mut Rng, n: usize, label: &str) -> DeviceBuffer {
-    // Moderate values (no overflow when a residual is added repeatedly); for big buffers a short
-    // random pattern repeated (host generation time matters at ModernBERT sizes).
-    let pattern: Vec<f32> = (0..n.min(1 << 16)).map(|_| 0.5 * rng.normal()).collect();
-    let data: Vec<f32> = (0..n).map(|i| pattern[i % pattern.len().max(1)]).collect();
-    upload(dev, dt, &data, label)
+/// Median seconds of `repeats` timed runs of `launch` (after one untimed warm-up run), on the
+/// device's clock ([`Device::time_launches`]: CUDA events with the L2 flushed before each run, or
+/// the wall clock on the emulator).
+fn median_seconds(
+    dev: &dyn Device,
+    repeats: usize,
+    launch: &dyn Fn(&dyn Device) -> Result<(), KernelError>,
+) -> Result<f64, KernelError> {
+    launch(dev)?;
+    dev.synchronize()?;
+    let mut t = dev.time_launches(repeats, true, &mut || launch(dev))?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
 }
 
 fn zeros(dev: &dyn Device, bytes: usize, label: &str) -> DeviceBuffer {
     dev.upload_new(&vec![0u8; bytes], label).expect("upload")
 }
 
-const E: usize = 2; // bytes per bf16/fp16 element
-
-fn layernorm_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::layernorm::LayerNormCase, tag: &str) -> Case {
-    let (t, cap, h) = (c.tokens as usize, c.capacity as usize, c.hidden as usize);
-    let x = buf(dev, dt, rng, cap * h, "x");
-    let delta = buf(dev, dt, rng, cap * h, "delta");
-    let w = buf(dev, dt, rng, h, "w");
-    let b = buf(dev, dt, rng, h, "b");
-    let out = zeros(dev, cap * h * E, "out");
-    let batch = upload_batch(dev, c.tokens, 1, c.tokens);
-    let p = LayerNormParams {
-        residual: x.addr(),
-        delta: if c.residual { delta.addr() } else { 0 },
-        weight: w.addr(),
-        bias: if c.bias { b.addr() } else { 0 },
-        out: out.addr(),
-        batch: batch.addr(),
-        max_tokens: c.capacity,
-        hidden: c.hidden,
-        eps: 1e-5,
-        _pad0: 0,
-    };
-    let rows = if c.residual { 4 } else { 2 }; // x (+ delta read, x write), out
-    Case {
-        op: "layernorm",
-        name: format!(
-            "{tag}t{}_h{}{}{}",
-            c.tokens,
-            c.hidden,
-            if c.residual { "_res" } else { "" },
-            if c.bias { "_bias" } else { "" }
-        ),
-        bytes: (t * h * E * rows) as f64,
-        flops: 0.0,
-        launch: Box::new(move |d| {
-            let _keep = (&x, &delta, &w, &b, &out, &batch);
-            ops::layernorm(d, dt, &p)
-        }),
-    }
-}
-
-fn embeddings_case(
-    dev: &dyn Device,
-    dt: Dtype,
-    rng: &mut Rng,
-    c: &cases::embeddings::EmbeddingCase,
-    tag: &str,
-) -> Case {
-    let (t, cap, h, v) = (
-        c.tokens as usize,
-        c.capacity as usize,
-        c.hidden as usize,
-        c.vocab as usize,
-    );
-    let ids: Vec<u32> = (0..cap).map(|_| rng.below(c.vocab)).collect();
-    let ids = upload_u32(dev, &ids, "ids");
-    let table = buf(dev, dt, rng, v * h, "table");
-    let w = buf(dev, dt, rng, h, "w");
-    let b = buf(dev, dt, rng, h, "b");
-    let out = zeros(dev, cap * h * E, "out");
-    let batch = upload_batch(dev, c.tokens, 1, c.tokens);
-    let p = EmbeddingLayerNormParams {
-        ids: ids.addr(),
-        table: table.addr(),
-        weight: w.addr(),
-        bias: if c.bias { b.addr() } else { 0 },
-        out: out.addr(),
-        batch: batch.addr(),
-        max_tokens: c.capacity,
-        hidden: c.hidden,
-        vocab: c.vocab,
-        eps: 1e-5,
-    };
-    Case {
-        op: "embeddings",
-        name: format!("{tag}t{}_h{}_v{}", c.tokens, c.hidden, c.vocab),
-        bytes: (t * (4 + 2 * h * E)) as f64,
-        flops: 0.0,
-        launch: Box::new(move |d| {
-            let _keep = (&ids, &table, &w, &b, &out, &batch);
-            ops::embeddings(d, dt, &p)
-        }),
-    }
-}
-
-fn rope_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::rope::RopeCase, tag: &str) -> Case {
-    let t: u32 = c.seqlens.iter().sum();
-    let (cap, heads, hd) = (c.capacity as usize, c.heads as usize, c.head_dim as usize);
-    let qkv = buf(dev, dt, rng, cap * 3 * heads * hd, "qkv");
-    let cu = upload_u32(dev, &cases::cu_seqlens(&c.seqlens), "cu_seqlens");
-    let batch = upload_batch(dev, t, c.seqlens.len() as u32, *c.seqlens.iter().max().unwrap_or(&1));
-    let p = RopeParams {
-        qkv: qkv.addr(),
-        cu_seqlens: cu.addr(),
-        batch: batch.addr(),
-        max_tokens: c.capacity,
-        heads: c.heads,
-        head_dim: c.head_dim,
-        theta: c.theta,
-    };
-    Case {
-        op: "rope",
-        name: format!("{tag}t{t}_s{}_heads{}_hd{}", c.seqlens.len(), c.heads, c.head_dim),
-        bytes: (t as usize * 2 * heads * hd * E * 2) as f64, // Q and K, read + write
-        flops: 0.0,
-        launch: Box::new(move |d| {
-            let _keep = (&qkv, &cu, &batch);
-            ops::rope(d, dt, &p)
-        }),
-    }
-}
-
-fn attention_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &AttentionCase, tag: &str) -> Case {
-    let t = c.tokens();
-    let qkv = buf(dev, dt, rng, t.max(1) * 3 * c.heads * 64, "qkv");
-    let out = zeros(dev, t.max(1) * c.heads * 64 * E, "out");
-    let cu = upload_u32(dev, &c.cu_seqlens(), "cu_seqlens");
-    let kl = c.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
-    let batch = upload_batch(
-        dev,
-        t as u32,
-        c.seqlens.len() as u32,
-        *c.seqlens.iter().max().unwrap_or(&1),
-    );
-    let p = AttentionParams {
-        qkv: qkv.addr(),
-        out: out.addr(),
-        cu_seqlens: cu.addr(),
-        key_lens: kl.as_ref().map_or(0, |b| b.addr()),
-        batch: batch.addr(),
-        max_sequences: c.max_sequences as u32,
-        max_seqlen: c.max_seqlen as u32,
-        heads: c.heads as u32,
-        head_dim: 64,
-        window_radius: c.radius.map_or(-1, |r| r as i32),
-        softmax_scale: 0.125,
-    };
-    Case {
-        op: "attention",
-        name: format!("{tag}{}_heads{}", c.name, c.heads),
-        bytes: (t * c.heads * 64 * E * 4) as f64, // q, k, v read once, out written
-        flops: c.flops(),
-        launch: Box::new(move |d| {
-            let _keep = (&qkv, &out, &cu, &kl, &batch);
-            ops::attention(d, dt, &p)
-        }),
-    }
-}
-
-fn geglu_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::geglu::GegluCase, tag: &str) -> Case {
-    let (t, cap, i) = (c.tokens as usize, c.capacity as usize, c.inter as usize);
-    let h = buf(dev, dt, rng, cap * 2 * i, "h");
-    let out = zeros(dev, cap * i * E, "out");
-    let batch = upload_batch(dev, c.tokens, 1, c.tokens);
-    let p = GegluParams {
-        h: h.addr(),
-        out: out.addr(),
-        batch: batch.addr(),
-        max_tokens: c.capacity,
-        inter: c.inter,
-        activation: c.activation,
-        _pad0: 0,
-    };
-    Case {
-        op: "geglu",
-        name: format!("{tag}t{}_i{}_act{}", c.tokens, c.inter, c.activation),
-        bytes: (t * 3 * i * E) as f64,
-        flops: 0.0,
-        launch: Box::new(move |d| {
-            let _keep = (&h, &out, &batch);
-            ops::geglu(d, dt, &p)
-        }),
-    }
-}
-
-fn pad_cases(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::unpad::PadCase, tag: &str) -> Vec<Case> {
-    let cu = cases::cu_seqlens(&c.seqlens);
-    let t = *cu.last().unwrap() as usize;
-    let (s, l, w) = (c.max_sequences as usize, c.padded_len as usize, c.width as usize);
-    let padded = std::rc::Rc::new(buf(dev, dt, rng, s * l * w, "padded"));
-    let packed = std::rc::Rc::new(buf(dev, dt, rng, t.max(1) * w, "packed"));
-    let d_cu = std::rc::Rc::new(upload_u32(dev, &cu, "cu_seqlens"));
-    let batch = std::rc::Rc::new(upload_batch(
-        dev,
-        t as u32,
-        c.seqlens.len() as u32,
-        *c.seqlens.iter().max().unwrap_or(&1),
-    ));
-    let p = PadParams {
-        padded: padded.addr(),
-        packed: packed.addr(),
-        cu_seqlens: d_cu.addr(),
-        batch: batch.addr(),
-        max_sequences: c.max_sequences,
-        padded_len: c.padded_len,
-        width: c.width,
-        _pad0: 0,
-    };
-    let name = format!("{tag}t{t}_s{}x{}_w{}", c.max_sequences, c.padded_len, c.width);
-    let keep = (padded, packed, d_cu, batch);
-    let keep2 = keep.clone();
-    vec![
-        Case {
-            op: "unpad",
-            name: name.clone(),
-            bytes: (t * w * E * 2) as f64,
-            flops: 0.0,
-            launch: Box::new(move |d| {
-                let _keep = &keep;
-                ops::unpad(d, dt, &p)
-            }),
-        },
-        Case {
-            op: "repad",
-            name,
-            bytes: (t * w * E + s * l * w * E) as f64,
-            flops: 0.0,
-            launch: Box::new(move |d| {
-                let _keep = &keep2;
-                ops::repad(d, dt, &p)
-            }),
-        },
-    ]
-}
-
-fn pool_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::pooling::PoolCase, tag: &str) -> Case {
-    let cu = cases::cu_seqlens(&c.seqlens);
-    let t = *cu.last().unwrap() as usize;
-    let (ms, h, od) = (c.max_sequences as usize, c.hidden as usize, c.out_dim as usize);
-    let hidden = buf(dev, dt, rng, t.max(1) * h, "hidden");
-    let out = zeros(dev, ms * od * 4, "out");
-    let d_cu = upload_u32(dev, &cu, "cu_seqlens");
-    let kl = c.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
-    let batch = upload_batch(
-        dev,
-        t as u32,
-        c.seqlens.len() as u32,
-        *c.seqlens.iter().max().unwrap_or(&1),
-    );
-    let p = PoolParams {
-        hidden: hidden.addr(),
-        out: out.addr(),
-        cu_seqlens: d_cu.addr(),
-        key_lens: kl.as_ref().map_or(0, |b| b.addr()),
-        batch: batch.addr(),
-        max_sequences: c.max_sequences,
-        hidden_dim: c.hidden,
-        out_dim: c.out_dim,
-        pooling: c.pooling,
-        normalize: c.normalize as u32,
-        _pad0: 0,
-    };
-    let n = c.seqlens.len();
-    let read = if c.pooling == MB_POOL_CLS {
-        n * od * E
-    } else {
-        t * od * E
-    };
-    Case {
-        op: "pool",
-        name: format!(
-            "{tag}t{t}_s{n}_h{h}_d{od}_{}",
-            if c.pooling == MB_POOL_CLS { "cls" } else { "mean" }
-        ),
-        bytes: (read + n * od * 4) as f64,
-        flops: 0.0,
-        launch: Box::new(move |d| {
-            let _keep = (&hidden, &out, &d_cu, &kl, &batch);
-            ops::pool(d, dt, &p)
-        }),
-    }
-}
-
-fn head_cases(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::mlm_head::HeadCase, tag: &str) -> Vec<Case> {
-    let (t, cap, h, v) = (
-        c.tokens as usize,
-        c.capacity as usize,
-        c.hidden as usize,
-        c.vocab as usize,
-    );
-    let x = buf(dev, dt, rng, cap * h, "x");
-    let db = buf(dev, dt, rng, h, "dense_bias");
-    let w = buf(dev, dt, rng, h, "w");
-    let b = buf(dev, dt, rng, h, "b");
-    let out = zeros(dev, cap * h * E, "out");
-    let batch = std::rc::Rc::new(upload_batch(dev, c.tokens, 1, c.tokens));
-    let p = HeadActNormParams {
-        x: x.addr(),
-        dense_bias: if c.dense_bias { db.addr() } else { 0 },
-        weight: w.addr(),
-        bias: if c.norm_bias { b.addr() } else { 0 },
-        out: out.addr(),
-        batch: batch.addr(),
-        max_tokens: c.capacity,
-        hidden: c.hidden,
-        activation: c.activation,
-        eps: 1e-5,
-    };
-    let logits_in = buf(dev, dt, rng, cap * v, "logits_in");
-    let vb = buf(dev, dt, rng, v, "decoder_bias");
-    let logits = zeros(dev, cap * v * 4, "logits");
-    let q = BiasAddParams {
-        x: logits_in.addr(),
-        bias: vb.addr(),
-        out: logits.addr(),
-        batch: batch.addr(),
-        max_rows: c.capacity,
-        cols: c.vocab,
-    };
-    let batch2 = batch.clone();
-    vec![
-        Case {
-            op: "head_act_norm",
-            name: format!("{tag}t{}_h{}", c.tokens, c.hidden),
-            bytes: (t * h * E * 2) as f64,
-            flops: 0.0,
-            launch: Box::new(move |d| {
-                let _keep = (&x, &db, &w, &b, &out, &batch);
-                ops::head_act_norm(d, dt, &p)
-            }),
-        },
-        Case {
-            op: "bias_add",
-            name: format!("{tag}t{}_v{}", c.tokens, c.vocab),
-            bytes: (t * v * (E + 4)) as f64,
-            flops: 0.0,
-            launch: Box::new(move |d| {
-                let _keep = (&logits_in, &vb, &logits, &batch2);
-                ops::bias_add(d, dt, &q)
-            }),
-        },
-    ]
-}
-
-fn colbert_case(dev: &dyn Device, dt: Dtype, rng: &mut Rng, c: &cases::colbert::ColbertCase, tag: &str) -> Case {
-    let (r, cap, dim) = (c.rows as usize, c.capacity as usize, c.dim as usize);
-    let x = buf(dev, dt, rng, cap * dim, "x");
-    let out = zeros(dev, cap * dim * 4, "out");
-    let batch = upload_batch(dev, c.rows, 1, c.rows);
-    let p = RowNormalizeParams {
-        x: x.addr(),
-        out: out.addr(),
-        batch: batch.addr(),
-        max_rows: c.capacity,
-        dim: c.dim,
-    };
-    Case {
-        op: "colbert_normalize",
-        name: format!("{tag}r{}_d{}", c.rows, c.dim),
-        bytes: (r * dim * (E + 4)) as f64,
-        flops: 0.0,
-        launch: Box::new(move |d| {
-            let _keep = (&x, &out, &batch);
-            ops::colbert_normalize(d, dt, &p)
-        }),
-    }
-}
-
 // ModernBERT-sized cases (base: hidden 768, 12 heads, I 1152; a 64 K-token batch of 128 × 512).
 const T: u32 = 65536;
 
-fn attn(name: &str, seqlens: Vec<u32>, heads: usize, radius: Option<usize>) -> AttentionCase {
-    let max = *seqlens.iter().max().unwrap() as usize;
-    AttentionCase {
-        name: name.into(),
-        max_sequences: seqlens.len(),
-        seqlens,
-        key_lens: None,
-        heads,
-        radius,
-        max_seqlen: max,
-        dtypes: &[Dtype::Bf16, Dtype::F16],
-    }
-}
+/// A prepared case and the prefix of its name (`model_` for the ModernBERT-sized ones).
+type Bench = (&'static str, Box<dyn Prepared>);
 
 /// Builds every case of one op (lazily, so that only the selected ops allocate).
-type Builder = Box<dyn Fn(&dyn Device, Dtype, &mut Rng, bool, bool, bool) -> Vec<Case>>;
+type Builder = Box<dyn Fn(&dyn Device, Dtype, &mut Rng, bool, bool, bool) -> Vec<Bench>>;
+
+fn pick<C>(table: Vec<C>, model: Vec<C>, t: bool, m: bool, smoke: bool) -> Vec<(C, &'static str)> {
+    let mut v: Vec<(C, &'static str)> = Vec::new();
+    if t {
+        v.extend(table.into_iter().map(|c| (c, "")));
+    }
+    if m {
+        v.extend(model.into_iter().map(|c| (c, "model_")));
+    }
+    if smoke {
+        v.truncate(1);
+    }
+    v
+}
+
+/// Prepares the picked cases with `new`, the op's `cases::<op>::*Run::new`. The inputs repeat a
+/// short drawn pattern: ModernBERT-sized buffers would take longer to draw than to time.
+fn prepare<C, R: Prepared + 'static>(
+    dev: &dyn Device,
+    dt: Dtype,
+    rng: &mut Rng,
+    picked: Vec<(C, &'static str)>,
+    new: fn(&dyn Device, &C, &mut Inputs) -> R,
+) -> Vec<Bench> {
+    picked
+        .into_iter()
+        .map(|(c, tag)| {
+            let run = new(dev, &c, &mut Inputs::repeating(rng, dt, 1 << 16));
+            (tag, Box::new(run) as Box<dyn Prepared>)
+        })
+        .collect()
+}
 
 /// `(op, builder(dev, dtype, rng, table, model, smoke))`.
 fn builders() -> Vec<(&'static str, Builder)> {
-    fn pick<C: Clone>(table: Vec<C>, model: Vec<C>, t: bool, m: bool, smoke: bool) -> Vec<(C, &'static str)> {
-        let mut v: Vec<(C, &'static str)> = Vec::new();
-        if t {
-            v.extend(table.into_iter().map(|c| (c, "")));
-        }
-        if m {
-            v.extend(model.into_iter().map(|c| (c, "model_")));
-        }
-        if smoke {
-            v.truncate(1);
-        }
-        v
-    }
     use cases::*;
     vec![
         (
             "layernorm",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-                let model = vec![
-                    layernorm::LayerNormCase {
+                let model = [768, 1024]
+                    .map(|hidden| layernorm::LayerNormCase {
                         tokens: T,
                         capacity: T,
-                        hidden: 768,
+                        hidden,
                         residual: true,
                         bias: false,
-                    },
-                    layernorm::LayerNormCase {
-                        tokens: T,
-                        capacity: T,
-                        hidden: 1024,
-                        residual: true,
-                        bias: false,
-                    },
-                ];
-                pick(layernorm::cases(), model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| layernorm_case(d, dt, r, c, tag))
-                    .collect()
+                    })
+                    .to_vec();
+                let picked = pick(layernorm::cases(), model, t, m, s);
+                prepare(d, dt, r, picked, layernorm::LayerNormRun::new)
             }),
         ),
         (
@@ -626,10 +170,8 @@ fn builders() -> Vec<(&'static str, Builder)> {
                     vocab: 50368,
                     bias: false,
                 }];
-                pick(embeddings::cases(), model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| embeddings_case(d, dt, r, c, tag))
-                    .collect()
+                let picked = pick(embeddings::cases(), model, t, m, s);
+                prepare(d, dt, r, picked, embeddings::EmbeddingRun::new)
             }),
         ),
         (
@@ -642,52 +184,39 @@ fn builders() -> Vec<(&'static str, Builder)> {
                     head_dim: 64,
                     theta: 160_000.0,
                 }];
-                pick(rope::cases(), model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| rope_case(d, dt, r, c, tag))
-                    .collect()
+                prepare(d, dt, r, pick(rope::cases(), model, t, m, s), rope::RopeRun::new)
             }),
         ),
         (
             "attention",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                use attention::AttentionCase as A;
                 let mut table = attention::cases();
                 if t && !s {
                     table.extend(attention::long_cases());
                 }
                 let model = vec![
-                    attn("global_128x512", vec![512; 128], 12, None),
-                    attn("local64_128x512", vec![512; 128], 12, Some(64)),
-                    attn("global_8x8192", vec![8192; 8], 12, None),
-                    attn("local64_8x8192", vec![8192; 8], 12, Some(64)),
+                    A::new("global_128x512", &[512; 128], 12, None),
+                    A::new("local64_128x512", &[512; 128], 12, Some(64)),
+                    A::new("global_8x8192", &[8192; 8], 12, None),
+                    A::new("local64_8x8192", &[8192; 8], 12, Some(64)),
                 ];
-                pick(table, model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| attention_case(d, dt, r, c, tag))
-                    .collect()
+                let picked = pick(table, model, t, m, s);
+                prepare(d, dt, r, picked, attention::AttentionRun::new)
             }),
         ),
         (
             "geglu",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-                let model = vec![
-                    geglu::GegluCase {
+                let model = [1152, 2624]
+                    .map(|inter| geglu::GegluCase {
                         tokens: T,
                         capacity: T,
-                        inter: 1152,
+                        inter,
                         activation: 0,
-                    },
-                    geglu::GegluCase {
-                        tokens: T,
-                        capacity: T,
-                        inter: 2624,
-                        activation: 0,
-                    },
-                ];
-                pick(geglu::cases(), model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| geglu_case(d, dt, r, c, tag))
-                    .collect()
+                    })
+                    .to_vec();
+                prepare(d, dt, r, pick(geglu::cases(), model, t, m, s), geglu::GegluRun::new)
             }),
         ),
         (
@@ -700,10 +229,7 @@ fn builders() -> Vec<(&'static str, Builder)> {
                     padded_len: 512,
                     width: 768,
                 }];
-                pick(unpad::cases(), model, t, m, s)
-                    .iter()
-                    .flat_map(|(c, tag)| pad_cases(d, dt, r, c, tag))
-                    .collect()
+                prepare(d, dt, r, pick(unpad::cases(), model, t, m, s), unpad::PadRun::new)
             }),
         ),
         (
@@ -725,10 +251,7 @@ fn builders() -> Vec<(&'static str, Builder)> {
                         ..base
                     },
                 ];
-                pick(pooling::cases(), model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| pool_case(d, dt, r, c, tag))
-                    .collect()
+                prepare(d, dt, r, pick(pooling::cases(), model, t, m, s), pooling::PoolRun::new)
             }),
         ),
         (
@@ -743,10 +266,13 @@ fn builders() -> Vec<(&'static str, Builder)> {
                     norm_bias: false,
                     activation: 0,
                 }];
-                pick(mlm_head::cases(), model, t, m, s)
-                    .iter()
-                    .flat_map(|(c, tag)| head_cases(d, dt, r, c, tag))
-                    .collect()
+                prepare(
+                    d,
+                    dt,
+                    r,
+                    pick(mlm_head::cases(), model, t, m, s),
+                    mlm_head::HeadRun::new,
+                )
             }),
         ),
         (
@@ -757,40 +283,29 @@ fn builders() -> Vec<(&'static str, Builder)> {
                     capacity: T,
                     dim: 128,
                 }];
-                pick(colbert::cases(), model, t, m, s)
-                    .iter()
-                    .map(|(c, tag)| colbert_case(d, dt, r, c, tag))
-                    .collect()
+                prepare(
+                    d,
+                    dt,
+                    r,
+                    pick(colbert::cases(), model, t, m, s),
+                    colbert::ColbertRun::new,
+                )
             }),
         ),
     ]
 }
 
 /// Ceilings measured in this run: device-to-device copy GB/s (read + write) and bf16 GEMM TFLOP/s.
-fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, String), KernelError> {
-    let d = dev.d();
-    let (copy_bytes, gemm_n) = match dev {
-        Dev::Cuda(_) => (1usize << 30, 8192u32),
-        Dev::Emu(_) => (1usize << 20, 128u32),
+fn ceilings(d: &dyn Device, repeats: usize) -> Result<(f64, f64, String), KernelError> {
+    let emulated = d.as_emulator().is_some();
+    let (copy_bytes, gemm_n) = if emulated {
+        (1usize << 20, 128u32)
+    } else {
+        (1usize << 30, 8192u32)
     };
-    let copy_s = match dev {
-        Dev::Cuda(c) => {
-            let stream = c.stream().clone();
-            let src = stream.alloc_zeros::<u8>(copy_bytes).map_err(cuda_err)?;
-            let dst = std::cell::RefCell::new(stream.alloc_zeros::<u8>(copy_bytes).map_err(cuda_err)?);
-            timer.time(repeats.max(5), &move |_| {
-                stream.memcpy_dtod(&src, &mut *dst.borrow_mut()).map_err(cuda_err)
-            })?
-        }
-        Dev::Emu(_) => {
-            let src = d.alloc(copy_bytes, "copy_src")?;
-            let mut dst = d.alloc(copy_bytes, "copy_dst")?;
-            let start = Instant::now();
-            let v = d.download_vec(&src)?;
-            d.upload(&mut dst, 0, &v)?;
-            start.elapsed().as_secs_f64()
-        }
-    };
+    let src = d.alloc(copy_bytes, "copy_src")?;
+    let dst = std::cell::RefCell::new(d.alloc(copy_bytes, "copy_dst")?);
+    let copy_s = median_seconds(d, repeats.max(5), &|d| d.copy(&src, &mut dst.borrow_mut()))?;
     let n = gemm_n as usize;
     let a = zeros(d, n * n * E, "gemm_a");
     let w = zeros(d, n * n * E, "gemm_w");
@@ -804,12 +319,8 @@ fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, Strin
         n: gemm_n,
         k: gemm_n,
     };
-    let gemm_s = timer.time(repeats.max(5), &move |d| d.gemm(Dtype::Bf16, &g))?;
-    let gemm = if matches!(dev, Dev::Cuda(_)) {
-        "cuBLASLt"
-    } else {
-        "host (emulator)"
-    };
+    let gemm_s = median_seconds(d, repeats.max(5), &move |d| d.gemm(Dtype::Bf16, &g))?;
+    let gemm = if emulated { "host (emulator)" } else { "cuBLASLt" };
     let what = format!("D2D copy {} MiB, {gemm} bf16 GEMM {n}x{n}x{n}", copy_bytes >> 20);
     Ok((
         2.0 * copy_bytes as f64 / copy_s / 1e9,
@@ -820,24 +331,25 @@ fn ceilings(dev: &Dev, timer: &Timer, repeats: usize) -> Result<(f64, f64, Strin
 
 fn main() {
     let o = parse();
-    let dev = if o.cuda {
+    let dev: Box<dyn Device> = if o.cuda {
         match CudaDevice::new(0) {
-            Ok(c) => Dev::Cuda(Box::new(c)),
+            Ok(c) => Box::new(c),
             Err(e) => {
                 eprintln!("error: --device cuda: {e}");
                 std::process::exit(1);
             }
         }
     } else {
-        Dev::Emu(Emulator::new())
+        Box::new(Emulator::new())
     };
-    let is_emu = matches!(dev, Dev::Emu(_));
+    let dev = &*dev;
+    let is_emu = dev.as_emulator().is_some();
     if is_emu {
         println!("# device: emulator — timings are wall-clock of the CPU emulation and MEAN NOTHING; this is a smoke check of the harness.");
     } else {
         println!(
             "# device: {} — CUDA events, L2 flushed (2 x L2 memset) before every repeat, median of {} repeats",
-            dev.d().name(),
+            dev.name(),
             o.repeats
         );
     }
@@ -851,8 +363,7 @@ fn main() {
         .json
         .as_ref()
         .map(|p| std::fs::File::create(p).unwrap_or_else(|e| panic!("--json {p}: {e}")));
-    let timer = Timer::new(&dev).unwrap_or_else(|e| panic!("timer: {e}"));
-    let (bw, tf, what) = ceilings(&dev, &timer, o.repeats).unwrap_or_else(|e| panic!("ceilings: {e}"));
+    let (bw, tf, what) = ceilings(dev, o.repeats).unwrap_or_else(|e| panic!("ceilings: {e}"));
     println!(
         "# ceilings measured now ({what}): {bw:.1} GB/s, {tf:.2} TFLOP/s{}",
         if is_emu { " (emulator: meaningless)" } else { "" }
@@ -860,7 +371,7 @@ fn main() {
     if let Some(f) = json.as_mut() {
         let line = serde_json_line(&[
             ("kind", "\"ceilings\"".into()),
-            ("device", format!("{:?}", dev.d().name())),
+            ("device", format!("{:?}", dev.name())),
             ("copy_gbps", format!("{bw:.3}")),
             ("gemm_tflops", format!("{tf:.4}")),
             ("what", format!("{what:?}")),
@@ -877,48 +388,52 @@ fn main() {
         if o.filter.as_deref().is_some_and(|f| f != op) {
             continue;
         }
-        for case in build(dev.d(), o.dtype, &mut rng, table, model, o.smoke) {
-            match timer.time(o.repeats, &case.launch) {
-                Ok(s) => {
-                    let gbps = case.bytes / s / 1e9;
-                    let tflops = case.flops / s / 1e12;
-                    let flops_cols = if case.flops > 0.0 {
-                        (format!("{tflops:.2}"), format!("{:.1}", 100.0 * tflops / tf))
-                    } else {
-                        ("-".into(), "-".into())
-                    };
-                    println!(
-                        "{:<18} {:<44} {:>10.2} {:>9.1} {:>7.1} {:>9} {:>7}",
-                        case.op,
-                        case.name,
-                        s * 1e6,
-                        gbps,
-                        100.0 * gbps / bw,
-                        flops_cols.0,
-                        flops_cols.1
-                    );
-                    if let Some(f) = json.as_mut() {
-                        let line = serde_json_line(&[
-                            ("kind", "\"kernel\"".into()),
-                            ("op", format!("{:?}", case.op)),
-                            ("case", format!("{:?}", case.name)),
-                            ("dtype", format!("{:?}", format!("{:?}", o.dtype))),
-                            ("device", format!("{:?}", dev.d().name())),
-                            ("time_us", format!("{:.3}", s * 1e6)),
-                            ("bytes", format!("{}", case.bytes)),
-                            ("flops", format!("{}", case.flops)),
-                            ("gbps", format!("{gbps:.3}")),
-                            ("pct_copy_bw", format!("{:.2}", 100.0 * gbps / bw)),
-                            ("tflops", format!("{tflops:.4}")),
-                            ("pct_gemm", format!("{:.2}", 100.0 * tflops / tf)),
-                            ("emulator", format!("{is_emu}")),
-                        ]);
-                        writeln!(f, "{line}").unwrap();
+        for (tag, case) in build(dev, o.dtype, &mut rng, table, model, o.smoke) {
+            for (k, &kernel) in case.kernels().iter().enumerate() {
+                let name = format!("{tag}{}", case.name(k));
+                let (bytes, flops) = (case.bytes(k), case.flops(k));
+                match median_seconds(dev, o.repeats, &|d| case.launch(d, k)) {
+                    Ok(s) => {
+                        let gbps = bytes / s / 1e9;
+                        let tflops = flops / s / 1e12;
+                        let flops_cols = if flops > 0.0 {
+                            (format!("{tflops:.2}"), format!("{:.1}", 100.0 * tflops / tf))
+                        } else {
+                            ("-".into(), "-".into())
+                        };
+                        println!(
+                            "{:<18} {:<44} {:>10.2} {:>9.1} {:>7.1} {:>9} {:>7}",
+                            kernel,
+                            name,
+                            s * 1e6,
+                            gbps,
+                            100.0 * gbps / bw,
+                            flops_cols.0,
+                            flops_cols.1
+                        );
+                        if let Some(f) = json.as_mut() {
+                            let line = serde_json_line(&[
+                                ("kind", "\"kernel\"".into()),
+                                ("op", format!("{kernel:?}")),
+                                ("case", format!("{name:?}")),
+                                ("dtype", format!("{:?}", format!("{:?}", o.dtype))),
+                                ("device", format!("{:?}", dev.name())),
+                                ("time_us", format!("{:.3}", s * 1e6)),
+                                ("bytes", format!("{bytes}")),
+                                ("flops", format!("{flops}")),
+                                ("gbps", format!("{gbps:.3}")),
+                                ("pct_copy_bw", format!("{:.2}", 100.0 * gbps / bw)),
+                                ("tflops", format!("{tflops:.4}")),
+                                ("pct_gemm", format!("{:.2}", 100.0 * tflops / tf)),
+                                ("emulator", format!("{is_emu}")),
+                            ]);
+                            writeln!(f, "{line}").unwrap();
+                        }
                     }
-                }
-                Err(e) => {
-                    failures += 1;
-                    println!("{:<18} {:<44} FAILED: {e}", case.op, case.name);
+                    Err(e) => {
+                        failures += 1;
+                        println!("{kernel:<18} {name:<44} FAILED: {e}");
+                    }
                 }
             }
         }
@@ -942,21 +457,21 @@ mod tests {
     /// The CI smoke check: one case per op on the emulator, ceilings included.
     #[test]
     fn smoke_on_the_emulator() {
-        let dev = Dev::Emu(Emulator::new());
-        let timer = Timer::new(&dev).unwrap();
-        let (bw, tf, _) = ceilings(&dev, &timer, 1).unwrap();
+        let dev = Emulator::new();
+        let (bw, tf, _) = ceilings(&dev, 1).unwrap();
         assert!(bw > 0.0 && tf > 0.0);
         let mut rng = Rng::new(1);
         let mut ops = Vec::new();
         for (op, build) in builders() {
-            let cases = build(dev.d(), Dtype::Bf16, &mut rng, true, false, true);
+            let cases = build(&dev, Dtype::Bf16, &mut rng, true, false, true);
             assert!(!cases.is_empty(), "{op}");
-            for c in cases {
-                let s = timer
-                    .time(1, &c.launch)
-                    .unwrap_or_else(|e| panic!("{op} {}: {e}", c.name));
-                assert!(s >= 0.0 && c.bytes > 0.0);
-                ops.push(c.op);
+            for (_, c) in cases {
+                for (k, &kernel) in c.kernels().iter().enumerate() {
+                    let s = median_seconds(&dev, 1, &|d| c.launch(d, k))
+                        .unwrap_or_else(|e| panic!("{op} {}: {e}", c.name(k)));
+                    assert!(s >= 0.0 && c.bytes(k) > 0.0);
+                    ops.push(kernel);
+                }
             }
         }
         for op in [

@@ -4,18 +4,16 @@
 //! The element type is chosen by the caller (every case runs in bf16 and fp16 unless `dtypes` says
 //! otherwise).
 
+use super::{Inputs, Prepared, E};
+use crate::{download, poison, upload, upload_batch, upload_u32, DeviceBuffer};
 use modernbert::kernels::device::Device;
-use modernbert::kernels::params::AttentionParams;
-use modernbert::kernels::{Dtype, KernelError};
+use modernbert::kernels::params::{AttentionParams, MB_ATTENTION_HEAD_DIM};
+use modernbert::kernels::{ops, Dtype, KernelError};
 
 /// ModernBERT's local layers: `local_attention = 128`, radius 64.
 pub const MODERNBERT_RADIUS: usize = 64;
 /// The only head size the kernel supports.
-pub const HEAD_DIM: usize = 64;
-/// Query rows per block (the grid's x dimension is `ceil(max_seqlen / BLOCK_M)`).
-pub const BLOCK_M: usize = 64;
-/// Threads per block.
-pub const THREADS: u32 = 128;
+pub const HEAD_DIM: usize = MB_ATTENTION_HEAD_DIM as usize;
 
 #[derive(Clone, Debug)]
 pub struct AttentionCase {
@@ -36,7 +34,7 @@ pub struct AttentionCase {
 const BOTH: &[Dtype] = &[Dtype::Bf16, Dtype::F16];
 
 impl AttentionCase {
-    fn new(name: &str, seqlens: &[u32], heads: usize, radius: Option<usize>) -> Self {
+    pub fn new(name: &str, seqlens: &[u32], heads: usize, radius: Option<usize>) -> Self {
         let max = *seqlens.iter().max().unwrap_or(&1) as usize;
         Self {
             name: name.to_string(),
@@ -74,10 +72,6 @@ impl AttentionCase {
         }
         cu
     }
-    /// Launch geometry of cuda/attention.cu: (grid, block). Shared memory is static (40 KiB).
-    pub fn grid(&self) -> ([u32; 3], [u32; 3]) {
-        attention_grid(self.max_seqlen, self.heads, self.max_sequences)
-    }
     /// Useful FLOPs (QK^T and PV, 2 per MAC) of the batch, for the benchmarks.
     pub fn flops(&self) -> f64 {
         let mut macs = 0f64;
@@ -94,54 +88,6 @@ impl AttentionCase {
         }
         2.0 * macs * self.heads as f64
     }
-}
-
-/// Grid and block of cuda/attention.cu for the given capacities.
-pub fn attention_grid(max_seqlen: usize, heads: usize, max_sequences: usize) -> ([u32; 3], [u32; 3]) {
-    let x = max_seqlen.div_ceil(BLOCK_M).max(1);
-    ([x as u32, heads as u32, max_sequences as u32], [THREADS, 1, 1])
-}
-
-fn unsupported(kernel: &str, message: String) -> KernelError {
-    KernelError::Unsupported {
-        kernel: kernel.to_string(),
-        message,
-    }
-}
-
-/// The typed launcher of cuda/attention.cu (`attention_bf16` / `attention_f16`): checks what the kernel
-/// cannot (head_dim 64 only — the kernel would silently write nothing —, grid limits, 16-byte
-/// alignment of qkv and out for cp.async and the 16-byte stores), then launches with the graph-friendly
-/// geometry (capacities only; the real counts are read from `p.batch` on the device).
-/// (Belongs in src/kernels/ops.rs next to the other launchers; kept here until that file takes it.)
-pub fn launch_attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(), KernelError> {
-    let name = format!("attention{}", dt.suffix());
-    if p.head_dim as usize != HEAD_DIM {
-        return Err(unsupported(
-            &name,
-            format!("head_dim {} (the kernel supports 64 only)", p.head_dim),
-        ));
-    }
-    if p.heads == 0 || p.heads > 65535 {
-        return Err(unsupported(&name, format!("heads {} (1..=65535)", p.heads)));
-    }
-    if p.max_sequences > 65535 {
-        return Err(unsupported(
-            &name,
-            format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences),
-        ));
-    }
-    if p.qkv % 16 != 0 || p.out % 16 != 0 {
-        return Err(unsupported(&name, "qkv and out must be 16-byte aligned".to_string()));
-    }
-    if !(p.softmax_scale.is_finite() && p.softmax_scale > 0.0) {
-        return Err(unsupported(&name, format!("softmax_scale {}", p.softmax_scale)));
-    }
-    if p.max_seqlen == 0 || p.max_sequences == 0 {
-        return Ok(());
-    }
-    let (grid, block) = attention_grid(p.max_seqlen as usize, p.heads as usize, p.max_sequences as usize);
-    dev.launch(&name, grid, block, 0, p)
 }
 
 /// Every sequence length the issue asks for.
@@ -182,4 +128,86 @@ pub fn long_cases() -> Vec<AttentionCase> {
         AttentionCase::new("global_len8192", &[8192], 1, None).dtypes(&[Dtype::Bf16]),
         AttentionCase::new("local64_len8192", &[8192], 1, Some(MODERNBERT_RADIUS)).dtypes(&[Dtype::F16]),
     ]
+}
+
+/// A case on a device: `qkv` `[tokens, 3, heads, HEAD_DIM]` uniform in [-2, 2) (scores of std ~1.3:
+/// peaked but not one-hot softmax rows), `out` `[tokens, heads * HEAD_DIM]` poisoned.
+pub struct AttentionRun {
+    pub case: AttentionCase,
+    pub dt: Dtype,
+    pub qkv: Vec<f32>,
+    pub cu_seqlens: Vec<u32>,
+    pub params: AttentionParams,
+    d_out: DeviceBuffer,
+    _inputs: [Option<DeviceBuffer>; 4],
+}
+
+impl AttentionRun {
+    pub fn new(dev: &dyn Device, case: &AttentionCase, inputs: &mut Inputs) -> Self {
+        let dt = inputs.dtype();
+        let tokens = case.tokens();
+        let hidden = case.heads * HEAD_DIM;
+        let qkv = inputs.uniform(tokens * 3 * hidden, -2.0, 2.0);
+        let cu_seqlens = case.cu_seqlens();
+        let d_qkv = upload(dev, dt, &qkv, "qkv");
+        let d_cu = upload_u32(dev, &cu_seqlens, "cu_seqlens");
+        let d_kl = case.key_lens.as_ref().map(|k| upload_u32(dev, k, "key_lens"));
+        let max_len = *case.seqlens.iter().max().unwrap_or(&0);
+        let d_batch = upload_batch(dev, tokens as u32, case.seqlens.len() as u32, max_len);
+        let d_out = crate::poisoned(dev, (tokens * hidden * E).max(E), "out");
+        let params = AttentionParams {
+            qkv: d_qkv.addr(),
+            out: d_out.addr(),
+            cu_seqlens: d_cu.addr(),
+            key_lens: d_kl.as_ref().map_or(0, |b| b.addr()),
+            batch: d_batch.addr(),
+            max_sequences: case.max_sequences as u32,
+            max_seqlen: case.max_seqlen as u32,
+            heads: case.heads as u32,
+            head_dim: HEAD_DIM as u32,
+            window_radius: case.radius.map_or(-1, |r| r as i32),
+            softmax_scale: 1.0 / (HEAD_DIM as f32).sqrt(),
+        };
+        AttentionRun {
+            case: case.clone(),
+            dt,
+            qkv,
+            cu_seqlens,
+            params,
+            d_out,
+            _inputs: [Some(d_qkv), Some(d_cu), d_kl, Some(d_batch)],
+        }
+    }
+    pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
+        ops::attention(dev, self.dt, &self.params)
+    }
+    /// Poison `out` again (before another launch of the same inputs).
+    pub fn poison_out(&mut self, dev: &dyn Device) {
+        poison(dev, &mut self.d_out);
+    }
+    /// `out`, `[tokens, heads * HEAD_DIM]`.
+    pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
+        let mut out = download(dev, self.dt, &self.d_out);
+        out.truncate(self.case.tokens() * self.case.heads * HEAD_DIM);
+        out
+    }
+}
+
+impl Prepared for AttentionRun {
+    fn name(&self, _kernel: usize) -> String {
+        format!("{}_heads{}", self.case.name, self.case.heads)
+    }
+    fn kernels(&self) -> &'static [&'static str] {
+        &["attention"]
+    }
+    fn launch(&self, dev: &dyn Device, _kernel: usize) -> Result<(), KernelError> {
+        AttentionRun::launch(self, dev)
+    }
+    fn bytes(&self, _kernel: usize) -> f64 {
+        // Q, K and V read once, out written.
+        (self.case.tokens() * self.case.heads * HEAD_DIM * E * 4) as f64
+    }
+    fn flops(&self, _kernel: usize) -> f64 {
+        self.case.flops()
+    }
 }
