@@ -81,7 +81,7 @@ provenance() {
   $PYTHON -c 'import flash_attn; print("flash_attn", flash_attn.__version__)' 2>&1 | tail -1
 }
 
-kernel_tests="gpu_selftest attention layernorm embeddings rope geglu unpad pooling mlm_head colbert"
+kernel_tests="gpu_selftest attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert"
 
 correctness() {
   for t in $kernel_tests; do
@@ -89,6 +89,7 @@ correctness() {
     step "kernels-$t" 90 env MODERNBERT_TEST_DEVICE=cuda "$B/$t" --include-ignored --skip attention_sass_uses_tensor_cores
   done
   step device_parity 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" "$B/device_parity" --include-ignored --nocapture
+  step device_heads 90 env MODERNBERT_TEST_DEVICE=cuda "$B/device_heads" --include-ignored --nocapture
   step lib-unit-tests 60 "$B/lib" --include-ignored
   step c_abi 60 "$B/c_abi" --include-ignored
   step cli 60 "$B/cli" --include-ignored
@@ -100,7 +101,7 @@ correctness() {
   done
   step sanitizer-latency 90 compute-sanitizer --tool memcheck --error-exitcode 1 \
     target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3
-  for t in attention layernorm embeddings rope geglu unpad pooling; do
+  for t in attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
     step "memcheck-$t" 90 env MODERNBERT_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 1 "$B/$t"
   done
 }

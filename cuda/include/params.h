@@ -81,12 +81,8 @@ typedef struct BatchDesc {
 #define MB_ATTENTION_TILE_BYTES (MB_ATTENTION_BLOCK_N * MB_ATTENTION_HEAD_DIM * 2)
 #define MB_ATTENTION_SMEM_BYTES (5 * MB_ATTENTION_TILE_BYTES)
 
-/* geglu.cu, bias_add of mlm_head.cu: grid-stride over vectors of the output. */
+/* geglu.cu: grid-stride over vectors of the output. */
 #define MB_GEGLU_THREADS 256
-#define MB_BIAS_ADD_THREADS 256
-
-/* unpad.cu: one block per padded row. */
-#define MB_PAD_THREADS 128
 
 /* pooling.cu: one block per sequence; its dynamic shared memory is ops::pool_smem_bytes. */
 #define MB_POOL_THREADS 256
@@ -167,20 +163,6 @@ typedef struct GegluParams {
     uint32_t _pad0;
 } GegluParams;
 
-/* unpad.cu: padded [sequences, padded_len, width] <-> packed [tokens, width].
- * unpad: packed[cu_seqlens[b] + i] = padded[b, i] for i < len(b).
- * repad: padded[b, i] = i < len(b) ? packed[cu_seqlens[b] + i] : 0 (every padded element written). */
-typedef struct PadParams {
-    uint64_t padded;     /* T [max_sequences, padded_len, width] */
-    uint64_t packed;     /* T [tokens, width] */
-    uint64_t cu_seqlens; /* const uint32_t [sequences + 1] */
-    uint64_t batch;      /* const BatchDesc* */
-    uint32_t max_sequences;
-    uint32_t padded_len;
-    uint32_t width;      /* elements per row */
-    uint32_t _pad0;
-} PadParams;
-
 /* pooling.cu: one vector per sequence: CLS row or mean over the first key_lens[b] rows, optional
  * L2 normalisation, first out_dim of hidden dims kept (Matryoshka; normalised after truncation). */
 typedef struct PoolParams {
@@ -210,16 +192,6 @@ typedef struct HeadActNormParams {
     uint32_t activation; /* MB_ACT_* */
     float eps;
 } HeadActNormParams;
-
-/* mlm_head.cu: logits[t, v] (float) = x[t, v] + bias[v] — the decoder bias, widened to fp32. */
-typedef struct BiasAddParams {
-    uint64_t x;     /* const T [rows, cols] */
-    uint64_t bias;  /* const T [cols], or 0 */
-    uint64_t out;   /* float [rows, cols] */
-    uint64_t batch; /* const BatchDesc* (rows = tokens) or 0 = use max_rows */
-    uint32_t max_rows;
-    uint32_t cols;
-} BiasAddParams;
 
 /* colbert.cu: out[t] = x[t] / max(||x[t]||_2, 1e-12), fp32 out. */
 typedef struct RowNormalizeParams {

@@ -173,11 +173,9 @@ fn memory_bound_kernels_use_128_bit_accesses() {
         ("embeddings", "embeddings", true, true),
         ("rope", "rope", true, true),
         ("geglu", "geglu", true, true),
-        ("unpad", "unpad", true, true),
-        ("unpad", "repad", true, true),
+        ("gather", "gather_rows", true, true),
         ("pooling", "pool", true, false), // fp32 output: out_dim floats per sequence, scalar stores
         ("mlm_head", "head_act_norm", true, true),
-        ("mlm_head", "bias_add", true, true),
         ("colbert", "colbert_normalize", true, true),
     ];
     let mut bad = Vec::new();

@@ -165,41 +165,6 @@ pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelE
     dev.launch(&name, [blocks, 1, 1], [MB_GEGLU_THREADS, 1, 1], 0, p)
 }
 
-fn pad_launch(dev: &dyn Device, name: &str, p: &PadParams) -> Result<(), KernelError> {
-    if p.width == 0 {
-        return Err(unsupported(name, "width = 0"));
-    }
-    for (what, ptr) in [
-        ("padded", p.padded),
-        ("packed", p.packed),
-        ("cu_seqlens", p.cu_seqlens),
-        ("batch", p.batch),
-    ] {
-        need(&name, what, ptr)?;
-    }
-    let rows = p.max_sequences as u64 * p.padded_len as u64;
-    if rows == 0 {
-        return Ok(());
-    }
-    dev.launch(
-        &name,
-        [rows.min(MB_MAX_GRID as u64) as u32, 1, 1],
-        [MB_PAD_THREADS, 1, 1],
-        0,
-        p,
-    )
-}
-
-/// `unpad.cu`: padded `[max_sequences, padded_len, width]` → packed `[tokens, width]`.
-pub fn unpad(dev: &dyn Device, dt: Dtype, p: &PadParams) -> Result<(), KernelError> {
-    pad_launch(dev, dt.pick("unpad_bf16", "unpad_f16"), p)
-}
-
-/// `unpad.cu`: packed → padded, every padded element written (zeros past each sequence).
-pub fn repad(dev: &dyn Device, dt: Dtype, p: &PadParams) -> Result<(), KernelError> {
-    pad_launch(dev, dt.pick("repad_bf16", "repad_f16"), p)
-}
-
 /// Dynamic shared memory of `pool_*` for `out_dim` columns — the one statement of this formula
 /// (cuda/pooling.cu's header cites it). The kernel splits the columns into `nvec` vectors of VEC
 /// elements (`MB_VEC` or 1, decided on the device from the alignment) and its `MB_POOL_THREADS`
@@ -279,25 +244,6 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
         0,
         p,
     )
-}
-
-/// `mlm_head.cu`: fp32 `logits = x + bias` (the decoder bias).
-pub fn bias_add(dev: &dyn Device, dt: Dtype, p: &BiasAddParams) -> Result<(), KernelError> {
-    let name = dt.pick("bias_add_bf16", "bias_add_f16");
-    if p.cols == 0 {
-        return Err(unsupported(&name, "cols = 0"));
-    }
-    for (what, ptr) in [("x", p.x), ("out", p.out)] {
-        need(&name, what, ptr)?;
-    }
-    let items = p.max_rows as u64 * (p.cols / vec_width(p.cols)) as u64;
-    if items == 0 {
-        return Ok(());
-    }
-    let blocks = items
-        .div_ceil(MB_BIAS_ADD_THREADS as u64)
-        .min(MB_ELEMENTWISE_MAX_GRID as u64) as u32;
-    dev.launch(&name, [blocks, 1, 1], [MB_BIAS_ADD_THREADS, 1, 1], 0, p)
 }
 
 /// `colbert.cu`: fp32 `out[t] = x[t] / max(‖x[t]‖, 1e-12)`.

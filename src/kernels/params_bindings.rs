@@ -22,8 +22,6 @@ pub const MB_ATTENTION_THREADS: u32 = 128;
 pub const MB_ATTENTION_TILE_BYTES: u32 = 8192;
 pub const MB_ATTENTION_SMEM_BYTES: u32 = 40960;
 pub const MB_GEGLU_THREADS: u32 = 256;
-pub const MB_BIAS_ADD_THREADS: u32 = 256;
-pub const MB_PAD_THREADS: u32 = 128;
 pub const MB_POOL_THREADS: u32 = 256;
 pub const MB_COLBERT_THREADS: u32 = 128;
 pub const MB_COLBERT_ROWS_PER_BLOCK: u32 = 4;
@@ -283,47 +281,6 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
-pub struct PadParams {
-    pub padded: u64,
-    pub packed: u64,
-    pub cu_seqlens: u64,
-    pub batch: u64,
-    pub max_sequences: u32,
-    pub padded_len: u32,
-    pub width: u32,
-    pub _pad0: u32,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of PadParams"][::std::mem::size_of::<PadParams>() - 48usize];
-    ["Alignment of PadParams"][::std::mem::align_of::<PadParams>() - 8usize];
-    [
-        "Offset of field: PadParams::padded",
-    ][::std::mem::offset_of!(PadParams, padded) - 0usize];
-    [
-        "Offset of field: PadParams::packed",
-    ][::std::mem::offset_of!(PadParams, packed) - 8usize];
-    [
-        "Offset of field: PadParams::cu_seqlens",
-    ][::std::mem::offset_of!(PadParams, cu_seqlens) - 16usize];
-    [
-        "Offset of field: PadParams::batch",
-    ][::std::mem::offset_of!(PadParams, batch) - 24usize];
-    [
-        "Offset of field: PadParams::max_sequences",
-    ][::std::mem::offset_of!(PadParams, max_sequences) - 32usize];
-    [
-        "Offset of field: PadParams::padded_len",
-    ][::std::mem::offset_of!(PadParams, padded_len) - 36usize];
-    [
-        "Offset of field: PadParams::width",
-    ][::std::mem::offset_of!(PadParams, width) - 40usize];
-    [
-        "Offset of field: PadParams::_pad0",
-    ][::std::mem::offset_of!(PadParams, _pad0) - 44usize];
-};
-#[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
 pub struct PoolParams {
     pub hidden: u64,
     pub out: u64,
@@ -425,39 +382,6 @@ const _: () = {
     [
         "Offset of field: HeadActNormParams::eps",
     ][::std::mem::offset_of!(HeadActNormParams, eps) - 60usize];
-};
-#[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
-pub struct BiasAddParams {
-    pub x: u64,
-    pub bias: u64,
-    pub out: u64,
-    pub batch: u64,
-    pub max_rows: u32,
-    pub cols: u32,
-}
-#[allow(clippy::unnecessary_operation, clippy::identity_op)]
-const _: () = {
-    ["Size of BiasAddParams"][::std::mem::size_of::<BiasAddParams>() - 40usize];
-    ["Alignment of BiasAddParams"][::std::mem::align_of::<BiasAddParams>() - 8usize];
-    [
-        "Offset of field: BiasAddParams::x",
-    ][::std::mem::offset_of!(BiasAddParams, x) - 0usize];
-    [
-        "Offset of field: BiasAddParams::bias",
-    ][::std::mem::offset_of!(BiasAddParams, bias) - 8usize];
-    [
-        "Offset of field: BiasAddParams::out",
-    ][::std::mem::offset_of!(BiasAddParams, out) - 16usize];
-    [
-        "Offset of field: BiasAddParams::batch",
-    ][::std::mem::offset_of!(BiasAddParams, batch) - 24usize];
-    [
-        "Offset of field: BiasAddParams::max_rows",
-    ][::std::mem::offset_of!(BiasAddParams, max_rows) - 32usize];
-    [
-        "Offset of field: BiasAddParams::cols",
-    ][::std::mem::offset_of!(BiasAddParams, cols) - 36usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

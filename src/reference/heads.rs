@@ -81,8 +81,10 @@ fn classify_rows(config: &ModelConfig, cls: &ClassifierHead, x: &[f32], rows: us
 /// implements on the device.
 pub fn softmax_topk(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let probs = ops::softmax(logits);
+    // -0.0 and 0.0 are equal logits (total_cmp alone would order them).
+    let key = |c: usize| if logits[c] == 0.0 { 0.0 } else { logits[c] };
     let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     order.truncate(k);
     order.into_iter().map(|c| (c as u32, probs[c])).collect()
 }

@@ -220,16 +220,29 @@ fn builders() -> Vec<(&'static str, Builder)> {
             }),
         ),
         (
-            "unpad",
+            "gather",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-                let lens: Vec<u32> = (0..128).map(|i| 192 + (i * 37) % 320).collect();
-                let model = vec![unpad::PadCase {
-                    seqlens: lens,
-                    max_sequences: 128,
-                    padded_len: 512,
+                // Fill-mask's launch: 128 masked rows of a 4096-token batch at base width.
+                let model = vec![gather::GatherCase {
+                    tokens: 4096,
                     width: 768,
+                    rows: (0..128).map(|i| i * 31).collect(),
                 }];
-                prepare(d, dt, r, pick(unpad::cases(), model, t, m, s), unpad::PadRun::new)
+                prepare(d, dt, r, pick(gather::cases(), model, t, m, s), gather::GatherRun::new)
+            }),
+        ),
+        (
+            "topk",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                // Fill-mask's launch: 128 rows of ModernBERT's vocabulary, k = 5.
+                let model = vec![topk::TopkCase {
+                    rows: 128,
+                    cols: 50368,
+                    k: 5,
+                    ties: false,
+                    nans: false,
+                }];
+                prepare(d, dt, r, pick(topk::cases(), model, t, m, s), topk::TopkRun::new)
             }),
         ),
         (
@@ -261,7 +274,6 @@ fn builders() -> Vec<(&'static str, Builder)> {
                     tokens: 4096,
                     capacity: 4096,
                     hidden: 768,
-                    vocab: 50368,
                     dense_bias: false,
                     norm_bias: false,
                     activation: 0,
@@ -480,11 +492,10 @@ mod tests {
             "rope",
             "attention",
             "geglu",
-            "unpad",
-            "repad",
+            "gather_rows",
+            "softmax_topk",
             "pool",
             "head_act_norm",
-            "bias_add",
             "colbert_normalize",
         ] {
             assert!(ops.contains(&op), "{op} missing");

@@ -8,12 +8,13 @@
 pub mod attention;
 pub mod colbert;
 pub mod embeddings;
+pub mod gather;
 pub mod geglu;
 pub mod layernorm;
 pub mod mlm_head;
 pub mod pooling;
 pub mod rope;
-pub mod unpad;
+pub mod topk;
 
 use crate::{Dtype, Rng};
 use modernbert::kernels::device::Device;
