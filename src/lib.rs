@@ -10,7 +10,7 @@
 //!   device: CUDA or the host emulator);
 //! - [`engine`] (the tasks and their rules: embed, fill-mask, classify, rerank, ColBERT), used by
 //!   the front ends: `main.rs` (the command line), [`ffi`] (the C ABI) and [`bench`](mod@bench);
-//! - [`limits`] (checked sizes and bounded reads), [`hub`] (model names to directories), [`error`].
+//! - [`limits`] (checked sizes and bounded reads), [`matmul`] (the host's f32 GEMM), [`hub`] (model names to directories), [`error`].
 
 pub mod batch;
 pub mod bench;
@@ -23,6 +23,7 @@ pub mod hub;
 pub mod kernels;
 pub mod layout;
 pub mod limits;
+pub mod matmul;
 pub mod model;
 pub mod reference;
 pub mod tokenize;

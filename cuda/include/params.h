@@ -48,10 +48,10 @@ typedef struct BatchDesc {
  * launches with the same names (exported through the committed bindings like the structs), so a
  * kernel and its launcher cannot disagree. Plain int literals: `int` in C, `u32` in Rust. */
 
-/* Grid-stride row kernels (LayerNorm, embeddings, MLM head, RoPE, unpad/repad, ColBERT) never
+/* Grid-stride row kernels (LayerNorm, embeddings, MLM head, RoPE, gather, top-k, ColBERT) never
  * launch more blocks than this; each block loops over the rows past it. */
 #define MB_MAX_GRID 1048576 /* 2^20 */
-/* The element-wise kernels (geglu, bias_add) stop at fewer blocks: each thread then loops over
+/* The element-wise kernel (geglu) stops at fewer blocks: each thread then loops over
  * several vectors, which costs nothing in a memory-bound loop and keeps the grid small. */
 #define MB_ELEMENTWISE_MAX_GRID 65536 /* 2^16 */
 /* Elements of one 16-byte vector of bf16/fp16: the vector path of a row whose width (and

@@ -29,46 +29,7 @@ pub fn linear(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n:
         super::sgemm::linear_packed(a, &packed, bias, m, out);
         return;
     }
-    if k == 0 {
-        out.fill(0.0);
-    } else {
-        let threads = rayon::current_num_threads();
-        let parallelism = if threads > 1 && m * n * k >= 1 << 16 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: the strides below describe exactly the three row-major buffers whose lengths
-        // were checked above; `dst` does not alias `lhs` or `rhs` (distinct borrows).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,          // dst column stride
-                n as isize, // dst row stride
-                false,      // do not read dst
-                a.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(), // rhs[kk, j] = w[j * k + kk]
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
-    }
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "linear: bias is not [n]");
-        out.par_chunks_mut(n)
-            .for_each(|row| row.iter_mut().zip(b).for_each(|(o, bi)| *o += bi));
-    }
+    crate::matmul::linear_f32(a, w, bias, m, k, n, out);
 }
 
 /// LayerNorm over rows of width `w.len()`: `(x − mean) / sqrt(var + eps) · w (+ b)`, biased variance.
