@@ -2,7 +2,8 @@
 // columns — what fill-mask returns, so only k (id, probability) pairs per mask leave the device.
 //   probs[r, j] = exp(x[r, ids[r, j]] - max_r) / sum_c exp(x[r, c] - max_r)
 //   ids[r, 0..k]: the columns in descending logit order, equal logits lower column first (the
-//   host's rule, src/reference/heads.rs). No candidate left (NaN logits) → id = cols, prob NaN.
+//   host's rule, src/reference/heads.rs). NaN logits are never picked (and make every
+//   probability of their row NaN); no candidate left → id = cols, prob NaN.
 //
 // Shapes / layout: logits: T [rows, cols] (T = bf16 / fp16; the decoder's output with its bias);
 //   ids: u32 [rows, k]; probs: f32 [rows, k]. Max, sum and probabilities in fp32.
@@ -12,9 +13,11 @@
 //   block arg-best (warp shuffles, then the warps' bests in shared memory, read in one order by all
 //   threads) gives the next pick. k passes is right for fill-mask's small k; the row stays in L1/L2
 //   (a 50,368-column bf16 row is 100 KB).
-// Launch: grid (min(rows, 2^20)), block (MB_TOPK_THREADS). Static smem only (2 x 8 x 4 B).
+// Launch: grid (min(rows, MB_MAX_GRID)), block (MB_TOPK_THREADS). Static smem only (one float or
+//   (float, u32) slot per warp for each of the three reductions: 128 B at 256 threads).
 // Cost per row: reads cols * 2 B from DRAM once (k + 2 passes, the later ones cached), writes 8 k B;
-//   ~ (k + 3) * cols compare/exp operations. Prediction (H100/H200, not measured): one row of
+//   ~ (k + 2) * cols compare/exp operations: made for fill-mask's small k (a k near cols is
+//   correct but k times slower than a sort). Prediction (H100/H200, not measured): one row of
 //   50,368 with k = 5 ≈ 7 passes x 197 elements per thread ≈ 10-20 µs on one SM, rows in parallel
 //   across SMs; below the decoder GEMM it follows (77 MB of weights ≈ 16 µs at 4.8 TB/s).
 #include "common.cuh"

@@ -12,7 +12,8 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::heads::Heads;
 use crate::gpu::GpuExecutor;
-use crate::kernels::device::{CudaDevice, Device};
+use crate::kernels::cuda::CudaDevice;
+use crate::kernels::device::Device;
 use crate::kernels::emu::Emulator;
 use crate::kernels::Dtype;
 use crate::layout::{load_dense, ColbertSettings, SentenceTransformersLayout};
@@ -491,6 +492,14 @@ impl Engine {
         self.tokenizer()?.encode_each(texts)
     }
 
+    /// A fill-mask text needs a `[MASK]`: that text's error when `ids` has none.
+    pub fn require_mask(&self, ids: &[u32]) -> Result<()> {
+        match self.mask_count(ids)? {
+            0 => Err(Error::Input("has no [MASK] token".into())),
+            _ => Ok(()),
+        }
+    }
+
     /// `[MASK]` tokens in `ids`: how many predictions (of `k` each) fill-mask gives for them.
     pub fn mask_count(&self, ids: &[u32]) -> Result<usize> {
         let mask_id = self.mask_id()?;
@@ -508,15 +517,9 @@ impl Engine {
         if top_k == 0 {
             return Err(Error::Input("top_k must be at least 1 (got 0)".into()));
         }
-        let mask_id = self.mask_id()?;
         let tokens = tokens
             .into_iter()
-            .map(|r| {
-                r.and_then(|ids| match ids.contains(&mask_id) {
-                    true => Ok(ids),
-                    false => Err(Error::Input("has no [MASK] token".into())),
-                })
-            })
+            .map(|r| r.and_then(|ids| self.require_mask(&ids).map(|()| ids)))
             .collect();
         per_text(tokens, |ids| self.fill_mask_batches(ids, top_k))
     }

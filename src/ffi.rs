@@ -596,12 +596,14 @@ pub unsafe extern "C" fn mb_fill_mask(
         let k = top_k.min(e.engine.config.vocab_size);
         let (tokens, counts) = fill_mask_tokens(&e.engine, &texts)?;
         counts_out.copy_from_slice(&counts);
+        for (i, ids) in tokens.iter().enumerate() {
+            e.engine.require_mask(ids).map_err(|err| err.for_text(i))?;
+        }
         let needed = sum(&counts, "total masks")?
             .checked_mul(k)
             .ok_or_else(|| overflow("masks * top_k"))?;
         let ids_out = out_buffer(ids, capacity, needed, out_needed, "ids")?;
         let scores_out = out_buffer(scores, capacity, needed, ptr::null_mut(), "scores")?;
-        // A text without [MASK] is refused here, before anything is written.
         let results = all_texts(
             e.engine
                 .fill_mask_from_tokens(tokens.into_iter().map(Ok).collect(), k)?,

@@ -273,7 +273,7 @@ fn device_choice() {
     let d = fixture("st_cls_nonorm");
     let d = d.to_str().unwrap();
     // No GPU (or driver) on the test machines: a clear error, and auto falls back to the CPU.
-    if !modernbert::kernels::device::cuda_available() {
+    if !modernbert::kernels::cuda::cuda_available() {
         expect_error(
             &["embed", "--model", d, "--device", "cuda", "x"],
             None,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use common::{cosine, random_ids, small_batch_engine, test_device, test_device_choice};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
-use modernbert::engine::{DeviceChoice, EmbedOptions};
+use modernbert::engine::{DeviceChoice, EmbedOptions, Engine};
 use modernbert::gpu::heads::Heads;
 use modernbert::gpu::GpuExecutor;
 use modernbert::kernels::device::Device;
@@ -148,12 +148,18 @@ fn engine_fill_mask_on_the_device() {
         "[MASK] and [MASK] went up the hill",
         "x [MASK]",
     ];
-    let open = |device| small_batch_engine(&dir, device);
-    let (gpu, cpu) = (open(test_device_choice()), open(DeviceChoice::Cpu));
+    let cpu = small_batch_engine(&dir, DeviceChoice::Cpu, Dtype::Bf16);
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        let gpu = small_batch_engine(&dir, test_device_choice(), dtype);
+        fill_mask_matches(&gpu, &cpu, &texts);
+    }
+}
+
+fn fill_mask_matches(gpu: &Engine, cpu: &Engine, texts: &[&str]) {
     let k = 4;
-    let a = gpu.fill_mask(&texts, k).unwrap();
-    let b = cpu.fill_mask(&texts, k).unwrap();
-    let all = cpu.fill_mask(&texts, gpu.config.vocab_size).unwrap();
+    let a = gpu.fill_mask(texts, k).unwrap();
+    let b = cpu.fill_mask(texts, k).unwrap();
+    let all = cpu.fill_mask(texts, gpu.config.vocab_size).unwrap();
     assert_eq!(a.len(), texts.len());
     for (t, ((got, want), everything)) in a.iter().zip(&b).zip(&all).enumerate() {
         assert_eq!(got.len(), want.len(), "text {t}: masks");
@@ -187,8 +193,14 @@ fn engine_fill_mask_on_the_device() {
 #[test]
 fn colbert_on_the_device() {
     let dir = common::fixtures_dir().join("colbert_hd64_pylate");
-    let open = |device| small_batch_engine(&dir, device);
-    let (gpu, cpu) = (open(test_device_choice()), open(DeviceChoice::Cpu));
+    let cpu = small_batch_engine(&dir, DeviceChoice::Cpu, Dtype::Bf16);
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        let gpu = small_batch_engine(&dir, test_device_choice(), dtype);
+        colbert_matches(&gpu, &cpu);
+    }
+}
+
+fn colbert_matches(gpu: &Engine, cpu: &Engine) {
     for is_query in [true, false] {
         let texts = ["what is it?", "a document, with punctuation; and more words!"];
         let a = gpu.colbert(&texts, is_query).unwrap();
@@ -239,8 +251,14 @@ fn sentence_transformers_dense_on_the_device() {
             {"idx":3,"name":"3","path":"3_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
     )
     .unwrap();
-    let open = |device| small_batch_engine(dir, device);
-    let (gpu, cpu) = (open(test_device_choice()), open(DeviceChoice::Cpu));
+    let cpu = small_batch_engine(dir, DeviceChoice::Cpu, Dtype::Bf16);
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        let gpu = small_batch_engine(dir, test_device_choice(), dtype);
+        dense_embeddings_match(&gpu, &cpu);
+    }
+}
+
+fn dense_embeddings_match(gpu: &Engine, cpu: &Engine) {
     assert!(gpu.layout.colbert.is_none() && gpu.dense.is_some());
     let texts = ["a first text about engines", "second, shorter", "x", ""];
     for dim in [None, Some(10)] {
@@ -286,4 +304,25 @@ fn missing_heads_are_errors() {
     assert!(with.device_bytes() > bare.device_bytes());
     let err = with.mlm_topk_into(&batch, &[3], 5, &mut ids, &mut probs).unwrap_err();
     assert!(err.to_string().contains("row 3"), "{err}");
+    let (mut ids, mut probs) = (vec![0u32; 20], vec![0f32; 20]);
+    let err = with
+        .mlm_topk_into(&batch, &[0, 1, 2, 2], 5, &mut ids, &mut probs)
+        .unwrap_err();
+    assert!(err.to_string().contains("4 rows of a batch of 3 tokens"), "{err}");
+
+    // A sentence-transformers Dense is not ColBERT's: no per-token f32 rows in its arena.
+    let dir = common::fixtures_dir().join("colbert_hd64_pylate");
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let store = TensorStore::open_dir(&dir).unwrap();
+    let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
+    let dense = modernbert::layout::load_dense(&dir.join("1_Dense"), config.hidden_size).unwrap();
+    let st = Heads {
+        dense: Some(&dense),
+        colbert: false,
+        ..Default::default()
+    };
+    let exec = GpuExecutor::with_heads(test_device(), Dtype::Bf16, &config, &weights, &st, 16, 2).unwrap();
+    let mut out = vec![0f32; 3 * dense.out_features];
+    let err = exec.colbert_into(&batch, &mut out).unwrap_err();
+    assert!(err.to_string().contains("not ColBERT"), "{err}");
 }

@@ -103,14 +103,20 @@ __device__ __forceinline__ float block_sum_dyn(float v) {
     return s;
 }
 
-// The exact GELU, 0.5 x (1 + erf(x / sqrt 2)), and the tanh approximation (MB_ACT_*).
+// The activations of MB_ACT_*: the exact GELU, 0.5 x (1 + erf(x / sqrt 2)), its tanh
+// approximation, ReLU and SiLU (x / (1 + e^-x)), as the f32 reference computes them.
 __device__ __forceinline__ float gelu_erf_f(float x) { return 0.5f * x * (1.f + erff(x * 0.70710678118654752f)); }
 __device__ __forceinline__ float gelu_tanh_f(float x) {
     const float c = 0.7978845608028654f;  // sqrt(2 / pi)
     return 0.5f * x * (1.f + tanhf(c * (x + 0.044715f * x * x * x)));
 }
 __device__ __forceinline__ float activate(float x, uint32_t act) {
-    return act == MB_ACT_GELU_TANH ? gelu_tanh_f(x) : gelu_erf_f(x);
+    switch (act) {
+        case MB_ACT_GELU_TANH: return gelu_tanh_f(x);
+        case MB_ACT_RELU: return fmaxf(x, 0.f);
+        case MB_ACT_SILU: return x / (1.f + expf(-x));
+        default: return gelu_erf_f(x);
+    }
 }
 
 // Rows in use: the BatchDesc's token count when given, else the capacity.

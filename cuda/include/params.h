@@ -34,9 +34,11 @@ typedef struct BatchDesc {
     uint32_t _pad0;
 } BatchDesc;
 
-/* Activation codes (ModernBERT uses GELU with erf everywhere). */
+/* Activation codes: every activation config.json may name (ModernBERT uses GELU with erf). */
 #define MB_ACT_GELU_ERF 0u
 #define MB_ACT_GELU_TANH 1u
+#define MB_ACT_RELU 2u
+#define MB_ACT_SILU 3u
 
 /* Pooling codes. */
 #define MB_POOL_CLS 0u

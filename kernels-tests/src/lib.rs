@@ -18,7 +18,7 @@ pub const DTYPES: [Dtype; 2] = [Dtype::Bf16, Dtype::F16];
 /// The device under test (`MODERNBERT_TEST_DEVICE`, default the emulator). Panics with the reason
 /// when a GPU was asked for and cannot be had: a test run that asks for cuda must not pass silently.
 pub fn device() -> Box<dyn Device> {
-    match modernbert::kernels::device::from_env() {
+    match modernbert::kernels::from_env() {
         Ok(d) => d,
         Err(e) => panic!("MODERNBERT_TEST_DEVICE: {e}"),
     }

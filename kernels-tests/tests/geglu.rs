@@ -27,11 +27,12 @@ fn geglu_matches_reference() {
                 }
                 let out = run.out(&*dev);
                 let h = &run.h;
-                let act = if c.activation == 0 {
-                    Activation::GeluErf
-                } else {
-                    Activation::GeluTanh
-                };
+                let act = [
+                    Activation::GeluErf,
+                    Activation::GeluTanh,
+                    Activation::Relu,
+                    Activation::Silu,
+                ][c.activation as usize];
                 let mut want = vec![0f32; t * i];
                 reference::geglu(&h[..t * 2 * i], i, act, &mut want);
                 let naive: Vec<f32> = (0..t * i)

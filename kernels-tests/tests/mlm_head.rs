@@ -25,11 +25,12 @@ fn mlm_head_matches_reference() {
                     continue;
                 }
                 let out = run.out(&*dev);
-                let act = if c.activation == 0 {
-                    Activation::GeluErf
-                } else {
-                    Activation::GeluTanh
-                };
+                let act = [
+                    Activation::GeluErf,
+                    Activation::GeluTanh,
+                    Activation::Relu,
+                    Activation::Silu,
+                ][c.activation as usize];
                 let (x, db) = (&run.x, &run.dense_bias);
                 let pre: Vec<f32> = (0..t * h)
                     .map(|k| x[k] + if c.dense_bias { db[k % h] } else { 0.0 })

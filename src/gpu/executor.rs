@@ -115,7 +115,7 @@ impl GpuExecutor {
                 "arena capacity {max_tokens} tokens / {max_sequences} sequences"
             )));
         }
-        let hidden_activation = activation_code(config.hidden_activation, "hidden_activation")?;
+        let hidden_activation = activation_code(config.hidden_activation);
         // Every size first, checked, against what the device and the host can hold; then allocate.
         let plan = ArenaPlan::new(config, max_tokens, max_sequences, heads.shapes(config))?;
         let what = format!("the weights and an arena for {max_tokens} tokens");
@@ -284,6 +284,11 @@ impl GpuExecutor {
     /// `out` (PyLate's per-token projection; the caller drops skiplist tokens).
     pub fn colbert_into(&self, batch: &PackedBatch, out: &mut [f32]) -> Result<()> {
         let d = self.dense()?;
+        if !self.heads.colbert {
+            return Err(Error::Unsupported(
+                "this executor's Dense is a sentence-transformers one, not ColBERT's".into(),
+            ));
+        }
         let dim = d.out_features as usize;
         if out.len() != batch.tokens() * dim {
             return Err(Error::Input(format!(
@@ -328,6 +333,13 @@ impl GpuExecutor {
         let v = self.config.vocab_size;
         if k == 0 || k > v || ids.len() != rows.len() * k || probs.len() != rows.len() * k {
             return Err(Error::Input(format!("top-{k} of {} rows", rows.len())));
+        }
+        if rows.len() > batch.tokens() {
+            return Err(Error::Input(format!(
+                "{} rows of a batch of {} tokens",
+                rows.len(),
+                batch.tokens()
+            )));
         }
         if let Some(&bad) = rows.iter().find(|&&r| r as usize >= batch.tokens()) {
             return Err(Error::Input(format!(

@@ -7,7 +7,7 @@ use crate::config::{Activation, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::weights::{DeviceLinear, DeviceNorm, Packer};
 use crate::kernels::device::{Device, DeviceBuffer};
-use crate::kernels::params::{MB_ACT_GELU_ERF, MB_ACT_GELU_TANH};
+use crate::kernels::params::{MB_ACT_GELU_ERF, MB_ACT_GELU_TANH, MB_ACT_RELU, MB_ACT_SILU};
 use crate::kernels::Dtype;
 use crate::limits::sum_of;
 use crate::model::{Linear, MaskedLmHead};
@@ -59,17 +59,18 @@ pub struct DeviceHeads {
     _storage: Option<DeviceBuffer>,
     pub mlm: Option<DeviceMlmHead>,
     pub dense: Option<DeviceLinear>,
+    /// Whether `dense` is ColBERT's (the arena then has its f32 output rows).
+    pub colbert: bool,
     pub bytes: usize,
 }
 
-/// The kernels' activation code, or why the device cannot run it.
-pub fn activation_code(act: Activation, what: &str) -> Result<u32> {
+/// The kernels' code (`MB_ACT_*`) of an activation: the device runs every one config.json may name.
+pub fn activation_code(act: Activation) -> u32 {
     match act {
-        Activation::GeluErf => Ok(MB_ACT_GELU_ERF),
-        Activation::GeluTanh => Ok(MB_ACT_GELU_TANH),
-        other => Err(Error::Unsupported(format!(
-            "{what} activation {other:?} on the GPU (use --device cpu)"
-        ))),
+        Activation::GeluErf => MB_ACT_GELU_ERF,
+        Activation::GeluTanh => MB_ACT_GELU_TANH,
+        Activation::Relu => MB_ACT_RELU,
+        Activation::Silu => MB_ACT_SILU,
     }
 }
 
@@ -104,10 +105,6 @@ impl DeviceHeads {
         heads: &Heads,
         tok_embeddings: u64,
     ) -> Result<Self> {
-        let mlm_activation = match heads.mlm {
-            Some(_) => Some(activation_code(config.classifier_activation, "the MLM head's")?),
-            None => None,
-        };
         let mut p = Packer::new(dtype);
         let linear = |p: &mut Packer, l: &Linear| (p.push(&l.weight), l.bias.as_ref().map(|b| p.push(b)));
         let mlm = heads.mlm.map(|m| {
@@ -126,6 +123,7 @@ impl DeviceHeads {
                 _storage: None,
                 mlm: None,
                 dense: None,
+                colbert: false,
                 bytes: 0,
             });
         }
@@ -136,8 +134,9 @@ impl DeviceHeads {
         let at = |o: usize| base + o as u64;
         let opt = |o: Option<usize>| o.map_or(0, at);
         let (h, v) = (config.hidden_size as u32, config.vocab_size as u32);
-        let mlm = match (heads.mlm, mlm, mlm_activation) {
-            (Some(m), Some((dense, norm_w, norm_b, dec_w, dec_b)), Some(activation)) => Some(DeviceMlmHead {
+        let activation = activation_code(config.classifier_activation);
+        let mlm = match (heads.mlm, mlm) {
+            (Some(m), Some((dense, norm_w, norm_b, dec_w, dec_b))) => Some(DeviceMlmHead {
                 dense: DeviceLinear {
                     weight: at(dense.0),
                     bias: opt(dense.1),
@@ -170,6 +169,7 @@ impl DeviceHeads {
         Ok(DeviceHeads {
             _storage: Some(storage),
             mlm,
+            colbert: heads.colbert && dense.is_some(),
             dense,
             bytes,
         })

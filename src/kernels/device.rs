@@ -1,14 +1,13 @@
 //! One small device abstraction over the host emulator and a real GPU (cudarc), so that the kernel
 //! tests, the self-test and the GPU executor run unchanged on either:
-//! `MODERNBERT_TEST_DEVICE=emulator` (default) or `cuda` selects it in [`from_env`].
+//! `MODERNBERT_TEST_DEVICE=emulator` (default) or `cuda` selects it in [`super::from_env`].
 //!
-//! Here: the [`Device`] trait, [`DeviceBuffer`], the emulator's implementation and [`from_env`];
-//! the CUDA implementation is `kernels::cuda` (re-exported here, where callers find it).
+//! Here: the [`Device`] trait, [`DeviceBuffer`] and the emulator's implementation; the CUDA
+//! implementation is `kernels::cuda`, which depends on this module and not the other way round.
 
 use super::emu::{EmuBuffer, Emulator};
 use super::{KernelError, KernelParam};
 
-pub use super::cuda::{cuda_available, CudaDevice};
 pub use super::gemm::GemmDesc;
 
 /// A buffer of device memory; [`DeviceBuffer::addr`] goes into the parameter structs.
@@ -197,20 +196,5 @@ impl Device for Emulator {
     }
     fn as_emulator(&self) -> Option<&Emulator> {
         Some(self)
-    }
-}
-
-/// The device named by `MODERNBERT_TEST_DEVICE`: `emulator` (default) or `cuda` / `cuda:N`.
-pub fn from_env() -> Result<Box<dyn Device>, KernelError> {
-    let v = std::env::var("MODERNBERT_TEST_DEVICE").unwrap_or_else(|_| "emulator".into());
-    match v.as_str() {
-        "" | "emulator" | "emu" => Ok(Box::new(Emulator::new())),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
-            Ok(Box::new(CudaDevice::new(ordinal)?))
-        }
-        other => Err(KernelError::Cuda(format!(
-            "MODERNBERT_TEST_DEVICE={other}: expected `emulator` or `cuda`"
-        ))),
     }
 }

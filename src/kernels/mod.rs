@@ -4,7 +4,8 @@
 //!
 //! - [`params`]: the `#[repr(C)]` structs of `cuda/include/params.h` (bindgen, with layout tests).
 //! - [`emu`]: [`emu::Emulator`], guarded buffers, launch by kernel name.
-//! - [`device`]: the [`device::Device`] trait, [`device::DeviceBuffer`], [`device::from_env`].
+//! - [`device`]: the [`device::Device`] trait, [`device::DeviceBuffer`]; [`from_env`] opens the
+//!   device the tests name.
 //! - [`cuda`]: [`cuda::CudaDevice`], the CUDA implementation (cudarc, cuBLASLt, CUDA graphs).
 //! - [`gemm`]: [`gemm::GemmDesc`], the GEMM every device runs (a leaf module);
 //!   [`gemm_host`]: its CPU implementation for the emulator.
@@ -98,5 +99,20 @@ pub unsafe trait KernelParam: Copy + 'static {
     fn as_bytes(&self) -> &[u8] {
         // SAFETY: `Self: KernelParam` promises plain, fully initialised `#[repr(C)]` data.
         unsafe { std::slice::from_raw_parts(self as *const Self as *const u8, std::mem::size_of::<Self>()) }
+    }
+}
+
+/// The device named by `MODERNBERT_TEST_DEVICE`: `emulator` (default) or `cuda` / `cuda:N`.
+pub fn from_env() -> Result<Box<dyn device::Device>, KernelError> {
+    let v = std::env::var("MODERNBERT_TEST_DEVICE").unwrap_or_else(|_| "emulator".into());
+    match v.as_str() {
+        "" | "emulator" | "emu" => Ok(Box::new(emu::Emulator::new())),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
+            Ok(Box::new(cuda::CudaDevice::new(ordinal)?))
+        }
+        other => Err(KernelError::Cuda(format!(
+            "MODERNBERT_TEST_DEVICE={other}: expected `emulator` or `cuda`"
+        ))),
     }
 }

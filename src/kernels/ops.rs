@@ -149,7 +149,7 @@ pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelE
     if p.inter == 0 {
         return Err(unsupported(&name, "inter = 0"));
     }
-    if p.activation > MB_ACT_GELU_TANH {
+    if p.activation > MB_ACT_SILU {
         return Err(unsupported(&name, format!("activation code {}", p.activation)));
     }
     for (what, ptr) in [("h", p.h), ("out", p.out), ("batch", p.batch)] {
@@ -228,7 +228,7 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
             format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
         ));
     }
-    if p.activation > MB_ACT_GELU_TANH {
+    if p.activation > MB_ACT_SILU {
         return Err(unsupported(&name, format!("activation code {}", p.activation)));
     }
     for (what, ptr) in [("x", p.x), ("weight", p.weight), ("out", p.out)] {

@@ -78,7 +78,8 @@ fn classify_rows(config: &ModelConfig, cls: &ClassifierHead, x: &[f32], rows: us
 
 /// Fill-mask's pick from one row of logits: the softmax over the row and the `k` most probable
 /// columns, most probable first, equal logits lower column first — the rule `cuda/topk.cu`
-/// implements on the device.
+/// implements on the device (which never picks a NaN logit; the probabilities of such a row are
+/// NaN either way, and the engine refuses the text).
 pub fn softmax_topk(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let probs = ops::softmax(logits);
     // -0.0 and 0.0 are equal logits (total_cmp alone would order them).

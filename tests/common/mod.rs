@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use modernbert::engine::DeviceChoice;
-use modernbert::kernels::device::{self, Device};
+use modernbert::kernels::device::Device;
 use modernbert::weights::TensorStore;
 use serde::Deserialize;
 
@@ -137,7 +137,7 @@ pub fn argmax_rows(x: &[f32], width: usize) -> Vec<usize> {
 
 /// The device under test: `MODERNBERT_TEST_DEVICE` (the emulator unless it says `cuda`).
 pub fn test_device() -> Arc<dyn Device> {
-    match device::from_env() {
+    match modernbert::kernels::from_env() {
         Ok(d) => Arc::from(d),
         Err(e) => panic!("MODERNBERT_TEST_DEVICE: {e}"),
     }
@@ -170,12 +170,18 @@ pub fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
         .collect()
 }
 
-/// An engine on `device` with batches of at most 64 tokens (several batches in small tests).
-pub fn small_batch_engine(dir: &Path, device: DeviceChoice) -> modernbert::engine::Engine {
+/// An engine on `device` (activations in `dtype` on a GPU) with batches of at most 64 tokens
+/// (several batches in small tests).
+pub fn small_batch_engine(
+    dir: &Path,
+    device: DeviceChoice,
+    dtype: modernbert::kernels::Dtype,
+) -> modernbert::engine::Engine {
     modernbert::engine::Engine::new(
         dir,
         &modernbert::engine::EngineOptions {
             device,
+            dtype,
             max_batch_tokens: 64,
             ..Default::default()
         },

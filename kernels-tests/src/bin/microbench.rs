@@ -21,7 +21,8 @@
 
 use kernels_tests::cases::{self, Inputs, Prepared, E};
 use kernels_tests::{Dtype, Rng};
-use modernbert::kernels::device::{CudaDevice, Device, DeviceBuffer, GemmDesc};
+use modernbert::kernels::cuda::CudaDevice;
+use modernbert::kernels::device::{Device, DeviceBuffer, GemmDesc};
 use modernbert::kernels::emu::Emulator;
 use modernbert::kernels::params::{MB_POOL_CLS, MB_POOL_MEAN};
 use modernbert::kernels::KernelError;
