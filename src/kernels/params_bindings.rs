@@ -4,6 +4,8 @@
 
 pub const MB_ACT_GELU_ERF: u32 = 0;
 pub const MB_ACT_GELU_TANH: u32 = 1;
+pub const MB_ACT_RELU: u32 = 2;
+pub const MB_ACT_SILU: u32 = 3;
 pub const MB_POOL_CLS: u32 = 0;
 pub const MB_POOL_MEAN: u32 = 1;
 pub const MB_MAX_GRID: u32 = 1048576;
