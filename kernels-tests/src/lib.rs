@@ -265,6 +265,16 @@ impl Failures {
 /// The naive same-precision LayerNorm (PyTorch op by op on dtype tensors, f32 reductions):
 /// `mean = round(Σx / H)`, `xc = round(x − mean)`, `var = round(Σxc² / H)`,
 /// `rstd = round(1 / sqrt(var + eps))`, `y = round(round(xc · rstd) · w)` (`+ b`, rounded).
+/// The activation an `MB_ACT_*` code stands for, through the product's own map
+/// (`gpu::heads::activation_code`), so a test and the executor cannot disagree on a code.
+pub fn activation(code: u32) -> modernbert::config::Activation {
+    use modernbert::config::Activation::*;
+    [GeluErf, GeluTanh, Relu, Silu]
+        .into_iter()
+        .find(|&a| modernbert::gpu::heads::activation_code(a) == code)
+        .unwrap_or_else(|| panic!("no activation has the code {code}"))
+}
+
 pub fn naive_layer_norm(dt: Dtype, x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32) -> Vec<f32> {
     let h = w.len();
     let r = |v: f32| round(dt, v);
