@@ -12,7 +12,7 @@
 // Cost: reads/writes hidden * 2 B per row, ~30 FLOPs per element (erf). Memory-bound.
 //   Measured (H100 80GB HBM3, 2026-11-25, `microbench`, L2 flushed; profiles/results.md):
 //   4096 x 768 in 13.8 µs (30 % of copy: too few rows to fill the card). Fill-mask runs it on
-//   <= 128 rows per launch, where its few µs are launch latency.
+//   <= 128 rows per launch: predicted (not measured) to be a few µs of launch latency.
 #include "norm.cuh"
 
 namespace {

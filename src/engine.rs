@@ -380,12 +380,16 @@ impl Engine {
         self.dense.as_ref().filter(|_| self.layout.colbert.is_none())
     }
 
+    /// The pipeline's width before truncation: the Dense module's output, or the hidden size.
+    fn embedding_width(&self) -> usize {
+        self.embedding_dense()
+            .map_or(self.config.hidden_size, |d| d.out_features)
+    }
+
     /// The width of [`embed`](Self::embed)'s vectors for these options: the Dense module's output
     /// (or the hidden size), truncated to `options.dim`.
     pub fn embed_dim(&self, options: &EmbedOptions) -> Result<usize> {
-        let full = self
-            .embedding_dense()
-            .map_or(self.config.hidden_size, |d| d.out_features);
+        let full = self.embedding_width();
         let dim = options.dim.unwrap_or(full);
         if dim == 0 || dim > full {
             return Err(Error::Input(format!(
@@ -412,8 +416,7 @@ impl Engine {
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
         let dense = self.embedding_dense();
-        let full_dim = dense.map_or(self.config.hidden_size, |d| d.out_features);
-        let dim = self.embed_dim(options)?;
+        let (full_dim, dim) = (self.embedding_width(), self.embed_dim(options)?);
         let ids = self.tokenizer()?.encode_each(&refs)?;
         per_text(ids, |ids| {
             let mut out = Vec::with_capacity(ids.len());

@@ -168,9 +168,11 @@ fn fill_mask_matches(gpu: &Engine, cpu: &Engine, texts: &[&str]) {
             let cpu_prob = |id: u32| e.iter().find(|p| p.id == id).map(|p| p.score).unwrap();
             for p in g {
                 assert_eq!(p.token, gpu.tokenizer().unwrap().decode_token(p.id));
+                // The whole bf16/fp16 forward and head against the f32 CPU engine: measured within
+                // a factor 1.02 on this fixture (0.02 nats); 1.1 leaves ~5x margin in log space.
                 let ratio = p.score as f64 / cpu_prob(p.id) as f64;
                 assert!(
-                    (0.5..2.0).contains(&ratio),
+                    (1.0 / 1.1..1.1).contains(&ratio),
                     "text {t} mask {m}: {} vs CPU {}",
                     p.score,
                     cpu_prob(p.id)
