@@ -1,14 +1,14 @@
 // emu.cpp — the host emulator's runtime: fibers, the per-block scheduler, warp collectives (shuffles,
 // votes, mma.m16n8k16, ldmatrix) as 32-lane rendezvous, cp.async, and the launch entry point called
-// from Rust (src/kernels/emu.rs). See emu.h for the execution model.
+// from Rust (src/kernels/emu.rs). See emu.h for the execution model; the sm_90a instructions are
+// hopper.cpp's, the state both share internal.h's.
 //
 // A warp collective: each lane of the warp deposits its inputs and yields; when every live lane of
 // the warp has arrived (same operation, same mask), the scheduler computes every lane's result at
 // once (so memory read by ldmatrix is read at one instant, as on the GPU), then the lanes resume one
 // by one and pick up their outputs. Mismatched collectives, masks naming exited lanes, a barrier
 // that some threads can never reach: reported as errors of the launch, never hangs.
-#include "emu.h"
-#include "registry.h"
+#include "internal.h"
 
 #include <sys/mman.h>
 
@@ -27,8 +27,17 @@ __thread dim3 emu_blockDim;
 __thread dim3 emu_gridDim;
 
 // Dynamic shared memory (`extern __shared__ ... smem[]`), one per host thread = per running block.
-static const size_t kMaxDynSmem = 227 * 1024;
-thread_local __attribute__((aligned(128))) unsigned char smem[kMaxDynSmem];
+// 1024-byte aligned, as the GPU's is, so a 128-byte swizzle atom at offset 0 is aligned.
+#define EMU_MAX_DYN_SMEM (227 * 1024)
+thread_local __attribute__((aligned(1024))) unsigned char smem[EMU_MAX_DYN_SMEM];
+
+namespace emu {
+const size_t kMaxDynSmem = EMU_MAX_DYN_SMEM;
+thread_local __attribute__((aligned(1024))) unsigned char async_view[EMU_MAX_DYN_SMEM];
+thread_local Block* g_blk = nullptr;
+}  // namespace emu
+
+using namespace emu;
 
 namespace {
 
@@ -73,56 +82,6 @@ emu_ctx_switch:
 #include <ucontext.h>
 #endif
 
-enum State : uint8_t { RUN, BAR, WARP, DONE };
-
-struct Pending {
-    void* dst;
-    unsigned char data[16];
-};
-
-struct Thr {
-#ifdef EMU_FAST_SWITCH
-    void* sp;
-#else
-    ucontext_t uc;
-#endif
-    State st;
-    std::vector<Pending> cp;  // cp.async copies issued and not yet waited for
-};
-
-enum Op : int { OP_NONE, OP_SYNCWARP, OP_SHFL, OP_VOTE, OP_MMA, OP_LDMATRIX };
-
-struct WarpIn {
-    union {
-        struct {
-            uint64_t v;
-            int kind, arg, width;
-        } shfl;
-        struct {
-            int pred, kind;
-        } vote;
-        struct {
-            int fp16;
-            uint32_t a[4], b[2];
-            float c[4];
-        } mma;
-        struct {
-            int count, trans;
-            const void* addr;
-        } ldm;
-    };
-};
-
-struct Warp {
-    Op op;
-    uint32_t mask;
-    int arrived;  // lanes waiting at the pending collective
-    int live;     // lanes of the warp that have not exited
-    WarpIn in[32];
-    uint32_t out[32][4];
-    uint64_t out64[32];
-};
-
 struct Stacks {
     std::vector<char*> stacks;
 };
@@ -142,38 +101,6 @@ void release_stacks(Stacks* s) {
     g_free_stacks.push_back(s);
 }
 
-struct Launch {
-    const EmuKernel* k;
-    const void* params;
-    dim3 grid, block;
-    uint32_t smem_bytes;
-    bool reverse;
-    std::atomic<uint64_t> next_block{0};
-    std::atomic<bool> failed{false};
-    std::mutex err_mu;
-    std::string err;
-    void fail(const std::string& e) {
-        std::lock_guard<std::mutex> g(err_mu);
-        if (!failed.exchange(true)) err = e;
-    }
-};
-
-struct Block {
-    Launch* L;
-    int n;
-    Thr* thr;
-    Warp* warps;
-    int cur;
-#ifdef EMU_FAST_SWITCH
-    void* sched_sp;
-#else
-    ucontext_t sched_uc;
-#endif
-    std::string err;
-};
-
-thread_local Block* g_blk = nullptr;
-
 void set_coords(Block* b, int t) {
     unsigned bx = b->L->block.x, by = b->L->block.y;
     emu_threadIdx.x = t % bx;
@@ -181,8 +108,10 @@ void set_coords(Block* b, int t) {
     emu_threadIdx.z = t / (bx * by);
 }
 
+}  // namespace
+
 // Switch from the running fiber back to the scheduler.
-void yield_to_scheduler() {
+void emu::yield_to_scheduler() {
     Block* b = g_blk;
 #ifdef EMU_FAST_SWITCH
     emu_ctx_switch(&b->thr[b->cur].sp, b->sched_sp);
@@ -190,6 +119,8 @@ void yield_to_scheduler() {
     swapcontext(&b->thr[b->cur].uc, &b->sched_uc);
 #endif
 }
+
+namespace {
 
 void fiber_main() {
     Block* b = g_blk;
@@ -432,12 +363,16 @@ bool run_block(Block* b, Stacks* S) {
     }
     std::memset(smem, 0xff, L->smem_bytes);
     b->err.clear();
+    hopper_block_start(b);
     // Warp by warp (reversed: last warp first, its lanes last to first): a warp runs until each of
-    // its lanes waits at __syncthreads or has exited before the next warp starts, so warps are as
-    // far apart as a GPU may let them drift; inside a warp the lanes interleave at each collective.
+    // its lanes waits (at __syncthreads, a collective, a named barrier or a polling wait) or has
+    // exited before the next warp starts, so warps are as far apart as a GPU may let them drift;
+    // inside a warp the lanes interleave at each collective. A thread whose poll failed (SPIN)
+    // polls again in the next round; a round in which nothing happened but failed polls, with no
+    // barrier to open, can only repeat itself: a deadlock, reported.
     const int nwarps = (b->n + 31) / 32;
     for (;;) {
-        bool ran = false;
+        const uint64_t progress_before = b->progress;
         for (int wk = 0; wk < nwarps; wk++) {
             const int w = L->reverse ? nwarps - 1 - wk : wk;
             const int lanes = b->n - w * 32 < 32 ? b->n - w * 32 : 32;
@@ -446,7 +381,7 @@ bool run_block(Block* b, Stacks* S) {
                 for (int lk = 0; lk < lanes; lk++) {
                     const int t = w * 32 + (L->reverse ? lanes - 1 - lk : lk);
                     if (b->thr[t].st != RUN) continue;
-                    ran = again = true;
+                    again = true;
                     b->cur = t;
                     set_coords(b, t);
 #ifdef EMU_FAST_SWITCH
@@ -456,32 +391,39 @@ bool run_block(Block* b, Stacks* S) {
 #endif
                     if (!b->err.empty()) return false;
                     State s = b->thr[t].st;
+                    if (s != SPIN) b->progress++;
                     if ((s == WARP || s == DONE) && b->warps[w].op != OP_NONE &&
                         b->warps[w].arrived == b->warps[w].live && !complete_warp(b, w))
                         return false;
+                    if ((s == WGRP || s == DONE) && !hopper_try_complete_wgroup(b, t)) return false;
                 }
             }
         }
-        int done = 0, bar = 0, warp = 0;
-        for (int t = 0; t < b->n; t++) {
-            done += b->thr[t].st == DONE;
-            bar += b->thr[t].st == BAR;
-            warp += b->thr[t].st == WARP;
-        }
-        if (done == b->n) return true;
-        if (bar > 0 && bar + done == b->n) {
+        int count[DONE + 1] = {};
+        for (int t = 0; t < b->n; t++) count[b->thr[t].st]++;
+        if (count[DONE] == b->n) return hopper_block_end(b);
+        if (count[BAR] > 0 && count[BAR] + count[DONE] == b->n) {
             for (int t = 0; t < b->n; t++)
                 if (b->thr[t].st == BAR) b->thr[t].st = RUN;
             continue;
         }
-        if (!ran) {
-            char buf[200];
-            std::snprintf(buf, sizeof buf,
-                          "deadlock: %d threads wait at __syncthreads, %d at a warp collective, %d exited "
-                          "(a barrier or collective not reached by every thread)", bar, warp, done);
-            b->err = buf;
-            return false;
+        // Something happened this round: every failed poll may now succeed. (Threads a warpgroup
+        // collective released in warps already passed this round are RUN as well.)
+        if (b->progress != progress_before) {
+            for (int t = 0; t < b->n; t++)
+                if (b->thr[t].st == SPIN) b->thr[t].st = RUN;
+            continue;
         }
+        if (count[RUN] > 0) continue;
+        char buf[300];
+        std::snprintf(buf, sizeof buf,
+                      "deadlock: %d threads wait at __syncthreads, %d at a warp collective, %d at a warpgroup "
+                      "collective, %d at a named barrier, %d poll an mbarrier that no one will complete, %d "
+                      "exited (a barrier or collective not reached by every thread, or a wait for a phase "
+                      "or transaction count that never comes)",
+                      count[BAR], count[WARP], count[WGRP], count[NBAR], count[SPIN], count[DONE]);
+        b->err = buf + hopper_describe(b);
+        return false;
     }
 }
 
@@ -492,8 +434,10 @@ void worker(Launch* L) {
     b.n = (int)(L->block.x * L->block.y * L->block.z);
     std::vector<Thr> thr(b.n);
     std::vector<Warp> warps((b.n + 31) / 32);
+    std::vector<WGroup> wgroups(b.n % 128 == 0 ? b.n / 128 : 0);
     b.thr = thr.data();
     b.warps = warps.data();
+    b.wgroups = wgroups.data();
     emu_blockDim = L->block;
     emu_gridDim = L->grid;
     uint64_t nblocks = (uint64_t)L->grid.x * L->grid.y * L->grid.z;
@@ -623,55 +567,79 @@ extern "C" [[noreturn]] void emu_trap(const char* why) {
 // ---- launch API (src/kernels/emu.rs) -------------------------------------------------------------------
 extern "C" size_t emu_kernel_count(void) { return emu_kernel_table_len; }
 extern "C" const char* emu_kernel_name(size_t i) { return i < emu_kernel_table_len ? emu_kernel_table[i].name : nullptr; }
+extern "C" int emu_kernel_triggers_dependents(size_t i) {
+    return i < emu_kernel_table_len ? emu_kernel_table[i].triggers_dependents : 0;
+}
 
-// Returns 0 on success; 1 unknown kernel, 2 parameter size mismatch, 3 bad launch configuration,
-// 4 the kernel failed (deadlock, trap, collective misuse); `err` gets a message.
-extern "C" int emu_launch(const char* name, const uint32_t grid[3], const uint32_t block[3], uint32_t smem_bytes,
-                          const void* params, size_t params_size, uint32_t flags, char* err, size_t errlen) {
+// Runs launch `d` to completion: its blocks on n_workers() host threads (the calling one among them
+// when `use_calling_thread`; a primary started from inside a dependent's fiber runs on new threads
+// only, so the fiber's host thread keeps its block). Returns 0 on success; 1 unknown kernel, 2
+// parameter size mismatch, 3 bad launch configuration, 4 the kernel (or its primary) failed.
+int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::string* err) {
+    const char* name = d->name;
+    const uint32_t* grid = d->grid;
+    const uint32_t* block = d->block;
     const EmuKernel* k = nullptr;
     for (size_t i = 0; i < emu_kernel_table_len; i++)
         if (std::strcmp(emu_kernel_table[i].name, name) == 0) k = &emu_kernel_table[i];
     if (!k) {
-        set_err(err, errlen, std::string("unknown kernel ") + name);
+        *err = std::string("unknown kernel ") + name;
         return 1;
     }
-    if (params_size != k->param_size) {
-        set_err(err, errlen, std::string(name) + ": parameter struct is " + std::to_string(params_size) +
-                                 " bytes, the kernel takes " + std::to_string(k->param_size));
+    if (d->params_size != k->param_size) {
+        *err = std::string(name) + ": parameter struct is " + std::to_string(d->params_size) +
+               " bytes, the kernel takes " + std::to_string(k->param_size);
         return 2;
     }
     uint64_t nthreads = (uint64_t)block[0] * block[1] * block[2];
     if (nthreads == 0 || nthreads > (uint64_t)kMaxThreads || block[2] > 64 || grid[0] == 0 || grid[1] == 0 ||
-        grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535 || smem_bytes > kMaxDynSmem) {
-        set_err(err, errlen, std::string(name) + ": invalid launch configuration (grid " + std::to_string(grid[0]) +
-                                 "x" + std::to_string(grid[1]) + "x" + std::to_string(grid[2]) + ", block " +
-                                 std::to_string(block[0]) + "x" + std::to_string(block[1]) + "x" +
-                                 std::to_string(block[2]) + ", " + std::to_string(smem_bytes) +
-                                 " bytes of dynamic shared memory)");
+        grid[2] == 0 || grid[1] > 65535 || grid[2] > 65535 || d->smem_bytes > kMaxDynSmem) {
+        *err = std::string(name) + ": invalid launch configuration (grid " + std::to_string(grid[0]) + "x" +
+               std::to_string(grid[1]) + "x" + std::to_string(grid[2]) + ", block " + std::to_string(block[0]) +
+               "x" + std::to_string(block[1]) + "x" + std::to_string(block[2]) + ", " +
+               std::to_string(d->smem_bytes) + " bytes of dynamic shared memory)";
         return 3;
     }
-    alignas(64) unsigned char pbuf[4096];
-    if (params_size > sizeof pbuf) {
-        set_err(err, errlen, "parameter struct too large");
+    alignas(128) unsigned char pbuf[4096];
+    if (d->params_size > sizeof pbuf) {
+        *err = "parameter struct too large";
         return 2;
     }
-    std::memcpy(pbuf, params, params_size);
+    std::memcpy(pbuf, d->params, d->params_size);
     Launch L;
     L.k = k;
     L.params = pbuf;
     L.grid = {grid[0], grid[1], grid[2]};
     L.block = {block[0], block[1], block[2]};
-    L.smem_bytes = smem_bytes;
-    L.reverse = flags & 1;
+    L.smem_bytes = d->smem_bytes;
+    L.reverse = d->flags & 1;
+    L.primary = d->primary;
     uint64_t nblocks = (uint64_t)grid[0] * grid[1] * grid[2];
     int nw = (int)std::min<uint64_t>(nblocks, (uint64_t)n_workers());
     std::vector<std::thread> helpers;
-    for (int i = 1; i < nw; i++) helpers.emplace_back(worker, &L);
-    worker(&L);
+    for (int i = use_calling_thread ? 1 : 0; i < nw; i++) helpers.emplace_back(worker, &L);
+    if (use_calling_thread) worker(&L);
     for (auto& h : helpers) h.join();
+    // A dependent none of whose threads waited ran entirely before its primary; the primary runs now.
+    if (L.primary && !L.primary_done) {
+        L.primary_done = true;
+        std::string perr;
+        if (run_launch_desc(L.primary, false, &perr) != 0) L.primary_err = perr;
+    }
+    if (!L.primary_err.empty()) {
+        *err = std::string(name) + ": its primary (programmatic dependent launch) failed: " + L.primary_err;
+        return 4;
+    }
     if (L.failed.load()) {
-        set_err(err, errlen, std::string(name) + ": " + L.err);
+        *err = std::string(name) + ": " + L.err;
         return 4;
     }
     return 0;
+}
+
+extern "C" int emu_launch_desc(const EmuLaunchDesc* d, char* err, size_t errlen) {
+    std::string e;
+    int rc = run_launch_desc(d, true, &e);
+    if (rc != 0) set_err(err, errlen, e);
+    return rc;
 }

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "params.h"
+
 // ---- language ---------------------------------------------------------------------------------
 #define __global__
 #define __device__
@@ -70,6 +72,44 @@ void emu_ldmatrix(int count, int trans, uint32_t* r, const void* smem_row);
 void emu_cp_async_16(void* smem_dst, const void* gmem_src);
 void emu_cp_async_wait_all(void);
 [[noreturn]] void emu_trap(const char* why);
+
+// ---- sm_90a (hopper.cpp; the wrappers and their PTX are cuda/include/hopper.cuh) ----
+uint32_t emu_smem_offset(const void* p);  // byte offset in dynamic shared memory (traps outside it)
+void emu_wgmma_fence(void);
+void emu_wgmma_commit(void);
+void emu_wgmma_wait(int n);
+// d[n/2] += A * B for this thread's slice; A from `desc_a` (shared) or `a_regs` (4 registers).
+void emu_wgmma(int fp16, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b, float* d, int scale_d);
+void emu_fence_proxy_async(void);
+void emu_mbar_init(uint64_t* bar, uint32_t count);
+void emu_mbar_arrive(uint64_t* bar);
+void emu_mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes);
+void emu_mbar_expect_tx(uint64_t* bar, uint32_t bytes);
+int emu_mbar_try_wait_parity(uint64_t* bar, uint32_t parity);
+void emu_tma_load(void* smem_dst, const void* tensor_map, const int32_t* coords, int rank, uint64_t* bar);
+void emu_tma_store(const void* tensor_map, const int32_t* coords, int rank, const void* smem_src);
+void emu_bulk_load(void* smem_dst, const void* gmem_src, uint32_t bytes, uint64_t* bar);
+void emu_bulk_commit(void);
+void emu_bulk_wait(int n, int read_only);
+void emu_named_bar(int id, int nthreads, int wait);
+void emu_setmaxnreg(int inc, int regs);
+void emu_griddep_wait(void);
+
+// The emulator's tensor map (the 128 bytes a CUtensorMap occupies; see hopper.cpp).
+int emu_tensor_map_encode(void* map128, const MbTensorMapDesc* desc);
+
+// One launch for emu_launch_desc (src/kernels/emu.rs mirrors this struct).
+struct EmuLaunchDesc {
+    const char* name;
+    uint32_t grid[3], block[3];
+    uint32_t smem_bytes, flags;  // flags bit 0: reverse thread order
+    const void* params;
+    size_t params_size;
+    // With programmatic dependent launch: the launch before this one in stream order, which this
+    // one may overlap until griddepcontrol.wait; null otherwise.
+    const EmuLaunchDesc* primary;
+};
+int emu_launch_desc(const EmuLaunchDesc* d, char* err, size_t errlen);
 }
 
 static inline void __syncthreads() { emu_syncthreads(); }

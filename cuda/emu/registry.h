@@ -7,6 +7,7 @@ struct EmuKernel {
     const char* name;
     size_t param_size;
     void (*run)(const void* params);  // calls NAME(*(const TYPE*)params) for the current CUDA thread
+    int triggers_dependents;          // declared MB_PDL_PRIMARY (hopper.cuh; see src/kernels/emu.rs)
 };
 
 extern "C" const EmuKernel emu_kernel_table[];

@@ -1,0 +1,187 @@
+// internal.h — the emulator runtime's own state, shared by its two halves: emu.cpp (fibers, the
+// per-block scheduler, warp collectives, cp.async, launches) and hopper.cpp (the sm_90a instructions:
+// warpgroup MMA, TMA, mbarrier, named barriers, setmaxnreg, proxy fences, programmatic dependent
+// launch). Kernels never include this; they see emu.h.
+#pragma once
+#include "emu.h"
+#include "registry.h"
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+namespace emu {
+
+// RUN: runnable. BAR: at __syncthreads. WARP: at a warp collective. WGRP: at a warpgroup collective
+// (wgmma, setmaxnreg). NBAR: at a named barrier (bar.sync id, n). SPIN: yielded from a polling wait
+// (mbarrier.try_wait) that found nothing; runnable again next round. DONE: exited.
+enum State : uint8_t { RUN, BAR, WARP, WGRP, NBAR, SPIN, DONE };
+
+struct Pending {  // one cp.async of 16 bytes, issued and not yet waited for
+    void* dst;
+    unsigned char data[16];
+};
+
+struct BulkStore;  // hopper.cpp: a TMA / bulk store whose global write is still pending
+
+struct Thr {
+#if defined(__x86_64__)
+    void* sp;
+#else
+    ucontext_t uc;
+#endif
+    State st;
+    std::vector<Pending> cp;
+    // cp.async.bulk groups of this thread (hopper.cpp): stores of the open group, then committed ones.
+    std::vector<BulkStore*> bulk_open;
+    std::vector<std::vector<BulkStore*>> bulk_groups;
+};
+
+enum Op : int { OP_NONE, OP_SYNCWARP, OP_SHFL, OP_VOTE, OP_MMA, OP_LDMATRIX };
+
+struct WarpIn {
+    union {
+        struct {
+            uint64_t v;
+            int kind, arg, width;
+        } shfl;
+        struct {
+            int pred, kind;
+        } vote;
+        struct {
+            int fp16;
+            uint32_t a[4], b[2];
+            float c[4];
+        } mma;
+        struct {
+            int count, trans;
+            const void* addr;
+        } ldm;
+    };
+};
+
+struct Warp {
+    Op op;
+    uint32_t mask;
+    int arrived;  // lanes waiting at the pending collective
+    int live;     // lanes of the warp that have not exited
+    WarpIn in[32];
+    uint32_t out[32][4];
+    uint64_t out64[32];
+};
+
+// ---- warpgroups (hopper.cpp) ----
+enum WgOp : int { WG_NONE, WG_MMA, WG_FENCE, WG_COMMIT, WG_WAIT, WG_SETMAXNREG };
+
+struct WgIn {  // what one thread deposits at a warpgroup collective
+    uint64_t desc_a, desc_b;
+    float* d;              // the thread's accumulator registers
+    const uint32_t* a;     // A from registers (4 per thread), or null for A from shared memory
+    int n, fp16, scale_d, arg;
+};
+
+struct WgmmaOp {  // one issued wgmma.mma_async: the result it will deliver and what it read
+    uint64_t group;                 // commit-group sequence number (UINT64_MAX: not committed yet)
+    int n;
+    uint64_t desc_a, desc_b;
+    std::vector<float> result;      // [128 threads][n/2], delivered at the wait
+    std::vector<float*> dst;        // each thread's accumulator registers
+    std::vector<uint16_t> a_seen, b_seen;  // operands as read at issue (checked again at the wait)
+    std::vector<const uint32_t*> a_regs;   // A from registers: where (checked at the wait)
+};
+
+struct WGroup {
+    WgOp op;
+    int arrived;
+    WgIn in[128];
+    bool fenced;                    // a wgmma.fence since the accumulators were last delivered
+    uint64_t next_group;            // sequence number the next commit gives
+    std::vector<WgmmaOp> inflight;  // issue order
+};
+
+// ---- mbarrier (hopper.cpp) ----
+struct Chunk {  // 16 bytes bound for shared memory when the barrier's phase is observed
+    uint32_t off;  // byte offset in dynamic shared memory
+    unsigned char data[16];
+};
+
+struct Mbar {
+    void* addr;
+    uint32_t count;     // arrivals per phase (init)
+    int64_t pending;    // arrivals still missing in the current phase
+    int64_t tx;         // transaction bytes still expected in the current phase
+    uint64_t phase;     // phases completed so far
+    std::vector<Chunk> inflight;  // TMA bytes counted against the current phase
+    std::vector<Chunk> landed;    // bytes of completed phases nobody has waited for yet
+};
+
+struct NamedBar {
+    int arrived;   // threads arrived in this round
+    int expected;  // thread count of this round (0: idle)
+    std::vector<int> waiting;  // threads blocked in bar.sync of this round
+};
+
+
+struct Launch {
+    const EmuKernel* k;
+    const void* params;
+    dim3 grid, block;
+    uint32_t smem_bytes;
+    bool reverse;
+    std::atomic<uint64_t> next_block{0};
+    std::atomic<bool> failed{false};
+    std::mutex err_mu;
+    std::string err;
+    // Programmatic dependent launch: the primary this launch may overlap, run when the first
+    // thread reaches griddepcontrol.wait (or after the whole grid, if none does).
+    const ::EmuLaunchDesc* primary = nullptr;
+    std::mutex primary_mu;
+    bool primary_done = false;
+    std::string primary_err;
+    void fail(const std::string& e) {
+        std::lock_guard<std::mutex> g(err_mu);
+        if (!failed.exchange(true)) err = e;
+    }
+};
+
+struct Block {
+    Launch* L;
+    int n;
+    Thr* thr;
+    Warp* warps;
+    WGroup* wgroups;  // n / 128 of them (none when n is not a multiple of 128)
+    int cur;
+#if defined(__x86_64__)
+    void* sched_sp;
+#else
+    ucontext_t sched_uc;
+#endif
+    std::string err;
+    uint64_t progress;  // events that may unblock a spinning thread (see run_block)
+    std::vector<Mbar> mbars;
+    NamedBar nbars[16];
+};
+
+extern thread_local Block* g_blk;
+extern thread_local unsigned char async_view[];  // the async proxy's view of dynamic shared memory
+extern const size_t kMaxDynSmem;
+
+void yield_to_scheduler();
+
+// hopper.cpp's hooks into the scheduler.
+void hopper_block_start(Block* b);
+// After thread t yielded with state WGRP or DONE: completes its warpgroup's collective when every
+// live thread has arrived. False (b->err set) on misuse.
+bool hopper_try_complete_wgroup(Block* b, int t);
+// The mbarriers' states, for a deadlock report ("" when there are none).
+std::string hopper_describe(Block* b);
+// When the block's threads have all exited: what the block left in flight is an error.
+bool hopper_block_end(Block* b);
+// Runs a launch to completion on new host threads (the primary of a dependent launch).
+int run_launch_desc(const ::EmuLaunchDesc* d, bool use_calling_thread, std::string* err);
+
+}  // namespace emu
