@@ -26,10 +26,16 @@ use std::sync::Mutex;
 
 const DEFAULT_ARCHS: &str = "80;86;89;90";
 const PTX_ARCH: &str = "80";
+/// Sources named `*_sm90.cu` use sm_90a-only instructions (cuda/include/hopper.cuh): they are built
+/// for `sm_90a` alone (no portable PTX), and only when 90 is among the archs.
+const HOPPER_SUFFIX: &str = "_sm90";
+const RUNTIME_PREFIX: &str = "emu_rt_";
 
 struct Kernel {
     name: String,
     param_type: String,
+    /// Declared `MB_PDL_PRIMARY` (hopper.cuh): a primary of programmatic dependent launch.
+    triggers_dependents: bool,
 }
 
 fn main() {
@@ -82,6 +88,13 @@ fn main() {
         .collect();
     let nvcc = find_nvcc(&manifest);
 
+    // The emulator's runtime: every cuda/emu/*.cpp (emu.cpp, hopper.cpp).
+    let mut runtime: Vec<PathBuf> = fs::read_dir(cuda.join("emu"))
+        .expect("read cuda/emu")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "cpp"))
+        .collect();
+    runtime.sort();
     // Jobs: one nvcc and one emulator compile per source, run on a few threads.
     let nvcc_results: Mutex<Vec<(String, Result<(), String>)>> = Mutex::new(Vec::new());
     let emu_results: Mutex<Vec<(String, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
@@ -94,10 +107,16 @@ fn main() {
             fs::read(src).unwrap_or_default().hash(&mut h);
             h.finish()
         };
-        if let Some(nvcc) = &nvcc {
+        let hopper = name.ends_with(HOPPER_SUFFIX);
+        if let Some(nvcc) = nvcc.as_ref().filter(|_| !hopper || archs.iter().any(|a| a == "90")) {
             let (name, out, cuda, archs, res) = (name.clone(), &out, &cuda, &archs, &nvcc_results);
             jobs.push(Box::new(move || {
-                let r = compile_nvcc(nvcc, cuda, src, &name, out, archs, key);
+                let target = if hopper {
+                    Target::Hopper
+                } else {
+                    Target::Portable(archs)
+                };
+                let r = compile_nvcc(nvcc, cuda, src, &name, out, target, key);
                 res.lock().unwrap().push((name, r));
             }));
         }
@@ -107,14 +126,13 @@ fn main() {
             res.lock().unwrap().push((name, r));
         }));
     }
-    {
-        let emu_rt = out.join("emu").join("emu_rt.o");
-        let key = common;
+    // The runtime's objects are `emu_rt_<stem>`.
+    for src in &runtime {
+        let name = format!("{RUNTIME_PREFIX}{}", stem(src));
         let (out, cuda, res) = (&out, &cuda, &emu_results);
-        let _ = emu_rt;
         jobs.push(Box::new(move || {
-            let r = compile_emu(cuda, &cuda.join("emu/emu.cpp"), "emu_rt", out, key);
-            res.lock().unwrap().push(("emu_rt".into(), r));
+            let r = compile_emu(cuda, src, &name, out, common);
+            res.lock().unwrap().push((name, r));
         }));
     }
     run_jobs(jobs);
@@ -131,13 +149,13 @@ fn main() {
         match r {
             Ok(obj) => {
                 objects.push(obj.clone());
-                if name != "emu_rt" {
+                if !name.starts_with(RUNTIME_PREFIX) {
                     let text = fs::read_to_string(cuda.join(format!("{name}.cu"))).unwrap_or_default();
                     kernels_by_source.push((name.clone(), scan_kernels(&text)));
                 }
             }
             Err(e) => {
-                if require || name == "emu_rt" {
+                if require || name.starts_with(RUNTIME_PREFIX) {
                     panic!("emulator build of {name} failed:\n{e}");
                 }
                 println!(
@@ -161,7 +179,7 @@ fn main() {
     lib.compile("modernbert_emu");
 
     // ---- fatbins ----
-    let mut fatbins = String::from("/// (source name, fatbin bytes) for every `cuda/*.cu` compiled by nvcc.\n");
+    let mut fatbins = String::new();
     let mut built = Vec::new();
     let mut failed = Vec::new();
     if nvcc.is_none() {
@@ -200,12 +218,17 @@ fn main() {
     if nvcc.is_none() {
         println!("cargo::rustc-cfg=modernbert_no_kernels");
     }
-    fatbins.push_str("pub const FATBINS: &[(&str, &[u8])] = &[\n");
+    fatbins.push_str(
+        "/// (source name, fatbin bytes, the one compute capability × 10 that can load it, 0: any).\n\
+         pub const FATBINS: &[(&str, &[u8], u32)] = &[\n",
+    );
     for name in &built {
         let p = out.join("fatbin").join(format!("{name}.fatbin"));
+        // sm_90a code runs on compute capability 9.0 alone (the `a` features are not forward-compatible).
+        let only_sm = if name.ends_with(HOPPER_SUFFIX) { 90 } else { 0 };
         let _ = writeln!(
             fatbins,
-            "    ({name:?}, include_bytes!({:?})),",
+            "    ({name:?}, include_bytes!({:?}), {only_sm}),",
             p.display().to_string()
         );
     }
@@ -327,18 +350,30 @@ fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
     ok(manifest.join(".toolchain/cuda/nvidia/cu13/bin/nvcc"))
 }
 
+/// What nvcc builds a source for.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// SASS for each arch plus compute_80 PTX.
+    Portable(&'a [String]),
+    /// SASS for sm_90a only (wgmma, setmaxnreg: the `a` features exist on that chip alone).
+    Hopper,
+}
+
 fn compile_nvcc(
     nvcc: &Path,
     cuda: &Path,
     src: &Path,
     name: &str,
     out: &Path,
-    archs: &[String],
+    target: Target,
     key: u64,
 ) -> Result<(), String> {
     let mut h = DefaultHasher::new();
     key.hash(&mut h);
-    archs.hash(&mut h);
+    match target {
+        Target::Portable(archs) => archs.hash(&mut h),
+        Target::Hopper => "90a".hash(&mut h),
+    }
     nvcc.hash(&mut h);
     let key = format!("{:016x}", h.finish());
     let fatbin = out.join("fatbin").join(format!("{name}.fatbin"));
@@ -369,10 +404,17 @@ fn compile_nvcc(
     c.arg("-fatbin");
     common(&mut c);
     c.arg("-Xptxas").arg("-v").arg("--threads").arg("0");
-    for a in archs {
-        c.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
+    match target {
+        Target::Portable(archs) => {
+            for a in archs {
+                c.arg(format!("-gencode=arch=compute_{a},code=sm_{a}"));
+            }
+            c.arg(format!("-gencode=arch=compute_{PTX_ARCH},code=compute_{PTX_ARCH}"));
+        }
+        Target::Hopper => {
+            c.arg("-gencode=arch=compute_90a,code=sm_90a");
+        }
     }
-    c.arg(format!("-gencode=arch=compute_{PTX_ARCH},code=compute_{PTX_ARCH}"));
     c.arg("-o").arg(&fatbin).arg(src);
     let o = c.output().map_err(|e| format!("run {}: {e}", nvcc.display()))?;
     let text = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
@@ -383,7 +425,11 @@ fn compile_nvcc(
     let mut c = Command::new(nvcc);
     c.arg("-ptx");
     common(&mut c);
-    c.arg(format!("-arch=compute_{PTX_ARCH}")).arg("-o").arg(&ptx).arg(src);
+    let ptx_arch = match target {
+        Target::Portable(_) => format!("-arch=compute_{PTX_ARCH}"),
+        Target::Hopper => "-arch=compute_90a".to_string(),
+    };
+    c.arg(ptx_arch).arg("-o").arg(&ptx).arg(src);
     let o = c.output().map_err(|e| format!("run {}: {e}", nvcc.display()))?;
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).into_owned());
@@ -483,6 +529,7 @@ fn scan_kernels(text: &str) -> Vec<Kernel> {
             kernels.push(Kernel {
                 name,
                 param_type: args[0].to_string(),
+                triggers_dependents: head.split_whitespace().any(|t| t == "MB_PDL_PRIMARY"),
             });
         }
     }
@@ -504,9 +551,13 @@ fn registry_source(kernels: &[(String, Vec<Kernel>)]) -> String {
     }
     s.push_str("\nextern \"C\" const EmuKernel emu_kernel_table[] = {\n");
     for k in &all {
-        let _ = writeln!(s, "    {{\"{0}\", sizeof({1}), run_{0}}},", k.name, k.param_type);
+        let _ = writeln!(
+            s,
+            "    {{\"{0}\", sizeof({1}), run_{0}, {2}}},",
+            k.name, k.param_type, k.triggers_dependents as u8
+        );
     }
-    s.push_str("    {nullptr, 0, nullptr},\n};\n");
+    s.push_str("    {nullptr, 0, nullptr, 0},\n};\n");
     let _ = writeln!(s, "extern \"C\" const size_t emu_kernel_table_len = {};", all.len());
     s
 }

@@ -234,4 +234,70 @@ typedef struct SelftestParams {
     uint32_t mode;
 } SelftestParams;
 
+/* ---- sm_90a: tensor maps and the warp-specialised wgmma GEMM (cuda/gemm_sm90.cu) ---- */
+
+/* A tensor map as a kernel parameter: on the GPU the CUtensorMap cuTensorMapEncodeTiled writes, in
+   the emulator that emulator's own encoding (cuda/emu/hopper.cpp). Opaque, 128 bytes, 128-aligned. */
+typedef struct MbTensorMap {
+    __attribute__((aligned(128))) uint64_t opaque[16];
+} MbTensorMap;
+
+/* What a tiled tensor map describes (host side; src/kernels/tensor_map.rs checks it and hands it to
+   the device's encoder). Dimension 0 is the innermost (contiguous) one. */
+#define MB_TMAP_BF16 0u
+#define MB_TMAP_F16 1u
+#define MB_TMAP_F32 2u
+#define MB_SWIZZLE_NONE 0u /* else the swizzle span in bytes: 32, 64 or 128 */
+typedef struct MbTensorMapDesc {
+    uint64_t global_address; /* 16-byte aligned */
+    uint64_t dims[5];        /* elements per dimension */
+    uint64_t strides[5];     /* bytes between consecutive indices; strides[0] is the element size */
+    uint32_t box[5];         /* elements per dimension of the box one copy moves, 1..256 */
+    uint32_t rank;           /* 1..5 */
+    uint32_t dtype;          /* MB_TMAP_* */
+    uint32_t swizzle;        /* MB_SWIZZLE_NONE, 32, 64, 128 */
+    uint32_t oob_nan;        /* out-of-bounds elements of a load read as NaN (else 0) */
+    uint32_t pad;
+} MbTensorMapDesc;
+
+/* gemm_sm90: C[M,N] = A[M,K] . B[N,K]^T, bf16/fp16 in, f32 accumulate. One producer warpgroup
+   (one thread issues the TMA loads) and MB_GEMM90_CONSUMERS consumer warpgroups of 64 rows each. */
+#define MB_GEMM90_BM 128
+#define MB_GEMM90_BN 128
+#define MB_GEMM90_BK 64 /* 64 x 2 bytes = one 128-byte swizzle row */
+#define MB_GEMM90_STAGES 4
+#define MB_GEMM90_CONSUMERS 2
+#define MB_GEMM90_THREADS (128 * (1 + MB_GEMM90_CONSUMERS))
+#define MB_GEMM90_A_TILE_BYTES (MB_GEMM90_BM * MB_GEMM90_BK * 2)
+#define MB_GEMM90_B_TILE_BYTES (MB_GEMM90_BN * MB_GEMM90_BK * 2)
+#define MB_GEMM90_C_TILE_BYTES (MB_GEMM90_BM * MB_GEMM90_BN * 2)
+/* stages of A and B, the C staging tile, the barriers, and 1024 bytes to align the first tile */
+#define MB_GEMM90_SMEM_BYTES \
+    (MB_GEMM90_STAGES * (MB_GEMM90_A_TILE_BYTES + MB_GEMM90_B_TILE_BYTES) + MB_GEMM90_C_TILE_BYTES + 256 + 1024)
+#define MB_GEMM90_PRODUCER_REGS 40
+#define MB_GEMM90_CONSUMER_REGS 232
+typedef struct GemmSm90Params {
+    MbTensorMap a; /* [M, K], box BK x BM, 128-byte swizzle */
+    MbTensorMap b; /* [N, K], box BK x BN, 128-byte swizzle */
+    MbTensorMap c; /* [M, N], box BN x 64 (one consumer's rows), no swizzle */
+    uint32_t m, n, k;
+    uint32_t pad[29]; /* to the 128-byte alignment: no implicit padding in a parameter struct */
+} GemmSm90Params;
+
+/* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */
+#define MB_SELFTEST90_IMAGE_BYTES 65536 /* the shared-memory image wgmma reads */
+#define MB_SELFTEST90_SMEM_BYTES (MB_SELFTEST90_IMAGE_BYTES + 2048)
+typedef struct SelftestSm90Params {
+    MbTensorMap map;   /* selftest_tma_*: the map under test */
+    uint64_t in;       /* inputs (per kernel, see selftest_sm90.cu) */
+    uint64_t out;      /* outputs */
+    uint64_t desc_a;   /* selftest_wgmma: descriptors with start addresses relative to the image */
+    uint64_t desc_b;
+    int32_t coords[5]; /* selftest_tma_*: the box's coordinates */
+    uint32_t n;        /* wgmma N (64, 128, 256); element count for selftest_pdl_copy */
+    uint32_t mode;     /* wgmma: bit 0 fp16, bit 1 A from registers; misuse: which misuse */
+    uint32_t bytes;    /* selftest_tma_*: the box's bytes */
+    uint32_t pad[16];  /* to the 128-byte alignment */
+} SelftestSm90Params;
+
 #endif /* MODERNBERT_PARAMS_H */

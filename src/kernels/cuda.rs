@@ -47,7 +47,21 @@ impl CudaDevice {
         super::graph::prepare_context_for_graphs(&ctx);
         let stream = ctx.new_stream().map_err(cuda_err)?;
         let mut modules = Vec::new();
-        for (name, bytes) in super::fatbins::FATBINS {
+        let sm = {
+            use cudarc::driver::sys::CUdevice_attribute as A;
+            let major = ctx
+                .attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+                .map_err(cuda_err)?;
+            let minor = ctx
+                .attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+                .map_err(cuda_err)?;
+            (major * 10 + minor) as u32
+        };
+        // An sm_90a module cannot load elsewhere; its kernels are then unknown on this device.
+        for (name, bytes, only_sm) in super::fatbins::FATBINS {
+            if *only_sm != 0 && *only_sm != sm {
+                continue;
+            }
             let m = ctx
                 .load_module(cudarc::nvrtc::Ptx::from_binary(bytes.to_vec()))
                 .map_err(|e| KernelError::Cuda(format!("loading the fatbin of {name}.cu: {e:?}")))?;
@@ -156,64 +170,67 @@ impl Device for CudaDevice {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
+        self.launch_with(name, grid, block, smem, params, false)
+    }
+    fn launch_dependent_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        self.launch_with(name, grid, block, smem, params, true)
+    }
+    fn encode_tensor_map(&self, d: &super::params::MbTensorMapDesc) -> Result<super::params::MbTensorMap, KernelError> {
         use cudarc::driver::sys;
-        self.ctx.bind_to_thread().map_err(cuda_err)?;
-        let f = self.function(name)?;
-        let cu_f = f.cu_function();
-        if smem > 48 * 1024 {
-            // SAFETY: a valid function handle; the attribute only raises the dynamic smem limit.
-            let r = unsafe {
-                sys::cuFuncSetAttribute(
-                    cu_f,
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                )
-            };
-            if r != sys::CUresult::CUDA_SUCCESS {
-                return Err(KernelError::BadLaunch {
-                    kernel: name.into(),
-                    message: format!("{smem} bytes of smem: {r:?}"),
-                });
-            }
-        }
-        // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
-        // A stack copy (no host allocation per launch); params.h structs are far below 4 KiB.
-        let mut bytes = [0u8; 4096];
-        if params.len() > bytes.len() {
-            return Err(KernelError::ParamSize {
-                kernel: name.into(),
-                message: format!("{} bytes", params.len()),
-            });
-        }
-        bytes[..params.len()].copy_from_slice(params);
-        let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
-        // SAFETY: `args` points at the parameter bytes, which match the kernel's struct (the caller
-        // passes the bindgen struct of params.h); the stream and function belong to our context.
-        unsafe {
-            cudarc::driver::result::launch_kernel(
-                cu_f,
-                (grid[0], grid[1], grid[2]),
-                (block[0], block[1], block[2]),
-                smem,
-                self.stream.cu_stream(),
-                &mut args,
+        let dtype = match d.dtype {
+            super::params::MB_TMAP_BF16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            super::params::MB_TMAP_F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            _ => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        };
+        let swizzle = match d.swizzle {
+            32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            _ => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+        };
+        let oob = if d.oob_nan != 0 {
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA
+        } else {
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE
+        };
+        let rank = d.rank as usize;
+        let element_strides = [1u32; 5];
+        let mut map = sys::CUtensorMap { opaque: [0; 16] };
+        // SAFETY: every array holds at least `rank` (strides: rank - 1 from index 1) entries; the
+        // map is written by the driver only.
+        let r = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                dtype,
+                d.rank,
+                d.global_address as *mut std::ffi::c_void,
+                d.dims.as_ptr(),
+                d.strides[1..].as_ptr(),
+                d.box_.as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                oob,
             )
+        };
+        let _ = rank;
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(KernelError::Cuda(format!("cuTensorMapEncodeTiled: {r:?}")));
         }
-        .map_err(|e| KernelError::KernelFailed {
-            kernel: name.into(),
-            message: format!("{e:?}"),
-        })?;
-        if self.sync_each_launch {
-            self.stream.synchronize().map_err(|e| KernelError::KernelFailed {
-                kernel: name.into(),
-                message: format!("{e:?}"),
-            })?;
-        }
-        Ok(())
+        Ok(super::params::MbTensorMap { opaque: map.opaque })
     }
     fn synchronize(&self) -> Result<(), KernelError> {
         self.stream.synchronize().map_err(cuda_err)
     }
+
     fn copy(&self, src: &DeviceBuffer, dst: &mut DeviceBuffer) -> Result<(), KernelError> {
         if src.len != dst.len {
             return Err(KernelError::OutOfRange(format!(
@@ -282,4 +299,100 @@ impl Device for CudaDevice {
 /// Whether a CUDA device can be opened here (driver library present, a GPU, kernels built).
 pub fn cuda_available() -> bool {
     CudaDevice::new(0).is_ok()
+}
+
+impl CudaDevice {
+    fn launch_with(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+        dependent: bool,
+    ) -> Result<(), KernelError> {
+        use cudarc::driver::sys;
+        self.ctx.bind_to_thread().map_err(cuda_err)?;
+        let f = self.function(name)?;
+        let cu_f = f.cu_function();
+        if smem > 48 * 1024 {
+            // SAFETY: a valid function handle; the attribute only raises the dynamic smem limit.
+            let r = unsafe {
+                sys::cuFuncSetAttribute(
+                    cu_f,
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                )
+            };
+            if r != sys::CUresult::CUDA_SUCCESS {
+                return Err(KernelError::BadLaunch {
+                    kernel: name.into(),
+                    message: format!("{smem} bytes of smem: {r:?}"),
+                });
+            }
+        }
+        // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
+        // A stack copy (no host allocation per launch); params.h structs are far below 4 KiB.
+        let mut bytes = [0u8; 4096];
+        if params.len() > bytes.len() {
+            return Err(KernelError::ParamSize {
+                kernel: name.into(),
+                message: format!("{} bytes", params.len()),
+            });
+        }
+        bytes[..params.len()].copy_from_slice(params);
+        let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
+        if dependent {
+            // Programmatic dependent launch: may start before the previous kernel on the stream
+            // finishes; the kernel's griddepcontrol.wait orders its reads of that kernel's output.
+            // SAFETY: a zeroed attribute value is valid plain data; we set the one field we use.
+            let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let config = sys::CUlaunchConfig {
+                gridDimX: grid[0],
+                gridDimY: grid[1],
+                gridDimZ: grid[2],
+                blockDimX: block[0],
+                blockDimY: block[1],
+                blockDimZ: block[2],
+                sharedMemBytes: smem,
+                hStream: self.stream.cu_stream(),
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            // SAFETY: as for cuLaunchKernel below; `config` and `attr` outlive the call.
+            let r = unsafe { sys::cuLaunchKernelEx(&config, cu_f, args.as_mut_ptr(), std::ptr::null_mut()) };
+            if r != sys::CUresult::CUDA_SUCCESS {
+                return Err(KernelError::KernelFailed {
+                    kernel: name.into(),
+                    message: format!("{r:?}"),
+                });
+            }
+        } else {
+            // SAFETY: `args` points at the parameter bytes, which match the kernel's struct (the
+            // caller passes the bindgen struct of params.h); the stream and function are ours.
+            unsafe {
+                cudarc::driver::result::launch_kernel(
+                    cu_f,
+                    (grid[0], grid[1], grid[2]),
+                    (block[0], block[1], block[2]),
+                    smem,
+                    self.stream.cu_stream(),
+                    &mut args,
+                )
+            }
+            .map_err(|e| KernelError::KernelFailed {
+                kernel: name.into(),
+                message: format!("{e:?}"),
+            })?;
+        }
+        if self.sync_each_launch {
+            self.stream.synchronize().map_err(|e| KernelError::KernelFailed {
+                kernel: name.into(),
+                message: format!("{e:?}"),
+            })?;
+        }
+        Ok(())
+    }
 }

@@ -63,6 +63,31 @@ pub trait Device: Send + Sync {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError>;
+    /// As [`launch_raw`](Device::launch_raw), with programmatic dependent launch: the kernel may
+    /// start before the previous launch finishes and must `pdl_wait()` (griddepcontrol.wait)
+    /// before it reads that launch's output. Default: an ordinary launch (always correct).
+    fn launch_dependent_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        self.launch_raw(name, grid, block, smem, params)
+    }
+    /// The device's encoding of a tensor map (on CUDA, `cuTensorMapEncodeTiled`); `desc` has been
+    /// checked by [`super::tensor_map::encode`], which is what callers use.
+    fn encode_tensor_map(
+        &self,
+        desc: &super::params::MbTensorMapDesc,
+    ) -> Result<super::params::MbTensorMap, KernelError> {
+        let _ = desc;
+        Err(KernelError::Unsupported {
+            kernel: "tensor map".into(),
+            message: format!("{} has no tensor memory accelerator", self.name()),
+        })
+    }
     /// Wait for all launched work.
     fn synchronize(&self) -> Result<(), KernelError>;
     /// Copy all of `src` into `dst` (the same length) on the device, in order with the launches.
@@ -160,12 +185,14 @@ impl Device for Emulator {
         })
     }
     fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
+        self.flush()?;
         match &buf.inner {
             BufferInner::Emu(b) => b.upload(offset, data),
             BufferInner::Cuda(_) => Err(KernelError::OutOfRange("a CUDA buffer given to the emulator".into())),
         }
     }
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
+        self.flush()?;
         match &buf.inner {
             BufferInner::Emu(b) => {
                 b.download(offset, out)?;
@@ -185,14 +212,31 @@ impl Device for Emulator {
     ) -> Result<(), KernelError> {
         Emulator::launch_raw(self, name, grid, block, smem, params)
     }
+    fn launch_dependent_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        Emulator::launch_dependent_raw(self, name, grid, block, smem, params)
+    }
+    fn encode_tensor_map(
+        &self,
+        desc: &super::params::MbTensorMapDesc,
+    ) -> Result<super::params::MbTensorMap, KernelError> {
+        Emulator::encode_tensor_map(self, desc)
+    }
     fn gemm(&self, dtype: super::Dtype, g: &GemmDesc) -> Result<(), KernelError> {
         Emulator::gemm(self, dtype, g)
     }
     fn run_graph(&self, key: [u32; 3], record: &mut dyn FnMut() -> Result<(), KernelError>) -> Result<(), KernelError> {
+        self.flush()?;
         Emulator::run_graph(self, key, record)
     }
     fn synchronize(&self) -> Result<(), KernelError> {
-        Ok(())
+        self.flush()
     }
     fn as_emulator(&self) -> Option<&Emulator> {
         Some(self)

@@ -11,20 +11,26 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::{KernelError, KernelParam};
 
+/// One launch for `emu_launch_desc` (the `EmuLaunchDesc` of cuda/emu/emu.h, field for field).
+#[repr(C)]
+struct EmuLaunchDesc {
+    name: *const c_char,
+    grid: [u32; 3],
+    block: [u32; 3],
+    smem_bytes: u32,
+    flags: u32,
+    params: *const c_void,
+    params_size: usize,
+    /// With programmatic dependent launch: the launch before this one, which it may overlap.
+    primary: *const EmuLaunchDesc,
+}
+
 extern "C" {
-    fn emu_launch(
-        name: *const c_char,
-        grid: *const u32,
-        block: *const u32,
-        smem: u32,
-        params: *const c_void,
-        params_size: usize,
-        flags: u32,
-        err: *mut c_char,
-        errlen: usize,
-    ) -> c_int;
+    fn emu_launch_desc(desc: *const EmuLaunchDesc, err: *mut c_char, errlen: usize) -> c_int;
     fn emu_kernel_count() -> usize;
     fn emu_kernel_name(i: usize) -> *const c_char;
+    fn emu_kernel_triggers_dependents(i: usize) -> c_int;
+    fn emu_tensor_map_encode(map: *mut c_void, desc: *const super::params::MbTensorMapDesc) -> c_int;
 }
 
 /// Guard bytes on each side of a buffer (also keeps the data 256-byte aligned, like cudaMalloc).
@@ -153,17 +159,29 @@ pub struct Emulator {
     graphs: Mutex<std::collections::HashMap<[u32; 3], Arc<Vec<Recorded>>>>,
     /// Bytes copied device → host so far: what a GPU would send over PCIe (the tests count it).
     downloaded: std::sync::atomic::AtomicU64,
+    /// Kernels declared `MB_PDL_PRIMARY` (hopper.cuh): their launches are held (with the
+    /// primaries they themselves overlap) until the next operation, so that a dependent launched
+    /// next can run before them; every other operation runs them first.
+    triggering: std::collections::HashSet<String>,
+    held: Mutex<Vec<HeldLaunch>>,
+}
+
+/// A launch kept for later: a graph step, or a primary waiting to see whether its successor
+/// overlaps it (programmatic dependent launch).
+#[derive(Clone)]
+struct HeldLaunch {
+    name: String,
+    grid: [u32; 3],
+    block: [u32; 3],
+    smem: u32,
+    params: Vec<u8>,
+    /// Launched with programmatic dependent launch: may overlap the launch before it.
+    dependent: bool,
 }
 
 /// One step of an emulated graph.
 enum Recorded {
-    Launch {
-        name: String,
-        grid: [u32; 3],
-        block: [u32; 3],
-        smem: u32,
-        params: Vec<u8>,
-    },
+    Launch(HeldLaunch),
     Gemm {
         dtype: super::Dtype,
         desc: super::gemm::GemmDesc,
@@ -187,6 +205,16 @@ impl Emulator {
             recording: Mutex::new(None),
             graphs: Mutex::default(),
             downloaded: Default::default(),
+            // SAFETY: indices below the table's length.
+            triggering: (0..unsafe { emu_kernel_count() })
+                .filter(|&i| unsafe { emu_kernel_triggers_dependents(i) } != 0)
+                .filter_map(|i| {
+                    let p = unsafe { emu_kernel_name(i) };
+                    // SAFETY: names are NUL-terminated literals of the static table.
+                    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+                })
+                .collect(),
+            held: Mutex::default(),
         }
     }
 
@@ -253,6 +281,7 @@ impl Emulator {
             list.push(Recorded::Gemm { dtype, desc: *g });
             return Ok(());
         }
+        self.flush()?;
         let mut scratch = self.gemm_scratch.lock().unwrap_or_else(|e| e.into_inner());
         super::gemm_host::host_gemm(dtype, g, &mut scratch)
     }
@@ -289,13 +318,7 @@ impl Emulator {
         };
         for step in steps.iter() {
             match step {
-                Recorded::Launch {
-                    name,
-                    grid,
-                    block,
-                    smem,
-                    params,
-                } => self.launch_raw(name, *grid, *block, *smem, params)?,
+                Recorded::Launch(l) => self.launch_with(&l.name, l.grid, l.block, l.smem, &l.params, l.dependent)?,
                 Recorded::Gemm { dtype, desc } => self.gemm(*dtype, desc)?,
             }
         }
@@ -336,15 +359,80 @@ impl Emulator {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
+        self.launch_with(name, grid, block, smem, params, false)
+    }
+
+    /// As [`launch_raw`](Self::launch_raw), with programmatic dependent launch: when the launch
+    /// before is a primary (a kernel declared `MB_PDL_PRIMARY`), this one runs first, and
+    /// the primary runs when this one's first thread reaches `griddepcontrol.wait`; code before
+    /// that wait sees none of the primary's writes, the most skewed order a GPU allows.
+    pub fn launch_dependent_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        self.launch_with(name, grid, block, smem, params, true)
+    }
+
+    /// Runs the held primaries (see [`launch_dependent_raw`](Self::launch_dependent_raw)); every
+    /// operation but a dependent launch does this first. Their errors surface here.
+    pub fn flush(&self) -> Result<(), KernelError> {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        self.run_held(&held, None)
+    }
+
+    fn launch_with(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+        dependent: bool,
+    ) -> Result<(), KernelError> {
         if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            list.push(Recorded::Launch {
+            list.push(Recorded::Launch(HeldLaunch {
                 name: name.to_string(),
                 grid,
                 block,
                 smem,
                 params: params.to_vec(),
-            });
+                dependent,
+            }));
             return Ok(());
+        }
+        let mut held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        if !dependent && !held.is_empty() {
+            self.run_held(&held, None)?;
+            held.clear();
+        }
+        if self.triggering.contains(name) {
+            // Held: the next launch may be its dependent. The chain's later members each depend on
+            // the one before.
+            held.push(HeldLaunch {
+                name: name.to_string(),
+                grid,
+                block,
+                smem,
+                params: params.to_vec(),
+                dependent,
+            });
+            *self.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
+            return Ok(());
+        }
+        if !held.is_empty() {
+            let this = HeldLaunch {
+                name: name.to_string(),
+                grid,
+                block,
+                smem,
+                params: params.to_vec(),
+                dependent,
+            };
+            return self.run_held(&held, Some(&this));
         }
         // The name, NUL-terminated, and the error text live on the stack: a launch allocates
         // nothing on the host (the executor's zero-allocation test runs through here).
@@ -353,25 +441,60 @@ impl Emulator {
             return Err(KernelError::UnknownKernel(name.to_string()));
         }
         cname[..name.len()].copy_from_slice(name.as_bytes());
-        let mut err = [0 as c_char; 512];
-        let flags = self.reverse() as u32;
-        // SAFETY: all pointers are valid for the given lengths; the kernels get addresses of our
-        // buffers through `params`, which the caller built.
-        let rc = unsafe {
-            emu_launch(
-                cname.as_ptr() as *const c_char,
-                grid.as_ptr(),
-                block.as_ptr(),
-                smem,
-                params.as_ptr() as *const c_void,
-                params.len(),
-                flags,
-                err.as_mut_ptr(),
-                err.len(),
-            )
+        let desc = EmuLaunchDesc {
+            name: cname.as_ptr() as *const c_char,
+            grid,
+            block,
+            smem_bytes: smem,
+            flags: self.reverse() as u32,
+            params: params.as_ptr() as *const c_void,
+            params_size: params.len(),
+            primary: std::ptr::null(),
         };
+        self.run_desc(name, &desc)
+    }
+
+    /// Runs the chain `held` (each member after the first a dependent of the one before), topped
+    /// by `top` if given: the last one starts, its primaries run at its griddepcontrol.wait.
+    fn run_held(&self, held: &[HeldLaunch], top: Option<&HeldLaunch>) -> Result<(), KernelError> {
+        let chain: Vec<&HeldLaunch> = held.iter().chain(top).collect();
+        let Some(last) = chain.last() else {
+            return Ok(());
+        };
+        let names: Vec<std::ffi::CString> = chain
+            .iter()
+            .map(|l| std::ffi::CString::new(l.name.as_str()).map_err(|_| KernelError::UnknownKernel(l.name.clone())))
+            .collect::<Result<_, _>>()?;
+        let flags = self.reverse() as u32;
+        let mut descs: Vec<EmuLaunchDesc> = chain
+            .iter()
+            .zip(&names)
+            .map(|(l, n)| EmuLaunchDesc {
+                name: n.as_ptr(),
+                grid: l.grid,
+                block: l.block,
+                smem_bytes: l.smem,
+                flags,
+                params: l.params.as_ptr() as *const c_void,
+                params_size: l.params.len(),
+                primary: std::ptr::null(),
+            })
+            .collect();
+        // Link each to its predecessor; the Vec is not resized after this, so the pointers hold.
+        for i in 1..descs.len() {
+            let prev: *const EmuLaunchDesc = &descs[i - 1];
+            descs[i].primary = prev;
+        }
+        self.run_desc(&last.name, descs.last().expect("non-empty chain"))
+    }
+
+    fn run_desc(&self, name: &str, desc: &EmuLaunchDesc) -> Result<(), KernelError> {
+        let mut err = [0 as c_char; 2048];
+        // SAFETY: all pointers in `desc` (and its primaries) are valid for the given lengths; the
+        // kernels get addresses of our buffers through the params, which the caller built.
+        let rc = unsafe { emu_launch_desc(desc, err.as_mut_ptr(), err.len()) };
         let failure = |rc: c_int| {
-            // SAFETY: emu_launch NUL-terminates within `err`.
+            // SAFETY: emu_launch_desc NUL-terminates within `err`.
             let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
             let kernel = name.to_string();
             match rc {
@@ -395,5 +518,29 @@ impl Emulator {
             }
         }
         result
+    }
+
+    /// The emulator's tensor map for `desc` (checked already by `tensor_map::encode`).
+    pub fn encode_tensor_map(
+        &self,
+        desc: &super::params::MbTensorMapDesc,
+    ) -> Result<super::params::MbTensorMap, KernelError> {
+        let mut map = super::params::MbTensorMap { opaque: [0; 16] };
+        // SAFETY: `map` is 128 writable bytes; `desc` a valid struct.
+        let rc = unsafe { emu_tensor_map_encode(&mut map as *mut _ as *mut c_void, desc) };
+        if rc != 0 {
+            return Err(KernelError::Unsupported {
+                kernel: "tensor map".into(),
+                message: format!("the emulator cannot encode rank {} dtype {}", desc.rank, desc.dtype),
+            });
+        }
+        Ok(map)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // Held primaries still run (their writes may be awaited by nobody, but they happen).
+        let _ = self.flush();
     }
 }

@@ -23,6 +23,7 @@ pub mod graph;
 pub mod nvtx;
 pub mod ops;
 pub mod params;
+pub mod tensor_map;
 
 /// `(source name, fatbin bytes)` of every `cuda/*.cu` that nvcc compiled (empty without nvcc).
 pub mod fatbins {

@@ -8,7 +8,7 @@
 //! size the grid, so one launch configuration serves every batch of a CUDA-graph bucket).
 use super::device::Device;
 use super::params::*;
-use super::{Dtype, KernelError};
+use super::{Dtype, KernelError, KernelParam};
 
 /// Widest row the register-resident row kernels (LayerNorm, embeddings, MLM head) accept
 /// (`MB_MAX_NORM_WIDTH` of params.h, kept under this name for existing callers).
@@ -357,4 +357,78 @@ pub fn softmax_topk(dev: &dyn Device, dt: Dtype, p: &SoftmaxTopkParams) -> Resul
         return Ok(());
     }
     dev.launch(&name, [p.rows.min(MB_MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
+}
+
+/// One GEMM of `gemm_sm90.cu` (sm_90a only): `c[m, n] = a[m, k] · b[n, k]ᵀ`, row-major 16-bit
+/// buffers at device addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmSm90 {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+}
+
+impl GemmSm90 {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+    /// Minimum DRAM bytes: every operand read once, the output written once.
+    pub fn min_bytes(&self) -> u64 {
+        let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
+        2 * (m * k + n * k + m * n)
+    }
+}
+
+/// The parameter struct of `gemm_sm90_<dtype>`: three tensor maps (A and B in 128-byte swizzled
+/// 64-element K rows, C in unswizzled 64-row boxes), encoded by `dev`.
+pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<GemmSm90Params, KernelError> {
+    use super::tensor_map::{encode, matrix_2d};
+    let name = dt.pick("gemm_sm90_bf16", "gemm_sm90_f16");
+    if g.m == 0 || g.n == 0 || g.n % MB_GEMM90_BN != 0 || g.k == 0 || g.k % MB_GEMM90_BK != 0 {
+        return Err(unsupported(
+            name,
+            format!(
+                "m {} n {} k {}: needs m ≥ 1, n a multiple of {MB_GEMM90_BN}, k a multiple of {MB_GEMM90_BK}",
+                g.m, g.n, g.k
+            ),
+        ));
+    }
+    for (what, ptr) in [("a", g.a), ("b", g.b), ("c", g.c)] {
+        need(name, what, ptr)?;
+    }
+    let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
+    Ok(GemmSm90Params {
+        a: encode(dev, &matrix_2d(dt, g.a, m, k, MB_GEMM90_BM, MB_GEMM90_BK, 128))?,
+        b: encode(dev, &matrix_2d(dt, g.b, n, k, MB_GEMM90_BN, MB_GEMM90_BK, 128))?,
+        c: encode(dev, &matrix_2d(dt, g.c, m, n, 64, MB_GEMM90_BN, 0))?,
+        m: g.m,
+        n: g.n,
+        k: g.k,
+        pad: [0; 29],
+    })
+}
+
+/// Launch geometry of `gemm_sm90`: (grid, block, dynamic shared memory bytes).
+pub fn gemm_sm90_geometry(g: &GemmSm90) -> ([u32; 3], [u32; 3], u32) {
+    (
+        [g.n / MB_GEMM90_BN, g.m.div_ceil(MB_GEMM90_BM), 1],
+        [MB_GEMM90_THREADS, 1, 1],
+        MB_GEMM90_SMEM_BYTES,
+    )
+}
+
+/// Launch `gemm_sm90`; `dependent`: with programmatic dependent launch (its TMA loads of `a` wait
+/// at griddepcontrol.wait for the previous kernel; the first weight tile is fetched before).
+pub fn gemm_sm90(dev: &dyn Device, dt: Dtype, g: &GemmSm90, dependent: bool) -> Result<(), KernelError> {
+    let p = gemm_sm90_params(dev, dt, g)?;
+    let (grid, block, smem) = gemm_sm90_geometry(g);
+    let name = dt.pick("gemm_sm90_bf16", "gemm_sm90_f16");
+    if dependent {
+        dev.launch_dependent_raw(name, grid, block, smem, p.as_bytes())
+    } else {
+        dev.launch(name, grid, block, smem, &p)
+    }
 }

@@ -31,6 +31,7 @@ kernel_params!(
     GatherRowsParams,
     SoftmaxTopkParams,
     SelftestParams,
+    GemmSm90Params,
 );
 
 #[cfg(test)]
@@ -51,6 +52,8 @@ mod padding {
             std::mem::size_of::<GatherRowsParams>(),
             std::mem::size_of::<SoftmaxTopkParams>(),
             std::mem::size_of::<SelftestParams>(),
+            std::mem::size_of::<GemmSm90Params>(),
+            std::mem::size_of::<MbTensorMapDesc>(),
             std::mem::size_of::<BatchDesc>(),
         ] {
             assert_eq!(s % 8, 0);

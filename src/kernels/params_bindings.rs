@@ -29,6 +29,24 @@ pub const MB_COLBERT_THREADS: u32 = 128;
 pub const MB_COLBERT_ROWS_PER_BLOCK: u32 = 4;
 pub const MB_GATHER_THREADS: u32 = 128;
 pub const MB_TOPK_THREADS: u32 = 256;
+pub const MB_TMAP_BF16: u32 = 0;
+pub const MB_TMAP_F16: u32 = 1;
+pub const MB_TMAP_F32: u32 = 2;
+pub const MB_SWIZZLE_NONE: u32 = 0;
+pub const MB_GEMM90_BM: u32 = 128;
+pub const MB_GEMM90_BN: u32 = 128;
+pub const MB_GEMM90_BK: u32 = 64;
+pub const MB_GEMM90_STAGES: u32 = 4;
+pub const MB_GEMM90_CONSUMERS: u32 = 2;
+pub const MB_GEMM90_THREADS: u32 = 384;
+pub const MB_GEMM90_A_TILE_BYTES: u32 = 16384;
+pub const MB_GEMM90_B_TILE_BYTES: u32 = 16384;
+pub const MB_GEMM90_C_TILE_BYTES: u32 = 32768;
+pub const MB_GEMM90_SMEM_BYTES: u32 = 165120;
+pub const MB_GEMM90_PRODUCER_REGS: u32 = 40;
+pub const MB_GEMM90_CONSUMER_REGS: u32 = 232;
+pub const MB_SELFTEST90_IMAGE_BYTES: u32 = 65536;
+pub const MB_SELFTEST90_SMEM_BYTES: u32 = 67584;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct BatchDesc {
@@ -513,3 +531,181 @@ const _: () = {
         "Offset of field: SelftestParams::mode",
     ][::std::mem::offset_of!(SelftestParams, mode) - 20usize];
 };
+#[repr(C)]
+#[repr(align(128))]
+#[derive(Debug, Copy, Clone)]
+pub struct MbTensorMap {
+    pub opaque: [u64; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MbTensorMap"][::std::mem::size_of::<MbTensorMap>() - 128usize];
+    ["Alignment of MbTensorMap"][::std::mem::align_of::<MbTensorMap>() - 128usize];
+    [
+        "Offset of field: MbTensorMap::opaque",
+    ][::std::mem::offset_of!(MbTensorMap, opaque) - 0usize];
+};
+impl Default for MbTensorMap {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct MbTensorMapDesc {
+    pub global_address: u64,
+    pub dims: [u64; 5usize],
+    pub strides: [u64; 5usize],
+    pub box_: [u32; 5usize],
+    pub rank: u32,
+    pub dtype: u32,
+    pub swizzle: u32,
+    pub oob_nan: u32,
+    pub pad: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MbTensorMapDesc"][::std::mem::size_of::<MbTensorMapDesc>() - 128usize];
+    ["Alignment of MbTensorMapDesc"][::std::mem::align_of::<MbTensorMapDesc>() - 8usize];
+    [
+        "Offset of field: MbTensorMapDesc::global_address",
+    ][::std::mem::offset_of!(MbTensorMapDesc, global_address) - 0usize];
+    [
+        "Offset of field: MbTensorMapDesc::dims",
+    ][::std::mem::offset_of!(MbTensorMapDesc, dims) - 8usize];
+    [
+        "Offset of field: MbTensorMapDesc::strides",
+    ][::std::mem::offset_of!(MbTensorMapDesc, strides) - 48usize];
+    [
+        "Offset of field: MbTensorMapDesc::box_",
+    ][::std::mem::offset_of!(MbTensorMapDesc, box_) - 88usize];
+    [
+        "Offset of field: MbTensorMapDesc::rank",
+    ][::std::mem::offset_of!(MbTensorMapDesc, rank) - 108usize];
+    [
+        "Offset of field: MbTensorMapDesc::dtype",
+    ][::std::mem::offset_of!(MbTensorMapDesc, dtype) - 112usize];
+    [
+        "Offset of field: MbTensorMapDesc::swizzle",
+    ][::std::mem::offset_of!(MbTensorMapDesc, swizzle) - 116usize];
+    [
+        "Offset of field: MbTensorMapDesc::oob_nan",
+    ][::std::mem::offset_of!(MbTensorMapDesc, oob_nan) - 120usize];
+    [
+        "Offset of field: MbTensorMapDesc::pad",
+    ][::std::mem::offset_of!(MbTensorMapDesc, pad) - 124usize];
+};
+#[repr(C)]
+#[repr(align(128))]
+#[derive(Debug, Copy, Clone)]
+pub struct GemmSm90Params {
+    pub a: MbTensorMap,
+    pub b: MbTensorMap,
+    pub c: MbTensorMap,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub pad: [u32; 29usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GemmSm90Params"][::std::mem::size_of::<GemmSm90Params>() - 512usize];
+    ["Alignment of GemmSm90Params"][::std::mem::align_of::<GemmSm90Params>() - 128usize];
+    [
+        "Offset of field: GemmSm90Params::a",
+    ][::std::mem::offset_of!(GemmSm90Params, a) - 0usize];
+    [
+        "Offset of field: GemmSm90Params::b",
+    ][::std::mem::offset_of!(GemmSm90Params, b) - 128usize];
+    [
+        "Offset of field: GemmSm90Params::c",
+    ][::std::mem::offset_of!(GemmSm90Params, c) - 256usize];
+    [
+        "Offset of field: GemmSm90Params::m",
+    ][::std::mem::offset_of!(GemmSm90Params, m) - 384usize];
+    [
+        "Offset of field: GemmSm90Params::n",
+    ][::std::mem::offset_of!(GemmSm90Params, n) - 388usize];
+    [
+        "Offset of field: GemmSm90Params::k",
+    ][::std::mem::offset_of!(GemmSm90Params, k) - 392usize];
+    [
+        "Offset of field: GemmSm90Params::pad",
+    ][::std::mem::offset_of!(GemmSm90Params, pad) - 396usize];
+};
+impl Default for GemmSm90Params {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[repr(align(128))]
+#[derive(Debug, Copy, Clone)]
+pub struct SelftestSm90Params {
+    pub map: MbTensorMap,
+    pub in_: u64,
+    pub out: u64,
+    pub desc_a: u64,
+    pub desc_b: u64,
+    pub coords: [i32; 5usize],
+    pub n: u32,
+    pub mode: u32,
+    pub bytes: u32,
+    pub pad: [u32; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of SelftestSm90Params",
+    ][::std::mem::size_of::<SelftestSm90Params>() - 256usize];
+    [
+        "Alignment of SelftestSm90Params",
+    ][::std::mem::align_of::<SelftestSm90Params>() - 128usize];
+    [
+        "Offset of field: SelftestSm90Params::map",
+    ][::std::mem::offset_of!(SelftestSm90Params, map) - 0usize];
+    [
+        "Offset of field: SelftestSm90Params::in_",
+    ][::std::mem::offset_of!(SelftestSm90Params, in_) - 128usize];
+    [
+        "Offset of field: SelftestSm90Params::out",
+    ][::std::mem::offset_of!(SelftestSm90Params, out) - 136usize];
+    [
+        "Offset of field: SelftestSm90Params::desc_a",
+    ][::std::mem::offset_of!(SelftestSm90Params, desc_a) - 144usize];
+    [
+        "Offset of field: SelftestSm90Params::desc_b",
+    ][::std::mem::offset_of!(SelftestSm90Params, desc_b) - 152usize];
+    [
+        "Offset of field: SelftestSm90Params::coords",
+    ][::std::mem::offset_of!(SelftestSm90Params, coords) - 160usize];
+    [
+        "Offset of field: SelftestSm90Params::n",
+    ][::std::mem::offset_of!(SelftestSm90Params, n) - 180usize];
+    [
+        "Offset of field: SelftestSm90Params::mode",
+    ][::std::mem::offset_of!(SelftestSm90Params, mode) - 184usize];
+    [
+        "Offset of field: SelftestSm90Params::bytes",
+    ][::std::mem::offset_of!(SelftestSm90Params, bytes) - 188usize];
+    [
+        "Offset of field: SelftestSm90Params::pad",
+    ][::std::mem::offset_of!(SelftestSm90Params, pad) - 192usize];
+};
+impl Default for SelftestSm90Params {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub mod colbert;
 pub mod embeddings;
 pub mod gather;
 pub mod geglu;
+pub mod gemm_sm90;
 pub mod layernorm;
 pub mod mlm_head;
 pub mod pooling;

@@ -1,0 +1,138 @@
+// gemm_sm90.cu — C[M,N] = A[M,K] · B[N,K]ᵀ on Hopper (sm_90a): TMA loads into a ring of stages,
+// wgmma from shared memory, a warp-specialised producer, a TMA-store epilogue. The seed of the
+// fused GEMMs; today a kernel-test and microbenchmark case, not yet in the executor.
+//
+// Shapes: A [M, K] row-major (activations), B [N, K] row-major (a Linear weight), C [M, N] row-major;
+//   bf16 or fp16 in and out, f32 accumulation. N % 128 == 0 and K % 64 == 0 (every ModernBERT GEMM:
+//   N, K in {768, 1152, 2304} for base, {1024, 2624, 3072, 5248} for large), any M ≥ 1: TMA reads
+//   rows past M as zeros and the store clips them.
+// Geometry (params.h, MB_GEMM90_*): grid (N / 128, ceil(M / 128)); 384 threads = 3 warpgroups.
+//   Warpgroup 0, the producer: setmaxnreg.dec to 40; its thread 0, per k-block kb (stage
+//     s = kb % 4), waits until both consumers released the stage (`empty[s]`), arms `full[s]` with
+//     the stage's 32 KiB (arrive.expect_tx) and issues two TMA loads: B's 128 x 64 box, then A's
+//     (128-byte swizzle: one 64-element K row is one 128-byte swizzle row). Under programmatic
+//     dependent launch the first weight box is in flight before griddepcontrol.wait, which guards
+//     only the activations.
+//   Warpgroups 1 and 2, the consumers: setmaxnreg.inc to 232; rows 64 (w - 1) .. + 63 of the tile.
+//     Per k-block: wait `full[s]`; wgmma.fence; 4 × wgmma m64n128k16 (K = 64 = 4 × 16, the
+//     descriptor's start +32 bytes each); commit; wait_group 1, which retires the previous k-block's
+//     group, so that block's stage is released (one arrive per consumer on `empty`).
+//   Epilogue: accumulators → 16-bit → shared (64 x 128, row-major) → fence.proxy.async (the TMA
+//     store reads through the async proxy) → named barrier of the warpgroup → its thread 0 stores
+//     the box and waits until the store has read shared memory.
+// Registers: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
+// Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
+// Bytes (minimum): 2·(M·K + N·K + M·N); FLOPs: 2·M·N·K.
+#include "hopper.cuh"
+
+extern __shared__ __align__(16) unsigned char smem[];
+
+namespace {
+
+constexpr int BM = MB_GEMM90_BM, BN = MB_GEMM90_BN, BK = MB_GEMM90_BK, STAGES = MB_GEMM90_STAGES;
+constexpr uint32_t A_BYTES = MB_GEMM90_A_TILE_BYTES, B_BYTES = MB_GEMM90_B_TILE_BYTES;
+constexpr uint32_t SWIZZLE_ROW = 128;           // bytes per swizzled row = BK × 2
+constexpr uint32_t GROUP_STRIDE = 8 * SWIZZLE_ROW;  // SBO: 8-row groups of the 128-byte swizzle atom
+
+template <bool FP16>
+__device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t da, uint64_t db, int scale_d) {
+    if constexpr (FP16) {
+        wgmma_ss_m64n128k16_f16(acc, da, db, scale_d);
+    } else {
+        wgmma_ss_m64n128k16_bf16(acc, da, db, scale_d);
+    }
+}
+
+template <bool FP16>
+__device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
+    // Tiles start on a 1024-byte boundary: the 128-byte swizzle repeats every 8 rows of 128 bytes.
+    unsigned char* base = smem + ((1024u - (smem_addr(smem) & 1023u)) & 1023u);
+    unsigned char* a_tiles = base;
+    unsigned char* b_tiles = base + STAGES * A_BYTES;
+    unsigned char* c_tiles = b_tiles + STAGES * B_BYTES;
+    uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + MB_GEMM90_C_TILE_BYTES);
+    uint64_t* empty = full + STAGES;
+
+    const int warpgroup = threadIdx.x / 128, lane_in_wg = threadIdx.x % 128;
+    const int n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int kblocks = p.k / BK;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], MB_GEMM90_CONSUMERS);
+        }
+    }
+    __syncthreads();
+
+    if (warpgroup == 0) {
+        setmaxnreg_dec<MB_GEMM90_PRODUCER_REGS>();
+        if (lane_in_wg == 0) {
+            for (int kb = 0; kb < kblocks; kb++) {
+                const int s = kb % STAGES;
+                if (kb >= STAGES) mbar_wait(&empty[s], ((kb / STAGES) - 1) & 1);
+                mbar_arrive_expect_tx(&full[s], A_BYTES + B_BYTES);
+                tma_load_2d(b_tiles + s * B_BYTES, &p.b, kb * BK, n0, &full[s]);
+                if (kb == 0) pdl_wait();  // A is the previous kernel's output
+                tma_load_2d(a_tiles + s * A_BYTES, &p.a, kb * BK, m0, &full[s]);
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<MB_GEMM90_CONSUMER_REGS>();
+    const int consumer = warpgroup - 1;
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) acc[i] = 0.f;
+    for (int kb = 0; kb < kblocks; kb++) {
+        const int s = kb % STAGES;
+        mbar_wait(&full[s], (kb / STAGES) & 1);
+        const uint32_t a_rows = smem_addr(a_tiles + s * A_BYTES) + consumer * 64 * SWIZZLE_ROW;
+        const uint32_t b_rows = smem_addr(b_tiles + s * B_BYTES);
+        wgmma_fence();
+        wgmma_fence_operands(acc);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) {
+            const uint64_t da = wgmma_desc(a_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW);
+            const uint64_t db = wgmma_desc(b_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW);
+            mma_k16<FP16>(acc, da, db, (kb | kk) != 0);
+        }
+        wgmma_commit();
+        wgmma_fence_operands(acc);
+        wgmma_wait<1>();  // the previous k-block's MMAs are done: its stage may be refilled
+        if (kb > 0 && lane_in_wg == 0) mbar_arrive(&empty[(kb - 1) % STAGES]);
+    }
+    wgmma_wait<0>();
+    wgmma_fence_operands(acc);
+    pdl_launch_dependents();
+
+    // Epilogue: the m64n128 accumulator fragment (hopper.cuh) → row-major 16-bit tile.
+    unsigned char* c_tile = c_tiles + consumer * (64 * BN * 2);
+    const int w = lane_in_wg / 32, g = (lane_in_wg % 32) / 4, t = lane_in_wg % 4;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+        const int col = 8 * j + 2 * t;
+        const uint32_t lo = FP16 ? pack_f16x2(acc[4 * j], acc[4 * j + 1]) : pack_bf16x2(acc[4 * j], acc[4 * j + 1]);
+        const uint32_t hi =
+            FP16 ? pack_f16x2(acc[4 * j + 2], acc[4 * j + 3]) : pack_bf16x2(acc[4 * j + 2], acc[4 * j + 3]);
+        *reinterpret_cast<uint32_t*>(c_tile + ((16 * w + g) * BN + col) * 2) = lo;
+        *reinterpret_cast<uint32_t*>(c_tile + ((16 * w + g + 8) * BN + col) * 2) = hi;
+    }
+    fence_proxy_async();
+    named_bar_sync(1 + consumer, 128);
+    if (lane_in_wg == 0) {
+        tma_store_2d(&p.c, n0, m0 + consumer * 64, c_tile);
+        bulk_commit();
+        bulk_wait_read<0>();
+    }
+}
+
+}  // namespace
+
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_bf16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<false>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_f16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<true>(p);
+}
