@@ -20,7 +20,8 @@
 //   Epilogue: accumulators → 16-bit → shared (64 x 128, row-major) → fence.proxy.async (the TMA
 //     store reads through the async proxy) → named barrier of the warpgroup → its thread 0 stores
 //     the box and waits until the store has read shared memory.
-// Registers: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
+// Registers: ptxas gives 168 per thread (the 384-thread bound: 65,536 / 384, rounded down to 8);
+//   setmaxnreg then moves them: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
 // Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
 // Bytes (minimum): 2·(M·K + N·K + M·N); FLOPs: 2·M·N·K.
 #include "hopper.cuh"
@@ -31,8 +32,9 @@ namespace {
 
 constexpr int BM = MB_GEMM90_BM, BN = MB_GEMM90_BN, BK = MB_GEMM90_BK, STAGES = MB_GEMM90_STAGES;
 constexpr uint32_t A_BYTES = MB_GEMM90_A_TILE_BYTES, B_BYTES = MB_GEMM90_B_TILE_BYTES;
-constexpr uint32_t SWIZZLE_ROW = 128;           // bytes per swizzled row = BK × 2
+constexpr uint32_t SWIZZLE_ROW = BK * 2;        // bytes per swizzled row: the 128-byte swizzle span
 constexpr uint32_t GROUP_STRIDE = 8 * SWIZZLE_ROW;  // SBO: 8-row groups of the 128-byte swizzle atom
+static_assert(SWIZZLE_ROW == 128, "a K-block must be one 128-byte swizzle row (the tensor maps' swizzle)");
 
 template <bool FP16>
 __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t da, uint64_t db, int scale_d) {

@@ -81,7 +81,7 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
 
 }  // namespace
 
-extern "C" __global__ void __launch_bounds__(128, 1) selftest_wgmma(const __grid_constant__ SelftestSm90Params p) {
+extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_wgmma(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* img = aligned_smem();
     const uint4* src = reinterpret_cast<const uint4*>(p.in);
     for (int i = threadIdx.x; i < MB_SELFTEST90_IMAGE_BYTES / 16; i += blockDim.x)
@@ -94,7 +94,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) selftest_wgmma(const __grid
     if (p.n == 256) wgmma_once<256>(p, base);
 }
 
-extern "C" __global__ void __launch_bounds__(128, 1) selftest_tma_load(const __grid_constant__ SelftestSm90Params p) {
+extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_tma_load(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* box = aligned_smem();
     __shared__ __align__(8) uint64_t bar;
     if (threadIdx.x == 0) {
@@ -113,7 +113,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) selftest_tma_load(const __g
         reinterpret_cast<uint4*>(p.out)[i] = reinterpret_cast<const uint4*>(box)[i];
 }
 
-extern "C" __global__ void __launch_bounds__(128, 1) selftest_tma_store(const __grid_constant__ SelftestSm90Params p) {
+extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_tma_store(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* box = aligned_smem();
     for (uint32_t i = threadIdx.x; i < p.bytes / 16; i += blockDim.x)
         reinterpret_cast<uint4*>(box)[i] = reinterpret_cast<const uint4*>(p.in)[i];
@@ -135,7 +135,7 @@ extern "C" __global__ void MB_PDL_PRIMARY selftest_pdl_copy(const __grid_constan
 
 // Each mode is one mistake; the emulator must fail the launch (modes 0-4) or expose the mistake as
 // NaN in `out` (modes 5, 6). 128 threads.
-extern "C" __global__ void __launch_bounds__(128, 1) selftest_sm90_misuse(const __grid_constant__ SelftestSm90Params p) {
+extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_sm90_misuse(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* img = aligned_smem();
     __shared__ __align__(8) uint64_t bar;
     float* out = reinterpret_cast<float*>(p.out);

@@ -4,10 +4,16 @@
 // Execution model (emu.cpp): a launch runs its blocks on a few host threads; one block runs start to
 // finish on one host thread, its CUDA threads as fibers (own 64 KiB stacks, reused), one at a time.
 // Scheduling is warp by warp: warp 0's lanes run (lane 0 first), each up to its next warp collective,
-// where the lanes meet, until every lane of the warp waits at __syncthreads or has exited; then warp
-// 1, and so on; then the barrier opens. With MODERNBERT_EMU_REVERSE=1 or the launch flag, warps and
-// lanes go last to first. Deterministic and maximally skewed, so a missing __syncthreads (or
-// __syncwarp) gives a wrong result every time in at least one of the two orders.
+// where the lanes meet, until every lane of the warp waits (at __syncthreads, a warp or warpgroup
+// collective, a named barrier, or a failed mbarrier poll) or has exited; then warp 1, and so on;
+// then the barrier opens. A failed poll is retried in the next round if anything happened in this
+// one; a round in which nothing happened is a deadlock, reported with the mbarriers' states. With
+// MODERNBERT_EMU_REVERSE=1 or the launch flag, warps and lanes go last to first. Deterministic and
+// maximally skewed, so a missing __syncthreads (or __syncwarp) gives a wrong result every time in
+// at least one of the two orders. The sm_90a instructions (cuda/include/hopper.cuh) are
+// hopper.cpp's: warpgroup collectives of 128 threads, asynchronous results that land only at the
+// wait that observes them. A launch of a kernel declared MB_PDL_PRIMARY is held by the Rust side
+// until the next operation, so that a programmatic dependent launched next runs before it.
 //
 // Shared memory: `__shared__` is `thread_local` (block-scope thread_local implies static), so a
 // static __shared__ variable is per host thread, hence per block because a block owns its host

@@ -195,6 +195,19 @@ bool retire_groups(Block* b, int wg, WGroup& G, size_t keep) {
     return true;
 }
 
+// True when every shared byte the wgmma reads is the same in the generic and the async view.
+bool unfenced_generic_stores_ok(const WgmmaOp& op) {
+    auto same = [](uint32_t addr) { return std::memcmp(async_view + addr, smem + addr, 2) == 0; };
+    for (int r = 0; r < op.n; r++)
+        for (int k = 0; k < 16; k++)
+            if (!same(desc_addr(op.desc_b, r, k))) return false;
+    if (op.a_regs.empty())
+        for (int r = 0; r < 64; r++)
+            for (int k = 0; k < 16; k++)
+                if (!same(desc_addr(op.desc_a, r, k))) return false;
+    return true;
+}
+
 bool issue_wgmma(Block* b, int wg, WGroup& G) {
     const WgIn& in0 = G.in[0];
     for (int i = 1; i < 128; i++) {
@@ -216,6 +229,9 @@ bool issue_wgmma(Block* b, int wg, WGroup& G) {
     if (in0.a)
         for (int i = 0; i < 128; i++) op.a_regs.push_back(G.in[i].a);
     read_operands(op, op.a_seen, op.b_seen);
+    if (!unfenced_generic_stores_ok(op))
+        return wg_error(b, wg, "wgmma reads shared memory that a generic store wrote after the last "
+                               "fence.proxy.async (the async proxy would read the old value)");
     int fp16 = in0.fp16, per = n / 2;
     // Products of two 16-bit values are exact in double; the 16-term sum plus C is rounded once
     // to f32 (the hardware's internal order is unspecified; the GPU self-test compares sums that
@@ -613,7 +629,13 @@ extern "C" void emu_tma_store(const void* map, const int32_t* coords, int rank, 
     s->span = m->swizzle;
     s->data.resize(bytes);
     // Read through the async proxy: generic stores need a fence.proxy.async before this.
-    for (uint64_t c = 0; c < bytes; c += 16) std::memcpy(&s->data[c], async_view + swizzle(off + (uint32_t)c, m->swizzle), 16);
+    for (uint64_t c = 0; c < bytes; c += 16) {
+        uint32_t at = swizzle(off + (uint32_t)c, m->swizzle);
+        if (std::memcmp(async_view + at, smem + at, 16) != 0)
+            fail("TMA store reads shared byte %u, which a generic store wrote after the last fence.proxy.async "
+                 "(the async proxy would read the old value)", at);
+        std::memcpy(&s->data[c], async_view + at, 16);
+    }
     for_box(m, coords, [&](unsigned char* g, uint32_t lin) {
         if (g) s->elems.emplace_back(g, lin);
     });

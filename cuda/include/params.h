@@ -285,6 +285,7 @@ typedef struct GemmSm90Params {
 } GemmSm90Params;
 
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */
+#define MB_SELFTEST90_THREADS 128        /* one warpgroup */
 #define MB_SELFTEST90_IMAGE_BYTES 65536 /* the shared-memory image wgmma reads */
 #define MB_SELFTEST90_SMEM_BYTES (MB_SELFTEST90_IMAGE_BYTES + 2048)
 typedef struct SelftestSm90Params {

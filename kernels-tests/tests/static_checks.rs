@@ -121,13 +121,20 @@ fn embedded_ptx_is_isa_9_0() {
             ".version 9.0",
             "{s}: PTX ISA must be 9.0 (driver 580 rejects newer)"
         );
-        assert!(ptx.contains(".target sm_80"), "{s}: PTX must target sm_80");
+        if is_hopper(s) {
+            assert!(
+                ptx.contains(".target sm_90a"),
+                "{s}: a Hopper source's PTX must target sm_90a"
+            );
+        } else {
+            assert!(ptx.contains(".target sm_80"), "{s}: PTX must target sm_80");
+        }
     }
     // The fatbins embedded in the binary are the files the checks read, and the PTX inside each
     // (what the driver JIT-compiles on an arch without SASS) is ISA 9.0 too.
     cuobjdump_required();
     let tool = build_info::cuobjdump().unwrap();
-    for (name, bytes) in modernbert::kernels::fatbins::FATBINS {
+    for (name, bytes, _) in modernbert::kernels::fatbins::FATBINS {
         let path = build_info::fatbin(name).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[..], *bytes, "{name}: embedded fatbin differs from OUT_DIR");
@@ -138,6 +145,11 @@ fn embedded_ptx_is_isa_9_0() {
             .expect("run cuobjdump");
         let text = String::from_utf8_lossy(&o.stdout);
         let versions: Vec<&str> = text.lines().filter(|l| l.starts_with(".version")).collect();
+        if is_hopper(name) {
+            // sm_90a code cannot be JIT-compiled for another arch: SASS only, by design.
+            assert!(versions.is_empty(), "{name}: a Hopper fatbin carries PTX {versions:?}");
+            continue;
+        }
         assert!(!versions.is_empty(), "{name}: no PTX in the fatbin");
         assert!(
             versions.iter().all(|v| v.trim() == ".version 9.0"),
@@ -151,7 +163,7 @@ fn every_kernel_is_in_every_arch() {
     require_built();
     cuobjdump_required();
     for &arch in build_info::CUDA_ARCHS {
-        for s in build_info::NVCC_BUILT {
+        for s in build_info::NVCC_BUILT.iter().filter(|s| !is_hopper(s) || arch == "90") {
             let sass = build_info::sass(s, arch).unwrap_or_else(|e| panic!("{s} sm_{arch}: {e}"));
             for (k, src, _) in build_info::KERNELS.iter().filter(|(_, src, _)| src == s) {
                 assert!(
@@ -160,6 +172,76 @@ fn every_kernel_is_in_every_arch() {
                 );
             }
         }
+    }
+}
+
+/// `*_sm90.cu` (build.rs): sm_90a code only.
+fn is_hopper(source: &str) -> bool {
+    source.ends_with("_sm90")
+}
+
+/// The Hopper sources exist only as sm_90a SASS, and that SASS uses the instructions their headers
+/// promise: warpgroup MMA (HGMMA), TMA loads (UTMALDG) and stores (UTMASTG), the register
+/// reallocation of warp specialisation (USETMAXREG); and the GEMM gets the registers its header
+/// states (the 384-thread bound: 65,536 / 384 rounded down to 8 = 168) with no spills.
+#[test]
+fn hopper_kernels_use_hopper_instructions() {
+    require_built();
+    cuobjdump_required();
+    if !build_info::CUDA_ARCHS.contains(&"90") {
+        eprintln!("SKIPPED: MODERNBERT_CUDA_ARCHS has no 90, so no sm_90a code was built");
+        return;
+    }
+    let hopper: Vec<&str> = build_info::NVCC_BUILT
+        .iter()
+        .copied()
+        .filter(|s| is_hopper(s))
+        .collect();
+    assert!(
+        hopper.contains(&"gemm_sm90") && hopper.contains(&"selftest_sm90"),
+        "{hopper:?}"
+    );
+    for (kernel, needs) in [
+        (
+            "gemm_sm90_bf16",
+            &[
+                "HGMMA.64x128x16.F32.BF16",
+                "UTMALDG.2D",
+                "UTMASTG.2D",
+                "USETMAXREG",
+                "SYNCS",
+            ][..],
+        ),
+        (
+            "gemm_sm90_f16",
+            &["HGMMA.64x128x16.F32", "UTMALDG.2D", "UTMASTG.2D", "USETMAXREG", "SYNCS"][..],
+        ),
+        ("selftest_wgmma", &["HGMMA.64x256x16", "HGMMA.64x64x16"][..]),
+        ("selftest_tma_load", &["UTMALDG.2D", "UTMALDG.3D", "UTMALDG.5D"][..]),
+    ] {
+        let source = if kernel.starts_with("gemm") {
+            "gemm_sm90"
+        } else {
+            "selftest_sm90"
+        };
+        let sass = build_info::kernel_sass(source, kernel, "90").unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        for n in needs {
+            assert!(sass.contains(n), "{kernel}: no {n} in its sm_90a SASS");
+        }
+    }
+    let report = std::fs::read_to_string(build_info::ptxas_report("gemm_sm90").unwrap()).unwrap();
+    let gemm: Vec<_> = parse_ptxas(&report)
+        .into_iter()
+        .filter(|e| e.0.starts_with("gemm_sm90"))
+        .collect();
+    assert_eq!(gemm.len(), 2, "{gemm:?}");
+    for (k, arch, regs, st, ld, stack) in gemm {
+        assert_eq!(arch, "sm_90a", "{k}");
+        assert_eq!(regs, 168, "{k}: the header states 168 registers before setmaxnreg");
+        assert_eq!((st, ld, stack), (0, 0, 0), "{k}: spills or a stack frame");
+    }
+    for (name, _, only_sm) in modernbert::kernels::fatbins::FATBINS {
+        assert_eq!(*only_sm, if is_hopper(name) { 90 } else { 0 }, "{name}");
     }
 }
 

@@ -401,8 +401,15 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
     }
     let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
     Ok(GemmSm90Params {
-        a: encode(dev, &matrix_2d(dt, g.a, m, k, MB_GEMM90_BM, MB_GEMM90_BK, 128))?,
-        b: encode(dev, &matrix_2d(dt, g.b, n, k, MB_GEMM90_BN, MB_GEMM90_BK, 128))?,
+        // A K-block of MB_GEMM90_BK 16-bit elements is one swizzle row.
+        a: encode(
+            dev,
+            &matrix_2d(dt, g.a, m, k, MB_GEMM90_BM, MB_GEMM90_BK, MB_GEMM90_BK * 2),
+        )?,
+        b: encode(
+            dev,
+            &matrix_2d(dt, g.b, n, k, MB_GEMM90_BN, MB_GEMM90_BK, MB_GEMM90_BK * 2),
+        )?,
         c: encode(dev, &matrix_2d(dt, g.c, m, n, 64, MB_GEMM90_BN, 0))?,
         m: g.m,
         n: g.n,
@@ -423,12 +430,25 @@ pub fn gemm_sm90_geometry(g: &GemmSm90) -> ([u32; 3], [u32; 3], u32) {
 /// Launch `gemm_sm90`; `dependent`: with programmatic dependent launch (its TMA loads of `a` wait
 /// at griddepcontrol.wait for the previous kernel; the first weight tile is fetched before).
 pub fn gemm_sm90(dev: &dyn Device, dt: Dtype, g: &GemmSm90, dependent: bool) -> Result<(), KernelError> {
-    let p = gemm_sm90_params(dev, dt, g)?;
-    let (grid, block, smem) = gemm_sm90_geometry(g);
+    launch_gemm_sm90(dev, dt, &gemm_sm90_params(dev, dt, g)?, dependent)
+}
+
+/// Launch `gemm_sm90` with parameters made by [`gemm_sm90_params`] (its tensor maps encoded
+/// once, outside a timed or captured region).
+pub fn launch_gemm_sm90(dev: &dyn Device, dt: Dtype, p: &GemmSm90Params, dependent: bool) -> Result<(), KernelError> {
+    let g = GemmSm90 {
+        m: p.m,
+        n: p.n,
+        k: p.k,
+        a: 0,
+        b: 0,
+        c: 0,
+    };
+    let (grid, block, smem) = gemm_sm90_geometry(&g);
     let name = dt.pick("gemm_sm90_bf16", "gemm_sm90_f16");
     if dependent {
         dev.launch_dependent_raw(name, grid, block, smem, p.as_bytes())
     } else {
-        dev.launch(name, grid, block, smem, &p)
+        dev.launch(name, grid, block, smem, p)
     }
 }

@@ -32,6 +32,7 @@ kernel_params!(
     SoftmaxTopkParams,
     SelftestParams,
     GemmSm90Params,
+    SelftestSm90Params,
 );
 
 #[cfg(test)]
@@ -53,6 +54,7 @@ mod padding {
             std::mem::size_of::<SoftmaxTopkParams>(),
             std::mem::size_of::<SelftestParams>(),
             std::mem::size_of::<GemmSm90Params>(),
+            std::mem::size_of::<SelftestSm90Params>(),
             std::mem::size_of::<MbTensorMapDesc>(),
             std::mem::size_of::<BatchDesc>(),
         ] {

@@ -1,8 +1,8 @@
 //! Tensor maps for TMA (`cp.async.bulk.tensor`): the one place that checks a map's rules, for
 //! every device, before the device encodes it ([`super::device::Device::encode_tensor_map`]: on
 //! CUDA `cuTensorMapEncodeTiled`, in the emulator that emulator's own encoding). The rules are the
-//! driver's documented requirements for tiled maps without interleave, so a map the emulator
-//! accepts is one the GPU accepts.
+//! driver's documented requirements for tiled maps without interleave (and, for swizzled maps, an
+//! inner box extent of exactly the swizzle span), so a map the emulator accepts is one the GPU accepts.
 
 use super::device::Device;
 use super::params::{MbTensorMap, MbTensorMapDesc, MB_SWIZZLE_NONE, MB_TMAP_BF16, MB_TMAP_F16, MB_TMAP_F32};
@@ -93,9 +93,12 @@ pub fn check(d: &MbTensorMapDesc) -> Result<(), KernelError> {
     match d.swizzle {
         MB_SWIZZLE_NONE => {}
         32 | 64 | 128 => {
-            if inner_bytes > d.swizzle as u64 {
+            // The driver allows an inner extent up to the span; a narrower one is left out on
+            // purpose: its shared-memory layout is not what the emulator models, nor what any of
+            // our kernels needs.
+            if inner_bytes != d.swizzle as u64 {
                 return Err(bad(format!(
-                    "the box's inner extent of {inner_bytes} bytes exceeds the {}-byte swizzle span",
+                    "the box's inner extent of {inner_bytes} bytes must equal the {}-byte swizzle span",
                     d.swizzle
                 )));
             }
@@ -124,6 +127,8 @@ mod tests {
         assert!(check(&d).is_err(), "misaligned address");
         let mut d = ok;
         d.box_[0] = 128; // 256 bytes > 128-byte swizzle
+        assert!(check(&d).is_err());
+        d.box_[0] = 32; // 64 bytes < 128-byte swizzle: outside the modelled subset
         assert!(check(&d).is_err());
         let mut d = ok;
         d.strides[1] = 770 * 2 + 2;

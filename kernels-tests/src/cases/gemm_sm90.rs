@@ -3,6 +3,7 @@ use super::{Inputs, Prepared, E};
 use crate::{download, poisoned, upload, DeviceBuffer, Dtype};
 use modernbert::kernels::device::Device;
 use modernbert::kernels::ops::{self, GemmSm90};
+use modernbert::kernels::params::GemmSm90Params;
 use modernbert::kernels::KernelError;
 
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +40,8 @@ pub struct GemmSm90Run {
     pub a: Vec<f32>,
     pub b: Vec<f32>,
     pub gemm: GemmSm90,
+    /// The parameters with their tensor maps, encoded once (none when the shape is refused).
+    params: Option<GemmSm90Params>,
     d_c: DeviceBuffer,
     _inputs: [DeviceBuffer; 2],
 }
@@ -66,12 +69,16 @@ impl GemmSm90Run {
             a,
             b,
             gemm,
+            params: ops::gemm_sm90_params(dev, dt, &gemm).ok(),
             d_c,
             _inputs: [d_a, d_b],
         }
     }
     pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
-        ops::gemm_sm90(dev, self.dt, &self.gemm, false)
+        match &self.params {
+            Some(p) => ops::launch_gemm_sm90(dev, self.dt, p, false),
+            None => ops::gemm_sm90(dev, self.dt, &self.gemm, false),
+        }
     }
     /// `c`, `[m + 1, n]`.
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
