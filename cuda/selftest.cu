@@ -139,3 +139,22 @@ extern "C" __global__ void selftest_barrier(const __grid_constant__ SelftestPara
     if (p.mode == 1) __syncthreads();
     reinterpret_cast<uint32_t*>(p.out)[t] = s[(t + 32) % 64];
 }
+
+// A chain through a co-scheduled grid: block b waits until block b - 1 raised its flag, then
+// writes out[b] = out[b - 1] + b + 1 and raises its own; out[b] = (b + 1)(b + 2) / 2. in = the
+// gridDim.x + 1 flags (zeroed); mode 1: block 0 first waits for flag gridDim.x, which nobody
+// raises (a deadlock the emulator must report).
+extern "C" __global__ void selftest_grid_chain(const __grid_constant__ SelftestParams p) {
+    uint32_t* flags = reinterpret_cast<uint32_t*>(p.in);
+    uint32_t* out = reinterpret_cast<uint32_t*>(p.out);
+    const unsigned b = blockIdx.x;
+    if (threadIdx.x != 0) return;
+    if (p.mode == 1 && b == 0) grid_wait_geq(&flags[gridDim.x], 1);
+    uint32_t prev = 0;
+    if (b > 0) {
+        grid_wait_geq(&flags[b - 1], 1);
+        prev = out[b - 1];
+    }
+    out[b] = prev + b + 1;
+    grid_signal(&flags[b], 1);
+}

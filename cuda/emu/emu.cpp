@@ -43,6 +43,7 @@ namespace {
 
 const size_t kStackSize = 64 * 1024;
 const int kMaxThreads = 1024;
+const uint64_t kMaxCoscheduledBlocks = 1024;
 
 // ---- context switch ------------------------------------------------------------------------------
 #if defined(__x86_64__)
@@ -339,6 +340,43 @@ void warp_arrive(Op op, uint32_t mask) {
     yield_to_scheduler();
 }
 
+// Co-scheduled launches: wait for block `me`'s turn (false when the launch failed meanwhile).
+bool await_turn(Launch* L, uint64_t me) {
+    std::unique_lock<std::mutex> g(L->turn_mu);
+    L->turn_cv.wait(g, [&] { return L->turn == me || L->failed.load(); });
+    return !L->failed.load();
+}
+
+// Hands the turn to the next block in rotation; `leaving`: this block is done and leaves it. A
+// full rotation of turns in which no block made progress is a deadlock across the grid.
+bool hand_over(Block* b, bool leaving) {
+    Launch* L = b->L;
+    {
+        std::lock_guard<std::mutex> g(L->turn_mu);
+        auto& r = L->rotation;
+        size_t at = std::find(r.begin(), r.end(), b->index) - r.begin();
+        bool progressed = leaving || b->progress != b->progress_at_turn_end;
+        b->progress_at_turn_end = b->progress;
+        L->idle_turns = progressed ? 0 : L->idle_turns + 1;
+        if (leaving) {
+            r.erase(r.begin() + at);
+            if (!r.empty()) L->turn = r[at % r.size()];
+        } else {
+            if (L->idle_turns > r.size()) {
+                b->err = "deadlock across co-scheduled blocks: every block polls global memory that no "
+                         "block will write (" + std::to_string(r.size()) + " blocks still running)";
+                L->turn_cv.notify_all();
+                return false;
+            }
+            L->turn = r[(at + 1) % r.size()];
+        }
+    }
+    L->turn_cv.notify_all();
+    return true;
+}
+
+bool pass_turn(Block* b) { return hand_over(b, false) && await_turn(b->L, b->index); }
+
 // Runs one block to completion on this host thread. Returns false on error (b->err set).
 bool run_block(Block* b, Stacks* S) {
     Launch* L = b->L;
@@ -415,10 +453,19 @@ bool run_block(Block* b, Stacks* S) {
             continue;
         }
         if (count[RUN] > 0) continue;
+        // Nothing more happens inside this block; in a co-scheduled launch another block may
+        // release it (a flag in global memory): pass the turn and poll again when it comes back.
+        if (L->coscheduled && count[SPIN] > 0) {
+            if (!pass_turn(b)) return false;
+            for (int t = 0; t < b->n; t++)
+                if (b->thr[t].st == SPIN) b->thr[t].st = RUN;
+            continue;
+        }
         char buf[300];
         std::snprintf(buf, sizeof buf,
                       "deadlock: %d threads wait at __syncthreads, %d at a warp collective, %d at a warpgroup "
-                      "collective, %d at a named barrier, %d poll an mbarrier that no one will complete, %d "
+                      "collective, %d at a named barrier, %d poll an mbarrier or global memory that no one will "
+                      "change, %d "
                       "exited (a barrier or collective not reached by every thread, or a wait for a phase "
                       "or transaction count that never comes)",
                       count[BAR], count[WARP], count[WGRP], count[NBAR], count[SPIN], count[DONE]);
@@ -427,7 +474,8 @@ bool run_block(Block* b, Stacks* S) {
     }
 }
 
-void worker(Launch* L) {
+// Runs blocks of L until none is left (`only` < 0), or just block `only` (co-scheduled launches).
+void worker(Launch* L, int64_t only = -1) {
     Stacks* S = acquire_stacks();
     Block b;
     b.L = L;
@@ -443,20 +491,30 @@ void worker(Launch* L) {
     uint64_t nblocks = (uint64_t)L->grid.x * L->grid.y * L->grid.z;
     for (;;) {
         if (L->failed.load()) break;
-        uint64_t i = L->next_block.fetch_add(1);
+        uint64_t i = only >= 0 ? (uint64_t)only : L->next_block.fetch_add(1);
         if (i >= nblocks) break;
+        // Reversed, blocks start last to first too: a grid that needs its blocks in index order
+        // (one waiting for a lower one, without being co-scheduled) fails in one of the orders.
+        if (only < 0 && L->reverse) i = nblocks - 1 - i;
         emu_blockIdx.x = (unsigned)(i % L->grid.x);
         emu_blockIdx.y = (unsigned)((i / L->grid.x) % L->grid.y);
         emu_blockIdx.z = (unsigned)(i / ((uint64_t)L->grid.x * L->grid.y));
+        b.index = i;
+        b.progress_at_turn_end = 0;
         g_blk = &b;
-        bool ok = run_block(&b, S);
+        bool ok = only < 0 || await_turn(L, i);
+        ok = ok && run_block(&b, S);
         g_blk = nullptr;
-        if (!ok) {
+        if (!ok && !b.err.empty()) {
             char buf[120];
             std::snprintf(buf, sizeof buf, "block (%u,%u,%u): ", emu_blockIdx.x, emu_blockIdx.y, emu_blockIdx.z);
             L->fail(std::string(buf) + b.err);
+        }
+        if (only >= 0) {
+            hand_over(&b, true);
             break;
         }
+        if (!ok) break;
     }
     release_stacks(S);
 }
@@ -564,6 +622,19 @@ extern "C" [[noreturn]] void emu_trap(const char* why) {
     __builtin_unreachable();
 }
 
+extern "C" void emu_grid_wait_geq(const uint32_t* flag, uint32_t value) {
+    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) {
+        Block* b = g_blk;
+        b->thr[b->cur].st = SPIN;
+        yield_to_scheduler();
+    }
+}
+
+extern "C" void emu_grid_signal(uint32_t* flag, uint32_t value) {
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+    g_blk->progress++;
+}
+
 // ---- launch API (src/kernels/emu.rs) -------------------------------------------------------------------
 extern "C" size_t emu_kernel_count(void) { return emu_kernel_table_len; }
 extern "C" const char* emu_kernel_name(size_t i) { return i < emu_kernel_table_len ? emu_kernel_table[i].name : nullptr; }
@@ -614,12 +685,27 @@ int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::s
     L.smem_bytes = d->smem_bytes;
     L.reverse = d->flags & 1;
     L.primary = d->primary;
+    L.coscheduled = d->flags & 2;
     uint64_t nblocks = (uint64_t)grid[0] * grid[1] * grid[2];
-    int nw = (int)std::min<uint64_t>(nblocks, (uint64_t)n_workers());
-    std::vector<std::thread> helpers;
-    for (int i = use_calling_thread ? 1 : 0; i < nw; i++) helpers.emplace_back(worker, &L);
-    if (use_calling_thread) worker(&L);
-    for (auto& h : helpers) h.join();
+    if (L.coscheduled) {
+        // Every block resident at once: one host thread each, taking turns (emu.h).
+        if (nblocks > kMaxCoscheduledBlocks) {
+            *err = std::string(name) + ": a co-scheduled grid of " + std::to_string(nblocks) + " blocks (at most " +
+                   std::to_string(kMaxCoscheduledBlocks) + " here; a GPU holds at most its SMs' worth)";
+            return 3;
+        }
+        for (uint64_t i = 0; i < nblocks; i++) L.rotation.push_back(L.reverse ? nblocks - 1 - i : i);
+        L.turn = L.rotation.front();
+        std::vector<std::thread> blocks;
+        for (uint64_t i = 0; i < nblocks; i++) blocks.emplace_back(worker, &L, (int64_t)i);
+        for (auto& t : blocks) t.join();
+    } else {
+        int nw = (int)std::min<uint64_t>(nblocks, (uint64_t)n_workers());
+        std::vector<std::thread> helpers;
+        for (int i = use_calling_thread ? 1 : 0; i < nw; i++) helpers.emplace_back(worker, &L, (int64_t)-1);
+        if (use_calling_thread) worker(&L);
+        for (auto& h : helpers) h.join();
+    }
     // A dependent none of whose threads waited ran entirely before its primary; the primary runs now.
     if (L.primary && !L.primary_done) {
         L.primary_done = true;

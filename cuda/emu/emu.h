@@ -14,6 +14,11 @@
 // hopper.cpp's: warpgroup collectives of 128 threads, asynchronous results that land only at the
 // wait that observes them. A launch of a kernel declared MB_PDL_PRIMARY is held by the Rust side
 // until the next operation, so that a programmatic dependent launched next runs before it.
+// Blocks run one after another on a few host threads (reversed: last block first), except in a
+// co-scheduled launch (a persistent kernel whose blocks wait on each other through global memory,
+// grid_wait_geq / grid_signal): there every block has its host thread, they take turns, and a
+// block passes the turn when its threads only poll; a full round of turns without progress is a
+// deadlock, reported.
 //
 // Shared memory: `__shared__` is `thread_local` (block-scope thread_local implies static), so a
 // static __shared__ variable is per host thread, hence per block because a block owns its host
@@ -78,6 +83,8 @@ void emu_ldmatrix(int count, int trans, uint32_t* r, const void* smem_row);
 void emu_cp_async_16(void* smem_dst, const void* gmem_src);
 void emu_cp_async_wait_all(void);
 [[noreturn]] void emu_trap(const char* why);
+void emu_grid_wait_geq(const uint32_t* flag, uint32_t value);
+void emu_grid_signal(uint32_t* flag, uint32_t value);
 
 // ---- sm_90a (hopper.cpp; the wrappers and their PTX are cuda/include/hopper.cuh) ----
 uint32_t emu_smem_offset(const void* p);  // byte offset in dynamic shared memory (traps outside it)
@@ -108,7 +115,7 @@ int emu_tensor_map_encode(void* map128, const MbTensorMapDesc* desc);
 struct EmuLaunchDesc {
     const char* name;
     uint32_t grid[3], block[3];
-    uint32_t smem_bytes, flags;  // flags bit 0: reverse thread order
+    uint32_t smem_bytes, flags;  // bit 0: reverse thread (and block) order; bit 1: co-scheduled grid
     const void* params;
     size_t params_size;
     // With programmatic dependent launch: the launch before this one in stream order, which this

@@ -3,13 +3,15 @@
 // warpgroup MMA, TMA, mbarrier, named barriers, setmaxnreg, proxy fences, programmatic dependent
 // launch). Kernels never include this; they see emu.h.
 #pragma once
-#include "emu.h"
-#include "registry.h"
-
+// The standard headers first: emu.h defines CUDA keywords (__noinline__ ...) they would trip on.
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "emu.h"
+#include "registry.h"
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
@@ -142,6 +144,15 @@ struct Launch {
     std::mutex primary_mu;
     bool primary_done = false;
     std::string primary_err;
+    // Co-scheduled launch (all blocks resident at once, as a persistent kernel needs): one host
+    // thread per block, but only the one holding the turn runs; a block passes the turn when its
+    // threads can make no progress (they poll global memory another block must write).
+    bool coscheduled = false;
+    std::mutex turn_mu;
+    std::condition_variable turn_cv;
+    std::vector<uint64_t> rotation;  // blocks still running, in turn order
+    uint64_t turn = 0;               // the block whose turn it is
+    size_t idle_turns = 0;           // consecutive turns in which no block made progress
     void fail(const std::string& e) {
         std::lock_guard<std::mutex> g(err_mu);
         if (!failed.exchange(true)) err = e;
@@ -162,6 +173,8 @@ struct Block {
 #endif
     std::string err;
     uint64_t progress;  // events that may unblock a spinning thread (see run_block)
+    uint64_t index;     // linear block index
+    uint64_t progress_at_turn_end;  // co-scheduled: `progress` when the block last passed the turn
     std::vector<Mbar> mbars;
     NamedBar nbars[16];
 };

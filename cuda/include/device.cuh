@@ -113,6 +113,21 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
     return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// Blocks of a co-scheduled grid (Device::launch_coscheduled_raw) waiting on each other: spin until
+// `*flag >= value` (acquire: what the signalling block wrote before is visible after), and raise a
+// flag (release). In a launch that is not co-scheduled, a block waiting for another is a deadlock.
+__device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t value) {
+    for (;;) {
+        uint32_t v;
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(flag) : "memory");
+        if (v >= value) return;
+        __nanosleep(64);
+    }
+}
+__device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(flag), "r"(value) : "memory");
+}
+
 #else  // MODERNBERT_EMULATOR: twins of the above, see cuda/emu/emu.cpp for the layouts' code.
 
 __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
@@ -146,5 +161,8 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
     return (uint32_t)emu_f2h_rn(lo) | ((uint32_t)emu_f2h_rn(hi) << 16);
 }
+
+__device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t value) { emu_grid_wait_geq(flag, value); }
+__device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) { emu_grid_signal(flag, value); }
 
 #endif  // MODERNBERT_EMULATOR

@@ -403,3 +403,52 @@ fn emulator_exposes_a_missing_syncthreads_in_both_orders() {
         );
     }
 }
+
+/// The chain of selftest_grid_chain: block b waits for block b - 1 through a flag in global memory.
+fn grid_chain(dev: &dyn Device, blocks: u32, mode: u32, coscheduled: bool) -> Result<Vec<u32>, KernelError> {
+    let flags = dev.upload_new(&vec![0u8; (blocks as usize + 1) * 4], "flags")?;
+    let out = dev.upload_new(&vec![0xffu8; blocks as usize * 4], "out")?;
+    let p = SelftestParams {
+        in_: flags.addr(),
+        out: out.addr(),
+        n: blocks,
+        mode,
+    };
+    if coscheduled {
+        dev.launch_coscheduled("selftest_grid_chain", [blocks, 1, 1], [32, 1, 1], 0, &p)?;
+    } else {
+        dev.launch("selftest_grid_chain", [blocks, 1, 1], [32, 1, 1], 0, &p)?;
+    }
+    dev.synchronize()?;
+    Ok(bytes_u32(&dev.download_vec(&out)?))
+}
+
+#[test]
+fn a_coscheduled_grid_lets_blocks_wait_on_each_other() {
+    let dev = device();
+    for reverse in orders(&*dev) {
+        let order = set_order(&*dev, reverse);
+        let blocks = 12;
+        let got = grid_chain(&*dev, blocks, 0, true).unwrap_or_else(|e| panic!("{order}: {e}"));
+        let want: Vec<u32> = (0..blocks).map(|b| (b + 1) * (b + 2) / 2).collect();
+        assert_eq!(got, want, "{order}");
+    }
+}
+
+#[test]
+fn the_emulator_reports_blocks_that_wait_forever() {
+    let dev = device();
+    if is_gpu(&*dev) {
+        eprintln!("SKIPPED on {}: a deadlocked grid would hang a GPU", dev.name());
+        return;
+    }
+    // Co-scheduled, block 0 waits for a flag no block raises.
+    let e = grid_chain(&*dev, 6, 1, true).unwrap_err().to_string();
+    assert!(e.contains("deadlock across co-scheduled blocks"), "{e}");
+    // Not co-scheduled, blocks run one after another (last first when reversed): the block that
+    // waits for a later one can never be released.
+    set_order(&*dev, true);
+    let e = grid_chain(&*dev, 6, 0, false).unwrap_err().to_string();
+    assert!(e.contains("deadlock"), "{e}");
+    set_order(&*dev, false);
+}

@@ -170,17 +170,18 @@ impl Device for CudaDevice {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
-        self.launch_with(name, grid, block, smem, params, false)
+        self.launch_with(name, grid, block, smem, params, super::LaunchAttrs::default())
     }
-    fn launch_dependent_raw(
+    fn launch_ex_raw(
         &self,
         name: &str,
         grid: [u32; 3],
         block: [u32; 3],
         smem: u32,
         params: &[u8],
+        attrs: super::LaunchAttrs,
     ) -> Result<(), KernelError> {
-        self.launch_with(name, grid, block, smem, params, true)
+        self.launch_with(name, grid, block, smem, params, attrs)
     }
     fn encode_tensor_map(&self, d: &super::params::MbTensorMapDesc) -> Result<super::params::MbTensorMap, KernelError> {
         use cudarc::driver::sys;
@@ -309,7 +310,7 @@ impl CudaDevice {
         block: [u32; 3],
         smem: u32,
         params: &[u8],
-        dependent: bool,
+        attrs: super::LaunchAttrs,
     ) -> Result<(), KernelError> {
         use cudarc::driver::sys;
         self.ctx.bind_to_thread().map_err(cuda_err)?;
@@ -342,13 +343,23 @@ impl CudaDevice {
         }
         bytes[..params.len()].copy_from_slice(params);
         let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
-        if dependent {
+        if attrs.dependent || attrs.coscheduled {
             // Programmatic dependent launch: may start before the previous kernel on the stream
             // finishes; the kernel's griddepcontrol.wait orders its reads of that kernel's output.
-            // SAFETY: a zeroed attribute value is valid plain data; we set the one field we use.
-            let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-            attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-            attr.value.programmaticStreamSerializationAllowed = 1;
+            // Cooperative: every block resident at once, or the launch fails.
+            // SAFETY: a zeroed attribute value is valid plain data; we set the fields we use.
+            let mut attr_list: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+            let mut n = 0;
+            if attrs.dependent {
+                attr_list[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+                attr_list[n].value.programmaticStreamSerializationAllowed = 1;
+                n += 1;
+            }
+            if attrs.coscheduled {
+                attr_list[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+                attr_list[n].value.cooperative = 1;
+                n += 1;
+            }
             let config = sys::CUlaunchConfig {
                 gridDimX: grid[0],
                 gridDimY: grid[1],
@@ -358,10 +369,10 @@ impl CudaDevice {
                 blockDimZ: block[2],
                 sharedMemBytes: smem,
                 hStream: self.stream.cu_stream(),
-                attrs: &mut attr,
-                numAttrs: 1,
+                attrs: attr_list.as_mut_ptr(),
+                numAttrs: n as u32,
             };
-            // SAFETY: as for cuLaunchKernel below; `config` and `attr` outlive the call.
+            // SAFETY: as for cuLaunchKernel below; `config` and `attr_list` outlive the call.
             let r = unsafe { sys::cuLaunchKernelEx(&config, cu_f, args.as_mut_ptr(), std::ptr::null_mut()) };
             if r != sys::CUresult::CUDA_SUCCESS {
                 return Err(KernelError::KernelFailed {

@@ -6,7 +6,7 @@
 //! implementation is `kernels::cuda`, which depends on this module and not the other way round.
 
 use super::emu::{EmuBuffer, Emulator};
-use super::{KernelError, KernelParam};
+use super::{KernelError, KernelParam, LaunchAttrs};
 
 pub use super::gemm::GemmDesc;
 
@@ -63,17 +63,23 @@ pub trait Device: Send + Sync {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError>;
-    /// As [`launch_raw`](Device::launch_raw), with programmatic dependent launch: the kernel may
-    /// start before the previous launch finishes and must `pdl_wait()` (griddepcontrol.wait)
-    /// before it reads that launch's output. Default: an ordinary launch (always correct).
-    fn launch_dependent_raw(
+    /// As [`launch_raw`](Device::launch_raw), with [`LaunchAttrs`]. Default: a dependent launch
+    /// runs as an ordinary one (always correct); a co-scheduled one is refused.
+    fn launch_ex_raw(
         &self,
         name: &str,
         grid: [u32; 3],
         block: [u32; 3],
         smem: u32,
         params: &[u8],
+        attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
+        if attrs.coscheduled {
+            return Err(KernelError::Unsupported {
+                kernel: name.into(),
+                message: format!("{} cannot co-schedule a grid", self.name()),
+            });
+        }
         self.launch_raw(name, grid, block, smem, params)
     }
     /// The device's encoding of a tensor map (on CUDA, `cuTensorMapEncodeTiled`); `desc` has been
@@ -154,6 +160,38 @@ impl dyn Device + '_ {
         self.launch_raw(name, grid, block, smem, params.as_bytes())
     }
 
+    /// With programmatic dependent launch (see [`LaunchAttrs::dependent`]).
+    pub fn launch_dependent_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        let attrs = LaunchAttrs {
+            dependent: true,
+            coscheduled: false,
+        };
+        self.launch_ex_raw(name, grid, block, smem, params, attrs)
+    }
+
+    /// Every block resident at once (see [`LaunchAttrs::coscheduled`]).
+    pub fn launch_coscheduled<P: KernelParam>(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &P,
+    ) -> Result<(), KernelError> {
+        let attrs = LaunchAttrs {
+            dependent: false,
+            coscheduled: true,
+        };
+        self.launch_ex_raw(name, grid, block, smem, params.as_bytes(), attrs)
+    }
+
     /// Allocate and upload in one go.
     pub fn upload_new(&self, data: &[u8], label: &str) -> Result<DeviceBuffer, KernelError> {
         let mut b = self.alloc(data.len(), label)?;
@@ -212,15 +250,16 @@ impl Device for Emulator {
     ) -> Result<(), KernelError> {
         Emulator::launch_raw(self, name, grid, block, smem, params)
     }
-    fn launch_dependent_raw(
+    fn launch_ex_raw(
         &self,
         name: &str,
         grid: [u32; 3],
         block: [u32; 3],
         smem: u32,
         params: &[u8],
+        attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
-        Emulator::launch_dependent_raw(self, name, grid, block, smem, params)
+        Emulator::launch_ex_raw(self, name, grid, block, smem, params, attrs)
     }
     fn encode_tensor_map(
         &self,

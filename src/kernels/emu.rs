@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::{KernelError, KernelParam};
+use super::{KernelError, KernelParam, LaunchAttrs};
 
 /// One launch for `emu_launch_desc` (the `EmuLaunchDesc` of cuda/emu/emu.h, field for field).
 #[repr(C)]
@@ -166,6 +166,11 @@ pub struct Emulator {
     held: Mutex<Vec<HeldLaunch>>,
 }
 
+/// `EmuLaunchDesc::flags`: bit 0 reverse order, bit 1 co-scheduled.
+fn launch_flags(reverse: bool, attrs: LaunchAttrs) -> u32 {
+    reverse as u32 | (attrs.coscheduled as u32) << 1
+}
+
 /// A launch kept for later: a graph step, or a primary waiting to see whether its successor
 /// overlaps it (programmatic dependent launch).
 #[derive(Clone)]
@@ -175,8 +180,7 @@ struct HeldLaunch {
     block: [u32; 3],
     smem: u32,
     params: Vec<u8>,
-    /// Launched with programmatic dependent launch: may overlap the launch before it.
-    dependent: bool,
+    attrs: LaunchAttrs,
 }
 
 /// One step of an emulated graph.
@@ -318,7 +322,7 @@ impl Emulator {
         };
         for step in steps.iter() {
             match step {
-                Recorded::Launch(l) => self.launch_with(&l.name, l.grid, l.block, l.smem, &l.params, l.dependent)?,
+                Recorded::Launch(l) => self.launch_with(&l.name, l.grid, l.block, l.smem, &l.params, l.attrs)?,
                 Recorded::Gemm { dtype, desc } => self.gemm(*dtype, desc)?,
             }
         }
@@ -359,25 +363,27 @@ impl Emulator {
         smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
-        self.launch_with(name, grid, block, smem, params, false)
+        self.launch_with(name, grid, block, smem, params, LaunchAttrs::default())
     }
 
-    /// As [`launch_raw`](Self::launch_raw), with programmatic dependent launch: when the launch
-    /// before is a primary (a kernel declared `MB_PDL_PRIMARY`), this one runs first, and
-    /// the primary runs when this one's first thread reaches `griddepcontrol.wait`; code before
-    /// that wait sees none of the primary's writes, the most skewed order a GPU allows.
-    pub fn launch_dependent_raw(
+    /// As [`launch_raw`](Self::launch_raw), with [`LaunchAttrs`]. A dependent launch whose
+    /// predecessor is a primary (a kernel declared `MB_PDL_PRIMARY`) runs first, and the primary
+    /// runs when its first thread reaches `griddepcontrol.wait`: code before that wait sees none
+    /// of the primary's writes, the most skewed order a GPU allows. A co-scheduled launch runs
+    /// every block on its own host thread, taking turns (cuda/emu/emu.h).
+    pub fn launch_ex_raw(
         &self,
         name: &str,
         grid: [u32; 3],
         block: [u32; 3],
         smem: u32,
         params: &[u8],
+        attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
-        self.launch_with(name, grid, block, smem, params, true)
+        self.launch_with(name, grid, block, smem, params, attrs)
     }
 
-    /// Runs the held primaries (see [`launch_dependent_raw`](Self::launch_dependent_raw)); every
+    /// Runs the held primaries (see [`launch_ex_raw`](Self::launch_ex_raw)); every
     /// operation but a dependent launch does this first. Their errors surface here.
     pub fn flush(&self) -> Result<(), KernelError> {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
@@ -391,8 +397,9 @@ impl Emulator {
         block: [u32; 3],
         smem: u32,
         params: &[u8],
-        dependent: bool,
+        attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
+        let dependent = attrs.dependent;
         if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             list.push(Recorded::Launch(HeldLaunch {
                 name: name.to_string(),
@@ -400,7 +407,7 @@ impl Emulator {
                 block,
                 smem,
                 params: params.to_vec(),
-                dependent,
+                attrs,
             }));
             return Ok(());
         }
@@ -418,7 +425,7 @@ impl Emulator {
                 block,
                 smem,
                 params: params.to_vec(),
-                dependent,
+                attrs,
             });
             *self.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
             return Ok(());
@@ -430,7 +437,7 @@ impl Emulator {
                 block,
                 smem,
                 params: params.to_vec(),
-                dependent,
+                attrs,
             };
             return self.run_held(&held, Some(&this));
         }
@@ -446,7 +453,7 @@ impl Emulator {
             grid,
             block,
             smem_bytes: smem,
-            flags: self.reverse() as u32,
+            flags: launch_flags(self.reverse(), attrs),
             params: params.as_ptr() as *const c_void,
             params_size: params.len(),
             primary: std::ptr::null(),
@@ -465,7 +472,6 @@ impl Emulator {
             .iter()
             .map(|l| std::ffi::CString::new(l.name.as_str()).map_err(|_| KernelError::UnknownKernel(l.name.clone())))
             .collect::<Result<_, _>>()?;
-        let flags = self.reverse() as u32;
         let mut descs: Vec<EmuLaunchDesc> = chain
             .iter()
             .zip(&names)
@@ -474,7 +480,7 @@ impl Emulator {
                 grid: l.grid,
                 block: l.block,
                 smem_bytes: l.smem,
-                flags,
+                flags: launch_flags(self.reverse(), l.attrs),
                 params: l.params.as_ptr() as *const c_void,
                 params_size: l.params.len(),
                 primary: std::ptr::null(),

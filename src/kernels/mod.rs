@@ -90,6 +90,17 @@ pub enum KernelError {
     NotBuilt,
 }
 
+/// How a launch relates to the others on its stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaunchAttrs {
+    /// Programmatic dependent launch: may start before the previous launch finishes; the kernel
+    /// orders its reads of that launch's output with `pdl_wait()` (griddepcontrol.wait).
+    pub dependent: bool,
+    /// Co-scheduled: every block resident at once (a cooperative launch), so that blocks may wait
+    /// on each other through global memory (`grid_wait_geq` / `grid_signal`, device.cuh).
+    pub coscheduled: bool,
+}
+
 /// Marker for the parameter structs a kernel takes by value.
 ///
 /// # Safety
