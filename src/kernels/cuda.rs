@@ -98,6 +98,15 @@ impl Device for CudaDevice {
     fn name(&self) -> String {
         format!("cuda:{} {}", self.ctx.ordinal(), self.ctx.name().unwrap_or_default())
     }
+    fn compute_capability(&self) -> (u32, u32) {
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        // Queried once per call from the driver; (0, 0) if it cannot say (no path matches it).
+        let get = |a| self.ctx.attribute(a).map_or(0, |v| v.max(0) as u32);
+        (
+            get(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+            get(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+        )
+    }
     fn memory_available(&self) -> u64 {
         // Free memory of this context's device; 0 (nothing fits) if the driver cannot say.
         self.ctx.mem_get_info().map_or(0, |(free, _total)| free as u64)
@@ -128,7 +137,9 @@ impl Device for CudaDevice {
                 let mut view = s.slice_mut(offset..offset + data.len());
                 self.stream.memcpy_htod(data, &mut view).map_err(cuda_err)
             }
-            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to CUDA".into(),
+            )),
         }
     }
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
@@ -145,7 +156,9 @@ impl Device for CudaDevice {
                 self.stream.memcpy_dtoh(&view, out).map_err(cuda_err)?;
                 self.stream.synchronize().map_err(cuda_err)
             }
-            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to CUDA".into(),
+            )),
         }
     }
     fn launch_raw(
@@ -223,7 +236,9 @@ impl Device for CudaDevice {
         }
         match (&src.inner, &mut dst.inner) {
             (BufferInner::Cuda(s), BufferInner::Cuda(d)) => self.stream.memcpy_dtod(s, d).map_err(cuda_err),
-            _ => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to CUDA".into(),
+            )),
         }
     }
     fn time_launches(

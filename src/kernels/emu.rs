@@ -153,6 +153,9 @@ pub struct Emulator {
     graphs: Mutex<std::collections::HashMap<[u32; 3], Arc<Vec<Recorded>>>>,
     /// Bytes copied device → host so far: what a GPU would send over PCIe (the tests count it).
     downloaded: std::sync::atomic::AtomicU64,
+    /// The compute capability it reports (`--device emulated:sm80|sm90`): the code path the
+    /// executor is asked to take; the emulated kernels are the same either way.
+    capability: (u32, u32),
 }
 
 /// One step of an emulated graph.
@@ -187,7 +190,18 @@ impl Emulator {
             recording: Mutex::new(None),
             graphs: Mutex::default(),
             downloaded: Default::default(),
+            capability: (8, 0),
         }
+    }
+
+    /// An emulator that reports compute capability `capability` (default: (8, 0)).
+    pub fn with_compute_capability(mut self, capability: (u32, u32)) -> Self {
+        self.capability = capability;
+        self
+    }
+
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.capability
     }
 
     /// Bytes downloaded (device → host) since this emulator was made.
