@@ -87,6 +87,10 @@ fn base_short_fixed_is_within_10_percent_of_the_committed_h100_throughput() {
     assert_eq!(l["sequences"], 8192);
     assert_eq!(l["passes"], 10);
     assert_eq!(l["launches_per_forward"], launches_of(22));
+    // The recorded launches' FLOPs are the bench's own formula (src/bench/workload.rs), pass by pass.
+    let counted = l["model_flops_counted"].as_f64().unwrap();
+    let formula = l["model_flops_per_pass"].as_f64().unwrap() * 10.0;
+    assert!((counted / formula - 1.0).abs() < 1e-9, "{counted} vs {formula}");
     let classes: Vec<&str> = l["predicted_breakdown"]
         .as_array()
         .unwrap()

@@ -507,3 +507,71 @@ impl Device for ModelDevice {
         Some(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> ModelDevice {
+        ModelDevice::new(Card::H100, None, Profile::at_peaks(1e15, 3e12, 50e9))
+    }
+
+    #[test]
+    fn small_uploads_are_kept_across_pages_and_large_ones_dropped() {
+        let dev = device();
+        let dyn_dev: &dyn Device = &dev;
+        let mut small = dyn_dev.alloc(3 * PAGE as usize, "small").unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        dyn_dev.upload(&mut small, 4000, &data).unwrap();
+        let mut back = vec![0xAA; 5000];
+        dyn_dev.download(&small, 4000, &mut back).unwrap();
+        assert_eq!(back, data, "a kept upload spans three pages");
+        let mut head = [0xAAu8; 8];
+        dyn_dev.download(&small, 0, &mut head).unwrap();
+        assert_eq!(head, [0; 8], "never written: zeros");
+        assert!(
+            dyn_dev.upload(&mut small, 3 * PAGE as usize - 1, &[1, 2]).is_err(),
+            "range-checked"
+        );
+
+        let mut big = dyn_dev.alloc(KEPT_UPLOAD_BYTES + 1, "big").unwrap();
+        dyn_dev.upload(&mut big, 0, &vec![7u8; KEPT_UPLOAD_BYTES + 1]).unwrap();
+        let mut one = [0xAAu8; 1];
+        dyn_dev.download(&big, 0, &mut one).unwrap();
+        assert_eq!(one, [0], "a large upload is dropped");
+        // An address range only: 100 GB "fit" on no host memory, up to the card's 80 GiB.
+        assert!(dyn_dev.alloc(100_000_000_000, "too big").is_err());
+        let before = dyn_dev.memory_available();
+        drop(dyn_dev.alloc(40 << 30, "arena").unwrap());
+        assert_eq!(dyn_dev.memory_available(), before, "freed on drop");
+    }
+
+    #[test]
+    fn unknown_kernels_are_errors_and_the_clock_only_moves_forward() {
+        let dev = device();
+        let d: &dyn Device = &dev;
+        assert!(matches!(
+            d.launch_raw("no_such_kernel_bf16", [1; 3], [1; 3], 0, &[]),
+            Err(KernelError::UnknownKernel(_))
+        ));
+        assert!(
+            d.launch_raw("layernorm_bf16", [1; 3], [1; 3], 0, &[0u8; 3]).is_err(),
+            "bad param size"
+        );
+        let t0 = dev.clock_s();
+        let g = GemmDesc {
+            a: 1,
+            w: 1,
+            bias: 0,
+            out: 1,
+            m: 1024,
+            n: 1024,
+            k: 1024,
+        };
+        d.gemm(Dtype::Bf16, &g).unwrap();
+        d.synchronize().unwrap();
+        let expected = 2.0 * 1024f64.powi(3) / 1e15;
+        assert!((dev.clock_s() - t0 - expected).abs() < 1e-12, "{}", dev.clock_s() - t0);
+        assert_eq!(dev.ledger().launches(), 1);
+    }
+}
