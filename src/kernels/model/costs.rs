@@ -19,6 +19,7 @@
 use super::super::gemm::GemmDesc;
 use super::super::params::*;
 use super::super::{KernelError, KernelParam};
+// The bench owns the local window's pair count (its FLOP formula uses it too): one rule.
 use crate::bench::local_pairs;
 
 /// Kernel classes the model gives their own efficiency. Attention is two classes: the local

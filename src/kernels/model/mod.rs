@@ -14,7 +14,9 @@
 //! image) are range-checked and dropped, and downloads return what was kept, zeros elsewhere.
 
 pub mod calibration;
+mod cases;
 pub mod costs;
+mod memory;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,13 +25,14 @@ use super::device::{BufferInner, Device, DeviceBuffer};
 use super::gemm::GemmDesc;
 use super::{Dtype, KernelError};
 pub use costs::{KernelClass, LaunchCost, Profile};
+pub(crate) use memory::ModelAlloc;
+use memory::ModelMemory;
 
 /// Uploads up to this size keep their bytes (the per-batch inputs: 4 B per token + 8 B per
 /// sequence, ~1 MiB at 262,144 tokens); larger ones are dropped.
 pub const KEPT_UPLOAD_BYTES: usize = 4 << 20;
 /// Total kept bytes a model device holds at most (an error past it, never a silent drop).
 pub const MAX_KEPT_BYTES: usize = 64 << 20;
-const PAGE: u64 = 4096;
 /// First address handed out (non-zero: 0 is the null pointer of the param structs).
 const BASE_ADDR: u64 = 1 << 40;
 
@@ -159,103 +162,6 @@ impl Ledger {
 enum Step {
     Launch { name: String, params: Vec<u8> },
     Gemm(GemmDesc),
-}
-
-/// The kept upload bytes, by page.
-#[derive(Default)]
-struct Pages {
-    pages: HashMap<u64, Box<[u8; PAGE as usize]>>,
-}
-
-impl Pages {
-    /// `(page, offset in it, bytes)` of each page piece of `[addr, addr + len)`.
-    fn pieces(addr: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
-        let end = addr + len as u64;
-        let mut at = addr;
-        std::iter::from_fn(move || {
-            (at < end).then(|| {
-                let (page, off) = (at / PAGE, (at % PAGE) as usize);
-                let n = (PAGE as usize - off).min((end - at) as usize);
-                at += n as u64;
-                (page, off, n)
-            })
-        })
-    }
-    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), KernelError> {
-        let mut done = 0;
-        for (page, off, n) in Self::pieces(addr, data.len()) {
-            let full = self.pages.len() as u64 * PAGE >= MAX_KEPT_BYTES as u64;
-            let p = match self.pages.get_mut(&page) {
-                Some(p) => p,
-                None if full => {
-                    return Err(KernelError::OutOfMemory(format!(
-                        "the cost model keeps at most {MAX_KEPT_BYTES} bytes of small uploads"
-                    )))
-                }
-                None => self.pages.entry(page).or_insert_with(|| Box::new([0; PAGE as usize])),
-            };
-            p[off..off + n].copy_from_slice(&data[done..done + n]);
-            done += n;
-        }
-        Ok(())
-    }
-    fn read(&self, addr: u64, out: &mut [u8]) {
-        let mut done = 0;
-        for (page, off, n) in Self::pieces(addr, out.len()) {
-            match self.pages.get(&page) {
-                Some(p) => out[done..done + n].copy_from_slice(&p[off..off + n]),
-                None => out[done..done + n].fill(0),
-            }
-            done += n;
-        }
-    }
-    fn forget(&mut self, addr: u64, len: usize) {
-        let (first, last) = (addr / PAGE, (addr + len as u64).div_ceil(PAGE));
-        if (last - first) as usize > self.pages.len() {
-            self.pages.retain(|&p, _| p < first || p >= last);
-        } else {
-            (first..last).for_each(|p| {
-                self.pages.remove(&p);
-            });
-        }
-    }
-}
-
-/// The memory side, shared with the buffers so that dropping one frees its range.
-#[derive(Default)]
-pub(crate) struct ModelMemory {
-    pages: Mutex<Pages>,
-    next: Mutex<u64>,
-    allocated: Mutex<u64>,
-}
-
-impl ModelMemory {
-    fn lock_pages(&self) -> std::sync::MutexGuard<'_, Pages> {
-        self.pages.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A model device's buffer: an address range, freed on drop.
-pub(crate) struct ModelAlloc {
-    memory: Arc<ModelMemory>,
-    addr: u64,
-    len: usize,
-}
-
-impl Drop for ModelAlloc {
-    fn drop(&mut self) {
-        self.memory.lock_pages().forget(self.addr, self.len);
-        let mut a = self.memory.allocated.lock().unwrap_or_else(|e| e.into_inner());
-        *a = a.saturating_sub(self.len as u64);
-    }
-}
-
-impl costs::DeviceMemory for ModelMemory {
-    fn read_u32(&self, addr: u64) -> u32 {
-        let mut b = [0u8; 4];
-        self.lock_pages().read(addr, &mut b);
-        u32::from_le_bytes(b)
-    }
 }
 
 /// The host's and the GPU's clocks (seconds since the device was made).
@@ -451,7 +357,8 @@ impl Device for ModelDevice {
         _smem: u32,
         params: &[u8],
     ) -> Result<(), KernelError> {
-        // The cost comes from the parameters; grid, block and smem only restate them.
+        // The cost comes from the parameters; grid, block and smem only restate them. It is
+        // computed while recording a graph too, so that a kernel without a formula fails at once.
         let cost = costs::kernel_cost(name, params, self.memory.as_ref())?;
         let step = Step::Launch {
             name: name.to_string(),
@@ -510,6 +417,7 @@ impl Device for ModelDevice {
 
 #[cfg(test)]
 mod tests {
+    use super::memory::PAGE;
     use super::*;
 
     fn device() -> ModelDevice {
