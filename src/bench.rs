@@ -63,6 +63,8 @@ use crate::model::{BackboneWeights, LayerWeights, Linear, Norm};
 use crate::reference::ops::Pooling;
 use crate::reference::CpuExecutor;
 
+mod model_errors;
+mod predicted;
 mod workload;
 pub use workload::*;
 
@@ -82,14 +84,6 @@ pub enum SetArg {
     LongFixed,
     LongVariable,
     All,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchDevice {
-    Auto,
-    Cpu,
-    Emulated,
-    Cuda,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -128,8 +122,10 @@ pub struct BenchArgs {
     /// Sequences per set (the first N of the paper's 8192).
     #[arg(long, default_value_t = PAPER_SEQUENCES)]
     pub sequences: usize,
-    #[arg(long, value_enum, default_value_t = BenchDevice::Auto)]
-    pub device: BenchDevice,
+    /// auto, cpu, cuda, emulated[:sm80|:sm90], or model:<card>[:sm80|:sm90] — the cost model
+    /// (cards h100, h200): it computes nothing and prints predictions, labelled as such.
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
     /// Activation dtype on the GPU / emulated device (the CPU executor is f32).
     #[arg(long, value_enum, default_value_t = BenchDtype::Bf16)]
     pub dtype: BenchDtype,
@@ -160,6 +156,10 @@ pub struct BenchArgs {
     /// Latency: also run with CUDA graphs off (on by default: both on and off are measured).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub compare_graphs: bool,
+    /// With a model:h100 device: reproduce every committed H100 measurement the cost model can
+    /// and print its error, calibration rows and held-out rows in two lists.
+    #[arg(long)]
+    pub model_errors: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,15 +236,9 @@ fn model_source(args: &BenchArgs) -> Result<ModelSource> {
 
 /// The device of `--device`, opened as the engine opens it (`None`: the CPU), and whether it is a
 /// real GPU.
-fn open_device(choice: BenchDevice) -> Result<Option<(Arc<dyn Device>, bool)>> {
-    let choice = match choice {
-        BenchDevice::Cpu => DeviceChoice::Cpu,
-        BenchDevice::Emulated => DeviceChoice::Emulated,
-        BenchDevice::Cuda => DeviceChoice::Cuda,
-        BenchDevice::Auto => DeviceChoice::Auto,
-    };
+fn open_device(choice: DeviceChoice) -> Result<Option<(Arc<dyn Device>, bool)>> {
     Ok(crate::engine::open_device(choice)?.map(|d| {
-        let is_cuda = d.as_emulator().is_none();
+        let is_cuda = d.as_emulator().is_none() && d.as_model().is_none();
         (d, is_cuda)
     }))
 }
@@ -283,6 +277,18 @@ impl<'a> Builder<'a> {
         }
         if self.src.dir.is_some() {
             return build_runner(self.src, self.args, None, max_tokens, max_sequences, graphs);
+        }
+        if self.args.device.is_model() {
+            // The cost model reads shapes, never values: no weights to generate.
+            let (dev, _) = open_device(self.args.device)?.ok_or_else(|| Error::Device("no model device".into()))?;
+            let dtype = dtype_of(self.args.dtype);
+            let exec = GpuExecutor::without_weights(dev, dtype, &self.src.config, max_tokens, max_sequences)?
+                .with_graphs(graphs);
+            return Ok(Runner::Gpu {
+                dev_name: exec.device_name(),
+                exec,
+                is_cuda: false,
+            });
         }
         if self.weights.is_none() {
             self.weights = Some(random_weights(&self.src.config, 0x9E37_79B9_7F4A_7C15));
@@ -324,9 +330,9 @@ fn build_runner(
         // Real weights through the engine (tokenizer and heads are loaded but not used).
         let options = EngineOptions {
             device: match (args.device, &dev) {
-                (BenchDevice::Cpu, _) | (BenchDevice::Auto, None) => DeviceChoice::Cpu,
-                (BenchDevice::Emulated, _) => DeviceChoice::Emulated,
-                _ => DeviceChoice::Cuda,
+                (DeviceChoice::Auto, None) => DeviceChoice::Cpu,
+                (DeviceChoice::Auto, Some(_)) => DeviceChoice::Cuda,
+                (choice, _) => choice,
             },
             dtype,
             max_batch_tokens: max_tokens,
@@ -409,6 +415,8 @@ struct DeviceInfo {
     peak: Option<(f64, String)>,
     cpu_gemm_tflops: Option<f64>,
     peak_device_bytes: Option<usize>,
+    /// `smNN` of the GPU device and the executor path it gets (`None` on the CPU).
+    capability: Option<(String, &'static str)>,
 }
 
 fn device_info(runner: &Runner, args: &BenchArgs) -> DeviceInfo {
@@ -424,6 +432,7 @@ fn device_info(runner: &Runner, args: &BenchArgs) -> DeviceInfo {
             peak: None,
             cpu_gemm_tflops: Some(cpu_gemm_tflops()),
             peak_device_bytes: None,
+            capability: None,
         },
         Runner::Gpu {
             exec,
@@ -435,13 +444,29 @@ fn device_info(runner: &Runner, args: &BenchArgs) -> DeviceInfo {
                 (None, true) => peak_tflops(dev_name).map(|(p, s)| (p, s.to_string())),
                 (None, false) => None,
             };
+            let model = exec.device().as_model();
+            let peak = match (&peak, model) {
+                (None, Some(m)) => peak_tflops(m.card().product_name()).map(|(p, s)| (p, s.to_string())),
+                _ => peak,
+            };
             DeviceInfo {
                 name: dev_name.clone(),
-                kind: if *is_cuda { "cuda" } else { "emulated" },
+                kind: match (is_cuda, model) {
+                    (true, _) => "cuda",
+                    (false, Some(_)) => "model",
+                    (false, None) => "emulated",
+                },
                 dtype,
                 peak,
                 cpu_gemm_tflops: None,
                 peak_device_bytes: Some(exec.device_bytes()),
+                capability: {
+                    let (major, minor) = exec.device().compute_capability();
+                    Some((
+                        format!("sm{major}{minor}"),
+                        crate::kernels::model::executor_path((major, minor)),
+                    ))
+                },
             }
         }
     }
@@ -478,6 +503,9 @@ pub fn run(args: &BenchArgs, emit: &mut dyn FnMut(Value) -> Result<()>) -> Resul
         return Err(Error::Input("--memory-budget-gb must be positive".into()));
     }
     let src = model_source(args)?;
+    if args.model_errors {
+        return model_errors::run(args, emit);
+    }
     if args.latency {
         return run_latency(args, &src, emit);
     }
@@ -522,16 +550,21 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
         let runner = builder.get(max_tokens, max_seqs, false)?;
         let info = device_info(&runner, args);
         let mut scratch = Vec::new();
-        let t_warm = Instant::now();
+        let model = runner_model(&runner);
+        let clock = predicted::Clock::new(model);
+        let t_warm = clock.now_s();
         forward(&runner, &batches[0], args.output, c.hidden_size, &mut scratch)?;
-        let warmup_s = t_warm.elapsed().as_secs_f64();
+        let warmup_s = clock.now_s() - t_warm;
+        if let Some(m) = model {
+            m.reset_ledger();
+        }
         let mut pass_s = Vec::with_capacity(args.passes);
         for _ in 0..args.passes {
-            let t = Instant::now();
+            let t = clock.now_s();
             for b in &batches {
                 forward(&runner, b, args.output, c.hidden_size, &mut scratch)?;
             }
-            pass_s.push(t.elapsed().as_secs_f64());
+            pass_s.push(clock.now_s() - t);
         }
         let tokens: u64 = lengths.iter().map(|&l| l as u64).sum();
         let total_s: f64 = pass_s.iter().sum();
@@ -582,6 +615,8 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
             "cpu_gemm_tflops": info.cpu_gemm_tflops.map(|t| round_to(t, 4)),
             "util_vs_cpu_gemm": info.cpu_gemm_tflops.map(|t| round_to(achieved_tflops / t, 4)),
             "peak_device_bytes": info.peak_device_bytes,
+            "compute_capability": info.capability.as_ref().map(|c| c.0.clone()),
+            "path": info.capability.as_ref().map(|c| c.1),
             "memory_budget_gb": args.memory_budget_gb,
             "max_batch": mb,
             "max_batch_len": set.max_len(),
@@ -606,6 +641,26 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
         let mut line = line;
         if let (Value::Object(m), Value::Object(extra)) = (&mut line, more) {
             m.extend(extra);
+        }
+        if let Some(m) = model {
+            let ledger = m.ledger();
+            let forwards = (batches.len() * args.passes) as u64;
+            predicted::relabel(
+                &mut line,
+                &[
+                    "tokens_per_s",
+                    "tokens_per_s_best_pass",
+                    "pass_s",
+                    "warmup_s",
+                    "achieved_tflops",
+                    "mfu",
+                ],
+            );
+            let extra = predicted::fields(m, &ledger, forwards, tokens * args.passes as u64);
+            if let (Value::Object(l), Value::Object(extra)) = (&mut line, extra) {
+                l.extend(extra);
+            }
+            predicted::print_breakdown(set.name(), &ledger, args.passes);
         }
         rows.push(vec![
             set.name().to_string(),
@@ -635,6 +690,9 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
         );
         if rows.len() == 1 {
             eprintln!("# {dev_line}");
+            if info.kind == "model" {
+                eprintln!("# tok/s, TFLOP/s and MFU below are predictions of the cost model, not measurements");
+            }
         }
     }
     print_table(
@@ -651,6 +709,14 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
         &rows,
     );
     Ok(())
+}
+
+/// The cost model behind a runner, if it runs on one.
+fn runner_model(runner: &Runner) -> Option<&crate::kernels::model::ModelDevice> {
+    match runner {
+        Runner::Gpu { exec, .. } => exec.device().as_model(),
+        Runner::Cpu(_) => None,
+    }
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
@@ -705,7 +771,10 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
     let mut runner = Builder::new(src, args).get(max_tokens, max_seqs, true)?;
     let info = device_info(&runner, args);
     let is_gpu = matches!(runner, Runner::Gpu { .. });
+    let is_model = runner_model(&runner).is_some();
     let runs = args.runs.unwrap_or(match &runner {
+        // The model is deterministic: one timed call is its p50.
+        Runner::Gpu { .. } if is_model => 1,
         Runner::Gpu { is_cuda: true, .. } => 1000,
         Runner::Gpu { .. } => 5,
         Runner::Cpu(_) => 30,
@@ -752,18 +821,23 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
                 for _ in 0..warm {
                     forward(&runner, &batch, args.output, c.hidden_size, &mut scratch)?;
                 }
+                let model = runner_model(&runner);
+                if let Some(m) = model {
+                    m.reset_ledger();
+                }
+                let clock = predicted::Clock::new(model);
                 let mut us: Vec<f64> = (0..runs)
                     .map(|_| {
-                        let t = Instant::now();
+                        let t = clock.now_s();
                         forward(&runner, &batch, args.output, c.hidden_size, &mut scratch)
-                            .map(|()| t.elapsed().as_secs_f64() * 1e6)
+                            .map(|()| (clock.now_s() - t) * 1e6)
                     })
                     .collect::<Result<_>>()?;
                 us.sort_by(f64::total_cmp);
                 let (p50, p99) = (percentile(&us, 0.5), percentile(&us, 0.99));
                 let mean = us.iter().sum::<f64>() / us.len() as f64;
                 let graph_used = graphs == Some(true) && bucket.is_some();
-                emit(json!({
+                let mut line = json!({
                     "bench": "latency",
                     "model": src.label,
                     "layers": c.num_hidden_layers,
@@ -784,8 +858,23 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
                     "max_us": round_to(*us.last().unwrap(), 2),
                     "output": if is_gpu { match args.output { OutputArg::Cls => "cls", OutputArg::Hidden => "hidden" } } else { "host" },
                     "peak_device_bytes": info.peak_device_bytes,
-                    "timing": "wall clock per call: input upload + forward + output download (synchronising)",
-                }))?;
+                    "compute_capability": info.capability.as_ref().map(|c| c.0.clone()),
+                    "path": info.capability.as_ref().map(|c| c.1),
+                    "timing": if is_model {
+                        "predicted by the cost model per call: input upload + forward + output download (synchronising)"
+                    } else {
+                        "wall clock per call: input upload + forward + output download (synchronising)"
+                    },
+                });
+                if let Some(m) = model {
+                    predicted::relabel(&mut line, &["p50_us", "p99_us", "mean_us", "min_us", "max_us"]);
+                    let ledger = m.ledger();
+                    let extra = predicted::fields(m, &ledger, runs as u64, (runs * b * len) as u64);
+                    if let (Value::Object(l), Value::Object(extra)) = (&mut line, extra) {
+                        l.extend(extra);
+                    }
+                }
+                emit(line)?;
                 rows.push(vec![
                     b.to_string(),
                     len.to_string(),
@@ -805,6 +894,9 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
         }
     }
     eprintln!("# latency: {} [{}], {}", info.name, info.dtype, src.label);
+    if is_model {
+        eprintln!("# p50/p99 below are predictions of the cost model, not measurements");
+    }
     print_table(&["batch", "len", "graphs", "runs", "p50 µs", "p99 µs"], &rows);
     Ok(())
 }

@@ -23,17 +23,74 @@ use crate::reference::{heads, CpuExecutor};
 use crate::tokenize::{collect_per_text, OverlongPolicy, TextTokenizer};
 use crate::weights::TensorStore;
 
-/// Where the forward pass runs.
+/// Where the forward pass runs. The one owner of the `--device` syntax ([`DeviceChoice::parse`]):
+/// `auto`, `cpu`, `cuda`, `emulated[:sm80|:sm90]`, `model:<card>[:sm80|:sm90]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// CUDA when a usable GPU (driver, device, kernels in this build) is present, else the CPU.
     Auto,
     /// The exact f32 reference executor.
     Cpu,
-    /// The GPU executor on the host emulator: the CUDA code path, run on the CPU.
-    Emulated,
+    /// The GPU executor on the host emulator: the CUDA code path, run on the CPU, reporting
+    /// this compute capability (plain `emulated` = sm80).
+    Emulated((u32, u32)),
     /// The GPU executor on CUDA device 0.
     Cuda,
+    /// The GPU executor on the cost model of `card` (computes nothing, predicts times);
+    /// `capability` forces a code path, `None` = the card's own.
+    Model {
+        card: crate::kernels::model::Card,
+        capability: Option<(u32, u32)>,
+    },
+}
+
+impl DeviceChoice {
+    /// `emulated` as it was before capabilities: the sm80 path.
+    pub const EMULATED: DeviceChoice = DeviceChoice::Emulated((8, 0));
+
+    /// Parse a `--device` value; the error names what is accepted.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        use crate::kernels::model::{parse_capability, Card};
+        let mut parts = s.split(':');
+        let head = parts.next().unwrap_or_default();
+        let rest: Vec<&str> = parts.collect();
+        let one_suffix = |rest: &[&str]| -> std::result::Result<Option<(u32, u32)>, String> {
+            match rest {
+                [] => Ok(None),
+                [cc] => parse_capability(cc).map(Some),
+                _ => Err(format!("`{s}`: at most one :smNN suffix")),
+            }
+        };
+        match (head, rest.as_slice()) {
+            ("auto", []) => Ok(DeviceChoice::Auto),
+            ("cpu", []) => Ok(DeviceChoice::Cpu),
+            ("cuda", []) => Ok(DeviceChoice::Cuda),
+            ("emulated", rest) => Ok(DeviceChoice::Emulated(one_suffix(rest)?.unwrap_or((8, 0)))),
+            ("model", [card, rest @ ..]) => Ok(DeviceChoice::Model {
+                card: Card::parse(card)?,
+                capability: one_suffix(rest)?,
+            }),
+            ("model", []) => Err(format!(
+                "`model` needs a card: model:<card>[:sm80|:sm90] (cards: {})",
+                Card::ALL.map(Card::id).join(", ")
+            )),
+            _ => Err(format!(
+                "unknown device `{s}` (expected auto, cpu, cuda, emulated[:sm80|:sm90] or model:<card>[:sm80|:sm90])"
+            )),
+        }
+    }
+
+    /// Whether this is the cost model (a device that computes nothing).
+    pub fn is_model(self) -> bool {
+        matches!(self, DeviceChoice::Model { .. })
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        DeviceChoice::parse(s)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -138,7 +195,10 @@ pub struct Engine {
 pub fn open_device(choice: DeviceChoice) -> Result<Option<Arc<dyn Device>>> {
     match choice {
         DeviceChoice::Cpu => Ok(None),
-        DeviceChoice::Emulated => Ok(Some(Arc::new(Emulator::new()))),
+        DeviceChoice::Emulated(cc) => Ok(Some(Arc::new(Emulator::new().with_compute_capability(cc)))),
+        DeviceChoice::Model { card, capability } => {
+            Ok(Some(Arc::new(crate::gpu::cost_model::model_device(card, capability)?)))
+        }
         DeviceChoice::Cuda => CudaDevice::new(0)
             .map(|d| Some(Arc::new(d) as Arc<dyn Device>))
             .map_err(|e| Error::Device(format!("--device cuda: {e}"))),
@@ -152,6 +212,11 @@ impl Engine {
     pub fn new(dir: &Path, options: &EngineOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::io(dir, "model directory does not exist"));
+        }
+        if options.device.is_model() {
+            return Err(Error::Unsupported(
+                "a model:<card> device predicts timings and computes nothing: use it with `modernbert bench`".into(),
+            ));
         }
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let layout = SentenceTransformersLayout::read(dir)?;

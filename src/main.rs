@@ -100,9 +100,10 @@ struct Common {
     /// A local checkpoint directory, or a Hugging Face repo id (downloaded and cached).
     #[arg(long)]
     model: String,
-    /// auto: CUDA when usable, else the CPU; emulated: the GPU code path on the host emulator.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    device: DeviceArg,
+    /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90] (the GPU code path
+    /// on the host emulator).
+    #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+    device: DeviceChoice,
     /// Activation dtype on the GPU (and emulated) device.
     #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
     dtype: DtypeArg,
@@ -115,14 +116,6 @@ struct Common {
     /// Tokens per forward batch (longer requests are split; output order is kept).
     #[arg(long, default_value_t = 16384)]
     max_batch_tokens: usize,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Emulated,
-    Cuda,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -141,12 +134,7 @@ impl Common {
     fn load(&self) -> Result<Engine> {
         let dir: PathBuf = resolve_model(&self.model)?;
         let options = EngineOptions {
-            device: match self.device {
-                DeviceArg::Auto => DeviceChoice::Auto,
-                DeviceArg::Cpu => DeviceChoice::Cpu,
-                DeviceArg::Emulated => DeviceChoice::Emulated,
-                DeviceArg::Cuda => DeviceChoice::Cuda,
-            },
+            device: self.device,
             dtype: match self.dtype {
                 DtypeArg::Bf16 => Dtype::Bf16,
                 DtypeArg::Fp16 => Dtype::F16,

@@ -189,7 +189,7 @@ fn version_and_defaults() {
 fn embed_matches_rust_api() {
     for (device, dev_rust, name) in [
         (mb_device::MB_DEVICE_CPU, DeviceChoice::Cpu, ST),
-        (mb_device::MB_DEVICE_EMULATED, DeviceChoice::Emulated, COLBERT),
+        (mb_device::MB_DEVICE_EMULATED, DeviceChoice::EMULATED, COLBERT),
     ] {
         let h = open_with(name, device, mb_overlong::MB_OVERLONG_TRUNCATE);
         let r = rust_engine(name, dev_rust);
@@ -276,7 +276,7 @@ fn embed_matches_rust_api() {
 fn colbert_matches_rust_api() {
     for (device, dev_rust) in [
         (mb_device::MB_DEVICE_CPU, DeviceChoice::Cpu),
-        (mb_device::MB_DEVICE_EMULATED, DeviceChoice::Emulated),
+        (mb_device::MB_DEVICE_EMULATED, DeviceChoice::EMULATED),
     ] {
         let h = open_with(COLBERT, device, mb_overlong::MB_OVERLONG_TRUNCATE);
         let r = rust_engine(COLBERT, dev_rust);

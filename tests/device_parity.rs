@@ -166,7 +166,7 @@ fn engine_on_the_device() {
     )
     .unwrap();
     let name = on_device.backbone.device_name();
-    let expected = if choice == DeviceChoice::Emulated {
+    let expected = if choice == DeviceChoice::EMULATED {
         "emulator"
     } else {
         "cuda"

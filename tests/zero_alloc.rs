@@ -59,6 +59,9 @@ impl Device for CountingDevice {
     fn name(&self) -> String {
         "counting".into()
     }
+    fn compute_capability(&self) -> (u32, u32) {
+        Device::compute_capability(&self.inner)
+    }
     fn memory_available(&self) -> u64 {
         self.inner.memory_available()
     }

@@ -275,7 +275,7 @@ pub(super) unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<Eng
     let device = match o.device {
         0 => DeviceChoice::Auto,
         1 => DeviceChoice::Cpu,
-        2 => DeviceChoice::Emulated,
+        2 => DeviceChoice::EMULATED,
         3 => DeviceChoice::Cuda,
         v => return Err(bad("device", v.into())),
     };

@@ -99,6 +99,37 @@ impl GpuExecutor {
         max_tokens: usize,
         max_sequences: usize,
     ) -> Result<Self> {
+        Self::build(dev, dtype, config, Some(weights), heads, max_tokens, max_sequences)
+    }
+
+    /// The backbone with its weight buffer allocated but never written, on the cost model only:
+    /// a model device computes nothing, and a launch's cost depends on shapes, not values, so
+    /// predicting a forward needs no weights (base: ~600 MB of f32 to generate otherwise).
+    pub fn without_weights(
+        dev: Arc<dyn Device>,
+        dtype: Dtype,
+        config: &ModelConfig,
+        max_tokens: usize,
+        max_sequences: usize,
+    ) -> Result<Self> {
+        if dev.as_model().is_none() {
+            return Err(Error::Unsupported(format!(
+                "an executor without weights runs only on the cost model, not on {}",
+                dev.name()
+            )));
+        }
+        Self::build(dev, dtype, config, None, &Heads::default(), max_tokens, max_sequences)
+    }
+
+    fn build(
+        dev: Arc<dyn Device>,
+        dtype: Dtype,
+        config: &ModelConfig,
+        weights: Option<&BackboneWeights>,
+        heads: &Heads,
+        max_tokens: usize,
+        max_sequences: usize,
+    ) -> Result<Self> {
         if config.head_dim() != 64 {
             return Err(Error::Unsupported(format!(
                 "the GPU attention kernel needs head_dim 64; this model has {} (use --device cpu)",
@@ -149,7 +180,10 @@ impl GpuExecutor {
         )?;
         let inputs = zeroed::<u8>(plan.inputs.bytes, "the arena's input image")?;
         let download = zeroed::<u8>(download_bytes, "the host's copy of the hidden states")?;
-        let weights = DeviceWeights::upload(dev.as_ref(), dtype, weights)?;
+        let weights = match weights {
+            Some(w) => DeviceWeights::upload(dev.as_ref(), dtype, w)?,
+            None => DeviceWeights::reserve(dev.as_ref(), config)?,
+        };
         let heads = DeviceHeads::upload(dev.as_ref(), dtype, config, heads, weights.tok_embeddings)?;
         let arena = Arena::new(dev.as_ref(), &plan)?;
         Ok(GpuExecutor {

@@ -2,6 +2,7 @@
 //! launches and GEMMs on a [`crate::kernels::device::Device`] (a GPU, or the host emulator).
 
 pub mod arena;
+pub mod cost_model;
 pub mod executor;
 pub mod heads;
 pub mod weights;

@@ -111,6 +111,39 @@ impl DeviceWeights {
         sum_of(what, &[t(&[v, h])?, norm()?, layers, attn_norms, norm()?])
     }
 
+    /// The weight buffer of `c` allocated at [`planned_bytes`](Self::planned_bytes) and laid
+    /// out as [`upload`](Self::upload) lays it out, with nothing written: for a device that
+    /// computes nothing (the cost model), where a launch's cost depends on shapes, never on
+    /// values — so the bench does not generate ~600 MB of random weights to predict a time.
+    pub fn reserve(dev: &dyn Device, c: &ModelConfig) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let mut l = Layout::default();
+        let emb = l.take(c.vocab_size * h)?;
+        let emb_norm = l.norm(h, c.norm_bias)?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for layer in 0..c.num_hidden_layers {
+            // Layer 0 has no attn_norm (the embeddings' norm comes first).
+            let attn_norm = if layer == 0 {
+                None
+            } else {
+                Some(l.norm(h, c.norm_bias)?)
+            };
+            layers.push((
+                attn_norm,
+                l.linear(3 * h, h, c.attention_bias)?,
+                l.linear(h, h, c.attention_bias)?,
+                l.norm(h, c.norm_bias)?,
+                l.linear(2 * i, h, c.mlp_bias)?,
+                l.linear(h, i, c.mlp_bias)?,
+            ));
+        }
+        let final_norm = l.norm(h, c.norm_bias)?;
+        let storage = dev
+            .alloc(l.bytes.max(1), "weights")
+            .map_err(|e| Error::Device(e.to_string()))?;
+        Ok(Self::at(storage, l.bytes, emb, emb_norm, layers, final_norm))
+    }
+
     pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights) -> Result<Self> {
         let mut p = Packer::new(dtype);
         // Offsets first (the buffer's address is known only after allocation).
@@ -147,6 +180,18 @@ impl DeviceWeights {
             .map_err(|e| Error::Device(e.to_string()))?;
         dev.upload(&mut storage, 0, &p.image)
             .map_err(|e| Error::Device(e.to_string()))?;
+        Ok(Self::at(storage, bytes, emb, emb_norm, layers, final_norm))
+    }
+
+    /// The addresses of a buffer laid out at these offsets.
+    fn at(
+        storage: DeviceBuffer,
+        bytes: usize,
+        emb: usize,
+        emb_norm: NormOffsets,
+        layers: Vec<LayerOffsets>,
+        final_norm: NormOffsets,
+    ) -> Self {
         let base = storage.addr();
         let at = |o: usize| base + o as u64;
         let opt = |o: Option<usize>| o.map_or(0, at);
@@ -160,7 +205,7 @@ impl DeviceWeights {
             weight: at(w),
             bias: opt(b),
         };
-        Ok(DeviceWeights {
+        DeviceWeights {
             tok_embeddings: at(emb),
             emb_norm: norm(emb_norm),
             layers: layers
@@ -177,6 +222,41 @@ impl DeviceWeights {
             final_norm: norm(final_norm),
             bytes,
             _storage: storage,
-        })
+        }
+    }
+}
+
+/// Byte offsets of a norm's weight and bias, a linear's weight, bias and shape, a layer's tensors.
+type NormOffsets = (usize, Option<usize>);
+type LinearOffsets = (usize, Option<usize>, u32, u32);
+type LayerOffsets = (
+    Option<NormOffsets>,
+    LinearOffsets,
+    LinearOffsets,
+    NormOffsets,
+    LinearOffsets,
+    LinearOffsets,
+);
+
+/// Offsets of tensors laid out as [`Packer::push`] lays them out, without an image.
+#[derive(Default)]
+struct Layout {
+    bytes: usize,
+}
+
+impl Layout {
+    fn take(&mut self, elements: usize) -> Result<usize> {
+        let what = "the model's weights (config.json sizes)";
+        let at = self.bytes;
+        self.bytes = sum_of(what, &[at, Packer::planned(what, &[elements])?])?;
+        Ok(at)
+    }
+    fn norm(&mut self, h: usize, bias: bool) -> Result<NormOffsets> {
+        Ok((self.take(h)?, if bias { Some(self.take(h)?) } else { None }))
+    }
+    fn linear(&mut self, out: usize, inp: usize, bias: bool) -> Result<LinearOffsets> {
+        let weight = self.take(bytes_of("the model's weights", &[out, inp])?)?;
+        let bias = if bias { Some(self.take(out)?) } else { None };
+        Ok((weight, bias, out as u32, inp as u32))
     }
 }

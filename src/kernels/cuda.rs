@@ -12,8 +12,10 @@ use super::KernelError;
 pub struct CudaDevice {
     ctx: Arc<cudarc::driver::CudaContext>,
     stream: Arc<cudarc::driver::CudaStream>,
-    /// (source name, module) for every embedded fatbin.
+    /// (source name, module) for every embedded fatbin this device can load.
     modules: Vec<(&'static str, Arc<cudarc::driver::CudaModule>)>,
+    /// (major, minor), queried once when the device is opened.
+    capability: (u32, u32),
     functions: Mutex<HashMap<String, cudarc::driver::CudaFunction>>,
     /// `MODERNBERT_CUDA_SYNC=1`: synchronise after every launch (read once: no per-launch lookup).
     sync_each_launch: bool,
@@ -47,7 +49,7 @@ impl CudaDevice {
         super::graph::prepare_context_for_graphs(&ctx);
         let stream = ctx.new_stream().map_err(cuda_err)?;
         let mut modules = Vec::new();
-        let sm = {
+        let capability = {
             use cudarc::driver::sys::CUdevice_attribute as A;
             let major = ctx
                 .attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
@@ -55,8 +57,9 @@ impl CudaDevice {
             let minor = ctx
                 .attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
                 .map_err(cuda_err)?;
-            (major * 10 + minor) as u32
+            (major.max(0) as u32, minor.max(0) as u32)
         };
+        let sm = capability.0 * 10 + capability.1;
         // An sm_90a module cannot load elsewhere; its kernels are then unknown on this device.
         for (name, bytes, only_sm) in super::fatbins::FATBINS {
             if *only_sm != 0 && *only_sm != sm {
@@ -72,6 +75,7 @@ impl CudaDevice {
             ctx,
             stream,
             modules,
+            capability,
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             graphs: super::graph::GraphCache::new(),
@@ -112,6 +116,9 @@ impl Device for CudaDevice {
     fn name(&self) -> String {
         format!("cuda:{} {}", self.ctx.ordinal(), self.ctx.name().unwrap_or_default())
     }
+    fn compute_capability(&self) -> (u32, u32) {
+        self.capability
+    }
     fn memory_available(&self) -> u64 {
         // Free memory of this context's device; 0 (nothing fits) if the driver cannot say.
         self.ctx.mem_get_info().map_or(0, |(free, _total)| free as u64)
@@ -142,7 +149,9 @@ impl Device for CudaDevice {
                 let mut view = s.slice_mut(offset..offset + data.len());
                 self.stream.memcpy_htod(data, &mut view).map_err(cuda_err)
             }
-            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to CUDA".into(),
+            )),
         }
     }
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
@@ -159,7 +168,9 @@ impl Device for CudaDevice {
                 self.stream.memcpy_dtoh(&view, out).map_err(cuda_err)?;
                 self.stream.synchronize().map_err(cuda_err)
             }
-            BufferInner::Emu(_) => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to CUDA".into(),
+            )),
         }
     }
     fn launch_raw(
@@ -241,7 +252,9 @@ impl Device for CudaDevice {
         }
         match (&src.inner, &mut dst.inner) {
             (BufferInner::Cuda(s), BufferInner::Cuda(d)) => self.stream.memcpy_dtod(s, d).map_err(cuda_err),
-            _ => Err(KernelError::OutOfRange("an emulator buffer given to CUDA".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to CUDA".into(),
+            )),
         }
     }
     fn time_launches(

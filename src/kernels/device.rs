@@ -20,6 +20,8 @@ pub struct DeviceBuffer {
 pub(super) enum BufferInner {
     Emu(EmuBuffer),
     Cuda(cudarc::driver::CudaSlice<u8>),
+    /// The cost model's: an address range without backing (see `kernels::model`).
+    Model(#[allow(dead_code)] super::model::ModelAlloc), // held for its Drop: frees the range
 }
 
 impl DeviceBuffer {
@@ -36,15 +38,18 @@ impl DeviceBuffer {
     pub fn as_emu(&self) -> Option<&EmuBuffer> {
         match &self.inner {
             BufferInner::Emu(b) => Some(b),
-            BufferInner::Cuda(_) => None,
+            BufferInner::Cuda(_) | BufferInner::Model(_) => None,
         }
     }
 }
 
 /// What the kernel tests and the executor need from a device.
 pub trait Device: Send + Sync {
-    /// "emulator" or "cuda:<ordinal> <name>".
+    /// "emulator", "cuda:<ordinal> <name>" or "model:<card>:sm<NN> (...)".
     fn name(&self) -> String;
+    /// `(major, minor)` of the code path this device runs, so the executor can pick kernels by
+    /// it: a CUDA device's own; the emulator's and the cost model's, the one they were made with.
+    fn compute_capability(&self) -> (u32, u32);
     /// `bytes` bytes of device memory (contents unspecified: the emulator fills them with 0xFF).
     fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError>;
     /// Bytes that allocations may still take: a CUDA device's free memory; for the emulator, whose
@@ -145,6 +150,10 @@ pub trait Device: Send + Sync {
     fn as_emulator(&self) -> Option<&Emulator> {
         None
     }
+    /// The cost model, if this device is one (to read its predicted clock and launch ledger).
+    fn as_model(&self) -> Option<&super::model::ModelDevice> {
+        None
+    }
 }
 
 impl dyn Device + '_ {
@@ -211,6 +220,9 @@ impl Device for Emulator {
     fn name(&self) -> String {
         "emulator".into()
     }
+    fn compute_capability(&self) -> (u32, u32) {
+        Emulator::compute_capability(self)
+    }
     fn memory_available(&self) -> u64 {
         crate::limits::host_memory_limit()
     }
@@ -226,7 +238,9 @@ impl Device for Emulator {
         self.flush()?;
         match &buf.inner {
             BufferInner::Emu(b) => b.upload(offset, data),
-            BufferInner::Cuda(_) => Err(KernelError::OutOfRange("a CUDA buffer given to the emulator".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to the emulator".into(),
+            )),
         }
     }
     fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
@@ -237,7 +251,9 @@ impl Device for Emulator {
                 self.count_download(out.len());
                 Ok(())
             }
-            BufferInner::Cuda(_) => Err(KernelError::OutOfRange("a CUDA buffer given to the emulator".into())),
+            _ => Err(KernelError::OutOfRange(
+                "a buffer of another device given to the emulator".into(),
+            )),
         }
     }
     fn launch_raw(

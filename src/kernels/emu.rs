@@ -164,6 +164,9 @@ pub struct Emulator {
     /// next can run before them; every other operation runs them first.
     triggering: std::collections::HashSet<String>,
     held: Mutex<Vec<HeldLaunch>>,
+    /// The compute capability it reports (`--device emulated:sm80|sm90`): the code path the
+    /// executor is asked to take; the emulated kernels are the same either way.
+    capability: (u32, u32),
 }
 
 /// `EmuLaunchDesc::flags`: bit 0 reverse order, bit 1 co-scheduled.
@@ -219,7 +222,18 @@ impl Emulator {
                 })
                 .collect(),
             held: Mutex::default(),
+            capability: (8, 0),
         }
+    }
+
+    /// An emulator that reports compute capability `capability` (default: (8, 0)).
+    pub fn with_compute_capability(mut self, capability: (u32, u32)) -> Self {
+        self.capability = capability;
+        self
+    }
+
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.capability
     }
 
     /// Bytes downloaded (device → host) since this emulator was made.

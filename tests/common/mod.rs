@@ -146,7 +146,7 @@ pub fn test_device() -> Arc<dyn Device> {
 /// The engine's device choice matching [`test_device`].
 pub fn test_device_choice() -> DeviceChoice {
     if test_device().as_emulator().is_some() {
-        DeviceChoice::Emulated
+        DeviceChoice::EMULATED
     } else {
         DeviceChoice::Cuda
     }

@@ -1,0 +1,324 @@
+//! What one launch costs: its class, its matmul FLOPs and its minimum DRAM bytes, computed from
+//! the parameter struct (or the [`GemmDesc`]) and the actual counts of the `BatchDesc` it points
+//! at, and the time a [`Profile`] predicts for it.
+//!
+//! Minimum bytes = every tensor the launch must read or write, once (no L2 reuse across
+//! launches, no re-reads inside one), 2 bytes per bf16/fp16 element, 4 per f32 or id. They are
+//! split into `param_bytes` (weights, biases, norm scales: read once per launch whatever the
+//! batch) and `activation_bytes` (everything that scales with the batch: activations, outputs,
+//! the token ids and the embedding rows they gather). Integer index arrays other than the ids
+//! (cu_seqlens, key_lens, mask rows) are not counted: a few bytes per sequence. These are the
+//! same traffic definitions the microbenchmarks use (profiles/README.md §2), so a microbenchmark's
+//! GB/s and a class's bytes here describe the same work.
+//!
+//! FLOPs are the tensor-core (matmul) FLOPs only, 2 per MAC — GEMMs and attention's QKᵀ and PV —
+//! the same count as the bench's `flops_per_token` (src/bench/workload.rs), so the two can be
+//! checked against each other; the row kernels' few arithmetic operations per element are not
+//! counted (they never bind: every row kernel is memory-bound).
+
+use super::super::gemm::GemmDesc;
+use super::super::params::*;
+use super::super::{KernelError, KernelParam};
+// The bench owns the local window's pair count (its FLOP formula uses it too): one rule.
+use crate::bench::local_pairs;
+
+/// Kernel classes the model gives their own efficiency. Attention is two classes: the local
+/// window's tiles do about half the useful work per tile of the global ones (measured:
+/// 79–80 vs 168–186 TFLOP/s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KernelClass {
+    Gemm,
+    AttentionGlobal,
+    AttentionLocal,
+    LayerNorm,
+    Embeddings,
+    Rope,
+    Geglu,
+    Pool,
+    HeadActNorm,
+    ColbertNormalize,
+    GatherRows,
+    SoftmaxTopk,
+}
+
+impl KernelClass {
+    pub const ALL: [KernelClass; 12] = [
+        KernelClass::Gemm,
+        KernelClass::AttentionGlobal,
+        KernelClass::AttentionLocal,
+        KernelClass::LayerNorm,
+        KernelClass::Embeddings,
+        KernelClass::Rope,
+        KernelClass::Geglu,
+        KernelClass::Pool,
+        KernelClass::HeadActNorm,
+        KernelClass::ColbertNormalize,
+        KernelClass::GatherRows,
+        KernelClass::SoftmaxTopk,
+    ];
+
+    /// The name in the JSON output and the calibration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelClass::Gemm => "gemm",
+            KernelClass::AttentionGlobal => "attention_global",
+            KernelClass::AttentionLocal => "attention_local",
+            KernelClass::LayerNorm => "layernorm",
+            KernelClass::Embeddings => "embeddings",
+            KernelClass::Rope => "rope",
+            KernelClass::Geglu => "geglu",
+            KernelClass::Pool => "pool",
+            KernelClass::HeadActNorm => "head_act_norm",
+            KernelClass::ColbertNormalize => "colbert_normalize",
+            KernelClass::GatherRows => "gather_rows",
+            KernelClass::SoftmaxTopk => "softmax_topk",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The work of one launch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LaunchCost {
+    pub class: KernelClass,
+    pub flops: f64,
+    pub param_bytes: f64,
+    pub activation_bytes: f64,
+}
+
+impl LaunchCost {
+    pub fn bytes(&self) -> f64 {
+        self.param_bytes + self.activation_bytes
+    }
+}
+
+/// Reads the device memory a launch's pointers name (the model device's small, backed data).
+pub trait DeviceMemory {
+    /// The u32 at `addr` (0 where nothing was uploaded).
+    fn read_u32(&self, addr: u64) -> u32;
+}
+
+/// `(tokens, sequences)` of the `BatchDesc` at `addr`.
+fn batch_counts(mem: &dyn DeviceMemory, addr: u64) -> (u64, u64) {
+    (mem.read_u32(addr) as u64, mem.read_u32(addr + 4) as u64)
+}
+
+/// Rows a row kernel processes: the BatchDesc's tokens, at most its capacity (a null `batch`
+/// means "all of the capacity", as the MLM head's kernels take it).
+fn rows(mem: &dyn DeviceMemory, batch: u64, capacity: u32) -> f64 {
+    if batch == 0 {
+        return capacity as f64;
+    }
+    batch_counts(mem, batch).0.min(capacity as u64) as f64
+}
+
+fn decode<P: KernelParam + Default>(kernel: &str, bytes: &[u8]) -> Result<P, KernelError> {
+    if bytes.len() != std::mem::size_of::<P>() {
+        return Err(KernelError::ParamSize {
+            kernel: kernel.to_string(),
+            message: format!("{} bytes, expected {}", bytes.len(), std::mem::size_of::<P>()),
+        });
+    }
+    // SAFETY: the length matches, and every `KernelParam` is plain `#[repr(C)]` data of
+    // integers and floats, for which every bit pattern is a valid value.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const P) })
+}
+
+const ELEM: f64 = 2.0;
+
+/// The cost of kernel `name` (`<op>_bf16` / `<op>_f16`) launched with `params`.
+pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<LaunchCost, KernelError> {
+    let op = name
+        .strip_suffix("_bf16")
+        .or_else(|| name.strip_suffix("_f16"))
+        .unwrap_or(name);
+    let cost = |class, flops, param_bytes, activation_bytes| LaunchCost {
+        class,
+        flops,
+        param_bytes,
+        activation_bytes,
+    };
+    let norm_params = |h: f64, bias: u64| h * ELEM * if bias != 0 { 2.0 } else { 1.0 };
+    Ok(match op {
+        "layernorm" => {
+            let p: LayerNormParams = decode(name, params)?;
+            let (t, h) = (rows(mem, p.batch, p.max_tokens), p.hidden as f64);
+            // read residual (+ delta), write residual (when delta) + out
+            let passes = if p.delta != 0 { 4.0 } else { 2.0 };
+            cost(
+                KernelClass::LayerNorm,
+                0.0,
+                norm_params(h, p.bias),
+                passes * t * h * ELEM,
+            )
+        }
+        "embeddings" => {
+            let p: EmbeddingLayerNormParams = decode(name, params)?;
+            let (t, h) = (rows(mem, p.batch, p.max_tokens), p.hidden as f64);
+            // ids, the gathered table rows, the output
+            let act = t * (4.0 + 2.0 * h * ELEM);
+            cost(KernelClass::Embeddings, 0.0, norm_params(h, p.bias), act)
+        }
+        "rope" => {
+            let p: RopeParams = decode(name, params)?;
+            let t = rows(mem, p.batch, p.max_tokens);
+            let width = (p.heads as f64) * (p.head_dim as f64);
+            // Q and K, read and written in place
+            cost(KernelClass::Rope, 0.0, 0.0, 2.0 * 2.0 * t * width * ELEM)
+        }
+        "attention" => attention_cost(name, params, mem)?,
+        "geglu" => {
+            let p: GegluParams = decode(name, params)?;
+            let (t, i) = (rows(mem, p.batch, p.max_tokens), p.inter as f64);
+            cost(KernelClass::Geglu, 0.0, 0.0, t * 3.0 * i * ELEM)
+        }
+        "pool" => {
+            let p: PoolParams = decode(name, params)?;
+            let (tokens, seqs) = batch_counts(mem, p.batch);
+            let s = seqs.min(p.max_sequences as u64) as f64;
+            let read_rows = if p.pooling == MB_POOL_CLS { s } else { tokens as f64 };
+            let act = read_rows * p.hidden_dim as f64 * ELEM + s * p.out_dim as f64 * 4.0;
+            cost(KernelClass::Pool, 0.0, 0.0, act)
+        }
+        "head_act_norm" => {
+            let p: HeadActNormParams = decode(name, params)?;
+            let (t, h) = (rows(mem, p.batch, p.max_tokens), p.hidden as f64);
+            let params_b = norm_params(h, p.bias) + if p.dense_bias != 0 { h * ELEM } else { 0.0 };
+            cost(KernelClass::HeadActNorm, 0.0, params_b, 2.0 * t * h * ELEM)
+        }
+        "colbert_normalize" => {
+            let p: RowNormalizeParams = decode(name, params)?;
+            let t = rows(mem, p.batch, p.max_rows);
+            cost(KernelClass::ColbertNormalize, 0.0, 0.0, t * p.dim as f64 * (ELEM + 4.0))
+        }
+        "gather_rows" => {
+            let p: GatherRowsParams = decode(name, params)?;
+            let act = p.n_rows as f64 * p.width as f64 * 2.0 * ELEM;
+            cost(KernelClass::GatherRows, 0.0, 0.0, act)
+        }
+        "softmax_topk" => {
+            let p: SoftmaxTopkParams = decode(name, params)?;
+            let r = p.rows as f64;
+            let act = r * p.cols as f64 * ELEM + r * p.k as f64 * 8.0;
+            cost(KernelClass::SoftmaxTopk, 0.0, 0.0, act)
+        }
+        _ => {
+            return Err(KernelError::UnknownKernel(format!(
+                "{name} (the cost model has no formula for it)"
+            )))
+        }
+    })
+}
+
+/// Attention: reads Q, K, V and writes O once (`4·T·width` elements); useful FLOPs
+/// `4·head_dim·heads` per (query, key) pair, pairs per sequence `s·keys` (global; keys = the
+/// sequence's key_lens, ≤ s) or the edge-clipped window's (local).
+fn attention_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<LaunchCost, KernelError> {
+    let p: AttentionParams = decode(name, params)?;
+    let (_, seqs) = batch_counts(mem, p.batch);
+    let seqs = seqs.min(p.max_sequences as u64);
+    let (mut tokens, mut pairs) = (0u64, 0u64);
+    for b in 0..seqs {
+        let start = mem.read_u32(p.cu_seqlens + 4 * b) as u64;
+        let end = mem.read_u32(p.cu_seqlens + 4 * (b + 1)) as u64;
+        let s = end.saturating_sub(start).min(p.max_seqlen as u64);
+        tokens += s;
+        pairs += if p.window_radius < 0 {
+            let keys = (mem.read_u32(p.key_lens + 4 * b) as u64).clamp(1, s.max(1));
+            s * keys
+        } else {
+            local_pairs(s, p.window_radius as u64)
+        };
+    }
+    let width = p.heads as f64 * p.head_dim as f64;
+    Ok(LaunchCost {
+        class: if p.window_radius < 0 {
+            KernelClass::AttentionGlobal
+        } else {
+            KernelClass::AttentionLocal
+        },
+        flops: 4.0 * width * pairs as f64,
+        param_bytes: 0.0,
+        activation_bytes: 4.0 * tokens as f64 * width * ELEM,
+    })
+}
+
+/// A GEMM: `2·m·n·k` FLOPs; reads A `[m, k]` and W `[n, k]` (+ bias), writes `[m, n]`.
+pub fn gemm_cost(g: &GemmDesc) -> LaunchCost {
+    let (m, n, k) = (g.m as f64, g.n as f64, g.k as f64);
+    LaunchCost {
+        class: KernelClass::Gemm,
+        flops: 2.0 * m * n * k,
+        param_bytes: n * k * ELEM + if g.bias != 0 { n * ELEM } else { 0.0 },
+        activation_bytes: (m * k + m * n) * ELEM,
+    }
+}
+
+/// How fast one class runs, as fractions of the card's vendor peaks (dense bf16 tensor FLOP/s,
+/// DRAM bytes/s). A class without a compute fraction is memory-bound by construction (its FLOPs
+/// are 0).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ClassEfficiency {
+    pub compute: f64,
+    pub memory: f64,
+}
+
+/// Everything the model needs to turn costs into time on one card.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Profile {
+    pub peak_flops: f64,
+    pub dram_bytes_per_s: f64,
+    /// Indexed by [`KernelClass::index`].
+    pub efficiency: [ClassEfficiency; 12],
+    /// GPU time every launch takes beyond its roofline time (ramp-up, tail, the gap to the next
+    /// kernel), the same for a graph node and a direct launch.
+    pub kernel_fixed_s: f64,
+    /// Host time to issue one direct launch, or one graph replay.
+    pub host_launch_s: f64,
+    /// Host↔device copies (assumed, not measured: see the calibration file).
+    pub pcie_bytes_per_s: f64,
+}
+
+impl Profile {
+    /// Every class at the card's vendor peaks, no fixed costs: the starting point of a fit.
+    pub fn at_peaks(peak_flops: f64, dram_bytes_per_s: f64, pcie_bytes_per_s: f64) -> Self {
+        Profile {
+            peak_flops,
+            dram_bytes_per_s,
+            efficiency: [ClassEfficiency {
+                compute: 1.0,
+                memory: 1.0,
+            }; 12],
+            kernel_fixed_s: 0.0,
+            host_launch_s: 0.0,
+            pcie_bytes_per_s,
+        }
+    }
+
+    pub fn efficiency(&self, class: KernelClass) -> ClassEfficiency {
+        self.efficiency[class.index()]
+    }
+
+    /// The roofline time of a launch: the slower of its FLOPs and its bytes at the class's rates.
+    pub fn roofline_s(&self, c: &LaunchCost) -> f64 {
+        let e = self.efficiency(c.class);
+        let compute = if c.flops > 0.0 {
+            c.flops / (e.compute * self.peak_flops)
+        } else {
+            0.0
+        };
+        compute.max(c.bytes() / (e.memory * self.dram_bytes_per_s))
+    }
+
+    /// GPU time of a launch: fixed cost + roofline.
+    pub fn kernel_s(&self, c: &LaunchCost) -> f64 {
+        self.kernel_fixed_s + self.roofline_s(c)
+    }
+}

@@ -1,0 +1,358 @@
+//! The cost model (`--device model:<card>`): its prediction of the committed base short-fixed
+//! H100 throughput, its exact counts (launches per forward, activation bytes per token) checked
+//! independently of it, the device syntax, and the H200's bandwidth scaling. The model device
+//! computes nothing, so these run in seconds.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use modernbert::batch::PackedBatch;
+use modernbert::config::ModelConfig;
+use modernbert::engine::{open_device, DeviceChoice};
+use modernbert::gpu::weights::DeviceWeights;
+use modernbert::gpu::GpuExecutor;
+use modernbert::kernels::device::{Device, DeviceBuffer, GemmDesc};
+use modernbert::kernels::emu::Emulator;
+use modernbert::kernels::model::calibration::CalibrationFile;
+use modernbert::kernels::model::{Card, ModelDevice};
+use modernbert::kernels::{Dtype, KernelError};
+use modernbert::model::Checkpoint;
+use modernbert::reference::ops::Pooling;
+use modernbert::weights::TensorStore;
+
+/// `modernbert bench ARGS`: (success, stdout JSON lines, stderr).
+fn bench(args: &[&str]) -> (bool, Vec<Value>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_modernbert"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> Vec<Value> {
+    let (success, lines, stderr) = bench(args);
+    assert!(success, "bench {args:?} failed: {stderr}");
+    lines
+}
+
+/// ModernBERT's launch list, independent of the recorder: embeddings; layer 0 without attn_norm
+/// (QKV, RoPE, attention, O, mlp_norm, Wi, GeGLU, Wo = 8); every later layer with it (9); the
+/// final norm; the CLS pooling.
+fn launches_of(layers: u64) -> u64 {
+    1 + 8 + 9 * (layers - 1) + 1 + 1
+}
+
+#[test]
+fn base_short_fixed_is_within_10_percent_of_the_committed_h100_throughput() {
+    let lines = ok(&["--device", "model:h100:sm80", "--shape", "base", "--set", "short-fixed"]);
+    let l = &lines[0];
+    let committed = CalibrationFile::h100()
+        .unwrap()
+        .throughput
+        .into_iter()
+        .find(|r| r.set == "short-fixed" && r.shape == "base")
+        .unwrap();
+    assert_eq!(committed.tokens_per_s, 1_443_345.0, "the committed run-4 number");
+    let predicted = l["predicted_tokens_per_s"].as_f64().unwrap();
+    let error = (predicted - committed.tokens_per_s) / committed.tokens_per_s;
+    assert!(
+        error.abs() < 0.10,
+        "predicted {predicted} tok/s, {:.1} % off",
+        100.0 * error
+    );
+    // Nothing measured is reported as measured.
+    assert!(
+        l["tokens_per_s"].is_null() && l["pass_s"].is_null() && l["mfu"].is_null(),
+        "{l}"
+    );
+    assert_eq!(l["prediction"], true);
+    assert_eq!(l["device_kind"], "model");
+    assert_eq!(l["path"], "sm80");
+    assert_eq!(l["compute_capability"], "sm80");
+    assert_eq!(l["sequences"], 8192);
+    assert_eq!(l["passes"], 10);
+    assert_eq!(l["launches_per_forward"], launches_of(22));
+    // The recorded launches' FLOPs are the bench's own formula (src/bench/workload.rs), pass by pass.
+    let counted = l["model_flops_counted"].as_f64().unwrap();
+    let formula = l["model_flops_per_pass"].as_f64().unwrap() * 10.0;
+    assert!((counted / formula - 1.0).abs() < 1e-9, "{counted} vs {formula}");
+    let classes: Vec<&str> = l["predicted_breakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    for c in [
+        "gemm",
+        "attention_global",
+        "attention_local",
+        "layernorm",
+        "rope",
+        "geglu",
+    ] {
+        assert!(classes.contains(&c), "{classes:?}");
+    }
+    let share: f64 = l["predicted_breakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["predicted_share"].as_f64().unwrap())
+        .sum();
+    assert!((share - 1.0).abs() < 1e-3, "{share}");
+}
+
+#[test]
+fn unknown_cards_and_suffixes_are_clear_errors() {
+    for (device, says) in [
+        ("model:a100", "unknown card `a100`"),
+        ("model:h100:sm70", "unknown suffix `:sm70`"),
+        ("emulated:sm75", "unknown suffix `:sm75`"),
+        ("model", "needs a card"),
+        ("model:h100:sm80:sm90", "at most one"),
+        ("gpu", "unknown device `gpu`"),
+    ] {
+        let (success, _, stderr) = bench(&["--device", device, "--layers", "1", "--shape", "base"]);
+        assert!(!success, "{device} was accepted");
+        assert!(stderr.contains(says), "{device}: {stderr}");
+    }
+    let (success, _, stderr) = bench(&["--device", "model:h200", "--model-errors"]);
+    assert!(!success && stderr.contains("model:h100"), "{stderr}");
+}
+
+#[test]
+fn sm90_runs_the_sm80_launches_and_says_so() {
+    let args = |d: &'static str| {
+        vec![
+            "--device",
+            d,
+            "--shape",
+            "base",
+            "--set",
+            "short-variable",
+            "--sequences",
+            "512",
+            "--passes",
+            "1",
+        ]
+    };
+    let sm80 = ok(&args("model:h100:sm80"));
+    let sm90 = ok(&args("model:h100:sm90"));
+    let native = ok(&args("model:h100"));
+    assert_eq!(sm90[0]["compute_capability"], "sm90");
+    assert_eq!(native[0]["compute_capability"], "sm90", "an H100's own capability");
+    assert!(
+        sm90[0]["path"].as_str().unwrap().contains("no Hopper path"),
+        "{}",
+        sm90[0]["path"]
+    );
+    for k in [
+        "predicted_tokens_per_s",
+        "launches_per_forward",
+        "activation_bytes_per_token",
+    ] {
+        assert_eq!(sm80[0][k], sm90[0][k], "{k}");
+    }
+}
+
+#[test]
+fn device_choice_sets_the_compute_capability() {
+    let cc = |s: &str| {
+        let dev = open_device(DeviceChoice::parse(s).unwrap()).unwrap().unwrap();
+        dev.compute_capability()
+    };
+    assert_eq!(cc("emulated"), (8, 0));
+    assert_eq!(cc("emulated:sm80"), (8, 0));
+    assert_eq!(cc("emulated:sm90"), (9, 0));
+    assert_eq!(cc("model:h100"), (9, 0));
+    assert_eq!(cc("model:h200:sm80"), (8, 0));
+    assert_eq!(DeviceChoice::parse("emulated").unwrap(), DeviceChoice::EMULATED);
+}
+
+#[test]
+fn h200_predicts_more_than_h100_by_at_most_the_bandwidth_ratio() {
+    // Half the predicted short-fixed time is DRAM-bound (row kernels), half compute-bound
+    // (GEMMs, attention): the H200's 4.8 vs 3.35 TB/s speeds up only the first half.
+    let args = |d: &'static str| {
+        vec![
+            "--device",
+            d,
+            "--shape",
+            "base",
+            "--set",
+            "short-fixed",
+            "--sequences",
+            "512",
+            "--passes",
+            "1",
+        ]
+    };
+    let tok_s = |d| ok(&args(d))[0]["predicted_tokens_per_s"].as_f64().unwrap();
+    let (h100, h200) = (tok_s("model:h100"), tok_s("model:h200"));
+    let ratio = h200 / h100;
+    assert!(
+        ratio > 1.05 && ratio < 4.8 / 3.35,
+        "h200 {h200} / h100 {h100} = {ratio}"
+    );
+}
+
+#[test]
+fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
+    // Base width, 1 layer, 2 sequences of 512 tokens (T = 1024, S = 2), CLS pooling. Per token,
+    // bf16 (2 B) activations: embeddings 4 (id) + 2·2H; QKV 2H + 6H; RoPE Q and K read + written
+    // 8H; attention Q, K, V read + O written 8H; O 2H + 2H; mlp_norm x, delta read + x, out
+    // written 8H; Wi 2H + 4I; GeGLU 4I + 2I; Wo 2I + 2H; final norm 8H → 4 + 52H + 12I; pooling
+    // reads S rows of 2H and writes S rows of 4H (f32): 6H·S/T.
+    let (h, i, t, s) = (768.0, 1152.0, 1024.0, 2.0);
+    let expected = 4.0 + 52.0 * h + 12.0 * i + 6.0 * h * s / t;
+    let lines = ok(&[
+        "--device",
+        "model:h100",
+        "--shape",
+        "base",
+        "--layers",
+        "1",
+        "--set",
+        "short-fixed",
+        "--sequences",
+        "2",
+        "--passes",
+        "1",
+    ]);
+    assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
+    assert_eq!(lines[0]["launches_per_forward"], launches_of(1));
+}
+
+/// Counts every launch and GEMM it passes on to the emulator: the executor's launch list, seen
+/// from outside the cost model.
+struct CountingDevice {
+    inner: Emulator,
+    launches: AtomicUsize,
+}
+
+impl Device for CountingDevice {
+    fn name(&self) -> String {
+        "counting".into()
+    }
+    fn compute_capability(&self) -> (u32, u32) {
+        Device::compute_capability(&self.inner)
+    }
+    fn memory_available(&self) -> u64 {
+        self.inner.memory_available()
+    }
+    fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
+        Device::alloc(&self.inner, bytes, label)
+    }
+    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
+        Device::upload(&self.inner, buf, offset, data)
+    }
+    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
+        Device::download(&self.inner, buf, offset, out)
+    }
+    fn launch_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        Device::launch_raw(&self.inner, name, grid, block, smem, params)
+    }
+    fn synchronize(&self) -> Result<(), KernelError> {
+        Ok(())
+    }
+    fn gemm(&self, dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        Device::gemm(&self.inner, dtype, g)
+    }
+}
+
+fn fixture() -> (ModelConfig, modernbert::model::BackboneWeights) {
+    let dir = common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16");
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let store = TensorStore::open_dir(&dir).unwrap();
+    let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
+    (config, weights)
+}
+
+#[test]
+fn launches_per_forward_equal_what_the_executor_issues() {
+    let (config, weights) = fixture();
+    let batch = PackedBatch::from_sequences(&[vec![5u32; 40], vec![7u32; 3]]).unwrap();
+    let h = config.hidden_size;
+    let mut out = vec![0f32; batch.sequences() * h];
+    let counting = Arc::new(CountingDevice {
+        inner: Emulator::new(),
+        launches: AtomicUsize::new(0),
+    });
+    let exec = GpuExecutor::new(counting.clone(), Dtype::Bf16, &config, &weights, 64, 4).unwrap();
+    exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
+        .unwrap();
+    let issued = counting.launches.load(Ordering::Relaxed) as u64;
+    assert_eq!(issued, launches_of(config.num_hidden_layers as u64));
+
+    let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();
+    for graphs in [false, true] {
+        let model = Arc::new(ModelDevice::new(Card::H100, None, profile.clone()));
+        let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 64, 4)
+            .unwrap()
+            .with_graphs(graphs);
+        exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
+            .unwrap();
+        let ledger = model.ledger();
+        assert_eq!(ledger.launches(), issued, "graphs {graphs}");
+        assert_eq!(ledger.graph_replays, graphs as u64);
+    }
+}
+
+#[test]
+fn reserved_weights_are_laid_out_as_uploaded_ones() {
+    let (config, weights) = fixture();
+    let model = ModelDevice::new(
+        Card::H100,
+        None,
+        modernbert::gpu::cost_model::profile(Card::H100).unwrap(),
+    );
+    let up = DeviceWeights::upload(&model, Dtype::Bf16, &weights).unwrap();
+    let re = DeviceWeights::reserve(&model, &config).unwrap();
+    assert_eq!(re.bytes, DeviceWeights::planned_bytes(&config).unwrap());
+    assert_eq!(up.bytes, re.bytes);
+    let rel = |w: &DeviceWeights, a: u64| if a == 0 { None } else { Some(a - w.tok_embeddings) };
+    let layout = |w: &DeviceWeights| {
+        let mut v = vec![
+            rel(w, w.emb_norm.weight),
+            rel(w, w.emb_norm.bias),
+            rel(w, w.final_norm.weight),
+        ];
+        for l in &w.layers {
+            v.extend([
+                l.attn_norm.map(|n| n.weight - w.tok_embeddings),
+                rel(w, l.wqkv.weight),
+                rel(w, l.wqkv.bias),
+                rel(w, l.wo.weight),
+                rel(w, l.mlp_norm.weight),
+                rel(w, l.wi.weight),
+                rel(w, l.mlp_wo.weight),
+                rel(w, l.mlp_wo.bias),
+            ]);
+        }
+        v
+    };
+    assert_eq!(layout(&up), layout(&re));
+}
