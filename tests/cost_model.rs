@@ -6,21 +6,19 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
 
+use common::counting::CountingDevice;
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{open_device, DeviceChoice};
 use modernbert::gpu::weights::DeviceWeights;
 use modernbert::gpu::GpuExecutor;
-use modernbert::kernels::device::{Device, DeviceBuffer, GemmDesc};
-use modernbert::kernels::emu::Emulator;
 use modernbert::kernels::model::calibration::CalibrationFile;
 use modernbert::kernels::model::{Card, ModelDevice};
-use modernbert::kernels::{Dtype, KernelError};
+use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
 use modernbert::reference::ops::Pooling;
 use modernbert::weights::TensorStore;
@@ -237,52 +235,6 @@ fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
     assert_eq!(lines[0]["launches_per_forward"], launches_of(1));
 }
 
-/// Counts every launch and GEMM it passes on to the emulator: the executor's launch list, seen
-/// from outside the cost model.
-struct CountingDevice {
-    inner: Emulator,
-    launches: AtomicUsize,
-}
-
-impl Device for CountingDevice {
-    fn name(&self) -> String {
-        "counting".into()
-    }
-    fn compute_capability(&self) -> (u32, u32) {
-        Device::compute_capability(&self.inner)
-    }
-    fn memory_available(&self) -> u64 {
-        self.inner.memory_available()
-    }
-    fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
-        Device::alloc(&self.inner, bytes, label)
-    }
-    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
-        Device::upload(&self.inner, buf, offset, data)
-    }
-    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
-        Device::download(&self.inner, buf, offset, out)
-    }
-    fn launch_raw(
-        &self,
-        name: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        smem: u32,
-        params: &[u8],
-    ) -> Result<(), KernelError> {
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        Device::launch_raw(&self.inner, name, grid, block, smem, params)
-    }
-    fn synchronize(&self) -> Result<(), KernelError> {
-        Ok(())
-    }
-    fn gemm(&self, dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        Device::gemm(&self.inner, dtype, g)
-    }
-}
-
 fn fixture() -> (ModelConfig, modernbert::model::BackboneWeights) {
     let dir = common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16");
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
@@ -297,14 +249,13 @@ fn launches_per_forward_equal_what_the_executor_issues() {
     let batch = PackedBatch::from_sequences(&[vec![5u32; 40], vec![7u32; 3]]).unwrap();
     let h = config.hidden_size;
     let mut out = vec![0f32; batch.sequences() * h];
-    let counting = Arc::new(CountingDevice {
-        inner: Emulator::new(),
-        launches: AtomicUsize::new(0),
-    });
+    // Counts every launch and GEMM it runs on the emulator: the executor's launch list, seen from
+    // outside the cost model.
+    let counting = Arc::new(CountingDevice::new(true));
     let exec = GpuExecutor::new(counting.clone(), Dtype::Bf16, &config, &weights, 64, 4).unwrap();
     exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
         .unwrap();
-    let issued = counting.launches.load(Ordering::Relaxed) as u64;
+    let issued = counting.launches() as u64;
     assert_eq!(issued, launches_of(config.num_hidden_layers as u64));
 
     let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();

@@ -6,15 +6,13 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::counting::CountingDevice;
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::gpu::GpuExecutor;
-use modernbert::kernels::device::{Device, DeviceBuffer, GemmDesc};
-use modernbert::kernels::emu::Emulator;
-use modernbert::kernels::{Dtype, KernelError};
+use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
 use modernbert::weights::TensorStore;
 
@@ -46,74 +44,12 @@ fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
 }
 
-/// A device that counts allocations and, when `execute` is off, records launches and GEMMs without
-/// running them (so the host-allocation count is the executor's alone, not the emulated GPU's).
-struct CountingDevice {
-    inner: Emulator,
-    execute: bool,
-    allocs: AtomicUsize,
-    launches: AtomicUsize,
-}
-
-impl Device for CountingDevice {
-    fn name(&self) -> String {
-        "counting".into()
-    }
-    fn compute_capability(&self) -> (u32, u32) {
-        Device::compute_capability(&self.inner)
-    }
-    fn memory_available(&self) -> u64 {
-        self.inner.memory_available()
-    }
-    fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError> {
-        self.allocs.fetch_add(1, Ordering::Relaxed);
-        Device::alloc(&self.inner, bytes, label)
-    }
-    fn upload(&self, buf: &mut DeviceBuffer, offset: usize, data: &[u8]) -> Result<(), KernelError> {
-        Device::upload(&self.inner, buf, offset, data)
-    }
-    fn download(&self, buf: &DeviceBuffer, offset: usize, out: &mut [u8]) -> Result<(), KernelError> {
-        Device::download(&self.inner, buf, offset, out)
-    }
-    fn launch_raw(
-        &self,
-        name: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        smem: u32,
-        params: &[u8],
-    ) -> Result<(), KernelError> {
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        if self.execute {
-            Device::launch_raw(&self.inner, name, grid, block, smem, params)
-        } else {
-            Ok(())
-        }
-    }
-    fn synchronize(&self) -> Result<(), KernelError> {
-        Ok(())
-    }
-    fn gemm(&self, dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        if self.execute {
-            Device::gemm(&self.inner, dtype, g)
-        } else {
-            g.check()
-        }
-    }
-}
-
 fn executor(execute: bool) -> (GpuExecutor, Arc<CountingDevice>, usize) {
     let dir = common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16");
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let store = TensorStore::open_dir(&dir).unwrap();
     let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
-    let dev = Arc::new(CountingDevice {
-        inner: Emulator::new(),
-        execute,
-        allocs: AtomicUsize::new(0),
-        launches: AtomicUsize::new(0),
-    });
+    let dev = Arc::new(CountingDevice::new(execute));
     let exec = GpuExecutor::new(dev.clone(), Dtype::Bf16, &config, &weights, 1024, 16).unwrap();
     (exec, dev, config.hidden_size)
 }
@@ -142,7 +78,7 @@ fn forward_makes_no_host_allocation() {
     )
     .unwrap();
 
-    let launches_before = dev.launches.load(Ordering::Relaxed);
+    let launches_before = dev.launches();
     let before = allocations();
     exec.forward_into(&big, &mut out_big).unwrap();
     exec.forward_into(&small, &mut out_small).unwrap();
@@ -156,7 +92,7 @@ fn forward_makes_no_host_allocation() {
     )
     .unwrap();
     let made = allocations() - before;
-    let launched = dev.launches.load(Ordering::Relaxed) - launches_before;
+    let launched = dev.launches() - launches_before;
     println!("3 forwards: {launched} launches/GEMMs, {made} host allocations");
     assert!(launched > 3 * 5 * 8, "the forwards really launched their kernels");
     assert_eq!(made, 0, "host heap allocations inside the executor's forward");
@@ -165,7 +101,7 @@ fn forward_makes_no_host_allocation() {
 #[test]
 fn forward_makes_no_device_allocation() {
     let (exec, dev, h) = executor(true);
-    let created = dev.allocs.load(Ordering::Relaxed);
+    let created = dev.allocs();
     assert_eq!(created, 2, "weights + arena: one allocation each");
     let (big, small) = batches();
     let mut out = vec![0f32; big.tokens() * h];
@@ -173,11 +109,7 @@ fn forward_makes_no_device_allocation() {
     assert!(out.iter().all(|v| v.is_finite()));
     let mut out = vec![0f32; small.tokens() * h];
     exec.forward_into(&small, &mut out).unwrap();
-    assert_eq!(
-        dev.allocs.load(Ordering::Relaxed),
-        created,
-        "device allocations during forward passes"
-    );
+    assert_eq!(dev.allocs(), created, "device allocations during forward passes");
 }
 
 #[test]

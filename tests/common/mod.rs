@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: the committed transformers fixtures and error metrics.
 #![allow(dead_code)]
 
+pub mod counting;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
