@@ -319,12 +319,11 @@ fn tma_case(rng: &mut Rng, rank: usize) -> TmaCase {
     } else {
         span / elem
     };
-    for d in 1..rank {
-        b[d] = 1 + rng.below(if rank == 5 { 3 } else { 9 });
+    for extent in b.iter_mut().take(rank).skip(1) {
+        *extent = 1 + rng.below(if rank == 5 { 3 } else { 9 });
     }
-    if span != 0 {
-        // Whole 128-byte rows of the swizzle pattern.
-        let rows_per_128 = 128 / span;
+    // Swizzled: whole 128-byte rows of the swizzle pattern.
+    if let Some(rows_per_128) = 128u32.checked_div(span) {
         b[1] = b[1].div_ceil(rows_per_128) * rows_per_128;
     }
     let mut dims = [1u64; 5];
