@@ -9,7 +9,8 @@
 //     into shared memory with generic stores, fenced to the async proxy, and one wgmma m64nNk16
 //     reads it through `desc_a` / `desc_b` (start addresses relative to the image; mode bit 1: A
 //     from registers instead, loaded from the image by the register-fragment layout at row pitch
-//     32 bytes); `out` = the accumulators after wait_group 0, [128][N/2].
+//     32 bytes; bit 2: scale-d = 0, the initial accumulators ignored); `out` = the accumulators
+//     after wait_group 0, [128][N/2].
 //   selftest_tma_load: thread 0 loads the box of `map` at `coords` (`bytes` bytes) into shared
 //     memory and waits on an mbarrier; the block copies the raw shared bytes to `out`.
 //   selftest_tma_store: the block stores `bytes` bytes of `in` into shared memory, fences, and
@@ -41,6 +42,7 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
     for (int i = 0; i < N / 2; i++) d[i] = c_in[tid * (N / 2) + i];
     const uint64_t db = rebase(p.desc_b, base);
     const bool fp16 = p.mode & 1, a_regs = p.mode & 2;
+    const int scale_d = (p.mode & 4) ? 0 : 1;  // 0: D = A·B, the accumulators' input ignored
     wgmma_fence();
     wgmma_fence_operands(d);
     if (a_regs) {
@@ -52,24 +54,24 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
         const int cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
         for (int i = 0; i < 4; i++) a[i] = *reinterpret_cast<const uint32_t*>(img + rows[i] * 32 + cols[i] * 2);
         if (fp16) {
-            if constexpr (N == 64) wgmma_rs_m64n64k16_f16(d, a, db, 1);
-            if constexpr (N == 128) wgmma_rs_m64n128k16_f16(d, a, db, 1);
-            if constexpr (N == 256) wgmma_rs_m64n256k16_f16(d, a, db, 1);
+            if constexpr (N == 64) wgmma_rs_m64n64k16_f16(d, a, db, scale_d);
+            if constexpr (N == 128) wgmma_rs_m64n128k16_f16(d, a, db, scale_d);
+            if constexpr (N == 256) wgmma_rs_m64n256k16_f16(d, a, db, scale_d);
         } else {
-            if constexpr (N == 64) wgmma_rs_m64n64k16_bf16(d, a, db, 1);
-            if constexpr (N == 128) wgmma_rs_m64n128k16_bf16(d, a, db, 1);
-            if constexpr (N == 256) wgmma_rs_m64n256k16_bf16(d, a, db, 1);
+            if constexpr (N == 64) wgmma_rs_m64n64k16_bf16(d, a, db, scale_d);
+            if constexpr (N == 128) wgmma_rs_m64n128k16_bf16(d, a, db, scale_d);
+            if constexpr (N == 256) wgmma_rs_m64n256k16_bf16(d, a, db, scale_d);
         }
     } else {
         const uint64_t da = rebase(p.desc_a, base);
         if (fp16) {
-            if constexpr (N == 64) wgmma_ss_m64n64k16_f16(d, da, db, 1);
-            if constexpr (N == 128) wgmma_ss_m64n128k16_f16(d, da, db, 1);
-            if constexpr (N == 256) wgmma_ss_m64n256k16_f16(d, da, db, 1);
+            if constexpr (N == 64) wgmma_ss_m64n64k16_f16(d, da, db, scale_d);
+            if constexpr (N == 128) wgmma_ss_m64n128k16_f16(d, da, db, scale_d);
+            if constexpr (N == 256) wgmma_ss_m64n256k16_f16(d, da, db, scale_d);
         } else {
-            if constexpr (N == 64) wgmma_ss_m64n64k16_bf16(d, da, db, 1);
-            if constexpr (N == 128) wgmma_ss_m64n128k16_bf16(d, da, db, 1);
-            if constexpr (N == 256) wgmma_ss_m64n256k16_bf16(d, da, db, 1);
+            if constexpr (N == 64) wgmma_ss_m64n64k16_bf16(d, da, db, scale_d);
+            if constexpr (N == 128) wgmma_ss_m64n128k16_bf16(d, da, db, scale_d);
+            if constexpr (N == 256) wgmma_ss_m64n256k16_bf16(d, da, db, scale_d);
         }
     }
     wgmma_commit();

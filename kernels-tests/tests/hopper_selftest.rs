@@ -148,6 +148,8 @@ struct WgmmaCase {
     n: u32,
     dt: Dtype,
     a_regs: bool,
+    /// scale-d = 0: D = A·B, the initial accumulators ignored.
+    overwrite: bool,
     a: Layout,
     b: Layout,
     input: Vec<u8>,
@@ -158,6 +160,7 @@ fn wgmma_case(rng: &mut Rng) -> WgmmaCase {
     let n = [64, 128, 256][rng.below(3) as usize];
     let dt = if rng.below(2) == 0 { Dtype::Bf16 } else { Dtype::F16 };
     let a_regs = rng.below(3) == 0;
+    let overwrite = rng.below(4) == 0;
     let small = |rng: &mut Rng| rng.below(7) as f32 - 3.0;
     // The image: small integers everywhere (a misdecoded address still reads a number), then A
     // and B where their layouts put them. A in [0, 16 KiB) (rows of 32 bytes at 0 when it comes
@@ -192,10 +195,10 @@ fn wgmma_case(rng: &mut Rng) -> WgmmaCase {
     let want = (0..128 * per)
         .map(|x| {
             let (row, col) = frag_pos(x / per, x % per);
-            c[x as usize]
-                + (0..16)
-                    .map(|k| a[(row * 16 + k) as usize] * b[(col * 16 + k) as usize])
-                    .sum::<f32>()
+            let c_in = if overwrite { 0.0 } else { c[x as usize] };
+            c_in + (0..16)
+                .map(|k| a[(row * 16 + k) as usize] * b[(col * 16 + k) as usize])
+                .sum::<f32>()
         })
         .collect();
     let mut input: Vec<u8> = image.iter().flat_map(|h| h.to_le_bytes()).collect();
@@ -204,6 +207,7 @@ fn wgmma_case(rng: &mut Rng) -> WgmmaCase {
         n,
         dt,
         a_regs,
+        overwrite,
         a: a_layout,
         b: b_layout,
         input,
@@ -221,7 +225,7 @@ fn run_wgmma(dev: &dyn Device, c: &WgmmaCase) -> Result<Vec<u8>, KernelError> {
     p.desc_a = c.a.desc();
     p.desc_b = c.b.desc();
     p.n = c.n;
-    p.mode = (c.dt == Dtype::F16) as u32 | (c.a_regs as u32) << 1;
+    p.mode = (c.dt == Dtype::F16) as u32 | (c.a_regs as u32) << 1 | (c.overwrite as u32) << 2;
     run(
         dev,
         "selftest_wgmma",
@@ -242,8 +246,8 @@ fn wgmma_decodes_every_descriptor_as_the_isa_lays_it_out() {
         for i in 0..24 {
             let c = wgmma_case(&mut rng);
             let what = format!(
-                "wgmma #{i} {order} n{} {:?} a_regs {} A {:?} B {:?}",
-                c.n, c.dt, c.a_regs, c.a, c.b
+                "wgmma #{i} {order} n{} {:?} a_regs {} scale-d {} A {:?} B {:?}",
+                c.n, c.dt, c.a_regs, !c.overwrite as u32, c.a, c.b
             );
             let got = run_wgmma(&*dev, &c);
             if skip_without_hopper(&*dev, &got) {
