@@ -64,6 +64,7 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
             mbar_init(&full[s], 1);
             mbar_init(&empty[s], MB_GEMM90_CONSUMERS);
         }
+        mbar_init_fence();  // the initialised barriers visible to the TMA unit
     }
     __syncthreads();
 

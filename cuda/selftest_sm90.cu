@@ -19,6 +19,8 @@
 //     then copies `n` u32 from `in` to `out`.
 //   selftest_sm90_misuse (emulator only): mode selects one protocol error the emulator must report
 //     or expose (see the test).
+// The register-A path has its fence after the fragment's loads: PTX requires one between any
+// register write and the wgmma that reads the register (a rule the emulator cannot see).
 #include "hopper.cuh"
 
 extern __shared__ __align__(16) unsigned char smem[];
@@ -43,8 +45,6 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
     const uint64_t db = rebase(p.desc_b, base);
     const bool fp16 = p.mode & 1, a_regs = p.mode & 2;
     const int scale_d = (p.mode & 4) ? 0 : 1;  // 0: D = A·B, the accumulators' input ignored
-    wgmma_fence();
-    wgmma_fence_operands(d);
     if (a_regs) {
         // Rows 16w + g (+8), k 2t (+8): the A fragment, from rows of 32 bytes at the image's start.
         const unsigned char* img = aligned_smem();
@@ -53,6 +53,10 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
         const int rows[4] = {16 * w + g, 16 * w + g + 8, 16 * w + g, 16 * w + g + 8};
         const int cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
         for (int i = 0; i < 4; i++) a[i] = *reinterpret_cast<const uint32_t*>(img + rows[i] * 32 + cols[i] * 2);
+        // The fence orders every register write before it (A's fragment and the accumulators)
+        // ahead of the wgmma that reads them.
+        wgmma_fence();
+        wgmma_fence_operands(d);
         if (fp16) {
             if constexpr (N == 64) wgmma_rs_m64n64k16_f16(d, a, db, scale_d);
             if constexpr (N == 128) wgmma_rs_m64n128k16_f16(d, a, db, scale_d);
@@ -64,6 +68,8 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
         }
     } else {
         const uint64_t da = rebase(p.desc_a, base);
+        wgmma_fence();
+        wgmma_fence_operands(d);
         if (fp16) {
             if constexpr (N == 64) wgmma_ss_m64n64k16_f16(d, da, db, scale_d);
             if constexpr (N == 128) wgmma_ss_m64n128k16_f16(d, da, db, scale_d);
@@ -101,6 +107,7 @@ extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_
     __shared__ __align__(8) uint64_t bar;
     if (threadIdx.x == 0) {
         mbar_init(&bar, 1);
+        mbar_init_fence();
         mbar_arrive_expect_tx(&bar, p.bytes);
         const int* c = p.coords;
         switch (p.n) {  // the rank
@@ -135,8 +142,8 @@ extern "C" __global__ void MB_PDL_PRIMARY selftest_pdl_copy(const __grid_constan
     for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) out[i] = in[i];
 }
 
-// Each mode is one mistake; the emulator must fail the launch (modes 0-4) or expose the mistake as
-// NaN in `out` (modes 5, 6). 128 threads.
+// Each mode is one mistake; the emulator must fail the launch (modes 0-4, 7) or expose the mistake
+// as NaN in `out` (modes 5, 6). 128 threads.
 extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_sm90_misuse(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* img = aligned_smem();
     __shared__ __align__(8) uint64_t bar;
@@ -183,9 +190,18 @@ extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_
         case 6:  // a TMA destination read before the mbarrier wait
             if (threadIdx.x == 0) {
                 mbar_init(&bar, 1);
+                mbar_init_fence();
                 mbar_arrive_expect_tx(&bar, p.bytes);
                 tma_load_2d(img, &p.map, 0, 0, &bar);
                 out[0] = __bfloat162float(*reinterpret_cast<const __nv_bfloat16*>(img));
+                mbar_wait(&bar, 0);
+            }
+            break;
+        case 7:  // a TMA copy on a barrier whose init was never fenced
+            if (threadIdx.x == 0) {
+                mbar_init(&bar, 1);
+                mbar_arrive_expect_tx(&bar, p.bytes);
+                tma_load_2d(img, &p.map, 0, 0, &bar);
                 mbar_wait(&bar, 0);
             }
             break;

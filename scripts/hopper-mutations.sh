@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The mutations issue 12 asks of the Hopper chain: each breaks cuda/gemm_sm90.cu in one way, and a
-# kernel test on the emulator must fail; the source is restored after each. Not part of test.sh
-# (about two minutes of rebuild per mutation); run it after changing the kernel or the emulator.
+# Mutations of the Hopper chain: each breaks cuda/gemm_sm90.cu in one way (a swizzle, a descriptor
+# stride, wait_group, fence.proxy.async, an mbarrier phase, expect_tx, griddepcontrol.wait, the
+# mbarrier-init fence), and a kernel test on the emulator must fail; the source is restored after
+# each. Not part of test.sh (a rebuild per mutation, about two minutes in all); run it after
+# changing the kernel or the emulator.
 #   bash scripts/hopper-mutations.sh            # all; exits 1 if any mutation survives
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,8 @@ mutate "expect_tx off by one tile" \
   "mbar_arrive_expect_tx(&full[s], A_BYTES + B_BYTES);" "mbar_arrive_expect_tx(&full[s], A_BYTES);"
 mutate "missing griddepcontrol.wait" \
   "if (kb == 0) pdl_wait();" "if (kb == 0) {}"
+mutate "missing fence.mbarrier_init" \
+  "        mbar_init_fence();  // the initialised" "        // the initialised"
 cp "$backup" "$src"
 echo "$survivors mutation(s) survived"
 [ "$survivors" -eq 0 ]

@@ -96,6 +96,7 @@ void emu_wgmma(int fp16, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_
 void emu_fence_proxy_async(void);
 void emu_mbar_init(uint64_t* bar, uint32_t count);
 void emu_mbar_arrive(uint64_t* bar);
+void emu_mbar_init_fence(void);
 void emu_mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes);
 void emu_mbar_expect_tx(uint64_t* bar, uint32_t bytes);
 int emu_mbar_try_wait_parity(uint64_t* bar, uint32_t parity);

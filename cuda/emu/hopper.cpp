@@ -18,6 +18,14 @@
 //     is an error, as is exiting with loads or wgmma still in flight.
 //   - A dependent launch (griddepcontrol) runs before its primary, which runs when the first thread
 //     reaches griddepcontrol.wait: code before the wait sees none of the primary's writes.
+//   - A TMA copy completing on an mbarrier initialised with no fence.mbarrier_init since is an error.
+// Deliberate approximations: after every wgmma.wait_group the next wgmma needs a wgmma.fence
+// (stricter than PTX, which asks for one only if the registers were touched: our kernels fence
+// each K-block anyway); a fence.proxy.async by any thread refreshes the async view of all shared
+// memory, and a fence.mbarrier_init covers every barrier of the block (both more lenient than
+// PTX's per-thread ordering); the TMA bytes of a phase land for every thread at the first thread's
+// successful wait. Register writes are invisible to the emulator: the rule that a wgmma.fence must
+// follow the writes of A's register fragment is checked by review only.
 #include "internal.h"
 
 #include <algorithm>
@@ -275,6 +283,15 @@ Mbar* find_mbar(uint64_t* bar, bool must_exist) {
         if (m.addr == bar) return &m;
     if (must_exist) fail("mbarrier at %p used before mbarrier.init", (void*)bar);
     return nullptr;
+}
+
+// The barrier a TMA copy completes on: initialised, and the init fenced for the async proxy.
+Mbar* tma_barrier(uint64_t* bar) {
+    Mbar* m = find_mbar(bar, true);
+    if (!m->init_fenced)
+        fail("a TMA copy completes on the mbarrier at %p, initialised with no fence.mbarrier_init since "
+             "(the async proxy may not see the initialised barrier)", (void*)bar);
+    return m;
 }
 
 void materialize(Mbar* m) {
@@ -543,6 +560,11 @@ extern "C" void emu_mbar_init(uint64_t* bar, uint32_t count) {
 
 extern "C" void emu_mbar_arrive(uint64_t* bar) { arrive(bar); }
 
+// Conservatively for the whole block (PTX: the executing thread's prior inits).
+extern "C" void emu_mbar_init_fence(void) {
+    for (auto& m : blk()->mbars) m.init_fenced = true;
+}
+
 extern "C" void emu_mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
     Mbar* m = find_mbar(bar, true);
     m->tx += bytes;
@@ -573,7 +595,7 @@ extern "C" void emu_tma_load(void* dst, const void* map, const int32_t* coords, 
     uint64_t bytes = box_bytes(m);
     uint32_t off = shared_range(dst, bytes, "cp.async.bulk.tensor (load)");
     if (off % 128) fail("cp.async.bulk.tensor: shared destination %u is not 128-byte aligned", off);
-    Mbar* mb = find_mbar(bar, true);
+    Mbar* mb = tma_barrier(bar);
     std::vector<unsigned char> staged(bytes);
     const uint16_t nan_bits[2] = {0x7fff, 0x7e00};
     for_box(m, coords, [&](unsigned char* g, uint32_t lin) {
@@ -604,7 +626,7 @@ extern "C" void emu_bulk_load(void* dst, const void* src, uint32_t bytes, uint64
     if (bytes % 16 || ((uintptr_t)dst | (uintptr_t)src) % 16)
         fail("cp.async.bulk: %u bytes from %p to %p (size and addresses must be multiples of 16)", bytes, src, dst);
     uint32_t off = shared_range(dst, bytes, "cp.async.bulk");
-    Mbar* mb = find_mbar(bar, true);
+    Mbar* mb = tma_barrier(bar);
     for (uint32_t c = 0; c < bytes; c += 16) {
         Chunk ch;
         ch.off = off + c;

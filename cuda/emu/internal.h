@@ -117,6 +117,7 @@ struct Mbar {
     int64_t pending;    // arrivals still missing in the current phase
     int64_t tx;         // transaction bytes still expected in the current phase
     uint64_t phase;     // phases completed so far
+    bool init_fenced;   // a fence.mbarrier_init since its init (TMA may complete on it only then)
     std::vector<Chunk> inflight;  // TMA bytes counted against the current phase
     std::vector<Chunk> landed;    // bytes of completed phases nobody has waited for yet
 };

@@ -95,6 +95,8 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
 }
+// After this thread's mbarrier.init calls, before a TMA copy may complete on those barriers.
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(bytes)
                  : "memory");
@@ -209,6 +211,7 @@ __device__ __forceinline__ void pdl_launch_dependents() {}  // the emulator star
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) { emu_mbar_init(bar, count); }
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) { emu_mbar_arrive(bar); }
+__device__ __forceinline__ void mbar_init_fence() { emu_mbar_init_fence(); }
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) { emu_mbar_arrive_expect_tx(bar, bytes); }
 __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) { emu_mbar_expect_tx(bar, bytes); }
 __device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) { return emu_mbar_try_wait_parity(bar, parity) != 0; }

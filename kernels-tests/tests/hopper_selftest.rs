@@ -336,9 +336,11 @@ fn tma_case(rng: &mut Rng, rank: usize) -> TmaCase {
     for d in 0..rank {
         dims[d] = b[d] as u64 + rng.below(6) as u64;
     }
-    strides[1] = (dims[0] * elem as u64).div_ceil(16) * 16 + 16 * rng.below(3) as u64;
+    // Row pitches: multiples of 16 bytes, of 128 for a swizzled map (tensor_map.rs's rules).
+    let pitch = if span == 0 { 16 } else { 128 };
+    strides[1] = (dims[0] * elem as u64).div_ceil(pitch) * pitch + pitch * rng.below(3) as u64;
     for d in 2..rank {
-        strides[d] = strides[d - 1] * dims[d - 1] + 16 * rng.below(2) as u64;
+        strides[d] = (strides[d - 1] * dims[d - 1]).div_ceil(pitch) * pitch + pitch * rng.below(2) as u64;
     }
     let total = strides[rank - 1] * dims[rank - 1];
     let global: Vec<u8> = (0..total).map(|_| rng.below(256) as u8).collect();
@@ -641,6 +643,7 @@ fn the_emulator_reports_hopper_protocol_errors() {
         (2, "deadlock"),
         (3, "TMA store"),
         (4, "never retired"),
+        (7, "fence.mbarrier_init"),
     ] {
         match misuse(mode) {
             Err(e) => assert!(e.to_string().contains(words), "mode {mode}: {e}"),

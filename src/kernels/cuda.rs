@@ -212,10 +212,9 @@ impl Device for CudaDevice {
         } else {
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE
         };
-        let rank = d.rank as usize;
         let element_strides = [1u32; 5];
         let mut map = sys::CUtensorMap { opaque: [0; 16] };
-        // SAFETY: every array holds at least `rank` (strides: rank - 1 from index 1) entries; the
+        // SAFETY: every array holds at least `d.rank` (strides: rank - 1 from index 1) entries; the
         // map is written by the driver only.
         let r = unsafe {
             sys::cuTensorMapEncodeTiled(
@@ -233,7 +232,6 @@ impl Device for CudaDevice {
                 oob,
             )
         };
-        let _ = rank;
         if r != sys::CUresult::CUDA_SUCCESS {
             return Err(KernelError::Cuda(format!("cuTensorMapEncodeTiled: {r:?}")));
         }
