@@ -1,6 +1,9 @@
 // gemm_sm90.cu — C[M,N] = A[M,K] · B[N,K]ᵀ on Hopper (sm_90a): TMA loads into a ring of stages,
 // wgmma from shared memory, a warp-specialised producer, a TMA-store epilogue. The seed of the
 // fused GEMMs; today a kernel-test and microbenchmark case, not yet in the executor.
+// Two epilogues: gemm_sm90_<dt> stores the tile; gemm_sm90_geglu_<dt> stores act(x) * gate at
+// half width (ModernBERT's Wi + GeGLU in one kernel, its weight rows interleaved in 64-row blocks
+// by ops::geglu_weight_rows), so the GeGLU pass and the full-width Wi output disappear.
 //
 // Shapes: A [M, K] row-major (activations), B [N, K] row-major (a Linear weight), C [M, N] row-major;
 //   bf16 or fp16 in and out, f32 accumulation. N % 128 == 0 and K % 64 == 0 (every ModernBERT GEMM:
@@ -17,13 +20,14 @@
 //     Per k-block: wait `full[s]`; wgmma.fence; 4 × wgmma m64n128k16 (K = 64 = 4 × 16, the
 //     descriptor's start +32 bytes each); commit; wait_group 1, which retires the previous k-block's
 //     group, so that block's stage is released (one arrive per consumer on `empty`).
-//   Epilogue: accumulators → 16-bit → shared (64 x 128, row-major) → fence.proxy.async (the TMA
-//     store reads through the async proxy) → named barrier of the warpgroup → its thread 0 stores
-//     the box and waits until the store has read shared memory.
+//   Epilogue: accumulators → 16-bit → shared (64 x 128, row-major; geglu: act(x) * gate, 64 x 64)
+//     → fence.proxy.async (the TMA store reads through the async proxy) → named barrier of the
+//     warpgroup → its thread 0 stores the box and waits until the store has read shared memory.
 // Registers: ptxas gives 168 per thread (the 384-thread bound: 65,536 / 384, rounded down to 8);
 //   setmaxnreg then moves them: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
 // Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
-// Bytes (minimum): 2·(M·K + N·K + M·N); FLOPs: 2·M·N·K.
+// Bytes (minimum): 2·(M·K + N·K + M·N) (geglu: M·N/2 written); FLOPs: 2·M·N·K.
+#include "common.cuh"  // activate()
 #include "hopper.cuh"
 
 extern __shared__ __align__(16) unsigned char smem[];
@@ -45,7 +49,19 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t da, uint6
     }
 }
 
+// What the consumers do with their 64 x 128 accumulator tile.
+enum class Epilogue {
+    Store,  // C = the tile, [M, N]
+    Geglu,  // C = act(tile[:, :64]) * tile[:, 64:], [M, N / 2]: B's rows ordered so that each 128-row
+            // block holds 64 rows of Wi's first half and the matching 64 of its second half
+};
+
 template <bool FP16>
+__device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
+    return FP16 ? pack_f16x2(lo, hi) : pack_bf16x2(lo, hi);
+}
+
+template <bool FP16, Epilogue EPI>
 __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     // Tiles start on a 1024-byte boundary: the 128-byte swizzle repeats every 8 rows of 128 bytes.
     unsigned char* base = smem + ((1024u - (smem_addr(smem) & 1023u)) & 1023u);
@@ -110,22 +126,38 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     wgmma_fence_operands(acc);
     pdl_launch_dependents();
 
-    // Epilogue: the m64n128 accumulator fragment (hopper.cuh) → row-major 16-bit tile.
+    // Epilogue: the m64n128 accumulator fragment (hopper.cuh) → row-major 16-bit tile. Thread
+    // (w, g, t) holds, per n8 block j, columns 8j + 2t, 8j + 2t + 1 of rows 16w + g and 16w + g + 8.
     unsigned char* c_tile = c_tiles + consumer * (64 * BN * 2);
     const int w = lane_in_wg / 32, g = (lane_in_wg % 32) / 4, t = lane_in_wg % 4;
+    const int r0 = 16 * w + g, r1 = r0 + 8;
+    if constexpr (EPI == Epilogue::Store) {
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-        const int col = 8 * j + 2 * t;
-        const uint32_t lo = FP16 ? pack_f16x2(acc[4 * j], acc[4 * j + 1]) : pack_bf16x2(acc[4 * j], acc[4 * j + 1]);
-        const uint32_t hi =
-            FP16 ? pack_f16x2(acc[4 * j + 2], acc[4 * j + 3]) : pack_bf16x2(acc[4 * j + 2], acc[4 * j + 3]);
-        *reinterpret_cast<uint32_t*>(c_tile + ((16 * w + g) * BN + col) * 2) = lo;
-        *reinterpret_cast<uint32_t*>(c_tile + ((16 * w + g + 8) * BN + col) * 2) = hi;
+        for (int j = 0; j < BN / 8; j++) {
+            const int col = 8 * j + 2 * t;
+            *reinterpret_cast<uint32_t*>(c_tile + (r0 * BN + col) * 2) = pack16x2<FP16>(acc[4 * j], acc[4 * j + 1]);
+            *reinterpret_cast<uint32_t*>(c_tile + (r1 * BN + col) * 2) = pack16x2<FP16>(acc[4 * j + 2], acc[4 * j + 3]);
+        }
+    } else {
+        // Column c of the activated half and column c of the gate sit in n8 blocks j and j + 8 of
+        // the same thread: act(x) * gate in f32, one rounding, a 64 x 64 tile.
+        constexpr int HALF = BN / 2;
+#pragma unroll
+        for (int j = 0; j < HALF / 8; j++) {
+            const int col = 8 * j + 2 * t;
+            const float* x = &acc[4 * j];
+            const float* gate = &acc[4 * (j + HALF / 8)];
+            const uint32_t lo = pack16x2<FP16>(activate(x[0], p.act) * gate[0], activate(x[1], p.act) * gate[1]);
+            const uint32_t hi = pack16x2<FP16>(activate(x[2], p.act) * gate[2], activate(x[3], p.act) * gate[3]);
+            *reinterpret_cast<uint32_t*>(c_tile + (r0 * HALF + col) * 2) = lo;
+            *reinterpret_cast<uint32_t*>(c_tile + (r1 * HALF + col) * 2) = hi;
+        }
     }
     fence_proxy_async();
     named_bar_sync(1 + consumer, 128);
     if (lane_in_wg == 0) {
-        tma_store_2d(&p.c, n0, m0 + consumer * 64, c_tile);
+        const int c0 = EPI == Epilogue::Store ? n0 : n0 / 2;
+        tma_store_2d(&p.c, c0, m0 + consumer * 64, c_tile);
         bulk_commit();
         bulk_wait_read<0>();
     }
@@ -134,8 +166,14 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
 }  // namespace
 
 extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_bf16(const __grid_constant__ GemmSm90Params p) {
-    gemm_sm90<false>(p);
+    gemm_sm90<false, Epilogue::Store>(p);
 }
 extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_f16(const __grid_constant__ GemmSm90Params p) {
-    gemm_sm90<true>(p);
+    gemm_sm90<true, Epilogue::Store>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_geglu_bf16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<false, Epilogue::Geglu>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_geglu_f16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<true, Epilogue::Geglu>(p);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutations of the Hopper chain: each breaks cuda/gemm_sm90.cu in one way (a swizzle, a descriptor
 # stride, wait_group, fence.proxy.async, an mbarrier phase, expect_tx, griddepcontrol.wait, the
-# mbarrier-init fence), and a kernel test on the emulator must fail; the source is restored after
+# mbarrier-init fence, the GeGLU epilogue's operands), and a kernel test on the emulator must fail; the source is restored after
 # each. Not part of test.sh (a rebuild per mutation, about two minutes in all); run it after
 # changing the kernel or the emulator.
 #   bash scripts/hopper-mutations.sh            # all; exits 1 if any mutation survives
@@ -47,6 +47,10 @@ mutate "missing griddepcontrol.wait" \
   "if (kb == 0) pdl_wait();" "if (kb == 0) {}"
 mutate "missing fence.mbarrier_init" \
   "        mbar_init_fence();  // the initialised" "        // the initialised"
+mutate "GeGLU epilogue: activated half and gate swapped" \
+  "            const float* x = &acc[4 * j];
+            const float* gate = &acc[4 * (j + HALF / 8)];" "            const float* gate = &acc[4 * j];
+            const float* x = &acc[4 * (j + HALF / 8)];"
 cp "$backup" "$src"
 echo "$survivors mutation(s) survived"
 [ "$survivors" -eq 0 ]

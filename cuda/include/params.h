@@ -279,9 +279,10 @@ typedef struct MbTensorMapDesc {
 typedef struct GemmSm90Params {
     MbTensorMap a; /* [M, K], box BK x BM, 128-byte swizzle */
     MbTensorMap b; /* [N, K], box BK x BN, 128-byte swizzle */
-    MbTensorMap c; /* [M, N], box BN x 64 (one consumer's rows), no swizzle */
+    MbTensorMap c; /* [M, N], box BN x 64 (one consumer's rows), no swizzle; geglu: [M, N/2], box BN/2 x 64 */
     uint32_t m, n, k;
-    uint32_t pad[29]; /* to the 128-byte alignment: no implicit padding in a parameter struct */
+    uint32_t act;     /* gemm_sm90_geglu: MB_ACT_* of the activated half */
+    uint32_t pad[28]; /* to the 128-byte alignment: no implicit padding in a parameter struct */
 } GemmSm90Params;
 
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */

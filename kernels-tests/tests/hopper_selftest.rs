@@ -12,7 +12,7 @@
 //! hardware's verdict on the emulator's reading of the ISA, run on every GPU contact.
 use kernels_tests::*;
 use modernbert::kernels::emu::Emulator;
-use modernbert::kernels::ops::{self, GemmSm90};
+use modernbert::kernels::ops::{self, GemmSm90, Sm90Epilogue};
 use modernbert::kernels::params::*;
 use modernbert::kernels::tensor_map;
 
@@ -551,6 +551,7 @@ fn a_dependent_gemm_waits_for_its_primary() {
             a: d_a.addr(),
             b: d_b.addr(),
             c: d_c.addr(),
+            epilogue: Sm90Epilogue::Store,
         };
         match ops::gemm_sm90(&*dev, Dtype::Bf16, &g, true).and_then(|_| dev.synchronize()) {
             Err(KernelError::UnknownKernel(kname)) if is_gpu(&*dev) => {

@@ -216,6 +216,10 @@ fn hopper_kernels_use_hopper_instructions() {
             "gemm_sm90_f16",
             &["HGMMA.64x128x16.F32", "UTMALDG.2D", "UTMASTG.2D", "USETMAXREG", "SYNCS"][..],
         ),
+        (
+            "gemm_sm90_geglu_bf16",
+            &["HGMMA.64x128x16.F32.BF16", "UTMALDG.2D", "UTMASTG.2D", "USETMAXREG"][..],
+        ),
         ("selftest_wgmma", &["HGMMA.64x256x16", "HGMMA.64x64x16"][..]),
         ("selftest_tma_load", &["UTMALDG.2D", "UTMALDG.3D", "UTMALDG.5D"][..]),
     ] {
@@ -234,7 +238,7 @@ fn hopper_kernels_use_hopper_instructions() {
         .into_iter()
         .filter(|e| e.0.starts_with("gemm_sm90"))
         .collect();
-    assert_eq!(gemm.len(), 2, "{gemm:?}");
+    assert_eq!(gemm.len(), 4, "the store and GeGLU epilogues, bf16 and fp16: {gemm:?}");
     for (k, arch, regs, st, ld, stack) in gemm {
         assert_eq!(arch, "sm_90a", "{k}");
         assert_eq!(regs, 168, "{k}: the header states 168 registers before setmaxnreg");

@@ -359,8 +359,18 @@ pub fn softmax_topk(dev: &dyn Device, dt: Dtype, p: &SoftmaxTopkParams) -> Resul
     dev.launch(&name, [p.rows.min(MB_MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
 }
 
+/// What `gemm_sm90.cu`'s consumers do with their accumulator tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sm90Epilogue {
+    /// `c[m, n]`: the product.
+    Store,
+    /// `c[m, n / 2] = act(x) * gate`, ModernBERT's Wi + GeGLU: `b`'s rows in the order of
+    /// [`geglu_weight_rows`], `act` an `MB_ACT_*` code.
+    Geglu { act: u32 },
+}
+
 /// One GEMM of `gemm_sm90.cu` (sm_90a only): `c[m, n] = a[m, k] · b[n, k]ᵀ`, row-major 16-bit
-/// buffers at device addresses.
+/// buffers at device addresses (with [`Sm90Epilogue::Geglu`], `c` is `[m, n / 2]`).
 #[derive(Clone, Copy, Debug)]
 pub struct GemmSm90 {
     pub m: u32,
@@ -369,6 +379,7 @@ pub struct GemmSm90 {
     pub a: u64,
     pub b: u64,
     pub c: u64,
+    pub epilogue: Sm90Epilogue,
 }
 
 impl GemmSm90 {
@@ -378,15 +389,47 @@ impl GemmSm90 {
     /// Minimum DRAM bytes: every operand read once, the output written once.
     pub fn min_bytes(&self) -> u64 {
         let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
-        2 * (m * k + n * k + m * n)
+        2 * (m * k + n * k + m * self.out_width() as u64)
+    }
+    /// Columns of `c`.
+    pub fn out_width(&self) -> u32 {
+        match self.epilogue {
+            Sm90Epilogue::Store => self.n,
+            Sm90Epilogue::Geglu { .. } => self.n / 2,
+        }
     }
 }
 
-/// The parameter struct of `gemm_sm90_<dtype>`: three tensor maps (A and B in 128-byte swizzled
-/// 64-element K rows, C in unswizzled 64-row boxes), encoded by `dev`.
+/// The order of Wi's `2 · intermediate` rows for [`Sm90Epilogue::Geglu`]: row `r` of the ordered
+/// weight is row `geglu_weight_rows(i)[r]` of Wi. Each block of `MB_GEMM90_BN` rows holds 64
+/// rows of Wi's first (activated) half and the matching 64 of its second (gate) half, so that one
+/// output tile has both operands of each GeGLU product. `intermediate` must be a multiple of 64.
+pub fn geglu_weight_rows(intermediate: u32) -> Vec<u32> {
+    let half = MB_GEMM90_BN / 2;
+    (0..2 * intermediate)
+        .map(|r| {
+            let (block, within) = (r / MB_GEMM90_BN, r % MB_GEMM90_BN);
+            if within < half {
+                block * half + within
+            } else {
+                intermediate + block * half + within - half
+            }
+        })
+        .collect()
+}
+
+fn gemm_sm90_name(dt: Dtype, epilogue: Sm90Epilogue) -> &'static str {
+    match epilogue {
+        Sm90Epilogue::Store => dt.pick("gemm_sm90_bf16", "gemm_sm90_f16"),
+        Sm90Epilogue::Geglu { .. } => dt.pick("gemm_sm90_geglu_bf16", "gemm_sm90_geglu_f16"),
+    }
+}
+
+/// The parameter struct of `gemm_sm90[_geglu]_<dtype>`: three tensor maps (A and B in 128-byte
+/// swizzled 64-element K rows, C in unswizzled 64-row boxes), encoded by `dev`.
 pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<GemmSm90Params, KernelError> {
     use super::tensor_map::{encode, matrix_2d};
-    let name = dt.pick("gemm_sm90_bf16", "gemm_sm90_f16");
+    let name = gemm_sm90_name(dt, g.epilogue);
     if g.m == 0 || g.n == 0 || g.n % MB_GEMM90_BN != 0 || g.k == 0 || g.k % MB_GEMM90_BK != 0 {
         return Err(unsupported(
             name,
@@ -399,7 +442,17 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
     for (what, ptr) in [("a", g.a), ("b", g.b), ("c", g.c)] {
         need(name, what, ptr)?;
     }
+    let act = match g.epilogue {
+        Sm90Epilogue::Store => 0,
+        Sm90Epilogue::Geglu { act } if act <= MB_ACT_SILU => act,
+        Sm90Epilogue::Geglu { act } => return Err(unsupported(name, format!("activation code {act}"))),
+    };
     let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
+    // One consumer's 64 rows of the tile's output columns.
+    let c_box = match g.epilogue {
+        Sm90Epilogue::Store => MB_GEMM90_BN,
+        Sm90Epilogue::Geglu { .. } => MB_GEMM90_BN / 2,
+    };
     Ok(GemmSm90Params {
         // A K-block of MB_GEMM90_BK 16-bit elements is one swizzle row.
         a: encode(
@@ -410,11 +463,12 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
             dev,
             &matrix_2d(dt, g.b, n, k, MB_GEMM90_BN, MB_GEMM90_BK, MB_GEMM90_BK * 2),
         )?,
-        c: encode(dev, &matrix_2d(dt, g.c, m, n, 64, MB_GEMM90_BN, 0))?,
+        c: encode(dev, &matrix_2d(dt, g.c, m, g.out_width() as u64, 64, c_box, 0))?,
         m: g.m,
         n: g.n,
         k: g.k,
-        pad: [0; 29],
+        act,
+        pad: [0; 28],
     })
 }
 
@@ -430,12 +484,18 @@ pub fn gemm_sm90_geometry(g: &GemmSm90) -> ([u32; 3], [u32; 3], u32) {
 /// Launch `gemm_sm90`; `dependent`: with programmatic dependent launch (its TMA loads of `a` wait
 /// at griddepcontrol.wait for the previous kernel; the first weight tile is fetched before).
 pub fn gemm_sm90(dev: &dyn Device, dt: Dtype, g: &GemmSm90, dependent: bool) -> Result<(), KernelError> {
-    launch_gemm_sm90(dev, dt, &gemm_sm90_params(dev, dt, g)?, dependent)
+    launch_gemm_sm90(dev, dt, g.epilogue, &gemm_sm90_params(dev, dt, g)?, dependent)
 }
 
 /// Launch `gemm_sm90` with parameters made by [`gemm_sm90_params`] (its tensor maps encoded
-/// once, outside a timed or captured region).
-pub fn launch_gemm_sm90(dev: &dyn Device, dt: Dtype, p: &GemmSm90Params, dependent: bool) -> Result<(), KernelError> {
+/// once, outside a timed or captured region) for the same `epilogue`.
+pub fn launch_gemm_sm90(
+    dev: &dyn Device,
+    dt: Dtype,
+    epilogue: Sm90Epilogue,
+    p: &GemmSm90Params,
+    dependent: bool,
+) -> Result<(), KernelError> {
     let g = GemmSm90 {
         m: p.m,
         n: p.n,
@@ -443,9 +503,10 @@ pub fn launch_gemm_sm90(dev: &dyn Device, dt: Dtype, p: &GemmSm90Params, depende
         a: 0,
         b: 0,
         c: 0,
+        epilogue,
     };
     let (grid, block, smem) = gemm_sm90_geometry(&g);
-    let name = dt.pick("gemm_sm90_bf16", "gemm_sm90_f16");
+    let name = gemm_sm90_name(dt, epilogue);
     if dependent {
         dev.launch_dependent_raw(name, grid, block, smem, p.as_bytes())
     } else {

@@ -610,7 +610,8 @@ pub struct GemmSm90Params {
     pub m: u32,
     pub n: u32,
     pub k: u32,
-    pub pad: [u32; 29usize],
+    pub act: u32,
+    pub pad: [u32; 28usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -635,8 +636,11 @@ const _: () = {
         "Offset of field: GemmSm90Params::k",
     ][::std::mem::offset_of!(GemmSm90Params, k) - 392usize];
     [
+        "Offset of field: GemmSm90Params::act",
+    ][::std::mem::offset_of!(GemmSm90Params, act) - 396usize];
+    [
         "Offset of field: GemmSm90Params::pad",
-    ][::std::mem::offset_of!(GemmSm90Params, pad) - 396usize];
+    ][::std::mem::offset_of!(GemmSm90Params, pad) - 400usize];
 };
 impl Default for GemmSm90Params {
     fn default() -> Self {

@@ -2,21 +2,28 @@
 use super::{Inputs, Prepared, E};
 use crate::{download, poisoned, upload, DeviceBuffer, Dtype};
 use modernbert::kernels::device::Device;
-use modernbert::kernels::ops::{self, GemmSm90};
-use modernbert::kernels::params::GemmSm90Params;
+use modernbert::kernels::ops::{self, GemmSm90, Sm90Epilogue};
+use modernbert::kernels::params::{GemmSm90Params, MB_ACT_GELU_ERF, MB_ACT_GELU_TANH, MB_ACT_SILU};
 use modernbert::kernels::KernelError;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GemmSm90Case {
     pub m: u32,
+    /// The GEMM's N (with the GeGLU epilogue, 2 x the intermediate size).
     pub n: u32,
     pub k: u32,
+    pub epilogue: Sm90Epilogue,
 }
 
 /// Tile edges (M of 1, 64, 130: partial row tiles, which TMA fills and clips), several k-blocks
 /// (more than the 4 stages, so every stage is refilled), and the ModernBERT base shapes at a small M.
 pub fn cases() -> Vec<GemmSm90Case> {
-    let c = |m, n, k| GemmSm90Case { m, n, k };
+    let c = |m, n, k| GemmSm90Case {
+        m,
+        n,
+        k,
+        epilogue: Sm90Epilogue::Store,
+    };
     vec![
         c(1, 128, 64),
         c(64, 128, 128),
@@ -27,13 +34,44 @@ pub fn cases() -> Vec<GemmSm90Case> {
     ]
 }
 
-/// ModernBERT's four GEMM shapes (base) at a microbenchmark's token count.
-pub fn bench_cases(tokens: u32) -> Vec<GemmSm90Case> {
-    let c = |n, k| GemmSm90Case { m: tokens, n, k };
-    vec![c(2304, 768), c(768, 768), c(2304, 768), c(768, 1152)]
+/// The GeGLU epilogue (Wi + GeGLU): tile edges, and base's Wi (intermediate 1152) at a small M.
+pub fn geglu_cases() -> Vec<GemmSm90Case> {
+    let c = |m, inter: u32, k, act| GemmSm90Case {
+        m,
+        n: 2 * inter,
+        k,
+        epilogue: Sm90Epilogue::Geglu { act },
+    };
+    vec![
+        c(1, 64, 64, MB_ACT_GELU_ERF),
+        c(130, 192, 256, MB_ACT_GELU_ERF),
+        c(96, 1152, 768, MB_ACT_GELU_ERF),
+        c(65, 128, 128, MB_ACT_GELU_TANH),
+        c(64, 64, 128, MB_ACT_SILU),
+    ]
 }
 
-/// A case on a device: `a [m, k]`, `b [n, k]`, `c [m + 1, n]` (the extra row must stay poisoned).
+/// ModernBERT's four GEMM shapes (base) at a microbenchmark's token count, and Wi with GeGLU fused.
+pub fn bench_cases(tokens: u32) -> Vec<GemmSm90Case> {
+    let c = |n, k, epilogue| GemmSm90Case {
+        m: tokens,
+        n,
+        k,
+        epilogue,
+    };
+    let store = Sm90Epilogue::Store;
+    vec![
+        c(2304, 768, store),
+        c(768, 768, store),
+        c(2304, 768, store),
+        c(768, 1152, store),
+        c(2304, 768, Sm90Epilogue::Geglu { act: MB_ACT_GELU_ERF }),
+    ]
+}
+
+/// A case on a device: `a [m, k]`, `b [n, k]` (with GeGLU: already in `ops::geglu_weight_rows`'
+/// order; `b` holds it as drawn, i.e. in Wi's own order), `c [m + 1, width]` (the extra row must
+/// stay poisoned).
 pub struct GemmSm90Run {
     pub case: GemmSm90Case,
     pub dt: Dtype,
@@ -53,16 +91,25 @@ impl GemmSm90Run {
         let a = inputs.normal(m * k, 0.0, 1.0);
         let b = inputs.normal(n * k, 0.0, 0.05);
         let d_a = upload(dev, dt, &a, "a");
-        let d_b = upload(dev, dt, &b, "b");
-        let d_c = poisoned(dev, (m + 1) * n * E, "c");
-        let gemm = GemmSm90 {
+        let ordered: Vec<f32> = match case.epilogue {
+            Sm90Epilogue::Store => b.clone(),
+            Sm90Epilogue::Geglu { .. } => ops::geglu_weight_rows(case.n / 2)
+                .iter()
+                .flat_map(|&r| b[r as usize * k..][..k].iter().copied())
+                .collect(),
+        };
+        let d_b = upload(dev, dt, &ordered, "b");
+        let mut gemm = GemmSm90 {
             m: case.m,
             n: case.n,
             k: case.k,
             a: d_a.addr(),
             b: d_b.addr(),
-            c: d_c.addr(),
+            c: 0,
+            epilogue: case.epilogue,
         };
+        let d_c = poisoned(dev, (m + 1) * gemm.out_width() as usize * E, "c");
+        gemm.c = d_c.addr();
         GemmSm90Run {
             case: *case,
             dt,
@@ -76,11 +123,11 @@ impl GemmSm90Run {
     }
     pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
         match &self.params {
-            Some(p) => ops::launch_gemm_sm90(dev, self.dt, p, false),
+            Some(p) => ops::launch_gemm_sm90(dev, self.dt, self.gemm.epilogue, p, false),
             None => ops::gemm_sm90(dev, self.dt, &self.gemm, false),
         }
     }
-    /// `c`, `[m + 1, n]`.
+    /// `c`, `[m + 1, width]`.
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
         download(dev, self.dt, &self.d_c)
     }
@@ -88,10 +135,17 @@ impl GemmSm90Run {
 
 impl Prepared for GemmSm90Run {
     fn name(&self, _kernel: usize) -> String {
-        format!("m{}_n{}_k{}", self.case.m, self.case.n, self.case.k)
+        let tag = match self.case.epilogue {
+            Sm90Epilogue::Store => "",
+            Sm90Epilogue::Geglu { .. } => "_geglu",
+        };
+        format!("m{}_n{}_k{}{tag}", self.case.m, self.case.n, self.case.k)
     }
     fn kernels(&self) -> &'static [&'static str] {
-        &["gemm_sm90"]
+        match self.case.epilogue {
+            Sm90Epilogue::Store => &["gemm_sm90"],
+            Sm90Epilogue::Geglu { .. } => &["gemm_sm90_geglu"],
+        }
     }
     fn launch(&self, dev: &dyn Device, _kernel: usize) -> Result<(), KernelError> {
         GemmSm90Run::launch(self, dev)
