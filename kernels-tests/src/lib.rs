@@ -24,6 +24,24 @@ pub fn device() -> Box<dyn Device> {
     }
 }
 
+/// Whether the device under test is a real GPU (not the emulator).
+pub fn is_gpu(dev: &dyn Device) -> bool {
+    dev.as_emulator().is_none()
+}
+
+/// True (with a SKIPPED line) when `r` says the GPU has no such kernel because it is sm_90a code
+/// and the GPU is not compute capability 9.0: the Hopper tests then check nothing there.
+pub fn skipped_without_hopper<T>(dev: &dyn Device, r: &Result<T, KernelError>) -> bool {
+    if let (true, Err(KernelError::UnknownKernel(k))) = (is_gpu(dev), r) {
+        eprintln!(
+            "SKIPPED on {}: `{k}` is sm_90a code and this GPU is not compute capability 9.0",
+            dev.name()
+        );
+        return true;
+    }
+    false
+}
+
 /// The thread orders to run in: forward and reverse on the emulator, the hardware's on a GPU.
 pub fn orders(dev: &dyn Device) -> Vec<bool> {
     if dev.as_emulator().is_some() {

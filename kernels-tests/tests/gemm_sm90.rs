@@ -43,20 +43,6 @@ fn naive(dt: Dtype, run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
     out
 }
 
-/// The kernel exists on this device (the emulator, or a GPU of compute capability 9.0).
-pub fn hopper_available(dev: &dyn Device, probe: Result<(), KernelError>) -> bool {
-    match probe {
-        Err(KernelError::UnknownKernel(k)) if dev.as_emulator().is_none() => {
-            eprintln!(
-                "SKIPPED on {}: `{k}` is sm_90a code and this GPU is not compute capability 9.0",
-                dev.name()
-            );
-            false
-        }
-        _ => true,
-    }
-}
-
 #[test]
 fn gemm_sm90_matches_the_reference() {
     let dev = device();
@@ -70,7 +56,7 @@ fn gemm_sm90_matches_the_reference() {
                 let run = GemmSm90Run::new(&*dev, &c, &mut Inputs::drawn(&mut rng, dt));
                 // Synchronised: the emulator holds a primary's launch until the next operation.
                 let launched = run.launch(&*dev).and_then(|_| dev.synchronize());
-                if !hopper_available(&*dev, launched.as_ref().map(|_| ()).map_err(clone_err)) {
+                if skipped_without_hopper(&*dev, &launched) {
                     return;
                 }
                 if let Err(e) = launched {
@@ -85,13 +71,6 @@ fn gemm_sm90_matches_the_reference() {
         }
     }
     f.finish();
-}
-
-fn clone_err(e: &KernelError) -> KernelError {
-    match e {
-        KernelError::UnknownKernel(k) => KernelError::UnknownKernel(k.clone()),
-        other => KernelError::Cuda(other.to_string()),
-    }
 }
 
 #[test]
@@ -129,7 +108,7 @@ fn gemm_sm90_geglu_matches_wi_then_geglu() {
                 let what = format!("gemm_sm90_geglu {dt:?} {c:?} {order}");
                 let run = GemmSm90Run::new(&*dev, &c, &mut Inputs::drawn(&mut rng, dt));
                 let launched = run.launch(&*dev).and_then(|_| dev.synchronize());
-                if !hopper_available(&*dev, launched.as_ref().map(|_| ()).map_err(clone_err)) {
+                if skipped_without_hopper(&*dev, &launched) {
                     return;
                 }
                 if let Err(e) = launched {

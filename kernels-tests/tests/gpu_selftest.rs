@@ -53,10 +53,6 @@ fn emulated(kernel: &str, input: &[u32], out_words: usize, grid: u32, block: u32
     run(&emu, kernel, input, out_words, grid, block, n, mode)
 }
 
-fn is_gpu(dev: &dyn Device) -> bool {
-    dev.as_emulator().is_none()
-}
-
 /// A (16x16), B (16x8, [k][n]), C (16x8 f32) → the input words of selftest_mma_*.
 fn mma_input(dt: Dtype, a: &[f32], b: &[f32], c: &[f32]) -> Vec<u32> {
     let mut w = pack_u16(&a.iter().map(|&v| bits(dt, v)).collect::<Vec<_>>());

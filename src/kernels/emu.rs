@@ -414,15 +414,17 @@ impl Emulator {
         attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
         let dependent = attrs.dependent;
+        // Only the paths that keep a launch for later copy it (the ordinary path allocates nothing).
+        let keep = || HeldLaunch {
+            name: name.to_string(),
+            grid,
+            block,
+            smem,
+            params: params.to_vec(),
+            attrs,
+        };
         if let Some(list) = self.recording.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            list.push(Recorded::Launch(HeldLaunch {
-                name: name.to_string(),
-                grid,
-                block,
-                smem,
-                params: params.to_vec(),
-                attrs,
-            }));
+            list.push(Recorded::Launch(keep()));
             return Ok(());
         }
         let mut held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
@@ -433,27 +435,12 @@ impl Emulator {
         if self.triggering.contains(name) {
             // Held: the next launch may be its dependent. The chain's later members each depend on
             // the one before.
-            held.push(HeldLaunch {
-                name: name.to_string(),
-                grid,
-                block,
-                smem,
-                params: params.to_vec(),
-                attrs,
-            });
+            held.push(keep());
             *self.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
             return Ok(());
         }
         if !held.is_empty() {
-            let this = HeldLaunch {
-                name: name.to_string(),
-                grid,
-                block,
-                smem,
-                params: params.to_vec(),
-                attrs,
-            };
-            return self.run_held(&held, Some(&this));
+            return self.run_held(&held, Some(&keep()));
         }
         // The name, NUL-terminated, and the error text live on the stack: a launch allocates
         // nothing on the host (the executor's zero-allocation test runs through here).

@@ -472,10 +472,10 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
     })
 }
 
-/// Launch geometry of `gemm_sm90`: (grid, block, dynamic shared memory bytes).
-pub fn gemm_sm90_geometry(g: &GemmSm90) -> ([u32; 3], [u32; 3], u32) {
+/// Launch geometry of `gemm_sm90` for an `m x n` product: (grid, block, dynamic shared memory bytes).
+pub fn gemm_sm90_geometry(m: u32, n: u32) -> ([u32; 3], [u32; 3], u32) {
     (
-        [g.n / MB_GEMM90_BN, g.m.div_ceil(MB_GEMM90_BM), 1],
+        [n / MB_GEMM90_BN, m.div_ceil(MB_GEMM90_BM), 1],
         [MB_GEMM90_THREADS, 1, 1],
         MB_GEMM90_SMEM_BYTES,
     )
@@ -496,16 +496,7 @@ pub fn launch_gemm_sm90(
     p: &GemmSm90Params,
     dependent: bool,
 ) -> Result<(), KernelError> {
-    let g = GemmSm90 {
-        m: p.m,
-        n: p.n,
-        k: p.k,
-        a: 0,
-        b: 0,
-        c: 0,
-        epilogue,
-    };
-    let (grid, block, smem) = gemm_sm90_geometry(&g);
+    let (grid, block, smem) = gemm_sm90_geometry(p.m, p.n);
     let name = gemm_sm90_name(dt, epilogue);
     if dependent {
         dev.launch_dependent_raw(name, grid, block, smem, p.as_bytes())
