@@ -866,6 +866,13 @@ fn run_latency(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Value) 
                         "wall clock per call: input upload + forward + output download (synchronising)"
                     },
                 });
+                if let Runner::Cpu(e) = &runner {
+                    // The host's memory: the process's peak so far (load and every run) beside
+                    // the backbone's f32 size and what the executor holds.
+                    line["peak_host_bytes"] = json!(peak_host_bytes());
+                    line["f32_weight_bytes"] = json!(4 * e.parameter_count());
+                    line["held_weight_bytes"] = json!(e.weight_bytes());
+                }
                 if let Some(m) = model {
                     predicted::relabel(&mut line, &["p50_us", "p99_us", "mean_us", "min_us", "max_us"]);
                     let ledger = m.ledger();

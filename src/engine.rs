@@ -644,7 +644,7 @@ impl Engine {
             Backbone::Cpu(e) => {
                 let hidden = e.forward(batch)?;
                 let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
-                let logits = heads::mlm_logits(&self.config, mlm, &e.weights.tok_embeddings, &hidden, &rows);
+                let logits = heads::mlm_logits(&self.config, mlm, e.tok_embeddings(), &hidden, &rows);
                 Ok(logits
                     .chunks(self.config.vocab_size)
                     .flat_map(|l| heads::softmax_topk(l, k))

@@ -1,5 +1,5 @@
 //! The host's f32 matrix product for a `Linear`, on the `gemm` crate: the one implementation the
-//! CPU reference (`reference::ops::linear`, below its AVX-512 shortcut) and the emulated device's
+//! CPU reference (`reference::ops::linear`, below its packed-microkernel shortcut) and the emulated device's
 //! GEMM (`kernels::gemm_host`) share. A leaf: it depends on nothing in the crate.
 
 use rayon::prelude::*;

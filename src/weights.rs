@@ -204,7 +204,7 @@ impl TensorStore {
             )));
         }
         let bytes = self.bytes(name)?;
-        Ok(match self.storage_type(name)? {
+        let values = match self.storage_type(name)? {
             StorageType::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -217,7 +217,32 @@ impl TensorStore {
                 .chunks_exact(2)
                 .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-        })
+        };
+        self.release(name);
+        Ok(values)
+    }
+
+    /// Drop a converted tensor's file pages from this process's resident set: the loader reads
+    /// each tensor once into its own f32 copy, so keeping the mapped pages as well would double
+    /// the peak memory of a load. Best effort (advice); a later read faults the pages back in.
+    fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Ok(entry) = self.entry(name) {
+            let file = &self.files[entry.file];
+            let (start, end) = entry.info.data_offsets;
+            if end > start && file.data_start + end <= file.mmap.len() {
+                // SAFETY: the mapping is shared and read-only (`Mmap::map`), so MADV_DONTNEED only
+                // discards clean page-cache pages from this mapping; a later access reads the same
+                // file bytes again. No byte of the mapping is changed.
+                let _ = unsafe {
+                    file.mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        file.data_start + start,
+                        end - start,
+                    )
+                };
+            }
+        }
     }
 }
 

@@ -16,13 +16,15 @@ use modernbert::config::ModelConfig;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::gpu::GpuExecutor;
 use modernbert::kernels::Dtype;
-use modernbert::model::Checkpoint;
+use modernbert::model::{BackboneWeights, Checkpoint};
 use modernbert::reference::ops::{pool, Pooling};
 use modernbert::reference::{heads, CpuExecutor};
 use modernbert::weights::TensorStore;
 
 struct Pair {
     cpu: CpuExecutor,
+    /// The checkpoint's weights for the GPU executor (the CPU executor keeps only packed copies).
+    weights: BackboneWeights,
     store: TensorStore,
     config: ModelConfig,
 }
@@ -30,9 +32,10 @@ struct Pair {
 fn load(dir: &std::path::Path) -> Pair {
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let store = TensorStore::open_dir(dir).unwrap();
-    let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
+    let backbone = || Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
     Pair {
-        cpu: CpuExecutor::new(config.clone(), weights),
+        cpu: CpuExecutor::new(config.clone(), backbone()),
+        weights: backbone(),
         store,
         config,
     }
@@ -58,7 +61,7 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
         .map(|c| c.input_ids.iter().map(Vec::len).sum::<usize>())
         .max()
         .unwrap();
-    let gpu = GpuExecutor::new(test_device(), dtype, &p.config, &p.cpu.weights, max_tokens, 64).unwrap();
+    let gpu = GpuExecutor::new(test_device(), dtype, &p.config, &p.weights, max_tokens, 64).unwrap();
     for case in &fx.expected.cases {
         let keys: Vec<usize> = match &case.attention_mask {
             Some(m) => m.iter().map(|r| r.iter().filter(|&&v| v == 1).count()).collect(),
@@ -88,11 +91,11 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
             let rows: Vec<usize> = (0..batch.tokens()).collect();
             let v = p.config.vocab_size;
             let a = argmax_rows(
-                &heads::mlm_logits(&p.config, &mlm, &p.cpu.weights.tok_embeddings, &got, &rows),
+                &heads::mlm_logits(&p.config, &mlm, &p.weights.tok_embeddings, &got, &rows),
                 v,
             );
             let b = argmax_rows(
-                &heads::mlm_logits(&p.config, &mlm, &p.cpu.weights.tok_embeddings, &want, &rows),
+                &heads::mlm_logits(&p.config, &mlm, &p.weights.tok_embeddings, &want, &rows),
                 v,
             );
             let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
@@ -216,7 +219,7 @@ fn device_8192_tokens() {
         random_ids(300, 2, p.config.vocab_size as u32),
     ];
     let batch = PackedBatch::from_sequences(&ids).unwrap();
-    let gpu = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.cpu.weights, batch.tokens(), 2).unwrap();
+    let gpu = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.weights, batch.tokens(), 2).unwrap();
     let want = p.cpu.forward(&batch).unwrap();
     let mut got = vec![0f32; want.len()];
     gpu.forward_into(&batch, &mut got).unwrap();
@@ -251,8 +254,8 @@ fn device_base_shaped_model() {
 fn graph_replay_equals_direct_launches() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
     let h = p.config.hidden_size;
-    let direct = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.cpu.weights, 512, 8).unwrap();
-    let graphed = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.cpu.weights, 512, 8)
+    let direct = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.weights, 512, 8).unwrap();
+    let graphed = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.weights, 512, 8)
         .unwrap()
         .with_graphs(true);
     let vocab = p.config.vocab_size as u32;

@@ -314,6 +314,20 @@ fn measure_cpu_gemm() -> f64 {
     2.0 * (n * n * n) as f64 / best / 1e12
 }
 
+/// This process's peak resident memory so far (Linux `VmHWM`), in bytes; `None` elsewhere.
+pub(super) fn peak_host_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 pub(super) fn cpu_name() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -1,8 +1,6 @@
 //! The exact f32 CPU executor: transformers' ModernBERT forward on a packed batch, op by op.
 //! It is the oracle of the GPU executor and the engine's fallback on machines without a GPU.
 
-use std::sync::OnceLock;
-
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -14,24 +12,122 @@ use crate::reference::sgemm;
 
 pub struct CpuExecutor {
     pub config: ModelConfig,
-    pub weights: BackboneWeights,
-    /// Each layer's four weights packed for the AVX-512 kernel, on first use (where it runs): a
-    /// copy, so `weights` must not change after a forward.
-    packed: Vec<LayerPacked>,
+    /// `[vocab, hidden]`: the embedding table (also the tied MLM decoder).
+    tok_embeddings: Vec<f32>,
+    emb_norm: Norm,
+    layers: Vec<CpuLayer>,
+    final_norm: Norm,
+    /// Parameters of the backbone as loaded (embeddings included).
+    parameters: usize,
 }
 
-/// The packed copies of one layer's `wqkv`, `wo`, `wi`, `mlp_wo`.
-#[derive(Default)]
-struct LayerPacked([OnceLock<sgemm::PackedWeight>; 4]);
+/// One encoder layer's weights as the CPU uses them.
+struct CpuLayer {
+    /// `None` for layer 0 (transformers uses Identity there).
+    attn_norm: Option<Norm>,
+    /// `[3H, H]`.
+    wqkv: CpuLinear,
+    /// `[H, H]`.
+    wo: CpuLinear,
+    mlp_norm: Norm,
+    /// `[2I, H]`: rows `[0, I)` feed the activation, `[I, 2I)` are the linear gate.
+    wi: CpuLinear,
+    /// `[H, I]`.
+    mlp_wo: CpuLinear,
+}
+
+/// A backbone `Linear` in the form the CPU multiplies by.
+enum CpuLinear {
+    /// Packed for the microkernel; the `[out, in]` original is dropped, so the host holds each
+    /// weight once.
+    Packed {
+        weight: sgemm::PackedWeight,
+        bias: Option<Vec<f32>>,
+    },
+    /// The original, for the `gemm` crate, on CPUs without a microkernel.
+    Plain(Linear),
+}
+
+impl CpuLinear {
+    fn new(l: Linear) -> Self {
+        if !sgemm::available() {
+            return CpuLinear::Plain(l);
+        }
+        let weight = sgemm::PackedWeight::new(&l.weight, l.out_features, l.in_features);
+        CpuLinear::Packed { weight, bias: l.bias }
+    }
+
+    /// `out[rows, out_features] = x · Wᵀ (+ b)`.
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        match self {
+            CpuLinear::Packed { weight, bias } => sgemm::linear_packed(x, weight, bias.as_deref(), rows, out),
+            CpuLinear::Plain(l) => linear(x, l, rows, out),
+        }
+    }
+}
 
 impl CpuExecutor {
+    /// Takes the weights; each layer's four GEMM weights are packed once, here, one at a time,
+    /// each original freed as soon as its packed copy exists (peak: the weights + one matrix).
     pub fn new(config: ModelConfig, weights: BackboneWeights) -> Self {
-        let packed = weights.layers.iter().map(|_| LayerPacked::default()).collect();
+        let parameters = weights.parameter_count();
+        let BackboneWeights {
+            tok_embeddings,
+            emb_norm,
+            layers,
+            final_norm,
+        } = weights;
+        let layers = layers
+            .into_iter()
+            .map(|l| CpuLayer {
+                attn_norm: l.attn_norm,
+                wqkv: CpuLinear::new(l.wqkv),
+                wo: CpuLinear::new(l.wo),
+                mlp_norm: l.mlp_norm,
+                wi: CpuLinear::new(l.wi),
+                mlp_wo: CpuLinear::new(l.mlp_wo),
+            })
+            .collect();
         CpuExecutor {
             config,
-            weights,
-            packed,
+            tok_embeddings,
+            emb_norm,
+            layers,
+            final_norm,
+            parameters,
         }
+    }
+
+    /// Parameters of the backbone (embeddings included): `4 ×` this is its f32 size.
+    pub fn parameter_count(&self) -> usize {
+        self.parameters
+    }
+
+    /// Bytes of weights this executor holds (packed panels with their padding included).
+    pub fn weight_bytes(&self) -> usize {
+        let norm = |n: &Norm| 4 * (n.weight.len() + n.bias.as_ref().map_or(0, Vec::len));
+        let lin = |l: &CpuLinear| match l {
+            CpuLinear::Packed { weight, bias } => weight.bytes() + 4 * bias.as_ref().map_or(0, Vec::len),
+            CpuLinear::Plain(l) => 4 * (l.weight.len() + l.bias.as_ref().map_or(0, Vec::len)),
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.attn_norm.as_ref().map_or(0, norm)
+                    + lin(&l.wqkv)
+                    + lin(&l.wo)
+                    + norm(&l.mlp_norm)
+                    + lin(&l.wi)
+                    + lin(&l.mlp_wo)
+            })
+            .sum();
+        4 * self.tok_embeddings.len() + norm(&self.emb_norm) + norm(&self.final_norm) + layers
+    }
+
+    /// The `[vocab, hidden]` token embeddings (the tied MLM decoder).
+    pub fn tok_embeddings(&self) -> &[f32] {
+        &self.tok_embeddings
     }
 
     /// `last_hidden_state` of every packed token: `[tokens, hidden]` (after the final norm).
@@ -58,12 +154,10 @@ impl CpuExecutor {
         let mut wide = rows(2 * inter, "the MLP's input projection")?; // [t, 2i]
         let mut gated = rows(inter, "GeGLU outputs")?; // [t, i]
 
-        ops::embedding_gather(&self.weights.tok_embeddings, h, &batch.ids, &mut normed);
-        layer_norm(&normed, &self.weights.emb_norm, c.norm_eps, &mut x);
+        ops::embedding_gather(&self.tok_embeddings, h, &batch.ids, &mut normed);
+        layer_norm(&normed, &self.emb_norm, c.norm_eps, &mut x);
 
-        for (i, (layer, LayerPacked([p_qkv, p_wo, p_wi, p_mlp_wo]))) in
-            self.weights.layers.iter().zip(&self.packed).enumerate()
-        {
+        for (i, layer) in self.layers.iter().enumerate() {
             // attention block (pre-norm; layer 0 has none)
             let attn_in = match &layer.attn_norm {
                 Some(norm) => {
@@ -72,7 +166,7 @@ impl CpuExecutor {
                 }
                 None => &x,
             };
-            linear_packed(attn_in, &layer.wqkv, p_qkv, t, &mut qkv);
+            layer.wqkv.forward(attn_in, t, &mut qkv);
             ops::rope_qk_inplace(&mut qkv, &positions, heads, head_dim, c.rope_theta(i));
             ops::attention(
                 &qkv,
@@ -83,25 +177,25 @@ impl CpuExecutor {
                 c.window(i),
                 &mut attn,
             );
-            linear_packed(&attn, &layer.wo, p_wo, t, &mut proj);
+            layer.wo.forward(&attn, t, &mut proj);
             ops::add_inplace(&mut x, &proj);
 
             // MLP block: GeGLU
             layer_norm(&x, &layer.mlp_norm, c.norm_eps, &mut normed);
-            linear_packed(&normed, &layer.wi, p_wi, t, &mut wide);
+            layer.wi.forward(&normed, t, &mut wide);
             ops::geglu(&wide, inter, c.hidden_activation, &mut gated);
-            linear_packed(&gated, &layer.mlp_wo, p_mlp_wo, t, &mut proj);
+            layer.mlp_wo.forward(&gated, t, &mut proj);
             ops::add_inplace(&mut x, &proj);
         }
 
         let mut out = normed;
-        layer_norm(&x, &self.weights.final_norm, c.norm_eps, &mut out);
+        layer_norm(&x, &self.final_norm, c.norm_eps, &mut out);
         Ok(out)
     }
 
     /// MLM logits `[rows.len(), vocab]` for the selected packed rows of `hidden`.
     pub fn mlm_logits(&self, mlm: &MaskedLmHead, hidden: &[f32], rows: &[usize]) -> Vec<f32> {
-        heads::mlm_logits(&self.config, mlm, &self.weights.tok_embeddings, hidden, rows)
+        heads::mlm_logits(&self.config, mlm, &self.tok_embeddings, hidden, rows)
     }
 
     /// Sequence classification logits `[sequences, labels]`.
@@ -118,17 +212,6 @@ impl CpuExecutor {
     /// Token classification logits `[tokens, labels]`.
     pub fn token_logits(&self, cls: &ClassifierHead, hidden: &[f32], tokens: usize) -> Vec<f32> {
         heads::token_logits(&self.config, cls, hidden, tokens)
-    }
-}
-
-/// A backbone `Linear` on the CPU: the AVX-512 kernel with the weight packed once into `packed`
-/// where the CPU has it, else [`linear`].
-fn linear_packed(x: &[f32], l: &Linear, packed: &OnceLock<sgemm::PackedWeight>, rows: usize, out: &mut [f32]) {
-    if sgemm::available() {
-        let packed = packed.get_or_init(|| sgemm::PackedWeight::new(&l.weight, l.out_features, l.in_features));
-        sgemm::linear_packed(x, packed, l.bias.as_deref(), rows, out);
-    } else {
-        linear(x, l, rows, out);
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! These functions are the oracle of the CUDA kernel tests (kernels-tests/) and the building blocks
 //! of the CPU executor (`reference::executor`). They favour clarity over speed except where the cost
-//! is real: the GEMM (`sgemm`, our AVX-512 kernel, else the `gemm` crate; all cores) and
+//! is real: the GEMM (`sgemm`, our AVX-512 or AVX2 kernel, else the `gemm` crate; all cores) and
 //! attention (rayon over sequences × heads).
 
 use rayon::prelude::*;
@@ -22,7 +22,7 @@ pub fn linear(a: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n:
     if m == 0 || n == 0 {
         return;
     }
-    // AVX-512 where the CPU has it and enough rows amortise packing `w` here (callers with a
+    // The packed microkernel where the CPU has one and enough rows amortise packing `w` here (callers with a
     // constant weight should cache a `sgemm::PackedWeight`, as the executor does).
     if m >= 128 && super::sgemm::available() {
         let packed = super::sgemm::PackedWeight::new(w, n, k);
