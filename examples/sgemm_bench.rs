@@ -5,6 +5,9 @@
 //! `--stream N` multiplies by N distinct copies of each weight in turn, so that (for N·bytes beyond
 //! the L3) the weights come from DRAM as in a forward, where each weight is read once per call.
 //!
+//! The first line is the machine's read bandwidth (a 512 MiB f32 sum on all threads), the floor
+//! of a small-batch forward that must stream every weight once.
+//!
 //! Run: cargo run --release --example sgemm_bench [-- --rows 32 --runs 20 --stream 64]
 
 use std::time::Instant;
@@ -31,9 +34,33 @@ fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// GB/s of a parallel f32 sum over `bytes` (best of `runs`).
+fn read_bandwidth(bytes: usize, runs: usize) -> f64 {
+    use rayon::prelude::*;
+    let v: Vec<f32> = (0..bytes / 4).map(|i| (i % 7) as f32).collect();
+    let s = best_of(runs, || {
+        // 16 independent lanes, so the adds vectorise and the loads, not the add latency, bound it.
+        let lanes = |c: &[f32]| {
+            let mut acc = [0f32; 16];
+            for x in c.chunks_exact(16) {
+                acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+            }
+            acc.iter().sum::<f32>()
+        };
+        let sum: f32 = v.par_chunks(1 << 16).map(lanes).sum();
+        std::hint::black_box(sum);
+    });
+    bytes as f64 / s / 1e9
+}
+
 fn main() {
     let (rows, runs, copies) = (arg("--rows", 32), arg("--runs", 20), arg("--stream", 1).max(1));
     // Wqkv / Wi (768 → 2304), Wo (768 → 768), MLP Wo (1152 → 768).
+    println!(
+        "{{\"read_gbps\":{:.1},\"threads\":{}}}",
+        read_bandwidth(512 << 20, 5),
+        rayon::current_num_threads()
+    );
     for (k, n) in [(768, 2304), (768, 768), (1152, 768)] {
         let a: Vec<f32> = (0..rows * k).map(|i| (i % 97) as f32 * 0.01 - 0.5).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i % 89) as f32 * 0.01 - 0.4).collect();

@@ -204,45 +204,54 @@ impl TensorStore {
             )));
         }
         let bytes = self.bytes(name)?;
-        let values = match self.storage_type(name)? {
-            StorageType::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            StorageType::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            StorageType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let dtype = self.storage_type(name)?;
+        let width = match dtype {
+            StorageType::F32 => 4,
+            StorageType::F16 | StorageType::BF16 => 2,
         };
-        self.release(name);
+        let mut values = Vec::with_capacity(bytes.len() / width);
+        // In slices, each slice's file pages released once converted: the mapped bytes and the
+        // f32 copy then never coexist beyond one slice (the embedding table alone is 155 MB).
+        const SLICE_BYTES: usize = 4 << 20;
+        let entry_start = bytes.as_ptr() as usize - self.files[self.entry(name)?.file].mmap.as_ptr() as usize;
+        for (i, slice) in bytes.chunks(SLICE_BYTES).enumerate() {
+            match dtype {
+                StorageType::F32 => values.extend(
+                    slice
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                ),
+                StorageType::F16 => {
+                    values.extend(slice.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()))
+                }
+                StorageType::BF16 => values.extend(
+                    slice
+                        .chunks_exact(2)
+                        .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+                ),
+            }
+            self.release(name, entry_start + i * SLICE_BYTES, slice.len());
+        }
         Ok(values)
     }
 
-    /// Drop a converted tensor's file pages from this process's resident set: the loader reads
-    /// each tensor once into its own f32 copy, so keeping the mapped pages as well would double
-    /// the peak memory of a load. Best effort (advice); a later read faults the pages back in.
-    fn release(&self, name: &str) {
+    /// Drop converted bytes `[offset, offset + len)` of `name`'s file from this process's
+    /// resident set: the loader reads each tensor once into its own f32 copy, so keeping the
+    /// mapped pages as well would double the peak memory of a load. Best effort (advice); a
+    /// later read faults the pages back in.
+    fn release(&self, name: &str, offset: usize, len: usize) {
         #[cfg(unix)]
         if let Ok(entry) = self.entry(name) {
-            let file = &self.files[entry.file];
-            let (start, end) = entry.info.data_offsets;
-            if end > start && file.data_start + end <= file.mmap.len() {
+            let mmap = &self.files[entry.file].mmap;
+            if len > 0 && offset.checked_add(len).is_some_and(|end| end <= mmap.len()) {
                 // SAFETY: the mapping is shared and read-only (`Mmap::map`), so MADV_DONTNEED only
                 // discards clean page-cache pages from this mapping; a later access reads the same
                 // file bytes again. No byte of the mapping is changed.
-                let _ = unsafe {
-                    file.mmap.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        file.data_start + start,
-                        end - start,
-                    )
-                };
+                let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
             }
         }
+        #[cfg(not(unix))]
+        let _ = (name, offset, len);
     }
 }
 

@@ -231,3 +231,28 @@ pub(crate) fn linear(x: &[f32], l: &Linear, rows: usize, out: &mut [f32]) {
 pub(crate) fn layer_norm(x: &[f32], n: &Norm, eps: f32, out: &mut [f32]) {
     ops::layer_norm(x, &n.weight, n.bias.as_deref(), eps, out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The executor keeps one copy of each weight: what it holds is the f32 size of the backbone,
+    /// plus at most the panels' zero padding (the columns past `n` in the last panel of each).
+    #[test]
+    fn holds_each_weight_once() {
+        let json = r#"{"model_type": "modernbert", "hidden_size": 64, "num_attention_heads": 4,
+            "intermediate_size": 96, "num_hidden_layers": 3, "vocab_size": 120}"#;
+        let config = ModelConfig::from_json_str(json, "config.json".as_ref()).unwrap();
+        let weights = crate::bench::random_weights(&config, 7);
+        let f32_bytes = 4 * weights.parameter_count();
+        let exec = CpuExecutor::new(config, weights);
+        assert_eq!(4 * exec.parameter_count(), f32_bytes);
+        let held = exec.weight_bytes();
+        // Padding: ≤ one panel of 32 columns per linear (4 per layer), plus 64 alignment bytes each.
+        let slack = 3 * 4 * (32 * 96 * 4 + 128);
+        assert!(
+            held >= f32_bytes && held <= f32_bytes + slack,
+            "held {held} bytes for {f32_bytes} bytes of f32 weights"
+        );
+    }
+}
