@@ -112,6 +112,7 @@ def main() -> None:
     import sentence_transformers
 
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     hf = AutoModel.from_pretrained(args.dir, attn_implementation="sdpa", dtype=torch.float32).eval()
     st = SentenceTransformer(str(args.dir), device="cpu", model_kwargs={"attn_implementation": "sdpa"})
     st.eval()
@@ -139,7 +140,8 @@ def main() -> None:
                                         check=True, capture_output=True, text=True).stdout.split()[-1])
     f32_bytes = memory["ours"]["f32_weight_bytes"]
     header = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "loadavg_before": os.getloadavg(),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "torch": torch.__version__, "transformers": transformers.__version__,
         "sentence_transformers": sentence_transformers.__version__, "rounds": args.rounds, "runs": args.runs,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
