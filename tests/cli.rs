@@ -317,7 +317,7 @@ fn bad_checkpoints_are_clear_errors() {
         |dir: &Path, needle: &str| expect_error(&["embed", "--model", dir.to_str().unwrap(), "text"], None, needle);
     let base = "st_cls_nonorm";
 
-    embed(Path::new("/nonexistent/model-dir"), "does not exist");
+    embed(Path::new("/nonexistent/model-dir"), "does not exist as a directory");
 
     let t = copy_fixture(base);
     std::fs::write(t.path().join("config.json"), "{ \"hidden_size\": 32, ").unwrap();
@@ -480,4 +480,30 @@ fn bad_inputs_are_clear_errors() {
     expect_error(&["fill-mask", "--model", d, "[MASK]"], None, "no masked-LM head");
     let out = run(&["embed"], None);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn a_model_that_is_neither_a_directory_nor_a_repo_id() {
+    let d = fixture("st_cls_nonorm");
+    let neither = "is not a Hugging Face repo id of the form org/name";
+    for model in [
+        "foo",
+        "./missing-model",
+        "/nonexistent/model-dir",
+        "org/name/extra",
+        "org/-name",
+        "org/na..me",
+        "/org",
+    ] {
+        for command in [&["info", "--model", model][..], &["embed", "--model", model, "x"]] {
+            expect_error(command, None, "does not exist as a directory");
+            expect_error(command, None, neither);
+        }
+    }
+    let file = d.join("config.json");
+    let file = file.to_str().unwrap();
+    expect_error(&["info", "--model", file], None, "is not a directory, and ");
+    expect_error(&["info", "--model", file], None, neither);
+    // An existing directory is taken as is, whatever its name looks like.
+    assert_eq!(json_lines(&["info", "--model", d.to_str().unwrap()], None).len(), 1);
 }
