@@ -3,7 +3,6 @@
 //! the line terminator is removed). Errors: one line on stderr and a non-zero exit status.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,55 +31,68 @@ enum Command {
     /// Sentence embeddings: {"embedding": [...]} per text.
     Embed {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
         /// Pooling (default: the directory's sentence-transformers config, else mean).
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,
         /// L2-normalise (default: on iff the directory has a Normalize module).
         #[arg(long, overrides_with = "no_normalize")]
         normalize: bool,
+        /// Do not L2-normalise, even when the directory has a Normalize module.
         #[arg(long, overrides_with = "normalize")]
         no_normalize: bool,
         /// Keep the first N dimensions (Matryoshka), normalising after truncation.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         dim: Option<usize>,
         /// A prompt name from config_sentence_transformers.json (e.g. "query").
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         prompt_name: Option<String>,
         /// A literal prompt prepended to each text (e.g. "search_query: ").
         #[arg(long)]
         prompt: Option<String>,
+        /// The texts to embed (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// Fill-mask: {"masks": [[{"id", "token", "score"}, ...], ...]} per text, one list per [MASK].
     FillMask {
         #[command(flatten)]
-        common: Common,
-        #[arg(long, default_value_t = 5)]
+        engine: EngineArgs,
+        /// Predictions per [MASK], most probable first.
+        #[arg(long, value_name = "K", default_value_t = 5)]
         top_k: usize,
+        /// The texts, each with at least one [MASK] (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// Sequence classification: {"logits": [...], "label": "...", "score": p} per text.
     Classify {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
+        /// The texts to classify (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// Cross-encoder reranking: {"score": s} per document.
     Rerank {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
+        /// The query every document is scored against.
         #[arg(long)]
         query: String,
+        /// The documents to score (default: stdin, one document per line).
+        #[arg(value_name = "DOC")]
         documents: Vec<String>,
     },
     /// ColBERT multi-vectors (PyLate directories): {"vectors": [[...], ...]} per text.
     Colbert {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
         /// Encode as queries ([Q] prefix, query expansion) instead of documents.
         #[arg(long)]
         query: bool,
+        /// The texts to encode (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// The paper's throughput protocol (4 synthetic sets) or --latency: one JSON line per result.
@@ -91,15 +103,28 @@ enum Command {
     /// Config summary, parameter count, global/local layer pattern.
     Info {
         #[command(flatten)]
-        common: Common,
+        model: ModelArg,
+        /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90]: reported as
+        /// "device" (the weights are loaded there).
+        #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+        device: DeviceChoice,
     },
 }
 
+/// `--model`: the checkpoint a command loads.
 #[derive(Args)]
-struct Common {
-    /// A local checkpoint directory, or a Hugging Face repo id (downloaded and cached).
-    #[arg(long)]
+struct ModelArg {
+    /// A local checkpoint directory, or a Hugging Face repo id org/name (downloaded and cached).
+    #[arg(long, value_name = "DIR|ORG/NAME")]
     model: String,
+}
+
+/// The options of the commands that run a model on texts: what to load, where, and how texts are
+/// batched.
+#[derive(Args)]
+struct EngineArgs {
+    #[command(flatten)]
+    model: ModelArg,
     /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90] (the GPU code path
     /// on the host emulator).
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
@@ -114,7 +139,7 @@ struct Common {
     #[arg(long)]
     no_truncate: bool,
     /// Tokens per forward batch (longer requests are split; output order is kept).
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, value_name = "N", default_value_t = 16384)]
     max_batch_tokens: usize,
 }
 
@@ -130,9 +155,8 @@ enum PoolingArg {
     Mean,
 }
 
-impl Common {
+impl EngineArgs {
     fn load(&self) -> Result<Engine> {
-        let dir: PathBuf = resolve_model(&self.model)?;
         let options = EngineOptions {
             device: self.device,
             dtype: match self.dtype {
@@ -147,7 +171,7 @@ impl Common {
                 OverlongPolicy::Truncate
             },
         };
-        Engine::new(&dir, &options)
+        Engine::new(&resolve_model(&self.model.model)?, &options)
     }
 }
 
@@ -238,7 +262,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
     };
     match cli.command {
         Command::Embed {
-            common,
+            engine,
             pooling,
             normalize,
             no_normalize,
@@ -248,7 +272,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             texts,
         } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
+            let pipeline = engine.load()?;
             let options = EmbedOptions {
                 pooling: pooling.map(|p| match p {
                     PoolingArg::Cls => Pooling::Cls,
@@ -272,9 +296,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             )?;
             emit_each(results, &mut emit)?;
         }
-        Command::FillMask { common, top_k, texts } => {
+        Command::FillMask { engine, top_k, texts } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
+            let pipeline = engine.load()?;
             let results = per_input(
                 &texts,
                 |t| pipeline.fill_mask_each(t, top_k),
@@ -282,9 +306,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             )?;
             emit_each(results, &mut emit)?;
         }
-        Command::Classify { common, texts } => {
+        Command::Classify { engine, texts } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
+            let pipeline = engine.load()?;
             let results = per_input(
                 &texts,
                 |t| pipeline.classify_each(t),
@@ -293,12 +317,12 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             emit_each(results, &mut emit)?;
         }
         Command::Rerank {
-            common,
+            engine,
             query,
             documents,
         } => {
             let documents = texts_or_stdin(documents)?;
-            let pipeline = common.load()?;
+            let pipeline = engine.load()?;
             let results = per_input(
                 &documents,
                 |d| pipeline.rerank_each(&query, d),
@@ -306,15 +330,19 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             )?;
             emit_each(results, &mut emit)?;
         }
-        Command::Colbert { common, query, texts } => {
+        Command::Colbert { engine, query, texts } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
+            let pipeline = engine.load()?;
             let results = per_input(&texts, |t| pipeline.colbert_each(t, query), |v| json!({ "vectors": v }))?;
             emit_each(results, &mut emit)?;
         }
         Command::Bench { args } => modernbert::bench::run(&args, &mut emit)?,
-        Command::Info { common } => {
-            let p = common.load()?;
+        Command::Info { model, device } => {
+            let options = EngineOptions {
+                device,
+                ..EngineOptions::default()
+            };
+            let p = Engine::new(&resolve_model(&model.model)?, &options)?;
             let c = &p.config;
             emit(json!({
                 "model": p.dir.display().to_string(),

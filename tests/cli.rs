@@ -507,3 +507,125 @@ fn a_model_that_is_neither_a_directory_nor_a_repo_id() {
     // An existing directory is taken as is, whatever its name looks like.
     assert_eq!(json_lines(&["info", "--model", d.to_str().unwrap()], None).len(), 1);
 }
+
+/// A command's `--help`, which must succeed.
+fn help(command: &[&str]) -> String {
+    let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+    let out = run(&args, None);
+    assert!(out.status.success(), "{args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The entries of one section of a help text (`Options:`, `Arguments:`, `Commands:`): each entry's
+/// name (its first word) and its description (the rest of its line, or the lines indented under it
+/// in long help).
+fn help_entries(help: &str, section: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            inside = line == section;
+            continue;
+        }
+        if !inside || line.trim().is_empty() {
+            continue;
+        }
+        // Entries are indented 2 spaces (6 for an option without a short form); the lines of a
+        // long help's description, 10.
+        let indent = line.len() - line.trim_start().len();
+        if indent <= 6 {
+            // `  -s, --long <VALUE>  Description`: the description follows two or more spaces.
+            let entry = line.trim_start();
+            let (name, description) = match entry.find("  ") {
+                Some(at) => (&entry[..at], entry[at..].trim()),
+                None => (entry, ""),
+            };
+            entries.push((name.to_string(), description.to_string()));
+        } else if let Some((_, description)) = entries.last_mut() {
+            description.push_str(line.trim());
+        }
+    }
+    entries
+}
+
+/// The subcommands, as the top-level help lists them.
+fn subcommands() -> Vec<String> {
+    help_entries(&help(&[]), "Commands:")
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name != "help")
+        .collect()
+}
+
+#[test]
+fn every_command_option_and_argument_has_help() {
+    let top = help(&[]);
+    for (name, description) in help_entries(&top, "Commands:") {
+        assert!(!description.is_empty(), "command {name} has no description");
+    }
+    let commands = subcommands();
+    assert!(commands.len() >= 7, "{commands:?}");
+    for command in &commands {
+        let text = help(&[command]);
+        let options = help_entries(&text, "Options:");
+        assert!(
+            options.iter().any(|(name, _)| name.contains("--help")),
+            "{command}: {text}"
+        );
+        let arguments = help_entries(&text, "Arguments:");
+        for (name, description) in options.iter().chain(&arguments) {
+            assert!(
+                !description.is_empty(),
+                "`{command} --help`: {name} has no description:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_command_lists_only_the_options_it_uses() {
+    let options = |command: &str| -> Vec<String> {
+        help_entries(&help(&[command]), "Options:")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let has = |listed: &[String], option: &str| listed.iter().any(|name| name.split([' ', ',']).any(|w| w == option));
+    // What `run` reads for each: the texts commands build a batching engine; info only loads the
+    // model on a device to report it.
+    let engine = [
+        "--model",
+        "--device",
+        "--dtype",
+        "--no-graphs",
+        "--no-truncate",
+        "--max-batch-tokens",
+    ];
+    for command in ["embed", "fill-mask", "classify", "rerank", "colbert"] {
+        let listed = options(command);
+        for option in engine {
+            assert!(has(&listed, option), "{command} lacks {option}: {listed:?}");
+        }
+    }
+    let info = options("info");
+    for option in ["--model", "--device"] {
+        assert!(has(&info, option), "info lacks {option}: {info:?}");
+    }
+    for option in [
+        "--dtype",
+        "--no-graphs",
+        "--no-truncate",
+        "--max-batch-tokens",
+        "--query",
+        "--top-k",
+    ] {
+        assert!(
+            !has(&info, option),
+            "info lists {option}, which it does not use: {info:?}"
+        );
+    }
+    for command in ["fill-mask", "classify", "rerank", "colbert", "info"] {
+        assert!(!has(&options(command), "--npy"), "{command} lists --npy");
+    }
+    assert!(!has(&options("classify"), "--top-k"));
+}
