@@ -1,14 +1,18 @@
 //! The `modernbert` command line. Output: one JSON object per input text, one per line, in input
 //! order. Texts come from the arguments, or else from stdin, one per line exactly as given (only
-//! the line terminator is removed). Errors: one line on stderr and a non-zero exit status.
+//! the line terminator is removed); they run in chunks, so a long input writes its results as they
+//! come and, on a terminal, shows a progress bar on stderr. Errors: one line on stderr and a
+//! non-zero exit status.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::ops::Range;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use serde_json::json;
 
-use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
+use modernbert::engine::{Backbone, DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::error::{Error, Result};
 use modernbert::hub::resolve_model;
 use modernbert::kernels::Dtype;
@@ -218,48 +222,166 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<Input>> {
     Ok(lines)
 }
 
+/// An input's outcome: its result, or why it failed (printed in its place).
+type Outcome<T> = std::result::Result<T, String>;
+
 /// Run a task's per-text form on the inputs that are texts; one outcome per input, in order. The
 /// outer error is the task's own (a bad option, a device failure): it stops the command.
-fn per_input<T>(
-    inputs: &[Input],
-    task: impl FnOnce(&[&str]) -> Result<Vec<Result<T>>>,
-    to_json: impl Fn(T) -> serde_json::Value,
-) -> Result<Vec<std::result::Result<serde_json::Value, String>>> {
+fn per_input<T>(inputs: &[Input], task: impl FnOnce(&[&str]) -> Result<Vec<Result<T>>>) -> Result<Vec<Outcome<T>>> {
     let texts: Vec<&str> = inputs.iter().filter_map(|i| i.as_deref().ok()).collect();
     let mut results = if texts.is_empty() { Vec::new() } else { task(&texts)? }.into_iter();
     Ok(inputs
         .iter()
         .map(|input| match input {
-            Ok(_) => results
-                .next()
-                .expect("one result per text")
-                .map(&to_json)
-                .map_err(|e| e.to_string()),
+            Ok(_) => results.next().expect("one result per text").map_err(|e| e.to_string()),
             Err(message) => Err(message.clone()),
         })
         .collect())
 }
 
-/// Run a command; returns how many inputs failed (each printed as `{"error": "…"}` in its place).
-fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
-    let mut emit =
-        |value: serde_json::Value| -> Result<()> { writeln!(out, "{value}").map_err(|e| Error::io("<stdout>", e)) };
-    let mut failed = 0;
-    // One JSON line per input: the result, or its error.
-    let mut emit_each = |results: Vec<std::result::Result<serde_json::Value, String>>,
-                         emit: &mut dyn FnMut(serde_json::Value) -> Result<()>|
-     -> Result<()> {
-        for r in results {
-            match r {
-                Ok(v) => emit(v)?,
+/// Chunks are sized in bytes of text, an estimate of their tokens that needs no tokenising: about
+/// four bytes per token in English text. A wrong guess only makes a chunk's batches fuller or
+/// emptier (results from batches of other sizes: the same up to rounding).
+const BYTES_PER_TOKEN: usize = 4;
+/// Bytes counted per input on top of its own text: its special tokens ([CLS], [SEP]).
+const SPECIAL_TOKEN_BYTES: usize = 2 * BYTES_PER_TOKEN;
+
+/// Bytes of text per chunk: about one forward batch of `max_batch_tokens` on the CPU, which gains
+/// nothing from bigger calls (so the progress bar moves often), four on a GPU, where the last
+/// batch of every call may be part-full (so a chunk of several batches keeps them full).
+fn chunk_bytes(engine: &Engine, max_batch_tokens: usize) -> usize {
+    let batches = if matches!(engine.backbone, Backbone::Cpu(_)) {
+        1
+    } else {
+        4
+    };
+    max_batch_tokens.saturating_mul(batches).saturating_mul(BYTES_PER_TOKEN)
+}
+
+/// Consecutive chunks of the inputs, each closed once its texts (plus `extra_bytes` per input)
+/// reach `budget` bytes; every chunk has at least one input.
+fn chunk_ranges(inputs: &[Input], extra_bytes: usize, budget: usize) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, input) in inputs.iter().enumerate() {
+        let text_bytes = input.as_ref().map_or(0, String::len);
+        bytes = bytes.saturating_add(text_bytes).saturating_add(extra_bytes);
+        if bytes >= budget {
+            chunks.push(start..i + 1);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < inputs.len() {
+        chunks.push(start..inputs.len());
+    }
+    chunks
+}
+
+/// Run a task over the inputs chunk by chunk, so that a long input shows its progress and its
+/// results are written as they come; `each` gets every chunk's first input index and outcomes,
+/// in order, so the output has the lines of one call, in the same order.
+fn in_chunks<T>(
+    inputs: &[Input],
+    chunks: Vec<Range<usize>>,
+    mut task: impl FnMut(&[&str]) -> Result<Vec<Result<T>>>,
+    mut each: impl FnMut(usize, Vec<Outcome<T>>) -> Result<()>,
+) -> Result<()> {
+    let progress = Progress::new(inputs.len(), chunks.len());
+    for chunk in chunks {
+        let outcomes = per_input(&inputs[chunk.clone()], &mut task)?;
+        progress.suspend(|| each(chunk.start, outcomes))?;
+        progress.advance(chunk.len());
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, advanced as chunks of texts complete. Shown only for inputs of more
+/// than one chunk and only when stderr is a terminal, so pipes, logs and tests never see it; it is
+/// cleared when dropped, before any error line is printed.
+struct Progress {
+    bar: Option<ProgressBar>,
+    /// Whether stdout shares the terminal, so that the bar must be hidden while lines are written.
+    stdout_is_terminal: bool,
+}
+
+impl Progress {
+    fn new(texts: usize, chunks: usize) -> Self {
+        let stdout_is_terminal = std::io::stdout().is_terminal();
+        if chunks < 2 || !std::io::stderr().is_terminal() {
+            return Progress {
+                bar: None,
+                stdout_is_terminal,
+            };
+        }
+        let style = ProgressStyle::with_template("{wide_bar} {pos}/{len} texts, {elapsed} elapsed, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = ProgressBar::with_draw_target(Some(texts as u64), ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_finish(ProgressFinish::AndClear);
+        bar.tick();
+        Progress {
+            bar: Some(bar),
+            stdout_is_terminal,
+        }
+    }
+
+    /// Run `f`, which writes to stdout, with the bar hidden when both are on the terminal, so that
+    /// their lines do not mix.
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) if self.stdout_is_terminal => bar.suspend(f),
+            _ => f(),
+        }
+    }
+
+    fn advance(&self, texts: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(texts as u64);
+        }
+    }
+}
+
+/// The JSON-lines output on stdout: one line per input, its result or `{"error": …}`.
+struct JsonLines<'a> {
+    out: &'a mut dyn Write,
+    /// Inputs printed as errors.
+    failed: usize,
+}
+
+impl JsonLines<'_> {
+    fn value(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.out, "{value}").map_err(|e| Error::io("<stdout>", e))
+    }
+
+    /// One chunk's lines, flushed so that they are out while the progress bar is suspended.
+    fn outcomes<T>(&mut self, outcomes: Vec<Outcome<T>>, to_json: impl Fn(T) -> serde_json::Value) -> Result<()> {
+        for outcome in outcomes {
+            match outcome {
+                Ok(v) => self.value(to_json(v))?,
                 Err(message) => {
-                    failed += 1;
-                    emit(json!({ "error": message }))?;
+                    self.failed += 1;
+                    self.value(json!({ "error": message }))?;
                 }
             }
         }
-        Ok(())
-    };
+        self.out.flush().map_err(|e| Error::io("<stdout>", e))
+    }
+
+    /// A texts command: the task over the inputs in chunks, each input's line in order.
+    fn run<T>(
+        &mut self,
+        inputs: &[Input],
+        chunks: Vec<Range<usize>>,
+        task: impl FnMut(&[&str]) -> Result<Vec<Result<T>>>,
+        to_json: impl Fn(T) -> serde_json::Value,
+    ) -> Result<()> {
+        in_chunks(inputs, chunks, task, |_, outcomes| self.outcomes(outcomes, &to_json))
+    }
+}
+
+/// Run a command; returns how many inputs failed (each printed as `{"error": "…"}` in its place).
+fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
+    let mut lines = JsonLines { out, failed: 0 };
     match cli.command {
         Command::Embed {
             engine,
@@ -289,32 +411,47 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
                 prompt_name,
                 prompt,
             };
-            let results = per_input(
+            let chunks = chunk_ranges(
                 &texts,
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
                 |t| pipeline.embed_each(t, &options),
                 |e| json!({ "embedding": e }),
             )?;
-            emit_each(results, &mut emit)?;
         }
         Command::FillMask { engine, top_k, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = engine.load()?;
-            let results = per_input(
+            let chunks = chunk_ranges(
                 &texts,
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
                 |t| pipeline.fill_mask_each(t, top_k),
                 |masks| json!({ "masks": masks }),
             )?;
-            emit_each(results, &mut emit)?;
         }
         Command::Classify { engine, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = engine.load()?;
-            let results = per_input(
+            let chunks = chunk_ranges(
                 &texts,
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
                 |t| pipeline.classify_each(t),
                 |c| serde_json::to_value(c).expect("plain data serialises"),
             )?;
-            emit_each(results, &mut emit)?;
         }
         Command::Rerank {
             engine,
@@ -323,20 +460,36 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
         } => {
             let documents = texts_or_stdin(documents)?;
             let pipeline = engine.load()?;
-            let results = per_input(
+            // Each document is encoded with the query: [CLS] query [SEP] document [SEP].
+            let chunks = chunk_ranges(
                 &documents,
+                query.len() + SPECIAL_TOKEN_BYTES + BYTES_PER_TOKEN,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &documents,
+                chunks,
                 |d| pipeline.rerank_each(&query, d),
                 |s| json!({ "score": s }),
             )?;
-            emit_each(results, &mut emit)?;
         }
         Command::Colbert { engine, query, texts } => {
             let texts = texts_or_stdin(texts)?;
             let pipeline = engine.load()?;
-            let results = per_input(&texts, |t| pipeline.colbert_each(t, query), |v| json!({ "vectors": v }))?;
-            emit_each(results, &mut emit)?;
+            // The [Q] / [D] marker is one more token.
+            let chunks = chunk_ranges(
+                &texts,
+                SPECIAL_TOKEN_BYTES + BYTES_PER_TOKEN,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
+                |t| pipeline.colbert_each(t, query),
+                |v| json!({ "vectors": v }),
+            )?;
         }
-        Command::Bench { args } => modernbert::bench::run(&args, &mut emit)?,
+        Command::Bench { args } => modernbert::bench::run(&args, &mut |v| lines.value(v))?,
         Command::Info { model, device } => {
             let options = EngineOptions {
                 device,
@@ -344,7 +497,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             };
             let p = Engine::new(&resolve_model(&model.model)?, &options)?;
             let c = &p.config;
-            emit(json!({
+            lines.value(json!({
                 "model": p.dir.display().to_string(),
                 "architectures": c.architectures,
                 "hidden_size": c.hidden_size,
@@ -372,7 +525,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             }))?;
         }
     }
-    Ok(failed)
+    Ok(lines.failed)
 }
 
 fn main() -> ExitCode {
@@ -391,5 +544,40 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_inputs_in_order_within_the_budget() {
+        let inputs: Vec<Input> = (0..50)
+            .map(|i| {
+                if i % 9 == 4 {
+                    Err(format!("bad {i}"))
+                } else {
+                    Ok("x".repeat(i % 13))
+                }
+            })
+            .collect();
+        for budget in [1, 10, 40, 1000] {
+            let chunks = chunk_ranges(&inputs, 3, budget);
+            assert_eq!(chunks.first().unwrap().start, 0);
+            assert_eq!(chunks.last().unwrap().end, inputs.len());
+            for pair in chunks.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "consecutive");
+            }
+            for chunk in &chunks {
+                assert!(!chunk.is_empty());
+                // Closed as soon as the budget is reached: without its last input, under it.
+                let bytes = |r: Range<usize>| -> usize {
+                    inputs[r].iter().map(|i| i.as_ref().map_or(0, String::len) + 3).sum()
+                };
+                assert!(bytes(chunk.start..chunk.end - 1) < budget, "{budget}: {chunk:?}");
+            }
+        }
+        assert_eq!(chunk_ranges(&inputs, 3, usize::MAX), [0..inputs.len()]);
     }
 }

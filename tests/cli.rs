@@ -629,3 +629,68 @@ fn each_command_lists_only_the_options_it_uses() {
     }
     assert!(!has(&options("classify"), "--top-k"));
 }
+
+/// Many stdin lines of varied lengths, with no repeats.
+fn many_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("line {i}: {}", "word ".repeat(i % 7)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn long_inputs_run_in_chunks_with_the_same_output_and_no_progress_bar_on_a_pipe() {
+    let d = fixture("st_mean_normalize_prompts");
+    let d = d.to_str().unwrap();
+    let texts = many_lines(300);
+    // --max-batch-tokens 16: chunks of a few texts (many chunks); the default: one chunk.
+    let small = ["embed", "--model", d, "--max-batch-tokens", "16"];
+    let out = run(&small, Some(texts.as_bytes()));
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "stderr is not a terminal: no progress bar, nothing at all: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chunked: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let whole = json_lines(&["embed", "--model", d], Some(texts.as_bytes()));
+    assert_eq!(chunked.len(), 300);
+    assert_eq!(whole.len(), 300);
+    for (i, (a, b)) in chunked.iter().zip(&whole).enumerate() {
+        let (a, b) = (floats(&a["embedding"]), floats(&b["embedding"]));
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(a.len() == b.len() && diff <= 1e-6, "text {i}: differs by {diff}");
+    }
+    // A failing input in a later chunk: its error line in its place, as from one call.
+    let mut bad = texts.clone().into_bytes();
+    bad.extend_from_slice(b"\n\xff\nthe last line");
+    let lines = expect_input_errors(&small, Some(&bad), 302, &[(300, "stdin line 301 is not valid UTF-8")]);
+    assert_eq!(lines[..300], chunked[..]);
+    let mlm = fixture("mlm_l3_v5_f32");
+    let masks: String = (0..100)
+        .map(|i| {
+            if i == 77 {
+                "no mask".to_string()
+            } else {
+                format!("text {i} [MASK]")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    expect_input_errors(
+        &[
+            "fill-mask",
+            "--model",
+            mlm.to_str().unwrap(),
+            "--max-batch-tokens",
+            "16",
+        ],
+        Some(masks.as_bytes()),
+        100,
+        &[(77, "has no [MASK]")],
+    );
+}
