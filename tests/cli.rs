@@ -694,3 +694,202 @@ fn long_inputs_run_in_chunks_with_the_same_output_and_no_progress_bar_on_a_pipe(
         &[(77, "has no [MASK]")],
     );
 }
+
+/// A .npy file's header fields and f32 data, checked against the format (version 1.0,
+/// little-endian f32, C order, data at a multiple of 64 bytes).
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "magic and version 1.0");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let data_start = 10 + header_len;
+    assert_eq!(data_start % 64, 0, "the data starts at a multiple of 64 bytes");
+    let header = std::str::from_utf8(&bytes[10..data_start]).unwrap();
+    assert!(header.ends_with('\n'));
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_at = header.find("'shape': (").unwrap() + "'shape': (".len();
+    let shape: Vec<usize> = header[shape_at..header[shape_at..].find(')').unwrap() + shape_at]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[data_start..]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "data for the whole shape, no more"
+    );
+    (shape, data)
+}
+
+/// The JSON embeddings of texts, as rows.
+fn json_embeddings(args: &[&str], stdin: &[u8]) -> Vec<Vec<f32>> {
+    json_lines(args, Some(stdin))
+        .iter()
+        .map(|l| floats(&l["embedding"]))
+        .collect()
+}
+
+fn max_difference(rows: &[Vec<f32>], flat: &[f32]) -> f32 {
+    assert_eq!(rows.concat().len(), flat.len());
+    rows.concat()
+        .iter()
+        .zip(flat)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn embed_npy_holds_the_json_embeddings() {
+    let d = fixture("st_mean_normalize_prompts");
+    let d = d.to_str().unwrap();
+    let texts = many_lines(40);
+    let tmp = tempfile::tempdir().unwrap();
+    for extra in [&[][..], &["--dim", "8"], &["--max-batch-tokens", "16"]] {
+        let npy = tmp.path().join("out.npy");
+        let mut args = vec!["embed", "--model", d, "--npy", npy.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run(&args, Some(texts.as_bytes()));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{args:?}: the output is the file"
+        );
+        let (shape, data) = read_npy(&npy);
+        let mut json_args = vec!["embed", "--model", d];
+        json_args.extend_from_slice(extra);
+        let want = json_embeddings(&json_args, texts.as_bytes());
+        assert_eq!(shape, [want.len(), want[0].len()], "{args:?}");
+        assert!(max_difference(&want, &data) <= 1e-6, "{args:?}");
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["out.npy"], "no temporary file left beside it");
+    }
+}
+
+#[test]
+fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
+    let d = fixture("st_cls_nonorm");
+    let d = d.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = tmp.path().join("out.npy");
+    let npy_arg = npy.to_str().unwrap();
+    let left = || -> Vec<_> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg],
+        Some(b"ok\n\xff\xfe bad\nok\n"),
+        "text 2 of 3 failed, so",
+    );
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg],
+        Some(b"ok\n\xff\xfe bad\nok\n"),
+        "stdin line 2 is not valid UTF-8",
+    );
+    assert!(left().is_empty(), "nothing written: {:?}", left());
+    // A file that is there stays as it was; a text that fails inside the model, after earlier
+    // chunks were written, removes the temporary file.
+    std::fs::write(&npy, b"earlier contents").unwrap();
+    let long = "word ".repeat(9000);
+    let mut stdin = many_lines(50).into_bytes();
+    stdin.extend_from_slice(format!("\n{long}\nshort").as_bytes());
+    expect_error(
+        &[
+            "embed",
+            "--model",
+            d,
+            "--no-truncate",
+            "--max-batch-tokens",
+            "16",
+            "--npy",
+            npy_arg,
+        ],
+        Some(&stdin),
+        "text 51 of 52 failed, so",
+    );
+    assert_eq!(std::fs::read(&npy).unwrap(), b"earlier contents");
+    assert_eq!(left(), ["out.npy"]);
+    // An option the model refuses fails before any file is made.
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg, "--dim", "0", "x"],
+        None,
+        "dim 0",
+    );
+    assert_eq!(left(), ["out.npy"]);
+    // An option refused once the file is begun (the prompt is looked up with the first chunk).
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg, "--prompt-name", "nope", "x"],
+        None,
+        "unknown prompt name",
+    );
+    assert_eq!(left(), ["out.npy"]);
+    // A place where no file can be made: the error names the file asked for.
+    let nowhere = tmp.path().join("no-such-dir/out.npy");
+    let nowhere = nowhere.to_str().unwrap();
+    expect_error(&["embed", "--model", d, "--npy", nowhere, "x"], None, nowhere);
+}
+
+/// The Python of the reference environment (numpy): `MODERNBERT_REF_PYTHON`, else .venv-ref.
+fn reference_python() -> PathBuf {
+    if let Ok(p) = std::env::var("MODERNBERT_REF_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = common::repo_root().join(".venv-ref/bin/python");
+    assert!(
+        venv.is_file(),
+        "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)"
+    );
+    venv
+}
+
+#[test]
+#[ignore = "needs the Python reference environment (numpy); scripts/test.sh runs it"]
+fn embed_npy_reads_back_with_numpy() {
+    let d = fixture("st_mean_normalize_prompts");
+    let d = d.to_str().unwrap();
+    let texts = many_lines(25);
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = tmp.path().join("embeddings.npy");
+    let out = run(
+        &["embed", "--model", d, "--npy", npy.to_str().unwrap()],
+        Some(texts.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read_back = Command::new(reference_python())
+        .args([
+            "-c",
+            "import json, sys, numpy\n\
+             a = numpy.load(sys.argv[1])\n\
+             print(json.dumps({'dtype': a.dtype.str, 'shape': list(a.shape),\n\
+                               'c_order': bool(a.flags.c_contiguous), 'data': a.ravel().tolist()}))",
+        ])
+        .arg(&npy)
+        .output()
+        .expect("run the reference Python");
+    assert!(
+        read_back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read_back.stderr)
+    );
+    let array: Value = serde_json::from_slice(&read_back.stdout).unwrap();
+    let want = json_embeddings(&["embed", "--model", d], texts.as_bytes());
+    assert_eq!(array["dtype"], "<f4");
+    assert_eq!(array["c_order"], true);
+    assert_eq!(array["shape"], serde_json::json!([want.len(), want[0].len()]));
+    assert!(max_difference(&want, &floats(&array["data"])) <= 1e-6);
+}
