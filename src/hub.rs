@@ -1,5 +1,6 @@
 //! `--model` resolution: a local directory as is, else a Hugging Face repo id (`org/name`)
-//! downloaded into hf-hub's cache (needs the `hub` feature and network access).
+//! downloaded into hf-hub's cache (needs the `hub` feature and network access); anything else is
+//! an error that says it is neither.
 
 use std::path::PathBuf;
 
@@ -26,11 +27,37 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
     if path.is_dir() {
         return Ok(path);
     }
-    let looks_like_repo = model.split('/').count() == 2 && !model.starts_with('.') && !model.starts_with('/');
-    if !looks_like_repo {
-        return Err(Error::io(&path, "model directory does not exist"));
+    if !is_repo_id(model) {
+        let what = if path.exists() {
+            "is not a directory"
+        } else {
+            "does not exist as a directory"
+        };
+        return Err(Error::io(
+            &path,
+            format!("{what}, and is not a Hugging Face repo id of the form org/name"),
+        ));
     }
     download(model)
+}
+
+/// Whether `model` has the form of a Hugging Face repo id, `org/name`: two parts of ASCII
+/// letters, digits, `-`, `_` and `.`, each starting and ending with a letter, digit or `_`, with
+/// no `--` or `..` (the hub's own rule, as huggingface_hub's `validate_repo_id` checks it). So a
+/// relative path such as `./model` or `../m/x` is never sent to the hub.
+pub fn is_repo_id(model: &str) -> bool {
+    let part_ok = |part: &str| {
+        let edge_ok = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        part.chars().all(|c| edge_ok(c) || c == '-' || c == '.')
+            && part.starts_with(edge_ok)
+            && part.ends_with(edge_ok)
+            && !part.contains("--")
+            && !part.contains("..")
+    };
+    match model.split_once('/') {
+        Some((org, name)) => part_ok(org) && part_ok(name),
+        None => false,
+    }
 }
 
 #[cfg(feature = "hub")]

@@ -1,15 +1,20 @@
 //! The `modernbert` command line. Output: one JSON object per input text, one per line, in input
-//! order. Texts come from the arguments, or else from stdin, one per line exactly as given (only
-//! the line terminator is removed). Errors: one line on stderr and a non-zero exit status.
+//! order (or, with `embed --npy`, one .npy file). Texts come from the arguments, or else from
+//! stdin, one per line exactly as given (only the line terminator is removed); they run in chunks,
+//! so a long input writes its results as they come and, on a terminal, shows a progress bar on
+//! stderr. Errors: one line on stderr and a non-zero exit status.
 
-use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufRead, IsTerminal, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
 use serde_json::json;
 
-use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
+use modernbert::engine::{Backbone, DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::error::{Error, Result};
 use modernbert::hub::resolve_model;
 use modernbert::kernels::Dtype;
@@ -29,58 +34,76 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sentence embeddings: {"embedding": [...]} per text.
+    /// Sentence embeddings: {"embedding": [...]} per text (or one .npy file with --npy).
     Embed {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
         /// Pooling (default: the directory's sentence-transformers config, else mean).
         #[arg(long, value_enum)]
         pooling: Option<PoolingArg>,
         /// L2-normalise (default: on iff the directory has a Normalize module).
         #[arg(long, overrides_with = "no_normalize")]
         normalize: bool,
+        /// Do not L2-normalise, even when the directory has a Normalize module.
         #[arg(long, overrides_with = "normalize")]
         no_normalize: bool,
         /// Keep the first N dimensions (Matryoshka), normalising after truncation.
-        #[arg(long)]
+        #[arg(long, value_name = "N")]
         dim: Option<usize>,
         /// A prompt name from config_sentence_transformers.json (e.g. "query").
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         prompt_name: Option<String>,
         /// A literal prompt prepended to each text (e.g. "search_query: ").
         #[arg(long)]
         prompt: Option<String>,
+        /// Write the embeddings to FILE as one NumPy .npy array (float32, shape (texts, dim), one
+        /// row per text in input order) instead of JSON lines on stdout. If any input fails, the
+        /// command fails naming it and FILE is left as it was.
+        #[arg(long, value_name = "FILE")]
+        npy: Option<PathBuf>,
+        /// The texts to embed (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// Fill-mask: {"masks": [[{"id", "token", "score"}, ...], ...]} per text, one list per [MASK].
     FillMask {
         #[command(flatten)]
-        common: Common,
-        #[arg(long, default_value_t = 5)]
+        engine: EngineArgs,
+        /// Predictions per [MASK], most probable first.
+        #[arg(long, value_name = "K", default_value_t = 5)]
         top_k: usize,
+        /// The texts, each with at least one [MASK] (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// Sequence classification: {"logits": [...], "label": "...", "score": p} per text.
     Classify {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
+        /// The texts to classify (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// Cross-encoder reranking: {"score": s} per document.
     Rerank {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
+        /// The query every document is scored against.
         #[arg(long)]
         query: String,
+        /// The documents to score (default: stdin, one document per line).
+        #[arg(value_name = "DOC")]
         documents: Vec<String>,
     },
     /// ColBERT multi-vectors (PyLate directories): {"vectors": [[...], ...]} per text.
     Colbert {
         #[command(flatten)]
-        common: Common,
+        engine: EngineArgs,
         /// Encode as queries ([Q] prefix, query expansion) instead of documents.
         #[arg(long)]
         query: bool,
+        /// The texts to encode (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
         texts: Vec<String>,
     },
     /// The paper's throughput protocol (4 synthetic sets) or --latency: one JSON line per result.
@@ -91,15 +114,28 @@ enum Command {
     /// Config summary, parameter count, global/local layer pattern.
     Info {
         #[command(flatten)]
-        common: Common,
+        model: ModelArg,
+        /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90]: reported as
+        /// "device" (the weights are loaded there).
+        #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
+        device: DeviceChoice,
     },
 }
 
+/// `--model`: the checkpoint a command loads.
 #[derive(Args)]
-struct Common {
-    /// A local checkpoint directory, or a Hugging Face repo id (downloaded and cached).
-    #[arg(long)]
+struct ModelArg {
+    /// A local checkpoint directory, or a Hugging Face repo id org/name (downloaded and cached).
+    #[arg(long, value_name = "DIR|ORG/NAME")]
     model: String,
+}
+
+/// The options of the commands that run a model on texts: what to load, where, and how texts are
+/// batched.
+#[derive(Args)]
+struct EngineArgs {
+    #[command(flatten)]
+    model: ModelArg,
     /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90] (the GPU code path
     /// on the host emulator).
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
@@ -114,7 +150,7 @@ struct Common {
     #[arg(long)]
     no_truncate: bool,
     /// Tokens per forward batch (longer requests are split; output order is kept).
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, value_name = "N", default_value_t = 16384)]
     max_batch_tokens: usize,
 }
 
@@ -130,9 +166,8 @@ enum PoolingArg {
     Mean,
 }
 
-impl Common {
+impl EngineArgs {
     fn load(&self) -> Result<Engine> {
-        let dir: PathBuf = resolve_model(&self.model)?;
         let options = EngineOptions {
             device: self.device,
             dtype: match self.dtype {
@@ -147,7 +182,7 @@ impl Common {
                 OverlongPolicy::Truncate
             },
         };
-        Engine::new(&dir, &options)
+        Engine::new(&resolve_model(&self.model.model)?, &options)
     }
 }
 
@@ -194,61 +229,296 @@ fn texts_or_stdin(texts: Vec<String>) -> Result<Vec<Input>> {
     Ok(lines)
 }
 
+/// An input's outcome: its result, or why it failed (printed in its place).
+type Outcome<T> = std::result::Result<T, String>;
+
 /// Run a task's per-text form on the inputs that are texts; one outcome per input, in order. The
 /// outer error is the task's own (a bad option, a device failure): it stops the command.
-fn per_input<T>(
-    inputs: &[Input],
-    task: impl FnOnce(&[&str]) -> Result<Vec<Result<T>>>,
-    to_json: impl Fn(T) -> serde_json::Value,
-) -> Result<Vec<std::result::Result<serde_json::Value, String>>> {
+fn per_input<T>(inputs: &[Input], task: impl FnOnce(&[&str]) -> Result<Vec<Result<T>>>) -> Result<Vec<Outcome<T>>> {
     let texts: Vec<&str> = inputs.iter().filter_map(|i| i.as_deref().ok()).collect();
     let mut results = if texts.is_empty() { Vec::new() } else { task(&texts)? }.into_iter();
     Ok(inputs
         .iter()
         .map(|input| match input {
-            Ok(_) => results
-                .next()
-                .expect("one result per text")
-                .map(&to_json)
-                .map_err(|e| e.to_string()),
+            Ok(_) => results.next().expect("one result per text").map_err(|e| e.to_string()),
             Err(message) => Err(message.clone()),
         })
         .collect())
 }
 
-/// Run a command; returns how many inputs failed (each printed as `{"error": "…"}` in its place).
-fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
-    let mut emit =
-        |value: serde_json::Value| -> Result<()> { writeln!(out, "{value}").map_err(|e| Error::io("<stdout>", e)) };
-    let mut failed = 0;
-    // One JSON line per input: the result, or its error.
-    let mut emit_each = |results: Vec<std::result::Result<serde_json::Value, String>>,
-                         emit: &mut dyn FnMut(serde_json::Value) -> Result<()>|
-     -> Result<()> {
-        for r in results {
-            match r {
-                Ok(v) => emit(v)?,
+/// Chunks are sized in bytes of text, an estimate of their tokens that needs no tokenising: about
+/// four bytes per token in English text. A wrong guess only makes a chunk's batches fuller or
+/// emptier (results from batches of other sizes: the same up to rounding).
+const BYTES_PER_TOKEN: usize = 4;
+/// Bytes counted per input on top of its own text: its special tokens ([CLS], [SEP]).
+const SPECIAL_TOKEN_BYTES: usize = 2 * BYTES_PER_TOKEN;
+
+/// Bytes of text per chunk: about one forward batch of `max_batch_tokens` on the CPU, which gains
+/// nothing from bigger calls (so the progress bar moves often), four on a GPU, where the last
+/// batch of every call may be part-full (so a chunk of several batches keeps them full).
+fn chunk_bytes(engine: &Engine, max_batch_tokens: usize) -> usize {
+    let batches = if matches!(engine.backbone, Backbone::Cpu(_)) {
+        1
+    } else {
+        4
+    };
+    max_batch_tokens.saturating_mul(batches).saturating_mul(BYTES_PER_TOKEN)
+}
+
+/// Consecutive chunks of the inputs, each closed once its texts (plus `extra_bytes` per input)
+/// reach `budget` bytes; every chunk has at least one input.
+fn chunk_ranges(inputs: &[Input], extra_bytes: usize, budget: usize) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, input) in inputs.iter().enumerate() {
+        let text_bytes = input.as_ref().map_or(0, String::len);
+        bytes = bytes.saturating_add(text_bytes).saturating_add(extra_bytes);
+        if bytes >= budget {
+            chunks.push(start..i + 1);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < inputs.len() {
+        chunks.push(start..inputs.len());
+    }
+    chunks
+}
+
+/// Run a task over the inputs chunk by chunk, so that a long input shows its progress and its
+/// results are written as they come; `each` gets every chunk's first input index and outcomes,
+/// in order, so the output has the lines of one call, in the same order.
+fn in_chunks<T>(
+    inputs: &[Input],
+    chunks: Vec<Range<usize>>,
+    mut task: impl FnMut(&[&str]) -> Result<Vec<Result<T>>>,
+    mut each: impl FnMut(usize, Vec<Outcome<T>>) -> Result<()>,
+) -> Result<()> {
+    let progress = Progress::new(inputs.len(), chunks.len());
+    for chunk in chunks {
+        let outcomes = per_input(&inputs[chunk.clone()], &mut task)?;
+        progress.suspend(|| each(chunk.start, outcomes))?;
+        progress.advance(chunk.len());
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr, advanced as chunks of texts complete. Shown only for inputs of more
+/// than one chunk and only when stderr is a terminal, so pipes, logs and tests never see it; it is
+/// cleared when dropped, before any error line is printed.
+struct Progress {
+    bar: Option<ProgressBar>,
+    /// Whether stdout shares the terminal, so that the bar must be hidden while lines are written.
+    stdout_is_terminal: bool,
+}
+
+impl Progress {
+    fn new(texts: usize, chunks: usize) -> Self {
+        let stdout_is_terminal = std::io::stdout().is_terminal();
+        if chunks < 2 || !std::io::stderr().is_terminal() {
+            return Progress {
+                bar: None,
+                stdout_is_terminal,
+            };
+        }
+        let style = ProgressStyle::with_template("{wide_bar} {pos}/{len} texts, {elapsed} elapsed, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let bar = ProgressBar::with_draw_target(Some(texts as u64), ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_finish(ProgressFinish::AndClear);
+        bar.tick();
+        Progress {
+            bar: Some(bar),
+            stdout_is_terminal,
+        }
+    }
+
+    /// Run `f`, which writes to stdout, with the bar hidden when both are on the terminal, so that
+    /// their lines do not mix.
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) if self.stdout_is_terminal => bar.suspend(f),
+            _ => f(),
+        }
+    }
+
+    fn advance(&self, texts: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(texts as u64);
+        }
+    }
+}
+
+/// The JSON-lines output on stdout: one line per input, its result or `{"error": …}`.
+struct JsonLines<'a> {
+    out: &'a mut dyn Write,
+    /// Inputs printed as errors.
+    failed: usize,
+}
+
+impl JsonLines<'_> {
+    fn value(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.out, "{value}").map_err(|e| Error::io("<stdout>", e))
+    }
+
+    /// One chunk's lines, flushed so that they are out while the progress bar is suspended.
+    fn outcomes<T>(&mut self, outcomes: Vec<Outcome<T>>, to_json: impl Fn(T) -> serde_json::Value) -> Result<()> {
+        for outcome in outcomes {
+            match outcome {
+                Ok(v) => self.value(to_json(v))?,
                 Err(message) => {
-                    failed += 1;
-                    emit(json!({ "error": message }))?;
+                    self.failed += 1;
+                    self.value(json!({ "error": message }))?;
                 }
             }
         }
+        self.out.flush().map_err(|e| Error::io("<stdout>", e))
+    }
+
+    /// A texts command: the task over the inputs in chunks, each input's line in order.
+    fn run<T>(
+        &mut self,
+        inputs: &[Input],
+        chunks: Vec<Range<usize>>,
+        task: impl FnMut(&[&str]) -> Result<Vec<Result<T>>>,
+        to_json: impl Fn(T) -> serde_json::Value,
+    ) -> Result<()> {
+        in_chunks(inputs, chunks, task, |_, outcomes| self.outcomes(outcomes, &to_json))
+    }
+}
+
+/// `embed --npy`: the whole command fails on the first input that fails, naming it.
+fn npy_input_error(index: usize, inputs: usize, path: &Path, message: &str) -> Error {
+    Error::Input(format!(
+        "text {} of {inputs} failed, so {} was not written: {message}",
+        index + 1,
+        path.display()
+    ))
+}
+
+/// One NumPy .npy file of f32 rows (format 1.0, little-endian, C order), written to a temporary
+/// file beside it and renamed into place by [`finish`](Self::finish): a command that fails leaves
+/// no partial file (dropping an unfinished one removes the temporary) and an existing file
+/// untouched.
+struct NpyFile {
+    path: PathBuf,
+    temp: PathBuf,
+    /// `None` once finished.
+    file: Option<std::io::BufWriter<File>>,
+    rows: usize,
+    cols: usize,
+    written: usize,
+}
+
+/// The .npy header of a `[rows, cols]` float32 array as NumPy writes it: magic, version 1.0, the
+/// header's length, then its dict padded with spaces and ended by a newline so that the data
+/// starts at a multiple of 64 bytes.
+fn npy_header(rows: usize, cols: usize) -> Vec<u8> {
+    const PREAMBLE: &[u8] = b"\x93NUMPY\x01\x00";
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let unpadded = PREAMBLE.len() + 2 + dict.len() + 1;
+    let padding = unpadded.next_multiple_of(64) - unpadded;
+    let header_len = u16::try_from(dict.len() + padding + 1).expect("two integers' dict is under 64 KiB");
+    let mut header = PREAMBLE.to_vec();
+    header.extend_from_slice(&header_len.to_le_bytes());
+    header.extend_from_slice(dict.as_bytes());
+    header.resize(header.len() + padding, b' ');
+    header.push(b'\n');
+    header
+}
+
+impl NpyFile {
+    fn create(path: &Path, rows: usize, cols: usize) -> Result<Self> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::io(path, "--npy needs a file path"))?;
+        let temp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| Error::io(path, e))?;
+        let mut npy = NpyFile {
+            path: path.to_path_buf(),
+            temp,
+            file: Some(std::io::BufWriter::new(file)),
+            rows,
+            cols,
+            written: 0,
+        };
+        npy.write(&npy_header(rows, cols))?;
+        Ok(npy)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let file = self.file.as_mut().expect("not finished");
+        file.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn write_row(&mut self, row: &[f32]) -> Result<()> {
+        if row.len() != self.cols || self.written == self.rows {
+            return Err(Error::Device(format!(
+                "an embedding of {} values as row {} of a ({}, {}) array",
+                row.len(),
+                self.written + 1,
+                self.rows,
+                self.cols
+            )));
+        }
+        let bytes: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.write(&bytes)?;
+        self.written += 1;
         Ok(())
-    };
+    }
+
+    /// Check that every row was written, then move the file into place.
+    fn finish(mut self) -> Result<()> {
+        if self.written != self.rows {
+            return Err(Error::Device(format!(
+                "{} embeddings for {} texts",
+                self.written, self.rows
+            )));
+        }
+        let file = self.file.take().expect("not finished");
+        let file = file.into_inner().map_err(|e| Error::io(&self.path, e.error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        std::fs::rename(&self.temp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&self.temp);
+            Error::io(&self.path, e)
+        })
+    }
+}
+
+impl Drop for NpyFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Run a command; returns how many inputs failed (each printed as `{"error": "…"}` in its place).
+fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
+    let mut lines = JsonLines { out, failed: 0 };
     match cli.command {
         Command::Embed {
-            common,
+            engine,
             pooling,
             normalize,
             no_normalize,
             dim,
             prompt_name,
             prompt,
+            npy,
             texts,
         } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
+            // Stdin lines that are not UTF-8 are known already: fail before the model loads.
+            if let Some(path) = &npy {
+                if let Some((i, Err(message))) = texts.iter().enumerate().find(|(_, t)| t.is_err()) {
+                    return Err(npy_input_error(i, texts.len(), path, message));
+                }
+            }
+            let pipeline = engine.load()?;
             let options = EmbedOptions {
                 pooling: pooling.map(|p| match p {
                     PoolingArg::Cls => Pooling::Cls,
@@ -265,58 +535,102 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
                 prompt_name,
                 prompt,
             };
-            let results = per_input(
+            let chunks = chunk_ranges(
                 &texts,
-                |t| pipeline.embed_each(t, &options),
-                |e| json!({ "embedding": e }),
-            )?;
-            emit_each(results, &mut emit)?;
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            let task = |t: &[&str]| pipeline.embed_each(t, &options);
+            match &npy {
+                None => lines.run(&texts, chunks, task, |e| json!({ "embedding": e }))?,
+                Some(path) => {
+                    let mut file = NpyFile::create(path, texts.len(), pipeline.embed_dim(&options)?)?;
+                    in_chunks(&texts, chunks, task, |first, outcomes| {
+                        for (i, outcome) in outcomes.into_iter().enumerate() {
+                            let row = outcome.map_err(|m| npy_input_error(first + i, texts.len(), path, &m))?;
+                            file.write_row(&row)?;
+                        }
+                        Ok(())
+                    })?;
+                    file.finish()?;
+                }
+            }
         }
-        Command::FillMask { common, top_k, texts } => {
+        Command::FillMask { engine, top_k, texts } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
-            let results = per_input(
+            let pipeline = engine.load()?;
+            let chunks = chunk_ranges(
                 &texts,
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
                 |t| pipeline.fill_mask_each(t, top_k),
                 |masks| json!({ "masks": masks }),
             )?;
-            emit_each(results, &mut emit)?;
         }
-        Command::Classify { common, texts } => {
+        Command::Classify { engine, texts } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
-            let results = per_input(
+            let pipeline = engine.load()?;
+            let chunks = chunk_ranges(
                 &texts,
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
                 |t| pipeline.classify_each(t),
                 |c| serde_json::to_value(c).expect("plain data serialises"),
             )?;
-            emit_each(results, &mut emit)?;
         }
         Command::Rerank {
-            common,
+            engine,
             query,
             documents,
         } => {
             let documents = texts_or_stdin(documents)?;
-            let pipeline = common.load()?;
-            let results = per_input(
+            let pipeline = engine.load()?;
+            // Each document is encoded with the query: [CLS] query [SEP] document [SEP].
+            let chunks = chunk_ranges(
                 &documents,
+                query.len() + SPECIAL_TOKEN_BYTES + BYTES_PER_TOKEN,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &documents,
+                chunks,
                 |d| pipeline.rerank_each(&query, d),
                 |s| json!({ "score": s }),
             )?;
-            emit_each(results, &mut emit)?;
         }
-        Command::Colbert { common, query, texts } => {
+        Command::Colbert { engine, query, texts } => {
             let texts = texts_or_stdin(texts)?;
-            let pipeline = common.load()?;
-            let results = per_input(&texts, |t| pipeline.colbert_each(t, query), |v| json!({ "vectors": v }))?;
-            emit_each(results, &mut emit)?;
+            let pipeline = engine.load()?;
+            // The [Q] / [D] marker is one more token.
+            let chunks = chunk_ranges(
+                &texts,
+                SPECIAL_TOKEN_BYTES + BYTES_PER_TOKEN,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
+                |t| pipeline.colbert_each(t, query),
+                |v| json!({ "vectors": v }),
+            )?;
         }
-        Command::Bench { args } => modernbert::bench::run(&args, &mut emit)?,
-        Command::Info { common } => {
-            let p = common.load()?;
+        Command::Bench { args } => modernbert::bench::run(&args, &mut |v| lines.value(v))?,
+        Command::Info { model, device } => {
+            let options = EngineOptions {
+                device,
+                ..EngineOptions::default()
+            };
+            let p = Engine::new(&resolve_model(&model.model)?, &options)?;
             let c = &p.config;
-            emit(json!({
+            lines.value(json!({
                 "model": p.dir.display().to_string(),
                 "architectures": c.architectures,
                 "hidden_size": c.hidden_size,
@@ -344,7 +658,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             }))?;
         }
     }
-    Ok(failed)
+    Ok(lines.failed)
 }
 
 fn main() -> ExitCode {
@@ -362,6 +676,57 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_inputs_in_order_within_the_budget() {
+        let inputs: Vec<Input> = (0..50)
+            .map(|i| {
+                if i % 9 == 4 {
+                    Err(format!("bad {i}"))
+                } else {
+                    Ok("x".repeat(i % 13))
+                }
+            })
+            .collect();
+        for budget in [1, 10, 40, 1000] {
+            let chunks = chunk_ranges(&inputs, 3, budget);
+            assert_eq!(chunks.first().unwrap().start, 0);
+            assert_eq!(chunks.last().unwrap().end, inputs.len());
+            for pair in chunks.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "consecutive");
+            }
+            for chunk in &chunks {
+                assert!(!chunk.is_empty());
+                // Closed as soon as the budget is reached: without its last input, under it.
+                let bytes = |r: Range<usize>| -> usize {
+                    inputs[r].iter().map(|i| i.as_ref().map_or(0, String::len) + 3).sum()
+                };
+                assert!(bytes(chunk.start..chunk.end - 1) < budget, "{budget}: {chunk:?}");
+            }
+        }
+        assert_eq!(chunk_ranges(&inputs, 3, usize::MAX), [0..inputs.len()]);
+    }
+
+    #[test]
+    fn npy_header_as_numpy_writes_it() {
+        for (rows, cols) in [(1, 1), (3, 32), (123_456, 768), (usize::MAX, usize::MAX)] {
+            let header = npy_header(rows, cols);
+            assert_eq!(header.len() % 64, 0, "the data starts at a multiple of 64 bytes");
+            assert_eq!(&header[..8], b"\x93NUMPY\x01\x00");
+            assert_eq!(u16::from_le_bytes([header[8], header[9]]) as usize, header.len() - 10);
+            let dict = std::str::from_utf8(&header[10..]).unwrap();
+            assert_eq!(
+                dict.trim_end_matches('\n').trim_end(),
+                format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}")
+            );
+            assert!(dict.ends_with('\n'));
         }
     }
 }

@@ -317,7 +317,7 @@ fn bad_checkpoints_are_clear_errors() {
         |dir: &Path, needle: &str| expect_error(&["embed", "--model", dir.to_str().unwrap(), "text"], None, needle);
     let base = "st_cls_nonorm";
 
-    embed(Path::new("/nonexistent/model-dir"), "does not exist");
+    embed(Path::new("/nonexistent/model-dir"), "does not exist as a directory");
 
     let t = copy_fixture(base);
     std::fs::write(t.path().join("config.json"), "{ \"hidden_size\": 32, ").unwrap();
@@ -480,4 +480,416 @@ fn bad_inputs_are_clear_errors() {
     expect_error(&["fill-mask", "--model", d, "[MASK]"], None, "no masked-LM head");
     let out = run(&["embed"], None);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn a_model_that_is_neither_a_directory_nor_a_repo_id() {
+    let d = fixture("st_cls_nonorm");
+    let neither = "is not a Hugging Face repo id of the form org/name";
+    for model in [
+        "foo",
+        "./missing-model",
+        "/nonexistent/model-dir",
+        "org/name/extra",
+        "org/-name",
+        "org/na..me",
+        "/org",
+    ] {
+        for command in [&["info", "--model", model][..], &["embed", "--model", model, "x"]] {
+            expect_error(command, None, "does not exist as a directory");
+            expect_error(command, None, neither);
+        }
+    }
+    let file = d.join("config.json");
+    let file = file.to_str().unwrap();
+    expect_error(&["info", "--model", file], None, "is not a directory, and ");
+    expect_error(&["info", "--model", file], None, neither);
+    // An existing directory is taken as is, whatever its name looks like.
+    assert_eq!(json_lines(&["info", "--model", d.to_str().unwrap()], None).len(), 1);
+}
+
+/// A command's `--help`, which must succeed.
+fn help(command: &[&str]) -> String {
+    let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+    let out = run(&args, None);
+    assert!(out.status.success(), "{args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The entries of one section of a help text (`Options:`, `Arguments:`, `Commands:`): each entry's
+/// name (its first word) and its description (the rest of its line, or the lines indented under it
+/// in long help).
+fn help_entries(help: &str, section: &str) -> Vec<(String, String)> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut inside = false;
+    for line in help.lines() {
+        if !line.starts_with(' ') && !line.is_empty() {
+            inside = line == section;
+            continue;
+        }
+        if !inside || line.trim().is_empty() {
+            continue;
+        }
+        // Entries are indented 2 spaces (6 for an option without a short form); the lines of a
+        // long help's description, 10.
+        let indent = line.len() - line.trim_start().len();
+        if indent <= 6 {
+            // `  -s, --long <VALUE>  Description`: the description follows two or more spaces.
+            let entry = line.trim_start();
+            let (name, description) = match entry.find("  ") {
+                Some(at) => (&entry[..at], entry[at..].trim()),
+                None => (entry, ""),
+            };
+            entries.push((name.to_string(), description.to_string()));
+        } else if let Some((_, description)) = entries.last_mut() {
+            description.push_str(line.trim());
+        }
+    }
+    entries
+}
+
+/// The subcommands, as the top-level help lists them.
+fn subcommands() -> Vec<String> {
+    help_entries(&help(&[]), "Commands:")
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name != "help")
+        .collect()
+}
+
+#[test]
+fn every_command_option_and_argument_has_help() {
+    let top = help(&[]);
+    for (name, description) in help_entries(&top, "Commands:") {
+        assert!(!description.is_empty(), "command {name} has no description");
+    }
+    let commands = subcommands();
+    assert!(commands.len() >= 7, "{commands:?}");
+    for command in &commands {
+        let text = help(&[command]);
+        let options = help_entries(&text, "Options:");
+        assert!(
+            options.iter().any(|(name, _)| name.contains("--help")),
+            "{command}: {text}"
+        );
+        let arguments = help_entries(&text, "Arguments:");
+        for (name, description) in options.iter().chain(&arguments) {
+            assert!(
+                !description.is_empty(),
+                "`{command} --help`: {name} has no description:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn each_command_lists_only_the_options_it_uses() {
+    let options = |command: &str| -> Vec<String> {
+        help_entries(&help(&[command]), "Options:")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let has = |listed: &[String], option: &str| listed.iter().any(|name| name.split([' ', ',']).any(|w| w == option));
+    // What `run` reads for each: the texts commands build a batching engine; info only loads the
+    // model on a device to report it.
+    let engine = [
+        "--model",
+        "--device",
+        "--dtype",
+        "--no-graphs",
+        "--no-truncate",
+        "--max-batch-tokens",
+    ];
+    for command in ["embed", "fill-mask", "classify", "rerank", "colbert"] {
+        let listed = options(command);
+        for option in engine {
+            assert!(has(&listed, option), "{command} lacks {option}: {listed:?}");
+        }
+    }
+    let info = options("info");
+    for option in ["--model", "--device"] {
+        assert!(has(&info, option), "info lacks {option}: {info:?}");
+    }
+    for option in [
+        "--dtype",
+        "--no-graphs",
+        "--no-truncate",
+        "--max-batch-tokens",
+        "--query",
+        "--top-k",
+    ] {
+        assert!(
+            !has(&info, option),
+            "info lists {option}, which it does not use: {info:?}"
+        );
+    }
+    for command in ["fill-mask", "classify", "rerank", "colbert", "info"] {
+        assert!(!has(&options(command), "--npy"), "{command} lists --npy");
+    }
+    assert!(!has(&options("classify"), "--top-k"));
+}
+
+/// Many stdin lines of varied lengths, with no repeats.
+fn many_lines(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("line {i}: {}", "word ".repeat(i % 7)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn long_inputs_run_in_chunks_with_the_same_output_and_no_progress_bar_on_a_pipe() {
+    let d = fixture("st_mean_normalize_prompts");
+    let d = d.to_str().unwrap();
+    let texts = many_lines(300);
+    // --max-batch-tokens 16: chunks of a few texts (many chunks); the default: one chunk.
+    let small = ["embed", "--model", d, "--max-batch-tokens", "16"];
+    let out = run(&small, Some(texts.as_bytes()));
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "stderr is not a terminal: no progress bar, nothing at all: {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chunked: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let whole = json_lines(&["embed", "--model", d], Some(texts.as_bytes()));
+    assert_eq!(chunked.len(), 300);
+    assert_eq!(whole.len(), 300);
+    for (i, (a, b)) in chunked.iter().zip(&whole).enumerate() {
+        let (a, b) = (floats(&a["embedding"]), floats(&b["embedding"]));
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(a.len() == b.len() && diff <= 1e-6, "text {i}: differs by {diff}");
+    }
+    // A failing input in a later chunk: its error line in its place, as from one call.
+    let mut bad = texts.clone().into_bytes();
+    bad.extend_from_slice(b"\n\xff\nthe last line");
+    let lines = expect_input_errors(&small, Some(&bad), 302, &[(300, "stdin line 301 is not valid UTF-8")]);
+    assert_eq!(lines[..300], chunked[..]);
+    let mlm = fixture("mlm_l3_v5_f32");
+    let masks: String = (0..100)
+        .map(|i| {
+            if i == 77 {
+                "no mask".to_string()
+            } else {
+                format!("text {i} [MASK]")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    expect_input_errors(
+        &[
+            "fill-mask",
+            "--model",
+            mlm.to_str().unwrap(),
+            "--max-batch-tokens",
+            "16",
+        ],
+        Some(masks.as_bytes()),
+        100,
+        &[(77, "has no [MASK]")],
+    );
+}
+
+/// A .npy file's header fields and f32 data, checked against the format (version 1.0,
+/// little-endian f32, C order, data at a multiple of 64 bytes).
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00", "magic and version 1.0");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let data_start = 10 + header_len;
+    assert_eq!(data_start % 64, 0, "the data starts at a multiple of 64 bytes");
+    let header = std::str::from_utf8(&bytes[10..data_start]).unwrap();
+    assert!(header.ends_with('\n'));
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_at = header.find("'shape': (").unwrap() + "'shape': (".len();
+    let shape: Vec<usize> = header[shape_at..header[shape_at..].find(')').unwrap() + shape_at]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[data_start..]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        data.len(),
+        shape.iter().product::<usize>(),
+        "data for the whole shape, no more"
+    );
+    (shape, data)
+}
+
+/// The JSON embeddings of texts, as rows.
+fn json_embeddings(args: &[&str], stdin: &[u8]) -> Vec<Vec<f32>> {
+    json_lines(args, Some(stdin))
+        .iter()
+        .map(|l| floats(&l["embedding"]))
+        .collect()
+}
+
+fn max_difference(rows: &[Vec<f32>], flat: &[f32]) -> f32 {
+    assert_eq!(rows.concat().len(), flat.len());
+    rows.concat()
+        .iter()
+        .zip(flat)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
+#[test]
+fn embed_npy_holds_the_json_embeddings() {
+    let d = fixture("st_mean_normalize_prompts");
+    let d = d.to_str().unwrap();
+    let texts = many_lines(40);
+    let tmp = tempfile::tempdir().unwrap();
+    for extra in [&[][..], &["--dim", "8"], &["--max-batch-tokens", "16"]] {
+        let npy = tmp.path().join("out.npy");
+        let mut args = vec!["embed", "--model", d, "--npy", npy.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run(&args, Some(texts.as_bytes()));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty() && out.stderr.is_empty(),
+            "{args:?}: the output is the file"
+        );
+        let (shape, data) = read_npy(&npy);
+        let mut json_args = vec!["embed", "--model", d];
+        json_args.extend_from_slice(extra);
+        let want = json_embeddings(&json_args, texts.as_bytes());
+        assert_eq!(shape, [want.len(), want[0].len()], "{args:?}");
+        assert!(max_difference(&want, &data) <= 1e-6, "{args:?}");
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["out.npy"], "no temporary file left beside it");
+    }
+}
+
+#[test]
+fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
+    let d = fixture("st_cls_nonorm");
+    let d = d.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = tmp.path().join("out.npy");
+    let npy_arg = npy.to_str().unwrap();
+    let left = || -> Vec<_> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg],
+        Some(b"ok\n\xff\xfe bad\nok\n"),
+        "text 2 of 3 failed, so",
+    );
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg],
+        Some(b"ok\n\xff\xfe bad\nok\n"),
+        "stdin line 2 is not valid UTF-8",
+    );
+    assert!(left().is_empty(), "nothing written: {:?}", left());
+    // A file that is there stays as it was; a text that fails inside the model, after earlier
+    // chunks were written, removes the temporary file.
+    std::fs::write(&npy, b"earlier contents").unwrap();
+    let long = "word ".repeat(9000);
+    let mut stdin = many_lines(50).into_bytes();
+    stdin.extend_from_slice(format!("\n{long}\nshort").as_bytes());
+    expect_error(
+        &[
+            "embed",
+            "--model",
+            d,
+            "--no-truncate",
+            "--max-batch-tokens",
+            "16",
+            "--npy",
+            npy_arg,
+        ],
+        Some(&stdin),
+        "text 51 of 52 failed, so",
+    );
+    assert_eq!(std::fs::read(&npy).unwrap(), b"earlier contents");
+    assert_eq!(left(), ["out.npy"]);
+    // An option the model refuses fails before any file is made.
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg, "--dim", "0", "x"],
+        None,
+        "dim 0",
+    );
+    assert_eq!(left(), ["out.npy"]);
+    // An option refused once the file is begun (the prompt is looked up with the first chunk).
+    expect_error(
+        &["embed", "--model", d, "--npy", npy_arg, "--prompt-name", "nope", "x"],
+        None,
+        "unknown prompt name",
+    );
+    assert_eq!(left(), ["out.npy"]);
+    // A place where no file can be made: the error names the file asked for.
+    let nowhere = tmp.path().join("no-such-dir/out.npy");
+    let nowhere = nowhere.to_str().unwrap();
+    expect_error(&["embed", "--model", d, "--npy", nowhere, "x"], None, nowhere);
+}
+
+/// The Python of the reference environment (numpy): `MODERNBERT_REF_PYTHON`, else .venv-ref.
+fn reference_python() -> PathBuf {
+    if let Ok(p) = std::env::var("MODERNBERT_REF_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = common::repo_root().join(".venv-ref/bin/python");
+    assert!(
+        venv.is_file(),
+        "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)"
+    );
+    venv
+}
+
+#[test]
+#[ignore = "needs the Python reference environment (numpy); scripts/test.sh runs it"]
+fn embed_npy_reads_back_with_numpy() {
+    let d = fixture("st_mean_normalize_prompts");
+    let d = d.to_str().unwrap();
+    let texts = many_lines(25);
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = tmp.path().join("embeddings.npy");
+    let out = run(
+        &["embed", "--model", d, "--npy", npy.to_str().unwrap()],
+        Some(texts.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read_back = Command::new(reference_python())
+        .args([
+            "-c",
+            "import json, sys, numpy\n\
+             a = numpy.load(sys.argv[1])\n\
+             print(json.dumps({'dtype': a.dtype.str, 'shape': list(a.shape),\n\
+                               'c_order': bool(a.flags.c_contiguous), 'data': a.ravel().tolist()}))",
+        ])
+        .arg(&npy)
+        .output()
+        .expect("run the reference Python");
+    assert!(
+        read_back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read_back.stderr)
+    );
+    let array: Value = serde_json::from_slice(&read_back.stdout).unwrap();
+    let want = json_embeddings(&["embed", "--model", d], texts.as_bytes());
+    assert_eq!(array["dtype"], "<f4");
+    assert_eq!(array["c_order"], true);
+    assert_eq!(array["shape"], serde_json::json!([want.len(), want[0].len()]));
+    assert!(max_difference(&want, &floats(&array["data"])) <= 1e-6);
 }
