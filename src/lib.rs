@@ -25,6 +25,7 @@ pub mod layout;
 pub mod limits;
 pub mod matmul;
 pub mod model;
+pub mod npy;
 pub mod reference;
 pub mod tokenize;
 pub mod weights;
