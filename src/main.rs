@@ -1,5 +1,5 @@
 //! The `modernbert` command line. Output: one JSON object per input text, one per line, in input
-//! order (or, with `embed --npy`, one .npy file). Texts come from the arguments, or else from
+//! order (or, with `embed --output npy FILE`, one .npy file). Texts come from the arguments, or else from
 //! stdin, one per line exactly as given (only the line terminator is removed); they run in chunks,
 //! so a long input writes its results as they come and, on a terminal, shows a progress bar on
 //! stderr. Errors: one line on stderr and a non-zero exit status.
@@ -34,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sentence embeddings: {"embedding": [...]} per text (or one .npy file with --npy).
+    /// Sentence embeddings: {"embedding": [...]} per text (or one .npy file with --output npy FILE).
     Embed {
         #[command(flatten)]
         engine: EngineArgs,
@@ -56,11 +56,11 @@ enum Command {
         /// A literal prompt prepended to each text (e.g. "search_query: ").
         #[arg(long)]
         prompt: Option<String>,
-        /// Write the embeddings to FILE as one NumPy .npy array (float32, shape (texts, dim), one
-        /// row per text in input order) instead of JSON lines on stdout. If any input fails, the
-        /// command fails naming it and FILE is left as it was.
-        #[arg(long, value_name = "FILE")]
-        npy: Option<PathBuf>,
+        /// `--output npy FILE`: write the embeddings to FILE as one NumPy .npy array (float32,
+        /// shape (texts, dim), one row per text in input order) instead of JSON lines on stdout.
+        /// If any input fails, the command fails naming it and FILE is left as it was.
+        #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
+        output: Option<Vec<String>>,
         /// The texts to embed (default: stdin, one text per line).
         #[arg(value_name = "TEXT")]
         texts: Vec<String>,
@@ -386,7 +386,22 @@ impl JsonLines<'_> {
     }
 }
 
-/// `embed --npy`: the whole command fails on the first input that fails, naming it.
+/// `embed --output FORMAT FILE`'s file, when given: `npy` is the one file format (JSON lines, the
+/// default, go to stdout).
+fn npy_output(output: Option<Vec<String>>) -> Result<Option<PathBuf>> {
+    match output.as_deref() {
+        None => Ok(None),
+        Some([format, file]) if format == "npy" => Ok(Some(PathBuf::from(file))),
+        Some([format, _]) => Err(Error::Input(format!(
+            "--output {format}: the file format must be npy (JSON lines, the default, go to stdout)"
+        ))),
+        Some(_) => Err(Error::Input(
+            "--output takes a format and a file: --output npy FILE".into(),
+        )),
+    }
+}
+
+/// `embed --output npy`: the whole command fails on the first input that fails, naming it.
 fn npy_input_error(index: usize, inputs: usize, path: &Path, message: &str) -> Error {
     Error::Input(format!(
         "text {} of {inputs} failed, so {} was not written: {message}",
@@ -407,9 +422,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             dim,
             prompt_name,
             prompt,
-            npy,
+            output,
             texts,
         } => {
+            let npy = npy_output(output)?;
             let texts = texts_or_stdin(texts)?;
             // Stdin lines that are not UTF-8 are known already: fail before the model loads.
             if let Some(path) = &npy {

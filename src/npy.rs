@@ -1,4 +1,4 @@
-//! NumPy's `.npy` format for f32 matrices (`embed --npy`): format 1.0, little-endian `<f4`, C
+//! NumPy's `.npy` format for f32 matrices (`embed --output npy`): format 1.0, little-endian `<f4`, C
 //! order, as `numpy.save` writes it, so `numpy.load` reads it back.
 
 use std::fs::File;
@@ -42,7 +42,7 @@ impl NpyFile {
     pub fn create(path: &Path, rows: usize, cols: usize) -> Result<Self> {
         let name = path
             .file_name()
-            .ok_or_else(|| Error::io(path, "--npy needs a file path"))?;
+            .ok_or_else(|| Error::io(path, "--output npy needs a file path"))?;
         let temp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let file = std::fs::OpenOptions::new()
             .write(true)

@@ -625,7 +625,7 @@ fn each_command_lists_only_the_options_it_uses() {
         );
     }
     for command in ["fill-mask", "classify", "rerank", "colbert", "info"] {
-        assert!(!has(&options(command), "--npy"), "{command} lists --npy");
+        assert!(!has(&options(command), "--output"), "{command} lists --output");
     }
     assert!(!has(&options("classify"), "--top-k"));
 }
@@ -752,7 +752,7 @@ fn embed_npy_holds_the_json_embeddings() {
     let tmp = tempfile::tempdir().unwrap();
     for extra in [&[][..], &["--dim", "8"], &["--max-batch-tokens", "16"]] {
         let npy = tmp.path().join("out.npy");
-        let mut args = vec!["embed", "--model", d, "--npy", npy.to_str().unwrap()];
+        let mut args = vec!["embed", "--model", d, "--output", "npy", npy.to_str().unwrap()];
         args.extend_from_slice(extra);
         let out = run(&args, Some(texts.as_bytes()));
         assert!(
@@ -792,12 +792,12 @@ fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
             .collect()
     };
     expect_error(
-        &["embed", "--model", d, "--npy", npy_arg],
+        &["embed", "--model", d, "--output", "npy", npy_arg],
         Some(b"ok\n\xff\xfe bad\nok\n"),
         "text 2 of 3 failed, so",
     );
     expect_error(
-        &["embed", "--model", d, "--npy", npy_arg],
+        &["embed", "--model", d, "--output", "npy", npy_arg],
         Some(b"ok\n\xff\xfe bad\nok\n"),
         "stdin line 2 is not valid UTF-8",
     );
@@ -816,7 +816,8 @@ fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
             "--no-truncate",
             "--max-batch-tokens",
             "16",
-            "--npy",
+            "--output",
+            "npy",
             npy_arg,
         ],
         Some(&stdin),
@@ -826,14 +827,24 @@ fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
     assert_eq!(left(), ["out.npy"]);
     // An option the model refuses fails before any file is made.
     expect_error(
-        &["embed", "--model", d, "--npy", npy_arg, "--dim", "0", "x"],
+        &["embed", "--model", d, "--output", "npy", npy_arg, "--dim", "0", "x"],
         None,
         "dim 0",
     );
     assert_eq!(left(), ["out.npy"]);
     // An option refused once the file is begun (the prompt is looked up with the first chunk).
     expect_error(
-        &["embed", "--model", d, "--npy", npy_arg, "--prompt-name", "nope", "x"],
+        &[
+            "embed",
+            "--model",
+            d,
+            "--output",
+            "npy",
+            npy_arg,
+            "--prompt-name",
+            "nope",
+            "x",
+        ],
         None,
         "unknown prompt name",
     );
@@ -841,7 +852,14 @@ fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
     // A place where no file can be made: the error names the file asked for.
     let nowhere = tmp.path().join("no-such-dir/out.npy");
     let nowhere = nowhere.to_str().unwrap();
-    expect_error(&["embed", "--model", d, "--npy", nowhere, "x"], None, nowhere);
+    expect_error(&["embed", "--model", d, "--output", "npy", nowhere, "x"], None, nowhere);
+    // A file format other than npy is refused, naming it, before anything is written.
+    expect_error(
+        &["embed", "--model", d, "--output", "csv", npy_arg, "x"],
+        None,
+        "--output csv: the file format must be npy",
+    );
+    assert_eq!(left(), ["out.npy"]);
 }
 
 /// The Python of the reference environment (numpy): `MODERNBERT_REF_PYTHON`, else .venv-ref.
@@ -866,7 +884,7 @@ fn embed_npy_reads_back_with_numpy() {
     let tmp = tempfile::tempdir().unwrap();
     let npy = tmp.path().join("embeddings.npy");
     let out = run(
-        &["embed", "--model", d, "--npy", npy.to_str().unwrap()],
+        &["embed", "--model", d, "--output", "npy", npy.to_str().unwrap()],
         Some(texts.as_bytes()),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
