@@ -862,19 +862,6 @@ fn embed_npy_fails_whole_naming_the_input_and_leaves_no_file() {
     assert_eq!(left(), ["out.npy"]);
 }
 
-/// The Python of the reference environment (numpy): `MODERNBERT_REF_PYTHON`, else .venv-ref.
-fn reference_python() -> PathBuf {
-    if let Ok(p) = std::env::var("MODERNBERT_REF_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = common::repo_root().join(".venv-ref/bin/python");
-    assert!(
-        venv.is_file(),
-        "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)"
-    );
-    venv
-}
-
 #[test]
 #[ignore = "needs the Python reference environment (numpy); scripts/test.sh runs it"]
 fn embed_npy_reads_back_with_numpy() {
@@ -888,7 +875,7 @@ fn embed_npy_reads_back_with_numpy() {
         Some(texts.as_bytes()),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let read_back = Command::new(reference_python())
+    let read_back = Command::new(common::reference_python())
         .args([
             "-c",
             "import json, sys, numpy\n\

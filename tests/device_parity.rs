@@ -233,10 +233,7 @@ fn device_8192_tokens() {
 #[ignore = "heavy: builds a checkpoint with transformers; scripts/test.sh runs it"]
 fn device_base_shaped_model() {
     let dir = common::repo_root().join("target/fullsize-base-3-layers");
-    let python = std::env::var("MODERNBERT_REF_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| common::repo_root().join(".venv-ref/bin/python"));
-    let status = std::process::Command::new(python)
+    let status = std::process::Command::new(common::reference_python())
         .arg(common::repo_root().join("scripts/make_fullsize.py"))
         .args(["--layers", "3", "--out"])
         .arg(&dir)

@@ -19,25 +19,13 @@ use modernbert::model::Checkpoint;
 use modernbert::reference::CpuExecutor;
 use modernbert::weights::TensorStore;
 
-fn reference_python() -> PathBuf {
-    if let Ok(p) = std::env::var("MODERNBERT_REF_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = common::repo_root().join(".venv-ref/bin/python");
-    assert!(
-        venv.is_file(),
-        "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)"
-    );
-    venv
-}
-
 /// The full-size checkpoint, built once per test run (the tests of this file share it).
 fn checkpoint() -> PathBuf {
     static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let dir = common::repo_root().join("target/fullsize-base");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !*built {
-        let status = Command::new(reference_python())
+        let status = Command::new(common::reference_python())
             .arg(common::repo_root().join("scripts/make_fullsize.py"))
             .arg("--out")
             .arg(&dir)

@@ -17,6 +17,20 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Python of the reference environment (transformers, numpy): `MODERNBERT_REF_PYTHON`, else
+/// the repository's `.venv-ref` (scripts/reference-env.sh).
+pub fn reference_python() -> PathBuf {
+    if let Ok(p) = std::env::var("MODERNBERT_REF_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo_root().join(".venv-ref/bin/python");
+    assert!(
+        venv.is_file(),
+        "no Python reference environment: run `bash scripts/reference-env.sh` (or set MODERNBERT_REF_PYTHON)"
+    );
+    venv
+}
+
 pub fn fixtures_dir() -> PathBuf {
     repo_root().join("tests/fixtures")
 }
