@@ -213,8 +213,8 @@ impl TensorStore {
         // In slices, each slice's file pages released once converted: the mapped bytes and the
         // f32 copy then never coexist beyond one slice (the embedding table alone is 155 MB).
         const SLICE_BYTES: usize = 4 << 20;
-        let entry_start = bytes.as_ptr() as usize - self.files[self.entry(name)?.file].mmap.as_ptr() as usize;
-        for (i, slice) in bytes.chunks(SLICE_BYTES).enumerate() {
+        let mmap = &self.files[self.entry(name)?.file].mmap;
+        for slice in bytes.chunks(SLICE_BYTES) {
             match dtype {
                 StorageType::F32 => values.extend(
                     slice
@@ -230,29 +230,26 @@ impl TensorStore {
                         .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
                 ),
             }
-            self.release(name, entry_start + i * SLICE_BYTES, slice.len());
+            release(mmap, slice);
         }
         Ok(values)
     }
+}
 
-    /// Drop converted bytes `[offset, offset + len)` of `name`'s file from this process's
-    /// resident set: the loader reads each tensor once into its own f32 copy, so keeping the
-    /// mapped pages as well would double the peak memory of a load. Best effort (advice); a
-    /// later read faults the pages back in.
-    fn release(&self, name: &str, offset: usize, len: usize) {
-        #[cfg(unix)]
-        if let Ok(entry) = self.entry(name) {
-            let mmap = &self.files[entry.file].mmap;
-            if len > 0 && offset.checked_add(len).is_some_and(|end| end <= mmap.len()) {
-                // SAFETY: the mapping is shared and read-only (`Mmap::map`), so MADV_DONTNEED only
-                // discards clean page-cache pages from this mapping; a later access reads the same
-                // file bytes again. No byte of the mapping is changed.
-                let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = (name, offset, len);
+/// Drop `bytes` (converted, inside `mmap`) from this process's resident set: the loader reads each
+/// tensor once into its own f32 copy, so keeping the mapped pages as well would double the peak
+/// memory of a load. Best effort (advice); a later read faults the pages back in.
+fn release(mmap: &Mmap, bytes: &[u8]) {
+    let offset = (bytes.as_ptr() as usize).wrapping_sub(mmap.as_ptr() as usize);
+    #[cfg(unix)]
+    if !bytes.is_empty() && offset.checked_add(bytes.len()).is_some_and(|end| end <= mmap.len()) {
+        // SAFETY: the mapping is shared and read-only (`Mmap::map`), so MADV_DONTNEED only
+        // discards clean page-cache pages from this mapping; a later access reads the same file
+        // bytes again. No byte of the mapping is changed.
+        let _ = unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len()) };
     }
+    #[cfg(not(unix))]
+    let _ = offset;
 }
 
 #[cfg(test)]
