@@ -26,6 +26,7 @@ pub mod limits;
 pub mod matmul;
 pub mod model;
 pub mod npy;
+pub mod quantize;
 pub mod reference;
 pub mod tokenize;
 pub mod weights;
