@@ -57,7 +57,7 @@ typedef enum mb_device {
   MB_DEVICE_CPU = 1,
   // The GPU code path on the host emulator (needs head_dim 64; for testing).
   MB_DEVICE_EMULATED = 2,
-  // CUDA device 0 (an error when unavailable).
+  // The CUDA device `mb_engine_options.device_index` (an error when unavailable).
   MB_DEVICE_CUDA = 3,
 } mb_device;
 
@@ -114,6 +114,9 @@ typedef struct mb_engine_options {
   int32_t graphs;
   // An `mb_overlong` (default `MB_OVERLONG_TRUNCATE`).
   int32_t overlong;
+  // With `MB_DEVICE_CUDA`: which CUDA device, in the driver's numbering (default 0); must be 0
+  // for every other device. One engine per device in one process is fine.
+  uint32_t device_index;
 } mb_engine_options;
 
 // Embedding options; NULL means all defaults, and so does an all-zero struct with `struct_size`

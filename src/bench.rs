@@ -331,7 +331,7 @@ fn build_runner(
         let options = EngineOptions {
             device: match (args.device, &dev) {
                 (DeviceChoice::Auto, None) => DeviceChoice::Cpu,
-                (DeviceChoice::Auto, Some(_)) => DeviceChoice::Cuda,
+                (DeviceChoice::Auto, Some(_)) => DeviceChoice::Cuda(0),
                 (choice, _) => choice,
             },
             dtype,
@@ -339,7 +339,7 @@ fn build_runner(
             graphs,
             overlong: crate::tokenize::OverlongPolicy::Truncate,
         };
-        let is_cuda = matches!(options.device, DeviceChoice::Cuda);
+        let is_cuda = matches!(options.device, DeviceChoice::Cuda(_));
         drop(dev);
         let engine = Engine::new(dir, &options)?;
         if max_sequences > max_tokens.max(engine.config.max_position_embeddings).min(4096) {

@@ -102,6 +102,9 @@ pub struct ModelConfig {
     /// `id2label`, ordered by id (empty when the config has none).
     pub id2label: Vec<String>,
     pub architectures: Vec<String>,
+    /// A sentence-transformers CrossEncoder's `activation_fn` (`sentence_transformers.activation_fn`,
+    /// or the older `sbert_ce_default_activation_function`), e.g. `torch.nn.modules.activation.Sigmoid`.
+    pub cross_encoder_activation: Option<String>,
 }
 
 impl ModelConfig {
@@ -283,6 +286,13 @@ impl ModelConfig {
             _ => Vec::new(),
         };
 
+        let cross_encoder_activation = obj
+            .get("sentence_transformers")
+            .and_then(|st| st.get("activation_fn"))
+            .or_else(|| obj.get("sbert_ce_default_activation_function"))
+            .and_then(Value::as_str)
+            .map(String::from);
+
         // Checked after the conversion to f32, the precision it is used in (1e-85 would become 0).
         let eps = f.f64("norm_eps", 1e-5)? as f32;
         if !(eps > 0.0 && eps < 1.0) {
@@ -319,6 +329,7 @@ impl ModelConfig {
             tie_word_embeddings: f.bool("tie_word_embeddings", true)?,
             id2label,
             architectures,
+            cross_encoder_activation,
         })
     }
 }

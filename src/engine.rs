@@ -24,7 +24,7 @@ use crate::tokenize::{collect_per_text, OverlongPolicy, TextTokenizer};
 use crate::weights::TensorStore;
 
 /// Where the forward pass runs. The one owner of the `--device` syntax ([`DeviceChoice::parse`]):
-/// `auto`, `cpu`, `cuda`, `emulated[:sm80|:sm90]`, `model:<card>[:sm80|:sm90]`.
+/// `auto`, `cpu`, `cuda[:N]`, `emulated[:sm80|:sm90]`, `model:<card>[:sm80|:sm90]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     /// CUDA when a usable GPU (driver, device, kernels in this build) is present, else the CPU.
@@ -34,8 +34,9 @@ pub enum DeviceChoice {
     /// The GPU executor on the host emulator: the CUDA code path, run on the CPU, reporting
     /// this compute capability (plain `emulated` = sm80).
     Emulated((u32, u32)),
-    /// The GPU executor on CUDA device 0.
-    Cuda,
+    /// The GPU executor on CUDA device `N` (`cuda` = `cuda:0`), in the driver's numbering
+    /// (`CUDA_VISIBLE_DEVICES` applies).
+    Cuda(usize),
     /// The GPU executor on the cost model of `card` (computes nothing, predicts times);
     /// `capability` forces a code path, `None` = the card's own.
     Model {
@@ -64,7 +65,13 @@ impl DeviceChoice {
         match (head, rest.as_slice()) {
             ("auto", []) => Ok(DeviceChoice::Auto),
             ("cpu", []) => Ok(DeviceChoice::Cpu),
-            ("cuda", []) => Ok(DeviceChoice::Cuda),
+            ("cuda", []) => Ok(DeviceChoice::Cuda(0)),
+            ("cuda", [n]) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("`{s}`: the device index must be a number (cuda:0, cuda:1, …)")),
             ("emulated", rest) => Ok(DeviceChoice::Emulated(one_suffix(rest)?.unwrap_or((8, 0)))),
             ("model", [card, rest @ ..]) => Ok(DeviceChoice::Model {
                 card: Card::parse(card)?,
@@ -75,7 +82,7 @@ impl DeviceChoice {
                 Card::ALL.map(Card::id).join(", ")
             )),
             _ => Err(format!(
-                "unknown device `{s}` (expected auto, cpu, cuda, emulated[:sm80|:sm90] or model:<card>[:sm80|:sm90])"
+                "unknown device `{s}` (expected auto, cpu, cuda[:N], emulated[:sm80|:sm90] or model:<card>[:sm80|:sm90])"
             )),
         }
     }
@@ -150,12 +157,37 @@ pub struct EmbedOptions {
     pub pooling: Option<Pooling>,
     /// Default: whether the directory has a `Normalize` module.
     pub normalize: Option<bool>,
-    /// Matryoshka: keep the first `dim` dimensions (before normalisation).
+    /// Matryoshka: keep the first `dim` dimensions (before normalisation, so the vectors are unit
+    /// at `dim`; see `dim_after_normalize`).
     pub dim: Option<usize>,
+    /// Keep the first `dim` dimensions of the finished (normalised) vector instead, as
+    /// sentence-transformers' `truncate_dim` does: the vectors are then not unit at `dim`.
+    pub dim_after_normalize: bool,
     /// A prompt by name from `config_sentence_transformers.json` (default: its `default_prompt_name`).
     pub prompt_name: Option<String>,
     /// A literal prompt prepended to every text (overrides `prompt_name`).
     pub prompt: Option<String>,
+}
+
+impl EmbedOptions {
+    /// `SentenceTransformer.encode`'s semantics: the model's own pipeline (its Normalize module
+    /// included), then `truncate_dim`, then a normalisation if `normalize_embeddings`.
+    pub fn sentence_transformers(
+        prompt_name: Option<String>,
+        prompt: Option<String>,
+        normalize_embeddings: bool,
+        truncate_dim: Option<usize>,
+    ) -> Self {
+        EmbedOptions {
+            pooling: None,
+            // Normalising after truncation gives unit vectors at `dim` whatever came before.
+            normalize: normalize_embeddings.then_some(true),
+            dim: truncate_dim,
+            dim_after_normalize: !normalize_embeddings,
+            prompt_name,
+            prompt,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -199,9 +231,9 @@ pub fn open_device(choice: DeviceChoice) -> Result<Option<Arc<dyn Device>>> {
         DeviceChoice::Model { card, capability } => {
             Ok(Some(Arc::new(crate::gpu::cost_model::model_device(card, capability)?)))
         }
-        DeviceChoice::Cuda => CudaDevice::new(0)
+        DeviceChoice::Cuda(index) => CudaDevice::new(index)
             .map(|d| Some(Arc::new(d) as Arc<dyn Device>))
-            .map_err(|e| Error::Device(format!("--device cuda: {e}"))),
+            .map_err(|e| Error::Device(format!("cuda:{index}: {e}"))),
         DeviceChoice::Auto => Ok(CudaDevice::new(0).ok().map(|d| Arc::new(d) as Arc<dyn Device>)),
     }
 }
@@ -475,8 +507,28 @@ impl Engine {
     /// off, non-finite outputs) is that text's error. The outer error is the call's own (an
     /// unknown prompt, a bad `dim`, no tokenizer, a device failure).
     pub fn embed_each(&self, texts: &[&str], options: &EmbedOptions) -> Result<Vec<Result<Vec<f32>>>> {
+        if options.dim_after_normalize && options.dim.is_some() {
+            let dim = self.embed_dim(options)?;
+            let whole = EmbedOptions {
+                dim: None,
+                dim_after_normalize: false,
+                ..options.clone()
+            };
+            let mut out = self.embed_each(texts, &whole)?;
+            for v in out.iter_mut().flatten() {
+                v.truncate(dim);
+            }
+            return Ok(out);
+        }
         let prompt = self.prompt_for(options)?;
-        let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let strip = |t: String| {
+            if self.layout.strips_text {
+                crate::layout::st_strip(&t).to_string()
+            } else {
+                t
+            }
+        };
+        let prompted: Vec<String> = texts.iter().map(|t| strip(format!("{prompt}{t}"))).collect();
         let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
@@ -753,6 +805,31 @@ impl Engine {
         })
     }
 
+    /// sentence-transformers' `CrossEncoder.predict`: each (first, second) pair's logits through
+    /// the model's activation (`config.cross_encoder_activation`, else sigmoid for one label and
+    /// identity otherwise). One result per pair.
+    pub fn predict_pairs_each(&self, pairs: &[(&str, &str)]) -> Result<Vec<Result<Vec<f32>>>> {
+        let labels = self.num_labels()?;
+        let activation: fn(f32) -> f32 = match self.config.cross_encoder_activation.as_deref() {
+            None if labels == 1 => sigmoid,
+            None => |x| x,
+            Some("torch.nn.modules.activation.Sigmoid") => sigmoid,
+            Some("torch.nn.modules.linear.Identity") => |x| x,
+            Some("torch.nn.modules.activation.Tanh") => f32::tanh,
+            Some(other) => {
+                return Err(Error::Unsupported(format!(
+                    "CrossEncoder activation_fn {other:?} (supported: torch.nn Sigmoid, Identity, Tanh)"
+                )))
+            }
+        };
+        let ids = self.tokenizer()?.encode_each_pair(pairs)?;
+        per_text(ids, |ids| {
+            let mut logits = self.sequence_logits(ids)?;
+            logits.iter_mut().flatten().for_each(|x| *x = activation(*x));
+            Ok(logits)
+        })
+    }
+
     /// Token-classification logits: one `[labels]` vector per token of each text.
     pub fn token_logits(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
         let cls = self.classifier()?;
@@ -995,4 +1072,23 @@ fn per_text<S, T: Finite>(items: Vec<Result<S>>, task: impl FnOnce(&[S]) -> Resu
 
 fn sigmoid(x: f32) -> f32 {
     (1.0 / (1.0 + (-(x as f64)).exp())) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceChoice;
+
+    #[test]
+    fn device_syntax() {
+        assert_eq!(DeviceChoice::parse("cuda"), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!(DeviceChoice::parse("cuda:0"), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!(DeviceChoice::parse("cuda:3"), Ok(DeviceChoice::Cuda(3)));
+        assert_eq!(DeviceChoice::parse("emulated:sm90"), Ok(DeviceChoice::Emulated((9, 0))));
+        for bad in ["cuda:", "cuda:x", "cuda:-1", "cuda:+1", "cuda:1:2", "gpu", "cpu:0"] {
+            assert!(DeviceChoice::parse(bad).is_err(), "{bad} accepted");
+        }
+        assert!(DeviceChoice::parse("cuda:x")
+            .unwrap_err()
+            .contains("index must be a number"));
+    }
 }

@@ -85,7 +85,7 @@ pub enum mb_device {
     MB_DEVICE_CPU = 1,
     /// The GPU code path on the host emulator (needs head_dim 64; for testing).
     MB_DEVICE_EMULATED = 2,
-    /// CUDA device 0 (an error when unavailable).
+    /// The CUDA device `mb_engine_options.device_index` (an error when unavailable).
     MB_DEVICE_CUDA = 3,
 }
 
@@ -148,6 +148,9 @@ pub struct mb_engine_options {
     pub graphs: i32,
     /// An `mb_overlong` (default `MB_OVERLONG_TRUNCATE`).
     pub overlong: i32,
+    /// With `MB_DEVICE_CUDA`: which CUDA device, in the driver's numbering (default 0); must be 0
+    /// for every other device. One engine per device in one process is fine.
+    pub device_index: u32,
 }
 
 /// Embedding options; NULL means all defaults, and so does an all-zero struct with `struct_size`
@@ -241,6 +244,7 @@ pub unsafe extern "C" fn mb_engine_options_default(options: *mut mb_engine_optio
         put!(max_batch_tokens);
         put!(graphs);
         put!(overlong);
+        put!(device_index);
         Ok(())
     })
 }

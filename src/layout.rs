@@ -20,10 +20,89 @@ pub struct SentenceTransformersLayout {
     pub normalize: bool,
     /// Directory of a `Dense` module (sentence-transformers or PyLate), if any.
     pub dense_dir: Option<PathBuf>,
+    /// Prompts by name: sentence-transformers' defaults `query` and `document` (both empty),
+    /// overridden by `config_sentence_transformers.json`.
     pub prompts: BTreeMap<String, String>,
     pub default_prompt_name: Option<String>,
+    /// `similarity_fn_name` of `config_sentence_transformers.json` (sentence-transformers' default:
+    /// cosine); [`Similarity::parse`] knows the single-vector ones (PyLate writes `MaxSim`).
+    pub similarity_fn_name: Option<String>,
     pub max_seq_length: Option<usize>,
     pub colbert: Option<ColbertSettings>,
+    /// A sentence-transformers `Transformer` module strips each (prompted) text of surrounding
+    /// whitespace (Python's `str.strip()`) before tokenising: see [`st_strip`].
+    pub strips_text: bool,
+}
+
+/// Python's `str.strip()` with no argument: removes the characters for which `str.isspace()`
+/// holds (Unicode White_Space plus the separators U+001C–U+001F).
+pub fn st_strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// How two embeddings are compared (sentence-transformers' `SimilarityFunction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Similarity {
+    Cosine,
+    Dot,
+    /// Negative Euclidean distance (larger is more similar).
+    Euclidean,
+    /// Negative Manhattan distance.
+    Manhattan,
+}
+
+impl Similarity {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "cosine" => Ok(Similarity::Cosine),
+            "dot" | "dot_product" => Ok(Similarity::Dot),
+            "euclidean" => Ok(Similarity::Euclidean),
+            "manhattan" => Ok(Similarity::Manhattan),
+            _ => Err(Error::Unsupported(format!(
+                "similarity_fn_name {name:?} (single vectors: cosine, dot, euclidean or manhattan)"
+            ))),
+        }
+    }
+
+    /// The model's function: `similarity_fn_name`, else cosine (sentence-transformers' default).
+    pub fn of(layout: &SentenceTransformersLayout) -> Result<Self> {
+        layout
+            .similarity_fn_name
+            .as_deref()
+            .map_or(Ok(Similarity::Cosine), Similarity::parse)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Similarity::Cosine => "cosine",
+            Similarity::Dot => "dot",
+            Similarity::Euclidean => "euclidean",
+            Similarity::Manhattan => "manhattan",
+        }
+    }
+
+    /// `[a.len() / dim, b.len() / dim]` scores, row-major, accumulated in f64.
+    pub fn matrix(self, a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
+        let norm = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        let mut out = Vec::with_capacity((a.len() / dim) * (b.len() / dim));
+        for x in a.chunks_exact(dim) {
+            for y in b.chunks_exact(dim) {
+                let pairs = x.iter().zip(y).map(|(&p, &q)| (p as f64, q as f64));
+                let s = match self {
+                    Similarity::Cosine => {
+                        // sentence-transformers normalises first, each norm clamped at 1e-12.
+                        let dot: f64 = pairs.map(|(p, q)| p * q).sum();
+                        dot / (norm(x).max(1e-12) * norm(y).max(1e-12))
+                    }
+                    Similarity::Dot => pairs.map(|(p, q)| p * q).sum(),
+                    Similarity::Euclidean => -pairs.map(|(p, q)| (p - q) * (p - q)).sum::<f64>().sqrt(),
+                    Similarity::Manhattan => -pairs.map(|(p, q)| (p - q).abs()).sum::<f64>(),
+                };
+                out.push(s as f32);
+            }
+        }
+        out
+    }
 }
 
 /// PyLate ColBERT settings (`config_sentence_transformers.json`), with PyLate's defaults.
@@ -55,6 +134,9 @@ impl SentenceTransformersLayout {
     /// Read the sentence-transformers / PyLate files of `dir` (none of them is required).
     pub fn read(dir: &Path) -> Result<Self> {
         let mut layout = SentenceTransformersLayout::default();
+        for name in ["query", "document"] {
+            layout.prompts.insert(name.into(), String::new());
+        }
         let modules_path = dir.join("modules.json");
         let mut is_pylate = false;
         if let Some(modules) = read_json(&modules_path)? {
@@ -73,7 +155,9 @@ impl SentenceTransformersLayout {
                 }
                 let sub_dir = dir.join(sub);
                 is_pylate |= kind.starts_with("pylate");
-                if kind.ends_with(".Pooling") {
+                if kind == "sentence_transformers.models.Transformer" {
+                    layout.strips_text = true;
+                } else if kind.ends_with(".Pooling") {
                     layout.pooling = Some(read_pooling(&sub_dir.join("config.json"))?);
                 } else if kind.ends_with(".Normalize") {
                     layout.normalize = true;
@@ -95,6 +179,7 @@ impl SentenceTransformersLayout {
                 }
             }
             layout.default_prompt_name = v.get("default_prompt_name").and_then(Value::as_str).map(String::from);
+            layout.similarity_fn_name = v.get("similarity_fn_name").and_then(Value::as_str).map(String::from);
             if is_pylate || v.get("query_prefix").is_some() {
                 let s = |k: &str, d: &str| v.get(k).and_then(Value::as_str).unwrap_or(d).to_string();
                 let n = |k: &str, d: usize| v.get(k).and_then(Value::as_u64).map_or(d, |x| x as usize);

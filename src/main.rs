@@ -115,7 +115,7 @@ enum Command {
     Info {
         #[command(flatten)]
         model: ModelArg,
-        /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90]: reported as
+        /// auto (CUDA device 0 when usable, else the CPU), cpu, cuda[:N], emulated[:sm80|:sm90]: reported as
         /// "device" (the weights are loaded there).
         #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
         device: DeviceChoice,
@@ -136,7 +136,7 @@ struct ModelArg {
 struct EngineArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// auto (CUDA when usable, else the CPU), cpu, cuda, emulated[:sm80|:sm90] (the GPU code path
+    /// auto (CUDA device 0 when usable, else the CPU), cpu, cuda[:N], emulated[:sm80|:sm90] (the GPU code path
     /// on the host emulator).
     #[arg(long, default_value = "auto", value_parser = DeviceChoice::parse)]
     device: DeviceChoice,
@@ -447,6 +447,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
                     None
                 },
                 dim,
+                dim_after_normalize: false,
                 prompt_name,
                 prompt,
             };

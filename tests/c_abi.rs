@@ -140,6 +140,29 @@ fn header_is_current() {
 }
 
 #[test]
+fn device_index_is_for_cuda_only_and_a_missing_one_fails_by_name() {
+    let dir = CString::new(fixture(ST).to_str().unwrap()).unwrap();
+    let mut o = options(mb_device::MB_DEVICE_CPU, mb_overlong::MB_OVERLONG_TRUNCATE);
+    o.device_index = 1;
+    let mut e = null_mut();
+    assert_eq!(
+        unsafe { mb_engine_create(dir.as_ptr(), &o, &mut e) },
+        MB_ERR_INVALID_ARGUMENT
+    );
+    assert!(
+        e.is_null() && last_error().contains("device_index 1 is for MB_DEVICE_CUDA only"),
+        "{}",
+        last_error()
+    );
+    // An index past the machine's devices (or no driver at all, as on a CPU-only machine): a device
+    // error that names the index.
+    o.device = mb_device::MB_DEVICE_CUDA as i32;
+    o.device_index = 4000;
+    assert_eq!(unsafe { mb_engine_create(dir.as_ptr(), &o, &mut e) }, MB_ERR_DEVICE);
+    assert!(e.is_null() && last_error().contains("cuda:4000"), "{}", last_error());
+}
+
+#[test]
 fn version_and_defaults() {
     let v = unsafe { CStr::from_ptr(mb_version()) }.to_str().unwrap();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
@@ -234,6 +257,7 @@ fn embed_matches_rust_api() {
                     _ => None,
                 },
                 dim: (dim != 0).then_some(dim),
+                dim_after_normalize: false,
                 prompt_name: pn.map(String::from),
                 prompt: pr.map(String::from),
             });

@@ -145,8 +145,16 @@ fn stdin_lines_are_taken_exactly_as_given() {
         None,
     );
     assert_eq!(from_stdin, from_args);
+    // The texts reach the engine as given; a sentence-transformers model then strips each one, as
+    // its Transformer module does ...
     let trimmed = json_lines(&["embed", "--model", d, "padded"], None);
-    assert_ne!(from_stdin[0], trimmed[0], "spaces are part of the text");
+    assert_eq!(from_stdin[0], trimmed[0], "sentence-transformers strips surrounding whitespace");
+    // ... while for a plain transformers checkpoint the spaces are part of the text.
+    let plain = fixture("mlm_l3_v5_f32");
+    let plain = plain.to_str().unwrap();
+    let padded = json_lines(&["embed", "--model", plain, "  padded  "], None);
+    let trimmed = json_lines(&["embed", "--model", plain, "padded"], None);
+    assert_ne!(padded[0], trimmed[0], "spaces are part of the text");
     // cls pooling is the directory default; --pooling mean changes the result
     let mean = json_lines(&["embed", "--model", d, "--pooling", "mean", "second"], None);
     assert_ne!(mean[0], from_args[1]);
@@ -277,7 +285,7 @@ fn device_choice() {
         expect_error(
             &["embed", "--model", d, "--device", "cuda", "x"],
             None,
-            "--device cuda: ",
+            "device: cuda:0: ",
         );
         let info = json_lines(&["info", "--model", d, "--device", "auto"], None);
         assert_eq!(info[0]["device"], "cpu");

@@ -241,6 +241,7 @@ pub(super) fn default_engine_options() -> mb_engine_options {
         max_batch_tokens: d.max_batch_tokens,
         graphs: d.graphs as i32,
         overlong: mb_overlong::MB_OVERLONG_TRUNCATE as i32,
+        device_index: 0,
     }
 }
 
@@ -265,6 +266,7 @@ pub(super) unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<Eng
         versioned_field!(p, size, mb_engine_options, max_batch_tokens, o);
         versioned_field!(p, size, mb_engine_options, graphs, o);
         versioned_field!(p, size, mb_engine_options, overlong, o);
+        versioned_field!(p, size, mb_engine_options, device_index, o);
     }
     let bad = |what: &str, v: i64| {
         fail(
@@ -276,9 +278,15 @@ pub(super) unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<Eng
         0 => DeviceChoice::Auto,
         1 => DeviceChoice::Cpu,
         2 => DeviceChoice::EMULATED,
-        3 => DeviceChoice::Cuda,
+        3 => DeviceChoice::Cuda(o.device_index as usize),
         v => return Err(bad("device", v.into())),
     };
+    if o.device_index != 0 && o.device != mb_device::MB_DEVICE_CUDA as i32 {
+        return Err(fail(
+            mb_status::MB_ERR_INVALID_ARGUMENT,
+            format!("options.device_index {} is for MB_DEVICE_CUDA only", o.device_index),
+        ));
+    }
     let dtype = match o.dtype {
         0 => Dtype::Bf16,
         1 => Dtype::F16,
@@ -349,6 +357,7 @@ pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<Embed
         pooling,
         normalize,
         dim: (o.dim != 0).then_some(o.dim),
+        dim_after_normalize: false,
         prompt_name: opt_str(o.prompt_name, "embed_options.prompt_name")?,
         prompt: opt_str(o.prompt, "embed_options.prompt")?,
     })

@@ -44,6 +44,8 @@ impl CudaDevice {
                 "libcuda not found (no NVIDIA driver on this machine)".into(),
             ));
         }
+        let count = cudarc::driver::CudaContext::device_count().map_err(cuda_err)?;
+        check_ordinal(ordinal, count.max(0) as usize)?;
         let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(cuda_err)?;
         // Before any allocation: buffers used inside graph captures must not carry cudarc events.
         super::graph::prepare_context_for_graphs(&ctx);
@@ -308,6 +310,21 @@ impl Device for CudaDevice {
     }
 }
 
+/// A device index the driver does not have is refused by name, before a context is created.
+fn check_ordinal(ordinal: usize, count: usize) -> Result<(), KernelError> {
+    match count {
+        _ if ordinal < count => Ok(()),
+        0 => Err(KernelError::Cuda("the driver reports no CUDA device".into())),
+        1 => Err(KernelError::Cuda(format!(
+            "no device {ordinal}: this machine has 1 CUDA device (cuda:0)"
+        ))),
+        n => Err(KernelError::Cuda(format!(
+            "no device {ordinal}: this machine has {n} CUDA devices (cuda:0 … cuda:{})",
+            n - 1
+        ))),
+    }
+}
+
 /// Whether a CUDA device can be opened here (driver library present, a GPU, kernels built).
 pub fn cuda_available() -> bool {
     CudaDevice::new(0).is_ok()
@@ -416,5 +433,25 @@ impl CudaDevice {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ordinal;
+
+    #[test]
+    fn a_missing_device_index_is_refused_by_name() {
+        assert!(check_ordinal(0, 1).is_ok() && check_ordinal(3, 4).is_ok());
+        let e = check_ordinal(2, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("no device 2") && e.contains("2 CUDA devices (cuda:0 … cuda:1)"),
+            "{e}"
+        );
+        assert!(check_ordinal(1, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("1 CUDA device (cuda:0)"));
+        assert!(check_ordinal(0, 0).unwrap_err().to_string().contains("no CUDA device"));
     }
 }

@@ -123,7 +123,12 @@ pub fn from_env() -> Result<Box<dyn device::Device>, KernelError> {
     match v.as_str() {
         "" | "emulator" | "emu" => Ok(Box::new(emu::Emulator::new())),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
+            let ordinal = match s.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n.parse().map_err(|_| {
+                    KernelError::Cuda(format!("MODERNBERT_TEST_DEVICE={s}: the device index must be a number"))
+                })?,
+            };
             Ok(Box::new(cuda::CudaDevice::new(ordinal)?))
         }
         other => Err(KernelError::Cuda(format!(

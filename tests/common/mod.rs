@@ -164,7 +164,9 @@ pub fn test_device_choice() -> DeviceChoice {
     if test_device().as_emulator().is_some() {
         DeviceChoice::EMULATED
     } else {
-        DeviceChoice::Cuda
+        // `cuda` or `cuda:N`, as test_device opened it.
+        let v = std::env::var("MODERNBERT_TEST_DEVICE").unwrap_or_default();
+        DeviceChoice::parse(&v).unwrap_or_else(|e| panic!("MODERNBERT_TEST_DEVICE: {e}"))
     }
 }
 
