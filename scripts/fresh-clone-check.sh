@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A new machine's first build, proved here: a clean clone of HEAD builds with `cargo build --release`
 # and runs the README's main command while no libclang can be loaded (and with no nvcc, so the
-# crate builds CPU-only, as it does for a new user who has not run install-toolchain.sh).
+# crate builds CPU-only, as it does for a new user who has not run install-toolchain.sh); then the
+# README's Python install (`pip install ./python` into a new venv) gives a working `import modernbert`.
 #
 # libclang is hidden in a private mount namespace (needs root: `unshare --mount`): each libclang that
 # scripts/libclang-loads.py finds is covered by a bind mount of /dev/null until none loads. The
@@ -52,6 +53,21 @@ for r in rows:
     # st_mean_normalize_prompts ends in a Normalize module: unit vectors.
     assert len(e) > 0 and all(math.isfinite(x) for x in e) and abs(norm - 1) < 1e-4, (len(e), norm)
 print("fresh-clone-check: 2 embeddings of dimension", len(rows[0]["embedding"]), "with unit norm")
+PY
+# The README install command for Python, into a new venv, then the same two texts through it: the
+# release build reuses what `cargo build --release` built (same target directory).
+t2=$(date +%s)
+python3 -m venv venv-py
+venv-py/bin/pip install -q ./python
+echo "fresh-clone-check: pip install ./python: $(( $(date +%s) - t2 )) s"
+(cd / && "$OLDPWD/venv-py/bin/python" - "$OLDPWD/out.jsonl" "$OLDPWD/tests/fixtures/st_mean_normalize_prompts") <<PY
+import json, sys
+import numpy as np
+import modernbert
+rows = np.array([json.loads(l)["embedding"] for l in open(sys.argv[1])], dtype=np.float32)
+e = modernbert.Model(sys.argv[2]).encode(["ModernBERT is fast", "so is this"])
+assert e.shape == rows.shape and np.abs(e - rows).max() <= 1e-6, np.abs(e - rows).max()
+print("fresh-clone-check: import modernbert from the wheel: the same 2 embeddings as the CLI")
 PY
 '
 cd "$work/clone"

@@ -7,6 +7,8 @@
 #   - scripts/reference-env.sh: Python + transformers, for the full-size parity test;
 #   - cargo test --workspace: the crate, the kernel tests (kernels-tests) and the staleness check of
 #     the committed params.h bindings (tools/params-bindgen);
+#   - scripts/python-check.sh: the Python package (python/) built into .venv-ref, its pytest suite
+#     (parity with sentence-transformers, threads, pickling, bad inputs, a local Ray cluster);
 #   - scripts/c-abi-check.sh: the C example built from the header + library, run on the cpu and
 #     emulated devices and under valgrind, and the committed header checked for staleness;
 #   - scripts/fresh-clone-check.sh: a clean clone builds and runs the README's main command with
@@ -25,9 +27,12 @@ bash scripts/reference-env.sh
 export MODERNBERT_REQUIRE_KERNELS=1
 
 step "cargo test --workspace"
-cargo test --workspace --all-targets -- --include-ignored
+# The Python extension module links against the interpreter only when maturin builds it.
+cargo test --workspace --exclude modernbert-python --all-targets -- --include-ignored
 # The GPU-machine scripts cannot run here; at least they must parse.
 for s in scripts/gpu-bundle.sh scripts/gpu-check.sh profiles/scripts/*.sh; do bash -n "$s"; done
+step "python-check"
+bash scripts/python-check.sh
 step "c-abi-check"
 bash scripts/c-abi-check.sh
 if [ "${MODERNBERT_FRESH_CLONE_CHECK:-1}" != 0 ]; then
