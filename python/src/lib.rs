@@ -233,6 +233,22 @@ impl PyEngine {
         Ok(out)
     }
 
+    /// Benchmark baseline: the seconds of each of `calls` `Engine::embed` calls on `texts`, timed in
+    /// Rust with no Python in the loop (scripts/bench_python.py sets `encode` beside it).
+    fn _time_embed(&self, py: Python<'_>, texts: Vec<String>, calls: usize) -> PyResult<Vec<f64>> {
+        let options = EmbedOptions::sentence_transformers(None, None, false, None);
+        detached(py, || {
+            let texts = refs(&texts);
+            let mut seconds = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let t = std::time::Instant::now();
+                std::hint::black_box(self.engine.embed(&texts, &options)?.concat());
+                seconds.push(t.elapsed().as_secs_f64());
+            }
+            Ok(seconds)
+        })
+    }
+
     /// Width of `embed` for these options.
     #[pyo3(signature = (truncate_dim = None))]
     fn embedding_dim(&self, truncate_dim: Option<usize>) -> PyResult<usize> {
