@@ -58,6 +58,7 @@ PY
 # release build reuses what `cargo build --release` built (same target directory).
 t2=$(date +%s)
 python3 -m venv venv-py
+venv-py/bin/pip install -q -U "pip>=21.3"   # older pips build out of tree, away from the workspace
 venv-py/bin/pip install -q ./python
 echo "fresh-clone-check: pip install ./python: $(( $(date +%s) - t2 )) s"
 (cd / && "$OLDPWD/venv-py/bin/python" - "$OLDPWD/out.jsonl" "$OLDPWD/tests/fixtures/st_mean_normalize_prompts") <<PY

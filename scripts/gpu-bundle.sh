@@ -17,8 +17,9 @@ export MODERNBERT_REQUIRE_KERNELS=1
 out=.gpu-bundle
 rm -rf "$out" && mkdir -p "$out/bin"
 
-cargo test --release --workspace --all-targets --no-run --message-format=json > "$out/cargo.json"
-cargo build --release --workspace --bins
+# The Python extension (python/) is built by maturin, never by cargo test (scripts/test.sh).
+cargo test --release --workspace --exclude modernbert-python --all-targets --no-run --message-format=json > "$out/cargo.json"
+cargo build --release --workspace --exclude modernbert-python --bins
 
 # One executable per test target; the library's unit tests are named `lib` (the binary target
 # `modernbert` keeps its name).

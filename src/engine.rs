@@ -268,8 +268,11 @@ impl Engine {
             Some(d) => Some(load_dense(d, config.hidden_size)?),
             None => None,
         };
+        // sentence-transformers' rule: sentence_bert_config.json's max_seq_length, else the
+        // smaller of the position table and the tokenizer's model_max_length.
         let max_len = layout
             .max_seq_length
+            .or(layout.tokenizer_max_length)
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
         let tokenizer_path = dir.join("tokenizer.json");
@@ -521,16 +524,32 @@ impl Engine {
             return Ok(out);
         }
         let prompt = self.prompt_for(options)?;
-        let strip = |t: String| {
-            if self.layout.strips_text {
-                crate::layout::st_strip(&t).to_string()
+        // As sentence-transformers' Transformer module: prompt, strip, lowercase, tokenise.
+        let prepare = |t: &str| {
+            let p = format!("{prompt}{t}");
+            let p = if self.layout.strips_text {
+                crate::layout::st_strip(&p).to_string()
             } else {
-                t
+                p
+            };
+            if self.layout.do_lower_case {
+                p.to_lowercase()
+            } else {
+                p
             }
         };
-        let prompted: Vec<String> = texts.iter().map(|t| strip(format!("{prompt}{t}"))).collect();
+        let prompted: Vec<String> = texts.iter().map(|t| prepare(t)).collect();
         let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
         let pooling = options.pooling.or(self.layout.pooling).unwrap_or(Pooling::Mean);
+        if !prompt.is_empty() && pooling == Pooling::Mean && !self.layout.pooling_includes_prompt {
+            // sentence-transformers would leave the prompt's tokens out of the mean: refuse rather
+            // than return a different vector.
+            return Err(Error::Unsupported(
+                "this model's Pooling has include_prompt: false (the prompt's tokens left out of the mean), \
+                 which this engine does not implement: it embeds such a model's texts only without a prompt"
+                    .into(),
+            ));
+        }
         let normalize = options.normalize.unwrap_or(self.layout.normalize);
         let dense = self.embedding_dense();
         let (full_dim, dim) = (self.embedding_width(), self.embed_dim(options)?);

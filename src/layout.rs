@@ -25,11 +25,20 @@ pub struct SentenceTransformersLayout {
     pub prompts: BTreeMap<String, String>,
     pub default_prompt_name: Option<String>,
     /// `similarity_fn_name` of `config_sentence_transformers.json` (sentence-transformers' default:
-    /// cosine); [`Similarity::parse`] knows the single-vector ones (PyLate writes `MaxSim`).
+    /// cosine; PyLate writes `MaxSim`).
     pub similarity_fn_name: Option<String>,
+    /// `tokenizer_config.json`'s `model_max_length`, where it is a real bound (transformers writes
+    /// 1e30 for "none"): sentence-transformers' limit when `sentence_bert_config.json` sets none.
+    pub tokenizer_max_length: Option<usize>,
+    /// `sentence_bert_config.json`'s `do_lower_case`: texts are lowercased before tokenising.
+    pub do_lower_case: bool,
     pub max_seq_length: Option<usize>,
     pub colbert: Option<ColbertSettings>,
-    /// A sentence-transformers `Transformer` module strips each (prompted) text of surrounding
+    /// The Pooling module's `include_prompt` (default true): false means a prompt's tokens are
+    /// left out of mean pooling, which the engine does not implement (it refuses such calls).
+    pub pooling_includes_prompt: bool,
+    /// sentence-transformers' `Transformer` module (listed in `modules.json`, or the one it builds
+    /// for a directory without `modules.json`) strips each (prompted) text of surrounding
     /// whitespace (Python's `str.strip()`) before tokenising: see [`st_strip`].
     pub strips_text: bool,
 }
@@ -38,71 +47,6 @@ pub struct SentenceTransformersLayout {
 /// holds (Unicode White_Space plus the separators U+001C–U+001F).
 pub fn st_strip(text: &str) -> &str {
     text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
-}
-
-/// How two embeddings are compared (sentence-transformers' `SimilarityFunction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Similarity {
-    Cosine,
-    Dot,
-    /// Negative Euclidean distance (larger is more similar).
-    Euclidean,
-    /// Negative Manhattan distance.
-    Manhattan,
-}
-
-impl Similarity {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "cosine" => Ok(Similarity::Cosine),
-            "dot" | "dot_product" => Ok(Similarity::Dot),
-            "euclidean" => Ok(Similarity::Euclidean),
-            "manhattan" => Ok(Similarity::Manhattan),
-            _ => Err(Error::Unsupported(format!(
-                "similarity_fn_name {name:?} (single vectors: cosine, dot, euclidean or manhattan)"
-            ))),
-        }
-    }
-
-    /// The model's function: `similarity_fn_name`, else cosine (sentence-transformers' default).
-    pub fn of(layout: &SentenceTransformersLayout) -> Result<Self> {
-        layout
-            .similarity_fn_name
-            .as_deref()
-            .map_or(Ok(Similarity::Cosine), Similarity::parse)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Similarity::Cosine => "cosine",
-            Similarity::Dot => "dot",
-            Similarity::Euclidean => "euclidean",
-            Similarity::Manhattan => "manhattan",
-        }
-    }
-
-    /// `[a.len() / dim, b.len() / dim]` scores, row-major, accumulated in f64.
-    pub fn matrix(self, a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
-        let norm = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
-        let mut out = Vec::with_capacity((a.len() / dim) * (b.len() / dim));
-        for x in a.chunks_exact(dim) {
-            for y in b.chunks_exact(dim) {
-                let pairs = x.iter().zip(y).map(|(&p, &q)| (p as f64, q as f64));
-                let s = match self {
-                    Similarity::Cosine => {
-                        // sentence-transformers normalises first, each norm clamped at 1e-12.
-                        let dot: f64 = pairs.map(|(p, q)| p * q).sum();
-                        dot / (norm(x).max(1e-12) * norm(y).max(1e-12))
-                    }
-                    Similarity::Dot => pairs.map(|(p, q)| p * q).sum(),
-                    Similarity::Euclidean => -pairs.map(|(p, q)| (p - q) * (p - q)).sum::<f64>().sqrt(),
-                    Similarity::Manhattan => -pairs.map(|(p, q)| (p - q).abs()).sum::<f64>(),
-                };
-                out.push(s as f32);
-            }
-        }
-        out
-    }
 }
 
 /// PyLate ColBERT settings (`config_sentence_transformers.json`), with PyLate's defaults.
@@ -133,13 +77,19 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
 impl SentenceTransformersLayout {
     /// Read the sentence-transformers / PyLate files of `dir` (none of them is required).
     pub fn read(dir: &Path) -> Result<Self> {
-        let mut layout = SentenceTransformersLayout::default();
+        let mut layout = SentenceTransformersLayout {
+            pooling_includes_prompt: true,
+            ..Default::default()
+        };
         for name in ["query", "document"] {
             layout.prompts.insert(name.into(), String::new());
         }
         let modules_path = dir.join("modules.json");
         let mut is_pylate = false;
-        if let Some(modules) = read_json(&modules_path)? {
+        let modules = read_json(&modules_path)?;
+        // Without modules.json sentence-transformers builds Transformer + mean Pooling.
+        layout.strips_text = modules.is_none();
+        if let Some(modules) = modules {
             let list = modules.as_array().ok_or_else(|| Error::Config {
                 path: modules_path.clone(),
                 message: "modules.json is not a list".into(),
@@ -158,7 +108,11 @@ impl SentenceTransformersLayout {
                 if kind == "sentence_transformers.models.Transformer" {
                     layout.strips_text = true;
                 } else if kind.ends_with(".Pooling") {
-                    layout.pooling = Some(read_pooling(&sub_dir.join("config.json"))?);
+                    let config = sub_dir.join("config.json");
+                    layout.pooling = Some(read_pooling(&config)?);
+                    layout.pooling_includes_prompt = read_json(&config)?
+                        .and_then(|v| v.get("include_prompt").and_then(Value::as_bool))
+                        .unwrap_or(true);
                 } else if kind.ends_with(".Normalize") {
                     layout.normalize = true;
                 } else if kind.ends_with(".Dense") || kind.ends_with(".Dense.Dense") {
@@ -168,6 +122,14 @@ impl SentenceTransformersLayout {
         }
         if let Some(v) = read_json(&dir.join("sentence_bert_config.json"))? {
             layout.max_seq_length = v.get("max_seq_length").and_then(Value::as_u64).map(|n| n as usize);
+            layout.do_lower_case = v.get("do_lower_case").and_then(Value::as_bool).unwrap_or(false);
+        }
+        if let Some(v) = read_json(&dir.join("tokenizer_config.json"))? {
+            layout.tokenizer_max_length = v
+                .get("model_max_length")
+                .and_then(Value::as_f64)
+                .filter(|&n| n >= 1.0 && n < 1e9)
+                .map(|n| n as usize);
         }
         let st_path = dir.join("config_sentence_transformers.json");
         if let Some(v) = read_json(&st_path)? {

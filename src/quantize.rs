@@ -6,9 +6,10 @@
 //!   of the i32 range give 0, values past the byte's range wrap). A dimension whose values are all
 //!   equal has `step = 0` and gives 0, as NumPy's NaN → int8 does.
 //! - `binary` / `ubinary`: one bit per dimension, set when `e > 0`, packed 8 per byte with the first
-//!   dimension in the high bit (`np.packbits`); binary stores `byte - 128` as i8. The width must be
-//!   a multiple of 8 (`np.packbits` on the flattened matrix would let bits of one row spill into
-//!   the next).
+//!   dimension in the high bit (`np.packbits` of the flattened matrix, reshaped into rows); binary
+//!   stores `byte - 128` as i8. With a width that is not a multiple of 8 a row's bits run into the
+//!   next row's bytes, as in NumPy; where the bytes do not split evenly into rows NumPy's reshape
+//!   fails and so does this.
 
 use crate::error::{Error, Result};
 
@@ -49,16 +50,18 @@ impl Precision {
         }
     }
 
-    /// Elements per row of the quantized output for vectors of `dim` dimensions.
-    pub fn width(self, dim: usize) -> usize {
+    /// Elements per row of the quantized output of `rows` vectors of `dim` dimensions (binary:
+    /// the packed bytes split evenly into rows, see [`quantize`]).
+    pub fn width(self, rows: usize, dim: usize) -> usize {
         match self {
-            Precision::Binary | Precision::Ubinary => dim / 8,
+            Precision::Binary | Precision::Ubinary if rows == 0 => dim.div_ceil(8),
+            Precision::Binary | Precision::Ubinary => (rows * dim).div_ceil(8) / rows,
             _ => dim,
         }
     }
 }
 
-/// Quantized rows, row-major, `Precision::width(dim)` elements each.
+/// Quantized rows, row-major, `Precision::width(rows, dim)` elements each.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Quantized {
     F32(Vec<f32>),
@@ -130,16 +133,25 @@ pub fn quantize(rows: Vec<f32>, dim: usize, precision: Precision, calibration: O
         Precision::Uint8 => Quantized::U8(int8(0.0)?),
         Precision::Int8 => Quantized::I8(int8(128.0)?.into_iter().map(|b| b as i8).collect()),
         Precision::Binary | Precision::Ubinary => {
-            if dim % 8 != 0 {
+            // np.packbits of the flattened matrix (first dimension in the high bit, the last byte
+            // zero-padded), then reshape(rows, -1), which NumPy refuses when the bytes do not
+            // split evenly into rows.
+            let n = rows.len() / dim;
+            let packed: Vec<u8> = rows
+                .chunks(8)
+                .map(|bits| {
+                    let byte = bits.iter().fold(0u8, |byte, &x| (byte << 1) | (x > 0.0) as u8);
+                    byte << (8 - bits.len())
+                })
+                .collect();
+            if n > 0 && packed.len() % n != 0 {
                 return Err(Error::Input(format!(
-                    "{} precision packs 8 dimensions per byte: the width {dim} is not a multiple of 8",
-                    precision.name()
+                    "{} precision: {n} rows of {dim} dimensions pack into {} bytes, which do not split \
+                     into rows (sentence-transformers' np.packbits(...).reshape(rows, -1) fails too)",
+                    precision.name(),
+                    packed.len()
                 )));
             }
-            let packed: Vec<u8> = rows
-                .chunks_exact(8)
-                .map(|bits| bits.iter().fold(0u8, |byte, &x| (byte << 1) | (x > 0.0) as u8))
-                .collect();
             if precision == Precision::Ubinary {
                 Quantized::U8(packed)
             } else {
@@ -186,10 +198,19 @@ mod tests {
             quantize(row, 16, Precision::Binary, None).unwrap(),
             Quantized::I8(vec![0, -127])
         );
-        let e = quantize(vec![1.0; 12], 12, Precision::Binary, None)
+        // 12 dimensions: one row packs into 2 bytes (the last zero-padded); 3 rows into 5 bytes,
+        // which NumPy cannot reshape into 3 rows.
+        let mut one = vec![1.0f32; 12];
+        one[11] = -1.0;
+        assert_eq!(
+            quantize(one, 12, Precision::Ubinary, None).unwrap(),
+            Quantized::U8(vec![0xff, 0xe0])
+        );
+        assert_eq!(Precision::Ubinary.width(1, 12), 2);
+        let e = quantize(vec![1.0; 36], 12, Precision::Binary, None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not a multiple of 8"), "{e}");
+        assert!(e.contains("5 bytes"), "{e}");
         assert!(Precision::parse("int4")
             .unwrap_err()
             .to_string()

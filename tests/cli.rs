@@ -145,16 +145,19 @@ fn stdin_lines_are_taken_exactly_as_given() {
         None,
     );
     assert_eq!(from_stdin, from_args);
-    // The texts reach the engine as given; a sentence-transformers model then strips each one, as
-    // its Transformer module does ...
+    // The texts reach the engine as given; embeddings then strip each one, as sentence-transformers'
+    // Transformer module does ...
     let trimmed = json_lines(&["embed", "--model", d, "padded"], None);
-    assert_eq!(from_stdin[0], trimmed[0], "sentence-transformers strips surrounding whitespace");
-    // ... while for a plain transformers checkpoint the spaces are part of the text.
-    let plain = fixture("mlm_l3_v5_f32");
-    let plain = plain.to_str().unwrap();
-    let padded = json_lines(&["embed", "--model", plain, "  padded  "], None);
-    let trimmed = json_lines(&["embed", "--model", plain, "padded"], None);
-    assert_ne!(padded[0], trimmed[0], "spaces are part of the text");
+    assert_eq!(
+        from_stdin[0], trimmed[0],
+        "sentence-transformers strips surrounding whitespace"
+    );
+    // ... while for transformers' tasks (here a classifier) the spaces are part of the text.
+    let cls = fixture("seqcls_hd64_mean_f32");
+    let cls = cls.to_str().unwrap();
+    let padded = json_lines(&["classify", "--model", cls, "  padded  "], None);
+    let trimmed = json_lines(&["classify", "--model", cls, "padded"], None);
+    assert_ne!(padded[0]["logits"], trimmed[0]["logits"], "spaces are part of the text");
     // cls pooling is the directory default; --pooling mean changes the result
     let mean = json_lines(&["embed", "--model", d, "--pooling", "mean", "second"], None);
     assert_ne!(mean[0], from_args[1]);

@@ -98,6 +98,12 @@ fn sizes_beyond_memory_are_refused_before_allocation() {
     for positions in [1u64 << 26, 1 << 40, 1 << 62] {
         let t = copy_fixture("mlm_hd64_v5_bf16");
         set_config(t.path(), "max_position_embeddings", positions.into());
+        // The tokenizer's model_max_length (8192) would bound the length first: "none" (1e30),
+        // as transformers writes it, leaves the position table as the bound.
+        let tok = t.path().join("tokenizer_config.json");
+        let mut tc: Value = serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+        tc["model_max_length"] = 1e30.into();
+        std::fs::write(tok, tc.to_string()).unwrap();
         for device in ["cpu", "emulated"] {
             expect_clean_error(
                 &[

@@ -6,7 +6,7 @@
     m.predict([("query", "document")])          # a cross-encoder's scores
 
 Every call releases the GIL while the engine runs, so one model serves many Python threads; outputs
-are NumPy arrays that own the engine's buffers (no copy). A model pickles as its path and options,
+are NumPy arrays that take over the engine's result vectors (no copy on the way to Python). A model pickles as its path and options,
 so worker processes (multiprocessing, Ray) rebuild it. Errors carry the engine's one-line message:
 ``ValueError`` for bad input, a bad model directory or a task the model has no head for;
 ``RuntimeError`` for a device failure. Texts that are not ``str`` raise :class:`InputTypeError`,
@@ -15,6 +15,8 @@ which is both a ``TypeError`` and a ``ValueError``.
 
 from __future__ import annotations
 
+import operator
+import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -60,6 +62,23 @@ def _pairs(pairs) -> tuple[list[tuple[str, str]], bool]:
     return out, False
 
 
+def _count(name: str, value, minimum: int = 1) -> int:
+    """An int argument (NumPy ints too) of at least `minimum`, or a ValueError naming it."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise InputTypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {v}")
+    return v
+
+
+def _optional_str(name: str, value) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InputTypeError(f"{name} must be a str or None, not {type(value).__name__}")
+    return value
+
+
 def _no_torch(**kwargs) -> None:
     for name, value in kwargs.items():
         if value:
@@ -85,17 +104,24 @@ class Model:
         truncate: bool = True,
         cuda_graphs: bool = True,
     ):
+        model = os.fspath(model)
         if not isinstance(model, str):
-            model = str(model)  # os.PathLike
+            raise InputTypeError(f"model must be a path or a repo id, not {type(model).__name__}")
+        if os.path.isdir(model):
+            model = os.path.abspath(model)  # so that a pickled model loads from any directory
+        for name, value in [("device", device), ("dtype", dtype)]:
+            if not isinstance(value, str):
+                raise InputTypeError(f"{name} must be a str, not {type(value).__name__}")
+        max_batch_tokens = _count("max_batch_tokens", max_batch_tokens)
         self._options = dict(
             model=model,
             device=device,
             dtype=dtype,
             max_batch_tokens=max_batch_tokens,
-            truncate=truncate,
-            cuda_graphs=cuda_graphs,
+            truncate=bool(truncate),
+            cuda_graphs=bool(cuda_graphs),
         )
-        self._engine = _native.Engine(model, device, dtype, max_batch_tokens, truncate, cuda_graphs)
+        self._engine = _native.Engine(**self._options)
 
     def __reduce__(self):
         # A model pickles as its path and options; the receiving process loads it again.
@@ -107,7 +133,7 @@ class Model:
     # ---- what the model is ----------------------------------------------------------------------
     @property
     def device(self) -> str:
-        """Where it runs, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100 …)"``."""
+        """Where it runs, e.g. ``"cpu"``, ``"emulated sm80"`` or ``"cuda:0 NVIDIA H100 …"``."""
         return self._engine.device
 
     @property
@@ -124,7 +150,8 @@ class Model:
 
     @property
     def similarity_fn_name(self) -> str:
-        return self._engine.similarity_fn_name
+        """The model's ``similarity_fn_name`` (sentence-transformers' default: cosine)."""
+        return self._engine.similarity_fn_name or "cosine"
 
     @property
     def labels(self) -> list[str]:
@@ -137,7 +164,17 @@ class Model:
         return self._engine.tasks
 
     def get_sentence_embedding_dimension(self, truncate_dim: int | None = None) -> int:
-        return self._engine.embedding_dim(truncate_dim)
+        full = self._engine.embedding_dim(None)
+        t = self._truncate_dim(truncate_dim)
+        return full if t is None else t
+
+    def _truncate_dim(self, truncate_dim) -> int | None:
+        """sentence-transformers' `truncate_dim`: None or 0 keep every dimension, a value past
+        the width keeps them all (a slice); negative values are refused."""
+        if truncate_dim is None:
+            return None
+        t = _count("truncate_dim", truncate_dim, minimum=0)
+        return None if t == 0 or t >= self._engine.embedding_dim(None) else t
 
     # ---- embeddings (SentenceTransformer) -----------------------------------------------------
     def encode(
@@ -165,10 +202,11 @@ class Model:
         _no_torch(convert_to_tensor=convert_to_tensor)
         if precision not in _PRECISIONS:
             raise ValueError(f"precision {precision!r} is not supported ({', '.join(_PRECISIONS)})")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        batch_size = _count("batch_size", batch_size)
         texts, single = _texts(sentences)
-        args = (prompt_name, prompt, bool(normalize_embeddings), truncate_dim)
+        truncate_dim = self._truncate_dim(truncate_dim)
+        args = (_optional_str("prompt_name", prompt_name), _optional_str("prompt", prompt),
+                bool(normalize_embeddings), truncate_dim)
         if not texts:
             # As sentence-transformers, no texts is no embeddings (here with the right width).
             embeddings = np.zeros((0, self._engine.embedding_dim(truncate_dim)), np.float32)
@@ -204,13 +242,25 @@ class Model:
         return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def similarity(self, a, b) -> np.ndarray:
-        """``[len(a), len(b)]`` scores with the model's ``similarity_fn_name`` (cosine, dot,
-        euclidean or manhattan, the last two negated distances), as sentence-transformers."""
+        """``[len(a), len(b)]`` float32 scores with the model's ``similarity_fn_name``, as
+        sentence-transformers computes them: cosine (rows normalised, each norm at least 1e-12,
+        then ``a @ b.T``), dot, or the negated euclidean / manhattan distance (NumPy, which
+        releases the GIL in its matrix products)."""
         a = np.atleast_2d(np.asarray(a, dtype=np.float32))
         b = np.atleast_2d(np.asarray(b, dtype=np.float32))
-        if a.ndim != 2 or b.ndim != 2:
-            raise ValueError(f"similarity takes [n, dim] embeddings, got shapes {a.shape} and {b.shape}")
-        return self._engine.similarity(np.ascontiguousarray(a), np.ascontiguousarray(b))
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            raise ValueError(f"similarity takes [n, dim] and [m, dim] embeddings, got shapes {a.shape} and {b.shape}")
+        name = self.similarity_fn_name
+        if name == "cosine":
+            unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))  # noqa: E731
+            return unit(a) @ unit(b).T
+        if name == "dot":
+            return a @ b.T
+        if name == "euclidean":
+            return -np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+        if name == "manhattan":
+            return -np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
+        raise ValueError(f"similarity_fn_name {name!r}: single vectors compare by cosine, dot, euclidean or manhattan")
 
     # ---- cross-encoders (CrossEncoder) --------------------------------------------------------
     def predict(
@@ -225,7 +275,8 @@ class Model:
     ):
         """``CrossEncoder.predict``: a score per (first, second) pair, ``[n]`` for a one-label model
         (sigmoid of the logit unless the model's config names another activation), ``[n, labels]``
-        otherwise (softmax across labels with ``apply_softmax``); one pair gives one score."""
+        otherwise; ``apply_softmax`` takes a softmax across labels afterwards, as there (for one
+        label every score becomes 1); one pair gives one score."""
         _no_torch(convert_to_tensor=convert_to_tensor)
         if activation_fn is not None:
             raise ValueError("activation_fn is a torch module here: apply it to the returned NumPy scores instead")
@@ -233,7 +284,9 @@ class Model:
         if not pairs:
             return np.zeros((0,) if len(self.labels) == 1 else (0, len(self.labels)), np.float32)
         scores = self._engine.predict(pairs)
-        if apply_softmax and scores.shape[1] > 1:
+        if apply_softmax:
+            # As sentence-transformers: a softmax across the label axis, also for one label
+            # (every score is then 1).
             e = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
         if scores.shape[1] == 1:
@@ -286,7 +339,7 @@ class Model:
     def fill_mask(self, texts, top_k: int = 5):
         """Per text, per ``[MASK]``, the ``top_k`` predictions ``{"id", "token", "score"}``."""
         t, single = _texts(texts, "texts")
-        out = self._engine.fill_mask(t, top_k) if t else []
+        out = self._engine.fill_mask(t, _count("top_k", top_k)) if t else []
         return out[0] if single else out
 
     def token_logits(self, texts):

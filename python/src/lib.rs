@@ -1,6 +1,7 @@
 //! `modernbert._native`: the engine for Python. The package's `modernbert/__init__.py` gives it
 //! sentence-transformers' API; this module only converts: Python values in, the engine's call with
-//! the GIL released, NumPy arrays out (each hands over the Rust buffer it was computed in, no copy).
+//! the GIL released, NumPy arrays out (each takes over the Rust vector of its rows: the engine's
+//! per-text rows are joined into it once, then no copy).
 //!
 //! Errors: the engine's one-line message, as `ValueError` (bad input, a bad model directory, an
 //! unsupported task) or `RuntimeError` (the device failed, or a bug: a panic is caught here and
@@ -11,7 +12,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::error::Error;
 use modernbert::kernels::Dtype;
-use modernbert::layout::Similarity;
 use modernbert::quantize::{quantize, Precision, Quantized};
 use modernbert::tokenize::OverlongPolicy;
 use numpy::ndarray::Array2;
@@ -129,37 +129,14 @@ impl PyEngine {
         precision: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let precision = Precision::parse(precision).map_err(to_py)?;
-        let dim = embeddings.shape()[1];
+        let (n, dim) = (embeddings.shape()[0], embeddings.shape()[1]);
         let rows = embeddings.as_array().iter().copied().collect::<Vec<f32>>();
-        let width = precision.width(dim);
+        let width = precision.width(n, dim);
         Ok(match detached(py, || quantize(rows, dim, precision, None))? {
             Quantized::F32(v) => matrix(py, v, width)?.into_any(),
             Quantized::I8(v) => matrix(py, v, width)?.into_any(),
             Quantized::U8(v) => matrix(py, v, width)?.into_any(),
         })
-    }
-
-    /// The model's similarity (`similarity_fn_name`) of every row of `a` with every row of `b`.
-    fn similarity<'py>(
-        &self,
-        py: Python<'py>,
-        a: PyReadonlyArray2<'py, f32>,
-        b: PyReadonlyArray2<'py, f32>,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let (dim, n) = (a.shape()[1], b.shape()[0]);
-        if dim == 0 {
-            return Err(PyValueError::new_err("similarity: the embeddings have no dimensions"));
-        }
-        if b.shape()[1] != dim {
-            return Err(PyValueError::new_err(format!(
-                "similarity: the embeddings have {dim} and {} dimensions",
-                b.shape()[1]
-            )));
-        }
-        let a: Vec<f32> = a.as_array().iter().copied().collect();
-        let b: Vec<f32> = b.as_array().iter().copied().collect();
-        let f = Similarity::of(&self.engine.layout).map_err(to_py)?;
-        matrix(py, f.matrix(&a, &b, dim), n)
     }
 
     /// `CrossEncoder.predict`: `[pairs, labels]` activated logits.
@@ -280,10 +257,10 @@ impl PyEngine {
         self.engine.layout.default_prompt_name.clone()
     }
 
+    /// `config_sentence_transformers.json`'s `similarity_fn_name`, if any.
     #[getter]
-    fn similarity_fn_name(&self) -> String {
-        let name = self.engine.layout.similarity_fn_name.as_deref();
-        name.unwrap_or(Similarity::Cosine.name()).to_string()
+    fn similarity_fn_name(&self) -> Option<String> {
+        self.engine.layout.similarity_fn_name.clone()
     }
 
     /// Labels by id (`id2label`), or `LABEL_i` where the config names none; empty without a head.

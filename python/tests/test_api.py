@@ -124,8 +124,12 @@ def test_bad_inputs_are_python_exceptions_with_the_engines_message():
         m.encode(["x"], prompt_name="nope")
     with pytest.raises(ValueError, match="precision"):
         m.encode(["x"], precision="int4")
-    with pytest.raises(ValueError, match="dim 33"):
-        m.encode(["x"], truncate_dim=33)
+    assert m.encode(["x"], truncate_dim=33).shape == (1, 32)  # a slice past the width, as there
+    for bad in [dict(truncate_dim=-1), dict(batch_size=0), dict(prompt_name=1)]:
+        with pytest.raises(ValueError):
+            m.encode(["x"], **bad)
+    with pytest.raises(ValueError, match="top_k"):
+        modernbert.Model(fixture("mlm_l3_v5_f32"), device="cpu").fill_mask("a [MASK]", top_k=-2)
     with pytest.raises(ValueError, match="torch"):
         m.encode(["x"], convert_to_tensor=True)
     with pytest.raises(ValueError, match="no classification head|unsupported"):
@@ -145,6 +149,25 @@ def test_bad_inputs_are_python_exceptions_with_the_engines_message():
     # The model keeps working after every error.
     assert m.encode("still fine").shape == (32,)
     assert modernbert.Model(ST, device="cpu").encode(long_text).shape == (32,)  # truncated
+
+
+def test_a_pooling_without_the_prompt_is_refused_not_approximated(tmp_path):
+    # include_prompt: false leaves the prompt's tokens out of sentence-transformers' mean; the
+    # engine does not implement it, so a prompted call is an error, an unprompted one exact.
+    import shutil
+
+    from conftest import st_model
+
+    d = tmp_path / "no_prompt_pooling"
+    shutil.copytree(ST, d)
+    pooling = json.loads((d / "1_Pooling" / "config.json").read_text())
+    pooling["include_prompt"] = False
+    (d / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    m = modernbert.Model(str(d), device="cpu")
+    with pytest.raises(ValueError, match="include_prompt"):
+        m.encode(["x"], prompt_name="query")
+    texts = ["first text", "second"]
+    assert rel(m.encode(texts), st_model(str(d)).encode(texts)) <= 1e-5
 
 
 def test_a_missing_cuda_index_is_an_error_naming_it():

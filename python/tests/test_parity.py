@@ -122,3 +122,76 @@ def test_emulated_device_within_the_bf16_rule(st_hd64, dtype):
     logits = modernbert.Model(path, device="emulated", dtype=dtype).predict(pairs)
     assert row_cosines(logits, logits_ref).min() >= 0.999
     assert np.array_equal(logits.argmax(1), logits_ref.argmax(1))
+
+
+def _edited_copy(tmp_path, name, edit):
+    """A copy of fixture `name` with `edit(dir)` applied to its files."""
+    import shutil
+
+    d = tmp_path / f"{name}_{edit.__name__}"
+    shutil.copytree(fixture(name), d)
+    edit(d)
+    return str(d)
+
+
+def _json_edit(path, **changes):
+    import json
+
+    v = json.loads(path.read_text()) if path.exists() else {}
+    v.update(changes)
+    path.write_text(json.dumps(v))
+
+
+def test_directory_settings_as_sentence_transformers_reads_them(tmp_path):
+    long_texts = [TEXTS[3], "  padded text \n", "Hello World ABC"]
+
+    # No sentence_bert_config.json: the tokenizer's model_max_length bounds the length.
+    def short_tokenizer(d):
+        (d / "sentence_bert_config.json").unlink()
+        _json_edit(d / "tokenizer_config.json", model_max_length=8)
+
+    # do_lower_case lowercases every (prompted, stripped) text.
+    def lower(d):
+        _json_edit(d / "sentence_bert_config.json", do_lower_case=True)
+
+    for edit in [short_tokenizer, lower]:
+        path = _edited_copy(tmp_path, "st_cls_nonorm", edit)
+        assert rel(modernbert.Model(path, device="cpu").encode(long_texts), st_model(path).encode(long_texts)) <= 1e-5
+    # A plain transformers directory: sentence-transformers builds Transformer + mean pooling,
+    # which strips the texts too.
+    plain = fixture("mlm_l3_v5_f32")
+    texts = ["  hello world \n", "hello world"]
+    ours = modernbert.Model(plain, device="cpu").encode(texts)
+    assert rel(ours, st_model(plain).encode(texts)) <= 1e-5 and np.array_equal(ours[0], ours[1])
+
+
+@pytest.mark.parametrize("fn", ["dot", "euclidean", "manhattan", "cosine"])
+def test_similarity_functions_match_sentence_transformers(tmp_path, fn):
+    path = _edited_copy(
+        tmp_path, "st_cls_nonorm", lambda d: _json_edit(d / "config_sentence_transformers.json", similarity_fn_name=fn)
+    )
+    st, m = st_model(path), modernbert.Model(path, device="cpu")
+    a, b = m.encode(TEXTS[:3]), m.encode(TEXTS[3:])
+    assert m.similarity_fn_name == st.similarity_fn_name == fn
+    assert rel(m.similarity(a, b), st.similarity(a, b).numpy()) <= 1e-5
+    assert m.similarity(a, b[:0]).shape == (3, 0)
+
+
+def test_edge_arguments_behave_as_in_sentence_transformers():
+    path = fixture("st_mean_normalize_prompts")
+    st, m = st_model(path), modernbert.Model(path, device="cpu")
+    for dim in [0, 1000]:  # no truncation / a slice past the width
+        assert rel(m.encode(TEXTS, truncate_dim=dim), st.encode(TEXTS, truncate_dim=dim)) <= 1e-5
+    assert m.get_sentence_embedding_dimension(1000) == st.get_sentence_embedding_dimension() == 32
+    with pytest.raises(ValueError, match="truncate_dim"):
+        m.encode(TEXTS, truncate_dim=-1)
+    # 12 binary dimensions: one row packs into 2 bytes as np.packbits does; 3 rows cannot reshape.
+    one = m.encode(TEXTS[:1], truncate_dim=12)
+    assert np.array_equal(m.encode(TEXTS[:1], truncate_dim=12, precision="binary"),
+                          quantize_embeddings(one, precision="binary"))
+    with pytest.raises(ValueError, match="bytes"):
+        m.encode(TEXTS[:3], truncate_dim=12, precision="binary")
+    ce_path = fixture("seqcls_mean_crossenc_v5_bf16")
+    pairs = [("q", "a document"), ("q", "another")]
+    assert np.array_equal(modernbert.Model(ce_path, device="cpu").predict(pairs, apply_softmax=True),
+                          cross_encoder(ce_path).predict(pairs, apply_softmax=True))

@@ -33,8 +33,10 @@ def cluster():
         log_to_driver=False,
         configure_logging=False,
         _node_ip_address="127.0.0.1",
-        # The actors import TaggedEmbedder from this file.
-        runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}},
+        # The actors import TaggedEmbedder from this file, and the package from where we do.
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+            [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(modernbert.__file__))]
+        )}},
     )
     yield
     ray.shutdown()
