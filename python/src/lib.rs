@@ -189,8 +189,9 @@ impl PyEngine {
 
     /// Token classification: a `[tokens, labels]` array per text (special tokens included).
     fn token_logits<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<Bound<'py, PyList>> {
-        let labels = detached(py, || self.engine.num_labels())?;
-        let results = detached(py, || self.engine.token_logits(&refs(&texts)))?;
+        let (labels, results) = detached(py, || {
+            Ok((self.engine.num_labels()?, self.engine.token_logits(&refs(&texts))?))
+        })?;
         let out = PyList::empty(py);
         for per_token in results {
             out.append(matrix(py, per_token.concat(), labels)?)?;
@@ -201,8 +202,12 @@ impl PyEngine {
     /// ColBERT (PyLate): a `[vectors, dim]` array per text.
     #[pyo3(signature = (texts, is_query = false))]
     fn colbert<'py>(&self, py: Python<'py>, texts: Vec<String>, is_query: bool) -> PyResult<Bound<'py, PyList>> {
-        let dim = detached(py, || self.engine.colbert_dim())?;
-        let results = detached(py, || self.engine.colbert(&refs(&texts), is_query))?;
+        let (dim, results) = detached(py, || {
+            Ok((
+                self.engine.colbert_dim()?,
+                self.engine.colbert(&refs(&texts), is_query)?,
+            ))
+        })?;
         let out = PyList::empty(py);
         for vectors in results {
             out.append(matrix(py, vectors.concat(), dim)?)?;
