@@ -338,6 +338,7 @@ fn build_runner(
             max_batch_tokens: max_tokens,
             graphs,
             overlong: crate::tokenize::OverlongPolicy::Truncate,
+            coalesce: true,
         };
         let is_cuda = matches!(options.device, DeviceChoice::Cuda(_));
         drop(dev);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::PackedBatch;
+use crate::coalesce::{BatchKey, Coalescer, CounterSnapshot};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::heads::Heads;
@@ -110,6 +111,8 @@ pub struct EngineOptions {
     /// Replay CUDA graphs for small batches (CUDA only).
     pub graphs: bool,
     pub overlong: OverlongPolicy,
+    /// Merge concurrent calls into shared forwards (`coalesce`); off: each call runs its own.
+    pub coalesce: bool,
 }
 
 impl Default for EngineOptions {
@@ -120,6 +123,7 @@ impl Default for EngineOptions {
             max_batch_tokens: 16384,
             graphs: true,
             overlong: OverlongPolicy::Truncate,
+            coalesce: true,
         }
     }
 }
@@ -220,6 +224,8 @@ pub struct Engine {
     max_batch_tokens: usize,
     max_batch_sequences: usize,
     parameters: usize,
+    /// Concurrent calls' queue and the engine's counters.
+    coalescer: Coalescer,
 }
 
 /// The device to run on, resolved from the user's choice (`None`: the CPU; `Auto` falls back to
@@ -341,7 +347,13 @@ impl Engine {
             max_batch_tokens,
             max_batch_sequences,
             parameters,
+            coalescer: Coalescer::new(options.coalesce, max_batch_tokens, max_batch_sequences),
         })
+    }
+
+    /// Calls, forwards, tokens and queue wait since the engine was created.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.coalescer.counters.snapshot()
     }
 
     /// The tokenizer, or an error saying the directory has none.
@@ -432,6 +444,7 @@ impl Engine {
                 end += 1;
             }
             let batch = PackedBatch::with_key_lens(&sequences[start..end], &key_lens[start..end])?;
+            self.coalescer.counters.forward(batch.tokens());
             each(&batch)?;
             start = end;
         }
@@ -554,42 +567,49 @@ impl Engine {
         let dense = self.embedding_dense();
         let (full_dim, dim) = (self.embedding_width(), self.embed_dim(options)?);
         let ids = self.tokenizer()?.encode_each(&refs)?;
+        let key = BatchKey::Embed {
+            pooling,
+            normalize,
+            dim,
+        };
         per_text(ids, |ids| {
-            let mut out = Vec::with_capacity(ids.len());
-            if let Backbone::Gpu(exec) = &self.backbone {
-                // Pool, project, truncate and normalise on the device; only [sequences, dim] comes back.
-                self.for_each_batch(ids, &Self::all_keys(ids), |batch| {
-                    let mut pooled = vec![0f32; batch.sequences() * dim];
-                    exec.pooled_into(batch, pooling, normalize, dim, dense.is_some(), &mut pooled)?;
-                    out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
+            self.coalescer.run(key, ids, Vec::len, |ids| {
+                let mut out = Vec::with_capacity(ids.len());
+                if let Backbone::Gpu(exec) = &self.backbone {
+                    // Pool, project, truncate and normalise on the device; only [sequences, dim] comes back.
+                    self.for_each_batch(ids, &Self::all_keys(ids), |batch| {
+                        let mut pooled = vec![0f32; batch.sequences() * dim];
+                        exec.pooled_into(batch, pooling, normalize, dim, dense.is_some(), &mut pooled)?;
+                        out.extend(pooled.chunks(dim).map(<[f32]>::to_vec));
+                        Ok(())
+                    })?;
+                    return Ok(out);
+                }
+                self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
+                    let h = self.config.hidden_size;
+                    let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
+                    if let Some(d) = dense {
+                        let mut projected = vec![0f32; batch.sequences() * d.out_features];
+                        ops::linear(
+                            &pooled,
+                            &d.weight,
+                            d.bias.as_deref(),
+                            batch.sequences(),
+                            h,
+                            d.out_features,
+                            &mut projected,
+                        );
+                        pooled = projected;
+                    }
+                    let mut kept = ops::truncate_rows(&pooled, full_dim, dim);
+                    if normalize {
+                        ops::l2_normalize_rows(&mut kept, dim);
+                    }
+                    out.extend(kept.chunks(dim).map(<[f32]>::to_vec));
                     Ok(())
                 })?;
-                return Ok(out);
-            }
-            self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
-                let h = self.config.hidden_size;
-                let mut pooled = ops::pool(hidden, h, &batch.cu_seqlens, Some(&batch.key_lens), pooling);
-                if let Some(d) = dense {
-                    let mut projected = vec![0f32; batch.sequences() * d.out_features];
-                    ops::linear(
-                        &pooled,
-                        &d.weight,
-                        d.bias.as_deref(),
-                        batch.sequences(),
-                        h,
-                        d.out_features,
-                        &mut projected,
-                    );
-                    pooled = projected;
-                }
-                let mut kept = ops::truncate_rows(&pooled, full_dim, dim);
-                if normalize {
-                    ops::l2_normalize_rows(&mut kept, dim);
-                }
-                out.extend(kept.chunks(dim).map(<[f32]>::to_vec));
-                Ok(())
-            })?;
-            Ok(out)
+                Ok(out)
+            })
         })
     }
 
@@ -660,7 +680,11 @@ impl Engine {
             .into_iter()
             .map(|r| r.and_then(|ids| self.require_mask(&ids).map(|()| ids)))
             .collect();
-        per_text(tokens, |ids| self.fill_mask_batches(ids, top_k))
+        per_text(tokens, |ids| {
+            self.coalescer.run(BatchKey::FillMask { top_k }, ids, Vec::len, |ids| {
+                self.fill_mask_batches(ids, top_k)
+            })
+        })
     }
 
     fn fill_mask_batches(&self, ids: &[Vec<u32>], top_k: usize) -> Result<Vec<Vec<Vec<MaskPrediction>>>> {
@@ -763,11 +787,13 @@ impl Engine {
     pub fn classify_each(&self, texts: &[&str]) -> Result<Vec<Result<Classification>>> {
         let ids = self.tokenizer()?.encode_each(texts)?;
         per_text(ids, |ids| {
-            Ok(self
-                .sequence_logits(ids)?
-                .into_iter()
-                .map(|l| self.classification(l))
-                .collect())
+            self.coalescer.run(BatchKey::Classify, ids, Vec::len, |ids| {
+                Ok(self
+                    .sequence_logits(ids)?
+                    .into_iter()
+                    .map(|l| self.classification(l))
+                    .collect())
+            })
         })
     }
 
@@ -810,17 +836,19 @@ impl Engine {
         let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
         let ids = self.tokenizer()?.encode_each_pair(&pairs)?;
         per_text(ids, |ids| {
-            Ok(self
-                .sequence_logits(ids)?
-                .into_iter()
-                .map(|l| {
-                    if l.len() == 1 {
-                        sigmoid(l[0])
-                    } else {
-                        *ops::softmax(&l).last().unwrap()
-                    }
-                })
-                .collect())
+            self.coalescer.run(BatchKey::Rerank, ids, Vec::len, |ids| {
+                Ok(self
+                    .sequence_logits(ids)?
+                    .into_iter()
+                    .map(|l| {
+                        if l.len() == 1 {
+                            sigmoid(l[0])
+                        } else {
+                            *ops::softmax(&l).last().unwrap()
+                        }
+                    })
+                    .collect())
+            })
         })
     }
 
@@ -843,9 +871,11 @@ impl Engine {
         };
         let ids = self.tokenizer()?.encode_each_pair(pairs)?;
         per_text(ids, |ids| {
-            let mut logits = self.sequence_logits(ids)?;
-            logits.iter_mut().flatten().for_each(|x| *x = activation(*x));
-            Ok(logits)
+            self.coalescer.run(BatchKey::PredictPairs, ids, Vec::len, |ids| {
+                let mut logits = self.sequence_logits(ids)?;
+                logits.iter_mut().flatten().for_each(|x| *x = activation(*x));
+                Ok(logits)
+            })
         })
     }
 
@@ -855,20 +885,22 @@ impl Engine {
         let ids = self.tokenizer()?.encode_each(texts)?;
         let labels = cls.classifier.out_features;
         collect_per_text(per_text(ids, |ids| {
-            let mut out = Vec::with_capacity(ids.len());
-            self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
-                let logits = heads::token_logits(&self.config, cls, hidden, batch.tokens());
-                for b in 0..batch.sequences() {
-                    out.push(
-                        batch
-                            .seq_range(b)
-                            .map(|t| logits[t * labels..][..labels].to_vec())
-                            .collect(),
-                    );
-                }
-                Ok(())
-            })?;
-            Ok(out)
+            self.coalescer.run(BatchKey::TokenLogits, ids, Vec::len, |ids| {
+                let mut out = Vec::with_capacity(ids.len());
+                self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
+                    let logits = heads::token_logits(&self.config, cls, hidden, batch.tokens());
+                    for b in 0..batch.sequences() {
+                        out.push(
+                            batch
+                                .seq_range(b)
+                                .map(|t| logits[t * labels..][..labels].to_vec())
+                                .collect(),
+                        );
+                    }
+                    Ok(())
+                })?;
+                Ok(out)
+            })
         })?)
     }
 
@@ -981,23 +1013,31 @@ impl Engine {
         let dim = self.colbert_dim()?;
         let dense = self.dense.as_ref().expect("colbert_dim checked the Dense module");
         let skip = self.colbert_skiplist(is_query)?;
+        let key = BatchKey::Colbert { is_query };
         per_text(tokens, |tokens| {
-            let (ids, keys): (Vec<Vec<u32>>, Vec<usize>) = tokens.iter().cloned().unzip();
-            let mut out = Vec::with_capacity(ids.len());
-            self.for_each_batch(&ids, &keys, |batch| {
-                let vectors = self.colbert_vectors(dense, batch)?;
-                for b in 0..batch.sequences() {
-                    out.push(
-                        batch
-                            .seq_range(b)
-                            .filter(|&t| !skip.contains(&batch.ids[t]))
-                            .map(|t| vectors[t * dim..][..dim].to_vec())
-                            .collect(),
-                    );
-                }
-                Ok(())
-            })?;
-            Ok(out)
+            self.coalescer.run(
+                key,
+                tokens,
+                |t| t.0.len(),
+                |tokens| {
+                    let (ids, keys): (Vec<Vec<u32>>, Vec<usize>) = tokens.iter().cloned().unzip();
+                    let mut out = Vec::with_capacity(ids.len());
+                    self.for_each_batch(&ids, &keys, |batch| {
+                        let vectors = self.colbert_vectors(dense, batch)?;
+                        for b in 0..batch.sequences() {
+                            out.push(
+                                batch
+                                    .seq_range(b)
+                                    .filter(|&t| !skip.contains(&batch.ids[t]))
+                                    .map(|t| vectors[t * dim..][..dim].to_vec())
+                                    .collect(),
+                            );
+                        }
+                        Ok(())
+                    })?;
+                    Ok(out)
+                },
+            )
         })
     }
 

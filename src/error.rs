@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
@@ -31,6 +31,12 @@ pub enum Error {
     /// A text whose outputs are not finite (NaN or infinite): the checkpoint's weights are broken.
     #[error("output: {0}")]
     NonFinite(String),
+    /// A call's deadline passed while it waited for a forward (`coalesce::CallLimits`).
+    #[error("timeout: {0}")]
+    Timeout(String),
+    /// A call withdrawn by its caller while it waited for a forward.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

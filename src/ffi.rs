@@ -65,7 +65,7 @@ pub enum mb_status {
     /// The model has no head for this task (e.g. `mb_classify` on an embedding model).
     MB_ERR_UNSUPPORTED = 7,
     /// The model could not be loaded (missing directory or file, a special file, invalid config or
-    /// weights), or its outputs for a text are NaN or infinite (broken weights).
+    /// weights).
     MB_ERR_MODEL = 8,
     /// The tokenizer failed (or lacks a token the task needs).
     MB_ERR_TOKENIZER = 9,
@@ -73,6 +73,12 @@ pub enum mb_status {
     MB_ERR_DEVICE = 10,
     /// A bug in the library (a caught panic or a broken internal invariant).
     MB_ERR_INTERNAL = 11,
+    /// A text's outputs are NaN or infinite (broken weights); `mb_last_error()` names the text.
+    /// Nothing was written.
+    MB_ERR_NON_FINITE = 12,
+    /// The call waited in the engine's queue past its `timeout_us` (`mb_embed_options`) and was
+    /// withdrawn before its forward started. Nothing was written.
+    MB_ERR_TIMEOUT = 13,
 }
 
 /// Values of `mb_engine_options.device`.

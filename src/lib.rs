@@ -8,12 +8,14 @@
 //! - [`batch`] (the packed token layout) → [`reference`](mod@reference) (the exact f32 forward, op by op, and the
 //!   host heads) and [`gpu`] (the same forward and heads as kernel launches on a [`kernels`]
 //!   device: CUDA or the host emulator);
-//! - [`engine`] (the tasks and their rules: embed, fill-mask, classify, rerank, ColBERT), used by
+//! - [`engine`] (the tasks and their rules: embed, fill-mask, classify, rerank, ColBERT; concurrent
+//!   calls share forwards through [`coalesce`]), used by
 //!   the front ends: `main.rs` (the command line), [`ffi`] (the C ABI) and [`bench`](mod@bench);
 //! - [`limits`] (checked sizes and bounded reads), [`matmul`] (the host's f32 GEMM), [`hub`] (model names to directories), [`error`].
 
 pub mod batch;
 pub mod bench;
+pub mod coalesce;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -152,6 +152,9 @@ struct EngineArgs {
     /// Tokens per forward batch (longer requests are split; output order is kept).
     #[arg(long, value_name = "N", default_value_t = 16384)]
     max_batch_tokens: usize,
+    /// Run each request's own forwards instead of merging concurrent requests (`serve`).
+    #[arg(long)]
+    no_coalesce: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +179,7 @@ impl EngineArgs {
             },
             max_batch_tokens: self.max_batch_tokens,
             graphs: !self.no_graphs,
+            coalesce: !self.no_coalesce,
             overlong: if self.no_truncate {
                 OverlongPolicy::Refuse
             } else {

@@ -83,6 +83,7 @@ impl PyEngine {
             }
         };
         let options = EngineOptions {
+            coalesce: true,
             device,
             dtype,
             max_batch_tokens,

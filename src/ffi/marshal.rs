@@ -44,7 +44,8 @@ impl From<Error> for Fail {
             Error::Device(_) => mb_status::MB_ERR_DEVICE,
             // A size from an option or a count: the caller's argument; from config.json: the model.
             Error::TooLarge(_) => mb_status::MB_ERR_INVALID_ARGUMENT,
-            Error::NonFinite(_) => mb_status::MB_ERR_MODEL,
+            Error::NonFinite(_) => mb_status::MB_ERR_NON_FINITE,
+            Error::Timeout(_) | Error::Cancelled(_) => mb_status::MB_ERR_TIMEOUT,
         };
         Fail {
             status,
@@ -306,6 +307,7 @@ pub(super) unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<Eng
         max_batch_tokens: o.max_batch_tokens,
         graphs: o.graphs != 0,
         overlong,
+        ..EngineOptions::default()
     })
 }
 
