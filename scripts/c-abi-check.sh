@@ -31,7 +31,10 @@ step() { echo "== c-abi-check [$(( $(date +%s) - start ))s] $*"; }
 step "1. header is current (cbindgen library → $work/modernbert.h)"
 rm -f "$work/modernbert.h"
 # The test itself fails on a stale header; the diff below shows how.
-MODERNBERT_HEADER_OUT="$work/modernbert.h" cargo test -q --test c_abi header_is_current >"$work/header-test.log" 2>&1 || true
+# `--workspace` (and `cargo build --workspace --all-targets` below): the feature resolution of
+# scripts/test.sh's `cargo test`, so its build is reused rather than redone for one package.
+export PYO3_BUILD_EXTENSION_MODULE=1
+MODERNBERT_HEADER_OUT="$work/modernbert.h" cargo test -q --workspace --test c_abi header_is_current >"$work/header-test.log" 2>&1 || true
 test -s "$work/modernbert.h" || { cat "$work/header-test.log" >&2; echo "cbindgen did not generate the header" >&2; exit 1; }
 diff -u include/modernbert.h "$work/modernbert.h" || {
   echo "include/modernbert.h is stale: MODERNBERT_BLESS_HEADER=1 cargo test --test c_abi header_is_current" >&2
@@ -39,7 +42,7 @@ diff -u include/modernbert.h "$work/modernbert.h" || {
 }
 
 step "2. libmodernbert ($profile)"
-cargo build -q --lib "${cargo_profile[@]}"
+cargo build -q --workspace --all-targets "${cargo_profile[@]}"
 test -f "$libdir/libmodernbert.so" && test -f "$libdir/libmodernbert.a"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 mkdir -p "$work/pkgconfig"

@@ -9,6 +9,8 @@
 #     the committed params.h bindings (tools/params-bindgen);
 #   - scripts/python-check.sh: the Python package (python/) built into .venv-ref, its pytest suite
 #     (parity with sentence-transformers, threads, pickling, bad inputs, a local Ray cluster);
+#   - scripts/serve-check.sh: `modernbert serve` on loopback, driven by the openai client and
+#     plain HTTP (TEI's routes, the bad-request matrix, a concurrent load, shutdown);
 #   - scripts/c-abi-check.sh: the C example built from the header + library, run on the cpu and
 #     emulated devices and under valgrind, and the committed header checked for staleness;
 #   - scripts/fresh-clone-check.sh: a clean clone builds and runs the README's main command with
@@ -36,6 +38,8 @@ cargo test --workspace --all-targets -- --include-ignored
 for s in scripts/gpu-bundle.sh scripts/gpu-check.sh profiles/scripts/*.sh; do bash -n "$s"; done
 step "python-check"
 bash scripts/python-check.sh
+step "serve-check"
+bash scripts/serve-check.sh
 step "c-abi-check"
 bash scripts/c-abi-check.sh
 if [ "${MODERNBERT_FRESH_CLONE_CHECK:-1}" != 0 ]; then

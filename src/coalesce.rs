@@ -40,6 +40,7 @@ pub enum BatchKey {
         dim: usize,
     },
     Classify,
+    ClassifyPairs,
     Rerank,
     PredictPairs,
     TokenLogits,
@@ -52,11 +53,14 @@ pub enum BatchKey {
 }
 
 /// Limits of the calls a thread makes inside [`with_call_limits`]: a deadline for the time a job
-/// may wait in the queue, and a flag another thread may set to withdraw it.
+/// may wait in the queue, a flag another thread may set to withdraw it, and a refusal of
+/// over-long texts for this call even when the engine truncates them (the server's per-request
+/// `truncate: false`).
 #[derive(Clone, Debug, Default)]
 pub struct CallLimits {
     pub deadline: Option<Instant>,
     pub cancel: Option<Arc<AtomicBool>>,
+    pub refuse_overlong: bool,
 }
 
 thread_local! {
@@ -76,6 +80,11 @@ pub fn with_call_limits<R>(limits: CallLimits, f: impl FnOnce() -> R) -> R {
     let old = CALL_LIMITS.with(|l| std::mem::replace(&mut *l.borrow_mut(), limits));
     let _restore = Restore(old);
     f()
+}
+
+/// Whether this thread's calls refuse over-long texts ([`CallLimits::refuse_overlong`]).
+pub(crate) fn refuses_overlong() -> bool {
+    CALL_LIMITS.try_with(|l| l.borrow().refuse_overlong).unwrap_or(false)
 }
 
 fn current_limits() -> CallLimits {

@@ -153,6 +153,17 @@ impl Backbone {
             Backbone::Gpu(e) => e.device_name(),
         }
     }
+
+    /// The activations' dtype, as transformers names it: `float32` on the CPU.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            Backbone::Cpu(_) => "float32",
+            Backbone::Gpu(e) => match e.dtype() {
+                Dtype::Bf16 => "bfloat16",
+                Dtype::F16 => "float16",
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -205,6 +216,20 @@ pub struct MaskPrediction {
 pub struct Classification {
     pub logits: Vec<f32>,
     /// The label's index (the JSON output names it by `label`).
+    #[serde(skip)]
+    pub label_id: usize,
+    pub label: String,
+    pub score: f32,
+}
+
+/// One token's label from [`Engine::token_classify`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TokenLabel {
+    pub id: u32,
+    pub token: String,
+    /// The token's `[labels]` logits.
+    #[serde(skip)]
+    pub logits: Vec<f32>,
     #[serde(skip)]
     pub label_id: usize,
     pub label: String,
@@ -351,6 +376,11 @@ impl Engine {
         })
     }
 
+    /// Tokens per forward batch, at most (a longer sequence goes alone).
+    pub fn max_batch_tokens(&self) -> usize {
+        self.max_batch_tokens
+    }
+
     /// Calls, forwards, tokens and queue wait since the engine was created.
     pub fn counters(&self) -> CounterSnapshot {
         self.coalescer.counters.snapshot()
@@ -400,7 +430,8 @@ impl Engine {
         v
     }
 
-    fn is_token_classifier(&self) -> bool {
+    /// Whether the checkpoint is a `…ForTokenClassification` (its classifier labels tokens).
+    pub fn is_token_classifier(&self) -> bool {
         self.config
             .architectures
             .iter()
@@ -470,7 +501,9 @@ impl Engine {
         Ok(out)
     }
 
-    fn prompt_for(&self, options: &EmbedOptions) -> Result<String> {
+    /// The prompt text these options prepend: `prompt`, else the named (or the directory's
+    /// default) prompt, else none.
+    pub fn prompt_for(&self, options: &EmbedOptions) -> Result<String> {
         if let Some(p) = &options.prompt {
             return Ok(p.clone());
         }
@@ -840,13 +873,32 @@ impl Engine {
                 Ok(self
                     .sequence_logits(ids)?
                     .into_iter()
-                    .map(|l| {
-                        if l.len() == 1 {
-                            sigmoid(l[0])
-                        } else {
-                            *ops::softmax(&l).last().unwrap()
-                        }
-                    })
+                    .map(|l| Self::relevance(&l))
+                    .collect())
+            })
+        })
+    }
+
+    /// The reranking rule from a pair's logits: `sigmoid` of a single logit, else the softmax
+    /// probability of the last label.
+    pub fn relevance(logits: &[f32]) -> f32 {
+        match logits {
+            [one] => sigmoid(*one),
+            _ => *ops::softmax(logits).last().expect("a classifier has labels"),
+        }
+    }
+
+    /// Classification of `(first, second)` pairs (cross-encoder input): raw logits, the argmax
+    /// label and its probability, one result per pair.
+    pub fn classify_pairs_each(&self, pairs: &[(&str, &str)]) -> Result<Vec<Result<Classification>>> {
+        self.num_labels()?;
+        let ids = self.tokenizer()?.encode_each_pair(pairs)?;
+        per_text(ids, |ids| {
+            self.coalescer.run(BatchKey::ClassifyPairs, ids, Vec::len, |ids| {
+                Ok(self
+                    .sequence_logits(ids)?
+                    .into_iter()
+                    .map(|l| self.classification(l))
                     .collect())
             })
         })
@@ -881,10 +933,38 @@ impl Engine {
 
     /// Token-classification logits: one `[labels]` vector per token of each text.
     pub fn token_logits(&self, texts: &[&str]) -> Result<Vec<Vec<Vec<f32>>>> {
+        Ok(collect_per_text(self.token_labels_each(texts)?)?
+            .into_iter()
+            .map(|tokens| tokens.into_iter().map(|t| t.logits).collect())
+            .collect())
+    }
+
+    /// Token classification: per token of each text its id, the argmax label (from `id2label`)
+    /// and that label's softmax probability, as transformers' token-classification pipeline
+    /// without aggregation (special tokens included; the caller may drop them).
+    pub fn token_classify(&self, texts: &[&str]) -> Result<Vec<Vec<TokenLabel>>> {
+        collect_per_text(self.token_classify_each(texts)?)
+    }
+
+    /// As [`token_classify`](Self::token_classify), with one result per text.
+    pub fn token_classify_each(&self, texts: &[&str]) -> Result<Vec<Result<Vec<TokenLabel>>>> {
+        if !self.is_token_classifier() {
+            return Err(Error::Unsupported(format!(
+                "{}: not a token-classification checkpoint (architectures: {:?})",
+                self.dir.display(),
+                self.config.architectures
+            )));
+        }
+        self.token_labels_each(texts)
+    }
+
+    /// The classifier applied to every token: logits and argmax label per token, per text.
+    fn token_labels_each(&self, texts: &[&str]) -> Result<Vec<Result<Vec<TokenLabel>>>> {
         let cls = self.classifier()?;
-        let ids = self.tokenizer()?.encode_each(texts)?;
+        let tokenizer = self.tokenizer()?;
+        let ids = tokenizer.encode_each(texts)?;
         let labels = cls.classifier.out_features;
-        collect_per_text(per_text(ids, |ids| {
+        per_text(ids, |ids| {
             self.coalescer.run(BatchKey::TokenLogits, ids, Vec::len, |ids| {
                 let mut out = Vec::with_capacity(ids.len());
                 self.run_sequences(ids, &Self::all_keys(ids), |_, batch, hidden| {
@@ -893,7 +973,18 @@ impl Engine {
                         out.push(
                             batch
                                 .seq_range(b)
-                                .map(|t| logits[t * labels..][..labels].to_vec())
+                                .map(|t| {
+                                    let id = batch.ids[t];
+                                    let c = self.classification(logits[t * labels..][..labels].to_vec());
+                                    TokenLabel {
+                                        id,
+                                        token: tokenizer.decode_token(id),
+                                        logits: c.logits,
+                                        label_id: c.label_id,
+                                        label: c.label,
+                                        score: c.score,
+                                    }
+                                })
                                 .collect(),
                         );
                     }
@@ -901,7 +992,7 @@ impl Engine {
                 })?;
                 Ok(out)
             })
-        })?)
+        })
     }
 
     fn colbert_settings(&self) -> Result<&ColbertSettings> {
@@ -1076,6 +1167,12 @@ impl<T: Finite> Finite for Vec<T> {
 }
 
 impl Finite for Classification {
+    fn is_finite(&self) -> bool {
+        self.logits.is_finite() && self.score.is_finite()
+    }
+}
+
+impl Finite for TokenLabel {
     fn is_finite(&self) -> bool {
         self.logits.is_finite() && self.score.is_finite()
     }

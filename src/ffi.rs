@@ -19,10 +19,11 @@
 //! - Caller-owned memory stays caller-owned: the library never keeps a pointer passed to it after
 //!   the call returns. Library-owned strings: `mb_version()` (static), `mb_last_error()` (until the
 //!   next call on the thread), `mb_engine_label()` (until `mb_engine_destroy`).
-//! - Threads: an engine is `Sync`; any number of threads may call it at once. The CPU executor keeps
-//!   no state across calls (each call allocates its own activations), and the GPU executor
-//!   serialises forward passes on its device with a mutex. `mb_engine_destroy` must not race with
-//!   other calls on the same engine.
+//! - Threads: an engine is `Sync`; any number of threads may call it at once. Concurrent calls of
+//!   one task and options are merged into shared forwards (up to `max_batch_tokens`; each call
+//!   gets exactly its own results), so many threads each embedding one text cost far fewer
+//!   forwards than calls (`mb_engine_counters`). `mb_engine_destroy` must not race with other
+//!   calls on the same engine.
 //!
 //! Safety contract (all `unsafe extern "C"` functions): every non-NULL pointer must point to valid
 //! memory of the size its documentation states (e.g. `n_texts` `mb_text` entries, `capacity`
@@ -34,10 +35,13 @@ use std::mem::offset_of;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use crate::coalesce::with_call_limits;
 use crate::engine::Engine;
 
 mod marshal;
+mod outputs;
 use marshal::*;
+pub use outputs::*;
 
 /// The result of every fallible call. `MB_OK` is 0; every other value is an error, with a message
 /// in `mb_last_error()`.
@@ -179,6 +183,10 @@ pub struct mb_embed_options {
     /// A literal prompt prepended to every text (NUL-terminated UTF-8; overrides `prompt_name`),
     /// or NULL.
     pub prompt: *const c_char,
+    /// The most microseconds the call may wait in the engine's queue for its forward (concurrent
+    /// calls share forwards) before it fails with `MB_ERR_TIMEOUT`; 0: no limit. A call whose
+    /// forward has started runs to the end.
+    pub timeout_us: u64,
 }
 
 /// One UTF-8 text: `len` bytes at `ptr` (no NUL terminator needed; `ptr` must not be NULL).
@@ -312,7 +320,7 @@ pub unsafe extern "C" fn mb_engine_embed_dim(
     guard(|| {
         let e = engine_ref(engine)?;
         non_null(out_dim as *const usize, "out_dim")?;
-        let options = read_embed_options(options)?;
+        let (options, _) = read_embed_options(options)?;
         *out_dim = e.engine.embed_dim(&options)?;
         Ok(())
     })
@@ -383,11 +391,11 @@ pub unsafe extern "C" fn mb_embed(
     guard(|| {
         let e = engine_ref(engine)?;
         let texts = self::texts(texts, n_texts, "texts")?;
-        let options = read_embed_options(options)?;
+        let (options, limits) = read_embed_options(options)?;
         let dim = e.engine.embed_dim(&options)?;
         let needed = n_texts.checked_mul(dim).ok_or_else(|| overflow("n_texts * dim"))?;
         let out = out_buffer(out, capacity, needed, out_needed, "out")?;
-        let rows = e.engine.embed(&texts, &options)?;
+        let rows = with_call_limits(limits, || e.engine.embed(&texts, &options))?;
         if rows.len() != n_texts || rows.iter().any(|r| r.len() != dim) {
             return Err(internal("embedding shape"));
         }

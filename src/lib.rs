@@ -30,6 +30,8 @@ pub mod model;
 pub mod npy;
 pub mod quantize;
 pub mod reference;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod tokenize;
 pub mod weights;
 

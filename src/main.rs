@@ -1,6 +1,8 @@
 //! The `modernbert` command line. Output: one JSON object per input text, one per line, in input
 //! order (or, with `embed --output npy FILE`, one .npy file). Texts come from the arguments, or else from
-//! stdin, one per line exactly as given (only the line terminator is removed); they run in chunks,
+//! stdin, one per line exactly as given (only the line terminator is removed) or, with `--jsonl`,
+//! one JSON object `{"id": …, "text": "…"}` per line (texts with newlines; each output line then
+//! carries its input's `id`); they run in chunks,
 //! so a long input writes its results as they come and, on a terminal, shows a progress bar on
 //! stderr. Errors: one line on stderr and a non-zero exit status.
 
@@ -18,6 +20,7 @@ use modernbert::error::{Error, Result};
 use modernbert::hub::resolve_model;
 use modernbert::kernels::Dtype;
 use modernbert::npy::NpyFile;
+use modernbert::quantize::{quantize, Precision, Quantized};
 use modernbert::reference::ops::Pooling;
 use modernbert::tokenize::OverlongPolicy;
 
@@ -56,6 +59,11 @@ enum Command {
         /// A literal prompt prepended to each text (e.g. "search_query: ").
         #[arg(long)]
         prompt: Option<String>,
+        /// Output precision, as sentence-transformers' `precision`: float32, int8, uint8, binary or
+        /// ubinary (int8 / uint8 calibrated on all the command's texts, so they are quantized
+        /// after the last one runs).
+        #[arg(long, default_value = "float32", value_parser = parse_precision)]
+        precision: Precision,
         /// `--output npy FILE`: write the embeddings to FILE as one NumPy .npy array (float32,
         /// shape (texts, dim), one row per text in input order) instead of JSON lines on stdout.
         /// If any input fails, the command fails naming it and FILE is left as it was.
@@ -83,6 +91,24 @@ enum Command {
         /// The texts to classify (default: stdin, one text per line).
         #[arg(value_name = "TEXT")]
         texts: Vec<String>,
+    },
+    /// Token classification: {"tokens": [{"id", "token", "label", "score"}, ...]} per text, one
+    /// entry per token (special tokens included).
+    TokenClassify {
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// The texts (default: stdin, one text per line).
+        #[arg(value_name = "TEXT")]
+        texts: Vec<String>,
+    },
+    /// An HTTP server: text-embeddings-inference's routes (/embed, /rerank, /predict, /tokenize,
+    /// /info, /health, /metrics) and OpenAI's /v1/embeddings, concurrent requests sharing forwards.
+    #[cfg(feature = "server")]
+    Serve {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        server: ServeArgs,
     },
     /// Cross-encoder reranking: {"score": s} per document.
     Rerank {
@@ -122,6 +148,34 @@ enum Command {
     },
 }
 
+/// `serve`'s options (text-embeddings-inference's names and defaults, loopback by default).
+#[cfg(feature = "server")]
+#[derive(Args)]
+struct ServeArgs {
+    /// The address to listen on (0.0.0.0: every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    hostname: String,
+    /// The port (0: any free port, printed on stderr).
+    #[arg(long, short = 'p', default_value_t = 3000)]
+    port: u16,
+    /// Inputs per request, at most (413 past it).
+    #[arg(long, default_value_t = 32)]
+    max_client_batch_size: usize,
+    /// Requests in flight, at most (429 past it).
+    #[arg(long, default_value_t = 512)]
+    max_concurrent_requests: usize,
+    /// Truncate over-long texts of requests that do not say `truncate` (else 413).
+    #[arg(long)]
+    auto_truncate: bool,
+    /// Request body bytes, at most (413 past it).
+    #[arg(long, default_value_t = 2_000_000)]
+    payload_limit: usize,
+}
+
+fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    Precision::parse(s).map_err(|e| e.to_string())
+}
+
 /// `--model`: the checkpoint a command loads.
 #[derive(Args)]
 struct ModelArg {
@@ -155,6 +209,9 @@ struct EngineArgs {
     /// Run each request's own forwards instead of merging concurrent requests (`serve`).
     #[arg(long)]
     no_coalesce: bool,
+    /// Stdin lines are JSON objects {"id": …, "text": "…"}; each output line carries the id.
+    #[arg(long)]
+    jsonl: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -192,6 +249,46 @@ impl EngineArgs {
 
 /// One input of a command: its text, or why it is not one (a stdin line that is not UTF-8).
 type Input = std::result::Result<String, String>;
+
+/// The inputs of a command and, with `--jsonl`, their ids: its arguments, or stdin lines when
+/// there are none. A line that is not valid UTF-8 (or, with `--jsonl`, not an object with a
+/// string `text`) is that input's error; the others still run.
+fn inputs(texts: Vec<String>, jsonl: bool) -> Result<(Vec<Input>, Option<Vec<serde_json::Value>>)> {
+    if jsonl && !texts.is_empty() {
+        return Err(Error::Input("--jsonl reads stdin: give no texts as arguments".into()));
+    }
+    let lines = texts_or_stdin(texts)?;
+    if !jsonl {
+        return Ok((lines, None));
+    }
+    let (inputs, ids) = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let parsed = line.and_then(|l| {
+                serde_json::from_str::<serde_json::Value>(&l).map_err(|e| format!("input: stdin line {}: {e}", i + 1))
+            });
+            match parsed {
+                Ok(serde_json::Value::Object(mut o)) => {
+                    let id = o.remove("id").unwrap_or(serde_json::Value::Null);
+                    match o.remove("text") {
+                        Some(serde_json::Value::String(t)) => (Ok(t), id),
+                        _ => (
+                            Err(format!("input: stdin line {}: no string \"text\" field", i + 1)),
+                            id,
+                        ),
+                    }
+                }
+                Ok(_) => (
+                    Err(format!("input: stdin line {}: not a JSON object", i + 1)),
+                    serde_json::Value::Null,
+                ),
+                Err(m) => (Err(m), serde_json::Value::Null),
+            }
+        })
+        .unzip();
+    Ok((inputs, Some(ids)))
+}
 
 /// The inputs of a command: its arguments, or stdin lines when there are none. A line that is not
 /// valid UTF-8 is that input's error; the others still run.
@@ -357,6 +454,8 @@ struct JsonLines<'a> {
     out: &'a mut dyn Write,
     /// Inputs printed as errors.
     failed: usize,
+    /// `--jsonl`: each input's id, added to its line.
+    ids: Option<Vec<serde_json::Value>>,
 }
 
 impl JsonLines<'_> {
@@ -364,16 +463,26 @@ impl JsonLines<'_> {
         writeln!(self.out, "{value}").map_err(|e| Error::io("<stdout>", e))
     }
 
-    /// One chunk's lines, flushed so that they are out while the progress bar is suspended.
-    fn outcomes<T>(&mut self, outcomes: Vec<Outcome<T>>, to_json: impl Fn(T) -> serde_json::Value) -> Result<()> {
-        for outcome in outcomes {
-            match outcome {
-                Ok(v) => self.value(to_json(v))?,
+    /// One chunk's lines (its first input is `first`), flushed so that they are out while the
+    /// progress bar is suspended.
+    fn outcomes<T>(
+        &mut self,
+        first: usize,
+        outcomes: Vec<Outcome<T>>,
+        to_json: impl Fn(T) -> serde_json::Value,
+    ) -> Result<()> {
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let mut line = match outcome {
+                Ok(v) => to_json(v),
                 Err(message) => {
                     self.failed += 1;
-                    self.value(json!({ "error": message }))?;
+                    json!({ "error": message })
                 }
+            };
+            if let (Some(ids), serde_json::Value::Object(o)) = (&self.ids, &mut line) {
+                o.insert("id".into(), ids[first + i].clone());
             }
+            self.value(line)?;
         }
         self.out.flush().map_err(|e| Error::io("<stdout>", e))
     }
@@ -386,7 +495,9 @@ impl JsonLines<'_> {
         task: impl FnMut(&[&str]) -> Result<Vec<Result<T>>>,
         to_json: impl Fn(T) -> serde_json::Value,
     ) -> Result<()> {
-        in_chunks(inputs, chunks, task, |_, outcomes| self.outcomes(outcomes, &to_json))
+        in_chunks(inputs, chunks, task, |first, outcomes| {
+            self.outcomes(first, outcomes, &to_json)
+        })
     }
 }
 
@@ -414,9 +525,30 @@ fn npy_input_error(index: usize, inputs: usize, path: &Path, message: &str) -> E
     ))
 }
 
+/// `embed --precision`: the successful embeddings quantized together (sentence-transformers'
+/// `quantize_embeddings` over the call's matrix), one row of JSON numbers each.
+fn quantized_rows(outcomes: &[Outcome<Vec<f32>>], dim: usize, precision: Precision) -> Result<Vec<serde_json::Value>> {
+    let good: Vec<f32> = outcomes.iter().flatten().flatten().copied().collect();
+    let n = good.len() / dim;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let width = precision.width(n, dim);
+    let rows: Vec<serde_json::Value> = match quantize(good, dim, precision, None)? {
+        Quantized::F32(v) => v.chunks(width).map(|r| json!(r)).collect(),
+        Quantized::I8(v) => v.chunks(width).map(|r| json!(r)).collect(),
+        Quantized::U8(v) => v.chunks(width).map(|r| json!(r)).collect(),
+    };
+    Ok(rows)
+}
+
 /// Run a command; returns how many inputs failed (each printed as `{"error": "…"}` in its place).
 fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
-    let mut lines = JsonLines { out, failed: 0 };
+    let mut lines = JsonLines {
+        out,
+        failed: 0,
+        ids: None,
+    };
     match cli.command {
         Command::Embed {
             engine,
@@ -426,11 +558,18 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             dim,
             prompt_name,
             prompt,
+            precision,
             output,
             texts,
         } => {
             let npy = npy_output(output)?;
-            let texts = texts_or_stdin(texts)?;
+            if npy.is_some() && precision != Precision::Float32 {
+                return Err(Error::Input(
+                    "--output npy writes float32: use it without --precision".into(),
+                ));
+            }
+            let (texts, ids) = inputs(texts, engine.jsonl)?;
+            lines.ids = ids;
             // Stdin lines that are not UTF-8 are known already: fail before the model loads.
             if let Some(path) = &npy {
                 if let Some((i, Err(message))) = texts.iter().enumerate().find(|(_, t)| t.is_err()) {
@@ -462,6 +601,21 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             );
             let task = |t: &[&str]| pipeline.embed_each(t, &options);
             match &npy {
+                None if precision != Precision::Float32 => {
+                    let dim = pipeline.embed_dim(&options)?;
+                    let mut outcomes = Vec::with_capacity(texts.len());
+                    in_chunks(&texts, chunks, task, |_, chunk| {
+                        outcomes.extend(chunk);
+                        Ok(())
+                    })?;
+                    let rows = quantized_rows(&outcomes, dim, precision)?;
+                    let mut rows = rows.into_iter();
+                    let outcomes = outcomes
+                        .into_iter()
+                        .map(|o| o.map(|_| rows.next().expect("one row per embedding")))
+                        .collect();
+                    lines.outcomes(0, outcomes, |e| json!({ "embedding": e }))?;
+                }
                 None => lines.run(&texts, chunks, task, |e| json!({ "embedding": e }))?,
                 Some(path) => {
                     let mut file = NpyFile::create(path, texts.len(), pipeline.embed_dim(&options)?)?;
@@ -477,7 +631,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             }
         }
         Command::FillMask { engine, top_k, texts } => {
-            let texts = texts_or_stdin(texts)?;
+            let (texts, ids) = inputs(texts, engine.jsonl)?;
+            lines.ids = ids;
             let pipeline = engine.load()?;
             let chunks = chunk_ranges(
                 &texts,
@@ -492,7 +647,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             )?;
         }
         Command::Classify { engine, texts } => {
-            let texts = texts_or_stdin(texts)?;
+            let (texts, ids) = inputs(texts, engine.jsonl)?;
+            lines.ids = ids;
             let pipeline = engine.load()?;
             let chunks = chunk_ranges(
                 &texts,
@@ -511,7 +667,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             query,
             documents,
         } => {
-            let documents = texts_or_stdin(documents)?;
+            let (documents, ids) = inputs(documents, engine.jsonl)?;
+            lines.ids = ids;
             let pipeline = engine.load()?;
             // Each document is encoded with the query: [CLS] query [SEP] document [SEP].
             let chunks = chunk_ranges(
@@ -527,7 +684,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             )?;
         }
         Command::Colbert { engine, query, texts } => {
-            let texts = texts_or_stdin(texts)?;
+            let (texts, ids) = inputs(texts, engine.jsonl)?;
+            lines.ids = ids;
             let pipeline = engine.load()?;
             // The [Q] / [D] marker is one more token.
             let chunks = chunk_ranges(
@@ -541,6 +699,42 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
                 |t| pipeline.colbert_each(t, query),
                 |v| json!({ "vectors": v }),
             )?;
+        }
+        Command::TokenClassify { engine, texts } => {
+            let (texts, ids) = inputs(texts, engine.jsonl)?;
+            lines.ids = ids;
+            let pipeline = engine.load()?;
+            let chunks = chunk_ranges(
+                &texts,
+                SPECIAL_TOKEN_BYTES,
+                chunk_bytes(&pipeline, engine.max_batch_tokens),
+            );
+            lines.run(
+                &texts,
+                chunks,
+                |t| pipeline.token_classify_each(t),
+                |tokens| json!({ "tokens": tokens }),
+            )?;
+        }
+        #[cfg(feature = "server")]
+        Command::Serve { engine, server } => {
+            if engine.no_truncate || engine.jsonl {
+                return Err(Error::Input(
+                    "serve: truncation is per request (`truncate`, --auto-truncate); --no-truncate and --jsonl do not apply"
+                        .into(),
+                ));
+            }
+            let pipeline = engine.load()?;
+            let options = modernbert::serve::ServeOptions {
+                hostname: server.hostname,
+                port: server.port,
+                model_id: engine.model.model.clone(),
+                max_client_batch_size: server.max_client_batch_size,
+                max_concurrent_requests: server.max_concurrent_requests,
+                auto_truncate: server.auto_truncate,
+                payload_limit: server.payload_limit,
+            };
+            modernbert::serve::serve(pipeline, options)?;
         }
         Command::Bench { args } => modernbert::bench::run(&args, &mut |v| lines.value(v))?,
         Command::Info { model, device } => {

@@ -17,6 +17,17 @@ pub enum OverlongPolicy {
     Refuse,
 }
 
+/// One token of [`TextTokenizer::spans`]: its text is the input's bytes `start..stop`, or the
+/// token itself for a special token (no span).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TokenSpan {
+    pub id: u32,
+    pub text: String,
+    pub special: bool,
+    pub start: Option<usize>,
+    pub stop: Option<usize>,
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_len: usize,
@@ -193,19 +204,25 @@ impl TextTokenizer {
             .inner
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // A call may refuse over-long texts on an engine that truncates (`CallLimits`): there, a
+        // truncated encoding keeps what it cut as overflowing encodings.
+        let refuse = self.policy == OverlongPolicy::Refuse || crate::coalesce::refuses_overlong();
         Ok(encodings
             .into_iter()
             .zip(cut)
             .map(|(e, cut)| {
+                let truncated = !e.get_overflowing().is_empty();
                 let ids = e.get_ids().to_vec();
-                if self.policy == OverlongPolicy::Refuse && (cut || ids.len() > self.max_len) {
+                if refuse && (cut || truncated || ids.len() > self.max_len) {
                     let count = if cut {
-                        format!("at least {} tokens", ids.len().max(self.max_len + 1))
+                        format!("at least {} tokens, more", ids.len().max(self.max_len + 1))
+                    } else if truncated {
+                        "more tokens".to_string()
                     } else {
-                        format!("{} tokens", ids.len())
+                        format!("{} tokens, more", ids.len())
                     };
                     return Err(Error::TextTooLong(format!(
-                        "has {count}, more than the maximum {} (truncation is off)",
+                        "has {count} than the maximum {} (truncation is off)",
                         self.max_len
                     )));
                 }
@@ -215,6 +232,49 @@ impl TextTokenizer {
                 Ok(ids)
             })
             .collect())
+    }
+
+    /// The tokens of `text` with their byte spans in it (`None` for special tokens), as the model
+    /// would see them (truncated as the engine truncates; a text too long with truncation off is
+    /// an error).
+    pub fn spans(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenSpan>> {
+        // `encode`, not `encode_fast`: the offsets are wanted.
+        if !add_special_tokens {
+            let enc = self
+                .inner
+                .encode(text, false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            return Ok(Self::spans_of(&enc, text));
+        }
+        // The same checks (bounded input, over-long policy) as the model's inputs.
+        self.encode_each(&[text])?.remove(0)?;
+        let bounded = self.bounded(text)?;
+        let enc = self
+            .inner
+            .encode(bounded.text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Self::spans_of(&enc, text))
+    }
+
+    fn spans_of(enc: &tokenizers::Encoding, text: &str) -> Vec<TokenSpan> {
+        let special = enc.get_special_tokens_mask();
+        enc.get_ids()
+            .iter()
+            .zip(enc.get_tokens())
+            .zip(enc.get_offsets())
+            .enumerate()
+            .map(|(i, ((&id, token), &(start, stop)))| {
+                let is_special = special.get(i).is_some_and(|&s| s == 1);
+                let piece = (!is_special).then(|| text.get(start..stop)).flatten();
+                TokenSpan {
+                    id,
+                    text: piece.map_or_else(|| token.clone(), str::to_string),
+                    special: is_special,
+                    start: piece.map(|_| start),
+                    stop: piece.map(|_| stop),
+                }
+            })
+            .collect()
     }
 
     /// Ids of a text with no special tokens and no truncation (prefixes, skiplists).

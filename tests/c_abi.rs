@@ -244,6 +244,7 @@ fn embed_matches_rust_api() {
                 dim,
                 prompt_name: prompt_name.as_ref().map_or(null(), |s| s.as_ptr()),
                 prompt: prompt.as_ref().map_or(null(), |s| s.as_ptr()),
+                timeout_us: 0,
             });
             let rust_opts = opts.map_or(EmbedOptions::default(), |(p, n, dim, pn, pr)| EmbedOptions {
                 pooling: match p {

@@ -205,7 +205,7 @@ fn a_queued_call_leaves_at_its_deadline_and_when_cancelled() {
         let t0 = Instant::now();
         let limits = CallLimits {
             deadline: Some(t0 + Duration::from_millis(20)),
-            cancel: None,
+            ..Default::default()
         };
         let r = with_call_limits(limits, || e.embed(&["queued"], &EmbedOptions::default()));
         assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
@@ -218,8 +218,8 @@ fn a_queued_call_leaves_at_its_deadline_and_when_cancelled() {
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         });
         let limits = CallLimits {
-            deadline: None,
             cancel: Some(cancel),
+            ..Default::default()
         };
         let r = with_call_limits(limits, || e.embed(&["queued"], &EmbedOptions::default()));
         assert!(matches!(r, Err(Error::Cancelled(_))), "{r:?}");

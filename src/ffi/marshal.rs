@@ -9,7 +9,10 @@ use std::mem::{align_of, offset_of, size_of, size_of_val};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
+use std::time::{Duration, Instant};
+
 use super::*;
+use crate::coalesce::CallLimits;
 use crate::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use crate::error::Error;
 use crate::kernels::Dtype;
@@ -311,7 +314,8 @@ pub(super) unsafe fn read_engine_options(p: *const mb_engine_options) -> Res<Eng
     })
 }
 
-pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<EmbedOptions> {
+/// The embedding options and the call's queue limit (`timeout_us`).
+pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<(EmbedOptions, CallLimits)> {
     let mut o = mb_embed_options {
         struct_size: 0,
         pooling: 0,
@@ -319,6 +323,7 @@ pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<Embed
         dim: 0,
         prompt_name: ptr::null(),
         prompt: ptr::null(),
+        timeout_us: 0,
     };
     if !p.is_null() {
         non_null(p, "embed_options")?;
@@ -329,6 +334,7 @@ pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<Embed
         versioned_field!(p, size, mb_embed_options, dim, o);
         versioned_field!(p, size, mb_embed_options, prompt_name, o);
         versioned_field!(p, size, mb_embed_options, prompt, o);
+        versioned_field!(p, size, mb_embed_options, timeout_us, o);
     }
     let bad = |what: &str, v: i32| {
         fail(
@@ -355,14 +361,19 @@ pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<Embed
             c_str(p, name).map(|s| Some(s.to_string()))
         }
     };
-    Ok(EmbedOptions {
+    let limits = CallLimits {
+        deadline: (o.timeout_us != 0).then(|| Instant::now() + Duration::from_micros(o.timeout_us)),
+        ..CallLimits::default()
+    };
+    let options = EmbedOptions {
         pooling,
         normalize,
         dim: (o.dim != 0).then_some(o.dim),
         dim_after_normalize: false,
         prompt_name: opt_str(o.prompt_name, "embed_options.prompt_name")?,
         prompt: opt_str(o.prompt, "embed_options.prompt")?,
-    })
+    };
+    Ok((options, limits))
 }
 
 // ---------------------------------------------------------------------------------------------

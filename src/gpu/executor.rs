@@ -68,6 +68,11 @@ fn dev_err(e: KernelError) -> Error {
 }
 
 impl GpuExecutor {
+    /// The activation dtype.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
     /// The backbone alone: upload the weights (converted to `dtype` once) and size the arena for
     /// batches of up to `max_tokens` tokens and `max_sequences` sequences.
     pub fn new(
