@@ -62,8 +62,8 @@ enum Command {
         /// Output precision, as sentence-transformers' `precision`: float32, int8, uint8, binary or
         /// ubinary (int8 / uint8 calibrated on all the command's texts, so they are quantized
         /// after the last one runs).
-        #[arg(long, default_value = "float32", value_parser = parse_precision)]
-        precision: Precision,
+        #[arg(long, default_value = "float32")]
+        precision: String,
         /// `--output npy FILE`: write the embeddings to FILE as one NumPy .npy array (float32,
         /// shape (texts, dim), one row per text in input order) instead of JSON lines on stdout.
         /// If any input fails, the command fails naming it and FILE is left as it was.
@@ -170,10 +170,6 @@ struct ServeArgs {
     /// Request body bytes, at most (413 past it).
     #[arg(long, default_value_t = 2_000_000)]
     payload_limit: usize,
-}
-
-fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
-    Precision::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--model`: the checkpoint a command loads.
@@ -563,6 +559,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<usize> {
             texts,
         } => {
             let npy = npy_output(output)?;
+            let precision = Precision::parse(&precision)?;
             if npy.is_some() && precision != Precision::Float32 {
                 return Err(Error::Input(
                     "--output npy writes float32: use it without --precision".into(),

@@ -36,6 +36,13 @@ impl Handle {
     fn p(&self) -> *mut mb_engine {
         self.0
     }
+
+    fn counters(&self) -> mb_counters {
+        let mut c: mb_counters = unsafe { std::mem::zeroed() };
+        c.struct_size = std::mem::size_of::<mb_counters>();
+        assert_eq!(unsafe { mb_engine_counters(self.0, &mut c) }, mb_status::MB_OK);
+        c
+    }
 }
 impl Drop for Handle {
     fn drop(&mut self) {
@@ -120,6 +127,7 @@ fn header_is_current() {
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root.join("src/ffi.rs"))
+        .with_src(root.join("src/ffi/outputs.rs"))
         .generate()
         .expect("cbindgen");
     let mut generated = Vec::new();
@@ -1029,6 +1037,9 @@ fn last_error_is_per_thread() {
 // ---------------------------------------------------------------------------------------------
 // Threads
 
+/// Concurrent calls share forwards (coalescing), so a text may run in a batch of another height
+/// than alone; the CPU's f32 GEMM may then block its sums differently: equal within 1e-5
+/// (absolute, on unit vectors and logits of order 1), not bit for bit.
 #[test]
 fn sixteen_threads_match_sequential() {
     const THREADS: usize = 16;
@@ -1105,13 +1116,19 @@ fn sixteen_threads_match_sequential() {
 
     let start = std::time::Instant::now();
     let mismatches = std::sync::atomic::AtomicUsize::new(0);
+    let close = |a: &[u32], b: &[u32]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(&x, &y)| (f32::from_bits(x) - f32::from_bits(y)).abs() <= 1e-5)
+    };
     std::thread::scope(|s| {
         for thread in 0..THREADS {
-            let (call, reference, mismatches) = (&call, &reference, &mismatches);
+            let (call, reference, mismatches, close) = (&call, &reference, &mismatches, &close);
             s.spawn(move || {
                 for i in 0..CALLS {
                     let w = which(thread, i);
-                    if call(i, w) != reference[w][i % 2] {
+                    if !close(&call(i, w), &reference[w][i % 2]) {
                         mismatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
@@ -1120,9 +1137,252 @@ fn sixteen_threads_match_sequential() {
     });
     let threaded = start.elapsed();
     assert_eq!(mismatches.into_inner(), 0);
+    let c = st.counters();
+    assert!(c.forwards < c.calls, "16 threads never shared a forward: {c:?}");
     eprintln!(
         "{THREADS} threads x {CALLS} calls: {threaded:?} ({:.1} us/call); sequential sample of {} calls: {sequential:?}",
         threaded.as_secs_f64() * 1e6 / (THREADS * CALLS) as f64,
         THREADS * CALLS / 16
     );
+}
+
+/// The serving entry points (src/ffi/outputs.rs) against the Rust API: quantized embeddings equal
+/// `quantize(embed)` byte for byte at every precision, token classification equals
+/// `token_classify`, the counters count, the sizes come before any write.
+#[test]
+fn serving_entry_points_match_rust_api() {
+    use modernbert::quantize::{quantize, Precision, Quantized};
+    assert_eq!(mb_abi_version(), MB_ABI_VERSION);
+
+    let e = open("st_mean_normalize_prompts");
+    let rust = rust_engine("st_mean_normalize_prompts", DeviceChoice::Cpu);
+    let strs = [
+        "a cat",
+        "a dog on a mat",
+        "stock markets",
+        "rain",
+        "",
+        "x y z",
+        "the end",
+        "ok",
+    ];
+    let texts: Vec<mb_text> = strs.iter().map(|s| text(s)).collect();
+    let rows = rust.embed(&strs, &EmbedOptions::default()).unwrap();
+    let dim = rows[0].len();
+    for (code, precision) in [
+        (0, Precision::Float32),
+        (1, Precision::Int8),
+        (2, Precision::Uint8),
+        (3, Precision::Binary),
+        (4, Precision::Ubinary),
+    ] {
+        let want: Vec<u8> = match quantize(rows.concat(), dim, precision, None).unwrap() {
+            Quantized::F32(v) => v.iter().flat_map(|x| x.to_ne_bytes()).collect(),
+            Quantized::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Quantized::U8(v) => v,
+        };
+        let (mut row_bytes, mut needed) = (0usize, 0usize);
+        // Size query first: nothing written.
+        let s = unsafe {
+            mb_embed_quantized(
+                e.0,
+                texts.as_ptr(),
+                texts.len(),
+                null(),
+                code,
+                null_mut(),
+                0,
+                &mut row_bytes,
+                &mut needed,
+            )
+        };
+        assert_eq!(s, MB_ERR_BUFFER_TOO_SMALL, "{precision:?}");
+        assert_eq!(
+            (needed, row_bytes * texts.len()),
+            (want.len(), want.len()),
+            "{precision:?}"
+        );
+        let mut out = vec![0xA5u8; needed + 8];
+        let s = unsafe {
+            mb_embed_quantized(
+                e.0,
+                texts.as_ptr(),
+                texts.len(),
+                null(),
+                code,
+                out.as_mut_ptr(),
+                needed,
+                &mut row_bytes,
+                &mut needed,
+            )
+        };
+        assert_eq!(s, MB_OK, "{precision:?}: {}", last_error());
+        assert_eq!(&out[..needed], &want[..], "{precision:?}");
+        assert!(
+            out[needed..].iter().all(|&b| b == 0xA5),
+            "{precision:?}: wrote past the capacity"
+        );
+    }
+    let mut out = [0u8; 64];
+    let s = unsafe {
+        mb_embed_quantized(
+            e.0,
+            texts.as_ptr(),
+            1,
+            null(),
+            5,
+            out.as_mut_ptr(),
+            64,
+            null_mut(),
+            null_mut(),
+        )
+    };
+    assert_eq!(s, MB_ERR_INVALID_ARGUMENT, "{}", last_error());
+    // 3 texts x 32 bits pack into 12 bytes: 4 per row; 3 texts x 4 dims (dim 4) do not split evenly.
+    let opts = mb_embed_options {
+        struct_size: std::mem::size_of::<mb_embed_options>(),
+        pooling: 0,
+        normalize: 0,
+        dim: 4,
+        prompt_name: null(),
+        prompt: null(),
+        timeout_us: 0,
+    };
+    let s = unsafe {
+        mb_embed_quantized(
+            e.0,
+            texts.as_ptr(),
+            3,
+            &opts,
+            3,
+            out.as_mut_ptr(),
+            64,
+            null_mut(),
+            null_mut(),
+        )
+    };
+    assert_eq!(s, MB_ERR_INVALID_ARGUMENT, "{}", last_error());
+
+    // Counters: calls and forwards counted, a short struct written only up to its size.
+    let mut c: mb_counters = unsafe { std::mem::zeroed() };
+    c.struct_size = std::mem::size_of::<mb_counters>();
+    assert_eq!(unsafe { mb_engine_counters(e.0, &mut c) }, MB_OK);
+    assert!(c.calls >= 5 && c.forwards >= 5 && c.tokens > 0, "{c:?}");
+    let mut short: mb_counters = unsafe { std::mem::zeroed() };
+    short.struct_size = 2 * std::mem::size_of::<u64>();
+    short.forwards = 12345;
+    assert_eq!(unsafe { mb_engine_counters(e.0, &mut short) }, MB_OK);
+    assert_eq!((short.calls, short.forwards), (c.calls, 12345), "{short:?}");
+    short.struct_size = 0;
+    assert_eq!(unsafe { mb_engine_counters(e.0, &mut short) }, MB_ERR_INVALID_ARGUMENT);
+
+    // Token classification.
+    let t = open("tokcls_l2_v5_f32");
+    let rust = rust_engine("tokcls_l2_v5_f32", DeviceChoice::Cpu);
+    let strs = ["John lives in Paris", "", "a b c d e f"];
+    let texts: Vec<mb_text> = strs.iter().map(|s| text(s)).collect();
+    let want = rust.token_classify(&strs).unwrap();
+    let labels = rust.num_labels().unwrap();
+    let (mut counts, mut total) = (vec![0usize; 3], 0usize);
+    assert_eq!(
+        unsafe { mb_token_classify_sizes(t.0, texts.as_ptr(), 3, counts.as_mut_ptr(), &mut total) },
+        MB_OK
+    );
+    assert_eq!(counts, want.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_eq!(total, counts.iter().sum::<usize>());
+    let mut logits = canaries(total * labels);
+    let mut ids = vec![u32::MAX; total];
+    let mut scores = vec![-1f32; total];
+    let mut needed = 0usize;
+    let s = unsafe {
+        mb_token_classify(
+            t.0,
+            texts.as_ptr(),
+            3,
+            logits.as_mut_ptr(),
+            total * labels,
+            ids.as_mut_ptr(),
+            scores.as_mut_ptr(),
+            counts.as_mut_ptr(),
+            &mut needed,
+        )
+    };
+    assert_eq!(s, MB_OK, "{}", last_error());
+    assert_eq!(needed, total * labels);
+    let flat: Vec<_> = want.iter().flatten().collect();
+    assert_eq!(
+        bits(&logits[..needed]),
+        bits(&flat.iter().flat_map(|t| t.logits.clone()).collect::<Vec<_>>())
+    );
+    assert!(untouched(&logits[needed..]));
+    assert_eq!(ids, flat.iter().map(|t| t.label_id as u32).collect::<Vec<_>>());
+    assert_eq!(bits(&scores), bits(&flat.iter().map(|t| t.score).collect::<Vec<_>>()));
+    let mut small = canaries(needed - 1);
+    let s = unsafe {
+        mb_token_classify(
+            t.0,
+            texts.as_ptr(),
+            3,
+            small.as_mut_ptr(),
+            needed - 1,
+            null_mut(),
+            null_mut(),
+            counts.as_mut_ptr(),
+            &mut needed,
+        )
+    };
+    assert_eq!(s, MB_ERR_BUFFER_TOO_SMALL);
+    assert!(untouched(&small));
+    // An embedding model has no token classifier.
+    let s = unsafe { mb_token_classify_sizes(e.0, texts.as_ptr(), 3, counts.as_mut_ptr(), null_mut()) };
+    assert_eq!(s, MB_ERR_UNSUPPORTED, "{}", last_error());
+}
+
+/// `timeout_us`: a call queued behind a long one leaves at its deadline with MB_ERR_TIMEOUT and
+/// writes nothing; with no timeout the same call succeeds.
+#[test]
+fn a_queued_call_times_out() {
+    let e = open("st_mean_normalize_prompts");
+    let long: Vec<String> = (0..2000).map(|i| format!("text {i} {}", "word ".repeat(40))).collect();
+    let mut dim = 0usize;
+    assert_eq!(unsafe { mb_engine_embed_dim(e.0, null(), &mut dim) }, MB_OK);
+    let forwards = |e: &Handle| e.counters();
+    let before = forwards(&e).forwards;
+    std::thread::scope(|s| {
+        let (engine, long) = (&e, &long);
+        s.spawn(move || {
+            let long_texts: Vec<mb_text> = long.iter().map(|s| text(s)).collect();
+            let mut out = vec![0f32; long_texts.len() * dim];
+            let s = unsafe {
+                mb_embed(
+                    engine.0,
+                    long_texts.as_ptr(),
+                    long_texts.len(),
+                    null(),
+                    out.as_mut_ptr(),
+                    out.len(),
+                    null_mut(),
+                )
+            };
+            assert_eq!(s, MB_OK);
+        });
+        while forwards(&e).forwards == before {
+            std::thread::yield_now();
+        }
+        let opts = mb_embed_options {
+            struct_size: std::mem::size_of::<mb_embed_options>(),
+            pooling: 0,
+            normalize: 0,
+            dim: 0,
+            prompt_name: null(),
+            prompt: null(),
+            timeout_us: 1000,
+        };
+        let one = [text("queued")];
+        let mut out = canaries(dim);
+        let s = unsafe { mb_embed(e.0, one.as_ptr(), 1, &opts, out.as_mut_ptr(), dim, null_mut()) };
+        assert_eq!(s, MB_ERR_TIMEOUT, "{}", last_error());
+        assert!(untouched(&out));
+    });
+    assert_eq!(forwards(&e).timed_out, 1);
 }

@@ -909,3 +909,154 @@ fn embed_npy_reads_back_with_numpy() {
     assert_eq!(array["shape"], serde_json::json!([want.len(), want[0].len()]));
     assert!(max_difference(&want, &floats(&array["data"])) <= 1e-6);
 }
+
+/// `--jsonl`: stdin objects with ids (a text with a newline is one input); every output line
+/// carries its input's id, bad lines are their own errors.
+#[test]
+fn jsonl_input_keeps_ids_and_newlines() {
+    let m = fixture("st_mean_normalize_prompts");
+    let m = m.to_str().unwrap();
+    let stdin = b"{\"id\": 7, \"text\": \"first line\\nsecond line\"}\n{\"id\": \"b\", \"text\": \"plain\"}\nnot json\n{\"id\": 3}\n";
+    let out = run(&["embed", "--model", m, "--device", "cpu", "--jsonl"], Some(stdin));
+    assert_eq!(out.status.code(), Some(1), "two bad lines");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        (lines[0]["id"].clone(), lines[1]["id"].clone()),
+        (Value::from(7), Value::from("b"))
+    );
+    assert!(lines[2]["error"].as_str().unwrap().contains("line 3"), "{}", lines[2]);
+    assert!(lines[3]["error"].as_str().unwrap().contains("\"text\""), "{}", lines[3]);
+    assert_eq!(lines[3]["id"], Value::from(3));
+    let want = json_lines(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--device",
+            "cpu",
+            "first line\nsecond line",
+            "plain",
+        ],
+        None,
+    );
+    assert_eq!(lines[0]["embedding"], want[0]["embedding"]);
+    assert_eq!(lines[1]["embedding"], want[1]["embedding"]);
+    expect_error(
+        &["embed", "--model", m, "--jsonl", "an argument"],
+        None,
+        "--jsonl reads stdin",
+    );
+}
+
+/// `embed --precision`: sentence-transformers' quantize_embeddings over the command's texts.
+#[test]
+fn embed_precision_quantizes_the_whole_input() {
+    use modernbert::quantize::{quantize, Precision, Quantized};
+    let m = fixture("st_mean_normalize_prompts");
+    let m = m.to_str().unwrap();
+    let texts = ["a cat", "a dog", "stock markets fell", "rain"];
+    let floats: Vec<f32> = json_lines(
+        &[&["embed", "--model", m, "--device", "cpu"][..], &texts[..]].concat(),
+        None,
+    )
+    .iter()
+    .flat_map(|l| {
+        l["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    let dim = floats.len() / texts.len();
+    for name in ["int8", "uint8", "binary", "ubinary"] {
+        let p = Precision::parse(name).unwrap();
+        let want: Vec<i64> = match quantize(floats.clone(), dim, p, None).unwrap() {
+            Quantized::I8(v) => v.iter().map(|&x| x as i64).collect(),
+            Quantized::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            Quantized::F32(_) => unreachable!(),
+        };
+        let got: Vec<i64> = json_lines(
+            &[
+                &["embed", "--model", m, "--device", "cpu", "--precision", name][..],
+                &texts[..],
+            ]
+            .concat(),
+            None,
+        )
+        .iter()
+        .flat_map(|l| {
+            l["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+        assert_eq!(got, want, "{name}");
+    }
+    expect_error(&["embed", "--model", m, "--precision", "int4", "a"], None, "int4");
+    expect_error(
+        &[
+            "embed",
+            "--model",
+            m,
+            "--precision",
+            "int8",
+            "--output",
+            "npy",
+            "/dev/null",
+            "a",
+        ],
+        None,
+        "float32",
+    );
+}
+
+/// `token-classify`: one label per token, as the Rust API gives it.
+#[test]
+fn token_classify_prints_a_label_per_token() {
+    let m = fixture("tokcls_l2_v5_f32");
+    let lines = json_lines(
+        &[
+            "token-classify",
+            "--model",
+            m.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "John lives in Paris",
+            "x",
+        ],
+        None,
+    );
+    let engine = modernbert::engine::Engine::new(&m, &Default::default()).unwrap();
+    let want = engine.token_classify(&["John lives in Paris", "x"]).unwrap();
+    for (l, w) in lines.iter().zip(&want) {
+        let tokens = l["tokens"].as_array().unwrap();
+        assert_eq!(tokens.len(), w.len());
+        for (t, w) in tokens.iter().zip(w) {
+            assert_eq!(
+                (t["id"].as_u64().unwrap() as u32, t["label"].as_str().unwrap()),
+                (w.id, w.label.as_str())
+            );
+            assert!((t["score"].as_f64().unwrap() as f32 - w.score).abs() <= 1e-6);
+        }
+    }
+    expect_error(
+        &[
+            "token-classify",
+            "--model",
+            fixture("st_mean_normalize_prompts").to_str().unwrap(),
+            "a",
+        ],
+        None,
+        "not a token-classification checkpoint",
+    );
+}

@@ -330,6 +330,42 @@ fn non_finite_weights_are_errors_not_null_vectors() {
     let engine = modernbert::engine::Engine::new(t.path(), &Default::default()).unwrap();
     let e = engine.embed(&["one"], &Default::default()).unwrap_err().to_string();
     assert!(e.contains("text 1") && e.contains("NaN"), "{e}");
+    // The C ABI: MB_ERR_NON_FINITE naming the text, the buffer untouched.
+    use modernbert::ffi::*;
+    let dir = std::ffi::CString::new(m).unwrap();
+    let mut e = std::ptr::null_mut();
+    assert_eq!(
+        unsafe { mb_engine_create(dir.as_ptr(), std::ptr::null(), &mut e) },
+        mb_status::MB_OK
+    );
+    let texts = [mb_text {
+        ptr: "one".as_ptr() as *const std::ffi::c_char,
+        len: 3,
+    }];
+    let mut dim = 0usize;
+    assert_eq!(
+        unsafe { mb_engine_embed_dim(e, std::ptr::null(), &mut dim) },
+        mb_status::MB_OK
+    );
+    let mut out = vec![7.0f32; dim];
+    let s = unsafe {
+        mb_embed(
+            e,
+            texts.as_ptr(),
+            1,
+            std::ptr::null(),
+            out.as_mut_ptr(),
+            dim,
+            std::ptr::null_mut(),
+        )
+    };
+    let message = unsafe { std::ffi::CStr::from_ptr(mb_last_error()) }
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(s, mb_status::MB_ERR_NON_FINITE, "{message}");
+    assert!(message.contains("text 1") && message.contains("NaN"), "{message}");
+    assert!(out.iter().all(|&x| x == 7.0), "written despite the error");
+    unsafe { mb_engine_destroy(e) };
 }
 
 #[test]

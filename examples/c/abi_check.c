@@ -91,6 +91,7 @@ int main(int argc, char **argv) {
   const char *mlm_model = emulated ? "mlm_hd64_v5_bf16" : "mlm_l3_v5_f32";
 
   CHECK(mb_version() != NULL && strlen(mb_version()) > 0, "version");
+  CHECK(mb_abi_version() >= MB_ABI_VERSION, "the library's ABI is at least the header's");
 
   /* --- embeddings */
   mb_engine *e = open_model(root, embed_model, device, MB_OVERLONG_TRUNCATE);
