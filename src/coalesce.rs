@@ -5,11 +5,12 @@
 //! The contract:
 //! - A call (after tokenisation; a text's own errors stay its own) is queued as one *job*: its
 //!   sequences and a [`BatchKey`] naming the task and every option its post-processing reads.
-//! - When no forward is running, the first waiting caller becomes the *leader*: it takes the
-//!   queued jobs with its own key, oldest first, while their tokens fit in `max_batch_tokens`
-//!   (the first job always), runs them as one call of its task, and hands every job its own
-//!   outputs, in its order. Then the next waiting caller leads. An idle engine adds no wait: the
-//!   first call of a quiet engine leads at once.
+//! - When no forward is running, the caller of the oldest queued job becomes the *leader*: it
+//!   takes the queued jobs with its key, oldest first, while their tokens fit in
+//!   `max_batch_tokens` (the first job always), runs them as one call of its task, and hands
+//!   every job its own outputs, in its order. Then the caller of the next oldest job leads (so no
+//!   key starves behind another). An idle engine adds no wait: the first call of a quiet engine
+//!   leads at once.
 //! - A job whose deadline passes or whose cancel flag is set while it is still queued leaves the
 //!   queue with [`Error::Timeout`] / [`Error::Cancelled`]; once its forward has started it runs to
 //!   the end. A forward that fails gives every job in it the same error (a device failure is
@@ -239,14 +240,19 @@ impl Coalescer {
                         .map_err(|_| Error::Device("coalescing: outputs of another task".into()))
                 });
             }
-            if let Some(e) = self.withdrawn(&limits) {
-                if let Some(i) = q.waiting.iter().position(|j| j.id == id) {
+            let queued = q.waiting.iter().position(|j| j.id == id);
+            if let Some(i) = queued {
+                if let Some(e) = self.withdrawn(&limits) {
                     q.waiting.remove(i);
+                    // The oldest queued call may have changed: its caller may lead now.
+                    self.wake.notify_all();
                     return Err(e);
                 }
-                // Already in a running forward: its outputs are coming.
             }
-            if !q.running {
+            // Lead when no forward runs and the oldest queued call has this key: calls of one
+            // key never wait behind a stream of another's.
+            let my_turn = queued.is_some() && q.waiting.front().is_some_and(|j| j.key == key);
+            if !q.running && my_turn {
                 let batch = self.take_batch(&mut q, &key);
                 q.running = true;
                 drop(q);
@@ -268,27 +274,31 @@ impl Coalescer {
                 };
                 self.wake.notify_all();
                 if let Some(payload) = panicked {
+                    // This caller leaves by unwinding: nothing of its job may stay behind.
                     q.done.remove(&id);
+                    q.waiting.retain(|j| j.id != id);
                     drop(q);
                     resume_unwind(payload);
                 }
                 continue;
             }
-            q = match limits.deadline {
-                Some(d) => {
+            q = match (queued, limits.deadline) {
+                // In another caller's running forward: its outputs are coming, limits no longer apply.
+                (None, _) => self.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+                (Some(_), Some(d)) => {
                     let left = d
                         .saturating_duration_since(Instant::now())
                         .max(Duration::from_millis(1));
                     self.wake.wait_timeout(q, left).unwrap_or_else(|p| p.into_inner()).0
                 }
                 // A cancel flag is set by another thread with no way to wake us: poll it.
-                None if limits.cancel.is_some() => {
+                (Some(_), None) if limits.cancel.is_some() => {
                     self.wake
-                        .wait_timeout(q, Duration::from_millis(5))
+                        .wait_timeout(q, Duration::from_millis(20))
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
-                None => self.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
+                (Some(_), None) => self.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
             };
         }
     }
@@ -371,5 +381,103 @@ impl Coalescer {
             }
             Err(e) => ids.into_iter().map(|id| (id, Err(e.clone()))).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Every job alone in its run (budget: one token), tasks that take a while: a call of another
+    /// key, queued behind a stream of one key's calls, is served after at most the calls queued
+    /// before it, not whenever it wins a race for the lock.
+    #[test]
+    fn no_key_starves_behind_another() {
+        let c = Coalescer::new(true, 1, 1);
+        let runs = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let task = |x: &[u32]| -> Result<Vec<u32>> {
+            runs.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(x.to_vec())
+        };
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let (c, stop) = (&c, &stop);
+                s.spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        assert_eq!(c.run(BatchKey::Classify, &[t], |_| 1, task).unwrap(), [t]);
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            let before = runs.load(Ordering::SeqCst);
+            assert_eq!(c.run(BatchKey::Rerank, &[99], |_| 1, task).unwrap(), [99]);
+            let waited = runs.load(Ordering::SeqCst) - before;
+            stop.store(true, Ordering::SeqCst);
+            // At most the 4 streaming callers' queued jobs ran first, then this one.
+            assert!(waited <= 5, "{waited} runs before the other key's call");
+        });
+        let q = c.lock();
+        assert!(q.waiting.is_empty() && q.done.is_empty() && !q.running);
+    }
+
+    /// A panic in a shared run fails the other calls in it with an error, unwinds in the leader,
+    /// and leaves nothing queued or unclaimed.
+    #[test]
+    fn a_panicking_run_fails_its_calls_and_leaves_nothing_behind() {
+        let c = Coalescer::new(true, 1000, 1000);
+        let started = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (c, started) = (&c, &started);
+            let leader = s.spawn(move || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    c.run(
+                        BatchKey::Classify,
+                        &[1u32],
+                        |_| 1,
+                        |_x: &[u32]| -> Result<Vec<u32>> {
+                            started.store(true, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(50));
+                            Ok(vec![1])
+                        },
+                    )
+                }))
+            });
+            while !started.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            // Two followers queue behind the running forward; one of them leads the next run,
+            // which panics.
+            let followers: Vec<_> = (0..2u32)
+                .map(|i| {
+                    s.spawn(move || {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            c.run(
+                                BatchKey::Classify,
+                                &[i],
+                                |_| 1,
+                                |_x: &[u32]| -> Result<Vec<u32>> { panic!("boom") },
+                            )
+                        }))
+                    })
+                })
+                .collect();
+            assert_eq!(leader.join().unwrap().unwrap().unwrap(), [1]);
+            let outcomes: Vec<_> = followers.into_iter().map(|f| f.join().unwrap()).collect();
+            let panicked = outcomes.iter().filter(|o| o.is_err()).count();
+            let failed = outcomes
+                .iter()
+                .filter(|o| matches!(o, Ok(Err(Error::Device(_)))))
+                .count();
+            assert_eq!(
+                (panicked, failed),
+                (1, 1),
+                "one leader unwinds, the other call gets an error"
+            );
+        });
+        let q = c.lock();
+        assert!(q.waiting.is_empty() && q.done.is_empty() && !q.running);
     }
 }

@@ -362,7 +362,10 @@ pub(super) unsafe fn read_embed_options(p: *const mb_embed_options) -> Res<(Embe
         }
     };
     let limits = CallLimits {
-        deadline: (o.timeout_us != 0).then(|| Instant::now() + Duration::from_micros(o.timeout_us)),
+        // A timeout past what an Instant can hold is no deadline.
+        deadline: (o.timeout_us != 0)
+            .then(|| Instant::now().checked_add(Duration::from_micros(o.timeout_us)))
+            .flatten(),
         ..CallLimits::default()
     };
     let options = EmbedOptions {

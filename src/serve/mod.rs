@@ -72,7 +72,8 @@ impl Default for ServeOptions {
 pub(crate) struct AppState {
     pub engine: Engine,
     pub options: ServeOptions,
-    pub permits: Semaphore,
+    /// One per request in flight; held until its engine call returns, also when the client left.
+    pub permits: Arc<Semaphore>,
     pub metrics: metrics::Metrics,
 }
 
@@ -96,7 +97,7 @@ async fn run(engine: Engine, options: ServeOptions) -> Result<()> {
         .map_err(|e| Error::io(&addr, format!("cannot listen: {e}")))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| Error::io(&addr, e))?;
     let state = Arc::new(AppState {
-        permits: Semaphore::new(options.max_concurrent_requests),
+        permits: Arc::new(Semaphore::new(options.max_concurrent_requests)),
         metrics: metrics::Metrics::default(),
         engine,
         options,
@@ -283,9 +284,10 @@ impl AppState {
                 "batch size {inputs} > maximum allowed batch size {max}"
             )));
         }
-        let _permit = self
+        let permit = self
             .permits
-            .try_acquire()
+            .clone()
+            .try_acquire_owned()
             .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Overloaded", "Model is overloaded"))?;
         let cancel = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(Some(cancel.clone()));
@@ -295,7 +297,10 @@ impl AppState {
             refuse_overlong,
             ..CallLimits::default()
         };
+        // The permit moves into the blocking task: a request whose client left still counts
+        // until its engine call (which may be running a shared forward) returns.
         let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 with_call_limits(limits, || call(&state.engine))
             }))
