@@ -6,6 +6,7 @@
 config_json:       the fixture configs (tests/fixtures/*/config.json) plus hand-made edge cases.
 safetensors_store: tiny safetensors files (F32/F16/BF16/I64, scalars, empty tensors, metadata)
                    and corrupted variants (truncated, huge header length, overlapping offsets, ...).
+http_requests:     a route byte, then JSON bodies of the server's routes (valid, broken, edge options).
 checkpoint_dir:    u16-LE length of config.json, config.json, model.safetensors: tiny complete
                    checkpoints (v4 and v5 configs, with/without `model.` prefix, biases, heads) and
                    broken ones (missing tensor, wrong shape, extra layer).
@@ -221,6 +222,21 @@ def main():
     ck("int-dtype.bin", c4, [(n, "I64" if "final_norm" in n else d, s) for n, d, s in tiny_tensors(c4)])
     write("checkpoint_dir", "bad-config.bin", checkpoint_input(b"{\"hidden_size\": 0}", safetensors(tiny_tensors(c4))))
     write("checkpoint_dir", "no-weights.bin", checkpoint_input(c4, b""))
+
+    # ---- http_requests: 1 byte of route (embed, rerank, predict, tokenize, v1/embeddings, info),
+    # then the body ----
+    routes = {"embed": 0, "rerank": 1, "predict": 2, "tokenize": 3, "v1": 4, "info": 5}
+    http = lambda name, route, body: write("http_requests", name, bytes([routes[route]]) + body)
+    http("embed-one.json", "embed", b'{"inputs": "hello world"}')
+    http("embed-options.json", "embed",
+         b'{"inputs": ["a", "", "b c"], "normalize": false, "truncate": true, "prompt_name": "query", "dimensions": 8}')
+    http("embed-bad.json", "embed", b'{"inputs": [1, 2], "dimensions": -1}')
+    http("rerank.json", "rerank", b'{"query": "q", "texts": ["a", "b"], "raw_scores": true, "return_text": true}')
+    http("predict-batch.json", "predict", b'{"inputs": [["a"], ["q", "d"]], "raw_scores": false}')
+    http("tokenize.json", "tokenize", '{"inputs": ["h\u00e9llo w\u00f6rld"], "add_special_tokens": false}'.encode())
+    http("openai.json", "v1", b'{"input": ["a", "b"], "encoding_format": "base64", "model": "m", "dimensions": 4}')
+    http("info.json", "info", b"")
+    http("truncated.json", "embed", b'{"inputs": ["a", ')
 
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(CORPUS) for f in fs)
     print(f"corpus: {total} bytes in {CORPUS}", file=sys.stderr)

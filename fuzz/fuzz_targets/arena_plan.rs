@@ -21,8 +21,12 @@ fuzz_target!(|data: &[u8]| {
     let max_sequences = u32::from_le_bytes(data[8..12].try_into().unwrap()) as usize;
     let flags = data[12];
     let dense_width = u32::from_le_bytes(data[13..17].try_into().unwrap()) as usize;
-    let Ok(text) = std::str::from_utf8(&data[17..]) else { return };
-    let Ok(config) = ModelConfig::from_json_str(text, Path::new("config.json")) else { return };
+    let Ok(text) = std::str::from_utf8(&data[17..]) else {
+        return;
+    };
+    let Ok(config) = ModelConfig::from_json_str(text, Path::new("config.json")) else {
+        return;
+    };
     let _ = DeviceWeights::planned_bytes(&config);
     let heads = HeadShapes {
         mlm_vocab: (flags & 1 != 0).then_some(config.vocab_size),
@@ -53,10 +57,16 @@ fuzz_target!(|data: &[u8]| {
         (p.projected_f32, if heads.colbert { max_tokens * dense * 4 } else { 0 }),
     ];
     assert!(p.mlm_rows <= max_tokens && (p.mlm_rows > 0) == (heads.mlm_vocab.is_some() && max_tokens > 0));
-    assert!(p.mlm_rows == 0 || p.topk_bytes >= 8 * vocab, "one row of k = vocab picks fits");
+    assert!(
+        p.mlm_rows == 0 || p.topk_bytes >= 8 * vocab,
+        "one row of k = vocab picks fits"
+    );
     let mut end = 0;
     for (at, bytes) in buffers {
-        assert!(at % 256 == 0 && at >= end, "buffer at {at} overlaps the previous one (ends {end})");
+        assert!(
+            at % 256 == 0 && at >= end,
+            "buffer at {at} overlaps the previous one (ends {end})"
+        );
         end = at + bytes; // cannot overflow: the plan's checked total bounds it
         assert!(end <= p.bytes, "buffer [{at}, {end}) past the plan's {} bytes", p.bytes);
     }

@@ -11,7 +11,10 @@ use libfuzzer_sys::fuzz_target;
 use modernbert::tokenize::{OverlongPolicy, TextTokenizer};
 
 fn tokenizer(max_len: usize, policy: OverlongPolicy) -> TextTokenizer {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/st_mean_normalize_prompts/tokenizer.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/st_mean_normalize_prompts/tokenizer.json"
+    );
     TextTokenizer::from_file(std::path::Path::new(path), max_len, policy).expect("fixture tokenizer")
 }
 
@@ -21,13 +24,20 @@ fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
-    let Ok(text) = std::str::from_utf8(&data[2..]) else { return };
+    let Ok(text) = std::str::from_utf8(&data[2..]) else {
+        return;
+    };
     let max_len = 2 + data[0] as usize % 64;
     let refuse = data[1] % 2 == 1;
     let whole = WHOLE.get_or_init(|| tokenizer(1 << 30, OverlongPolicy::Truncate));
     let cut = CUT.get_or_init(|| {
         (2..66)
-            .map(|m| [tokenizer(m, OverlongPolicy::Truncate), tokenizer(m, OverlongPolicy::Refuse)])
+            .map(|m| {
+                [
+                    tokenizer(m, OverlongPolicy::Truncate),
+                    tokenizer(m, OverlongPolicy::Refuse),
+                ]
+            })
             .collect()
     });
     let tok = &cut[max_len - 2][refuse as usize];

@@ -112,6 +112,17 @@ async fn run(engine: Engine, options: ServeOptions) -> Result<()> {
     Ok(())
 }
 
+/// The server's routes over `engine`, without a socket: for driving requests in-process (the
+/// `http_requests` fuzz target).
+pub fn router_for(engine: Engine, options: ServeOptions) -> Router {
+    router(Arc::new(AppState {
+        permits: Arc::new(Semaphore::new(options.max_concurrent_requests)),
+        metrics: metrics::Metrics::default(),
+        engine,
+        options,
+    }))
+}
+
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.options.payload_limit;
     Router::new()
