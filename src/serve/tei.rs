@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState, JsonBody};
 use crate::engine::{Classification, EmbedOptions, Engine};
+use crate::quantize::{quantize, Precision, Quantized};
 use crate::tokenize::{collect_per_text, TokenSpan};
 
 type Reply<T> = Result<Json<T>, ApiError>;
@@ -62,11 +63,18 @@ pub(crate) struct EmbedRequest {
     truncation_direction: Option<String>,
     prompt_name: Option<String>,
     dimensions: Option<usize>,
+    /// Not TEI's: sentence-transformers' `precision` (`float32`, `int8`, `uint8`, `binary`,
+    /// `ubinary`), calibrated on the request's own texts as `quantize_embeddings` does.
+    precision: Option<String>,
 }
 
-/// `POST /embed` → `[[f32, ...], ...]`, one vector per input.
-pub(crate) async fn embed(State(s): State<Arc<AppState>>, JsonBody(r): JsonBody<EmbedRequest>) -> Reply<Vec<Vec<f32>>> {
+/// `POST /embed` → `[[f32, ...], ...]`, one vector per input (integers with `precision`).
+pub(crate) async fn embed(State(s): State<Arc<AppState>>, JsonBody(r): JsonBody<EmbedRequest>) -> Reply<Value> {
     check_direction(&r.truncation_direction)?;
+    let precision = match r.precision.as_deref() {
+        None => Precision::Float32,
+        Some(p) => Precision::parse(p).map_err(engine_err)?,
+    };
     let texts = r.inputs.into_vec();
     let options = EmbedOptions {
         normalize: Some(r.normalize),
@@ -77,7 +85,19 @@ pub(crate) async fn embed(State(s): State<Arc<AppState>>, JsonBody(r): JsonBody<
     let refuse = s.refuses_overlong(r.truncate);
     s.call("embed", texts.len(), refuse, move |e| {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        e.embed(&refs, &options).map_err(engine_err)
+        let rows = e.embed(&refs, &options).map_err(engine_err)?;
+        if precision == Precision::Float32 {
+            return Ok(json!(rows));
+        }
+        let (n, dim) = (rows.len(), rows[0].len());
+        let width = precision.width(n, dim);
+        Ok(
+            match quantize(rows.concat(), dim, precision, None).map_err(engine_err)? {
+                Quantized::F32(v) => json!(v.chunks(width).collect::<Vec<_>>()),
+                Quantized::I8(v) => json!(v.chunks(width).collect::<Vec<_>>()),
+                Quantized::U8(v) => json!(v.chunks(width).collect::<Vec<_>>()),
+            },
+        )
     })
     .await
     .map(Json)

@@ -127,6 +127,16 @@ def test_embed_matches_the_cli(embedder):
     assert np.abs(np.array(q) - want[:2]).max() > 1e-3, "the prompt changed nothing"
 
 
+def test_embed_precision_matches_the_cli(embedder):
+    # sentence-transformers' quantize_embeddings over the request's texts, as `embed --precision`.
+    for precision in ["int8", "uint8", "binary", "ubinary"]:
+        want = [r["embedding"] for r in cli("embed", "--model", str(EMBEDDER), "--precision", precision, *TEXTS[:4])]
+        status, got = embedder.post("/embed", {"inputs": TEXTS[:4], "precision": precision})
+        assert status == 200 and got == want, precision
+    status, got = embedder.post("/embed", {"inputs": "a", "precision": "int4"})
+    assert status == 422 and "int4" in got["error"]
+
+
 def test_openai_client(embedder):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=embedder.base + "/v1", api_key="unused", max_retries=0, timeout=60)
