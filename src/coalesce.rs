@@ -40,10 +40,8 @@ pub enum BatchKey {
         normalize: bool,
         dim: usize,
     },
-    Classify,
-    ClassifyPairs,
-    Rerank,
-    PredictPairs,
+    /// Sequence-classification logits (of texts or pairs; the callers' rules apply after).
+    SequenceLogits,
     TokenLogits,
     FillMask {
         top_k: usize,
@@ -407,13 +405,13 @@ mod tests {
                 let (c, stop) = (&c, &stop);
                 s.spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
-                        assert_eq!(c.run(BatchKey::Classify, &[t], |_| 1, task).unwrap(), [t]);
+                        assert_eq!(c.run(BatchKey::SequenceLogits, &[t], |_| 1, task).unwrap(), [t]);
                     }
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
             let before = runs.load(Ordering::SeqCst);
-            assert_eq!(c.run(BatchKey::Rerank, &[99], |_| 1, task).unwrap(), [99]);
+            assert_eq!(c.run(BatchKey::TokenLogits, &[99], |_| 1, task).unwrap(), [99]);
             let waited = runs.load(Ordering::SeqCst) - before;
             stop.store(true, Ordering::SeqCst);
             // At most the 4 streaming callers' queued jobs ran first, then this one.
@@ -434,7 +432,7 @@ mod tests {
             let leader = s.spawn(move || {
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
                     c.run(
-                        BatchKey::Classify,
+                        BatchKey::SequenceLogits,
                         &[1u32],
                         |_| 1,
                         |_x: &[u32]| -> Result<Vec<u32>> {
@@ -455,7 +453,7 @@ mod tests {
                     s.spawn(move || {
                         std::panic::catch_unwind(AssertUnwindSafe(|| {
                             c.run(
-                                BatchKey::Classify,
+                                BatchKey::SequenceLogits,
                                 &[i],
                                 |_| 1,
                                 |_x: &[u32]| -> Result<Vec<u32>> { panic!("boom") },

@@ -820,14 +820,20 @@ impl Engine {
     pub fn classify_each(&self, texts: &[&str]) -> Result<Vec<Result<Classification>>> {
         let ids = self.tokenizer()?.encode_each(texts)?;
         per_text(ids, |ids| {
-            self.coalescer.run(BatchKey::Classify, ids, Vec::len, |ids| {
-                Ok(self
-                    .sequence_logits(ids)?
-                    .into_iter()
-                    .map(|l| self.classification(l))
-                    .collect())
-            })
+            Ok(self
+                .shared_sequence_logits(ids)?
+                .into_iter()
+                .map(|l| self.classification(l))
+                .collect())
         })
+    }
+
+    /// [`sequence_logits`](Self::sequence_logits) in a forward shared with concurrent callers:
+    /// texts and pairs, for classification, reranking and prediction alike (the logits depend
+    /// only on the ids; each task's rule applies after).
+    fn shared_sequence_logits(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.coalescer
+            .run(BatchKey::SequenceLogits, ids, Vec::len, |ids| self.sequence_logits(ids))
     }
 
     /// Logits → the argmax label (from `id2label`) and its probability (sigmoid for one label;
@@ -869,13 +875,11 @@ impl Engine {
         let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
         let ids = self.tokenizer()?.encode_each_pair(&pairs)?;
         per_text(ids, |ids| {
-            self.coalescer.run(BatchKey::Rerank, ids, Vec::len, |ids| {
-                Ok(self
-                    .sequence_logits(ids)?
-                    .into_iter()
-                    .map(|l| Self::relevance(&l))
-                    .collect())
-            })
+            Ok(self
+                .shared_sequence_logits(ids)?
+                .iter()
+                .map(|l| Self::relevance(l))
+                .collect())
         })
     }
 
@@ -894,13 +898,11 @@ impl Engine {
         self.num_labels()?;
         let ids = self.tokenizer()?.encode_each_pair(pairs)?;
         per_text(ids, |ids| {
-            self.coalescer.run(BatchKey::ClassifyPairs, ids, Vec::len, |ids| {
-                Ok(self
-                    .sequence_logits(ids)?
-                    .into_iter()
-                    .map(|l| self.classification(l))
-                    .collect())
-            })
+            Ok(self
+                .shared_sequence_logits(ids)?
+                .into_iter()
+                .map(|l| self.classification(l))
+                .collect())
         })
     }
 
@@ -923,11 +925,9 @@ impl Engine {
         };
         let ids = self.tokenizer()?.encode_each_pair(pairs)?;
         per_text(ids, |ids| {
-            self.coalescer.run(BatchKey::PredictPairs, ids, Vec::len, |ids| {
-                let mut logits = self.sequence_logits(ids)?;
-                logits.iter_mut().flatten().for_each(|x| *x = activation(*x));
-                Ok(logits)
-            })
+            let mut logits = self.shared_sequence_logits(ids)?;
+            logits.iter_mut().flatten().for_each(|x| *x = activation(*x));
+            Ok(logits)
         })
     }
 
