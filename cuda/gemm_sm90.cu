@@ -1,9 +1,17 @@
 // gemm_sm90.cu — C[M,N] = A[M,K] · B[N,K]ᵀ on Hopper (sm_90a): TMA loads into a ring of stages,
 // wgmma from shared memory, a warp-specialised producer, a TMA-store epilogue. The seed of the
 // fused GEMMs; today a kernel-test and microbenchmark case, not yet in the executor.
-// Two epilogues: gemm_sm90_<dt> stores the tile; gemm_sm90_geglu_<dt> stores act(x) * gate at
-// half width (ModernBERT's Wi + GeGLU in one kernel, its weight rows interleaved in 64-row blocks
-// by ops::geglu_weight_rows), so the GeGLU pass and the full-width Wi output disappear.
+// Four epilogues, each removing a row pass of today's layer (issue: no LN/GeGLU/RoPE passes):
+//   gemm_sm90_<dt>:          stores the tile.
+//   gemm_sm90_geglu_<dt>:    act(x) * gate at half width (Wi + GeGLU in one kernel, its weight rows
+//                            interleaved in 64-row blocks by ops::geglu_weight_rows): no GeGLU pass
+//                            and no full-width Wi output.
+//   gemm_sm90_rope_<dt>:     Wqkv + RoPE: tiles of columns < rotated (Q and K; head_dim 64, two
+//                            heads per 128-column tile) rotated in f32 before the one rounding,
+//                            with rope.cuh's angles (those of rope.cu): no RoPE pass.
+//   gemm_sm90_residual_<dt>: C = R + tile (Wo, Wo2 adding into the residual stream; R may be C):
+//                            the producer loads R's box by TMA into the C staging tile while the
+//                            main loop runs, so the add costs the epilogue no global load.
 //
 // Shapes: A [M, K] row-major (activations), B [N, K] row-major (a Linear weight), C [M, N] row-major;
 //   bf16 or fp16 in and out, f32 accumulation. N % 128 == 0 and K % 64 == 0 (every ModernBERT GEMM:
@@ -26,9 +34,11 @@
 // Registers: ptxas gives 168 per thread (the 384-thread bound: 65,536 / 384, rounded down to 8);
 //   setmaxnreg then moves them: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
 // Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
-// Bytes (minimum): 2·(M·K + N·K + M·N) (geglu: M·N/2 written); FLOPs: 2·M·N·K.
+// Bytes (minimum): 2·(M·K + N·K + M·N) (geglu: M·N/2 written; residual: + M·N read); FLOPs: 2·M·N·K
+//   (rope: + 16 sincosf and 8 powf per consumer thread of a rotated tile).
 #include "common.cuh"  // activate()
 #include "hopper.cuh"
+#include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
 
 extern __shared__ __align__(16) unsigned char smem[];
 
@@ -51,15 +61,30 @@ __device__ __forceinline__ void mma_k16(float (&acc)[BN / 2], uint64_t da, uint6
 
 // What the consumers do with their 64 x 128 accumulator tile.
 enum class Epilogue {
-    Store,  // C = the tile, [M, N]
-    Geglu,  // C = act(tile[:, :64]) * tile[:, 64:], [M, N / 2]: B's rows ordered so that each 128-row
-            // block holds 64 rows of Wi's first half and the matching 64 of its second half
+    Store,     // C = the tile, [M, N]
+    Geglu,     // C = act(tile[:, :64]) * tile[:, 64:], [M, N / 2]: B's rows ordered so that each 128-row
+               // block holds 64 rows of Wi's first half and the matching 64 of its second half
+    Rope,      // C = the tile, its columns < rotated rotated per head by the row's position
+    Residual,  // C = R + the tile, [M, N]
 };
+
+constexpr int ROPE_D = MB_GEMM90_ROPE_HEAD_DIM;
+static_assert(BN % ROPE_D == 0 && ROPE_D % 16 == 0,
+              "a tile holds whole heads, and x[j], x[j + d/2] sit in n8 blocks j8, j8 + d/16 of one thread");
 
 template <bool FP16>
 __device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
     return FP16 ? pack_f16x2(lo, hi) : pack_bf16x2(lo, hi);
 }
+
+template <bool FP16>
+struct Elem {
+    using T = __nv_bfloat16;
+};
+template <>
+struct Elem<true> {
+    using T = __half;
+};
 
 template <bool FP16, Epilogue EPI>
 __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
@@ -70,6 +95,7 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     unsigned char* c_tiles = b_tiles + STAGES * B_BYTES;
     uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + MB_GEMM90_C_TILE_BYTES);
     uint64_t* empty = full + STAGES;
+    uint64_t* residual_full = empty + STAGES;  // Residual: R's two 64-row boxes are in c_tiles
 
     const int warpgroup = threadIdx.x / 128, lane_in_wg = threadIdx.x % 128;
     const int n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
@@ -80,6 +106,7 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
             mbar_init(&full[s], 1);
             mbar_init(&empty[s], MB_GEMM90_CONSUMERS);
         }
+        mbar_init(residual_full, 1);
         mbar_init_fence();  // the initialised barriers visible to the TMA unit
     }
     __syncthreads();
@@ -94,6 +121,13 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
                 tma_load_2d(b_tiles + s * B_BYTES, &p.b, kb * BK, n0, &full[s]);
                 if (kb == 0) pdl_wait();  // A is the previous kernel's output
                 tma_load_2d(a_tiles + s * A_BYTES, &p.a, kb * BK, m0, &full[s]);
+                if (EPI == Epilogue::Residual && kb == 0) {
+                    // R (the previous layers' output, hence after the wait) into the staging tile,
+                    // which no one touches before the epilogue; one box per consumer's 64 rows.
+                    mbar_arrive_expect_tx(residual_full, MB_GEMM90_C_TILE_BYTES);
+                    tma_load_2d(c_tiles, &p.r, n0, m0, residual_full);
+                    tma_load_2d(c_tiles + 64 * BN * 2, &p.r, n0, m0 + 64, residual_full);
+                }
             }
         }
         return;
@@ -131,7 +165,49 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     unsigned char* c_tile = c_tiles + consumer * (64 * BN * 2);
     const int w = lane_in_wg / 32, g = (lane_in_wg % 32) / 4, t = lane_in_wg % 4;
     const int r0 = 16 * w + g, r1 = r0 + 8;
-    if constexpr (EPI == Epilogue::Store) {
+    if constexpr (EPI == Epilogue::Rope) {
+        if (n0 < (int)p.rotated) {
+            // Both rows' positions; cu_seqlens and the BatchDesc are inputs of the forward, read
+            // after griddepcontrol.wait like every other global read of a dependent launch.
+            pdl_wait();
+            const uint32_t* cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
+            const uint32_t sequences = reinterpret_cast<const BatchDesc*>(p.batch)->sequences;
+            const float pos0 = (float)rope_position(cu, sequences, m0 + consumer * 64 + r0);
+            const float pos1 = (float)rope_position(cu, sequences, m0 + consumer * 64 + r1);
+            constexpr int HALF_BLOCKS = ROPE_D / 16;  // n8 blocks per half head
+#pragma unroll
+            for (int j = 0; j < BN / 8; j++) {
+                if ((j / HALF_BLOCKS) % 2 != 0) continue;  // the second halves: partners below
+                const int jj = j + HALF_BLOCKS;
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float f = rope_inv_freq(p.theta, (8 * j + 2 * t + e) % ROPE_D, ROPE_D);
+                    float s0, c0, s1, c1;
+                    sincosf(pos0 * f, &s0, &c0);
+                    sincosf(pos1 * f, &s1, &c1);
+                    rope_rotate(acc[4 * j + e], acc[4 * jj + e], c0, s0);
+                    rope_rotate(acc[4 * j + 2 + e], acc[4 * jj + 2 + e], c1, s1);
+                }
+            }
+        }
+    }
+    if constexpr (EPI == Epilogue::Residual) {
+        // R's box arrived long ago (it was issued with the first k-block); add in f32, one rounding.
+        mbar_wait(residual_full, 0);
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) {
+            const int col = 8 * j + 2 * t;
+            using T = typename Elem<FP16>::T;
+            unsigned char* lo = c_tile + (r0 * BN + col) * 2;
+            unsigned char* hi = c_tile + (r1 * BN + col) * 2;
+            const T* x0 = reinterpret_cast<const T*>(lo);
+            const T* x1 = reinterpret_cast<const T*>(hi);
+            const uint32_t sum0 = pack16x2<FP16>(to_f32<T>(x0[0]) + acc[4 * j], to_f32<T>(x0[1]) + acc[4 * j + 1]);
+            const uint32_t sum1 = pack16x2<FP16>(to_f32<T>(x1[0]) + acc[4 * j + 2], to_f32<T>(x1[1]) + acc[4 * j + 3]);
+            *reinterpret_cast<uint32_t*>(lo) = sum0;
+            *reinterpret_cast<uint32_t*>(hi) = sum1;
+        }
+    } else if constexpr (EPI != Epilogue::Geglu) {
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
             const int col = 8 * j + 2 * t;
@@ -156,7 +232,7 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     fence_proxy_async();
     named_bar_sync(1 + consumer, 128);
     if (lane_in_wg == 0) {
-        const int c0 = EPI == Epilogue::Store ? n0 : n0 / 2;
+        const int c0 = EPI == Epilogue::Geglu ? n0 / 2 : n0;
         tma_store_2d(&p.c, c0, m0 + consumer * 64, c_tile);
         bulk_commit();
         bulk_wait_read<0>();
@@ -176,4 +252,16 @@ extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1
 }
 extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_geglu_f16(const __grid_constant__ GemmSm90Params p) {
     gemm_sm90<true, Epilogue::Geglu>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_rope_bf16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<false, Epilogue::Rope>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_rope_f16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<true, Epilogue::Rope>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_residual_bf16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<false, Epilogue::Residual>(p);
+}
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_GEMM90_THREADS, 1) gemm_sm90_residual_f16(const __grid_constant__ GemmSm90Params p) {
+    gemm_sm90<true, Epilogue::Residual>(p);
 }

@@ -17,24 +17,9 @@
 //   head_dim <= 2 * kMaxHalf = 256 (the host launcher refuses larger).
 // Cost per token: reads and writes 2 * heads * head_dim * 2 B (Q and K); d/2 sincosf. Memory-bound:
 //   262,144 base tokens move 1.61 GB, 0.54 ms at the H100's measured 3.0 TB/s copy rate.
-#include "common.cuh"
+#include "rope.cuh"  // rope_position, rope_inv_freq, rope_rotate
 
 namespace {
-
-
-// Position of token t: t - cu_seqlens[b] for the b with cu_seqlens[b] <= t < cu_seqlens[b + 1].
-__device__ __forceinline__ uint32_t position_of(const uint32_t* __restrict__ cu, uint32_t sequences, uint32_t t) {
-    uint32_t lo = 0, hi = sequences;  // invariant: cu[lo] <= t, answer in [lo, hi)
-    while (hi - lo > 1) {
-        const uint32_t mid = (lo + hi) / 2;
-        if (cu[mid] <= t) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    return t - cu[lo];
-}
 
 // Largest head_dim / 2 the shared angle table holds.
 constexpr uint32_t kMaxHalf = MB_ROPE_MAX_HEAD_DIM / 2;
@@ -52,10 +37,7 @@ __device__ __forceinline__ void rope_token(const RopeParams& p, uint32_t t, cons
         load_f32<T, VEC>(x + half + j0, b);
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
-            const float c = cos_a[j0 + k], s = sin_a[j0 + k];
-            const float x0 = a[k], x1 = b[k];
-            a[k] = x0 * c - x1 * s;
-            b[k] = x1 * c + x0 * s;
+            rope_rotate(a[k], b[k], cos_a[j0 + k], sin_a[j0 + k]);
         }
         store_f32<T, VEC>(x + j0, a);
         store_f32<T, VEC>(x + half + j0, b);
@@ -72,10 +54,10 @@ __device__ __forceinline__ void rope(const RopeParams& p) {
     const uint32_t half = p.head_dim / 2;
     const bool vec = p.head_dim % 16 == 0 && (p.qkv & 15) == 0;
     for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
-        inv_freq[j] = 1.f / powf(p.theta, (float)(2 * j) / (float)p.head_dim);
+        inv_freq[j] = rope_inv_freq(p.theta, j, p.head_dim);
     }
     for (uint32_t t = blockIdx.x; t < rows; t += gridDim.x) {
-        const uint32_t pos = position_of(cu, sequences, t);
+        const uint32_t pos = rope_position(cu, sequences, t);
         __syncthreads();  // inv_freq written; the previous token's rotations done with the table
         for (uint32_t j = threadIdx.x; j < half; j += blockDim.x) {
             sincosf((float)pos * inv_freq[j], &sin_a[j], &cos_a[j]);

@@ -276,13 +276,21 @@ typedef struct MbTensorMapDesc {
     (MB_GEMM90_STAGES * (MB_GEMM90_A_TILE_BYTES + MB_GEMM90_B_TILE_BYTES) + MB_GEMM90_C_TILE_BYTES + 256 + 1024)
 #define MB_GEMM90_PRODUCER_REGS 40
 #define MB_GEMM90_CONSUMER_REGS 232
+/* gemm_sm90_rope: the head_dim its epilogue rotates (ModernBERT base and large); a compile-time
+   constant so that each rotate-half pair's two accumulators are registers of one thread. */
+#define MB_GEMM90_ROPE_HEAD_DIM 64
 typedef struct GemmSm90Params {
     MbTensorMap a; /* [M, K], box BK x BM, 128-byte swizzle */
     MbTensorMap b; /* [N, K], box BK x BN, 128-byte swizzle */
     MbTensorMap c; /* [M, N], box BN x 64 (one consumer's rows), no swizzle; geglu: [M, N/2], box BN/2 x 64 */
+    MbTensorMap r; /* gemm_sm90_residual: the residual [M, N] (may be c itself), c's box; else unused */
+    uint64_t cu_seqlens; /* gemm_sm90_rope: const uint32_t [sequences + 1] */
+    uint64_t batch;      /* gemm_sm90_rope: const BatchDesc* (its sequence count) */
     uint32_t m, n, k;
-    uint32_t act;     /* gemm_sm90_geglu: MB_ACT_* of the activated half */
-    uint32_t pad[28]; /* to the 128-byte alignment: no implicit padding in a parameter struct */
+    uint32_t act;       /* gemm_sm90_geglu: MB_ACT_* of the activated half */
+    float theta;        /* gemm_sm90_rope: the layer's RoPE theta */
+    uint32_t rotated;   /* gemm_sm90_rope: columns [0, rotated) are rotated (Q and K), a multiple of BN */
+    uint32_t pad[22];   /* to the 128-byte alignment: no implicit padding in a parameter struct */
 } GemmSm90Params;
 
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */

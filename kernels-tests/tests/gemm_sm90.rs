@@ -7,11 +7,17 @@
 //! reference of Wi then GeGLU; its naive computation is today's two-kernel path in the dtype: the
 //! GEMM's output rounded, then `round(act(x) * gate)` — the fused kernel skips that intermediate
 //! rounding, so it is the more exact of the two.
+//! The RoPE epilogue (Wqkv + RoPE) against the f32 reference of the GEMM then RoPE; naive is
+//! today's two kernels (the GEMM's output rounded, rotated in f32, rounded again). The residual
+//! epilogue (Wo, Wo2) against `r + a · bᵀ` in f32; naive rounds the product before the add, as
+//! the GEMM then layernorm.cu's `x += delta` do today. Both fused epilogues skip that
+//! intermediate rounding.
 //! On a GPU without sm_90 the kernel does not exist; the test says so and checks nothing there.
-use kernels_tests::cases::gemm_sm90::{cases, geglu_cases, GemmSm90Case, GemmSm90Run};
+use kernels_tests::cases::gemm_sm90::{cases, geglu_cases, residual_cases, rope_cases, GemmSm90Case, GemmSm90Run};
 use kernels_tests::cases::Inputs;
 use kernels_tests::*;
-use modernbert::kernels::ops::Sm90Epilogue;
+use modernbert::kernels::ops::{GemmSm90, Sm90Epilogue};
+use modernbert::kernels::params::MB_GEMM90_ROPE_HEAD_DIM;
 
 fn reference(run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
     let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
@@ -148,5 +154,97 @@ fn the_geglu_row_order_pairs_each_column_with_its_gate() {
         } else {
             assert_eq!(src as usize, 192 + block * 64 + within - 64, "row {r}: its gate");
         }
+    }
+}
+
+/// Every case of a table, both thread orders, both dtypes: `expect` gives (naive, reference) of
+/// the first `m · width` outputs; the extra row must stay poisoned.
+fn check_cases(name: &str, table: Vec<GemmSm90Case>, expect: impl Fn(Dtype, &GemmSm90Run) -> (Vec<f32>, Vec<f32>)) {
+    let dev = device();
+    let mut rng = Rng::for_test(name);
+    let mut f = Failures::default();
+    for reverse in orders(&*dev) {
+        let order = set_order(&*dev, reverse);
+        for c in &table {
+            for dt in DTYPES {
+                let what = format!("{name} {dt:?} {c:?} {order}");
+                let run = GemmSm90Run::new(&*dev, c, &mut Inputs::drawn(&mut rng, dt));
+                let launched = run.launch(&*dev).and_then(|_| dev.synchronize());
+                if skipped_without_hopper(&*dev, &launched) {
+                    return;
+                }
+                if let Err(e) = launched {
+                    f.fail(format!("{what}: {e}"));
+                    continue;
+                }
+                let out = run.out(&*dev);
+                let (naive, want) = expect(dt, &run);
+                f.push(check(&what, &out[..want.len()], &naive, &want));
+                f.push(check_untouched(&what, &out[want.len()..]));
+            }
+        }
+    }
+    f.finish();
+}
+
+#[test]
+fn gemm_sm90_rope_matches_wqkv_then_rope() {
+    use modernbert::reference::ops as reference;
+    check_cases("gemm_sm90_rope", rope_cases(), |dt, run| {
+        let Sm90Epilogue::Rope { theta, rotated, .. } = run.case.epilogue else {
+            unreachable!()
+        };
+        let heads = (rotated / 2 / MB_GEMM90_ROPE_HEAD_DIM) as usize;
+        let d = MB_GEMM90_ROPE_HEAD_DIM as usize;
+        let positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
+        let mut want = reference(run, &run.case);
+        let mut naive = round_vec(dt, &want);
+        reference::rope_qk_inplace(&mut want, &positions, heads, d, theta);
+        reference::rope_qk_inplace(&mut naive, &positions, heads, d, theta);
+        (round_vec(dt, &naive), want)
+    });
+}
+
+#[test]
+fn gemm_sm90_residual_matches_r_plus_the_product() {
+    check_cases("gemm_sm90_residual", residual_cases(), |dt, run| {
+        let product = reference(run, &run.case);
+        let want: Vec<f32> = product.iter().zip(&run.r).map(|(p, r)| r + p).collect();
+        let naive: Vec<f32> = product
+            .iter()
+            .zip(&run.r)
+            .map(|(p, r)| round(dt, r + round(dt, *p)))
+            .collect();
+        (naive, want)
+    });
+}
+
+#[test]
+fn gemm_sm90_epilogues_refuse_what_they_cannot_do() {
+    use modernbert::kernels::ops::gemm_sm90;
+    let dev = device();
+    let mut rng = Rng::for_test("gemm_sm90_epilogue_refusals");
+    let run = GemmSm90Run::new(&*dev, &rope_cases()[1], &mut Inputs::drawn(&mut rng, Dtype::Bf16));
+    let Sm90Epilogue::Rope { cu_seqlens, batch, .. } = run.gemm.epilogue else {
+        unreachable!()
+    };
+    let rope = |theta: f32, rotated, cu_seqlens, batch| Sm90Epilogue::Rope {
+        theta,
+        rotated,
+        cu_seqlens,
+        batch,
+    };
+    for (why, epilogue) in [
+        ("rotated not whole tiles", rope(1e4, 64, cu_seqlens, batch)),
+        ("rotated past n", rope(1e4, run.gemm.n + 128, cu_seqlens, batch)),
+        ("theta 0", rope(0.0, 256, cu_seqlens, batch)),
+        ("theta NaN", rope(f32::NAN, 256, cu_seqlens, batch)),
+        ("no cu_seqlens", rope(1e4, 256, 0, batch)),
+        ("no batch", rope(1e4, 256, cu_seqlens, 0)),
+        ("no residual", Sm90Epilogue::Residual { r: 0 }),
+    ] {
+        let g = GemmSm90 { epilogue, ..run.gemm };
+        let r = gemm_sm90(&*dev, Dtype::Bf16, &g, false);
+        assert!(r.is_err(), "{why}: {r:?}");
     }
 }

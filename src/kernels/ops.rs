@@ -360,13 +360,25 @@ pub fn softmax_topk(dev: &dyn Device, dt: Dtype, p: &SoftmaxTopkParams) -> Resul
 }
 
 /// What `gemm_sm90.cu`'s consumers do with their accumulator tile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sm90Epilogue {
     /// `c[m, n]`: the product.
     Store,
     /// `c[m, n / 2] = act(x) * gate`, ModernBERT's Wi + GeGLU: `b`'s rows in the order of
     /// [`geglu_weight_rows`], `act` an `MB_ACT_*` code.
     Geglu { act: u32 },
+    /// `c[m, n]`: Wqkv's product with RoPE applied to its first `rotated` columns (Q and K,
+    /// heads of `MB_GEMM90_ROPE_HEAD_DIM`), a row's position taken from `cu_seqlens` (u32
+    /// `[sequences + 1]`) and the `BatchDesc` at `batch`, as `rope.cu` does.
+    Rope {
+        theta: f32,
+        rotated: u32,
+        cu_seqlens: u64,
+        batch: u64,
+    },
+    /// `c[m, n] = r[m, n] + the product` (Wo and Wo2 adding into the residual stream); `r` may
+    /// be `c` itself.
+    Residual { r: u64 },
 }
 
 /// One GEMM of `gemm_sm90.cu` (sm_90a only): `c[m, n] = a[m, k] · b[n, k]ᵀ`, row-major 16-bit
@@ -386,16 +398,20 @@ impl GemmSm90 {
     pub fn flops(&self) -> f64 {
         2.0 * self.m as f64 * self.n as f64 * self.k as f64
     }
-    /// Minimum DRAM bytes: every operand read once, the output written once.
+    /// Minimum DRAM bytes: every operand read once (the residual too), the output written once.
     pub fn min_bytes(&self) -> u64 {
         let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
-        2 * (m * k + n * k + m * self.out_width() as u64)
+        let residual = match self.epilogue {
+            Sm90Epilogue::Residual { .. } => m * n,
+            _ => 0,
+        };
+        2 * (m * k + n * k + m * self.out_width() as u64 + residual)
     }
     /// Columns of `c`.
     pub fn out_width(&self) -> u32 {
         match self.epilogue {
-            Sm90Epilogue::Store => self.n,
             Sm90Epilogue::Geglu { .. } => self.n / 2,
+            _ => self.n,
         }
     }
 }
@@ -422,11 +438,13 @@ fn gemm_sm90_name(dt: Dtype, epilogue: Sm90Epilogue) -> &'static str {
     match epilogue {
         Sm90Epilogue::Store => dt.pick("gemm_sm90_bf16", "gemm_sm90_f16"),
         Sm90Epilogue::Geglu { .. } => dt.pick("gemm_sm90_geglu_bf16", "gemm_sm90_geglu_f16"),
+        Sm90Epilogue::Rope { .. } => dt.pick("gemm_sm90_rope_bf16", "gemm_sm90_rope_f16"),
+        Sm90Epilogue::Residual { .. } => dt.pick("gemm_sm90_residual_bf16", "gemm_sm90_residual_f16"),
     }
 }
 
-/// The parameter struct of `gemm_sm90[_geglu]_<dtype>`: three tensor maps (A and B in 128-byte
-/// swizzled 64-element K rows, C in unswizzled 64-row boxes), encoded by `dev`.
+/// The parameter struct of `gemm_sm90[_<epilogue>]_<dtype>`: its tensor maps (A and B in 128-byte
+/// swizzled 64-element K rows, C and the residual R in unswizzled 64-row boxes), encoded by `dev`.
 pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<GemmSm90Params, KernelError> {
     use super::tensor_map::{encode, matrix_2d};
     let name = gemm_sm90_name(dt, g.epilogue);
@@ -442,17 +460,45 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
     for (what, ptr) in [("a", g.a), ("b", g.b), ("c", g.c)] {
         need(name, what, ptr)?;
     }
-    let act = match g.epilogue {
-        Sm90Epilogue::Store => 0,
-        Sm90Epilogue::Geglu { act } if act <= MB_ACT_SILU => act,
-        Sm90Epilogue::Geglu { act } => return Err(unsupported(name, format!("activation code {act}"))),
-    };
     let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
     // One consumer's 64 rows of the tile's output columns.
     let c_box = match g.epilogue {
-        Sm90Epilogue::Store => MB_GEMM90_BN,
         Sm90Epilogue::Geglu { .. } => MB_GEMM90_BN / 2,
+        _ => MB_GEMM90_BN,
     };
+    let c_map = matrix_2d(dt, g.c, m, g.out_width() as u64, 64, c_box, 0);
+    let (mut act, mut theta, mut rotated, mut cu_seqlens, mut batch) = (0, 0.0, 0, 0, 0);
+    let mut r_map = c_map;
+    match g.epilogue {
+        Sm90Epilogue::Store => {}
+        Sm90Epilogue::Geglu { act: a } if a <= MB_ACT_SILU => act = a,
+        Sm90Epilogue::Geglu { act } => return Err(unsupported(name, format!("activation code {act}"))),
+        Sm90Epilogue::Rope {
+            theta: th,
+            rotated: rot,
+            cu_seqlens: cu,
+            batch: b,
+        } => {
+            // Whole tiles of whole heads; the heads' width is the kernel's compile-time one.
+            if rot % MB_GEMM90_BN != 0 || rot > g.n || !(th.is_finite() && th > 0.0) {
+                return Err(unsupported(
+                    name,
+                    format!(
+                        "rotated {rot} of n {}, theta {th}: needs a multiple of {MB_GEMM90_BN} within n and a positive theta \
+                         (heads of {MB_GEMM90_ROPE_HEAD_DIM})",
+                        g.n
+                    ),
+                ));
+            }
+            need(name, "cu_seqlens", cu)?;
+            need(name, "batch", b)?;
+            (theta, rotated, cu_seqlens, batch) = (th, rot, cu, b);
+        }
+        Sm90Epilogue::Residual { r } => {
+            need(name, "r", r)?;
+            r_map = matrix_2d(dt, r, m, n, 64, MB_GEMM90_BN, 0);
+        }
+    }
     Ok(GemmSm90Params {
         // A K-block of MB_GEMM90_BK 16-bit elements is one swizzle row.
         a: encode(
@@ -463,12 +509,17 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
             dev,
             &matrix_2d(dt, g.b, n, k, MB_GEMM90_BN, MB_GEMM90_BK, MB_GEMM90_BK * 2),
         )?,
-        c: encode(dev, &matrix_2d(dt, g.c, m, g.out_width() as u64, 64, c_box, 0))?,
+        c: encode(dev, &c_map)?,
+        r: encode(dev, &r_map)?,
+        cu_seqlens,
+        batch,
         m: g.m,
         n: g.n,
         k: g.k,
         act,
-        pad: [0; 28],
+        theta,
+        rotated,
+        pad: [0; 22],
     })
 }
 

@@ -45,6 +45,7 @@ pub const MB_GEMM90_C_TILE_BYTES: u32 = 32768;
 pub const MB_GEMM90_SMEM_BYTES: u32 = 165120;
 pub const MB_GEMM90_PRODUCER_REGS: u32 = 40;
 pub const MB_GEMM90_CONSUMER_REGS: u32 = 232;
+pub const MB_GEMM90_ROPE_HEAD_DIM: u32 = 64;
 pub const MB_SELFTEST90_THREADS: u32 = 128;
 pub const MB_SELFTEST90_IMAGE_BYTES: u32 = 65536;
 pub const MB_SELFTEST90_SMEM_BYTES: u32 = 67584;
@@ -607,15 +608,20 @@ pub struct GemmSm90Params {
     pub a: MbTensorMap,
     pub b: MbTensorMap,
     pub c: MbTensorMap,
+    pub r: MbTensorMap,
+    pub cu_seqlens: u64,
+    pub batch: u64,
     pub m: u32,
     pub n: u32,
     pub k: u32,
     pub act: u32,
-    pub pad: [u32; 28usize],
+    pub theta: f32,
+    pub rotated: u32,
+    pub pad: [u32; 22usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of GemmSm90Params"][::std::mem::size_of::<GemmSm90Params>() - 512usize];
+    ["Size of GemmSm90Params"][::std::mem::size_of::<GemmSm90Params>() - 640usize];
     ["Alignment of GemmSm90Params"][::std::mem::align_of::<GemmSm90Params>() - 128usize];
     [
         "Offset of field: GemmSm90Params::a",
@@ -627,20 +633,35 @@ const _: () = {
         "Offset of field: GemmSm90Params::c",
     ][::std::mem::offset_of!(GemmSm90Params, c) - 256usize];
     [
+        "Offset of field: GemmSm90Params::r",
+    ][::std::mem::offset_of!(GemmSm90Params, r) - 384usize];
+    [
+        "Offset of field: GemmSm90Params::cu_seqlens",
+    ][::std::mem::offset_of!(GemmSm90Params, cu_seqlens) - 512usize];
+    [
+        "Offset of field: GemmSm90Params::batch",
+    ][::std::mem::offset_of!(GemmSm90Params, batch) - 520usize];
+    [
         "Offset of field: GemmSm90Params::m",
-    ][::std::mem::offset_of!(GemmSm90Params, m) - 384usize];
+    ][::std::mem::offset_of!(GemmSm90Params, m) - 528usize];
     [
         "Offset of field: GemmSm90Params::n",
-    ][::std::mem::offset_of!(GemmSm90Params, n) - 388usize];
+    ][::std::mem::offset_of!(GemmSm90Params, n) - 532usize];
     [
         "Offset of field: GemmSm90Params::k",
-    ][::std::mem::offset_of!(GemmSm90Params, k) - 392usize];
+    ][::std::mem::offset_of!(GemmSm90Params, k) - 536usize];
     [
         "Offset of field: GemmSm90Params::act",
-    ][::std::mem::offset_of!(GemmSm90Params, act) - 396usize];
+    ][::std::mem::offset_of!(GemmSm90Params, act) - 540usize];
+    [
+        "Offset of field: GemmSm90Params::theta",
+    ][::std::mem::offset_of!(GemmSm90Params, theta) - 544usize];
+    [
+        "Offset of field: GemmSm90Params::rotated",
+    ][::std::mem::offset_of!(GemmSm90Params, rotated) - 548usize];
     [
         "Offset of field: GemmSm90Params::pad",
-    ][::std::mem::offset_of!(GemmSm90Params, pad) - 400usize];
+    ][::std::mem::offset_of!(GemmSm90Params, pad) - 552usize];
 };
 impl Default for GemmSm90Params {
     fn default() -> Self {

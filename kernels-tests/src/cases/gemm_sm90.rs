@@ -1,9 +1,11 @@
 //! cuda/gemm_sm90.cu (sm_90a): the case table and one case prepared on a device.
 use super::{Inputs, Prepared, E};
-use crate::{download, poisoned, upload, DeviceBuffer, Dtype};
+use crate::{download, poisoned, upload, upload_batch, upload_u32, DeviceBuffer, Dtype};
 use modernbert::kernels::device::Device;
 use modernbert::kernels::ops::{self, GemmSm90, Sm90Epilogue};
-use modernbert::kernels::params::{GemmSm90Params, MB_ACT_GELU_ERF, MB_ACT_GELU_TANH, MB_ACT_SILU};
+use modernbert::kernels::params::{
+    GemmSm90Params, MB_ACT_GELU_ERF, MB_ACT_GELU_TANH, MB_ACT_SILU, MB_GEMM90_ROPE_HEAD_DIM,
+};
 use modernbert::kernels::KernelError;
 
 #[derive(Clone, Copy, Debug)]
@@ -12,18 +14,30 @@ pub struct GemmSm90Case {
     /// The GEMM's N (with the GeGLU epilogue, 2 x the intermediate size).
     pub n: u32,
     pub k: u32,
+    /// With [`Sm90Epilogue::Rope`] and [`Sm90Epilogue::Residual`], the device addresses in it are
+    /// zero: the run fills them with its own buffers.
     pub epilogue: Sm90Epilogue,
+    /// Rope: the packed batch's sequence lengths (summing to `m`); else empty.
+    pub seqlens: &'static [u32],
+    /// Residual: `r` is `c` itself (in place, as the residual stream is updated); else its own buffer.
+    pub in_place: bool,
+}
+
+fn case(m: u32, n: u32, k: u32, epilogue: Sm90Epilogue) -> GemmSm90Case {
+    GemmSm90Case {
+        m,
+        n,
+        k,
+        epilogue,
+        seqlens: &[],
+        in_place: false,
+    }
 }
 
 /// Tile edges (M of 1, 64, 130: partial row tiles, which TMA fills and clips), several k-blocks
 /// (more than the 4 stages, so every stage is refilled), and the ModernBERT base shapes at a small M.
 pub fn cases() -> Vec<GemmSm90Case> {
-    let c = |m, n, k| GemmSm90Case {
-        m,
-        n,
-        k,
-        epilogue: Sm90Epilogue::Store,
-    };
+    let c = |m, n, k| case(m, n, k, Sm90Epilogue::Store);
     vec![
         c(1, 128, 64),
         c(64, 128, 128),
@@ -36,12 +50,7 @@ pub fn cases() -> Vec<GemmSm90Case> {
 
 /// The GeGLU epilogue (Wi + GeGLU): tile edges, and base's Wi (intermediate 1152) at a small M.
 pub fn geglu_cases() -> Vec<GemmSm90Case> {
-    let c = |m, inter: u32, k, act| GemmSm90Case {
-        m,
-        n: 2 * inter,
-        k,
-        epilogue: Sm90Epilogue::Geglu { act },
-    };
+    let c = |m, inter: u32, k, act| case(m, 2 * inter, k, Sm90Epilogue::Geglu { act });
     vec![
         c(1, 64, 64, MB_ACT_GELU_ERF),
         c(130, 192, 256, MB_ACT_GELU_ERF),
@@ -51,14 +60,51 @@ pub fn geglu_cases() -> Vec<GemmSm90Case> {
     ]
 }
 
+/// The RoPE epilogue (Wqkv + RoPE): `heads` heads of `MB_GEMM90_ROPE_HEAD_DIM`, so `n = 3 · heads
+/// · 64` and the first `2 · heads · 64` columns rotated; packed varlen batches (positions restart
+/// per sequence, inside a row tile too), a partial last row tile, V's tiles left alone, both of
+/// ModernBERT's thetas, base's Wqkv at a small M.
+pub fn rope_cases() -> Vec<GemmSm90Case> {
+    let c = |heads: u32, k, theta, seqlens: &'static [u32]| {
+        let n = 3 * heads * MB_GEMM90_ROPE_HEAD_DIM;
+        let rope = Sm90Epilogue::Rope {
+            theta,
+            rotated: 2 * heads * MB_GEMM90_ROPE_HEAD_DIM,
+            cu_seqlens: 0,
+            batch: 0,
+        };
+        GemmSm90Case {
+            seqlens,
+            ..case(seqlens.iter().sum(), n, k, rope)
+        }
+    };
+    vec![
+        c(2, 64, 10_000.0, &[1]),
+        c(2, 128, 160_000.0, &[5, 60, 65]),
+        c(2, 128, 10_000.0, &[130, 127, 1]),
+        c(12, 768, 160_000.0, &[33, 63]),
+    ]
+}
+
+/// The residual epilogue (Wo, Wo2 into the residual stream): in place (`r` = `c`) and from another
+/// buffer, a partial row tile, and base's Wo and Wo2 at a small M.
+pub fn residual_cases() -> Vec<GemmSm90Case> {
+    let c = |m, n, k, in_place| GemmSm90Case {
+        in_place,
+        ..case(m, n, k, Sm90Epilogue::Residual { r: 0 })
+    };
+    vec![
+        c(1, 128, 64, false),
+        c(130, 256, 128, true),
+        c(65, 128, 320, false),
+        c(96, 768, 768, true),
+        c(129, 768, 1152, true),
+    ]
+}
+
 /// ModernBERT's four GEMM shapes (base) at a microbenchmark's token count, and Wi with GeGLU fused.
 pub fn bench_cases(tokens: u32) -> Vec<GemmSm90Case> {
-    let c = |n, k, epilogue| GemmSm90Case {
-        m: tokens,
-        n,
-        k,
-        epilogue,
-    };
+    let c = |n, k, epilogue| case(tokens, n, k, epilogue);
     let store = Sm90Epilogue::Store;
     vec![
         c(2304, 768, store),
@@ -71,17 +117,22 @@ pub fn bench_cases(tokens: u32) -> Vec<GemmSm90Case> {
 
 /// A case on a device: `a [m, k]`, `b [n, k]` (with GeGLU: already in `ops::geglu_weight_rows`'
 /// order; `b` holds it as drawn, i.e. in Wi's own order), `c [m + 1, width]` (the extra row must
-/// stay poisoned).
+/// stay poisoned; in place, it holds the residual's `m` rows before the launch), and per epilogue
+/// `r [m, n]` or the batch's cu_seqlens and BatchDesc.
 pub struct GemmSm90Run {
     pub case: GemmSm90Case,
     pub dt: Dtype,
     pub a: Vec<f32>,
     pub b: Vec<f32>,
+    /// Residual: R's values (rounded to the dtype); else empty.
+    pub r: Vec<f32>,
+    /// Rope: `[0, l0, l0 + l1, ...]` of the case's sequence lengths; else empty.
+    pub cu_seqlens: Vec<u32>,
     pub gemm: GemmSm90,
     /// The parameters with their tensor maps, encoded once (none when the shape is refused).
     params: Option<GemmSm90Params>,
     d_c: DeviceBuffer,
-    _inputs: [DeviceBuffer; 2],
+    _inputs: Vec<DeviceBuffer>,
 }
 
 impl GemmSm90Run {
@@ -92,11 +143,11 @@ impl GemmSm90Run {
         let b = inputs.normal(n * k, 0.0, 0.05);
         let d_a = upload(dev, dt, &a, "a");
         let ordered: Vec<f32> = match case.epilogue {
-            Sm90Epilogue::Store => b.clone(),
             Sm90Epilogue::Geglu { .. } => ops::geglu_weight_rows(case.n / 2)
                 .iter()
                 .flat_map(|&r| b[r as usize * k..][..k].iter().copied())
                 .collect(),
+            _ => b.clone(),
         };
         let d_b = upload(dev, dt, &ordered, "b");
         let mut gemm = GemmSm90 {
@@ -108,17 +159,47 @@ impl GemmSm90Run {
             c: 0,
             epilogue: case.epilogue,
         };
-        let d_c = poisoned(dev, (m + 1) * gemm.out_width() as usize * E, "c");
+        let mut d_c = poisoned(dev, (m + 1) * gemm.out_width() as usize * E, "c");
         gemm.c = d_c.addr();
+        let mut held = vec![d_a, d_b];
+        let (mut r, mut cu_seqlens) = (Vec::new(), Vec::new());
+        match &mut gemm.epilogue {
+            Sm90Epilogue::Residual { r: r_addr } => {
+                // A residual stream of O(1) values, as the hidden states are after LayerNorm.
+                r = inputs.normal(m * n, 0.0, 1.0);
+                if case.in_place {
+                    let bytes: Vec<u8> = crate::to_bytes(dt, &r);
+                    dev.upload(&mut d_c, 0, &bytes).expect("the residual into c");
+                    *r_addr = d_c.addr();
+                } else {
+                    let d_r = upload(dev, dt, &r, "r");
+                    *r_addr = d_r.addr();
+                    held.push(d_r);
+                }
+            }
+            Sm90Epilogue::Rope {
+                cu_seqlens: cu, batch, ..
+            } => {
+                cu_seqlens = super::cu_seqlens(case.seqlens);
+                let max_len = case.seqlens.iter().copied().max().unwrap_or(0);
+                let d_cu = upload_u32(dev, &cu_seqlens, "cu_seqlens");
+                let d_batch = upload_batch(dev, case.m, case.seqlens.len() as u32, max_len);
+                (*cu, *batch) = (d_cu.addr(), d_batch.addr());
+                held.extend([d_cu, d_batch]);
+            }
+            _ => {}
+        }
         GemmSm90Run {
             case: *case,
             dt,
             a,
             b,
+            r,
+            cu_seqlens,
             gemm,
             params: ops::gemm_sm90_params(dev, dt, &gemm).ok(),
             d_c,
-            _inputs: [d_a, d_b],
+            _inputs: held,
         }
     }
     pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
@@ -138,6 +219,8 @@ impl Prepared for GemmSm90Run {
         let tag = match self.case.epilogue {
             Sm90Epilogue::Store => "",
             Sm90Epilogue::Geglu { .. } => "_geglu",
+            Sm90Epilogue::Rope { .. } => "_rope",
+            Sm90Epilogue::Residual { .. } => "_residual",
         };
         format!("m{}_n{}_k{}{tag}", self.case.m, self.case.n, self.case.k)
     }
@@ -145,6 +228,8 @@ impl Prepared for GemmSm90Run {
         match self.case.epilogue {
             Sm90Epilogue::Store => &["gemm_sm90"],
             Sm90Epilogue::Geglu { .. } => &["gemm_sm90_geglu"],
+            Sm90Epilogue::Rope { .. } => &["gemm_sm90_rope"],
+            Sm90Epilogue::Residual { .. } => &["gemm_sm90_residual"],
         }
     }
     fn launch(&self, dev: &dyn Device, _kernel: usize) -> Result<(), KernelError> {
