@@ -1,7 +1,7 @@
 // gemm_sm90.cu — C[M,N] = A[M,K] · B[N,K]ᵀ on Hopper (sm_90a): TMA loads into a ring of stages,
 // wgmma from shared memory, a warp-specialised producer, a TMA-store epilogue. The seed of the
 // fused GEMMs; today a kernel-test and microbenchmark case, not yet in the executor.
-// Four epilogues, each removing a row pass of today's layer (issue: no LN/GeGLU/RoPE passes):
+// Four epilogues; the last three each take a row pass's work into the GEMM:
 //   gemm_sm90_<dt>:          stores the tile.
 //   gemm_sm90_geglu_<dt>:    act(x) * gate at half width (Wi + GeGLU in one kernel, its weight rows
 //                            interleaved in 64-row blocks by ops::geglu_weight_rows): no GeGLU pass
@@ -11,7 +11,8 @@
 //                            with rope.cuh's angles (those of rope.cu): no RoPE pass.
 //   gemm_sm90_residual_<dt>: C = R + tile (Wo, Wo2 adding into the residual stream; R may be C):
 //                            the producer loads R's box by TMA into the C staging tile while the
-//                            main loop runs, so the add costs the epilogue no global load.
+//                            main loop runs, so the add costs the epilogue no global load; the
+//                            LayerNorm after it then reads x alone, not x and a delta.
 //
 // Shapes: A [M, K] row-major (activations), B [N, K] row-major (a Linear weight), C [M, N] row-major;
 //   bf16 or fp16 in and out, f32 accumulation. N % 128 == 0 and K % 64 == 0 (every ModernBERT GEMM:
@@ -23,19 +24,21 @@
 //     the stage's 32 KiB (arrive.expect_tx) and issues two TMA loads: B's 128 x 64 box, then A's
 //     (128-byte swizzle: one 64-element K row is one 128-byte swizzle row). Under programmatic
 //     dependent launch the first weight box is in flight before griddepcontrol.wait, which guards
-//     only the activations.
+//     the activations (A, and the residual epilogue's R, loaded once with the first k-block).
 //   Warpgroups 1 and 2, the consumers: setmaxnreg.inc to 232; rows 64 (w - 1) .. + 63 of the tile.
 //     Per k-block: wait `full[s]`; wgmma.fence; 4 × wgmma m64n128k16 (K = 64 = 4 × 16, the
 //     descriptor's start +32 bytes each); commit; wait_group 1, which retires the previous k-block's
 //     group, so that block's stage is released (one arrive per consumer on `empty`).
-//   Epilogue: accumulators → 16-bit → shared (64 x 128, row-major; geglu: act(x) * gate, 64 x 64)
+//   Epilogue: accumulators (rope: Q and K rotated in registers) → 16-bit → shared (64 x 128,
+//     row-major; geglu: act(x) * gate, 64 x 64; residual: added to R's values already there)
 //     → fence.proxy.async (the TMA store reads through the async proxy) → named barrier of the
 //     warpgroup → its thread 0 stores the box and waits until the store has read shared memory.
 // Registers: ptxas gives 168 per thread (the 384-thread bound: 65,536 / 384, rounded down to 8);
 //   setmaxnreg then moves them: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
 // Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
 // Bytes (minimum): 2·(M·K + N·K + M·N) (geglu: M·N/2 written; residual: + M·N read); FLOPs: 2·M·N·K
-//   (rope: + 16 sincosf and 8 powf per consumer thread of a rotated tile).
+//   (rope: + 8 powf and 16 sincosf per consumer thread of a rotated tile: 8 frequencies x 2 rows,
+//   each angle used for both heads of the tile).
 #include "common.cuh"  // activate()
 #include "hopper.cuh"
 #include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
@@ -86,6 +89,14 @@ struct Elem<true> {
     using T = __half;
 };
 
+// The residual epilogue's R: its two 64-row boxes (one per consumer) into the C staging tile,
+// which nothing touches before the epilogue, completing `bar`.
+__device__ __forceinline__ void load_residual(const GemmSm90Params& p, unsigned char* c_tiles, uint64_t* bar, int n0, int m0) {
+    mbar_arrive_expect_tx(bar, MB_GEMM90_C_TILE_BYTES);
+    tma_load_2d(c_tiles, &p.r, n0, m0, bar);
+    tma_load_2d(c_tiles + 64 * BN * 2, &p.r, n0, m0 + 64, bar);
+}
+
 template <bool FP16, Epilogue EPI>
 __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     // Tiles start on a 1024-byte boundary: the 128-byte swizzle repeats every 8 rows of 128 bytes.
@@ -119,15 +130,11 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
                 if (kb >= STAGES) mbar_wait(&empty[s], ((kb / STAGES) - 1) & 1);
                 mbar_arrive_expect_tx(&full[s], A_BYTES + B_BYTES);
                 tma_load_2d(b_tiles + s * B_BYTES, &p.b, kb * BK, n0, &full[s]);
-                if (kb == 0) pdl_wait();  // A is the previous kernel's output
-                tma_load_2d(a_tiles + s * A_BYTES, &p.a, kb * BK, m0, &full[s]);
-                if (EPI == Epilogue::Residual && kb == 0) {
-                    // R (the previous layers' output, hence after the wait) into the staging tile,
-                    // which no one touches before the epilogue; one box per consumer's 64 rows.
-                    mbar_arrive_expect_tx(residual_full, MB_GEMM90_C_TILE_BYTES);
-                    tma_load_2d(c_tiles, &p.r, n0, m0, residual_full);
-                    tma_load_2d(c_tiles + 64 * BN * 2, &p.r, n0, m0 + 64, residual_full);
+                if (kb == 0) {
+                    pdl_wait();  // A and R are the previous kernels' outputs
+                    if (EPI == Epilogue::Residual) load_residual(p, c_tiles, residual_full, n0, m0);
                 }
+                tma_load_2d(a_tiles + s * A_BYTES, &p.a, kb * BK, m0, &full[s]);
             }
         }
         return;
@@ -167,32 +174,39 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     const int r0 = 16 * w + g, r1 = r0 + 8;
     if constexpr (EPI == Epilogue::Rope) {
         if (n0 < (int)p.rotated) {
-            // Both rows' positions; cu_seqlens and the BatchDesc are inputs of the forward, read
-            // after griddepcontrol.wait like every other global read of a dependent launch.
+            // The rows' positions. The producer's griddepcontrol.wait preceded every full[] this
+            // thread waited on; this one keeps the reads below from depending on that order.
             pdl_wait();
             const uint32_t* cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
-            const uint32_t sequences = reinterpret_cast<const BatchDesc*>(p.batch)->sequences;
-            const float pos0 = (float)rope_position(cu, sequences, m0 + consumer * 64 + r0);
-            const float pos1 = (float)rope_position(cu, sequences, m0 + consumer * 64 + r1);
-            constexpr int HALF_BLOCKS = ROPE_D / 16;  // n8 blocks per half head
+            const BatchDesc* batch = reinterpret_cast<const BatchDesc*>(p.batch);
+            const uint32_t tokens = batch->tokens, sequences = batch->sequences;
+            // Rows past the batch (padding up to M) are left at position 0: unrotated.
+            auto position = [&](uint32_t row) { return row < tokens ? (float)rope_position(cu, sequences, row) : 0.f; };
+            const float pos0 = position(m0 + consumer * 64 + r0);
+            const float pos1 = position(m0 + consumer * 64 + r1);
+            // This thread's columns of a head's first half are 8j + 2t + e, j < HALF_BLOCKS; each
+            // angle rotates that column's pair (n8 blocks j, j + HALF_BLOCKS) in both heads.
+            constexpr int HALF_BLOCKS = ROPE_D / 16, HEAD_BLOCKS = ROPE_D / 8;
 #pragma unroll
-            for (int j = 0; j < BN / 8; j++) {
-                if ((j / HALF_BLOCKS) % 2 != 0) continue;  // the second halves: partners below
-                const int jj = j + HALF_BLOCKS;
+            for (int j = 0; j < HALF_BLOCKS; j++) {
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    const float f = rope_inv_freq(p.theta, (8 * j + 2 * t + e) % ROPE_D, ROPE_D);
+                    const float f = rope_inv_freq(p.theta, 8 * j + 2 * t + e, ROPE_D);
                     float s0, c0, s1, c1;
                     sincosf(pos0 * f, &s0, &c0);
                     sincosf(pos1 * f, &s1, &c1);
-                    rope_rotate(acc[4 * j + e], acc[4 * jj + e], c0, s0);
-                    rope_rotate(acc[4 * j + 2 + e], acc[4 * jj + 2 + e], c1, s1);
+#pragma unroll
+                    for (int head = 0; head < BN / ROPE_D; head++) {
+                        const int lo = head * HEAD_BLOCKS + j, hi = lo + HALF_BLOCKS;
+                        rope_rotate(acc[4 * lo + e], acc[4 * hi + e], c0, s0);
+                        rope_rotate(acc[4 * lo + 2 + e], acc[4 * hi + 2 + e], c1, s1);
+                    }
                 }
             }
         }
     }
     if constexpr (EPI == Epilogue::Residual) {
-        // R's box arrived long ago (it was issued with the first k-block); add in f32, one rounding.
+        // R's boxes were issued with the first k-block; add in f32, one rounding.
         mbar_wait(residual_full, 0);
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {

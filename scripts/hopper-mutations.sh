@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Mutations of the Hopper chain: each breaks cuda/gemm_sm90.cu in one way (a swizzle, a descriptor
 # stride, wait_group, fence.proxy.async, an mbarrier phase, expect_tx, griddepcontrol.wait, the
-# mbarrier-init fence, the GeGLU epilogue's operands, the RoPE epilogue's pair, frequency and
-# position, the residual epilogue's wait and byte count), and a kernel test on the emulator must
+# mbarrier-init fence, the GeGLU epilogue's operands, the RoPE epilogue's pair, frequency, position
+# and padding rows, the residual epilogue's griddepcontrol order, wait and byte count), and a
+# kernel test on the emulator must
 # fail; the source is restored after each. Not part of test.sh (a rebuild per mutation, a few
 # minutes in all); run it after changing the kernel or the emulator.
 #   bash scripts/hopper-mutations.sh            # all; exits 1 if any mutation survives
@@ -45,7 +46,7 @@ mutate "flipped mbarrier phase" \
 mutate "expect_tx off by one tile" \
   "mbar_arrive_expect_tx(&full[s], A_BYTES + B_BYTES);" "mbar_arrive_expect_tx(&full[s], A_BYTES);"
 mutate "missing griddepcontrol.wait" \
-  "if (kb == 0) pdl_wait();" "if (kb == 0) {}"
+  "pdl_wait();  // A and R are" "// no wait: A and R are"
 mutate "missing fence.mbarrier_init" \
   "        mbar_init_fence();  // the initialised" "        // the initialised"
 mutate "GeGLU epilogue: activated half and gate swapped" \
@@ -53,15 +54,21 @@ mutate "GeGLU epilogue: activated half and gate swapped" \
             const float* gate = &acc[4 * (j + HALF / 8)];" "            const float* gate = &acc[4 * j];
             const float* x = &acc[4 * (j + HALF / 8)];"
 mutate "RoPE epilogue: x[j] rotated with the wrong partner" \
-  "const int jj = j + HALF_BLOCKS;" "const int jj = j + HALF_BLOCKS - 1;"
+  "hi = lo + HALF_BLOCKS;" "hi = lo + HALF_BLOCKS - 1;"
 mutate "RoPE epilogue: odd columns take the even column's frequency" \
-  "rope_inv_freq(p.theta, (8 * j + 2 * t + e) % ROPE_D, ROPE_D)" "rope_inv_freq(p.theta, (8 * j + 2 * t) % ROPE_D, ROPE_D)"
+  "rope_inv_freq(p.theta, 8 * j + 2 * t + e, ROPE_D)" "rope_inv_freq(p.theta, 8 * j + 2 * t, ROPE_D)"
 mutate "RoPE epilogue: the second consumer's rows take the first's positions" \
-  "rope_position(cu, sequences, m0 + consumer * 64 + r1)" "rope_position(cu, sequences, m0 + r1)"
+  "position(m0 + consumer * 64 + r1)" "position(m0 + r1)"
+mutate "RoPE epilogue: padding rows rotated by their position past the batch" \
+  "row < tokens ? (float)rope_position(cu, sequences, row) : 0.f" "(float)rope_position(cu, sequences, row)"
+mutate "residual epilogue: R loaded before griddepcontrol.wait" \
+  "                    pdl_wait();  // A and R are the previous kernels' outputs
+                    if (EPI == Epilogue::Residual) load_residual(p, c_tiles, residual_full, n0, m0);" "                    if (EPI == Epilogue::Residual) load_residual(p, c_tiles, residual_full, n0, m0);
+                    pdl_wait();  // A and R are the previous kernels' outputs"
 mutate "residual epilogue: no wait for R's boxes" \
   "        mbar_wait(residual_full, 0);" "        // no wait"
 mutate "residual epilogue: expect_tx of one box, not two" \
-  "mbar_arrive_expect_tx(residual_full, MB_GEMM90_C_TILE_BYTES);" "mbar_arrive_expect_tx(residual_full, MB_GEMM90_C_TILE_BYTES / 2);"
+  "mbar_arrive_expect_tx(bar, MB_GEMM90_C_TILE_BYTES);" "mbar_arrive_expect_tx(bar, MB_GEMM90_C_TILE_BYTES / 2);"
 cp "$backup" "$src"
 echo "$survivors mutation(s) survived"
 [ "$survivors" -eq 0 ]

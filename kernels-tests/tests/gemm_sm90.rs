@@ -196,7 +196,9 @@ fn gemm_sm90_rope_matches_wqkv_then_rope() {
         };
         let heads = (rotated / 2 / MB_GEMM90_ROPE_HEAD_DIM) as usize;
         let d = MB_GEMM90_ROPE_HEAD_DIM as usize;
-        let positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
+        // Padding rows past the batch: position 0, i.e. unrotated.
+        let mut positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
+        positions.resize(run.case.m as usize, 0);
         let mut want = reference(run, &run.case);
         let mut naive = round_vec(dt, &want);
         reference::rope_qk_inplace(&mut want, &positions, heads, d, theta);
@@ -228,23 +230,28 @@ fn gemm_sm90_epilogues_refuse_what_they_cannot_do() {
     let Sm90Epilogue::Rope { cu_seqlens, batch, .. } = run.gemm.epilogue else {
         unreachable!()
     };
-    let rope = |theta: f32, rotated, cu_seqlens, batch| Sm90Epilogue::Rope {
+    let rope = |theta: f32, head_dim, rotated, cu_seqlens, batch| Sm90Epilogue::Rope {
         theta,
+        head_dim,
         rotated,
         cu_seqlens,
         batch,
     };
+    let d = MB_GEMM90_ROPE_HEAD_DIM;
+    let c = run.gemm.c;
     for (why, epilogue) in [
-        ("rotated not whole tiles", rope(1e4, 64, cu_seqlens, batch)),
-        ("rotated past n", rope(1e4, run.gemm.n + 128, cu_seqlens, batch)),
-        ("theta 0", rope(0.0, 256, cu_seqlens, batch)),
-        ("theta NaN", rope(f32::NAN, 256, cu_seqlens, batch)),
-        ("no cu_seqlens", rope(1e4, 256, 0, batch)),
-        ("no batch", rope(1e4, 256, cu_seqlens, 0)),
+        ("heads of 128", rope(1e4, 128, 256, cu_seqlens, batch)),
+        ("rotated not whole tiles", rope(1e4, d, 64, cu_seqlens, batch)),
+        ("rotated past n", rope(1e4, d, run.gemm.n + 128, cu_seqlens, batch)),
+        ("theta 0", rope(0.0, d, 256, cu_seqlens, batch)),
+        ("theta NaN", rope(f32::NAN, d, 256, cu_seqlens, batch)),
+        ("no cu_seqlens", rope(1e4, d, 256, 0, batch)),
+        ("no batch", rope(1e4, d, 256, cu_seqlens, 0)),
         ("no residual", Sm90Epilogue::Residual { r: 0 }),
+        ("a residual overlapping c", Sm90Epilogue::Residual { r: c + 256 }),
     ] {
         let g = GemmSm90 { epilogue, ..run.gemm };
         let r = gemm_sm90(&*dev, Dtype::Bf16, &g, false);
-        assert!(r.is_err(), "{why}: {r:?}");
+        assert!(matches!(r, Err(KernelError::Unsupported { .. })), "{why}: {r:?}");
     }
 }

@@ -555,6 +555,50 @@ fn a_dependent_gemm_waits_for_its_primary() {
 }
 
 #[test]
+fn a_dependent_residual_gemm_reads_r_after_its_primary() {
+    // The primary writes R (the residual stream, in place in C); the GEMM, launched as its
+    // dependent, must load R's boxes only after griddepcontrol.wait (on the emulator, before
+    // it they read the poison).
+    let dev = device();
+    let mut rng = Rng::for_test("selftest_pdl_residual");
+    for reverse in orders(&*dev) {
+        set_order(&*dev, reverse);
+        let (m, n, k) = (70usize, 128usize, 64usize);
+        let a = rng.normal_vec(Dtype::Bf16, m * k, 0.0, 1.0);
+        let b = rng.normal_vec(Dtype::Bf16, n * k, 0.0, 0.1);
+        let r = rng.normal_vec(Dtype::Bf16, m * n, 0.0, 1.0);
+        let d_a = upload(&*dev, Dtype::Bf16, &a, "a");
+        let d_b = upload(&*dev, Dtype::Bf16, &b, "b");
+        let src = upload(&*dev, Dtype::Bf16, &r, "r source");
+        let d_c = poisoned(&*dev, m * n * 2, "c");
+        pdl_copy(&*dev, src.addr(), d_c.addr(), (m * n / 2) as u32, false).unwrap();
+        let g = GemmSm90 {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a: d_a.addr(),
+            b: d_b.addr(),
+            c: d_c.addr(),
+            epilogue: Sm90Epilogue::Residual { r: d_c.addr() },
+        };
+        let launched = ops::gemm_sm90(&*dev, Dtype::Bf16, &g, true).and_then(|_| dev.synchronize());
+        if skipped_without_hopper(&*dev, &launched) {
+            return;
+        }
+        launched.unwrap();
+        let c = download(&*dev, Dtype::Bf16, &d_c);
+        for (i, j) in [(0, 0), (m - 1, n - 1), (35, 64)] {
+            let want = r[i * n + j] + (0..k).map(|l| a[i * k + l] * b[j * k + l]).sum::<f32>();
+            let got = c[i * n + j];
+            assert!(
+                (got - want).abs() <= 0.02 * want.abs().max(1.0),
+                "c[{i}][{j}] = {got}, want {want}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_emulator_runs_a_dependent_before_its_primary_finishes() {
     // On a GPU this order is one of many (a race the test would lose by chance): emulator only.
     let dev = device();

@@ -368,16 +368,18 @@ pub enum Sm90Epilogue {
     /// [`geglu_weight_rows`], `act` an `MB_ACT_*` code.
     Geglu { act: u32 },
     /// `c[m, n]`: Wqkv's product with RoPE applied to its first `rotated` columns (Q and K,
-    /// heads of `MB_GEMM90_ROPE_HEAD_DIM`), a row's position taken from `cu_seqlens` (u32
-    /// `[sequences + 1]`) and the `BatchDesc` at `batch`, as `rope.cu` does.
+    /// heads of `head_dim`, which must be `MB_GEMM90_ROPE_HEAD_DIM`), a row's position taken from
+    /// `cu_seqlens` (u32 `[sequences + 1]`) and the `BatchDesc` at `batch`, as `rope.cu` does;
+    /// rows past the batch's tokens are not rotated.
     Rope {
         theta: f32,
+        head_dim: u32,
         rotated: u32,
         cu_seqlens: u64,
         batch: u64,
     },
-    /// `c[m, n] = r[m, n] + the product` (Wo and Wo2 adding into the residual stream); `r` may
-    /// be `c` itself.
+    /// `c[m, n] = r[m, n] + the product` (Wo and Wo2 adding into the residual stream); `r` is
+    /// `c` itself or a buffer that does not overlap it.
     Residual { r: u64 },
 }
 
@@ -475,17 +477,22 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
         Sm90Epilogue::Geglu { act } => return Err(unsupported(name, format!("activation code {act}"))),
         Sm90Epilogue::Rope {
             theta: th,
+            head_dim,
             rotated: rot,
             cu_seqlens: cu,
             batch: b,
         } => {
             // Whole tiles of whole heads; the heads' width is the kernel's compile-time one.
-            if rot % MB_GEMM90_BN != 0 || rot > g.n || !(th.is_finite() && th > 0.0) {
+            if head_dim != MB_GEMM90_ROPE_HEAD_DIM
+                || rot % MB_GEMM90_BN != 0
+                || rot > g.n
+                || !(th.is_finite() && th > 0.0)
+            {
                 return Err(unsupported(
                     name,
                     format!(
-                        "rotated {rot} of n {}, theta {th}: needs a multiple of {MB_GEMM90_BN} within n and a positive theta \
-                         (heads of {MB_GEMM90_ROPE_HEAD_DIM})",
+                        "head_dim {head_dim}, rotated {rot} of n {}, theta {th}: needs heads of \
+                         {MB_GEMM90_ROPE_HEAD_DIM}, a multiple of {MB_GEMM90_BN} within n and a positive theta",
                         g.n
                     ),
                 ));
@@ -496,6 +503,12 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
         }
         Sm90Epilogue::Residual { r } => {
             need(name, "r", r)?;
+            // In place, each block reads and writes only its own tile; a partial overlap would
+            // let one block's store reach another's R before it was read.
+            let bytes = m * n * 2;
+            if r != g.c && r < g.c + bytes && g.c < r + bytes {
+                return Err(unsupported(name, "`r` overlaps `c` without being `c`".to_string()));
+            }
             r_map = matrix_2d(dt, r, m, n, 64, MB_GEMM90_BN, 0);
         }
     }

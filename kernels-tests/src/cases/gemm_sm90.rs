@@ -17,7 +17,8 @@ pub struct GemmSm90Case {
     /// With [`Sm90Epilogue::Rope`] and [`Sm90Epilogue::Residual`], the device addresses in it are
     /// zero: the run fills them with its own buffers.
     pub epilogue: Sm90Epilogue,
-    /// Rope: the packed batch's sequence lengths (summing to `m`); else empty.
+    /// Rope: the packed batch's sequence lengths (summing to at most `m`: the rows past them
+    /// are padding, as in a captured forward's capacity); else empty.
     pub seqlens: &'static [u32],
     /// Residual: `r` is `c` itself (in place, as the residual stream is updated); else its own buffer.
     pub in_place: bool,
@@ -63,26 +64,28 @@ pub fn geglu_cases() -> Vec<GemmSm90Case> {
 /// The RoPE epilogue (Wqkv + RoPE): `heads` heads of `MB_GEMM90_ROPE_HEAD_DIM`, so `n = 3 · heads
 /// · 64` and the first `2 · heads · 64` columns rotated; packed varlen batches (positions restart
 /// per sequence, inside a row tile too), a partial last row tile, V's tiles left alone, both of
-/// ModernBERT's thetas, base's Wqkv at a small M.
+/// ModernBERT's thetas, padding rows past the batch (left unrotated), base's Wqkv at a small M.
 pub fn rope_cases() -> Vec<GemmSm90Case> {
-    let c = |heads: u32, k, theta, seqlens: &'static [u32]| {
+    let c = |heads: u32, k, theta, seqlens: &'static [u32], padding: u32| {
         let n = 3 * heads * MB_GEMM90_ROPE_HEAD_DIM;
         let rope = Sm90Epilogue::Rope {
             theta,
+            head_dim: MB_GEMM90_ROPE_HEAD_DIM,
             rotated: 2 * heads * MB_GEMM90_ROPE_HEAD_DIM,
             cu_seqlens: 0,
             batch: 0,
         };
         GemmSm90Case {
             seqlens,
-            ..case(seqlens.iter().sum(), n, k, rope)
+            ..case(seqlens.iter().sum::<u32>() + padding, n, k, rope)
         }
     };
     vec![
-        c(2, 64, 10_000.0, &[1]),
-        c(2, 128, 160_000.0, &[5, 60, 65]),
-        c(2, 128, 10_000.0, &[130, 127, 1]),
-        c(12, 768, 160_000.0, &[33, 63]),
+        c(2, 64, 10_000.0, &[1], 0),
+        c(2, 128, 160_000.0, &[5, 60, 65], 0),
+        c(2, 128, 10_000.0, &[130, 127, 1], 0),
+        c(2, 128, 10_000.0, &[40, 30], 50),
+        c(12, 768, 160_000.0, &[33, 63], 0),
     ]
 }
 
@@ -183,7 +186,8 @@ impl GemmSm90Run {
                 cu_seqlens = super::cu_seqlens(case.seqlens);
                 let max_len = case.seqlens.iter().copied().max().unwrap_or(0);
                 let d_cu = upload_u32(dev, &cu_seqlens, "cu_seqlens");
-                let d_batch = upload_batch(dev, case.m, case.seqlens.len() as u32, max_len);
+                let tokens = case.seqlens.iter().sum();
+                let d_batch = upload_batch(dev, tokens, case.seqlens.len() as u32, max_len);
                 (*cu, *batch) = (d_cu.addr(), d_batch.addr());
                 held.extend([d_cu, d_batch]);
             }
