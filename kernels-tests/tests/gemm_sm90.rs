@@ -51,32 +51,9 @@ fn naive(dt: Dtype, run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
 
 #[test]
 fn gemm_sm90_matches_the_reference() {
-    let dev = device();
-    let mut rng = Rng::for_test("gemm_sm90");
-    let mut f = Failures::default();
-    for reverse in orders(&*dev) {
-        let order = set_order(&*dev, reverse);
-        for c in cases() {
-            for dt in DTYPES {
-                let what = format!("gemm_sm90 {dt:?} {c:?} {order}");
-                let run = GemmSm90Run::new(&*dev, &c, &mut Inputs::drawn(&mut rng, dt));
-                // Synchronised: the emulator holds a primary's launch until the next operation.
-                let launched = run.launch(&*dev).and_then(|_| dev.synchronize());
-                if skipped_without_hopper(&*dev, &launched) {
-                    return;
-                }
-                if let Err(e) = launched {
-                    f.fail(format!("{what}: {e}"));
-                    continue;
-                }
-                let out = run.out(&*dev);
-                let mn = (c.m * c.n) as usize;
-                f.push(check(&what, &out[..mn], &naive(dt, &run, &c), &reference(&run, &c)));
-                f.push(check_untouched(&what, &out[mn..]));
-            }
-        }
-    }
-    f.finish();
+    check_cases("gemm_sm90", cases(), |dt, run| {
+        (naive(dt, run, &run.case), reference(run, &run.case))
+    });
 }
 
 #[test]
@@ -101,43 +78,21 @@ fn gemm_sm90_refuses_shapes_it_cannot_tile() {
 #[test]
 fn gemm_sm90_geglu_matches_wi_then_geglu() {
     use modernbert::reference::ops as reference;
-    let dev = device();
-    let mut rng = Rng::for_test("gemm_sm90_geglu");
-    let mut f = Failures::default();
-    for reverse in orders(&*dev) {
-        let order = set_order(&*dev, reverse);
-        for c in geglu_cases() {
-            let Sm90Epilogue::Geglu { act } = c.epilogue else {
-                unreachable!()
-            };
-            for dt in DTYPES {
-                let what = format!("gemm_sm90_geglu {dt:?} {c:?} {order}");
-                let run = GemmSm90Run::new(&*dev, &c, &mut Inputs::drawn(&mut rng, dt));
-                let launched = run.launch(&*dev).and_then(|_| dev.synchronize());
-                if skipped_without_hopper(&*dev, &launched) {
-                    return;
-                }
-                if let Err(e) = launched {
-                    f.fail(format!("{what}: {e}"));
-                    continue;
-                }
-                let (m, inter) = (c.m as usize, c.n as usize / 2);
-                // Wi in its own row order (the run reordered it for the kernel only).
-                let h = reference(&run, &c);
-                let h_rounded = round_vec(dt, &h);
-                let a = activation(act);
-                let mut want = vec![0f32; m * inter];
-                let mut naive = vec![0f32; m * inter];
-                reference::geglu(&h, inter, a, &mut want);
-                reference::geglu(&h_rounded, inter, a, &mut naive);
-                let naive = round_vec(dt, &naive);
-                let out = run.out(&*dev);
-                f.push(check(&what, &out[..m * inter], &naive, &want));
-                f.push(check_untouched(&what, &out[m * inter..]));
-            }
-        }
-    }
-    f.finish();
+    check_cases("gemm_sm90_geglu", geglu_cases(), |dt, run| {
+        let Sm90Epilogue::Geglu { act } = run.case.epilogue else {
+            unreachable!()
+        };
+        let inter = run.case.n as usize / 2;
+        // Wi in its own row order (the run reordered it for the kernel only).
+        let h = reference(run, &run.case);
+        let h_rounded = round_vec(dt, &h);
+        let a = activation(act);
+        let mut want = vec![0f32; run.case.m as usize * inter];
+        let mut naive = want.clone();
+        reference::geglu(&h, inter, a, &mut want);
+        reference::geglu(&h_rounded, inter, a, &mut naive);
+        (round_vec(dt, &naive), want)
+    });
 }
 
 #[test]
@@ -169,6 +124,7 @@ fn check_cases(name: &str, table: Vec<GemmSm90Case>, expect: impl Fn(Dtype, &Gem
             for dt in DTYPES {
                 let what = format!("{name} {dt:?} {c:?} {order}");
                 let run = GemmSm90Run::new(&*dev, c, &mut Inputs::drawn(&mut rng, dt));
+                // Synchronised: the emulator holds a primary's launch until the next operation.
                 let launched = run.launch(&*dev).and_then(|_| dev.synchronize());
                 if skipped_without_hopper(&*dev, &launched) {
                     return;

@@ -513,65 +513,46 @@ fn pdl_copy(dev: &dyn Device, src: u64, dst: u64, n: u32, dependent: bool) -> Re
     }
 }
 
-#[test]
-fn a_dependent_gemm_waits_for_its_primary() {
+/// A GEMM launched as the dependent of a primary that writes one of its inputs: A (`residual`
+/// false), or R, the residual stream in place in C (`residual` true, K = 64: one k-block). The
+/// GEMM must read that input only after griddepcontrol.wait; on the emulator, before it, the
+/// reads see the poison.
+fn dependent_gemm_reads_its_primarys_output(residual: bool) {
     let dev = device();
-    let mut rng = Rng::for_test("selftest_pdl");
+    let mut rng = Rng::for_test(if residual {
+        "selftest_pdl_residual"
+    } else {
+        "selftest_pdl"
+    });
     for reverse in orders(&*dev) {
         set_order(&*dev, reverse);
-        let (m, n, k) = (70usize, 128usize, 128usize);
+        let (m, n, k) = (70usize, 128usize, if residual { 64 } else { 128usize });
         let a = rng.normal_vec(Dtype::Bf16, m * k, 0.0, 1.0);
         let b = rng.normal_vec(Dtype::Bf16, n * k, 0.0, 0.1);
-        let src = upload(&*dev, Dtype::Bf16, &a, "a source");
-        let d_a = poisoned(&*dev, m * k * 2, "a");
-        let d_b = upload(&*dev, Dtype::Bf16, &b, "b");
-        let d_c = poisoned(&*dev, m * n * 2, "c");
-        // The primary writes A; the GEMM, launched as its dependent, must wait before reading it.
-        pdl_copy(&*dev, src.addr(), d_a.addr(), (m * k / 2) as u32, false).unwrap();
-        let g = GemmSm90 {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            a: d_a.addr(),
-            b: d_b.addr(),
-            c: d_c.addr(),
-            epilogue: Sm90Epilogue::Store,
+        let r = if residual {
+            rng.normal_vec(Dtype::Bf16, m * n, 0.0, 1.0)
+        } else {
+            vec![0.0; m * n]
         };
-        let launched = ops::gemm_sm90(&*dev, Dtype::Bf16, &g, true).and_then(|_| dev.synchronize());
-        if skipped_without_hopper(&*dev, &launched) {
-            return;
-        }
-        launched.unwrap();
-        let c = download(&*dev, Dtype::Bf16, &d_c);
-        for (i, j) in [(0, 0), (m - 1, n - 1), (35, 64)] {
-            let want: f32 = (0..k).map(|l| a[i * k + l] * b[j * k + l]).sum();
-            let got = c[i * n + j];
-            assert!(
-                (got - want).abs() <= 0.02 * want.abs().max(1.0),
-                "c[{i}][{j}] = {got}, want {want}"
-            );
-        }
-    }
-}
-
-#[test]
-fn a_dependent_residual_gemm_reads_r_after_its_primary() {
-    // The primary writes R (the residual stream, in place in C); the GEMM, launched as its
-    // dependent, must load R's boxes only after griddepcontrol.wait (on the emulator, before
-    // it they read the poison).
-    let dev = device();
-    let mut rng = Rng::for_test("selftest_pdl_residual");
-    for reverse in orders(&*dev) {
-        set_order(&*dev, reverse);
-        let (m, n, k) = (70usize, 128usize, 64usize);
-        let a = rng.normal_vec(Dtype::Bf16, m * k, 0.0, 1.0);
-        let b = rng.normal_vec(Dtype::Bf16, n * k, 0.0, 0.1);
-        let r = rng.normal_vec(Dtype::Bf16, m * n, 0.0, 1.0);
-        let d_a = upload(&*dev, Dtype::Bf16, &a, "a");
         let d_b = upload(&*dev, Dtype::Bf16, &b, "b");
-        let src = upload(&*dev, Dtype::Bf16, &r, "r source");
         let d_c = poisoned(&*dev, m * n * 2, "c");
-        pdl_copy(&*dev, src.addr(), d_c.addr(), (m * n / 2) as u32, false).unwrap();
+        let (d_a, src) = if residual {
+            (
+                upload(&*dev, Dtype::Bf16, &a, "a"),
+                upload(&*dev, Dtype::Bf16, &r, "r source"),
+            )
+        } else {
+            (
+                poisoned(&*dev, m * k * 2, "a"),
+                upload(&*dev, Dtype::Bf16, &a, "a source"),
+            )
+        };
+        let (dst, words) = if residual {
+            (d_c.addr(), m * n / 2)
+        } else {
+            (d_a.addr(), m * k / 2)
+        };
+        pdl_copy(&*dev, src.addr(), dst, words as u32, false).unwrap();
         let g = GemmSm90 {
             m: m as u32,
             n: n as u32,
@@ -579,7 +560,11 @@ fn a_dependent_residual_gemm_reads_r_after_its_primary() {
             a: d_a.addr(),
             b: d_b.addr(),
             c: d_c.addr(),
-            epilogue: Sm90Epilogue::Residual { r: d_c.addr() },
+            epilogue: if residual {
+                Sm90Epilogue::Residual { r: d_c.addr() }
+            } else {
+                Sm90Epilogue::Store
+            },
         };
         let launched = ops::gemm_sm90(&*dev, Dtype::Bf16, &g, true).and_then(|_| dev.synchronize());
         if skipped_without_hopper(&*dev, &launched) {
@@ -596,6 +581,16 @@ fn a_dependent_residual_gemm_reads_r_after_its_primary() {
             );
         }
     }
+}
+
+#[test]
+fn a_dependent_gemm_waits_for_its_primary() {
+    dependent_gemm_reads_its_primarys_output(false);
+}
+
+#[test]
+fn a_dependent_residual_gemm_reads_r_after_its_primary() {
+    dependent_gemm_reads_its_primarys_output(true);
 }
 
 #[test]
