@@ -101,6 +101,8 @@ correctness() {
   for tool in memcheck racecheck initcheck synccheck; do
     step "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 1 "${small[@]}"
   done
+  # The Hopper path (gemm_sm90 with its epilogues), which `auto` does not take on a GPU yet.
+  step sanitizer-hopper-path 90 compute-sanitizer --tool memcheck --error-exitcode 1 "${small[@]}" --gpu-path hopper
   step sanitizer-latency 90 compute-sanitizer --tool memcheck --error-exitcode 1 \
     target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3
   for t in hopper_selftest gemm_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
@@ -113,6 +115,8 @@ speed() {
   # The short sets at the paper's protocol (8192 sequences, 10 passes); the long sets on a prefix
   # (256 / 512 sequences, 2 passes) so that each stays near 10 s.
   step bench-base-short-fixed 90 sh -c "${bench[*]} --shape base --set short-fixed > $logs/bench-base-sf.jsonl"
+  # The same set on the Hopper path: it replaces the portable one under `auto` only if faster.
+  step bench-base-short-fixed-hopper 90 sh -c "${bench[*]} --gpu-path hopper --shape base --set short-fixed > $logs/hopper-base-sf.jsonl"
   step bench-base-short-variable 60 sh -c "${bench[*]} --shape base --set short-variable > $logs/bench-base-sv.jsonl"
   step bench-base-long-fixed 60 sh -c "${bench[*]} --shape base --set long-fixed --sequences 256 --passes 2 > $logs/bench-base-lf.jsonl"
   step bench-base-long-variable 60 sh -c "${bench[*]} --shape base --set long-variable --sequences 512 --passes 2 > $logs/bench-base-lv.jsonl"

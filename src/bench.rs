@@ -56,7 +56,7 @@ use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::engine::{Backbone, DeviceChoice, Engine, EngineOptions};
 use crate::error::{Error, Result};
-use crate::gpu::GpuExecutor;
+use crate::gpu::{GpuExecutor, GpuPathChoice};
 use crate::kernels::device::Device;
 use crate::kernels::Dtype;
 use crate::model::{BackboneWeights, LayerWeights, Linear, Norm};
@@ -129,6 +129,9 @@ pub struct BenchArgs {
     /// Activation dtype on the GPU / emulated device (the CPU executor is f32).
     #[arg(long, value_enum, default_value_t = BenchDtype::Bf16)]
     pub dtype: BenchDtype,
+    /// The GPU launch list: auto, portable or hopper (see `modernbert embed --help`).
+    #[arg(long, default_value = "auto", value_parser = GpuPathChoice::parse)]
+    pub gpu_path: GpuPathChoice,
     /// Timed passes over each set.
     #[arg(long, default_value_t = 10)]
     pub passes: usize,
@@ -282,8 +285,10 @@ impl<'a> Builder<'a> {
             // The cost model reads shapes, never values: no weights to generate.
             let (dev, _) = open_device(self.args.device)?.ok_or_else(|| Error::Device("no model device".into()))?;
             let dtype = dtype_of(self.args.dtype);
-            let exec = GpuExecutor::without_weights(dev, dtype, &self.src.config, max_tokens, max_sequences)?
-                .with_graphs(graphs);
+            let config = &self.src.config;
+            let path = self.args.gpu_path;
+            let exec =
+                GpuExecutor::without_weights(dev, dtype, config, max_tokens, max_sequences, path)?.with_graphs(graphs);
             return Ok(Runner::Gpu {
                 dev_name: exec.device_name(),
                 exec,
@@ -337,6 +342,7 @@ fn build_runner(
             dtype,
             max_batch_tokens: max_tokens,
             graphs,
+            gpu_path: args.gpu_path,
             overlong: crate::tokenize::OverlongPolicy::Truncate,
             coalesce: true,
         };
@@ -368,8 +374,9 @@ fn build_runner(
     Ok(match dev {
         None => Runner::Cpu(CpuExecutor::new(src.config.clone(), clone_weights(weights))),
         Some((dev, is_cuda)) => {
+            let (config, path) = (&src.config, args.gpu_path);
             let exec =
-                GpuExecutor::new(dev, dtype, &src.config, weights, max_tokens, max_sequences)?.with_graphs(graphs);
+                GpuExecutor::on_path(dev, dtype, config, weights, max_tokens, max_sequences, path)?.with_graphs(graphs);
             Runner::Gpu {
                 dev_name: exec.device_name(),
                 exec,
@@ -463,10 +470,7 @@ fn device_info(runner: &Runner, args: &BenchArgs) -> DeviceInfo {
                 peak_device_bytes: Some(exec.device_bytes()),
                 capability: {
                     let (major, minor) = exec.device().compute_capability();
-                    Some((
-                        format!("sm{major}{minor}"),
-                        crate::kernels::model::executor_path((major, minor)),
-                    ))
+                    Some((format!("sm{major}{minor}"), exec.path().name()))
                 },
             }
         }

@@ -12,7 +12,7 @@ use crate::coalesce::{BatchKey, Coalescer, CounterSnapshot};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::heads::Heads;
-use crate::gpu::GpuExecutor;
+use crate::gpu::{GpuExecutor, GpuPathChoice};
 use crate::kernels::cuda::CudaDevice;
 use crate::kernels::device::Device;
 use crate::kernels::emu::Emulator;
@@ -110,6 +110,8 @@ pub struct EngineOptions {
     pub max_batch_tokens: usize,
     /// Replay CUDA graphs for small batches (CUDA only).
     pub graphs: bool,
+    /// The GPU executor's launch list (see [`GpuPathChoice`]).
+    pub gpu_path: GpuPathChoice,
     pub overlong: OverlongPolicy,
     /// Merge concurrent calls into shared forwards (`coalesce`); off: each call runs its own.
     pub coalesce: bool,
@@ -122,6 +124,7 @@ impl Default for EngineOptions {
             dtype: Dtype::Bf16,
             max_batch_tokens: 16384,
             graphs: true,
+            gpu_path: GpuPathChoice::Auto,
             overlong: OverlongPolicy::Truncate,
             coalesce: true,
         }
@@ -346,8 +349,8 @@ impl Engine {
                     &config,
                     &weights,
                     &heads,
-                    arena_tokens,
-                    max_batch_sequences,
+                    (arena_tokens, max_batch_sequences),
+                    options.gpu_path,
                 ) {
                     Ok(exec) => Some(exec.with_graphs(options.graphs)),
                     // `auto` falls back to the CPU for models the GPU executor does not support.

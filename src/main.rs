@@ -17,6 +17,7 @@ use serde_json::json;
 
 use modernbert::engine::{Backbone, DeviceChoice, EmbedOptions, Engine, EngineOptions};
 use modernbert::error::{Error, Result};
+use modernbert::gpu::GpuPathChoice;
 use modernbert::hub::resolve_model;
 use modernbert::kernels::Dtype;
 use modernbert::npy::NpyFile;
@@ -196,6 +197,10 @@ struct EngineArgs {
     /// Disable CUDA-graph replay for small batches.
     #[arg(long)]
     no_graphs: bool,
+    /// The GPU launch list: auto, portable (sm_80 kernels + cuBLASLt) or hopper (sm_90a GEMMs with
+    /// fused epilogues; auto picks it on the emulator, not yet on a real GPU).
+    #[arg(long, default_value = "auto", value_parser = GpuPathChoice::parse)]
+    gpu_path: GpuPathChoice,
     /// Refuse texts longer than the model's maximum instead of truncating them.
     #[arg(long)]
     no_truncate: bool,
@@ -232,6 +237,7 @@ impl EngineArgs {
             },
             max_batch_tokens: self.max_batch_tokens,
             graphs: !self.no_graphs,
+            gpu_path: self.gpu_path,
             coalesce: !self.no_coalesce,
             overlong: if self.no_truncate {
                 OverlongPolicy::Refuse

@@ -15,7 +15,7 @@ use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{open_device, DeviceChoice};
 use modernbert::gpu::weights::DeviceWeights;
-use modernbert::gpu::GpuExecutor;
+use modernbert::gpu::{GpuExecutor, GpuPath, GpuPathChoice};
 use modernbert::kernels::model::calibration::CalibrationFile;
 use modernbert::kernels::model::{Card, ModelDevice};
 use modernbert::kernels::Dtype;
@@ -48,11 +48,17 @@ fn ok(args: &[&str]) -> Vec<Value> {
     lines
 }
 
-/// ModernBERT's launch list, independent of the recorder: embeddings; layer 0 without attn_norm
-/// (QKV, RoPE, attention, O, mlp_norm, Wi, GeGLU, Wo = 8); every later layer with it (9); the
-/// final norm; the CLS pooling.
+/// ModernBERT's launch list on the portable path, independent of the recorder: embeddings;
+/// layer 0 without attn_norm (QKV, RoPE, attention, O, mlp_norm, Wi, GeGLU, Wo = 8); every later
+/// layer with it (9); the final norm; the CLS pooling.
 fn launches_of(layers: u64) -> u64 {
     1 + 8 + 9 * (layers - 1) + 1 + 1
+}
+
+/// On the Hopper path RoPE and GeGLU are epilogues: layer 0 is QKV+RoPE, attention, O+add,
+/// mlp_norm, Wi+GeGLU, Wo+add (6), every later layer adds its attn_norm (7).
+fn hopper_launches_of(layers: u64) -> u64 {
+    1 + 6 + 7 * (layers - 1) + 1 + 1
 }
 
 #[test]
@@ -133,11 +139,13 @@ fn unknown_cards_and_suffixes_are_clear_errors() {
 }
 
 #[test]
-fn sm90_runs_the_sm80_launches_and_says_so() {
-    let args = |d: &'static str| {
+fn sm90_issues_the_hopper_launches_and_portable_the_sm80_ones() {
+    let args = |d: &'static str, path: &'static str| {
         vec![
             "--device",
             d,
+            "--gpu-path",
+            path,
             "--shape",
             "base",
             "--set",
@@ -148,23 +156,52 @@ fn sm90_runs_the_sm80_launches_and_says_so() {
             "1",
         ]
     };
-    let sm80 = ok(&args("model:h100:sm80"));
-    let sm90 = ok(&args("model:h100:sm90"));
-    let native = ok(&args("model:h100"));
-    assert_eq!(sm90[0]["compute_capability"], "sm90");
-    assert_eq!(native[0]["compute_capability"], "sm90", "an H100's own capability");
-    assert!(
-        sm90[0]["path"].as_str().unwrap().contains("no Hopper path"),
-        "{}",
-        sm90[0]["path"]
-    );
+    let sm80 = &ok(&args("model:h100:sm80", "auto"))[0];
+    let portable = &ok(&args("model:h100:sm90", "portable"))[0];
+    let hopper = &ok(&args("model:h100:sm90", "auto"))[0];
+    let native = &ok(&args("model:h100", "auto"))[0];
+    assert_eq!(hopper["compute_capability"], "sm90");
+    assert_eq!(native["compute_capability"], "sm90", "an H100's own capability");
+    assert_eq!((&sm80["path"], &portable["path"]), (&"sm80".into(), &"sm80".into()));
+    assert_eq!((&hopper["path"], &native["path"]), (&"sm90a".into(), &"sm90a".into()));
     for k in [
         "predicted_tokens_per_s",
         "launches_per_forward",
         "activation_bytes_per_token",
     ] {
-        assert_eq!(sm80[0][k], sm90[0][k], "{k}");
+        assert_eq!(sm80[k], portable[k], "{k}");
     }
+    assert_eq!(portable["launches_per_forward"], launches_of(22));
+    assert_eq!(hopper["launches_per_forward"], hopper_launches_of(22));
+    let bytes = |l: &Value| l["activation_bytes_per_token"].as_f64().unwrap();
+    let tok_s = |l: &Value| l["predicted_tokens_per_s"].as_f64().unwrap();
+    assert!(
+        bytes(hopper) < 0.7 * bytes(portable),
+        "{} vs {}",
+        bytes(hopper),
+        bytes(portable)
+    );
+    assert!(
+        tok_s(hopper) > tok_s(portable),
+        "{} vs {}",
+        tok_s(hopper),
+        tok_s(portable)
+    );
+    let classes: Vec<&str> = hopper["predicted_breakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    assert!(
+        !classes.contains(&"rope") && !classes.contains(&"geglu"),
+        "no standalone RoPE or GeGLU launch: {classes:?}"
+    );
+    // An sm_80 device cannot take the Hopper path: asked for, it is refused, saying why.
+    let (success, _, stderr) = bench(&["--device", "model:h100:sm80", "--gpu-path", "hopper", "--shape", "base"]);
+    assert!(!success && stderr.contains("needs sm_90a"), "{stderr}");
+    let (success, _, stderr) = bench(&["--device", "model:h100", "--gpu-path", "fast", "--shape", "base"]);
+    assert!(!success && stderr.contains("unknown GPU path `fast`"), "{stderr}");
 }
 
 #[test]
@@ -183,12 +220,15 @@ fn device_choice_sets_the_compute_capability() {
 
 #[test]
 fn h200_predicts_more_than_h100_by_at_most_the_bandwidth_ratio() {
-    // Half the predicted short-fixed time is DRAM-bound (row kernels), half compute-bound
-    // (GEMMs, attention): the H200's 4.8 vs 3.35 TB/s speeds up only the first half.
-    let args = |d: &'static str| {
+    // On the portable path about half the predicted short-fixed time is DRAM-bound (row kernels)
+    // and half compute-bound (GEMMs, attention): the H200's 4.8 vs 3.35 TB/s speeds up only the
+    // first half. The Hopper path has no RoPE or GeGLU pass and lighter norms, so less to gain.
+    let args = |d: &'static str, path: &'static str| {
         vec![
             "--device",
             d,
+            "--gpu-path",
+            path,
             "--shape",
             "base",
             "--set",
@@ -199,13 +239,18 @@ fn h200_predicts_more_than_h100_by_at_most_the_bandwidth_ratio() {
             "1",
         ]
     };
-    let tok_s = |d| ok(&args(d))[0]["predicted_tokens_per_s"].as_f64().unwrap();
-    let (h100, h200) = (tok_s("model:h100"), tok_s("model:h200"));
-    let ratio = h200 / h100;
-    assert!(
-        ratio > 1.05 && ratio < 4.8 / 3.35,
-        "h200 {h200} / h100 {h100} = {ratio}"
-    );
+    let tok_s = |d, path| ok(&args(d, path))[0]["predicted_tokens_per_s"].as_f64().unwrap();
+    let mut gains = Vec::new();
+    for path in ["portable", "hopper"] {
+        let (h100, h200) = (tok_s("model:h100", path), tok_s("model:h200", path));
+        let ratio = h200 / h100;
+        assert!(
+            ratio > 1.0 && ratio < 4.8 / 3.35,
+            "{path}: h200 {h200} / h100 {h100} = {ratio}"
+        );
+        gains.push(ratio);
+    }
+    assert!(gains[0] > 1.05 && gains[1] < gains[0], "{gains:?}");
 }
 
 #[test]
@@ -216,27 +261,44 @@ fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
     // written 8H; Wi 2H + 4I; GeGLU 4I + 2I; Wo 2I + 2H; final norm 8H → 4 + 52H + 12I; pooling
     // reads S rows of 2H and writes S rows of 4H (f32): 6H·S/T.
     let (h, i, t, s) = (768.0, 1152.0, 1024.0, 2.0);
-    let expected = 4.0 + 52.0 * h + 12.0 * i + 6.0 * h * s / t;
-    let lines = ok(&[
-        "--device",
-        "model:h100",
-        "--shape",
-        "base",
-        "--layers",
-        "1",
-        "--set",
-        "short-fixed",
-        "--sequences",
-        "2",
-        "--passes",
-        "1",
-    ]);
+    let pooling = 6.0 * h * s / t;
+    let expected = 4.0 + 52.0 * h + 12.0 * i + pooling;
+    let one_layer = |path: &'static str| {
+        ok(&[
+            "--device",
+            "model:h100",
+            "--gpu-path",
+            path,
+            "--shape",
+            "base",
+            "--layers",
+            "1",
+            "--set",
+            "short-fixed",
+            "--sequences",
+            "2",
+            "--passes",
+            "1",
+        ])
+    };
+    let lines = one_layer("portable");
     assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
     assert_eq!(lines[0]["launches_per_forward"], launches_of(1));
+    // The Hopper path: embeddings 4 + 4H; QKV+RoPE x read, Q K V written 2H + 6H; attention 8H;
+    // O+add attention output and x read, x written 6H; mlp_norm without a delta 4H; Wi+GeGLU 2H
+    // read, 2I written; Wo+add 2I + 4H; final norm 4H → 4 + 40H + 4I.
+    let lines = one_layer("hopper");
+    let expected = 4.0 + 40.0 * h + 4.0 * i + pooling;
+    assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
+    assert_eq!(lines[0]["launches_per_forward"], hopper_launches_of(1));
 }
 
 fn fixture() -> (ModelConfig, modernbert::model::BackboneWeights) {
-    let dir = common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16");
+    load_fixture("backbone_hd64_w128_l5_bias_v4_bf16")
+}
+
+fn load_fixture(name: &str) -> (ModelConfig, modernbert::model::BackboneWeights) {
+    let dir = common::fixtures_dir().join(name);
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let store = TensorStore::open_dir(&dir).unwrap();
     let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
@@ -245,30 +307,48 @@ fn fixture() -> (ModelConfig, modernbert::model::BackboneWeights) {
 
 #[test]
 fn launches_per_forward_equal_what_the_executor_issues() {
-    let (config, weights) = fixture();
     let batch = PackedBatch::from_sequences(&[vec![5u32; 40], vec![7u32; 3]]).unwrap();
-    let h = config.hidden_size;
-    let mut out = vec![0f32; batch.sequences() * h];
-    // Counts every launch and GEMM it runs on the emulator: the executor's launch list, seen from
-    // outside the cost model.
-    let counting = Arc::new(CountingDevice::new(true));
-    let exec = GpuExecutor::new(counting.clone(), Dtype::Bf16, &config, &weights, 64, 4).unwrap();
-    exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
-        .unwrap();
-    let issued = counting.launches() as u64;
-    assert_eq!(issued, launches_of(config.num_hidden_layers as u64));
-
-    let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();
-    for graphs in [false, true] {
-        let model = Arc::new(ModelDevice::new(Card::H100, None, profile.clone()));
-        let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 64, 4)
-            .unwrap()
-            .with_graphs(graphs);
+    for path in [GpuPath::Portable, GpuPath::Hopper] {
+        let (config, weights, capability, choice) = match path {
+            GpuPath::Portable => {
+                let (c, w) = fixture();
+                (c, w, (8, 0), GpuPathChoice::Portable)
+            }
+            GpuPath::Hopper => {
+                let (c, w) = load_fixture("mlm_hd64_i128_l3_v5_bf16");
+                (c, w, (9, 0), GpuPathChoice::Hopper)
+            }
+        };
+        let h = config.hidden_size;
+        let mut out = vec![0f32; batch.sequences() * h];
+        // Counts every launch and GEMM it runs on the emulator: the executor's launch list, seen
+        // from outside the cost model.
+        let counting = Arc::new(CountingDevice::with_compute_capability(true, capability));
+        let exec = GpuExecutor::on_path(counting.clone(), Dtype::Bf16, &config, &weights, 64, 4, choice).unwrap();
+        assert_eq!(exec.path(), path);
         exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
             .unwrap();
-        let ledger = model.ledger();
-        assert_eq!(ledger.launches(), issued, "graphs {graphs}");
-        assert_eq!(ledger.graph_replays, graphs as u64);
+        let issued = counting.launches() as u64;
+        let layers = config.num_hidden_layers as u64;
+        let expected = match path {
+            GpuPath::Portable => launches_of(layers),
+            GpuPath::Hopper => hopper_launches_of(layers),
+        };
+        assert_eq!(issued, expected, "{path:?}");
+
+        let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();
+        for graphs in [false, true] {
+            let model = Arc::new(ModelDevice::new(Card::H100, Some(capability), profile.clone()));
+            let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 64, 4, choice)
+                .unwrap()
+                .with_graphs(graphs);
+            assert_eq!(exec.path(), path);
+            exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
+                .unwrap();
+            let ledger = model.ledger();
+            assert_eq!(ledger.launches(), issued, "{path:?}, graphs {graphs}");
+            assert_eq!(ledger.graph_replays, graphs as u64);
+        }
     }
 }
 
@@ -280,7 +360,7 @@ fn reserved_weights_are_laid_out_as_uploaded_ones() {
         None,
         modernbert::gpu::cost_model::profile(Card::H100).unwrap(),
     );
-    let up = DeviceWeights::upload(&model, Dtype::Bf16, &weights).unwrap();
+    let up = DeviceWeights::upload(&model, Dtype::Bf16, &weights, GpuPath::Portable).unwrap();
     let re = DeviceWeights::reserve(&model, &config).unwrap();
     assert_eq!(re.bytes, DeviceWeights::planned_bytes(&config).unwrap());
     assert_eq!(up.bytes, re.bytes);

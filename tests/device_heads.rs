@@ -22,7 +22,7 @@ use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine};
 use modernbert::gpu::heads::Heads;
-use modernbert::gpu::GpuExecutor;
+use modernbert::gpu::{GpuExecutor, GpuPathChoice};
 use modernbert::kernels::device::Device;
 use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
@@ -62,7 +62,16 @@ fn mlm_topk_matches_the_host_head() {
     };
     for dtype in [Dtype::Bf16, Dtype::F16] {
         let dev = test_device();
-        let exec = GpuExecutor::with_heads(dev.clone(), dtype, &config, &weights, &heads, 64, 8).unwrap();
+        let exec = GpuExecutor::with_heads(
+            dev.clone(),
+            dtype,
+            &config,
+            &weights,
+            &heads,
+            (64, 8),
+            GpuPathChoice::Auto,
+        )
+        .unwrap();
         let mut hidden = vec![0f32; batch.tokens() * h];
         let before_hidden = downloaded(dev.as_ref());
         exec.forward_into(&batch, &mut hidden).unwrap();
@@ -302,7 +311,16 @@ fn missing_heads_are_errors() {
         mlm: Some(&mlm),
         ..Default::default()
     };
-    let with = GpuExecutor::with_heads(dev, Dtype::Bf16, &config, &weights, &heads, 16, 2).unwrap();
+    let with = GpuExecutor::with_heads(
+        dev,
+        Dtype::Bf16,
+        &config,
+        &weights,
+        &heads,
+        (16, 2),
+        GpuPathChoice::Auto,
+    )
+    .unwrap();
     assert!(with.device_bytes() > bare.device_bytes());
     let err = with.mlm_topk_into(&batch, &[3], 5, &mut ids, &mut probs).unwrap_err();
     assert!(err.to_string().contains("row 3"), "{err}");
@@ -323,7 +341,16 @@ fn missing_heads_are_errors() {
         colbert: false,
         ..Default::default()
     };
-    let exec = GpuExecutor::with_heads(test_device(), Dtype::Bf16, &config, &weights, &st, 16, 2).unwrap();
+    let exec = GpuExecutor::with_heads(
+        test_device(),
+        Dtype::Bf16,
+        &config,
+        &weights,
+        &st,
+        (16, 2),
+        GpuPathChoice::Auto,
+    )
+    .unwrap();
     let mut out = vec![0f32; 3 * dense.out_features];
     let err = exec.colbert_into(&batch, &mut out).unwrap_err();
     assert!(err.to_string().contains("not ColBERT"), "{err}");

@@ -10,11 +10,15 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{all_fixtures, argmax_rows, cosine, random_ids, test_device, test_device_choice, Fixture};
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
 use modernbert::engine::{DeviceChoice, EmbedOptions, Engine, EngineOptions};
-use modernbert::gpu::GpuExecutor;
+use modernbert::gpu::{GpuExecutor, GpuPath, GpuPathChoice};
+use modernbert::kernels::device::Device;
+use modernbert::kernels::emu::Emulator;
 use modernbert::kernels::Dtype;
 use modernbert::model::{BackboneWeights, Checkpoint};
 use modernbert::reference::ops::{pool, Pooling};
@@ -52,6 +56,10 @@ fn min_pooled_cosine(batch: &PackedBatch, got: &[f32], want: &[f32], hidden: usi
 }
 
 fn check_fixture(fx: &Fixture, dtype: Dtype) {
+    check_fixture_on(fx, dtype, test_device(), GpuPathChoice::Auto);
+}
+
+fn check_fixture_on(fx: &Fixture, dtype: Dtype, dev: Arc<dyn Device>, path: GpuPathChoice) {
     let p = load(&fx.dir);
     let h = p.config.hidden_size;
     let max_tokens = fx
@@ -61,7 +69,8 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
         .map(|c| c.input_ids.iter().map(Vec::len).sum::<usize>())
         .max()
         .unwrap();
-    let gpu = GpuExecutor::new(test_device(), dtype, &p.config, &p.weights, max_tokens, 64).unwrap();
+    let gpu = GpuExecutor::on_path(dev, dtype, &p.config, &p.weights, max_tokens, 64, path).unwrap();
+    let on = gpu.path();
     for case in &fx.expected.cases {
         let keys: Vec<usize> = match &case.attention_mask {
             Some(m) => m.iter().map(|r| r.iter().filter(|&&v| v == 1).count()).collect(),
@@ -80,7 +89,7 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
         let cos = min_pooled_cosine(&batch, &got, &want, h);
         let rel = common::relative_max_error(&got, &want);
         println!(
-            "{:<36} {:<28} {dtype:?}: pooled cosine ≥ {cos:.6}, hidden rel. max error {rel:.2e}",
+            "{:<36} {:<28} {dtype:?} {on:?}: pooled cosine ≥ {cos:.6}, hidden rel. max error {rel:.2e}",
             fx.name, case.name
         );
         assert!(cos >= 0.999, "{}/{}: pooled cosine {cos}", fx.name, case.name);
@@ -100,7 +109,7 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
             );
             let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
             println!(
-                "{:<36} {:<28} {dtype:?}: MLM top-1 agreement {:.2} %",
+                "{:<36} {:<28} {dtype:?} {on:?}: MLM top-1 agreement {:.2} %",
                 fx.name,
                 case.name,
                 100.0 * same
@@ -135,6 +144,117 @@ fn device_matches_the_reference_on_the_fixtures() {
     for fx in &fixtures {
         for dtype in [Dtype::Bf16, Dtype::F16] {
             check_fixture(fx, dtype);
+        }
+    }
+}
+
+/// The device the Hopper path is tested on: the emulator reporting sm_90, or the GPU under test
+/// when it is an sm_90 one (`None`, with a SKIPPED line, on another GPU: the sm_90a kernels do
+/// not exist there).
+fn hopper_test_device() -> Option<Arc<dyn Device>> {
+    let dev = test_device();
+    if dev.as_emulator().is_some() {
+        return Some(Arc::new(Emulator::new().with_compute_capability((9, 0))));
+    }
+    if dev.compute_capability() < (9, 0) {
+        println!("SKIPPED: {} is not sm_90; the Hopper path was not checked", dev.name());
+        return None;
+    }
+    Some(dev)
+}
+
+/// The Hopper path (gemm_sm90 with the RoPE, GeGLU and residual epilogues) against the f32
+/// reference, with the same bounds as the portable path, on every fixture it can run.
+#[test]
+fn hopper_path_matches_the_reference_on_the_fixtures() {
+    let Some(dev) = hopper_test_device() else {
+        return;
+    };
+    let mut checked = Vec::new();
+    for fx in all_fixtures() {
+        let p = load(&fx.dir);
+        let probe = GpuExecutor::on_path(
+            dev.clone(),
+            Dtype::Bf16,
+            &p.config,
+            &p.weights,
+            16,
+            1,
+            GpuPathChoice::Hopper,
+        );
+        match probe {
+            Ok(exec) => assert_eq!(exec.path(), GpuPath::Hopper),
+            Err(modernbert::error::Error::Unsupported(_)) => continue,
+            Err(e) => panic!("{}: {e}", fx.name),
+        }
+        for dtype in [Dtype::Bf16, Dtype::F16] {
+            check_fixture_on(&fx, dtype, dev.clone(), GpuPathChoice::Hopper);
+        }
+        checked.push(fx.name.clone());
+    }
+    assert!(
+        checked.iter().any(|n| n == "mlm_hd64_i128_l3_v5_bf16"),
+        "the fixture at the Hopper path's shapes was not run: {checked:?}"
+    );
+}
+
+/// Which path each choice gives: `auto` takes the Hopper path on an sm_90 emulator when the
+/// model fits it and the portable one otherwise; `hopper` is refused, saying why, where it
+/// cannot run.
+#[test]
+fn the_gpu_path_is_chosen_by_device_and_model() {
+    let fits = load(&common::fixtures_dir().join("mlm_hd64_i128_l3_v5_bf16"));
+    let biased = load(&common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16"));
+    let untiled = load(&common::fixtures_dir().join("mlm_hd64_v5_bf16")); // intermediate 96
+    let sm90: Arc<dyn Device> = Arc::new(Emulator::new().with_compute_capability((9, 0)));
+    let sm80: Arc<dyn Device> = Arc::new(Emulator::new());
+    let path = |dev: &Arc<dyn Device>, p: &Pair, choice| {
+        GpuExecutor::on_path(dev.clone(), Dtype::Bf16, &p.config, &p.weights, 16, 1, choice).map(|e| e.path())
+    };
+    use GpuPathChoice::{Auto, Hopper, Portable};
+    assert_eq!(path(&sm90, &fits, Auto).unwrap(), GpuPath::Hopper);
+    assert_eq!(path(&sm90, &fits, Portable).unwrap(), GpuPath::Portable);
+    assert_eq!(path(&sm80, &fits, Auto).unwrap(), GpuPath::Portable);
+    assert_eq!(path(&sm90, &biased, Auto).unwrap(), GpuPath::Portable);
+    assert_eq!(path(&sm90, &untiled, Auto).unwrap(), GpuPath::Portable);
+    for (dev, p, says) in [
+        (&sm80, &fits, "needs sm_90a"),
+        (&sm90, &biased, "biases"),
+        (&sm90, &untiled, "intermediate 96"),
+    ] {
+        let err = path(dev, p, Hopper).unwrap_err().to_string();
+        assert!(err.contains("Hopper GPU path") && err.contains(says), "{err}");
+    }
+}
+
+/// Fill-mask through the Engine on `emulated:sm90`: the Hopper backbone, then the MLM head on
+/// the device, gives the CPU engine's top-1 token at every mask.
+#[test]
+fn engine_fill_mask_on_the_hopper_path() {
+    let dir = common::fixtures_dir().join("mlm_hd64_i128_l3_v5_bf16");
+    let engine = |device| {
+        Engine::new(
+            &dir,
+            &EngineOptions {
+                device,
+                gpu_path: GpuPathChoice::Hopper,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (hopper, cpu) = (engine(DeviceChoice::Emulated((9, 0))), engine(DeviceChoice::Cpu));
+    match &hopper.backbone {
+        modernbert::engine::Backbone::Gpu(exec) => assert_eq!(exec.path(), GpuPath::Hopper),
+        modernbert::engine::Backbone::Cpu(_) => panic!("the emulated engine runs on the CPU"),
+    }
+    let texts = ["Paris is [MASK].", "A quick brown [MASK].", "Answers [MASK]!"];
+    let a = hopper.fill_mask(&texts, 3).unwrap();
+    let b = cpu.fill_mask(&texts, 3).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for (mx, my) in x.iter().zip(y) {
+            assert_eq!(mx[0].id, my[0].id, "top-1 at a mask");
         }
     }
 }
@@ -228,7 +348,8 @@ fn device_8192_tokens() {
     assert!(cos >= 0.999);
 }
 
-/// A ModernBERT-base-shaped model (768 hidden, 12 heads, real window and thetas) with 3 layers.
+/// A ModernBERT-base-shaped model (768 hidden, 12 heads, real window and thetas) with 3 layers,
+/// on the portable path and on the Hopper one.
 #[test]
 #[ignore = "heavy: builds a checkpoint with transformers; scripts/test.sh runs it"]
 fn device_base_shaped_model() {
@@ -242,6 +363,10 @@ fn device_base_shaped_model() {
     assert!(status.success());
     let fx = Fixture::load(&dir);
     check_fixture(&fx, Dtype::Bf16);
+    // The Hopper path at the shapes it is built for (the emulator: about a minute).
+    if let Some(dev) = hopper_test_device() {
+        check_fixture_on(&fx, Dtype::Bf16, dev, GpuPathChoice::Hopper);
+    }
 }
 
 /// Graph replay: a launch sequence recorded for one batch's capacity bucket, replayed for other

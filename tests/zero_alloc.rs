@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::counting::CountingDevice;
 use modernbert::batch::PackedBatch;
 use modernbert::config::ModelConfig;
-use modernbert::gpu::GpuExecutor;
+use modernbert::gpu::{GpuExecutor, GpuPath, GpuPathChoice};
 use modernbert::kernels::Dtype;
 use modernbert::model::Checkpoint;
 use modernbert::weights::TensorStore;
@@ -45,12 +45,23 @@ fn allocations() -> usize {
 }
 
 fn executor(execute: bool) -> (GpuExecutor, Arc<CountingDevice>, usize) {
-    let dir = common::fixtures_dir().join("backbone_hd64_w128_l5_bias_v4_bf16");
+    executor_on(execute, GpuPath::Portable)
+}
+
+/// On the portable path, the fixture with biases; on the Hopper path (an sm_90 counting
+/// device), the one at its shapes.
+fn executor_on(execute: bool, path: GpuPath) -> (GpuExecutor, Arc<CountingDevice>, usize) {
+    let (fixture, capability, choice) = match path {
+        GpuPath::Portable => ("backbone_hd64_w128_l5_bias_v4_bf16", (8, 0), GpuPathChoice::Portable),
+        GpuPath::Hopper => ("mlm_hd64_i128_l3_v5_bf16", (9, 0), GpuPathChoice::Hopper),
+    };
+    let dir = common::fixtures_dir().join(fixture);
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let store = TensorStore::open_dir(&dir).unwrap();
     let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
-    let dev = Arc::new(CountingDevice::new(execute));
-    let exec = GpuExecutor::new(dev.clone(), Dtype::Bf16, &config, &weights, 1024, 16).unwrap();
+    let dev = Arc::new(CountingDevice::with_compute_capability(execute, capability));
+    let exec = GpuExecutor::on_path(dev.clone(), Dtype::Bf16, &config, &weights, 1024, 16, choice).unwrap();
+    assert_eq!(exec.path(), path);
     (exec, dev, config.hidden_size)
 }
 
@@ -62,7 +73,13 @@ fn batches() -> (PackedBatch, PackedBatch) {
 
 #[test]
 fn forward_makes_no_host_allocation() {
-    let (exec, dev, h) = executor(false);
+    for path in [GpuPath::Portable, GpuPath::Hopper] {
+        forward_makes_no_host_allocation_on(path);
+    }
+}
+
+fn forward_makes_no_host_allocation_on(path: GpuPath) {
+    let (exec, dev, h) = executor_on(false, path);
     let (big, small) = batches();
     let mut out_big = vec![0f32; big.tokens() * h];
     let mut out_small = vec![0f32; small.tokens() * h];
@@ -93,14 +110,23 @@ fn forward_makes_no_host_allocation() {
     .unwrap();
     let made = allocations() - before;
     let launched = dev.launches() - launches_before;
-    println!("3 forwards: {launched} launches/GEMMs, {made} host allocations");
-    assert!(launched > 3 * 5 * 8, "the forwards really launched their kernels");
-    assert_eq!(made, 0, "host heap allocations inside the executor's forward");
+    println!("{path:?}, 3 forwards: {launched} launches/GEMMs, {made} host allocations");
+    assert!(launched > 3 * 3 * 6, "the forwards really launched their kernels");
+    assert_eq!(
+        made, 0,
+        "host heap allocations inside the executor's forward ({path:?})"
+    );
 }
 
 #[test]
 fn forward_makes_no_device_allocation() {
-    let (exec, dev, h) = executor(true);
+    for path in [GpuPath::Portable, GpuPath::Hopper] {
+        forward_makes_no_device_allocation_on(path);
+    }
+}
+
+fn forward_makes_no_device_allocation_on(path: GpuPath) {
+    let (exec, dev, h) = executor_on(true, path);
     let created = dev.allocs();
     assert_eq!(created, 2, "weights + arena: one allocation each");
     let (big, small) = batches();

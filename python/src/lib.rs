@@ -88,6 +88,7 @@ impl PyEngine {
             dtype,
             max_batch_tokens,
             graphs: cuda_graphs,
+            gpu_path: Default::default(),
             overlong: if truncate {
                 OverlongPolicy::Truncate
             } else {

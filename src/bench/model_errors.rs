@@ -11,7 +11,7 @@ use super::{BenchArgs, OutputArg, SetArg, ShapeArg};
 use crate::engine::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::gpu::cost_model;
-use crate::gpu::GpuExecutor;
+use crate::gpu::{GpuExecutor, GpuPathChoice};
 use crate::kernels::model::calibration::{self, CalibrationFile, Split};
 use crate::kernels::model::{Card, KernelClass, ModelDevice, Profile};
 use crate::kernels::Dtype;
@@ -50,7 +50,8 @@ fn ncu_forward(profile: &Profile) -> Result<crate::kernels::model::Ledger> {
     let base = super::shape_config(ShapeArg::Base, None)?;
     let dev = Arc::new(ModelDevice::new(Card::H100, Some((8, 0)), profile.clone()));
     let (seqs, len) = (512usize, 512usize);
-    let exec = GpuExecutor::without_weights(dev.clone(), Dtype::Bf16, &base, seqs * len, seqs)?;
+    let path = GpuPathChoice::Portable;
+    let exec = GpuExecutor::without_weights(dev.clone(), Dtype::Bf16, &base, seqs * len, seqs, path)?;
     let ids: Vec<Vec<u32>> = (0..seqs).map(|_| vec![100u32; len]).collect();
     let batch = crate::batch::PackedBatch::from_sequences(&ids)?;
     let mut out = vec![0f32; seqs * base.hidden_size];
@@ -83,6 +84,8 @@ fn throughput(args: &BenchArgs, set: &str, shape: &str, sequences: usize, passes
         output: OutputArg::Cls,
         latency: false,
         model_errors: false,
+        // The committed measurements ran the portable launches.
+        gpu_path: GpuPathChoice::Portable,
         ..args.clone()
     };
     let src = super::model_source(&row_args)?;

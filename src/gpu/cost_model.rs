@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use crate::batch::PackedBatch;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::gpu::GpuExecutor;
+use crate::gpu::{GpuExecutor, GpuPathChoice};
 use crate::kernels::model::calibration::{self, CalibrationFile, LatencyRow, Split};
 use crate::kernels::model::{Card, ModelDevice, Profile};
 use crate::kernels::{Dtype, KernelError};
@@ -50,6 +50,8 @@ pub fn latency_call(
         config,
         LATENCY_MAX_TOKENS,
         LATENCY_MAX_SEQUENCES,
+        // The measurements it is fitted to ran the portable launches.
+        GpuPathChoice::Portable,
     )?
     .with_graphs(graphs);
     let seqs: Vec<Vec<u32>> = (0..batch).map(|_| vec![100u32; len]).collect();

@@ -16,8 +16,10 @@ use crate::config::{AttentionWindow, LayerKind, ModelConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::gpu::arena::{Arena, ArenaPlan};
 use crate::gpu::heads::{activation_code, DeviceHeads, Heads};
-use crate::gpu::weights::{DeviceLinear, DeviceNorm, DeviceWeights};
+use crate::gpu::path::{GpuPath, GpuPathChoice};
+use crate::gpu::weights::{DeviceLayer, DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
+use crate::kernels::ops::{GemmSm90, Sm90Epilogue};
 use crate::kernels::params::*;
 use crate::kernels::{graph, nvtx, ops, Dtype, KernelError};
 use crate::limits::{bytes_of, check_fits, host_memory_limit, sum_of, zeroed};
@@ -58,6 +60,8 @@ pub struct GpuExecutor {
     heads: DeviceHeads,
     /// `MB_ACT_*` of the GeGLU's `hidden_activation`.
     hidden_activation: u32,
+    /// The launch list of each layer.
+    path: GpuPath,
     /// Replay recorded launch sequences (CUDA graphs) for batches that fit a graph bucket.
     graphs: bool,
     state: Mutex<State>,
@@ -74,7 +78,8 @@ impl GpuExecutor {
     }
 
     /// The backbone alone: upload the weights (converted to `dtype` once) and size the arena for
-    /// batches of up to `max_tokens` tokens and `max_sequences` sequences.
+    /// batches of up to `max_tokens` tokens and `max_sequences` sequences; the path
+    /// [`GpuPathChoice::Auto`] picks.
     pub fn new(
         dev: Arc<dyn Device>,
         dtype: Dtype,
@@ -83,28 +88,59 @@ impl GpuExecutor {
         max_tokens: usize,
         max_sequences: usize,
     ) -> Result<Self> {
-        Self::with_heads(
+        Self::on_path(
             dev,
             dtype,
             config,
             weights,
-            &Heads::default(),
             max_tokens,
             max_sequences,
+            GpuPathChoice::Auto,
         )
     }
 
-    /// As [`new`](Self::new), with the task `heads` uploaded too and room for them in the arena.
+    /// As [`new`](Self::new), on the path `path` chooses.
+    pub fn on_path(
+        dev: Arc<dyn Device>,
+        dtype: Dtype,
+        config: &ModelConfig,
+        weights: &BackboneWeights,
+        max_tokens: usize,
+        max_sequences: usize,
+        path: GpuPathChoice,
+    ) -> Result<Self> {
+        let heads = Heads::default();
+        Self::build(
+            dev,
+            dtype,
+            config,
+            Some(weights),
+            &heads,
+            (max_tokens, max_sequences),
+            path,
+        )
+    }
+
+    /// As [`on_path`](Self::on_path), with the task `heads` uploaded too and room for them in the
+    /// arena.
     pub fn with_heads(
         dev: Arc<dyn Device>,
         dtype: Dtype,
         config: &ModelConfig,
         weights: &BackboneWeights,
         heads: &Heads,
-        max_tokens: usize,
-        max_sequences: usize,
+        (max_tokens, max_sequences): (usize, usize),
+        path: GpuPathChoice,
     ) -> Result<Self> {
-        Self::build(dev, dtype, config, Some(weights), heads, max_tokens, max_sequences)
+        Self::build(
+            dev,
+            dtype,
+            config,
+            Some(weights),
+            heads,
+            (max_tokens, max_sequences),
+            path,
+        )
     }
 
     /// The backbone with its weight buffer allocated but never written, on the cost model only:
@@ -116,6 +152,7 @@ impl GpuExecutor {
         config: &ModelConfig,
         max_tokens: usize,
         max_sequences: usize,
+        path: GpuPathChoice,
     ) -> Result<Self> {
         if dev.as_model().is_none() {
             return Err(Error::Unsupported(format!(
@@ -123,7 +160,8 @@ impl GpuExecutor {
                 dev.name()
             )));
         }
-        Self::build(dev, dtype, config, None, &Heads::default(), max_tokens, max_sequences)
+        let heads = Heads::default();
+        Self::build(dev, dtype, config, None, &heads, (max_tokens, max_sequences), path)
     }
 
     fn build(
@@ -132,8 +170,8 @@ impl GpuExecutor {
         config: &ModelConfig,
         weights: Option<&BackboneWeights>,
         heads: &Heads,
-        max_tokens: usize,
-        max_sequences: usize,
+        (max_tokens, max_sequences): (usize, usize),
+        path: GpuPathChoice,
     ) -> Result<Self> {
         if config.head_dim() != 64 {
             return Err(Error::Unsupported(format!(
@@ -152,6 +190,14 @@ impl GpuExecutor {
             )));
         }
         let hidden_activation = activation_code(config.hidden_activation);
+        let has_biases = match weights {
+            Some(w) => w
+                .layers
+                .iter()
+                .any(|l| [&l.wqkv, &l.wo, &l.wi, &l.mlp_wo].iter().any(|lin| lin.bias.is_some())),
+            None => config.attention_bias || config.mlp_bias,
+        };
+        let path = GpuPath::resolve(path, dev.as_ref(), config, has_biases)?;
         // Every size first, checked, against what the device and the host can hold; then allocate.
         let plan = ArenaPlan::new(config, max_tokens, max_sequences, heads.shapes(config))?;
         let what = format!("the weights and an arena for {max_tokens} tokens");
@@ -186,7 +232,7 @@ impl GpuExecutor {
         let inputs = zeroed::<u8>(plan.inputs.bytes, "the arena's input image")?;
         let download = zeroed::<u8>(download_bytes, "the host's copy of the hidden states")?;
         let weights = match weights {
-            Some(w) => DeviceWeights::upload(dev.as_ref(), dtype, w)?,
+            Some(w) => DeviceWeights::upload(dev.as_ref(), dtype, w, path)?,
             None => DeviceWeights::reserve(dev.as_ref(), config)?,
         };
         let heads = DeviceHeads::upload(dev.as_ref(), dtype, config, heads, weights.tok_embeddings)?;
@@ -198,6 +244,7 @@ impl GpuExecutor {
             weights,
             heads,
             hidden_activation,
+            path,
             graphs: false,
             state: Mutex::new(State {
                 arena,
@@ -211,6 +258,11 @@ impl GpuExecutor {
     pub fn with_graphs(mut self, on: bool) -> Self {
         self.graphs = on;
         self
+    }
+
+    /// The launch list the forward issues.
+    pub fn path(&self) -> GpuPath {
+        self.path
     }
 
     pub fn device_name(&self) -> String {
@@ -561,27 +613,85 @@ impl GpuExecutor {
                 LayerKind::Global => c"layer.global",
                 LayerKind::Local => c"layer.local",
             });
-            // Attention block. Layer 0 reads x itself (no attn_norm); later layers first add the
-            // previous MLP output to x, fused into their attn_norm.
-            let attn_in = match layer.attn_norm {
-                None => a.x,
-                Some(norm) => {
-                    self.add_and_norm(a, a.proj, norm, a.normed, shape, c"attn_norm")?;
-                    a.normed
-                }
-            };
-            self.linear(attn_in, &layer.wqkv, a.qkv, shape.tokens, c"qkv")?;
-            self.rope(a, l, shape)?;
-            self.attention(a, l, shape)?;
-            self.linear(a.attn, &layer.wo, a.proj, shape.tokens, c"attn_out")?;
-            // MLP block (GeGLU): x += attention output, fused into mlp_norm.
-            self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, shape, c"mlp_norm")?;
-            self.linear(a.normed, &layer.wi, a.wide, shape.tokens, c"mlp_in")?;
-            self.geglu(a, shape)?;
-            self.linear(a.gated, &layer.mlp_wo, a.proj, shape.tokens, c"mlp_out")?;
+            match self.path {
+                GpuPath::Portable => self.layer_portable(a, l, layer, shape)?,
+                GpuPath::Hopper => self.layer_hopper(a, l, layer, shape)?,
+            }
         }
-        let last_delta = if w.layers.is_empty() { 0 } else { a.proj };
+        // The portable layer leaves its MLP output in `proj` for the next norm to add.
+        let last_delta = match self.path {
+            GpuPath::Portable if !w.layers.is_empty() => a.proj,
+            _ => 0,
+        };
         self.add_and_norm(a, last_delta, w.final_norm, a.last_hidden, shape, c"final_norm")
+    }
+
+    /// One layer on [`GpuPath::Portable`]: on entry `x` holds the residual stream up to the
+    /// previous layer's attention output and `proj` that layer's MLP output (layer 0: `x` is the
+    /// stream and `proj` unused); on exit `proj` holds this layer's MLP output.
+    fn layer_portable(&self, a: &Arena, l: usize, layer: &DeviceLayer, s: LaunchShape) -> Result<(), KernelError> {
+        // Attention block. Layer 0 reads x itself (no attn_norm); later layers first add the
+        // previous MLP output to x, fused into their attn_norm.
+        let attn_in = match layer.attn_norm {
+            None => a.x,
+            Some(norm) => {
+                self.add_and_norm(a, a.proj, norm, a.normed, s, c"attn_norm")?;
+                a.normed
+            }
+        };
+        self.linear(attn_in, &layer.wqkv, a.qkv, s.tokens, c"qkv")?;
+        self.rope(a, l, s)?;
+        self.attention(a, l, s)?;
+        self.linear(a.attn, &layer.wo, a.proj, s.tokens, c"attn_out")?;
+        // MLP block (GeGLU): x += attention output, fused into mlp_norm.
+        self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, s, c"mlp_norm")?;
+        self.linear(a.normed, &layer.wi, a.wide, s.tokens, c"mlp_in")?;
+        self.geglu(a, s)?;
+        self.linear(a.gated, &layer.mlp_wo, a.proj, s.tokens, c"mlp_out")
+    }
+
+    /// One layer on [`GpuPath::Hopper`]: `x` is the whole residual stream on entry and on exit
+    /// (Wo and Wo2 add into it in their epilogues).
+    fn layer_hopper(&self, a: &Arena, l: usize, layer: &DeviceLayer, s: LaunchShape) -> Result<(), KernelError> {
+        // Attention block: x += Wo · attention(RoPE(Wqkv · LN(x))), layer 0 without the LN.
+        let attn_in = match layer.attn_norm {
+            None => a.x,
+            Some(norm) => {
+                self.add_and_norm(a, 0, norm, a.normed, s, c"attn_norm")?;
+                a.normed
+            }
+        };
+        let rope = Sm90Epilogue::Rope {
+            theta: self.config.rope_theta(l),
+            head_dim: self.config.head_dim() as u32,
+            rotated: 2 * self.config.hidden_size as u32, // Q and K
+            cu_seqlens: a.cu_seqlens,
+            batch: a.batch,
+        };
+        self.linear_sm90(attn_in, &layer.wqkv, a.qkv, s, rope, c"qkv_rope")?;
+        self.attention(a, l, s)?;
+        self.linear_sm90(
+            a.attn,
+            &layer.wo,
+            a.x,
+            s,
+            Sm90Epilogue::Residual { r: a.x },
+            c"attn_out_add",
+        )?;
+        // MLP block: x += Wo2 · GeGLU(Wi · LN(x)), Wi's rows in the epilogue's order.
+        self.add_and_norm(a, 0, layer.mlp_norm, a.normed, s, c"mlp_norm")?;
+        let geglu = Sm90Epilogue::Geglu {
+            act: self.hidden_activation,
+        };
+        self.linear_sm90(a.normed, &layer.wi, a.gated, s, geglu, c"mlp_in_geglu")?;
+        self.linear_sm90(
+            a.gated,
+            &layer.mlp_wo,
+            a.x,
+            s,
+            Sm90Epilogue::Residual { r: a.x },
+            c"mlp_out_add",
+        )
     }
 
     fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
@@ -640,6 +750,30 @@ impl GpuExecutor {
             k: l.in_features,
         };
         self.dev.gemm(self.dtype, &g)
+    }
+
+    /// `out = epilogue(input · Wᵀ)` with `gemm_sm90` (no bias: [`GpuPath::resolve`] refuses
+    /// checkpoints with one), its tensor maps encoded for this launch's capacity rows.
+    fn linear_sm90(
+        &self,
+        input: u64,
+        l: &DeviceLinear,
+        out: u64,
+        s: LaunchShape,
+        epilogue: Sm90Epilogue,
+        name: &'static CStr,
+    ) -> Result<(), KernelError> {
+        let _range = nvtx::range(name);
+        let g = GemmSm90 {
+            m: s.tokens,
+            n: l.out_features,
+            k: l.in_features,
+            a: input,
+            b: l.weight,
+            c: out,
+            epilogue,
+        };
+        ops::gemm_sm90(self.dev.as_ref(), self.dtype, &g, false)
     }
 
     fn rope(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {

@@ -5,6 +5,8 @@ pub mod arena;
 pub mod cost_model;
 pub mod executor;
 pub mod heads;
+pub mod path;
 pub mod weights;
 
 pub use executor::{GpuExecutor, LaunchShape};
+pub use path::{GpuPath, GpuPathChoice};

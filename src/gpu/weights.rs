@@ -5,8 +5,9 @@ use half::{bf16, f16};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::gpu::path::GpuPath;
 use crate::kernels::device::{Device, DeviceBuffer};
-use crate::kernels::Dtype;
+use crate::kernels::{ops, Dtype};
 use crate::limits::{bytes_of, sum_of};
 use crate::model::{BackboneWeights, Linear, Norm};
 
@@ -144,8 +145,25 @@ impl DeviceWeights {
         Ok(Self::at(storage, l.bytes, emb, emb_norm, layers, final_norm))
     }
 
-    pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights) -> Result<Self> {
+    /// `w` converted to `dtype` and uploaded in one copy; on [`GpuPath::Hopper`] each Wi is
+    /// stored in the row order of [`ops::geglu_weight_rows`] (its GEMM's GeGLU epilogue needs
+    /// each output tile's activated and gate columns side by side).
+    pub fn upload(dev: &dyn Device, dtype: Dtype, w: &BackboneWeights, path: GpuPath) -> Result<Self> {
         let mut p = Packer::new(dtype);
+        let geglu_ordered = |wi: &Linear| -> Linear {
+            let rows = ops::geglu_weight_rows(wi.out_features as u32 / 2);
+            let k = wi.in_features;
+            Linear {
+                weight: rows
+                    .iter()
+                    .flat_map(|&r| &wi.weight[r as usize * k..(r as usize + 1) * k])
+                    .copied()
+                    .collect(),
+                bias: None,
+                out_features: wi.out_features,
+                in_features: k,
+            }
+        };
         // Offsets first (the buffer's address is known only after allocation).
         let off_linear = |p: &mut Packer, l: &Linear| {
             (
@@ -167,7 +185,10 @@ impl DeviceWeights {
                     off_linear(&mut p, &l.wqkv),
                     off_linear(&mut p, &l.wo),
                     off_norm(&mut p, &l.mlp_norm),
-                    off_linear(&mut p, &l.wi),
+                    match path {
+                        GpuPath::Portable => off_linear(&mut p, &l.wi),
+                        GpuPath::Hopper => off_linear(&mut p, &geglu_ordered(&l.wi)),
+                    },
                     off_linear(&mut p, &l.mlp_wo),
                 )
             })

@@ -16,8 +16,12 @@ pub struct CountingDevice {
 
 impl CountingDevice {
     pub fn new(execute: bool) -> Self {
+        Self::with_compute_capability(execute, (8, 0))
+    }
+    /// Reporting `capability` (an sm_90 one lets the executor take the Hopper path, asked for).
+    pub fn with_compute_capability(execute: bool, capability: (u32, u32)) -> Self {
         CountingDevice {
-            inner: Emulator::new(),
+            inner: Emulator::new().with_compute_capability(capability),
             execute,
             allocs: AtomicUsize::new(0),
             launches: AtomicUsize::new(0),
@@ -65,6 +69,12 @@ impl Device for CountingDevice {
         } else {
             Ok(())
         }
+    }
+    fn encode_tensor_map(
+        &self,
+        desc: &modernbert::kernels::params::MbTensorMapDesc,
+    ) -> Result<modernbert::kernels::params::MbTensorMap, KernelError> {
+        Device::encode_tensor_map(&self.inner, desc)
     }
     fn synchronize(&self) -> Result<(), KernelError> {
         Ok(())

@@ -174,6 +174,10 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
             cost(KernelClass::Rope, 0.0, 0.0, 2.0 * 2.0 * t * width * ELEM)
         }
         "attention" => attention_cost(name, params, mem)?,
+        "gemm_sm90" | "gemm_sm90_geglu" | "gemm_sm90_rope" | "gemm_sm90_residual" => {
+            let p: GemmSm90Params = decode(name, params)?;
+            gemm_sm90_cost(op, &p)
+        }
         "geglu" => {
             let p: GegluParams = decode(name, params)?;
             let (t, i) = (rows(mem, p.batch, p.max_tokens), p.inter as f64);
@@ -258,6 +262,27 @@ pub fn gemm_cost(g: &GemmDesc) -> LaunchCost {
         flops: 2.0 * m * n * k,
         param_bytes: n * k * ELEM + if g.bias != 0 { n * ELEM } else { 0.0 },
         activation_bytes: (m * k + m * n) * ELEM,
+    }
+}
+
+/// `gemm_sm90[_<epilogue>]`: the GEMM's `2·m·n·k` FLOPs and operands, its output at the
+/// epilogue's width (GeGLU: `n / 2`), plus the residual it reads (`residual`). Costed as the
+/// [`KernelClass::Gemm`] class, i.e. at cuBLASLt's measured efficiency: an assumption until the
+/// kernel is measured on a GPU (it has not been), and the one under which the Hopper path's
+/// predictions are made. The epilogues' arithmetic (RoPE's sincos, GeGLU's erf) is not
+/// counted, as the row kernels' is not.
+fn gemm_sm90_cost(op: &str, p: &GemmSm90Params) -> LaunchCost {
+    let (m, n, k) = (p.m as f64, p.n as f64, p.k as f64);
+    let out = match op {
+        "gemm_sm90_geglu" => m * n / 2.0,
+        "gemm_sm90_residual" => 2.0 * m * n, // R read, C written
+        _ => m * n,
+    };
+    LaunchCost {
+        class: KernelClass::Gemm,
+        flops: 2.0 * m * n * k,
+        param_bytes: n * k * ELEM,
+        activation_bytes: (m * k + out) * ELEM,
     }
 }
 

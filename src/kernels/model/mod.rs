@@ -102,16 +102,6 @@ pub fn parse_capability(s: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// Which launch list the executor issues for a capability. Today it has one, the portable sm_80
-/// kernels (+ cuBLASLt), so an sm_90 device runs exactly the sm_80 launches.
-pub fn executor_path(capability: (u32, u32)) -> &'static str {
-    if capability >= (9, 0) {
-        "sm80 (the executor has no Hopper path yet: sm90 issues the same launches as sm80)"
-    } else {
-        "sm80"
-    }
-}
-
 /// Totals of one class of launches.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ClassTotals {
@@ -208,11 +198,6 @@ impl ModelDevice {
     pub fn profile(&self) -> &Profile {
         &self.profile
     }
-    /// The launch list the executor issues on this device (see [`executor_path`]).
-    pub fn path(&self) -> &'static str {
-        executor_path(self.capability)
-    }
-
     /// The host's predicted clock: what a wall clock around the calls would read.
     pub fn clock_s(&self) -> f64 {
         lock(&self.clock).host_s
@@ -368,6 +353,14 @@ impl Device for ModelDevice {
             self.direct(&cost);
         }
         Ok(())
+    }
+    /// A map nothing reads: the model's `gemm_sm90` costs come from the parameter struct's
+    /// shape fields, not from its tensor maps.
+    fn encode_tensor_map(
+        &self,
+        _desc: &super::params::MbTensorMapDesc,
+    ) -> Result<super::params::MbTensorMap, KernelError> {
+        Ok(super::params::MbTensorMap { opaque: [0; 16] })
     }
     fn synchronize(&self) -> Result<(), KernelError> {
         let mut c = lock(&self.clock);

@@ -1,0 +1,96 @@
+//! Which launch list the GPU executor's forward pass issues, and the one rule that picks it.
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::kernels::device::Device;
+use crate::kernels::params::{MB_GEMM90_BK, MB_GEMM90_BN, MB_GEMM90_ROPE_HEAD_DIM};
+
+/// The launch list of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuPath {
+    /// The sm_80 kernels and cuBLASLt, on every device: LayerNorm (with the residual add), Wqkv,
+    /// RoPE, attention, Wo, LayerNorm (with the add), Wi, GeGLU, Wo2 — 9 launches a layer.
+    Portable,
+    /// sm_90a: `gemm_sm90` with its epilogues — RoPE inside Wqkv, GeGLU inside Wi (its rows
+    /// permuted once at upload, `ops::geglu_weight_rows`), the residual add inside Wo and Wo2 —
+    /// so a layer is LayerNorm, Wqkv, attention, Wo, LayerNorm, Wi, Wo2: 7 launches.
+    Hopper,
+}
+
+/// What a caller asks for (`--gpu-path`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuPathChoice {
+    /// [`GpuPath::Hopper`] where the model and device allow it and the device is the emulator or
+    /// the cost model; [`GpuPath::Portable`] otherwise — on a real GPU too, until a measurement
+    /// shows `gemm_sm90` with its epilogues at least as fast as cuBLASLt plus the passes it
+    /// removes (profiles/optimisation-log.md; none has been made yet).
+    #[default]
+    Auto,
+    Portable,
+    /// Refused where the model or the device cannot run it.
+    Hopper,
+}
+
+impl GpuPathChoice {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(GpuPathChoice::Auto),
+            "portable" => Ok(GpuPathChoice::Portable),
+            "hopper" => Ok(GpuPathChoice::Hopper),
+            _ => Err(format!("unknown GPU path `{s}` (expected auto, portable or hopper)")),
+        }
+    }
+}
+
+impl GpuPath {
+    /// The path `choice` gives `config` on `dev`; `has_biases`: the checkpoint's linear layers
+    /// carry biases (`gemm_sm90` has no bias epilogue).
+    pub fn resolve(choice: GpuPathChoice, dev: &dyn Device, config: &ModelConfig, has_biases: bool) -> Result<Self> {
+        let why_not = hopper_refusal(dev, config, has_biases);
+        match (choice, why_not) {
+            (GpuPathChoice::Portable, _) => Ok(GpuPath::Portable),
+            (GpuPathChoice::Hopper, None) => Ok(GpuPath::Hopper),
+            (GpuPathChoice::Hopper, Some(why)) => Err(Error::Unsupported(format!("the Hopper GPU path: {why}"))),
+            (GpuPathChoice::Auto, Some(_)) => Ok(GpuPath::Portable),
+            (GpuPathChoice::Auto, None) => {
+                let simulated = dev.as_emulator().is_some() || dev.as_model().is_some();
+                Ok(if simulated { GpuPath::Hopper } else { GpuPath::Portable })
+            }
+        }
+    }
+
+    /// The name in the bench's JSON (`"path"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuPath::Portable => "sm80",
+            GpuPath::Hopper => "sm90a",
+        }
+    }
+}
+
+/// Why the Hopper path cannot run `config` on `dev`, or `None` when it can. `gemm_sm90` takes
+/// N in whole 128-column tiles and K in whole 64-element blocks: Wqkv's N = 3·hidden, Wo's =
+/// hidden, Wi's = 2·intermediate, Wo2's K = intermediate; RoPE's tile holds whole heads of 64.
+fn hopper_refusal(dev: &dyn Device, config: &ModelConfig, has_biases: bool) -> Option<String> {
+    let (h, i) = (config.hidden_size as u32, config.intermediate_size as u32);
+    if dev.compute_capability() < (9, 0) {
+        let (major, minor) = dev.compute_capability();
+        return Some(format!("needs sm_90a; {} is sm_{major}{minor}", dev.name()));
+    }
+    if has_biases {
+        return Some("the checkpoint's linear layers have biases (gemm_sm90 adds none)".into());
+    }
+    if config.head_dim() as u32 != MB_GEMM90_ROPE_HEAD_DIM {
+        return Some(format!(
+            "head_dim {} (needs {MB_GEMM90_ROPE_HEAD_DIM})",
+            config.head_dim()
+        ));
+    }
+    if h % MB_GEMM90_BN != 0 || (2 * i) % MB_GEMM90_BN != 0 || i % MB_GEMM90_BK != 0 {
+        return Some(format!(
+            "hidden {h} must be a multiple of {MB_GEMM90_BN} and intermediate {i} of {}",
+            MB_GEMM90_BN / 2
+        ));
+    }
+    None
+}
