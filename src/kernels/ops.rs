@@ -470,7 +470,9 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
     };
     let c_map = matrix_2d(dt, g.c, m, g.out_width() as u64, 64, c_box, 0);
     let (mut act, mut theta, mut rotated, mut cu_seqlens, mut batch) = (0, 0.0, 0, 0, 0);
-    let mut r_map = c_map;
+    // Only the residual epilogue reads R; the others get C's map in its place (one host encode
+    // fewer per launch: each is a driver call on a GPU).
+    let mut r_map = None;
     match g.epilogue {
         Sm90Epilogue::Store => {}
         Sm90Epilogue::Geglu { act: a } if a <= MB_ACT_SILU => act = a,
@@ -509,9 +511,14 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
             if r != g.c && r < g.c + bytes && g.c < r + bytes {
                 return Err(unsupported(name, "`r` overlaps `c` without being `c`".to_string()));
             }
-            r_map = matrix_2d(dt, r, m, n, 64, MB_GEMM90_BN, 0);
+            r_map = Some(matrix_2d(dt, r, m, n, 64, MB_GEMM90_BN, 0));
         }
     }
+    let c = encode(dev, &c_map)?;
+    let r = match r_map {
+        Some(map) => encode(dev, &map)?,
+        None => c,
+    };
     Ok(GemmSm90Params {
         // A K-block of MB_GEMM90_BK 16-bit elements is one swizzle row.
         a: encode(
@@ -522,8 +529,8 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
             dev,
             &matrix_2d(dt, g.b, n, k, MB_GEMM90_BN, MB_GEMM90_BK, MB_GEMM90_BK * 2),
         )?,
-        c: encode(dev, &c_map)?,
-        r: encode(dev, &r_map)?,
+        c,
+        r,
         cu_seqlens,
         batch,
         m: g.m,
