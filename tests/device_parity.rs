@@ -374,12 +374,27 @@ fn device_base_shaped_model() {
 /// the kernels read every per-batch value from device memory.
 #[test]
 fn graph_replay_equals_direct_launches() {
-    let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
+    replay_equals_direct("backbone_hd64_w16_l4_v5_f32", test_device(), GpuPathChoice::Portable);
+}
+
+/// The same on the Hopper path, whose GEMMs' tensor maps are encoded when the graph is recorded
+/// (for the bucket's capacity rows) and whose RoPE epilogue reads positions from device memory.
+#[test]
+fn graph_replay_equals_direct_launches_on_the_hopper_path() {
+    if let Some(dev) = hopper_test_device() {
+        replay_equals_direct("mlm_hd64_i128_l3_v5_bf16", dev, GpuPathChoice::Hopper);
+    }
+}
+
+fn replay_equals_direct(fixture: &str, dev: Arc<dyn Device>, path: GpuPathChoice) {
+    let p = load(&common::fixtures_dir().join(fixture));
     let h = p.config.hidden_size;
-    let direct = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.weights, 512, 8).unwrap();
-    let graphed = GpuExecutor::new(test_device(), Dtype::Bf16, &p.config, &p.weights, 512, 8)
-        .unwrap()
-        .with_graphs(true);
+    let exec = |graphs| {
+        GpuExecutor::on_path(dev.clone(), Dtype::Bf16, &p.config, &p.weights, 512, 8, path)
+            .unwrap()
+            .with_graphs(graphs)
+    };
+    let (direct, graphed) = (exec(false), exec(true));
     let vocab = p.config.vocab_size as u32;
     // All three fall in the bucket (256 tokens, 4 sequences, max length 192).
     let batches = [
