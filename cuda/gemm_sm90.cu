@@ -1,6 +1,6 @@
 // gemm_sm90.cu — C[M,N] = A[M,K] · B[N,K]ᵀ on Hopper (sm_90a): TMA loads into a ring of stages,
-// wgmma from shared memory, a warp-specialised producer, a TMA-store epilogue. The seed of the
-// fused GEMMs; today a kernel-test and microbenchmark case, not yet in the executor.
+// wgmma from shared memory, a warp-specialised producer, a TMA-store epilogue. The Hopper path's
+// GEMMs (src/gpu/executor.rs, layer_hopper): every row pass of a layer is inside one of them.
 // Four epilogues; the last three each take a row pass's work into the GEMM:
 //   gemm_sm90_<dt>:          stores the tile.
 //   gemm_sm90_geglu_<dt>:    act(x) * gate at half width (Wi + GeGLU in one kernel, its weight rows
@@ -13,6 +13,10 @@
 //                            the producer loads R's box by TMA into the C staging tile while the
 //                            main loop runs, so the add costs the epilogue no global load; the
 //                            LayerNorm after it then reads x alone, not x and a delta.
+// And the LayerNorm between two GEMMs ("Row statistics" below): gemm_sm90_residual with
+//   p.stats_out writes each row's mean and m2 per 128-column tile it stored; the Store, GeGLU and
+//   RoPE epilogues with p.stats_in combine a row's K / 128 tiles and apply rstd · (acc − mean ·
+//   colsum[n]) before their own work, LayerNorm's γ folded into B at load: no LayerNorm pass.
 //
 // Shapes: A [M, K] row-major (activations), B [N, K] row-major (a Linear weight), C [M, N] row-major;
 //   bf16 or fp16 in and out, f32 accumulation. N % 128 == 0 and K % 64 == 0 (every ModernBERT GEMM:
@@ -36,7 +40,8 @@
 // Registers: ptxas gives 168 per thread (the 384-thread bound: 65,536 / 384, rounded down to 8);
 //   setmaxnreg then moves them: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
 // Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
-// Bytes (minimum): 2·(M·K + N·K + M·N) (geglu: M·N/2 written; residual: + M·N read); FLOPs: 2·M·N·K
+// Bytes (minimum): 2·(M·K + N·K + M·N) (geglu: M·N/2 written; residual: + M·N read; stats_out:
+//   + 8·M·N/128 written; stats_in: + 8·M·K/128 read, once per row from DRAM, and 4·N); FLOPs: 2·M·N·K
 //   (rope: + 8 powf and 16 sincosf per consumer thread of a rotated tile: 8 frequencies x 2 rows,
 //   each angle used for both heads of the tile).
 #include "common.cuh"  // activate()
@@ -95,6 +100,97 @@ __device__ __forceinline__ void load_residual(const GemmSm90Params& p, unsigned 
     mbar_arrive_expect_tx(bar, MB_GEMM90_C_TILE_BYTES);
     tma_load_2d(c_tiles, &p.r, n0, m0, bar);
     tma_load_2d(c_tiles + 64 * BN * 2, &p.r, n0, m0 + 64, bar);
+}
+
+// Row statistics: LayerNorm without a pass of its own. The GEMM that writes the residual stream
+// (gemm_sm90_residual) records, per row and per 128-column tile it stored, the mean of the tile's
+// rounded values and the sum of their squared deviations from that mean (MbRowStats); the GEMM
+// that reads the stream next combines a row's K / BN tiles, in tile order, into the row's mean
+// and 1 / sqrt(var + eps) (Chan et al.: tiles of equal count combine exactly). With LayerNorm's
+// gamma folded into its B at load (B[n, k] = W[n, k] · gamma[k], rounded) and colsum[n] = sum_k
+// B[n, k] in f32, LayerNorm(a) · Bᵀ = rstd · (a · Bᵀ − mean · colsum): its epilogue applies that
+// per row, before RoPE or GeGLU. Cancellation: the subtraction loses f32 bits in proportion to
+// |mean| / std, but a 16-bit residual stream already carries an error of |x| · 2⁻⁹ (bf16) per
+// element, ~2¹⁴ / sqrt(K) times more than what the f32 accumulation adds (optimisation-log.md,
+// "LayerNorm inside the GEMMs"), so a large mean costs the fused path no more than the pass.
+
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Row `row`'s mean and rstd from its `parts` tiles of MB_GEMM90_BN values, in a fixed order.
+__device__ __forceinline__ float2 row_mean_rstd(const MbRowStats* stats, uint32_t row, int parts, float eps) {
+    const MbRowStats* s = stats + (size_t)row * parts;
+    float mean = 0.f;
+    for (int i = 0; i < parts; i++) mean += s[i].mean;
+    mean /= (float)parts;
+    float m2 = 0.f;
+    for (int i = 0; i < parts; i++) {
+        const float d = s[i].mean - mean;
+        m2 += s[i].m2 + (float)BN * d * d;
+    }
+    return make_float2(mean, rsqrtf(m2 / (float)(parts * BN) + eps));
+}
+
+// acc = rstd · (acc − mean · colsum) for this thread's rows (the fragment of the epilogue below).
+__device__ __forceinline__ void normalize_rows(const GemmSm90Params& p, float (&acc)[BN / 2], uint32_t row0, uint32_t row1, int n0, int t) {
+    // The statistics are the previous kernel's output; as in the RoPE epilogue, this wait keeps
+    // the reads from depending on the producer's having waited first.
+    pdl_wait();
+    const MbRowStats* stats = reinterpret_cast<const MbRowStats*>(p.stats_in);
+    const int parts = p.k / BN;
+    // Rows past M (a partial tile; the store clips them) stay as they are.
+    const float2 s0 = row0 < p.m ? row_mean_rstd(stats, row0, parts, p.eps) : make_float2(0.f, 1.f);
+    const float2 s1 = row1 < p.m ? row_mean_rstd(stats, row1, parts, p.eps) : make_float2(0.f, 1.f);
+    const float* colsum = reinterpret_cast<const float*>(p.colsum) + n0;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const float cs = colsum[8 * j + 2 * t + e];
+            acc[4 * j + e] = fmaf(-s0.x, cs, acc[4 * j + e]) * s0.y;
+            acc[4 * j + 2 + e] = fmaf(-s1.x, cs, acc[4 * j + 2 + e]) * s1.y;
+        }
+    }
+}
+
+// The residual epilogue's statistics of the tile it stored (this thread's values of rows r0, r1
+// are in `c_tile`, written by this thread): two passes over the rounded values, a quad's four
+// threads holding a row's 128 columns.
+template <typename T>
+__device__ __forceinline__ void write_row_stats(const GemmSm90Params& p, const unsigned char* c_tile, int r0, int r1, uint32_t row0, uint32_t row1, int t) {
+    auto stored = [&](int r, int j, int e) {
+        return to_f32<T>(reinterpret_cast<const T*>(c_tile + (r * BN + 8 * j + 2 * t) * 2)[e]);
+    };
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            sum0 += stored(r0, j, e);
+            sum1 += stored(r1, j, e);
+        }
+    }
+    const float mean0 = quad_sum(sum0) / (float)BN, mean1 = quad_sum(sum1) / (float)BN;
+    float m20 = 0.f, m21 = 0.f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const float d0 = stored(r0, j, e) - mean0, d1 = stored(r1, j, e) - mean1;
+            m20 = fmaf(d0, d0, m20);
+            m21 = fmaf(d1, d1, m21);
+        }
+    }
+    m20 = quad_sum(m20);
+    m21 = quad_sum(m21);
+    if (t == 0) {
+        MbRowStats* stats = reinterpret_cast<MbRowStats*>(p.stats_out);
+        const int parts = p.n / BN, tile = blockIdx.x;
+        if (row0 < p.m) stats[(size_t)row0 * parts + tile] = MbRowStats{mean0, m20};
+        if (row1 < p.m) stats[(size_t)row1 * parts + tile] = MbRowStats{mean1, m21};
+    }
 }
 
 template <bool FP16, Epilogue EPI>
@@ -172,6 +268,10 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
     unsigned char* c_tile = c_tiles + consumer * (64 * BN * 2);
     const int w = lane_in_wg / 32, g = (lane_in_wg % 32) / 4, t = lane_in_wg % 4;
     const int r0 = 16 * w + g, r1 = r0 + 8;
+    const uint32_t row0 = m0 + consumer * 64 + r0, row1 = row0 + 8;  // rows of A and C
+    if constexpr (EPI != Epilogue::Residual) {
+        if (p.stats_in != 0) normalize_rows(p, acc, row0, row1, n0, t);
+    }
     if constexpr (EPI == Epilogue::Rope) {
         if (n0 < (int)p.rotated) {
             // The rows' positions. The producer's griddepcontrol.wait preceded every full[] this
@@ -182,8 +282,8 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
             const uint32_t tokens = batch->tokens, sequences = batch->sequences;
             // Rows past the batch (padding up to M) are left at position 0: unrotated.
             auto position = [&](uint32_t row) { return row < tokens ? (float)rope_position(cu, sequences, row) : 0.f; };
-            const float pos0 = position(m0 + consumer * 64 + r0);
-            const float pos1 = position(m0 + consumer * 64 + r1);
+            const float pos0 = position(row0);
+            const float pos1 = position(row1);
             // This thread's columns of a head's first half are 8j + 2t + e, j < HALF_BLOCKS; each
             // angle rotates that column's pair (n8 blocks j, j + HALF_BLOCKS) in both heads.
             constexpr int HALF_BLOCKS = ROPE_D / 16, HEAD_BLOCKS = ROPE_D / 8;
@@ -221,6 +321,7 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
             *reinterpret_cast<uint32_t*>(lo) = sum0;
             *reinterpret_cast<uint32_t*>(hi) = sum1;
         }
+        if (p.stats_out != 0) write_row_stats<typename Elem<FP16>::T>(p, c_tile, r0, r1, row0, row1, t);
     } else if constexpr (EPI != Epilogue::Geglu) {
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {

@@ -2,8 +2,9 @@
 # Mutations of the Hopper chain: each breaks cuda/gemm_sm90.cu in one way (a swizzle, a descriptor
 # stride, wait_group, fence.proxy.async, an mbarrier phase, expect_tx, griddepcontrol.wait, the
 # mbarrier-init fence, the GeGLU epilogue's operands, the RoPE epilogue's pair, frequency, position
-# and padding rows, the residual epilogue's griddepcontrol order, wait and byte count), and a
-# kernel test on the emulator must
+# and padding rows, the residual epilogue's griddepcontrol order, wait and byte count, the row
+# statistics' variance and slots, the row norm's combination and mean), and a kernel test on the
+# emulator must
 # fail; the source is restored after each. Not part of test.sh (a rebuild per mutation, a few
 # minutes in all); run it after changing the kernel or the emulator.
 #   bash scripts/hopper-mutations.sh            # all; exits 1 if any mutation survives
@@ -58,7 +59,7 @@ mutate "RoPE epilogue: x[j] rotated with the wrong partner" \
 mutate "RoPE epilogue: odd columns take the even column's frequency" \
   "rope_inv_freq(p.theta, 8 * j + 2 * t + e, ROPE_D)" "rope_inv_freq(p.theta, 8 * j + 2 * t, ROPE_D)"
 mutate "RoPE epilogue: the second consumer's rows take the first's positions" \
-  "position(m0 + consumer * 64 + r1)" "position(m0 + r1)"
+  "position(row1)" "position(row1 - consumer * 64)"
 mutate "RoPE epilogue: padding rows rotated by their position past the batch" \
   "row < tokens ? (float)rope_position(cu, sequences, row) : 0.f" "(float)rope_position(cu, sequences, row)"
 mutate "residual epilogue: R loaded before griddepcontrol.wait" \
@@ -69,6 +70,28 @@ mutate "residual epilogue: no wait for R's boxes" \
   "        mbar_wait(residual_full, 0);" "        // no wait"
 mutate "residual epilogue: expect_tx of one box, not two" \
   "mbar_arrive_expect_tx(bar, MB_GEMM90_C_TILE_BYTES);" "mbar_arrive_expect_tx(bar, MB_GEMM90_C_TILE_BYTES / 2);"
+mutate "row statistics: a one-pass variance (Σx² − n·mean²)" \
+  "            const float d0 = stored(r0, j, e) - mean0, d1 = stored(r1, j, e) - mean1;
+            m20 = fmaf(d0, d0, m20);
+            m21 = fmaf(d1, d1, m21);
+        }
+    }
+    m20 = quad_sum(m20);
+    m21 = quad_sum(m21);" "            const float d0 = stored(r0, j, e), d1 = stored(r1, j, e);
+            m20 = fmaf(d0, d0, m20);
+            m21 = fmaf(d1, d1, m21);
+        }
+    }
+    m20 = quad_sum(m20) - (float)BN * mean0 * mean0;
+    m21 = quad_sum(m21) - (float)BN * mean1 * mean1;"
+mutate "row statistics: each row's statistics written to its first tile's slot" \
+  "stats[(size_t)row0 * parts + tile] = MbRowStats{mean0, m20};" "stats[(size_t)row0 * parts] = MbRowStats{mean0, m20};"
+mutate "row norm: the tiles' means combined without the between-tile term" \
+  "        m2 += s[i].m2 + (float)BN * d * d;" "        m2 += s[i].m2 + 0.f * d;"
+mutate "row norm: the mean not subtracted (no mean · colsum)" \
+  "acc[4 * j + e] = fmaf(-s0.x, cs, acc[4 * j + e]) * s0.y;" "acc[4 * j + e] = acc[4 * j + e] * s0.y;"
+mutate "row norm: the second row of a thread normalised with the first's statistics" \
+  "acc[4 * j + 2 + e] = fmaf(-s1.x, cs, acc[4 * j + 2 + e]) * s1.y;" "acc[4 * j + 2 + e] = fmaf(-s0.x, cs, acc[4 * j + 2 + e]) * s0.y;"
 cp "$backup" "$src"
 echo "$survivors mutation(s) survived"
 [ "$survivors" -eq 0 ]

@@ -55,10 +55,10 @@ fn launches_of(layers: u64) -> u64 {
     1 + 8 + 9 * (layers - 1) + 1 + 1
 }
 
-/// On the Hopper path RoPE and GeGLU are epilogues: layer 0 is QKV+RoPE, attention, O+add,
-/// mlp_norm, Wi+GeGLU, Wo+add (6), every later layer adds its attn_norm (7).
+/// On the Hopper path RoPE, GeGLU and the LayerNorms are inside the GEMMs: every layer is
+/// (LN+)QKV+RoPE, attention, O+add, LN+Wi+GeGLU, Wo+add (5); the final norm stays a pass.
 fn hopper_launches_of(layers: u64) -> u64 {
-    1 + 6 + 7 * (layers - 1) + 1 + 1
+    1 + 5 * layers + 1 + 1
 }
 
 #[test]
@@ -197,6 +197,21 @@ fn sm90_issues_the_hopper_launches_and_portable_the_sm80_ones() {
         !classes.contains(&"rope") && !classes.contains(&"geglu"),
         "no standalone RoPE or GeGLU launch: {classes:?}"
     );
+    // The one LayerNorm pass left per forward is the final norm's (portable: 2 per layer after
+    // layer 0, 1 in layer 0, the final one).
+    let classes = |l: &Value| l["predicted_breakdown"].as_array().unwrap().clone();
+    let launches = |c: &Value| c["launches"].as_u64().unwrap();
+    let forwards =
+        |l: &Value| classes(l).iter().map(launches).sum::<u64>() / l["launches_per_forward"].as_u64().unwrap();
+    let layernorms = |l: &Value| {
+        classes(l)
+            .iter()
+            .filter(|c| c["class"] == "layernorm")
+            .map(launches)
+            .sum::<u64>()
+    };
+    assert_eq!(layernorms(hopper), forwards(hopper), "{:?}", classes(hopper));
+    assert_eq!(layernorms(portable), (2 * 22 - 1 + 1) * forwards(portable));
     // An sm_80 device cannot take the Hopper path: asked for, it is refused, saying why.
     let (success, _, stderr) = bench(&["--device", "model:h100:sm80", "--gpu-path", "hopper", "--shape", "base"]);
     assert!(!success && stderr.contains("needs sm_90a"), "{stderr}");
@@ -285,10 +300,11 @@ fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
     assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
     assert_eq!(lines[0]["launches_per_forward"], launches_of(1));
     // The Hopper path: embeddings 4 + 4H; QKV+RoPE x read, Q K V written 2H + 6H; attention 8H;
-    // O+add attention output and x read, x written 6H; mlp_norm without a delta 4H; Wi+GeGLU 2H
-    // read, 2I written; Wo+add 2I + 4H; final norm 4H → 4 + 40H + 4I.
+    // O+add attention output and x read, x written 6H, and its row statistics (8 B per row and
+    // 128-column tile) H/16; LN+Wi+GeGLU x and the statistics read 2H + H/16, 2I written; Wo+add
+    // 2I + 4H (the last layer writes no statistics); final norm 4H → 4 + 36H + H/8 + 4I.
     let lines = one_layer("hopper");
-    let expected = 4.0 + 40.0 * h + 4.0 * i + pooling;
+    let expected = 4.0 + 36.0 * h + h / 8.0 + 4.0 * i + pooling;
     assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
     assert_eq!(lines[0]["launches_per_forward"], hopper_launches_of(1));
 }
@@ -360,10 +376,6 @@ fn reserved_weights_are_laid_out_as_uploaded_ones() {
         None,
         modernbert::gpu::cost_model::profile(Card::H100).unwrap(),
     );
-    let up = DeviceWeights::upload(&model, Dtype::Bf16, &weights, GpuPath::Portable).unwrap();
-    let re = DeviceWeights::reserve(&model, &config).unwrap();
-    assert_eq!(re.bytes, DeviceWeights::planned_bytes(&config).unwrap());
-    assert_eq!(up.bytes, re.bytes);
     let rel = |w: &DeviceWeights, a: u64| if a == 0 { None } else { Some(a - w.tok_embeddings) };
     let layout = |w: &DeviceWeights| {
         let mut v = vec![
@@ -381,9 +393,21 @@ fn reserved_weights_are_laid_out_as_uploaded_ones() {
                 rel(w, l.wi.weight),
                 rel(w, l.mlp_wo.weight),
                 rel(w, l.mlp_wo.bias),
+                rel(w, l.wqkv_colsum),
+                rel(w, l.wi_colsum),
             ]);
         }
         v
     };
-    assert_eq!(layout(&up), layout(&re));
+    for path in [GpuPath::Portable, GpuPath::Hopper] {
+        let up = DeviceWeights::upload(&model, Dtype::Bf16, &weights, path).unwrap();
+        let re = DeviceWeights::reserve(&model, &config, path).unwrap();
+        assert_eq!(
+            re.bytes,
+            DeviceWeights::planned_bytes(&config, path).unwrap(),
+            "{path:?}"
+        );
+        assert_eq!(up.bytes, re.bytes, "{path:?}");
+        assert_eq!(layout(&up), layout(&re), "{path:?}");
+    }
 }

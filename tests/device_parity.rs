@@ -59,7 +59,48 @@ fn check_fixture(fx: &Fixture, dtype: Dtype) {
     check_fixture_on(fx, dtype, test_device(), GpuPathChoice::Auto);
 }
 
-fn check_fixture_on(fx: &Fixture, dtype: Dtype, dev: Arc<dyn Device>, path: GpuPathChoice) {
+/// The Hopper path's LayerNorm inside the GEMMs (row statistics from Wo and Wo2, mean and rstd
+/// applied in the epilogues of Wi and Wqkv) where a cancellation would show: a residual stream
+/// of large row means and outlier dimensions. Against the portable path's LayerNorm pass (f32
+/// two-pass statistics of the stored stream) on the same device, each dtype: the fused one is no
+/// worse — it rounds once fewer (no normalised rows stored) and its statistics are exact
+/// combinations of two-pass tiles; both paths are bounded by the stream's own 16-bit storage.
+#[test]
+fn the_fused_layernorm_is_no_worse_than_the_pass_on_shifted_rows() {
+    let Some(dev) = hopper_test_device() else {
+        return;
+    };
+    let fx = Fixture::load(&common::fixtures_dir().join(SHIFTED));
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        let portable = check_fixture_on(&fx, dtype, dev.clone(), GpuPathChoice::Portable);
+        let hopper = check_fixture_on(&fx, dtype, dev.clone(), GpuPathChoice::Hopper);
+        for ((pc, pe), (hc, he)) in portable.iter().zip(&hopper) {
+            assert!(
+                hc >= pc && *he <= 1.1 * pe,
+                "{dtype:?}: Hopper (cosine {hc}, rel. error {he:.2e}) worse than portable ({pc}, {pe:.2e})"
+            );
+        }
+    }
+}
+
+/// The pooled-cosine bound of a fixture in a dtype: the contract's 0.999, except where the fixture
+/// is built to sit outside what a 16-bit residual stream holds. `backbone_hd64_i128_l3_shifted_bf16`
+/// has rows whose |mean| is ~10 standard deviations: a bf16 stream stores each element to |x| · 2⁻⁹,
+/// ≈ 2 % of a standard deviation there, on every path (the portable one measured 0.9952); it is held
+/// to 0.99, and the fused LayerNorm to no worse than the pass (`the_fused_layernorm_..._shifted_rows`).
+fn pooled_cosine_bound(fx: &Fixture, dtype: Dtype) -> f64 {
+    if fx.name == SHIFTED && dtype == Dtype::Bf16 {
+        0.99
+    } else {
+        0.999
+    }
+}
+
+const SHIFTED: &str = "backbone_hd64_i128_l3_shifted_bf16";
+
+/// Per case: (pooled cosine, hidden-state relative max error) of `path` against the reference.
+fn check_fixture_on(fx: &Fixture, dtype: Dtype, dev: Arc<dyn Device>, path: GpuPathChoice) -> Vec<(f64, f64)> {
+    let mut errors = Vec::new();
     let p = load(&fx.dir);
     let h = p.config.hidden_size;
     let max_tokens = fx
@@ -92,7 +133,9 @@ fn check_fixture_on(fx: &Fixture, dtype: Dtype, dev: Arc<dyn Device>, path: GpuP
             "{:<36} {:<28} {dtype:?} {on:?}: pooled cosine ≥ {cos:.6}, hidden rel. max error {rel:.2e}",
             fx.name, case.name
         );
-        assert!(cos >= 0.999, "{}/{}: pooled cosine {cos}", fx.name, case.name);
+        let bound = pooled_cosine_bound(fx, dtype);
+        assert!(cos >= bound, "{}/{}: pooled cosine {cos} < {bound}", fx.name, case.name);
+        errors.push((cos, rel));
 
         let ckpt = Checkpoint::new(&p.store, &p.config).unwrap();
         if case.outputs.contains_key("mlm_logits") {
@@ -131,6 +174,7 @@ fn check_fixture_on(fx: &Fixture, dtype: Dtype, dev: Arc<dyn Device>, path: GpuP
             );
         }
     }
+    errors
 }
 
 /// Every committed fixture the GPU kernels can run (head_dim 64), in bf16 and fp16.
@@ -192,10 +236,12 @@ fn hopper_path_matches_the_reference_on_the_fixtures() {
         }
         checked.push(fx.name.clone());
     }
-    assert!(
-        checked.iter().any(|n| n == "mlm_hd64_i128_l3_v5_bf16"),
-        "the fixture at the Hopper path's shapes was not run: {checked:?}"
-    );
+    for name in ["mlm_hd64_i128_l3_v5_bf16", SHIFTED] {
+        assert!(
+            checked.iter().any(|n| n == name),
+            "{name}, at the Hopper path's shapes, was not run: {checked:?}"
+        );
+    }
 }
 
 /// Which path each choice gives: `auto` takes the Hopper path on an sm_90 emulator when the

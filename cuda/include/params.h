@@ -279,6 +279,13 @@ typedef struct MbTensorMapDesc {
 /* gemm_sm90_rope: the head_dim its epilogue rotates (ModernBERT base and large); a compile-time
    constant so that each rotate-half pair's two accumulators are registers of one thread. */
 #define MB_GEMM90_ROPE_HEAD_DIM 64
+/* One row's statistics over one BN-column tile: the mean of its MB_GEMM90_BN values and the sum
+   of their squared deviations from it. Tiles of equal count combine exactly (Chan et al.), so
+   a row's variance never comes from a difference of two large sums. */
+typedef struct MbRowStats {
+    float mean;
+    float m2;
+} MbRowStats;
 typedef struct GemmSm90Params {
     MbTensorMap a; /* [M, K], box BK x BM, 128-byte swizzle */
     MbTensorMap b; /* [N, K], box BK x BN, 128-byte swizzle */
@@ -286,11 +293,18 @@ typedef struct GemmSm90Params {
     MbTensorMap r; /* gemm_sm90_residual: the residual [M, N] (may be c itself), c's box; else unused */
     uint64_t cu_seqlens; /* gemm_sm90_rope: const uint32_t [sequences + 1] */
     uint64_t batch;      /* gemm_sm90_rope: const BatchDesc* (its sequence count) */
+    /* The LayerNorm between two GEMMs, without a pass of its own (gemm_sm90.cu, "Row statistics"):
+       gemm_sm90_residual writes each row's partial statistics of the tile it stored; the next GEMM
+       normalises its A rows with them in its epilogue, LayerNorm's gamma folded into its B. */
+    uint64_t stats_out; /* gemm_sm90_residual: MbRowStats [M, N / BN], or 0 for none */
+    uint64_t stats_in;  /* the other epilogues: const MbRowStats [M, K / BN] of A's rows, or 0: A as it is */
+    uint64_t colsum;    /* with stats_in: const float [N], sum over k of B[n, k] (the stored values) */
     uint32_t m, n, k;
     uint32_t act;       /* gemm_sm90_geglu: MB_ACT_* of the activated half */
     float theta;        /* gemm_sm90_rope: the layer's RoPE theta */
     uint32_t rotated;   /* gemm_sm90_rope: columns [0, rotated) are rotated (Q and K), a multiple of BN */
-    uint32_t pad[22];   /* to the 128-byte alignment: no implicit padding in a parameter struct */
+    float eps;          /* with stats_in: the LayerNorm's epsilon */
+    uint32_t pad[15];   /* to the 128-byte alignment: no implicit padding in a parameter struct */
 } GemmSm90Params;
 
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */

@@ -13,20 +13,28 @@
 //! the GEMM then layernorm.cu's `x += delta` do today. Both fused epilogues skip that
 //! intermediate rounding.
 //! On a GPU without sm_90 the kernel does not exist; the test says so and checks nothing there.
-use kernels_tests::cases::gemm_sm90::{cases, geglu_cases, residual_cases, rope_cases, GemmSm90Case, GemmSm90Run};
+use kernels_tests::cases::gemm_sm90::{
+    cases, geglu_cases, residual_cases, residual_stats_cases, rope_cases, row_norm_cases, tile_stats, GemmSm90Case,
+    GemmSm90Run, NORM_EPS,
+};
 use kernels_tests::cases::Inputs;
 use kernels_tests::*;
 use modernbert::kernels::ops::{GemmSm90, Sm90Epilogue};
 use modernbert::kernels::params::MB_GEMM90_ROPE_HEAD_DIM;
 
 fn reference(run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
+    product(&run.a, &run.b, c)
+}
+
+/// `a · bᵀ` in f64, `a` `[m, k]`.
+fn product(a: &[f32], b: &[f32], c: &GemmSm90Case) -> Vec<f32> {
     let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
     let mut out = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
             let mut s = 0f64;
             for l in 0..k {
-                s += run.a[i * k + l] as f64 * run.b[j * k + l] as f64;
+                s += a[i * k + l] as f64 * b[j * k + l] as f64;
             }
             out[i * n + j] = s as f32;
         }
@@ -35,13 +43,18 @@ fn reference(run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
 }
 
 fn naive(dt: Dtype, run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
+    naive_product(dt, &run.a, &run.b, c)
+}
+
+/// `a · bᵀ` as the dtype's GEMM gives it: an f32 dot product, rounded.
+fn naive_product(dt: Dtype, a: &[f32], b: &[f32], c: &GemmSm90Case) -> Vec<f32> {
     let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
     let mut out = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
             let mut s = 0f32;
             for l in 0..k {
-                s += run.a[i * k + l] * run.b[j * k + l];
+                s += a[i * k + l] * b[j * k + l];
             }
             out[i * n + j] = round(dt, s);
         }
@@ -115,6 +128,16 @@ fn the_geglu_row_order_pairs_each_column_with_its_gate() {
 /// Every case of a table, both thread orders, both dtypes: `expect` gives (naive, reference) of
 /// the first `m · width` outputs; the extra row must stay poisoned.
 fn check_cases(name: &str, table: Vec<GemmSm90Case>, expect: impl Fn(Dtype, &GemmSm90Run) -> (Vec<f32>, Vec<f32>)) {
+    check_cases_and(name, table, expect, |_, _, _| Ok(()));
+}
+
+/// [`check_cases`], and `also` on each run with its output.
+fn check_cases_and(
+    name: &str,
+    table: Vec<GemmSm90Case>,
+    expect: impl Fn(Dtype, &GemmSm90Run) -> (Vec<f32>, Vec<f32>),
+    also: impl Fn(&dyn Device, &GemmSm90Run, &[f32]) -> Result<(), String>,
+) {
     let dev = device();
     let mut rng = Rng::for_test(name);
     let mut f = Failures::default();
@@ -137,6 +160,7 @@ fn check_cases(name: &str, table: Vec<GemmSm90Case>, expect: impl Fn(Dtype, &Gem
                 let (naive, want) = expect(dt, &run);
                 f.push(check(&what, &out[..want.len()], &naive, &want));
                 f.push(check_untouched(&what, &out[want.len()..]));
+                f.push(also(&*dev, &run, &out[..want.len()]).map_err(|e| format!("{what}: {e}")));
             }
         }
     }
@@ -203,11 +227,171 @@ fn gemm_sm90_epilogues_refuse_what_they_cannot_do() {
         ("theta NaN", rope(f32::NAN, d, 256, cu_seqlens, batch)),
         ("no cu_seqlens", rope(1e4, d, 256, 0, batch)),
         ("no batch", rope(1e4, d, 256, cu_seqlens, 0)),
-        ("no residual", Sm90Epilogue::Residual { r: 0 }),
-        ("a residual overlapping c", Sm90Epilogue::Residual { r: c + 256 }),
+        ("no residual", Sm90Epilogue::Residual { r: 0, stats: 0 }),
+        (
+            "a residual overlapping c",
+            Sm90Epilogue::Residual { r: c + 256, stats: 0 },
+        ),
     ] {
         let g = GemmSm90 { epilogue, ..run.gemm };
         let r = gemm_sm90(&*dev, Dtype::Bf16, &g, false);
         assert!(matches!(r, Err(KernelError::Unsupported { .. })), "{why}: {r:?}");
     }
+    // The row norm: whole statistics tiles of K, both buffers, a usable epsilon, and not on the
+    // residual epilogue (whose input is no LayerNorm's).
+    use modernbert::kernels::ops::RowNorm;
+    let norm = |stats, colsum, eps| Some(RowNorm { stats, colsum, eps });
+    let (a, b) = (run.gemm.a, run.gemm.b);
+    let store = GemmSm90 {
+        epilogue: Sm90Epilogue::Store,
+        ..run.gemm
+    };
+    for (why, g) in [
+        (
+            "k not whole tiles",
+            GemmSm90 {
+                k: 64,
+                norm: norm(a, b, 1e-5),
+                ..store
+            },
+        ),
+        (
+            "no statistics",
+            GemmSm90 {
+                norm: norm(0, b, 1e-5),
+                ..store
+            },
+        ),
+        (
+            "no column sums",
+            GemmSm90 {
+                norm: norm(a, 0, 1e-5),
+                ..store
+            },
+        ),
+        (
+            "eps NaN",
+            GemmSm90 {
+                norm: norm(a, b, f32::NAN),
+                ..store
+            },
+        ),
+        (
+            "eps negative",
+            GemmSm90 {
+                norm: norm(a, b, -1.0),
+                ..store
+            },
+        ),
+        (
+            "on the residual epilogue",
+            GemmSm90 {
+                epilogue: Sm90Epilogue::Residual { r: c, stats: 0 },
+                norm: norm(a, b, 1e-5),
+                ..store
+            },
+        ),
+    ] {
+        let r = gemm_sm90(&*dev, Dtype::Bf16, &g, false);
+        assert!(matches!(r, Err(KernelError::Unsupported { .. })), "{why}: {r:?}");
+    }
+}
+
+/// The residual epilogue's row statistics: per row and 128-column tile, the mean and the sum of
+/// squared deviations of the values it stored, against f64 on those stored values. Rows of means
+/// up to 1000 with outlier columns: a one-pass E[x²] − E[x]² in f32 misses m2 by percents there
+/// (≈ 2⁻²⁴ · 128 · 1000² against m2 ≈ 128 · 1.3² + outliers); the two-pass tile is within
+/// f32 rounding (mean: 128 additions of values ≤ |mean| + 120; m2: terms of the tile's own scale).
+#[test]
+fn gemm_sm90_residual_writes_row_statistics() {
+    check_cases_and(
+        "gemm_sm90_residual_stats",
+        residual_stats_cases(),
+        |dt, run| {
+            let product = reference(run, &run.case);
+            let want: Vec<f32> = product.iter().zip(&run.r).map(|(p, r)| r + p).collect();
+            let naive = product
+                .iter()
+                .zip(&run.r)
+                .map(|(p, r)| round(dt, r + round(dt, *p)))
+                .collect();
+            (naive, want)
+        },
+        |dev, run, out| {
+            let got = run.stats_out(dev).ok_or("no statistics buffer")?;
+            let want = tile_stats(out);
+            if got.len() != want.len() {
+                return Err(format!("{} statistics, expected {}", got.len() / 2, want.len() / 2));
+            }
+            for (i, (g, w)) in got.chunks(2).zip(want.chunks(2)).enumerate() {
+                let (row, tile) = (i / (run.case.n as usize / 128), i % (run.case.n as usize / 128));
+                let mean_ok = (g[0] - w[0]).abs() <= 1e-5 * w[0].abs().max(1.0);
+                let m2_ok = (g[1] - w[1]).abs() <= 1e-4 * w[1] + 1e-3;
+                if !(mean_ok && m2_ok) {
+                    return Err(format!(
+                        "row {row} tile {tile}: (mean, m2) ({}, {}), expected ({}, {})",
+                        g[0], g[1], w[0], w[1]
+                    ));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// LayerNorm inside the GEMM: `rstd · (a · bᵀ − mean · colsum)` with the statistics of `a`'s rows
+/// (rows of means up to 1000 with outlier columns) against the f64 LayerNorm of `a` times `b`
+/// (γ is folded into `b`: here `b` is that folded weight), then the epilogue's own operation.
+/// Naive is today's passes: layernorm.cu's f32 two-pass LayerNorm rounded to the dtype, then the
+/// GEMM (rounded), then GeGLU or RoPE (rounded). The fused kernel skips the normalised rows'
+/// rounding; what it adds is the f32 accumulation of `a · bᵀ` at `a`'s own scale, |mean| / std
+/// times the normalised product's, ≈ 2⁻²⁴ · sqrt(k) · 1000 ≈ 2·10⁻³ of an output at most here,
+/// under the bf16 rounding (2⁻⁹) the rule's naive carries and near fp16's (2⁻¹²): the large means
+/// are where a cancellation would show.
+#[test]
+fn gemm_sm90_normalises_rows_as_layernorm_then_the_gemm() {
+    use modernbert::reference::ops as reference;
+    check_cases("gemm_sm90_row_norm", row_norm_cases(), |dt, run| {
+        let (m, k) = (run.case.m as usize, run.case.k as usize);
+        let exact = layer_norm_rows(&run.a, k, |v| v);
+        let passes = round_vec(dt, &layer_norm_rows(&run.a, k, |v| v as f32 as f64));
+        let want = product(&exact, &run.b, &run.case);
+        let naive = naive_product(dt, &passes, &run.b, &run.case);
+        match run.case.epilogue {
+            Sm90Epilogue::Store => (naive, want),
+            Sm90Epilogue::Geglu { act } => {
+                let (inter, a) = (run.case.n as usize / 2, activation(act));
+                let (mut w, mut nv) = (vec![0f32; m * inter], vec![0f32; m * inter]);
+                reference::geglu(&want, inter, a, &mut w);
+                reference::geglu(&naive, inter, a, &mut nv);
+                (round_vec(dt, &nv), w)
+            }
+            Sm90Epilogue::Rope { theta, rotated, .. } => {
+                let heads = (rotated / 2 / MB_GEMM90_ROPE_HEAD_DIM) as usize;
+                let mut positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
+                positions.resize(m, 0);
+                let (mut w, mut nv) = (want, naive);
+                let d = MB_GEMM90_ROPE_HEAD_DIM as usize;
+                reference::rope_qk_inplace(&mut w, &positions, heads, d, theta);
+                reference::rope_qk_inplace(&mut nv, &positions, heads, d, theta);
+                (round_vec(dt, &nv), w)
+            }
+            Sm90Epilogue::Residual { .. } => unreachable!("no row norm on the residual epilogue"),
+        }
+    });
+}
+
+/// `(x − mean) / sqrt(var + eps)` per row of `width`, two passes, in the precision `p` keeps
+/// (f64: the reference; through f32: layernorm.cu's arithmetic).
+fn layer_norm_rows(x: &[f32], width: usize, p: impl Fn(f64) -> f64) -> Vec<f32> {
+    x.chunks(width)
+        .flat_map(|row| {
+            let mean = p(row.iter().map(|&v| p(v as f64)).sum::<f64>() / width as f64);
+            let var = p(row.iter().map(|&v| p((v as f64 - mean).powi(2))).sum::<f64>() / width as f64);
+            let rstd = p(1.0 / (var + NORM_EPS as f64).sqrt());
+            row.iter()
+                .map(|&v| p((v as f64 - mean) * rstd) as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

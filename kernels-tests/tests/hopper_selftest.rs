@@ -561,10 +561,14 @@ fn dependent_gemm_reads_its_primarys_output(residual: bool) {
             b: d_b.addr(),
             c: d_c.addr(),
             epilogue: if residual {
-                Sm90Epilogue::Residual { r: d_c.addr() }
+                Sm90Epilogue::Residual {
+                    r: d_c.addr(),
+                    stats: 0,
+                }
             } else {
                 Sm90Epilogue::Store
             },
+            norm: None,
         };
         let launched = ops::gemm_sm90(&*dev, Dtype::Bf16, &g, true).and_then(|_| dev.synchronize());
         if skipped_without_hopper(&*dev, &launched) {

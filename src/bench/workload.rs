@@ -224,9 +224,10 @@ pub fn set_flops(c: &ModelConfig, lengths: &[u32]) -> f64 {
 // Device memory: the plans the GPU executor allocates (src/gpu/{weights,arena}.rs); a size that
 // overflows counts as not fitting.
 
-/// Bytes of the device weight buffer.
+/// Bytes of the device weight buffer (the Hopper path's, the larger by its f32 column sums).
 pub fn weight_bytes(c: &ModelConfig) -> usize {
-    crate::gpu::weights::DeviceWeights::planned_bytes(c).unwrap_or(usize::MAX)
+    use crate::gpu::{path::GpuPath, weights::DeviceWeights};
+    DeviceWeights::planned_bytes(c, GpuPath::Hopper).unwrap_or(usize::MAX)
 }
 
 /// Bytes of the activation arena for `tokens` tokens and `sequences` sequences.

@@ -6,7 +6,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::heads::HeadShapes;
 use crate::kernels::device::{Device, DeviceBuffer};
-use crate::kernels::params::BatchDesc;
+use crate::kernels::params::{BatchDesc, MbRowStats, MB_GEMM90_BN};
 use crate::limits::{bytes_of, sum_of};
 
 /// The per-batch inputs, uploaded in one host-to-device copy: `BatchDesc`, then `ids [tokens]`,
@@ -51,6 +51,7 @@ pub struct ArenaPlan {
     pub proj: usize,
     pub wide: usize,
     pub gated: usize,
+    pub row_stats: usize,
     pub last_hidden: usize,
     pub pooled: usize,
     /// The task heads' buffers (0 bytes each when the head is absent).
@@ -112,6 +113,14 @@ impl ArenaPlan {
             proj: take(rows(&[h])?)?,
             wide: take(rows(&[2, i])?)?,
             gated: take(rows(&[i])?)?,
+            row_stats: take(bytes_of(
+                &what,
+                &[
+                    max_tokens,
+                    h.div_ceil(MB_GEMM90_BN as usize),
+                    std::mem::size_of::<MbRowStats>(),
+                ],
+            )?)?,
             last_hidden: take(rows(&[h])?)?,
             pooled: take(bytes_of(&what, &[max_sequences, pooled_width, 4])?)?,
             head_rows: take(if mlm_rows > 0 {
@@ -157,6 +166,9 @@ pub struct Arena {
     pub proj: u64,
     pub wide: u64,
     pub gated: u64,
+    /// The Hopper path's LayerNorm statistics of the residual stream, `MbRowStats [T, H / 128]`
+    /// (one per 128-column tile): written by Wo and Wo2, read by Wi and the next layer's Wqkv.
+    pub row_stats: u64,
     /// `last_hidden_state` `[T, H]`.
     pub last_hidden: u64,
     /// Pooled embeddings `[S, max(H, dense_out)]` in f32.
@@ -202,6 +214,7 @@ impl Arena {
             proj: at(p.proj),
             wide: at(p.wide),
             gated: at(p.gated),
+            row_stats: at(p.row_stats),
             last_hidden: at(p.last_hidden),
             pooled: at(p.pooled),
             head_rows: at(p.head_rows),

@@ -19,7 +19,7 @@ use crate::gpu::heads::{activation_code, DeviceHeads, Heads};
 use crate::gpu::path::{GpuPath, GpuPathChoice};
 use crate::gpu::weights::{DeviceLayer, DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
-use crate::kernels::ops::{GemmSm90, Sm90Epilogue};
+use crate::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use crate::kernels::params::*;
 use crate::kernels::{graph, nvtx, ops, Dtype, KernelError};
 use crate::limits::{bytes_of, check_fits, host_memory_limit, sum_of, zeroed};
@@ -204,7 +204,7 @@ impl GpuExecutor {
         let device_bytes = sum_of(
             &what,
             &[
-                DeviceWeights::planned_bytes(config)?,
+                DeviceWeights::planned_bytes(config, path)?,
                 DeviceHeads::planned_bytes(heads)?,
                 plan.bytes,
                 crate::kernels::cublaslt::MAX_WORKSPACE_BYTES,
@@ -233,7 +233,7 @@ impl GpuExecutor {
         let download = zeroed::<u8>(download_bytes, "the host's copy of the hidden states")?;
         let weights = match weights {
             Some(w) => DeviceWeights::upload(dev.as_ref(), dtype, w, path)?,
-            None => DeviceWeights::reserve(dev.as_ref(), config)?,
+            None => DeviceWeights::reserve(dev.as_ref(), config, path)?,
         };
         let heads = DeviceHeads::upload(dev.as_ref(), dtype, config, heads, weights.tok_embeddings)?;
         let arena = Arena::new(dev.as_ref(), &plan)?;
@@ -653,14 +653,16 @@ impl GpuExecutor {
     /// One layer on [`GpuPath::Hopper`]: `x` is the whole residual stream on entry and on exit
     /// (Wo and Wo2 add into it in their epilogues).
     fn layer_hopper(&self, a: &Arena, l: usize, layer: &DeviceLayer, s: LaunchShape) -> Result<(), KernelError> {
-        // Attention block: x += Wo · attention(RoPE(Wqkv · LN(x))), layer 0 without the LN.
-        let attn_in = match layer.attn_norm {
-            None => a.x,
-            Some(norm) => {
-                self.add_and_norm(a, 0, norm, a.normed, s, c"attn_norm")?;
-                a.normed
-            }
+        // LayerNorm has no pass here: the GEMM that writes x (Wo, Wo2) records its row statistics
+        // in `row_stats`, and the GEMM that reads x next (Wi, the next layer's Wqkv) normalises
+        // its rows with them, γ folded into its weight (ops::RowNorm). The final norm is a pass.
+        let norm = |colsum: u64| RowNorm {
+            stats: a.row_stats,
+            colsum,
+            eps: self.config.norm_eps,
         };
+        let last = l + 1 == self.weights.layers.len();
+        // Attention block: x += Wo · attention(RoPE(Wqkv · LN(x))), layer 0 without the LN.
         let rope = Sm90Epilogue::Rope {
             theta: self.config.rope_theta(l),
             head_dim: self.config.head_dim() as u32,
@@ -668,28 +670,34 @@ impl GpuExecutor {
             cu_seqlens: a.cu_seqlens,
             batch: a.batch,
         };
-        self.linear_sm90(attn_in, &layer.wqkv, a.qkv, s, rope, c"qkv_rope")?;
+        let attn_norm = layer.attn_norm.map(|_| norm(layer.wqkv_colsum));
+        self.linear_sm90(a.x, &layer.wqkv, attn_norm, a.qkv, s, rope, c"attn_norm_qkv_rope")?;
         self.attention(a, l, s)?;
+        let add_and_record = |stats| Sm90Epilogue::Residual { r: a.x, stats };
         self.linear_sm90(
             a.attn,
             &layer.wo,
+            None,
             a.x,
             s,
-            Sm90Epilogue::Residual { r: a.x },
+            add_and_record(a.row_stats),
             c"attn_out_add",
         )?;
         // MLP block: x += Wo2 · GeGLU(Wi · LN(x)), Wi's rows in the epilogue's order.
-        self.add_and_norm(a, 0, layer.mlp_norm, a.normed, s, c"mlp_norm")?;
         let geglu = Sm90Epilogue::Geglu {
             act: self.hidden_activation,
         };
-        self.linear_sm90(a.normed, &layer.wi, a.gated, s, geglu, c"mlp_in_geglu")?;
+        let mlp_norm = Some(norm(layer.wi_colsum));
+        self.linear_sm90(a.x, &layer.wi, mlp_norm, a.gated, s, geglu, c"mlp_norm_in_geglu")?;
+        // The last layer's statistics would go unread: the final norm is a pass.
+        let stats = if last { 0 } else { a.row_stats };
         self.linear_sm90(
             a.gated,
             &layer.mlp_wo,
+            None,
             a.x,
             s,
-            Sm90Epilogue::Residual { r: a.x },
+            add_and_record(stats),
             c"mlp_out_add",
         )
     }
@@ -752,12 +760,15 @@ impl GpuExecutor {
         self.dev.gemm(self.dtype, &g)
     }
 
-    /// `out = epilogue(input · Wᵀ)` with `gemm_sm90` (no bias: [`GpuPath::resolve`] refuses
-    /// checkpoints with one), its tensor maps encoded for this launch's capacity rows.
+    /// `out = epilogue(norm(input) · Wᵀ)` with `gemm_sm90` (no bias: [`GpuPath::resolve`]
+    /// refuses checkpoints with one; `norm`: the LayerNorm folded into `l`), its tensor maps
+    /// encoded for this launch's capacity rows.
+    #[allow(clippy::too_many_arguments)] // GemmSm90's fields, less what the weight says
     fn linear_sm90(
         &self,
         input: u64,
         l: &DeviceLinear,
+        norm: Option<RowNorm>,
         out: u64,
         s: LaunchShape,
         epilogue: Sm90Epilogue,
@@ -772,6 +783,7 @@ impl GpuExecutor {
             b: l.weight,
             c: out,
             epilogue,
+            norm,
         };
         ops::gemm_sm90(self.dev.as_ref(), self.dtype, &g, false)
     }

@@ -80,6 +80,9 @@ fn hopper_refusal(dev: &dyn Device, config: &ModelConfig, has_biases: bool) -> O
     if has_biases {
         return Some("the checkpoint's linear layers have biases (gemm_sm90 adds none)".into());
     }
+    if config.norm_bias {
+        return Some("the checkpoint's LayerNorms have biases (the GEMMs' fused LayerNorm adds none)".into());
+    }
     if config.head_dim() as u32 != MB_GEMM90_ROPE_HEAD_DIM {
         return Some(format!(
             "head_dim {} (needs {MB_GEMM90_ROPE_HEAD_DIM})",

@@ -379,8 +379,23 @@ pub enum Sm90Epilogue {
         batch: u64,
     },
     /// `c[m, n] = r[m, n] + the product` (Wo and Wo2 adding into the residual stream); `r` is
-    /// `c` itself or a buffer that does not overlap it.
-    Residual { r: u64 },
+    /// `c` itself or a buffer that does not overlap it. `stats`: where to write each row's
+    /// [`MbRowStats`] per `MB_GEMM90_BN`-column tile of `c` (`[m, n / MB_GEMM90_BN]`), for the
+    /// next GEMM's [`RowNorm`]; 0 for none.
+    Residual { r: u64, stats: u64 },
+}
+
+/// LayerNorm of `a`'s rows inside the GEMM (gemm_sm90.cu, "Row statistics"): the epilogue
+/// computes `LayerNorm(a) · bᵀ` as `rstd · (a · bᵀ − mean · colsum)`, the LayerNorm's weight (γ)
+/// already folded into `b`'s columns. Not with [`Sm90Epilogue::Residual`].
+#[derive(Clone, Copy, Debug)]
+pub struct RowNorm {
+    /// `[m, k / MB_GEMM90_BN]` [`MbRowStats`] of `a`'s rows, written by the residual epilogue
+    /// that produced `a`.
+    pub stats: u64,
+    /// f32 `[n]`: `Σ_k b[n, k]`, of `b`'s stored (rounded) values.
+    pub colsum: u64,
+    pub eps: f32,
 }
 
 /// One GEMM of `gemm_sm90.cu` (sm_90a only): `c[m, n] = a[m, k] · b[n, k]ᵀ`, row-major 16-bit
@@ -394,6 +409,8 @@ pub struct GemmSm90 {
     pub b: u64,
     pub c: u64,
     pub epilogue: Sm90Epilogue,
+    /// `a`'s rows normalised on the way (the LayerNorm before Wqkv or Wi); `None`: `a` as it is.
+    pub norm: Option<RowNorm>,
 }
 
 impl GemmSm90 {
@@ -403,11 +420,23 @@ impl GemmSm90 {
     /// Minimum DRAM bytes: every operand read once (the residual too), the output written once.
     pub fn min_bytes(&self) -> u64 {
         let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);
-        let residual = match self.epilogue {
-            Sm90Epilogue::Residual { .. } => m * n,
-            _ => 0,
+        let stats_bytes = std::mem::size_of::<MbRowStats>() as u64;
+        let (residual, stats_out) = match self.epilogue {
+            Sm90Epilogue::Residual { stats, .. } => (
+                m * n,
+                if stats != 0 {
+                    m * (n / MB_GEMM90_BN as u64) * stats_bytes
+                } else {
+                    0
+                },
+            ),
+            _ => (0, 0),
         };
-        2 * (m * k + n * k + m * self.out_width() as u64 + residual)
+        // A row's statistics and the column sums, read once.
+        let norm_in = self
+            .norm
+            .map_or(0, |_| m * (k / MB_GEMM90_BN as u64) * stats_bytes + 4 * n);
+        2 * (m * k + n * k + m * self.out_width() as u64 + residual) + stats_out + norm_in
     }
     /// Columns of `c`.
     pub fn out_width(&self) -> u32 {
@@ -469,7 +498,29 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
         _ => MB_GEMM90_BN,
     };
     let c_map = matrix_2d(dt, g.c, m, g.out_width() as u64, 64, c_box, 0);
-    let (mut act, mut theta, mut rotated, mut cu_seqlens, mut batch) = (0, 0.0, 0, 0, 0);
+    let (mut act, mut theta, mut rotated, mut cu_seqlens, mut batch, mut stats_out) = (0, 0.0, 0, 0, 0, 0);
+    let (mut stats_in, mut colsum, mut eps) = (0, 0, 0.0);
+    if let Some(norm) = g.norm {
+        if matches!(g.epilogue, Sm90Epilogue::Residual { .. }) {
+            return Err(unsupported(
+                name,
+                "a row norm on the residual epilogue's input".to_string(),
+            ));
+        }
+        if g.k % MB_GEMM90_BN != 0 || !(norm.eps.is_finite() && norm.eps >= 0.0) {
+            return Err(unsupported(
+                name,
+                format!(
+                    "row norm with k {} and eps {}: needs k a multiple of {MB_GEMM90_BN} (whole statistics tiles) \
+                     and a finite eps ≥ 0",
+                    g.k, norm.eps
+                ),
+            ));
+        }
+        need(name, "norm.stats", norm.stats)?;
+        need(name, "norm.colsum", norm.colsum)?;
+        (stats_in, colsum, eps) = (norm.stats, norm.colsum, norm.eps);
+    }
     // Only the residual epilogue reads R; the others get C's map in its place (one host encode
     // fewer per launch: each is a driver call on a GPU).
     let mut r_map = None;
@@ -503,8 +554,9 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
             need(name, "batch", b)?;
             (theta, rotated, cu_seqlens, batch) = (th, rot, cu, b);
         }
-        Sm90Epilogue::Residual { r } => {
+        Sm90Epilogue::Residual { r, stats } => {
             need(name, "r", r)?;
+            stats_out = stats;
             // In place, each block reads and writes only its own tile; a partial overlap would
             // let one block's store reach another's R before it was read.
             let bytes = m * n * 2;
@@ -536,10 +588,14 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
         m: g.m,
         n: g.n,
         k: g.k,
+        stats_out,
+        stats_in,
+        colsum,
         act,
         theta,
         rotated,
-        pad: [0; 22],
+        eps,
+        pad: [0; 15],
     })
 }
 

@@ -602,6 +602,21 @@ const _: () = {
     ][::std::mem::offset_of!(MbTensorMapDesc, pad) - 124usize];
 };
 #[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct MbRowStats {
+    pub mean: f32,
+    pub m2: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MbRowStats"][::std::mem::size_of::<MbRowStats>() - 8usize];
+    ["Alignment of MbRowStats"][::std::mem::align_of::<MbRowStats>() - 4usize];
+    [
+        "Offset of field: MbRowStats::mean",
+    ][::std::mem::offset_of!(MbRowStats, mean) - 0usize];
+    ["Offset of field: MbRowStats::m2"][::std::mem::offset_of!(MbRowStats, m2) - 4usize];
+};
+#[repr(C)]
 #[repr(align(128))]
 #[derive(Debug, Copy, Clone)]
 pub struct GemmSm90Params {
@@ -611,13 +626,17 @@ pub struct GemmSm90Params {
     pub r: MbTensorMap,
     pub cu_seqlens: u64,
     pub batch: u64,
+    pub stats_out: u64,
+    pub stats_in: u64,
+    pub colsum: u64,
     pub m: u32,
     pub n: u32,
     pub k: u32,
     pub act: u32,
     pub theta: f32,
     pub rotated: u32,
-    pub pad: [u32; 22usize],
+    pub eps: f32,
+    pub pad: [u32; 15usize],
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -642,26 +661,38 @@ const _: () = {
         "Offset of field: GemmSm90Params::batch",
     ][::std::mem::offset_of!(GemmSm90Params, batch) - 520usize];
     [
+        "Offset of field: GemmSm90Params::stats_out",
+    ][::std::mem::offset_of!(GemmSm90Params, stats_out) - 528usize];
+    [
+        "Offset of field: GemmSm90Params::stats_in",
+    ][::std::mem::offset_of!(GemmSm90Params, stats_in) - 536usize];
+    [
+        "Offset of field: GemmSm90Params::colsum",
+    ][::std::mem::offset_of!(GemmSm90Params, colsum) - 544usize];
+    [
         "Offset of field: GemmSm90Params::m",
-    ][::std::mem::offset_of!(GemmSm90Params, m) - 528usize];
+    ][::std::mem::offset_of!(GemmSm90Params, m) - 552usize];
     [
         "Offset of field: GemmSm90Params::n",
-    ][::std::mem::offset_of!(GemmSm90Params, n) - 532usize];
+    ][::std::mem::offset_of!(GemmSm90Params, n) - 556usize];
     [
         "Offset of field: GemmSm90Params::k",
-    ][::std::mem::offset_of!(GemmSm90Params, k) - 536usize];
+    ][::std::mem::offset_of!(GemmSm90Params, k) - 560usize];
     [
         "Offset of field: GemmSm90Params::act",
-    ][::std::mem::offset_of!(GemmSm90Params, act) - 540usize];
+    ][::std::mem::offset_of!(GemmSm90Params, act) - 564usize];
     [
         "Offset of field: GemmSm90Params::theta",
-    ][::std::mem::offset_of!(GemmSm90Params, theta) - 544usize];
+    ][::std::mem::offset_of!(GemmSm90Params, theta) - 568usize];
     [
         "Offset of field: GemmSm90Params::rotated",
-    ][::std::mem::offset_of!(GemmSm90Params, rotated) - 548usize];
+    ][::std::mem::offset_of!(GemmSm90Params, rotated) - 572usize];
+    [
+        "Offset of field: GemmSm90Params::eps",
+    ][::std::mem::offset_of!(GemmSm90Params, eps) - 576usize];
     [
         "Offset of field: GemmSm90Params::pad",
-    ][::std::mem::offset_of!(GemmSm90Params, pad) - 552usize];
+    ][::std::mem::offset_of!(GemmSm90Params, pad) - 580usize];
 };
 impl Default for GemmSm90Params {
     fn default() -> Self {

@@ -1,10 +1,10 @@
 //! cuda/gemm_sm90.cu (sm_90a): the case table and one case prepared on a device.
 use super::{Inputs, Prepared, E};
-use crate::{download, poisoned, upload, upload_batch, upload_u32, DeviceBuffer, Dtype};
+use crate::{download, download_f32, poisoned, upload, upload_batch, upload_f32, upload_u32, DeviceBuffer, Dtype};
 use modernbert::kernels::device::Device;
-use modernbert::kernels::ops::{self, GemmSm90, Sm90Epilogue};
+use modernbert::kernels::ops::{self, GemmSm90, RowNorm, Sm90Epilogue};
 use modernbert::kernels::params::{
-    GemmSm90Params, MB_ACT_GELU_ERF, MB_ACT_GELU_TANH, MB_ACT_SILU, MB_GEMM90_ROPE_HEAD_DIM,
+    GemmSm90Params, MB_ACT_GELU_ERF, MB_ACT_GELU_TANH, MB_ACT_SILU, MB_GEMM90_BN, MB_GEMM90_ROPE_HEAD_DIM,
 };
 use modernbert::kernels::KernelError;
 
@@ -22,6 +22,43 @@ pub struct GemmSm90Case {
     pub seqlens: &'static [u32],
     /// Residual: `r` is `c` itself (in place, as the residual stream is updated); else its own buffer.
     pub in_place: bool,
+    /// The LayerNorm between two GEMMs (ops::RowNorm), on rows of large and varied means with
+    /// outlier columns ([`shifted_rows`]): with the residual epilogue, the row statistics it
+    /// writes; with another, `a`'s rows normalised by statistics and column sums from the host.
+    pub row_norm: bool,
+}
+
+/// The LayerNorm case's epsilon (ModernBERT's `norm_eps`).
+pub const NORM_EPS: f32 = 1e-5;
+
+/// `rows x width` values: row `i` is N(mean_i, 1) with every 97th column (from 5) N(mean_i, 30²),
+/// mean_i cycling through 0, 3, −30, 300, −1000: means far from zero against the spread, as a
+/// residual stream can hold, where a variance taken as E[x²] − E[x]² would cancel.
+pub fn shifted_rows(inputs: &mut Inputs, rows: usize, width: usize) -> Vec<f32> {
+    const MEANS: [f32; 5] = [0.0, 3.0, -30.0, 300.0, -1000.0];
+    let mut v = Vec::with_capacity(rows * width);
+    for i in 0..rows {
+        let mean = MEANS[i % MEANS.len()];
+        let mut row = inputs.normal(width, mean, 1.0);
+        for c in (5..width).step_by(97) {
+            row[c] = inputs.normal(1, mean, 30.0)[0];
+        }
+        v.extend(row);
+    }
+    v
+}
+
+/// Each row's (mean, sum of squared deviations) per `MB_GEMM90_BN` columns, in f64, as the
+/// kernels' `MbRowStats [rows, width / BN]` (flattened pairs); `x` is `[rows, width]`.
+pub fn tile_stats(x: &[f32]) -> Vec<f32> {
+    let bn = MB_GEMM90_BN as usize;
+    x.chunks(bn)
+        .flat_map(|tile| {
+            let mean = tile.iter().map(|&v| v as f64).sum::<f64>() / bn as f64;
+            let m2: f64 = tile.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+            [mean as f32, m2 as f32]
+        })
+        .collect()
 }
 
 fn case(m: u32, n: u32, k: u32, epilogue: Sm90Epilogue) -> GemmSm90Case {
@@ -32,6 +69,7 @@ fn case(m: u32, n: u32, k: u32, epilogue: Sm90Epilogue) -> GemmSm90Case {
         epilogue,
         seqlens: &[],
         in_place: false,
+        row_norm: false,
     }
 }
 
@@ -94,7 +132,7 @@ pub fn rope_cases() -> Vec<GemmSm90Case> {
 pub fn residual_cases() -> Vec<GemmSm90Case> {
     let c = |m, n, k, in_place| GemmSm90Case {
         in_place,
-        ..case(m, n, k, Sm90Epilogue::Residual { r: 0 })
+        ..case(m, n, k, Sm90Epilogue::Residual { r: 0, stats: 0 })
     };
     vec![
         c(1, 128, 64, false),
@@ -102,6 +140,40 @@ pub fn residual_cases() -> Vec<GemmSm90Case> {
         c(65, 128, 320, false),
         c(96, 768, 768, true),
         c(129, 768, 1152, true),
+    ]
+}
+
+/// The residual epilogue writing row statistics: in place and not, a partial row tile, several
+/// column tiles (statistics per tile), base's Wo and Wo2 at a small M.
+pub fn residual_stats_cases() -> Vec<GemmSm90Case> {
+    let c = |m, n, k, in_place| GemmSm90Case {
+        in_place,
+        row_norm: true,
+        ..case(m, n, k, Sm90Epilogue::Residual { r: 0, stats: 0 })
+    };
+    vec![
+        c(1, 128, 64, false),
+        c(130, 384, 128, true),
+        c(96, 768, 768, true),
+        c(65, 768, 1152, false),
+    ]
+}
+
+/// The epilogues that read a LayerNorm's output (Store, GeGLU for Wi, RoPE for Wqkv) with the
+/// LayerNorm inside: `a`'s rows normalised by their statistics (the k / 128 tiles combined),
+/// a partial row tile, base's Wqkv and Wi at a small M.
+pub fn row_norm_cases() -> Vec<GemmSm90Case> {
+    let normed = |c: GemmSm90Case| GemmSm90Case { row_norm: true, ..c };
+    let mut rope = rope_cases();
+    vec![
+        normed(case(1, 128, 128, Sm90Epilogue::Store)),
+        normed(case(130, 256, 384, Sm90Epilogue::Store)),
+        normed(case(96, 2304, 768, Sm90Epilogue::Geglu { act: MB_ACT_GELU_ERF })),
+        normed(GemmSm90Case {
+            k: 256,
+            ..rope.remove(2)
+        }),
+        normed(rope.pop().unwrap()), // base's Wqkv
     ]
 }
 
@@ -131,10 +203,14 @@ pub struct GemmSm90Run {
     pub r: Vec<f32>,
     /// Rope: `[0, l0, l0 + l1, ...]` of the case's sequence lengths; else empty.
     pub cu_seqlens: Vec<u32>,
+    /// Row norm (not residual): the statistics of `a`'s rows the kernel reads ([`tile_stats`]).
+    pub stats_in: Vec<f32>,
     pub gemm: GemmSm90,
     /// The parameters with their tensor maps, encoded once (none when the shape is refused).
     params: Option<GemmSm90Params>,
     d_c: DeviceBuffer,
+    /// Residual with row norm: the statistics the kernel writes, `[m, n / BN]` pairs (poisoned).
+    d_stats: Option<DeviceBuffer>,
     _inputs: Vec<DeviceBuffer>,
 }
 
@@ -142,7 +218,12 @@ impl GemmSm90Run {
     pub fn new(dev: &dyn Device, case: &GemmSm90Case, inputs: &mut Inputs) -> Self {
         let dt = inputs.dtype();
         let (m, n, k) = (case.m as usize, case.n as usize, case.k as usize);
-        let a = inputs.normal(m * k, 0.0, 1.0);
+        let normed_a = case.row_norm && !matches!(case.epilogue, Sm90Epilogue::Residual { .. });
+        let a = if normed_a {
+            shifted_rows(inputs, m, k)
+        } else {
+            inputs.normal(m * k, 0.0, 1.0)
+        };
         let b = inputs.normal(n * k, 0.0, 0.05);
         let d_a = upload(dev, dt, &a, "a");
         let ordered: Vec<f32> = match case.epilogue {
@@ -161,15 +242,40 @@ impl GemmSm90Run {
             b: d_b.addr(),
             c: 0,
             epilogue: case.epilogue,
+            norm: None,
         };
         let mut d_c = poisoned(dev, (m + 1) * gemm.out_width() as usize * E, "c");
         gemm.c = d_c.addr();
         let mut held = vec![d_a, d_b];
-        let (mut r, mut cu_seqlens) = (Vec::new(), Vec::new());
+        let (mut r, mut cu_seqlens, mut stats_in, mut d_stats) = (Vec::new(), Vec::new(), Vec::new(), None);
+        if normed_a {
+            stats_in = tile_stats(&a);
+            let colsum: Vec<f32> = ordered
+                .chunks(k)
+                .map(|row| row.iter().map(|&v| v as f64).sum::<f64>() as f32)
+                .collect();
+            let (d_stats_in, d_colsum) = (upload_f32(dev, &stats_in, "stats"), upload_f32(dev, &colsum, "colsum"));
+            gemm.norm = Some(RowNorm {
+                stats: d_stats_in.addr(),
+                colsum: d_colsum.addr(),
+                eps: NORM_EPS,
+            });
+            held.extend([d_stats_in, d_colsum]);
+        }
         match &mut gemm.epilogue {
-            Sm90Epilogue::Residual { r: r_addr } => {
-                // A residual stream of O(1) values, as the hidden states are after LayerNorm.
-                r = inputs.normal(m * n, 0.0, 1.0);
+            Sm90Epilogue::Residual { r: r_addr, stats } => {
+                // A residual stream of O(1) values, as the hidden states are after LayerNorm; with
+                // statistics, of large means and outlier columns, as it may be before one.
+                r = if case.row_norm {
+                    shifted_rows(inputs, m, n)
+                } else {
+                    inputs.normal(m * n, 0.0, 1.0)
+                };
+                if case.row_norm {
+                    let d = poisoned(dev, m * (n / MB_GEMM90_BN as usize) * 8, "stats");
+                    *stats = d.addr();
+                    d_stats = Some(d);
+                }
                 if case.in_place {
                     let bytes: Vec<u8> = crate::to_bytes(dt, &r);
                     dev.upload(&mut d_c, 0, &bytes).expect("the residual into c");
@@ -200,9 +306,11 @@ impl GemmSm90Run {
             b,
             r,
             cu_seqlens,
+            stats_in,
             gemm,
             params: ops::gemm_sm90_params(dev, dt, &gemm).ok(),
             d_c,
+            d_stats,
             _inputs: held,
         }
     }
@@ -216,6 +324,10 @@ impl GemmSm90Run {
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
         download(dev, self.dt, &self.d_c)
     }
+    /// Residual with row norm: the statistics the kernel wrote, `[m, n / BN]` (mean, m2) pairs.
+    pub fn stats_out(&self, dev: &dyn Device) -> Option<Vec<f32>> {
+        self.d_stats.as_ref().map(|d| download_f32(dev, d))
+    }
 }
 
 impl Prepared for GemmSm90Run {
@@ -226,7 +338,8 @@ impl Prepared for GemmSm90Run {
             Sm90Epilogue::Rope { .. } => "_rope",
             Sm90Epilogue::Residual { .. } => "_residual",
         };
-        format!("m{}_n{}_k{}{tag}", self.case.m, self.case.n, self.case.k)
+        let norm = if self.case.row_norm { "_rownorm" } else { "" };
+        format!("m{}_n{}_k{}{tag}{norm}", self.case.m, self.case.n, self.case.k)
     }
     fn kernels(&self) -> &'static [&'static str] {
         match self.case.epilogue {

@@ -266,7 +266,8 @@ pub fn gemm_cost(g: &GemmDesc) -> LaunchCost {
 }
 
 /// `gemm_sm90[_<epilogue>]`: the GEMM's `2·m·n·k` FLOPs and operands, its output at the
-/// epilogue's width (GeGLU: `n / 2`), plus the residual it reads (`residual`). Costed as the
+/// epilogue's width (GeGLU: `n / 2`), plus the residual it reads (`residual`) and the row
+/// statistics it writes (`stats_out`) or reads with the column sums (`stats_in`). Costed as the
 /// [`KernelClass::Gemm`] class, i.e. at cuBLASLt's measured efficiency: an assumption until the
 /// kernel is measured on a GPU (it has not been), and the one under which the Hopper path's
 /// predictions are made. The epilogues' arithmetic (RoPE's sincos, GeGLU's erf) is not
@@ -278,11 +279,19 @@ fn gemm_sm90_cost(op: &str, p: &GemmSm90Params) -> LaunchCost {
         "gemm_sm90_residual" => 2.0 * m * n, // R read, C written
         _ => m * n,
     };
+    let bn = MB_GEMM90_BN as f64;
+    let stats = std::mem::size_of::<MbRowStats>() as f64;
+    let stats_out = if p.stats_out != 0 { m * (n / bn) * stats } else { 0.0 };
+    let (stats_in, colsum) = if p.stats_in != 0 {
+        (m * (k / bn) * stats, 4.0 * n)
+    } else {
+        (0.0, 0.0)
+    };
     LaunchCost {
         class: KernelClass::Gemm,
         flops: 2.0 * m * n * k,
-        param_bytes: n * k * ELEM,
-        activation_bytes: (m * k + out) * ELEM,
+        param_bytes: n * k * ELEM + colsum,
+        activation_bytes: (m * k + out) * ELEM + stats_out + stats_in,
     }
 }
 

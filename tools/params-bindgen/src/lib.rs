@@ -28,14 +28,14 @@ pub fn committed() -> PathBuf {
     repo_root().join("src/kernels/params_bindings.rs")
 }
 
-/// bindgen on `header`: every `*Params` struct, `BatchDesc` and the `MB_*` constants, deriving
+/// bindgen on `header`: every `*Params` struct, `BatchDesc`, `MbRowStats` and the `MB_*` constants, deriving
 /// Default/Copy/Debug, with bindgen's compile-time layout assertions (size, alignment, every field
 /// offset). Formatted by prettyplease, a library, so the text does not depend on which rustfmt, if
 /// any, is installed. Errors (no libclang, a header clang rejects) are returned as text.
 pub fn generate(header: &Path) -> Result<String, String> {
     let builder = bindgen::Builder::default()
         .header(header.display().to_string())
-        .allowlist_type(".*Params|BatchDesc|MbTensorMapDesc")
+        .allowlist_type(".*Params|BatchDesc|MbTensorMapDesc|MbRowStats")
         .allowlist_var("MB_.*")
         .derive_default(true)
         .derive_copy(true)
