@@ -86,6 +86,8 @@ mutate "row statistics: a one-pass variance (Σx² − n·mean²)" \
     m21 = quad_sum(m21) - (float)BN * mean1 * mean1;"
 mutate "row statistics: each row's statistics written to its first tile's slot" \
   "stats[(size_t)row0 * parts + tile] = MbRowStats{mean0, m20};" "stats[(size_t)row0 * parts] = MbRowStats{mean0, m20};"
+mutate "row statistics: rows past m written (no bound on the store)" \
+  "        if (row1 < p.m) stats[(size_t)row1 * parts + tile] = MbRowStats{mean1, m21};" "        stats[(size_t)row1 * parts + tile] = MbRowStats{mean1, m21};"
 mutate "row norm: the tiles' means combined without the between-tile term" \
   "        m2 += s[i].m2 + (float)BN * d * d;" "        m2 += s[i].m2 + 0.f * d;"
 mutate "row norm: the mean not subtracted (no mean · colsum)" \

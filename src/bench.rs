@@ -625,8 +625,8 @@ fn run_throughput(args: &BenchArgs, src: &ModelSource, emit: &mut dyn FnMut(Valu
             "memory_budget_gb": args.memory_budget_gb,
             "max_batch": mb,
             "max_batch_len": set.max_len(),
-            "max_batch_formula": "weights + arena(B*len tokens, B seqs) + 32 MiB cuBLASLt workspace (bf16/fp16 GPU arena; CUDA context not counted)",
-            "weight_bytes_formula": weight_bytes(c),
+            "max_batch_formula": "weights (the Hopper path's, the larger) + arena(B*len tokens, B seqs) + 32 MiB cuBLASLt workspace (bf16/fp16 GPU arena; CUDA context not counted)",
+            "weight_bytes_formula": weight_bytes(c, crate::gpu::GpuPath::Hopper),
             "output": match (&runner, args.output) {
                 (Runner::Cpu(_), _) => "host (cpu executor: last_hidden_state in host memory)",
                 (_, OutputArg::Cls) => "cls-pooled on device, [sequences, hidden] f32 to host",
@@ -993,13 +993,14 @@ mod tests {
             let exec = GpuExecutor::new(Arc::new(Emulator::new()), Dtype::Bf16, &cfg, &w, tokens, seqs).unwrap();
             assert_eq!(
                 exec.device_bytes(),
-                weight_bytes(&cfg) + arena_bytes(&cfg, tokens, seqs),
+                weight_bytes(&cfg, exec.path()) + arena_bytes(&cfg, tokens, seqs),
                 "{tokens}/{seqs}"
             );
         }
         let b = base();
         let mb = max_batch(&b, 512, 80e9);
-        let fits = |n: usize| weight_bytes(&b) + arena_bytes(&b, n * 512, n) + CUBLASLT_WORKSPACE;
+        let fits =
+            |n: usize| weight_bytes(&b, crate::gpu::GpuPath::Hopper) + arena_bytes(&b, n * 512, n) + CUBLASLT_WORKSPACE;
         assert!(fits(mb) as f64 <= 80e9 && fits(mb + 1) as f64 > 80e9);
         assert_eq!(max_batch(&b, 512, 1e6), 0);
     }

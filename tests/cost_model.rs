@@ -269,7 +269,7 @@ fn h200_predicts_more_than_h100_by_at_most_the_bandwidth_ratio() {
 }
 
 #[test]
-fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
+fn activation_bytes_per_token_of_one_and_two_layer_models_match_the_hand_count() {
     // Base width, 1 layer, 2 sequences of 512 tokens (T = 1024, S = 2), CLS pooling. Per token,
     // bf16 (2 B) activations: embeddings 4 (id) + 2·2H; QKV 2H + 6H; RoPE Q and K read + written
     // 8H; attention Q, K, V read + O written 8H; O 2H + 2H; mlp_norm x, delta read + x, out
@@ -278,7 +278,7 @@ fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
     let (h, i, t, s) = (768.0, 1152.0, 1024.0, 2.0);
     let pooling = 6.0 * h * s / t;
     let expected = 4.0 + 52.0 * h + 12.0 * i + pooling;
-    let one_layer = |path: &'static str| {
+    let with_layers = |path: &'static str, layers: &'static str| {
         ok(&[
             "--device",
             "model:h100",
@@ -287,7 +287,7 @@ fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
             "--shape",
             "base",
             "--layers",
-            "1",
+            layers,
             "--set",
             "short-fixed",
             "--sequences",
@@ -296,17 +296,23 @@ fn activation_bytes_per_token_of_a_one_layer_model_match_the_hand_count() {
             "1",
         ])
     };
-    let lines = one_layer("portable");
+    let lines = with_layers("portable", "1");
     assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
     assert_eq!(lines[0]["launches_per_forward"], launches_of(1));
     // The Hopper path: embeddings 4 + 4H; QKV+RoPE x read, Q K V written 2H + 6H; attention 8H;
     // O+add attention output and x read, x written 6H, and its row statistics (8 B per row and
     // 128-column tile) H/16; LN+Wi+GeGLU x and the statistics read 2H + H/16, 2I written; Wo+add
     // 2I + 4H (the last layer writes no statistics); final norm 4H → 4 + 36H + H/8 + 4I.
-    let lines = one_layer("hopper");
+    let lines = with_layers("hopper", "1");
     let expected = 4.0 + 36.0 * h + h / 8.0 + 4.0 * i + pooling;
     assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
     assert_eq!(lines[0]["launches_per_forward"], hopper_launches_of(1));
+    // Two layers (a global, then a local one): each as above, and the statistics between them —
+    // layer 0's Wo2 writes them (H/16), layer 1's Wqkv reads them (H/16) → 4 + 64H + 3H/8 + 8I.
+    let lines = with_layers("hopper", "2");
+    let expected = 4.0 + 64.0 * h + 3.0 * h / 8.0 + 8.0 * i + pooling;
+    assert_eq!(lines[0]["activation_bytes_per_token"].as_f64().unwrap(), expected);
+    assert_eq!(lines[0]["launches_per_forward"], hopper_launches_of(2));
 }
 
 fn fixture() -> (ModelConfig, modernbert::model::BackboneWeights) {

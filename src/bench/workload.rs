@@ -224,10 +224,10 @@ pub fn set_flops(c: &ModelConfig, lengths: &[u32]) -> f64 {
 // Device memory: the plans the GPU executor allocates (src/gpu/{weights,arena}.rs); a size that
 // overflows counts as not fitting.
 
-/// Bytes of the device weight buffer (the Hopper path's, the larger by its f32 column sums).
-pub fn weight_bytes(c: &ModelConfig) -> usize {
-    use crate::gpu::{path::GpuPath, weights::DeviceWeights};
-    DeviceWeights::planned_bytes(c, GpuPath::Hopper).unwrap_or(usize::MAX)
+/// Bytes of the device weight buffer on `path` (the Hopper path's is the larger, by its f32
+/// column sums: the bound the batch sizing takes before a path is chosen).
+pub fn weight_bytes(c: &ModelConfig, path: crate::gpu::GpuPath) -> usize {
+    crate::gpu::weights::DeviceWeights::planned_bytes(c, path).unwrap_or(usize::MAX)
 }
 
 /// Bytes of the activation arena for `tokens` tokens and `sequences` sequences.
@@ -241,7 +241,7 @@ pub const CUBLASLT_WORKSPACE: usize = crate::kernels::cublaslt::MAX_WORKSPACE_BY
 /// The largest number of `len`-token sequences whose weights + arena + cuBLASLt workspace fit.
 pub fn max_batch(c: &ModelConfig, len: usize, budget_bytes: f64) -> usize {
     let fits = |b: usize| {
-        let total = weight_bytes(c)
+        let total = weight_bytes(c, crate::gpu::GpuPath::Hopper)
             .saturating_add(arena_bytes(c, b.saturating_mul(len), b))
             .saturating_add(CUBLASLT_WORKSPACE);
         total as f64 <= budget_bytes

@@ -209,7 +209,7 @@ pub struct GemmSm90Run {
     /// The parameters with their tensor maps, encoded once (none when the shape is refused).
     params: Option<GemmSm90Params>,
     d_c: DeviceBuffer,
-    /// Residual with row norm: the statistics the kernel writes, `[m, n / BN]` pairs (poisoned).
+    /// Residual with row norm: the statistics the kernel writes, `[m + 1, n / BN]` pairs (poisoned).
     d_stats: Option<DeviceBuffer>,
     _inputs: Vec<DeviceBuffer>,
 }
@@ -272,7 +272,8 @@ impl GemmSm90Run {
                     inputs.normal(m * n, 0.0, 1.0)
                 };
                 if case.row_norm {
-                    let d = poisoned(dev, m * (n / MB_GEMM90_BN as usize) * 8, "stats");
+                    // One row more than m, which must stay poisoned (as c's).
+                    let d = poisoned(dev, (m + 1) * (n / MB_GEMM90_BN as usize) * 8, "stats");
                     *stats = d.addr();
                     d_stats = Some(d);
                 }
@@ -324,7 +325,7 @@ impl GemmSm90Run {
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
         download(dev, self.dt, &self.d_c)
     }
-    /// Residual with row norm: the statistics the kernel wrote, `[m, n / BN]` (mean, m2) pairs.
+    /// Residual with row norm: the statistics the kernel wrote, `[m + 1, n / BN]` (mean, m2) pairs.
     pub fn stats_out(&self, dev: &dyn Device) -> Option<Vec<f32>> {
         self.d_stats.as_ref().map(|d| download_f32(dev, d))
     }
