@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build everything the GPU checks run (scripts/gpu-check.sh) into one archive, for a GPU machine
 # that has the NVIDIA driver but no Rust toolchain: the release test executables of the workspace,
-# the `modernbert` and `microbench` binaries, stripped and packed into `.gpu-bundle/bin.tar.xz`
+# the `modernbert`, `microbench` and `handoff` binaries, stripped and packed into `.gpu-bundle/bin.tar.xz`
 # (about 20 MB; the kernels' fatbins repeat in every executable and compress away).
 #
 # The test executables find fixtures through the absolute path they were built in
@@ -38,6 +38,7 @@ for line in open(f"{out}/cargo.json"):
 EOF
 strip -o "$out/bin/modernbert" target/release/modernbert
 strip -o "$out/bin/microbench" target/release/microbench
+strip -o "$out/bin/handoff" target/release/handoff
 rm "$out/cargo.json"
 
 pwd > "$out/build-root"

@@ -105,7 +105,7 @@ correctness() {
   step sanitizer-hopper-path 90 compute-sanitizer --tool memcheck --error-exitcode 1 "${small[@]}" --gpu-path hopper
   step sanitizer-latency 90 compute-sanitizer --tool memcheck --error-exitcode 1 \
     target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3
-  for t in hopper_selftest gemm_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
+  for t in hopper_selftest gemm_sm90 handoff_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
     step "memcheck-$t" 90 env MODERNBERT_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 1 "$B/$t"
   done
 }
@@ -130,6 +130,8 @@ speed() {
   step hf-large-short 90 $PYTHON scripts/bench_transformers.py --shape large --set short-fixed \
     --sequences 1024 --passes 2 --ours "$logs/bench-large-sf.jsonl"
   step microbench 120 "$B/microbench" --device cuda --json "$logs/micro.jsonl"
+  # One dependency step between grids, three ways (the small-batch forward's design decision).
+  step handoff 30 "$B/handoff" --device cuda --json "$logs/handoff.jsonl"
   # One base forward at 512 x 512 tokens (the launches after the warm-up batch), and one batch-1
   # 32-token forward (launches after the two warm-up forwards; the table aggregates by kernel).
   step ncu-base-short-fixed 150 env BIN=target/release/modernbert SET=basic \

@@ -307,6 +307,17 @@ typedef struct GemmSm90Params {
     uint32_t pad[15];   /* to the 128-byte alignment: no implicit padding in a parameter struct */
 } GemmSm90Params;
 
+/* handoff_sm90.cu: the time of one dependency step between two phases of a forward, each way the
+   small-batch design could take (a launch per step, with or without programmatic dependent launch;
+   one co-scheduled launch with a grid barrier between steps). A microbenchmark, not the forward. */
+#define MB_HANDOFF_THREADS 32 /* one warp a block: its lanes watch the other blocks' flags */
+typedef struct HandoffParams {
+    uint64_t out;   /* uint32_t [steps, blocks]: step s, block b = the maximum of step s - 1's values, + 1 */
+    uint64_t flags; /* handoff_persistent: uint32_t [blocks] (zeroed): the last step each block finished */
+    uint32_t step;  /* handoff_step: this launch's step */
+    uint32_t steps; /* handoff_persistent: the steps of its one launch */
+} HandoffParams;
+
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */
 #define MB_SELFTEST90_THREADS 128        /* one warpgroup */
 #define MB_SELFTEST90_IMAGE_BYTES 65536 /* the shared-memory image wgmma reads */

@@ -8,6 +8,7 @@
 //! computation and why the bound holds.
 
 pub mod cases;
+pub mod handoff;
 
 pub use modernbert::kernels::device::{Device, DeviceBuffer};
 pub use modernbert::kernels::{params, Dtype, KernelError};
@@ -21,6 +22,29 @@ pub fn device() -> Box<dyn Device> {
     match modernbert::kernels::from_env() {
         Ok(d) => d,
         Err(e) => panic!("MODERNBERT_TEST_DEVICE: {e}"),
+    }
+}
+
+/// A benchmark binary's `--name value` argument.
+pub fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+/// A benchmark binary's device (`--device cuda`: GPU 0, else the emulator); exits with the reason
+/// when the GPU cannot be opened.
+pub fn bench_device(cuda: bool) -> Box<dyn Device> {
+    if !cuda {
+        return Box::new(modernbert::kernels::emu::Emulator::new());
+    }
+    match modernbert::kernels::cuda::CudaDevice::new(0) {
+        Ok(c) => Box::new(c),
+        Err(e) => {
+            eprintln!("error: --device cuda: {e}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -33,6 +33,7 @@ kernel_params!(
     SelftestParams,
     GemmSm90Params,
     SelftestSm90Params,
+    HandoffParams,
 );
 
 #[cfg(test)]
@@ -55,6 +56,7 @@ mod padding {
             std::mem::size_of::<SelftestParams>(),
             std::mem::size_of::<GemmSm90Params>(),
             std::mem::size_of::<SelftestSm90Params>(),
+            std::mem::size_of::<HandoffParams>(),
             std::mem::size_of::<MbTensorMapDesc>(),
             std::mem::size_of::<BatchDesc>(),
         ] {

@@ -46,6 +46,7 @@ pub const MB_GEMM90_SMEM_BYTES: u32 = 165120;
 pub const MB_GEMM90_PRODUCER_REGS: u32 = 40;
 pub const MB_GEMM90_CONSUMER_REGS: u32 = 232;
 pub const MB_GEMM90_ROPE_HEAD_DIM: u32 = 64;
+pub const MB_HANDOFF_THREADS: u32 = 32;
 pub const MB_SELFTEST90_THREADS: u32 = 128;
 pub const MB_SELFTEST90_IMAGE_BYTES: u32 = 65536;
 pub const MB_SELFTEST90_SMEM_BYTES: u32 = 67584;
@@ -703,6 +704,31 @@ impl Default for GemmSm90Params {
         }
     }
 }
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct HandoffParams {
+    pub out: u64,
+    pub flags: u64,
+    pub step: u32,
+    pub steps: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of HandoffParams"][::std::mem::size_of::<HandoffParams>() - 24usize];
+    ["Alignment of HandoffParams"][::std::mem::align_of::<HandoffParams>() - 8usize];
+    [
+        "Offset of field: HandoffParams::out",
+    ][::std::mem::offset_of!(HandoffParams, out) - 0usize];
+    [
+        "Offset of field: HandoffParams::flags",
+    ][::std::mem::offset_of!(HandoffParams, flags) - 8usize];
+    [
+        "Offset of field: HandoffParams::step",
+    ][::std::mem::offset_of!(HandoffParams, step) - 16usize];
+    [
+        "Offset of field: HandoffParams::steps",
+    ][::std::mem::offset_of!(HandoffParams, steps) - 20usize];
+};
 #[repr(C)]
 #[repr(align(128))]
 #[derive(Debug, Copy, Clone)]

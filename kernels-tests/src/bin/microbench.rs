@@ -21,9 +21,7 @@
 
 use kernels_tests::cases::{self, Inputs, Prepared, E};
 use kernels_tests::{Dtype, Rng};
-use modernbert::kernels::cuda::CudaDevice;
 use modernbert::kernels::device::{Device, DeviceBuffer, GemmDesc};
-use modernbert::kernels::emu::Emulator;
 use modernbert::kernels::params::{MB_POOL_CLS, MB_POOL_MEAN};
 use modernbert::kernels::KernelError;
 use std::io::Write;
@@ -41,12 +39,7 @@ struct Opts {
 
 fn parse() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let val = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let val = |name: &str| kernels_tests::arg_value(&args, name);
     let flag = |name: &str| args.iter().any(|a| a == name);
     if flag("--help") || flag("-h") {
         println!(
@@ -352,17 +345,7 @@ fn ceilings(d: &dyn Device, repeats: usize) -> Result<(f64, f64, String), Kernel
 
 fn main() {
     let o = parse();
-    let dev: Box<dyn Device> = if o.cuda {
-        match CudaDevice::new(0) {
-            Ok(c) => Box::new(c),
-            Err(e) => {
-                eprintln!("error: --device cuda: {e}");
-                std::process::exit(1);
-            }
-        }
-    } else {
-        Box::new(Emulator::new())
-    };
+    let dev = kernels_tests::bench_device(o.cuda);
     let dev = &*dev;
     let is_emu = dev.as_emulator().is_some();
     if is_emu {
@@ -481,7 +464,7 @@ mod tests {
     /// The CI smoke check: one case per op on the emulator, ceilings included.
     #[test]
     fn smoke_on_the_emulator() {
-        let dev = Emulator::new();
+        let dev = modernbert::kernels::emu::Emulator::new();
         let (bw, tf, _) = ceilings(&dev, 1).unwrap();
         assert!(bw > 0.0 && tf > 0.0);
         let mut rng = Rng::new(1);
