@@ -45,12 +45,14 @@ fn allocations() -> usize {
 }
 
 fn executor(execute: bool) -> (GpuExecutor, Arc<CountingDevice>, usize) {
-    executor_on(execute, GpuPath::Portable)
+    let (exec, dev, h, _) = executor_on(execute, GpuPath::Portable);
+    (exec, dev, h)
 }
 
 /// On the portable path, the fixture with biases; on the Hopper path (an sm_90 counting
 /// device), the one at its shapes.
-fn executor_on(execute: bool, path: GpuPath) -> (GpuExecutor, Arc<CountingDevice>, usize) {
+/// (executor, device, hidden size, layers).
+fn executor_on(execute: bool, path: GpuPath) -> (GpuExecutor, Arc<CountingDevice>, usize, usize) {
     let (fixture, capability, choice) = match path {
         GpuPath::Portable => ("backbone_hd64_w128_l5_bias_v4_bf16", (8, 0), GpuPathChoice::Portable),
         GpuPath::Hopper => ("mlm_hd64_i128_l3_v5_bf16", (9, 0), GpuPathChoice::Hopper),
@@ -62,7 +64,7 @@ fn executor_on(execute: bool, path: GpuPath) -> (GpuExecutor, Arc<CountingDevice
     let dev = Arc::new(CountingDevice::with_compute_capability(execute, capability));
     let exec = GpuExecutor::on_path(dev.clone(), Dtype::Bf16, &config, &weights, 1024, 16, choice).unwrap();
     assert_eq!(exec.path(), path);
-    (exec, dev, config.hidden_size)
+    (exec, dev, config.hidden_size, config.num_hidden_layers)
 }
 
 fn batches() -> (PackedBatch, PackedBatch) {
@@ -79,7 +81,7 @@ fn forward_makes_no_host_allocation() {
 }
 
 fn forward_makes_no_host_allocation_on(path: GpuPath) {
-    let (exec, dev, h) = executor_on(false, path);
+    let (exec, dev, h, layers) = executor_on(false, path);
     let (big, small) = batches();
     let mut out_big = vec![0f32; big.tokens() * h];
     let mut out_small = vec![0f32; small.tokens() * h];
@@ -111,7 +113,9 @@ fn forward_makes_no_host_allocation_on(path: GpuPath) {
     let made = allocations() - before;
     let launched = dev.launches() - launches_before;
     println!("{path:?}, 3 forwards: {launched} launches/GEMMs, {made} host allocations");
-    assert!(launched > 3 * 3 * 6, "the forwards really launched their kernels");
+    // At least a layer's launches (5 on the Hopper path, 9 on the portable one) per layer of each
+    // of the 3 calls.
+    assert!(launched >= 3 * 5 * layers, "the forwards really launched their kernels");
     assert_eq!(
         made, 0,
         "host heap allocations inside the executor's forward ({path:?})"
@@ -126,7 +130,7 @@ fn forward_makes_no_device_allocation() {
 }
 
 fn forward_makes_no_device_allocation_on(path: GpuPath) {
-    let (exec, dev, h) = executor_on(true, path);
+    let (exec, dev, h, _) = executor_on(true, path);
     let created = dev.allocs();
     assert_eq!(created, 2, "weights + arena: one allocation each");
     let (big, small) = batches();
