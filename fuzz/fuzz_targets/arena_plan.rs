@@ -12,6 +12,7 @@ use modernbert::config::ModelConfig;
 use modernbert::gpu::arena::ArenaPlan;
 use modernbert::gpu::heads::HeadShapes;
 use modernbert::gpu::weights::DeviceWeights;
+use modernbert::gpu::GpuPath;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 17 {
@@ -27,7 +28,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = ModelConfig::from_json_str(text, Path::new("config.json")) else {
         return;
     };
-    let _ = DeviceWeights::planned_bytes(&config);
+    for path in [GpuPath::Portable, GpuPath::Hopper] {
+        let _ = DeviceWeights::planned_bytes(&config, path);
+    }
     let heads = HeadShapes {
         mlm_vocab: (flags & 1 != 0).then_some(config.vocab_size),
         dense_out: (flags & 2 != 0).then_some(dense_width),
