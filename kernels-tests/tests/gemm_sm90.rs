@@ -190,15 +190,21 @@ fn gemm_sm90_rope_matches_wqkv_then_rope() {
 #[test]
 fn gemm_sm90_residual_matches_r_plus_the_product() {
     check_cases("gemm_sm90_residual", residual_cases(), |dt, run| {
-        let product = reference(run, &run.case);
-        let want: Vec<f32> = product.iter().zip(&run.r).map(|(p, r)| r + p).collect();
-        let naive: Vec<f32> = product
-            .iter()
-            .zip(&run.r)
-            .map(|(p, r)| round(dt, r + round(dt, *p)))
-            .collect();
-        (naive, want)
+        residual_expected(dt, run)
     });
+}
+
+/// (naive, reference) of the residual epilogue: `r + a · bᵀ` in f32; naive rounds the product
+/// before the add, as the GEMM then layernorm.cu's `x += delta` do today.
+fn residual_expected(dt: Dtype, run: &GemmSm90Run) -> (Vec<f32>, Vec<f32>) {
+    let product = reference(run, &run.case);
+    let want: Vec<f32> = product.iter().zip(&run.r).map(|(p, r)| r + p).collect();
+    let naive = product
+        .iter()
+        .zip(&run.r)
+        .map(|(p, r)| round(dt, r + round(dt, *p)))
+        .collect();
+    (naive, want)
 }
 
 #[test]
@@ -307,16 +313,7 @@ fn gemm_sm90_residual_writes_row_statistics() {
     check_cases_and(
         "gemm_sm90_residual_stats",
         residual_stats_cases(),
-        |dt, run| {
-            let product = reference(run, &run.case);
-            let want: Vec<f32> = product.iter().zip(&run.r).map(|(p, r)| r + p).collect();
-            let naive = product
-                .iter()
-                .zip(&run.r)
-                .map(|(p, r)| round(dt, r + round(dt, *p)))
-                .collect();
-            (naive, want)
-        },
+        residual_expected,
         |dev, run, out| {
             let all = run.stats_out(dev).ok_or("no statistics buffer")?;
             let want = tile_stats(out);
