@@ -318,6 +318,48 @@ typedef struct HandoffParams {
     uint32_t steps; /* handoff_persistent: the steps of its one launch */
 } HandoffParams;
 
+/* gemm_stream_sm90.cu: the small-batch GEMM, out = epilogue(norm(x) · wᵀ) for m ≤ MB_STREAM_MAX_M
+   rows: every block streams MB_STREAM_BN weight rows over the whole K into shared memory (before
+   griddepcontrol.wait: weights are no kernel's output) and reads all of x; its 8 warps split K in
+   MB_STREAM_KCHUNK-wide chunks and their partial tiles are summed in a fixed order. The same
+   products and epilogues as gemm_sm90 (the Hopper path's weights: γ folded, Wi's rows in
+   ops::geglu_weight_rows' order), the LayerNorm's row statistics taken from x itself. */
+#define MB_STREAM_THREADS 256
+#define MB_STREAM_WARPS (MB_STREAM_THREADS / 32)
+#define MB_STREAM_BN 16     /* output columns a block: two n8 mma tiles (rope, geglu: 8 pairs) */
+#define MB_STREAM_KCHUNK 32 /* k per warp step: 4 lanes x 8 elements, one 16-byte load each */
+#define MB_STREAM_MAX_M 64  /* rows: four m16 accumulator tiles per warp */
+/* bytes after each shared row: rows are 64 mod 128 bytes apart, so the 16-byte loads of a
+   quarter-warp (two rows, 64 bytes each) fall in distinct banks (K is a multiple of 64) */
+#define MB_STREAM_ROW_PAD 64
+#define MB_STREAM_MAX_SMEM 232448 /* sm_90's opt-in dynamic shared memory per block, 227 KiB */
+/* mr = m rounded up to 16: the weight rows and x's mr rows at pitch 2k + pad, the warps' partial
+   tiles (f32), each row's mean and 1 / std */
+#define MB_STREAM_SMEM_BYTES(mr, k)                                           \
+    ((MB_STREAM_BN + (mr)) * (2 * (k) + MB_STREAM_ROW_PAD) +                  \
+     MB_STREAM_WARPS * (mr) * MB_STREAM_BN * 4 + (mr) * 8)
+#define MB_STREAM_STORE 0u    /* out = the product, [m, n] */
+#define MB_STREAM_GEGLU 1u    /* out = act(first half) * second half, [m, n / 2] */
+#define MB_STREAM_ROPE 2u     /* out = the product, columns < rotated rotated per head of 64 */
+#define MB_STREAM_RESIDUAL 3u /* out = r + the product, [m, n]; r may be out */
+typedef struct GemmStreamParams {
+    uint64_t x;          /* const T [m, k] */
+    uint64_t w;          /* const T [n, k] */
+    uint64_t out;        /* T [m, n], geglu [m, n / 2] */
+    uint64_t r;          /* residual: const T [m, n], or out itself */
+    uint64_t colsum;     /* norm: const float [n], sum over k of w[n, k] */
+    uint64_t cu_seqlens; /* rope: const uint32_t [sequences + 1] */
+    uint64_t batch;      /* const BatchDesc*: rows in use = its tokens (rope: its sequences too); 0 = m */
+    uint32_t m, n, k;    /* m: the capacity rows, <= MB_STREAM_MAX_M; n % BN == 0; k % 64 == 0 */
+    uint32_t epilogue;   /* MB_STREAM_* */
+    uint32_t norm;       /* 1: LayerNorm of x's rows first (γ folded into w): rstd · (acc − mean · colsum) */
+    float eps;
+    uint32_t act;        /* geglu: MB_ACT_* */
+    float theta;         /* rope */
+    uint32_t rotated;    /* rope: columns [0, rotated) rotated, a multiple of 64 */
+    uint32_t _pad0;
+} GemmStreamParams;
+
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */
 #define MB_SELFTEST90_THREADS 128        /* one warpgroup */
 #define MB_SELFTEST90_IMAGE_BYTES 65536 /* the shared-memory image wgmma reads */

@@ -14,59 +14,17 @@
 //! intermediate rounding.
 //! On a GPU without sm_90 the kernel does not exist; the test says so and checks nothing there.
 use kernels_tests::cases::gemm_sm90::{
-    cases, geglu_cases, residual_cases, residual_stats_cases, rope_cases, row_norm_cases, tile_stats, GemmSm90Case,
-    GemmSm90Run, NORM_EPS,
+    cases, expected, geglu_cases, residual_cases, residual_stats_cases, rope_cases, row_norm_cases, tile_stats,
+    GemmSm90Case, GemmSm90Run,
 };
 use kernels_tests::cases::Inputs;
 use kernels_tests::*;
 use modernbert::kernels::ops::{GemmSm90, Sm90Epilogue};
 use modernbert::kernels::params::MB_GEMM90_ROPE_HEAD_DIM;
 
-fn reference(run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
-    product(&run.a, &run.b, c)
-}
-
-/// `a · bᵀ` in f64, `a` `[m, k]`.
-fn product(a: &[f32], b: &[f32], c: &GemmSm90Case) -> Vec<f32> {
-    let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
-    let mut out = vec![0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0f64;
-            for l in 0..k {
-                s += a[i * k + l] as f64 * b[j * k + l] as f64;
-            }
-            out[i * n + j] = s as f32;
-        }
-    }
-    out
-}
-
-fn naive(dt: Dtype, run: &GemmSm90Run, c: &GemmSm90Case) -> Vec<f32> {
-    naive_product(dt, &run.a, &run.b, c)
-}
-
-/// `a · bᵀ` as the dtype's GEMM gives it: an f32 dot product, rounded.
-fn naive_product(dt: Dtype, a: &[f32], b: &[f32], c: &GemmSm90Case) -> Vec<f32> {
-    let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
-    let mut out = vec![0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0f32;
-            for l in 0..k {
-                s += a[i * k + l] * b[j * k + l];
-            }
-            out[i * n + j] = round(dt, s);
-        }
-    }
-    out
-}
-
 #[test]
 fn gemm_sm90_matches_the_reference() {
-    check_cases("gemm_sm90", cases(), |dt, run| {
-        (naive(dt, run, &run.case), reference(run, &run.case))
-    });
+    check_cases("gemm_sm90", cases(), expected);
 }
 
 #[test]
@@ -90,22 +48,7 @@ fn gemm_sm90_refuses_shapes_it_cannot_tile() {
 
 #[test]
 fn gemm_sm90_geglu_matches_wi_then_geglu() {
-    use modernbert::reference::ops as reference;
-    check_cases("gemm_sm90_geglu", geglu_cases(), |dt, run| {
-        let Sm90Epilogue::Geglu { act } = run.case.epilogue else {
-            unreachable!()
-        };
-        let inter = run.case.n as usize / 2;
-        // Wi in its own row order (the run reordered it for the kernel only).
-        let h = reference(run, &run.case);
-        let h_rounded = round_vec(dt, &h);
-        let a = activation(act);
-        let mut want = vec![0f32; run.case.m as usize * inter];
-        let mut naive = want.clone();
-        reference::geglu(&h, inter, a, &mut want);
-        reference::geglu(&h_rounded, inter, a, &mut naive);
-        (round_vec(dt, &naive), want)
-    });
+    check_cases("gemm_sm90_geglu", geglu_cases(), expected);
 }
 
 #[test]
@@ -169,42 +112,12 @@ fn check_cases_and(
 
 #[test]
 fn gemm_sm90_rope_matches_wqkv_then_rope() {
-    use modernbert::reference::ops as reference;
-    check_cases("gemm_sm90_rope", rope_cases(), |dt, run| {
-        let Sm90Epilogue::Rope { theta, rotated, .. } = run.case.epilogue else {
-            unreachable!()
-        };
-        let heads = (rotated / 2 / MB_GEMM90_ROPE_HEAD_DIM) as usize;
-        let d = MB_GEMM90_ROPE_HEAD_DIM as usize;
-        // Padding rows past the batch: position 0, i.e. unrotated.
-        let mut positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
-        positions.resize(run.case.m as usize, 0);
-        let mut want = reference(run, &run.case);
-        let mut naive = round_vec(dt, &want);
-        reference::rope_qk_inplace(&mut want, &positions, heads, d, theta);
-        reference::rope_qk_inplace(&mut naive, &positions, heads, d, theta);
-        (round_vec(dt, &naive), want)
-    });
+    check_cases("gemm_sm90_rope", rope_cases(), expected);
 }
 
 #[test]
 fn gemm_sm90_residual_matches_r_plus_the_product() {
-    check_cases("gemm_sm90_residual", residual_cases(), |dt, run| {
-        residual_expected(dt, run)
-    });
-}
-
-/// (naive, reference) of the residual epilogue: `r + a · bᵀ` in f32; naive rounds the product
-/// before the add, as the GEMM then layernorm.cu's `x += delta` do today.
-fn residual_expected(dt: Dtype, run: &GemmSm90Run) -> (Vec<f32>, Vec<f32>) {
-    let product = reference(run, &run.case);
-    let want: Vec<f32> = product.iter().zip(&run.r).map(|(p, r)| r + p).collect();
-    let naive = product
-        .iter()
-        .zip(&run.r)
-        .map(|(p, r)| round(dt, r + round(dt, *p)))
-        .collect();
-    (naive, want)
+    check_cases("gemm_sm90_residual", residual_cases(), expected);
 }
 
 #[test]
@@ -313,7 +226,7 @@ fn gemm_sm90_residual_writes_row_statistics() {
     check_cases_and(
         "gemm_sm90_residual_stats",
         residual_stats_cases(),
-        residual_expected,
+        expected,
         |dev, run, out| {
             let all = run.stats_out(dev).ok_or("no statistics buffer")?;
             let want = tile_stats(out);
@@ -349,48 +262,5 @@ fn gemm_sm90_residual_writes_row_statistics() {
 /// are where a cancellation would show.
 #[test]
 fn gemm_sm90_normalises_rows_as_layernorm_then_the_gemm() {
-    use modernbert::reference::ops as reference;
-    check_cases("gemm_sm90_row_norm", row_norm_cases(), |dt, run| {
-        let (m, k) = (run.case.m as usize, run.case.k as usize);
-        let exact = layer_norm_rows(&run.a, k, |v| v);
-        let passes = round_vec(dt, &layer_norm_rows(&run.a, k, |v| v as f32 as f64));
-        let want = product(&exact, &run.b, &run.case);
-        let naive = naive_product(dt, &passes, &run.b, &run.case);
-        match run.case.epilogue {
-            Sm90Epilogue::Store => (naive, want),
-            Sm90Epilogue::Geglu { act } => {
-                let (inter, a) = (run.case.n as usize / 2, activation(act));
-                let (mut w, mut nv) = (vec![0f32; m * inter], vec![0f32; m * inter]);
-                reference::geglu(&want, inter, a, &mut w);
-                reference::geglu(&naive, inter, a, &mut nv);
-                (round_vec(dt, &nv), w)
-            }
-            Sm90Epilogue::Rope { theta, rotated, .. } => {
-                let heads = (rotated / 2 / MB_GEMM90_ROPE_HEAD_DIM) as usize;
-                let mut positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
-                positions.resize(m, 0);
-                let (mut w, mut nv) = (want, naive);
-                let d = MB_GEMM90_ROPE_HEAD_DIM as usize;
-                reference::rope_qk_inplace(&mut w, &positions, heads, d, theta);
-                reference::rope_qk_inplace(&mut nv, &positions, heads, d, theta);
-                (round_vec(dt, &nv), w)
-            }
-            Sm90Epilogue::Residual { .. } => unreachable!("no row norm on the residual epilogue"),
-        }
-    });
-}
-
-/// `(x − mean) / sqrt(var + eps)` per row of `width`, two passes, in the precision `p` keeps
-/// (f64: the reference; through f32: layernorm.cu's arithmetic).
-fn layer_norm_rows(x: &[f32], width: usize, p: impl Fn(f64) -> f64) -> Vec<f32> {
-    x.chunks(width)
-        .flat_map(|row| {
-            let mean = p(row.iter().map(|&v| p(v as f64)).sum::<f64>() / width as f64);
-            let var = p(row.iter().map(|&v| p((v as f64 - mean).powi(2))).sum::<f64>() / width as f64);
-            let rstd = p(1.0 / (var + NORM_EPS as f64).sqrt());
-            row.iter()
-                .map(|&v| p((v as f64 - mean) * rstd) as f32)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    check_cases("gemm_sm90_row_norm", row_norm_cases(), expected);
 }

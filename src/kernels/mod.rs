@@ -10,6 +10,7 @@
 //! - [`gemm`]: [`gemm::GemmDesc`], the GEMM every device runs (a leaf module);
 //!   [`gemm_host`]: its CPU implementation for the emulator.
 //! - [`ops`]: one typed launcher per op (validation + launch geometry), for the executor and tests.
+//! - [`gemm_stream`]: the small-batch GEMM's launcher (weight streaming, `MB_STREAM_MAX_M` rows).
 //! - [`model`]: [`model::ModelDevice`], a device that computes nothing and predicts the time of
 //!   every launch on a named card (the cost model).
 //! - [`build_info`]: what build.rs produced (paths of the ptxas reports, PTX, fatbins).
@@ -21,6 +22,7 @@ pub mod device;
 pub mod emu;
 pub mod gemm;
 pub mod gemm_host;
+pub mod gemm_stream;
 pub mod graph;
 pub mod model;
 pub mod nvtx;

@@ -34,6 +34,7 @@ kernel_params!(
     GemmSm90Params,
     SelftestSm90Params,
     HandoffParams,
+    GemmStreamParams,
 );
 
 #[cfg(test)]
@@ -57,6 +58,7 @@ mod padding {
             std::mem::size_of::<GemmSm90Params>(),
             std::mem::size_of::<SelftestSm90Params>(),
             std::mem::size_of::<HandoffParams>(),
+            std::mem::size_of::<GemmStreamParams>(),
             std::mem::size_of::<MbTensorMapDesc>(),
             std::mem::size_of::<BatchDesc>(),
         ] {

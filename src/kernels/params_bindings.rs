@@ -47,6 +47,17 @@ pub const MB_GEMM90_PRODUCER_REGS: u32 = 40;
 pub const MB_GEMM90_CONSUMER_REGS: u32 = 232;
 pub const MB_GEMM90_ROPE_HEAD_DIM: u32 = 64;
 pub const MB_HANDOFF_THREADS: u32 = 32;
+pub const MB_STREAM_THREADS: u32 = 256;
+pub const MB_STREAM_WARPS: u32 = 8;
+pub const MB_STREAM_BN: u32 = 16;
+pub const MB_STREAM_KCHUNK: u32 = 32;
+pub const MB_STREAM_MAX_M: u32 = 64;
+pub const MB_STREAM_ROW_PAD: u32 = 64;
+pub const MB_STREAM_MAX_SMEM: u32 = 232448;
+pub const MB_STREAM_STORE: u32 = 0;
+pub const MB_STREAM_GEGLU: u32 = 1;
+pub const MB_STREAM_ROPE: u32 = 2;
+pub const MB_STREAM_RESIDUAL: u32 = 3;
 pub const MB_SELFTEST90_THREADS: u32 = 128;
 pub const MB_SELFTEST90_IMAGE_BYTES: u32 = 65536;
 pub const MB_SELFTEST90_SMEM_BYTES: u32 = 67584;
@@ -728,6 +739,85 @@ const _: () = {
     [
         "Offset of field: HandoffParams::steps",
     ][::std::mem::offset_of!(HandoffParams, steps) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct GemmStreamParams {
+    pub x: u64,
+    pub w: u64,
+    pub out: u64,
+    pub r: u64,
+    pub colsum: u64,
+    pub cu_seqlens: u64,
+    pub batch: u64,
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub epilogue: u32,
+    pub norm: u32,
+    pub eps: f32,
+    pub act: u32,
+    pub theta: f32,
+    pub rotated: u32,
+    pub _pad0: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of GemmStreamParams"][::std::mem::size_of::<GemmStreamParams>() - 96usize];
+    [
+        "Alignment of GemmStreamParams",
+    ][::std::mem::align_of::<GemmStreamParams>() - 8usize];
+    [
+        "Offset of field: GemmStreamParams::x",
+    ][::std::mem::offset_of!(GemmStreamParams, x) - 0usize];
+    [
+        "Offset of field: GemmStreamParams::w",
+    ][::std::mem::offset_of!(GemmStreamParams, w) - 8usize];
+    [
+        "Offset of field: GemmStreamParams::out",
+    ][::std::mem::offset_of!(GemmStreamParams, out) - 16usize];
+    [
+        "Offset of field: GemmStreamParams::r",
+    ][::std::mem::offset_of!(GemmStreamParams, r) - 24usize];
+    [
+        "Offset of field: GemmStreamParams::colsum",
+    ][::std::mem::offset_of!(GemmStreamParams, colsum) - 32usize];
+    [
+        "Offset of field: GemmStreamParams::cu_seqlens",
+    ][::std::mem::offset_of!(GemmStreamParams, cu_seqlens) - 40usize];
+    [
+        "Offset of field: GemmStreamParams::batch",
+    ][::std::mem::offset_of!(GemmStreamParams, batch) - 48usize];
+    [
+        "Offset of field: GemmStreamParams::m",
+    ][::std::mem::offset_of!(GemmStreamParams, m) - 56usize];
+    [
+        "Offset of field: GemmStreamParams::n",
+    ][::std::mem::offset_of!(GemmStreamParams, n) - 60usize];
+    [
+        "Offset of field: GemmStreamParams::k",
+    ][::std::mem::offset_of!(GemmStreamParams, k) - 64usize];
+    [
+        "Offset of field: GemmStreamParams::epilogue",
+    ][::std::mem::offset_of!(GemmStreamParams, epilogue) - 68usize];
+    [
+        "Offset of field: GemmStreamParams::norm",
+    ][::std::mem::offset_of!(GemmStreamParams, norm) - 72usize];
+    [
+        "Offset of field: GemmStreamParams::eps",
+    ][::std::mem::offset_of!(GemmStreamParams, eps) - 76usize];
+    [
+        "Offset of field: GemmStreamParams::act",
+    ][::std::mem::offset_of!(GemmStreamParams, act) - 80usize];
+    [
+        "Offset of field: GemmStreamParams::theta",
+    ][::std::mem::offset_of!(GemmStreamParams, theta) - 84usize];
+    [
+        "Offset of field: GemmStreamParams::rotated",
+    ][::std::mem::offset_of!(GemmStreamParams, rotated) - 88usize];
+    [
+        "Offset of field: GemmStreamParams::_pad0",
+    ][::std::mem::offset_of!(GemmStreamParams, _pad0) - 92usize];
 };
 #[repr(C)]
 #[repr(align(128))]

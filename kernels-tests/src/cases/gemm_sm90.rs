@@ -1,6 +1,9 @@
 //! cuda/gemm_sm90.cu (sm_90a): the case table and one case prepared on a device.
 use super::{Inputs, Prepared, E};
-use crate::{download, download_f32, poisoned, upload, upload_batch, upload_f32, upload_u32, DeviceBuffer, Dtype};
+use crate::{
+    activation, download, download_f32, poisoned, round, round_vec, upload, upload_batch, upload_f32, upload_u32,
+    DeviceBuffer, Dtype,
+};
 use modernbert::kernels::device::Device;
 use modernbert::kernels::ops::{self, GemmSm90, RowNorm, Sm90Epilogue};
 use modernbert::kernels::params::{
@@ -359,4 +362,103 @@ impl Prepared for GemmSm90Run {
     fn flops(&self, _kernel: usize) -> f64 {
         self.gemm.flops()
     }
+}
+
+/// `(naive, reference)` of a run's first `m · width` outputs, for every epilogue, with and without
+/// the row norm — shared by gemm_sm90 and gemm_stream_sm90, which compute the same products.
+///
+/// The reference is f64 (`a · bᵀ`; with the row norm, the f64 LayerNorm of `a` first, γ being
+/// folded into `b`), then the epilogue in f32 from it: GeGLU's `act(x) · gate`, RoPE by the
+/// rows' positions (padding rows past the batch at position 0, unrotated), the residual's
+/// `r + product`. Naive is the dtype's unfused path: the product (and the LayerNorm's rows)
+/// rounded, then the epilogue's pass rounded again; a fused epilogue skips those roundings.
+pub fn expected(dt: Dtype, run: &GemmSm90Run) -> (Vec<f32>, Vec<f32>) {
+    use modernbert::reference::ops as reference;
+    let c = &run.case;
+    let m = c.m as usize;
+    let normed_a = c.row_norm && !matches!(c.epilogue, Sm90Epilogue::Residual { .. });
+    let (want, naive) = if normed_a {
+        let exact = layer_norm_rows(&run.a, c.k as usize, |v| v);
+        let passes = round_vec(dt, &layer_norm_rows(&run.a, c.k as usize, |v| v as f32 as f64));
+        (product(&exact, &run.b, c), naive_product(dt, &passes, &run.b, c))
+    } else {
+        (product(&run.a, &run.b, c), naive_product(dt, &run.a, &run.b, c))
+    };
+    match c.epilogue {
+        Sm90Epilogue::Store => (naive, want),
+        Sm90Epilogue::Geglu { act } => {
+            let (inter, a) = (c.n as usize / 2, activation(act));
+            let (mut w, mut nv) = (vec![0f32; m * inter], vec![0f32; m * inter]);
+            reference::geglu(&want, inter, a, &mut w);
+            reference::geglu(&naive, inter, a, &mut nv);
+            (round_vec(dt, &nv), w)
+        }
+        Sm90Epilogue::Rope { theta, rotated, .. } => {
+            let heads = (rotated / 2 / MB_GEMM90_ROPE_HEAD_DIM) as usize;
+            let mut positions = reference::positions_from_cu_seqlens(&run.cu_seqlens);
+            positions.resize(m, 0);
+            let (mut w, mut nv) = (want, naive);
+            let d = MB_GEMM90_ROPE_HEAD_DIM as usize;
+            reference::rope_qk_inplace(&mut w, &positions, heads, d, theta);
+            reference::rope_qk_inplace(&mut nv, &positions, heads, d, theta);
+            (round_vec(dt, &nv), w)
+        }
+        // Naive rounds the product before the add, as the GEMM then layernorm.cu's `x += delta`.
+        Sm90Epilogue::Residual { .. } => {
+            let w = want.iter().zip(&run.r).map(|(p, r)| r + p).collect();
+            let nv = want
+                .iter()
+                .zip(&run.r)
+                .map(|(p, r)| round(dt, r + round(dt, *p)))
+                .collect();
+            (nv, w)
+        }
+    }
+}
+
+/// `a · bᵀ` in f64, `a` `[m, k]`.
+pub fn product(a: &[f32], b: &[f32], c: &GemmSm90Case) -> Vec<f32> {
+    let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f64;
+            for l in 0..k {
+                s += a[i * k + l] as f64 * b[j * k + l] as f64;
+            }
+            out[i * n + j] = s as f32;
+        }
+    }
+    out
+}
+
+/// `a · bᵀ` as the dtype's GEMM gives it: an f32 dot product, rounded.
+pub fn naive_product(dt: Dtype, a: &[f32], b: &[f32], c: &GemmSm90Case) -> Vec<f32> {
+    let (m, n, k) = (c.m as usize, c.n as usize, c.k as usize);
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f32;
+            for l in 0..k {
+                s += a[i * k + l] * b[j * k + l];
+            }
+            out[i * n + j] = round(dt, s);
+        }
+    }
+    out
+}
+
+/// `(x − mean) / sqrt(var + eps)` per row of `width`, two passes, in the precision `p` keeps
+/// (f64: the reference; through f32: layernorm.cu's arithmetic).
+fn layer_norm_rows(x: &[f32], width: usize, p: impl Fn(f64) -> f64) -> Vec<f32> {
+    x.chunks(width)
+        .flat_map(|row| {
+            let mean = p(row.iter().map(|&v| p(v as f64)).sum::<f64>() / width as f64);
+            let var = p(row.iter().map(|&v| p((v as f64 - mean).powi(2))).sum::<f64>() / width as f64);
+            let rstd = p(1.0 / (var + NORM_EPS as f64).sqrt());
+            row.iter()
+                .map(|&v| p((v as f64 - mean) * rstd) as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

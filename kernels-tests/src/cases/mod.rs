@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod gather;
 pub mod geglu;
 pub mod gemm_sm90;
+pub mod gemm_stream;
 pub mod layernorm;
 pub mod mlm_head;
 pub mod pooling;
