@@ -18,7 +18,7 @@
 use serde::Deserialize;
 
 pub use super::cases::{launch_gemms, launch_micro, layer_gemms};
-use super::costs::{KernelClass, Profile};
+use super::costs::{ClassEfficiency, KernelClass, Profile};
 use super::{Card, ModelDevice};
 use crate::kernels::KernelError;
 
@@ -43,6 +43,12 @@ pub struct CalibrationFile {
 pub struct Assumptions {
     pub pcie_bytes_per_s: f64,
     pub pcie_source: String,
+    /// [`Profile::dependent_fixed_s`].
+    pub pdl_handoff_s: f64,
+    pub pdl_handoff_source: String,
+    /// [`Profile::l2_bytes_per_s`].
+    pub l2_bytes_per_s: f64,
+    pub l2_source: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -234,7 +240,15 @@ pub fn fit_efficiencies(file: &CalibrationFile, kernel_fixed_s: f64) -> Result<P
         let per_gemm_at_peak = flops / shapes.len() as f64 / base.peak_flops;
         fitted.efficiency[KernelClass::Gemm.index()].compute = fraction(per_gemm_at_peak, row.mean_us * 1e-6, &row.id)?;
     }
+    // gemm_stream_sm90 has never run on a GPU: assumed at the copy ceiling (it streams its
+    // weights with 16-byte loads, as the copy does) and at the GEMMs' compute fraction.
+    fitted.efficiency[KernelClass::GemmStream.index()] = ClassEfficiency {
+        compute: fitted.efficiency[KernelClass::Gemm.index()].compute,
+        memory: copy,
+    };
     fitted.kernel_fixed_s = kernel_fixed_s;
+    fitted.dependent_fixed_s = file.assumptions.pdl_handoff_s;
+    fitted.l2_bytes_per_s = file.assumptions.l2_bytes_per_s;
     Ok(fitted)
 }
 

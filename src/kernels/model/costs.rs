@@ -39,10 +39,13 @@ pub enum KernelClass {
     ColbertNormalize,
     GatherRows,
     SoftmaxTopk,
+    /// `gemm_stream_sm90`, the small-batch GEMM: bound by streaming its weights, not by FLOPs.
+    GemmStream,
 }
 
 impl KernelClass {
-    pub const ALL: [KernelClass; 12] = [
+    pub const COUNT: usize = 13;
+    pub const ALL: [KernelClass; Self::COUNT] = [
         KernelClass::Gemm,
         KernelClass::AttentionGlobal,
         KernelClass::AttentionLocal,
@@ -55,6 +58,7 @@ impl KernelClass {
         KernelClass::ColbertNormalize,
         KernelClass::GatherRows,
         KernelClass::SoftmaxTopk,
+        KernelClass::GemmStream,
     ];
 
     /// The name in the JSON output and the calibration file.
@@ -72,6 +76,7 @@ impl KernelClass {
             KernelClass::ColbertNormalize => "colbert_normalize",
             KernelClass::GatherRows => "gather_rows",
             KernelClass::SoftmaxTopk => "softmax_topk",
+            KernelClass::GemmStream => "gemm_stream",
         }
     }
 
@@ -91,6 +96,9 @@ pub struct LaunchCost {
     pub flops: f64,
     pub param_bytes: f64,
     pub activation_bytes: f64,
+    /// Bytes the blocks read from L2 beyond the DRAM traffic above: an operand every block
+    /// reads whole (`gemm_stream_sm90`'s x); 0 for the kernels whose re-reads never bind.
+    pub l2_bytes: f64,
 }
 
 impl LaunchCost {
@@ -144,6 +152,7 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
         flops,
         param_bytes,
         activation_bytes,
+        l2_bytes: 0.0,
     };
     let norm_params = |h: f64, bias: u64| h * ELEM * if bias != 0 { 2.0 } else { 1.0 };
     Ok(match op {
@@ -177,6 +186,10 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
         "gemm_sm90" | "gemm_sm90_geglu" | "gemm_sm90_rope" | "gemm_sm90_residual" => {
             let p: GemmSm90Params = decode(name, params)?;
             gemm_sm90_cost(op, &p)
+        }
+        "gemm_stream_sm90" => {
+            let p: GemmStreamParams = decode(name, params)?;
+            gemm_stream_cost(&p, rows(mem, p.batch, p.m))
         }
         "geglu" => {
             let p: GegluParams = decode(name, params)?;
@@ -251,6 +264,7 @@ fn attention_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<L
         flops: 4.0 * width * pairs as f64,
         param_bytes: 0.0,
         activation_bytes: 4.0 * tokens as f64 * width * ELEM,
+        l2_bytes: 0.0,
     })
 }
 
@@ -262,6 +276,7 @@ pub fn gemm_cost(g: &GemmDesc) -> LaunchCost {
         flops: 2.0 * m * n * k,
         param_bytes: n * k * ELEM + if g.bias != 0 { n * ELEM } else { 0.0 },
         activation_bytes: (m * k + m * n) * ELEM,
+        l2_bytes: 0.0,
     }
 }
 
@@ -292,6 +307,30 @@ fn gemm_sm90_cost(op: &str, p: &GemmSm90Params) -> LaunchCost {
         flops: 2.0 * m * n * k,
         param_bytes: n * k * ELEM + colsum,
         activation_bytes: (m * k + out) * ELEM + stats_out + stats_in,
+        l2_bytes: 0.0,
+    }
+}
+
+/// `gemm_stream_sm90` on `rows` rows in use (its `BatchDesc`'s tokens): `2·rows·n·k` FLOPs; the
+/// weights once (+ the column sums with a row norm); x's rows read once, the output at the
+/// epilogue's width (GeGLU: `n / 2`) written, and with the residual epilogue `r` read. Every
+/// one of the `n / 16` blocks also reads all of x from L2 (`l2_bytes`, less the one read
+/// counted above): `rows / 16` times the weights' bytes, so at 32 rows and more it is the L2,
+/// not DRAM, that bounds the kernel.
+fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
+    let (n, k) = (p.n as f64, p.k as f64);
+    let out = match p.epilogue {
+        MB_STREAM_GEGLU => rows * n / 2.0,
+        MB_STREAM_RESIDUAL => 2.0 * rows * n,
+        _ => rows * n,
+    };
+    let colsum = if p.norm != 0 { 4.0 * n } else { 0.0 };
+    LaunchCost {
+        class: KernelClass::GemmStream,
+        flops: 2.0 * rows * n * k,
+        param_bytes: n * k * ELEM + colsum,
+        activation_bytes: (rows * k + out) * ELEM,
+        l2_bytes: (n / MB_STREAM_BN as f64 - 1.0) * rows * k * ELEM,
     }
 }
 
@@ -310,10 +349,17 @@ pub struct Profile {
     pub peak_flops: f64,
     pub dram_bytes_per_s: f64,
     /// Indexed by [`KernelClass::index`].
-    pub efficiency: [ClassEfficiency; 12],
+    pub efficiency: [ClassEfficiency; KernelClass::COUNT],
     /// GPU time every launch takes beyond its roofline time (ramp-up, tail, the gap to the next
     /// kernel), the same for a graph node and a direct launch.
     pub kernel_fixed_s: f64,
+    /// The same for a launch made as a programmatic dependent of the one before (PDL: its blocks
+    /// resident before that one ends, held at griddepcontrol.wait): the hand-off alone. Assumed
+    /// (the calibration file's `assumptions`), until the hand-off microbenchmark is measured.
+    pub dependent_fixed_s: f64,
+    /// L2-to-SM bandwidth, for launches with [`LaunchCost::l2_bytes`] (assumed: the calibration
+    /// file's `assumptions`; the same chip, so the same on an H200).
+    pub l2_bytes_per_s: f64,
     /// Host time to issue one direct launch, or one graph replay.
     pub host_launch_s: f64,
     /// Host↔device copies (assumed, not measured: see the calibration file).
@@ -329,8 +375,10 @@ impl Profile {
             efficiency: [ClassEfficiency {
                 compute: 1.0,
                 memory: 1.0,
-            }; 12],
+            }; KernelClass::COUNT],
             kernel_fixed_s: 0.0,
+            dependent_fixed_s: 0.0,
+            l2_bytes_per_s: f64::INFINITY,
             host_launch_s: 0.0,
             pcie_bytes_per_s,
         }
@@ -348,11 +396,24 @@ impl Profile {
         } else {
             0.0
         };
-        compute.max(c.bytes() / (e.memory * self.dram_bytes_per_s))
+        let dram = c.bytes() / (e.memory * self.dram_bytes_per_s);
+        // Everything a launch reads passes through L2; only a broadcast makes that bind.
+        let l2 = if c.l2_bytes > 0.0 {
+            (c.bytes() + c.l2_bytes) / self.l2_bytes_per_s
+        } else {
+            0.0
+        };
+        compute.max(dram).max(l2)
     }
 
     /// GPU time of a launch: fixed cost + roofline.
     pub fn kernel_s(&self, c: &LaunchCost) -> f64 {
         self.kernel_fixed_s + self.roofline_s(c)
+    }
+
+    /// GPU time of a programmatic dependent launch: the hand-off + roofline (its weight
+    /// prefetch before the wait is not credited as overlap: a conservative choice).
+    pub fn dependent_kernel_s(&self, c: &LaunchCost) -> f64 {
+        self.dependent_fixed_s + self.roofline_s(c)
     }
 }

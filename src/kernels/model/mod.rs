@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use super::device::{BufferInner, Device, DeviceBuffer};
 use super::gemm::GemmDesc;
-use super::{Dtype, KernelError};
+use super::{Dtype, KernelError, LaunchAttrs};
 pub use costs::{KernelClass, LaunchCost, Profile};
 pub(crate) use memory::ModelAlloc;
 use memory::ModelMemory;
@@ -117,7 +117,7 @@ pub struct ClassTotals {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ledger {
     /// Indexed by [`KernelClass::index`].
-    pub classes: [ClassTotals; 12],
+    pub classes: [ClassTotals; KernelClass::COUNT],
     pub graph_replays: u64,
     pub direct_launches: u64,
     pub uploaded_bytes: u64,
@@ -150,7 +150,12 @@ impl Ledger {
 
 /// One step of a recorded graph.
 enum Step {
-    Launch { name: String, params: Vec<u8> },
+    /// `dependent`: a programmatic dependent launch ([`Profile::dependent_fixed_s`]).
+    Launch {
+        name: String,
+        params: Vec<u8>,
+        dependent: bool,
+    },
     Gemm(GemmDesc),
 }
 
@@ -212,22 +217,26 @@ impl ModelDevice {
 
     /// Run one launch on the GPU clock: it starts when both the GPU is free and the host has
     /// issued it (`issued_s`).
-    fn execute(&self, cost: &LaunchCost, issued_s: f64) {
-        let seconds = self.profile.kernel_s(cost);
+    fn execute(&self, cost: &LaunchCost, dependent: bool, issued_s: f64) {
+        let seconds = if dependent {
+            self.profile.dependent_kernel_s(cost)
+        } else {
+            self.profile.kernel_s(cost)
+        };
         let mut c = lock(&self.clock);
         c.gpu_s = c.gpu_s.max(issued_s) + seconds;
         lock(&self.ledger).add(cost, seconds);
     }
 
     /// A direct launch: the host spends `host_launch_s` issuing it.
-    fn direct(&self, cost: &LaunchCost) {
+    fn direct(&self, cost: &LaunchCost, dependent: bool) {
         let issued = {
             let mut c = lock(&self.clock);
             c.host_s += self.profile.host_launch_s;
             c.host_s
         };
         lock(&self.ledger).direct_launches += 1;
-        self.execute(cost, issued);
+        self.execute(cost, dependent, issued);
     }
 
     fn record(&self, step: Step) -> bool {
@@ -242,7 +251,7 @@ impl ModelDevice {
 
     fn step_cost(&self, step: &Step) -> Result<LaunchCost, KernelError> {
         match step {
-            Step::Launch { name, params } => costs::kernel_cost(name, params, self.memory.as_ref()),
+            Step::Launch { name, params, .. } => costs::kernel_cost(name, params, self.memory.as_ref()),
             Step::Gemm(g) => Ok(costs::gemm_cost(g)),
         }
     }
@@ -337,20 +346,38 @@ impl Device for ModelDevice {
     fn launch_raw(
         &self,
         name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+    ) -> Result<(), KernelError> {
+        self.launch_ex_raw(name, grid, block, smem, params, LaunchAttrs::default())
+    }
+    fn launch_ex_raw(
+        &self,
+        name: &str,
         _grid: [u32; 3],
         _block: [u32; 3],
         _smem: u32,
         params: &[u8],
+        attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
+        if attrs.coscheduled {
+            return Err(KernelError::Unsupported {
+                kernel: name.into(),
+                message: format!("{} has no formula for a co-scheduled grid", self.name()),
+            });
+        }
         // The cost comes from the parameters; grid, block and smem only restate them. It is
         // computed while recording a graph too, so that a kernel without a formula fails at once.
         let cost = costs::kernel_cost(name, params, self.memory.as_ref())?;
         let step = Step::Launch {
             name: name.to_string(),
             params: params.to_vec(),
+            dependent: attrs.dependent,
         };
         if !self.record(step) {
-            self.direct(&cost);
+            self.direct(&cost, attrs.dependent);
         }
         Ok(())
     }
@@ -370,7 +397,7 @@ impl Device for ModelDevice {
     fn gemm(&self, _dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
         g.check()?;
         if !self.record(Step::Gemm(*g)) {
-            self.direct(&costs::gemm_cost(g));
+            self.direct(&costs::gemm_cost(g), false);
         }
         Ok(())
     }
@@ -399,7 +426,8 @@ impl Device for ModelDevice {
         lock(&self.ledger).graph_replays += 1;
         for step in steps.iter() {
             let cost = self.step_cost(step)?;
-            self.execute(&cost, issued);
+            let dependent = matches!(step, Step::Launch { dependent: true, .. });
+            self.execute(&cost, dependent, issued);
         }
         Ok(())
     }
