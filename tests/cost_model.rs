@@ -417,3 +417,90 @@ fn reserved_weights_are_laid_out_as_uploaded_ones() {
         assert_eq!(layout(&up), layout(&re), "{path:?}");
     }
 }
+
+/// The small-batch GEMMs (`gemm_stream_sm90`) are chosen on the Hopper path exactly for launches
+/// of at most `small_batch_tokens` capacity rows — base 64, large 16 (the kernel's shared memory
+/// at Wo2's K) — direct launches by the batch's own tokens, graph replays by the bucket's; each
+/// is a programmatic dependent launch costed with the assumed hand-off, and a small-batch layer
+/// moves by hand count, per token: Wqkv x 2H in, Q K V 6H out; attention 8H; Wo the attention
+/// output 2H and x 2H in, x 2H out; Wi x 2H in, the gated half 2I out; Wo2 2I in, x 2H in and
+/// out — 28H + 4I, with no row statistics (each GEMM takes its rows' own); embeddings 4 + 4H and
+/// the final norm 4H around the layers.
+#[test]
+fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
+    use modernbert::bench::{shape_config, ShapeArg};
+    use modernbert::kernels::model::KernelClass;
+    let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();
+    for (shape, bound) in [(ShapeArg::Base, 64usize), (ShapeArg::Large, 16)] {
+        let config = shape_config(shape, None).unwrap();
+        assert_eq!(modernbert::gpu::path::small_batch_tokens(&config) as usize, bound);
+        let (h, i, layers) = (
+            config.hidden_size as f64,
+            config.intermediate_size as f64,
+            config.num_hidden_layers as u64,
+        );
+        // (tokens of one sequence, graphs, expected small)
+        let cases = [
+            (1, false, true),
+            (bound, false, true),
+            (bound + 1, false, false),
+            (bound / 2 + 1, true, true), // the bucket is `bound`
+            (bound + 1, true, false),    // the bucket is 2·bound
+        ];
+        for (tokens, graphs, small) in cases {
+            let model = Arc::new(ModelDevice::new(Card::H100, Some((9, 0)), profile.clone()));
+            let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 512, 4, GpuPathChoice::Auto)
+                .unwrap()
+                .with_graphs(graphs);
+            assert_eq!(exec.small_batch_tokens() as usize, bound);
+            let batch = PackedBatch::from_sequences(&[vec![5u32; tokens]]).unwrap();
+            let mut out = vec![0f32; batch.tokens() * config.hidden_size];
+            exec.forward_into(&batch, &mut out).unwrap();
+            let ledger = model.ledger();
+            let of = |c: KernelClass| ledger.classes[c.index()];
+            let (stream, tiled) = (of(KernelClass::GemmStream), of(KernelClass::Gemm));
+            let what = format!("{shape:?}, {tokens} tokens, graphs {graphs}");
+            assert_eq!(stream.launches, if small { 4 * layers } else { 0 }, "{what}");
+            assert_eq!(tiled.launches, if small { 0 } else { 4 * layers }, "{what}");
+            if small {
+                let t = tokens as f64;
+                let layer = 28.0 * h + 4.0 * i;
+                let other: f64 = KernelClass::ALL
+                    .into_iter()
+                    .filter(|&c| c != KernelClass::GemmStream)
+                    .map(|c| of(c).activation_bytes)
+                    .sum();
+                assert_eq!(
+                    stream.activation_bytes + other,
+                    t * (4.0 + 8.0 * h + layers as f64 * layer),
+                    "{what}"
+                );
+                // The weights once per GEMM: W (2 B an element) and, after a norm, its column sums.
+                let weights = layers as f64 * 2.0 * (3.0 * h * h + h * h + 2.0 * i * h + h * i);
+                let colsums = (layers - 1) as f64 * 4.0 * 3.0 * h + layers as f64 * 4.0 * 2.0 * i;
+                assert_eq!(stream.param_bytes, weights + colsums, "{what}");
+                // Each stream GEMM's time: the assumed hand-off, then the slower of its DRAM
+                // bytes at the copy ceiling and its L2 reads — DRAM's, and x again by every
+                // block but one, (n/16 − 1)·t·k·2 — at the assumed L2 bandwidth.
+                let dram_rate = profile.efficiency(KernelClass::GemmStream).memory * profile.dram_bytes_per_s;
+                let gemm_s = |n: f64, k: f64, out: f64, normed: bool| {
+                    let dram = 2.0 * n * k + if normed { 4.0 * n } else { 0.0 } + 2.0 * t * (k + out);
+                    let l2 = (n / 16.0 - 1.0) * t * k * 2.0;
+                    profile.dependent_fixed_s + (dram / dram_rate).max((dram + l2) / profile.l2_bytes_per_s)
+                };
+                let layer_s = |first: bool| {
+                    gemm_s(3.0 * h, h, 3.0 * h, !first)
+                        + gemm_s(h, h, 2.0 * h, false)
+                        + gemm_s(2.0 * i, h, i, true)
+                        + gemm_s(h, i, 2.0 * h, false)
+                };
+                let expected = layer_s(true) + (layers - 1) as f64 * layer_s(false);
+                assert!(
+                    (stream.seconds - expected).abs() < 1e-9 * expected,
+                    "{what}: {} vs {expected}",
+                    stream.seconds
+                );
+            }
+        }
+    }
+}

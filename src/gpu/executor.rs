@@ -16,12 +16,12 @@ use crate::config::{AttentionWindow, LayerKind, ModelConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::gpu::arena::{Arena, ArenaPlan};
 use crate::gpu::heads::{activation_code, DeviceHeads, Heads};
-use crate::gpu::path::{GpuPath, GpuPathChoice};
+use crate::gpu::path::{self, GpuPath, GpuPathChoice};
 use crate::gpu::weights::{DeviceLayer, DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
 use crate::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use crate::kernels::params::*;
-use crate::kernels::{graph, nvtx, ops, Dtype, KernelError};
+use crate::kernels::{gemm_stream, graph, nvtx, ops, Dtype, KernelError};
 use crate::limits::{bytes_of, check_fits, host_memory_limit, sum_of, zeroed};
 use crate::model::BackboneWeights;
 
@@ -62,6 +62,9 @@ pub struct GpuExecutor {
     hidden_activation: u32,
     /// The launch list of each layer.
     path: GpuPath,
+    /// On [`GpuPath::Hopper`], launches of at most this many tokens (capacity) run their GEMMs
+    /// as `gemm_stream_sm90` ([`path::small_batch_tokens`]); 0 elsewhere.
+    small_batch_tokens: u32,
     /// Replay recorded launch sequences (CUDA graphs) for batches that fit a graph bucket.
     graphs: bool,
     state: Mutex<State>,
@@ -245,6 +248,10 @@ impl GpuExecutor {
             heads,
             hidden_activation,
             path,
+            small_batch_tokens: match path {
+                GpuPath::Hopper => path::small_batch_tokens(config),
+                GpuPath::Portable => 0,
+            },
             graphs: false,
             state: Mutex::new(State {
                 arena,
@@ -263,6 +270,18 @@ impl GpuExecutor {
     /// The launch list the forward issues.
     pub fn path(&self) -> GpuPath {
         self.path
+    }
+
+    /// Cap the small-batch bound at `tokens` (0: the small-batch GEMMs off), never raising it
+    /// past what the kernel's shared memory allows.
+    pub fn with_small_batch_tokens(mut self, tokens: u32) -> Self {
+        self.small_batch_tokens = self.small_batch_tokens.min(tokens);
+        self
+    }
+
+    /// The most tokens (a launch's capacity) for which the GEMMs are the small-batch ones.
+    pub fn small_batch_tokens(&self) -> u32 {
+        self.small_batch_tokens
     }
 
     pub fn device_name(&self) -> String {
@@ -607,6 +626,7 @@ impl GpuExecutor {
     /// launched for the capacities of `shape`.
     pub fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<(), KernelError> {
         let w = &self.weights;
+        let small = shape.tokens <= self.small_batch_tokens;
         self.embeddings(a, shape)?; // x = LN_emb(E[ids])
         for (l, layer) in w.layers.iter().enumerate() {
             let _layer = nvtx::range(match self.config.layer_kind(l) {
@@ -615,7 +635,7 @@ impl GpuExecutor {
             });
             match self.path {
                 GpuPath::Portable => self.layer_portable(a, l, layer, shape)?,
-                GpuPath::Hopper => self.layer_hopper(a, l, layer, shape)?,
+                GpuPath::Hopper => self.layer_hopper(a, l, layer, shape, small)?,
             }
         }
         // The portable layer leaves its MLP output in `proj` for the next norm to add.
@@ -651,17 +671,41 @@ impl GpuExecutor {
     }
 
     /// One layer on [`GpuPath::Hopper`]: `x` is the whole residual stream on entry and on exit
-    /// (Wo and Wo2 add into it in their epilogues).
-    fn layer_hopper(&self, a: &Arena, l: usize, layer: &DeviceLayer, s: LaunchShape) -> Result<(), KernelError> {
-        // LayerNorm has no pass here: the GEMM that writes x (Wo, Wo2) records its row statistics
-        // in `row_stats`, and the GEMM that reads x next (Wi, the next layer's Wqkv) normalises
-        // its rows with them, γ folded into its weight (ops::RowNorm). The final norm is a pass.
+    /// (Wo and Wo2 add into it in their epilogues). `small`: the GEMMs are `gemm_stream_sm90`
+    /// (each a programmatic dependent of the launch before it, its weights in flight before it
+    /// waits), which take each row's LayerNorm statistics from x itself, so no statistics are
+    /// written.
+    fn layer_hopper(
+        &self,
+        a: &Arena,
+        l: usize,
+        layer: &DeviceLayer,
+        s: LaunchShape,
+        small: bool,
+    ) -> Result<(), KernelError> {
+        // LayerNorm has no pass here: the GEMM that reads x next (Wi, the next layer's Wqkv)
+        // normalises its rows on the way, γ folded into its weight (ops::RowNorm), with the row
+        // statistics the GEMM that wrote x (Wo, Wo2) recorded in `row_stats` — or, small, its
+        // own. The final norm is a pass.
         let norm = |colsum: u64| RowNorm {
-            stats: a.row_stats,
+            stats: if small { 0 } else { a.row_stats },
             colsum,
             eps: self.config.norm_eps,
         };
         let last = l + 1 == self.weights.layers.len();
+        let gemm = |input, lin: &DeviceLinear, norm, out, epilogue, name| {
+            let g = GemmSm90 {
+                m: s.tokens,
+                n: lin.out_features,
+                k: lin.in_features,
+                a: input,
+                b: lin.weight,
+                c: out,
+                epilogue,
+                norm,
+            };
+            self.linear_sm90(&g, small, a.batch, name)
+        };
         // Attention block: x += Wo · attention(RoPE(Wqkv · LN(x))), layer 0 without the LN.
         let rope = Sm90Epilogue::Rope {
             theta: self.config.rope_theta(l),
@@ -671,35 +715,22 @@ impl GpuExecutor {
             batch: a.batch,
         };
         let attn_norm = layer.attn_norm.map(|_| norm(layer.wqkv_colsum));
-        self.linear_sm90(a.x, &layer.wqkv, attn_norm, a.qkv, s, rope, c"attn_norm_qkv_rope")?;
+        gemm(a.x, &layer.wqkv, attn_norm, a.qkv, rope, c"attn_norm_qkv_rope")?;
         self.attention(a, l, s)?;
-        let add_and_record = |stats| Sm90Epilogue::Residual { r: a.x, stats };
-        self.linear_sm90(
-            a.attn,
-            &layer.wo,
-            None,
-            a.x,
-            s,
-            add_and_record(a.row_stats),
-            c"attn_out_add",
-        )?;
+        // Statistics for the next norm; the last layer's would go unread (the final norm is a
+        // pass), and the small-batch GEMMs make their own.
+        let add_and_record = |last| Sm90Epilogue::Residual {
+            r: a.x,
+            stats: if small || last { 0 } else { a.row_stats },
+        };
+        gemm(a.attn, &layer.wo, None, a.x, add_and_record(false), c"attn_out_add")?;
         // MLP block: x += Wo2 · GeGLU(Wi · LN(x)), Wi's rows in the epilogue's order.
         let geglu = Sm90Epilogue::Geglu {
             act: self.hidden_activation,
         };
         let mlp_norm = Some(norm(layer.wi_colsum));
-        self.linear_sm90(a.x, &layer.wi, mlp_norm, a.gated, s, geglu, c"mlp_norm_in_geglu")?;
-        // The last layer's statistics would go unread: the final norm is a pass.
-        let stats = if last { 0 } else { a.row_stats };
-        self.linear_sm90(
-            a.gated,
-            &layer.mlp_wo,
-            None,
-            a.x,
-            s,
-            add_and_record(stats),
-            c"mlp_out_add",
-        )
+        gemm(a.x, &layer.wi, mlp_norm, a.gated, geglu, c"mlp_norm_in_geglu")?;
+        gemm(a.gated, &layer.mlp_wo, None, a.x, add_and_record(last), c"mlp_out_add")
     }
 
     fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
@@ -760,32 +791,16 @@ impl GpuExecutor {
         self.dev.gemm(self.dtype, &g)
     }
 
-    /// `out = epilogue(norm(input) · Wᵀ)` with `gemm_sm90` (no bias: [`GpuPath::resolve`]
-    /// refuses checkpoints with one; `norm`: the LayerNorm folded into `l`), its tensor maps
-    /// encoded for this launch's capacity rows.
-    #[allow(clippy::too_many_arguments)] // GemmSm90's fields, less what the weight says
-    fn linear_sm90(
-        &self,
-        input: u64,
-        l: &DeviceLinear,
-        norm: Option<RowNorm>,
-        out: u64,
-        s: LaunchShape,
-        epilogue: Sm90Epilogue,
-        name: &'static CStr,
-    ) -> Result<(), KernelError> {
+    /// `g` (no bias: [`GpuPath::resolve`] refuses checkpoints with one) with `gemm_sm90`, its
+    /// tensor maps encoded for this launch's capacity rows, or, `small`, with `gemm_stream_sm90`
+    /// on the rows in use of the `BatchDesc` at `batch`, as a programmatic dependent launch.
+    fn linear_sm90(&self, g: &GemmSm90, small: bool, batch: u64, name: &'static CStr) -> Result<(), KernelError> {
         let _range = nvtx::range(name);
-        let g = GemmSm90 {
-            m: s.tokens,
-            n: l.out_features,
-            k: l.in_features,
-            a: input,
-            b: l.weight,
-            c: out,
-            epilogue,
-            norm,
-        };
-        ops::gemm_sm90(self.dev.as_ref(), self.dtype, &g, false)
+        if small {
+            gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, true)
+        } else {
+            ops::gemm_sm90(self.dev.as_ref(), self.dtype, g, false)
+        }
     }
 
     fn rope(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {

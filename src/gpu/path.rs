@@ -3,6 +3,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::device::Device;
+use crate::kernels::gemm_stream::{stream_max_rows, STREAM_K_MULTIPLE};
 use crate::kernels::params::{MB_GEMM90_BK, MB_GEMM90_BN, MB_GEMM90_ROPE_HEAD_DIM};
 
 /// The launch list of one layer.
@@ -66,6 +67,19 @@ impl GpuPath {
             GpuPath::Hopper => "sm90a",
         }
     }
+}
+
+/// The most tokens a launch may hold for [`GpuPath::Hopper`]'s GEMMs to be the small-batch
+/// `gemm_stream_sm90` (all of a layer's weights streamed by every SM, the activations on chip):
+/// the fewest rows its shared memory takes at any of the layer's widths K — hidden (Wqkv, Wo,
+/// Wi) and intermediate (Wo2). Base (768, 1152): 64; large (1024, 2624): 16. 0: none (a width
+/// not a multiple of `STREAM_K_MULTIPLE`).
+pub fn small_batch_tokens(config: &ModelConfig) -> u32 {
+    let (h, i) = (config.hidden_size as u32, config.intermediate_size as u32);
+    if h % STREAM_K_MULTIPLE != 0 || i % STREAM_K_MULTIPLE != 0 {
+        return 0;
+    }
+    stream_max_rows(h).min(stream_max_rows(i))
 }
 
 /// Why the Hopper path cannot run `config` on `dev`, or `None` when it can. `gemm_sm90` takes
