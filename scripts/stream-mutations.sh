@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# Mutations of the small-batch GEMM: each breaks cuda/gemm_stream_sm90.cu in one way (the wait
-# before the activations, the chunk's k permutation, a warp's chunks, the warps' sum, the pairs'
-# weight rows for RoPE and GeGLU, RoPE's frequency and position, the row norm's statistics and
-# mean, the rows in use, the residual's operand), and a kernel test on the emulator must fail; the
-# source is restored after each. Not part of test.sh (a rebuild per mutation, about a minute each);
-# run it after changing the kernel.
+# Mutations of the small-batch GEMM, each restored after it is tried. Not part of test.sh (a
+# rebuild per mutation, about a minute each); run it after changing the kernel or its use.
+# - kernel: each breaks cuda/gemm_stream_sm90.cu in one way (the wait before the activations, the
+#   chunk's k permutation, a warp's chunks, the warps' sum, the pairs' weight rows for RoPE and
+#   GeGLU, RoPE's frequency and position, the row norm's statistics and mean, the rows in use, the
+#   residual's operand), and a kernel test on the emulator must fail;
+# - executor: each breaks its use in the forward (src/gpu/executor.rs, src/gpu/path.rs: the
+#   bound's comparison and its widths, the dependent launch, the rows in use, a folded norm), and
+#   tests/cost_model.rs or tests/device_parity.rs must fail.
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
+#   bash scripts/stream-mutations.sh executor   # one section: kernel or executor
 set -uo pipefail
 cd "$(dirname "$0")/.."
-src=cuda/gemm_stream_sm90.cu
-backup=$(mktemp)
-cp "$src" "$backup"
-trap 'cp "$backup" "$src"; rm -f "$backup"' EXIT
+backups=$(mktemp -d)
+restore() { for p in "$backups"/*.path; do [ -e "$p" ] && cp "${p%.path}" "$(cat "$p")"; done; }
+trap 'restore; rm -rf "$backups"' EXIT
+section=${1:-all}
+case $section in all | kernel | executor) ;; *) echo "usage: $0 [kernel|executor]"; exit 2 ;; esac
 survivors=0
-mutate() {  # name, old text, new text (old must occur exactly once)
+# The file the next mutations break, and the test command that must then fail.
+target() {
+  src=$1 tests=$2 backup="$backups/$(echo "$1" | tr / _)"
+  cp "$src" "$backup"
+  echo "$src" >"$backup.path"
+}
+mutate() {  # name, old text, new text (old must occur exactly once in $src)
   local name=$1 old=$2 new=$3
   cp "$backup" "$src"
   python3 - "$src" "$old" "$new" <<'PY' || { echo "mutation '$name': pattern not found"; exit 2; }
@@ -24,13 +35,15 @@ if s.count(old) != 1:
     sys.exit(1)
 open(path, "w").write(s.replace(old, new))
 PY
-  if (cd kernels-tests && cargo test -q --test gemm_stream_sm90 >/tmp/mutation.log 2>&1); then
+  if (eval "$tests") >/tmp/mutation.log 2>&1; then
     echo "SURVIVED  $name"
     survivors=$((survivors + 1))
   else
     echo "killed    $name: $(grep -m1 -oE 'FAIL [^:]*: [^;]{0,160}|panicked at [^ ]*|deadlock[^;]{0,80}' /tmp/mutation.log | head -1)"
   fi
 }
+if [ "$section" != executor ]; then
+target cuda/gemm_stream_sm90.cu "cd kernels-tests && cargo test -q --test gemm_stream_sm90"
 mutate "activations read before griddepcontrol.wait" \
   "    // 2. The activations: the previous kernel's output.
     pdl_wait();" "    // 2. The activations: the previous kernel's output (no wait)."
@@ -65,5 +78,27 @@ mutate "rows in use: the capacity, not the batch's tokens" \
 mutate "residual: added to the wrong column of r" \
   "to_f32(r_in[(size_t)r * p.n + col[h]])" "to_f32(r_in[(size_t)r * p.n + col[0]])"
 cp "$backup" "$src"
+fi
+
+if [ "$section" != kernel ]; then
+executor_tests="cargo test -q --test cost_model --test device_parity"
+target src/gpu/executor.rs "$executor_tests"
+mutate "executor: a launch of exactly the bound takes the large-batch GEMMs" \
+  "let small = shape.tokens <= self.small_batch_tokens;" "let small = shape.tokens < self.small_batch_tokens;"
+mutate "executor: the small-batch GEMMs launched as ordinary launches, not dependents" \
+  "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, true)" \
+  "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, false)"
+mutate "executor: no BatchDesc, so every capacity row is computed" \
+  "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, true)" \
+  "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, 0, true)"
+mutate "executor: Wi's folded LayerNorm dropped on the small-batch path" \
+  "let mlp_norm = Some(norm(layer.wi_colsum));" \
+  "let mlp_norm = if small { None } else { Some(norm(layer.wi_colsum)) };"
+cp "$backup" "$src"
+target src/gpu/path.rs "$executor_tests"
+mutate "path: the bound from the hidden width alone (Wo2's K = intermediate ignored)" \
+  "stream_max_rows(h).min(stream_max_rows(i))" "stream_max_rows(h)"
+cp "$backup" "$src"
+fi
 echo "$survivors mutation(s) survived"
 [ "$survivors" -eq 0 ]
