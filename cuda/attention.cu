@@ -37,6 +37,10 @@
  *   max_seqlen is the host's error (its tail rows would not be computed).
  *   head_dim must be 64: the host launcher rejects anything else with an error; the kernel itself
  *   returns without writing if p.head_dim != 64.
+ *   Programmatic dependent launch (sm_90+, the Hopper path's small batches): the kernel may be
+ *   launched as the dependent of the GEMM that writes qkv (griddepcontrol.wait before its first
+ *   read of qkv) and triggers its own dependent (the Wo GEMM) at once; below sm_90 both are empty
+ *   and the launcher refuses a dependent launch.
  * Shared memory: 40 KiB static = Q 8 KiB + 2 x (K 8 KiB + V 8 KiB); rows of 128 bytes with the 16-byte
  *   chunk index XOR-swizzled by (row & 7), so cp.async writes and ldmatrix reads are bank-conflict free.
  *   Rows past the sequence / key range are zero-filled (never read from global memory).
@@ -120,6 +124,10 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
     unsigned char* const sQ = attn_smem;
     unsigned char* const sKV = attn_smem + MB_ATTENTION_TILE_BYTES;  // buffer i: K at sKV + 2*i*tile, V right after it
 
+    // A programmatic dependent launch of this kernel (the small-batch path) overlaps the GEMM that
+    // writes qkv: until pdl_wait below, only the host's uploads (BatchDesc, cu_seqlens, key_lens)
+    // are read. The next launch (Wo) may become resident now: its own wait holds its reads.
+    pdl_launch_dependents();
     const BatchDesc* const desc = reinterpret_cast<const BatchDesc*>(p.batch);
     const int b = blockIdx.z;
     const int h = blockIdx.y;
@@ -170,6 +178,7 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
     const T* const k_src = q_src + (size_t)heads * MB_ATTENTION_HEAD_DIM - (size_t)q0 * stride;  // row 0 of the sequence
     const T* const v_src = k_src + (size_t)heads * MB_ATTENTION_HEAD_DIM;
 
+    pdl_wait();  // qkv is the previous launch's output
     load_tile(sQ, q_src, stride, q_end - q0, tid);
     if (n_tiles > 0) {
         load_tile(sKV, k_src + (size_t)klo * stride, stride, khi - klo, tid);
@@ -338,10 +347,10 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
 
 }  // namespace attention_detail
 
-extern "C" __global__ void __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_bf16(const __grid_constant__ AttentionParams p) {
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_bf16(const __grid_constant__ AttentionParams p) {
     attention_detail::attention_impl<__nv_bfloat16>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_f16(const __grid_constant__ AttentionParams p) {
+extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_f16(const __grid_constant__ AttentionParams p) {
     attention_detail::attention_impl<__half>(p);
 }

@@ -38,7 +38,7 @@
 // Bytes (minimum): 2·n·k (weights, DRAM) + 2·m·k per block (x, from L2: (n / 16) · 2·m·k in all) +
 //   2·m·n written (geglu m·n; residual + 2·m·n read) + 4·n (colsum); FLOPs: 2·m·n·k.
 #include "common.cuh"  // activate, rows_in_use, to_f32, from_f32
-#include "hopper.cuh"  // pdl_launch_dependents, pdl_wait
+#include "hopper.cuh"
 #include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
 
 extern __shared__ __align__(16) unsigned char smem[];

@@ -6,17 +6,19 @@
 #   GeGLU, RoPE's frequency and position, the row norm's statistics and mean, the rows in use, the
 #   residual's operand), and a kernel test on the emulator must fail;
 # - executor: each breaks its use in the forward (src/gpu/executor.rs, src/gpu/path.rs: the
-#   bound's comparison and its widths, the dependent launch, the rows in use, a folded norm), and
-#   tests/cost_model.rs or tests/device_parity.rs must fail.
+#   bound's comparison and its widths, the dependent launches, the rows in use, a folded norm), and
+#   tests/cost_model.rs or tests/device_parity.rs must fail;
+# - attention: attention as a dependent of the Wqkv GEMM (cuda/attention.cu's wait before it reads
+#   qkv, src/kernels/ops.rs's refusal below sm_90), and kernels-tests' attention test must fail.
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
-#   bash scripts/stream-mutations.sh executor   # one section: kernel or executor
+#   bash scripts/stream-mutations.sh executor   # one section: kernel, executor or attention
 set -uo pipefail
 cd "$(dirname "$0")/.."
 backups=$(mktemp -d)
 restore() { for p in "$backups"/*.path; do [ -e "$p" ] && cp "${p%.path}" "$(cat "$p")"; done; }
 trap 'restore; rm -rf "$backups"' EXIT
 section=${1:-all}
-case $section in all | kernel | executor) ;; *) echo "usage: $0 [kernel|executor]"; exit 2 ;; esac
+case $section in all | kernel | executor | attention) ;; *) echo "usage: $0 [kernel|executor|attention]"; exit 2 ;; esac
 survivors=0
 # The file the next mutations break, and the test command that must then fail.
 target() {
@@ -42,7 +44,7 @@ PY
     echo "killed    $name: $(grep -m1 -oE 'FAIL [^:]*: [^;]{0,160}|panicked at [^ ]*|deadlock[^;]{0,80}' /tmp/mutation.log | head -1)"
   fi
 }
-if [ "$section" != executor ]; then
+if [ "$section" = all ] || [ "$section" = kernel ]; then
 target cuda/gemm_stream_sm90.cu "cd kernels-tests && cargo test -q --test gemm_stream_sm90"
 mutate "activations read before griddepcontrol.wait" \
   "    // 2. The activations: the previous kernel's output.
@@ -80,7 +82,7 @@ mutate "residual: added to the wrong column of r" \
 cp "$backup" "$src"
 fi
 
-if [ "$section" != kernel ]; then
+if [ "$section" = all ] || [ "$section" = executor ]; then
 executor_tests="cargo test -q --test cost_model --test device_parity"
 target src/gpu/executor.rs "$executor_tests"
 mutate "executor: a launch of exactly the bound takes the large-batch GEMMs" \
@@ -91,6 +93,8 @@ mutate "executor: the small-batch GEMMs launched as ordinary launches, not depen
 mutate "executor: no BatchDesc, so every capacity row is computed" \
   "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, true)" \
   "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, 0, true)"
+mutate "executor: attention on the small-batch path an ordinary launch, not a dependent" \
+  "self.attention(a, l, s, small)?;" "self.attention(a, l, s, false)?;"
 mutate "executor: Wi's folded LayerNorm dropped on the small-batch path" \
   "let mlp_norm = Some(norm(layer.wi_colsum));" \
   "let mlp_norm = if small { None } else { Some(norm(layer.wi_colsum)) };"
@@ -98,6 +102,18 @@ cp "$backup" "$src"
 target src/gpu/path.rs "$executor_tests"
 mutate "path: the bound from the hidden width alone (Wo2's K = intermediate ignored)" \
   "stream_max_rows(h).min(stream_max_rows(i))" "stream_max_rows(h)"
+cp "$backup" "$src"
+fi
+
+if [ "$section" = all ] || [ "$section" = attention ]; then
+attention_tests="cd kernels-tests && cargo test -q --test attention a_dependent_attention"
+target cuda/attention.cu "$attention_tests"
+mutate "attention: qkv read before griddepcontrol.wait" \
+  "    pdl_wait();  // qkv is the previous launch's output" "    // (no wait: qkv read at once)"
+cp "$backup" "$src"
+target src/kernels/ops.rs "$attention_tests"
+mutate "attention: a dependent launch accepted below sm_90" \
+  "if dependent && dev.compute_capability() < (9, 0) {" "if dependent && dev.compute_capability() < (8, 0) {"
 cp "$backup" "$src"
 fi
 echo "$survivors mutation(s) survived"

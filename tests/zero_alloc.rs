@@ -73,6 +73,12 @@ fn batches() -> (PackedBatch, PackedBatch) {
     (big, small)
 }
 
+/// Within the Hopper path's small-batch bound (its GEMMs `gemm_stream_sm90`, every launch a
+/// programmatic dependent).
+fn tiny_batch() -> PackedBatch {
+    PackedBatch::from_sequences(&[vec![6u32; 20], vec![8u32; 5]]).unwrap()
+}
+
 #[test]
 fn forward_makes_no_host_allocation() {
     for path in [GpuPath::Portable, GpuPath::Hopper] {
@@ -83,9 +89,13 @@ fn forward_makes_no_host_allocation() {
 fn forward_makes_no_host_allocation_on(path: GpuPath) {
     let (exec, dev, h, layers) = executor_on(false, path);
     let (big, small) = batches();
+    let tiny = tiny_batch();
+    assert!(tiny.tokens() <= exec.small_batch_tokens() as usize || path == GpuPath::Portable);
     let mut out_big = vec![0f32; big.tokens() * h];
     let mut out_small = vec![0f32; small.tokens() * h];
+    let mut out_tiny = vec![0f32; tiny.tokens() * h];
     exec.forward_into(&big, &mut out_big).unwrap(); // warm-up
+    exec.forward_into(&tiny, &mut out_tiny).unwrap();
     let mut pooled = vec![0f32; small.sequences() * h];
     exec.pooled_into(
         &small,
@@ -101,6 +111,7 @@ fn forward_makes_no_host_allocation_on(path: GpuPath) {
     let before = allocations();
     exec.forward_into(&big, &mut out_big).unwrap();
     exec.forward_into(&small, &mut out_small).unwrap();
+    exec.forward_into(&tiny, &mut out_tiny).unwrap();
     exec.pooled_into(
         &small,
         modernbert::reference::ops::Pooling::Cls,
@@ -112,10 +123,10 @@ fn forward_makes_no_host_allocation_on(path: GpuPath) {
     .unwrap();
     let made = allocations() - before;
     let launched = dev.launches() - launches_before;
-    println!("{path:?}, 3 forwards: {launched} launches/GEMMs, {made} host allocations");
+    println!("{path:?}, 4 forwards: {launched} launches/GEMMs, {made} host allocations");
     // At least a layer's launches (5 on the Hopper path, 9 on the portable one) per layer of each
-    // of the 3 calls.
-    assert!(launched >= 3 * 5 * layers, "the forwards really launched their kernels");
+    // of the 4 calls.
+    assert!(launched >= 4 * 5 * layers, "the forwards really launched their kernels");
     assert_eq!(
         made, 0,
         "host heap allocations inside the executor's forward ({path:?})"
@@ -139,6 +150,10 @@ fn forward_makes_no_device_allocation_on(path: GpuPath) {
     assert!(out.iter().all(|v| v.is_finite()));
     let mut out = vec![0f32; small.tokens() * h];
     exec.forward_into(&small, &mut out).unwrap();
+    let tiny = tiny_batch();
+    let mut out = vec![0f32; tiny.tokens() * h];
+    exec.forward_into(&tiny, &mut out).unwrap();
+    assert!(out.iter().all(|v| v.is_finite()));
     assert_eq!(dev.allocs(), created, "device allocations during forward passes");
 }
 

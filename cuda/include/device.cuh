@@ -31,6 +31,11 @@
 
 #include "params.h"
 
+// Marks a kernel that calls pdl_launch_dependents(): a primary of programmatic dependent launch.
+// Empty for nvcc; build.rs reads it, and the emulator holds such a kernel's launch until it knows
+// whether the next launch is its dependent (src/kernels/emu.rs).
+#define MB_PDL_PRIMARY
+
 #ifndef MODERNBERT_EMULATOR
 
 // D = A * B + C for one warp, bf16 inputs, f32 accumulate (mma.sync.aligned.m16n8k16.row.col).
@@ -128,6 +133,18 @@ __device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) {
     asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(flag), "r"(value) : "memory");
 }
 
+// Programmatic dependent launch (griddepcontrol, sm_90+). pdl_wait: the previous launch has
+// finished and its writes are visible (returns at once in a launch that is not a dependent);
+// pdl_launch_dependents: the next launch, if it is this one's dependent, may start. Below sm_90 both
+// are empty: there the launchers refuse a dependent launch (ops.rs), so no launch relies on them.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+#else
+__device__ __forceinline__ void pdl_wait() {}
+__device__ __forceinline__ void pdl_launch_dependents() {}
+#endif
+
 #else  // MODERNBERT_EMULATOR: twins of the above, see cuda/emu/emu.cpp for the layouts' code.
 
 __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
@@ -164,5 +181,7 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
 
 __device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t value) { emu_grid_wait_geq(flag, value); }
 __device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) { emu_grid_signal(flag, value); }
+__device__ __forceinline__ void pdl_wait() { emu_griddep_wait(); }
+__device__ __forceinline__ void pdl_launch_dependents() {}  // the emulator starts dependents at once
 
 #endif  // MODERNBERT_EMULATOR

@@ -27,11 +27,6 @@
 #endif
 #endif
 
-// Marks a kernel that calls pdl_launch_dependents(): a primary of programmatic dependent launch.
-// Empty for nvcc; build.rs reads it, and the emulator holds such a kernel's launch until it knows
-// whether the next launch is its dependent (src/kernels/emu.rs).
-#define MB_PDL_PRIMARY
-
 // ---- addresses and descriptors (the same on both sides) -------------------------------------------
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 #ifdef MODERNBERT_EMULATOR
@@ -85,8 +80,6 @@ template <int R>
 __device__ __forceinline__ void setmaxnreg_dec() {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
 }
-__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
-__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 
 // ---- mbarrier -------------------------------------------------------------------------------------
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
@@ -206,8 +199,6 @@ template <int R>
 __device__ __forceinline__ void setmaxnreg_inc() { emu_setmaxnreg(1, R); }
 template <int R>
 __device__ __forceinline__ void setmaxnreg_dec() { emu_setmaxnreg(0, R); }
-__device__ __forceinline__ void pdl_wait() { emu_griddep_wait(); }
-__device__ __forceinline__ void pdl_launch_dependents() {}  // the emulator starts dependents at once
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) { emu_mbar_init(bar, count); }
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) { emu_mbar_arrive(bar); }

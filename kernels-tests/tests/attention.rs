@@ -222,6 +222,81 @@ fn attention_8192_local_f16() {
     run_all("attention_8192_local_f16", &cases, true);
 }
 
+/// Attention launched as the programmatic dependent of a primary that writes its qkv
+/// (selftest_pdl_copy: triggers its dependents, then copies): qkv must be read only after
+/// griddepcontrol.wait. On the emulator the dependent runs first, up to its wait, so a read before
+/// it sees the poisoned qkv (NaN in the output). Below sm_90 the launcher refuses such a launch.
+#[test]
+fn a_dependent_attention_reads_qkv_after_the_wait() {
+    use modernbert::kernels::emu::Emulator;
+    use modernbert::kernels::params::SelftestSm90Params;
+    let refused = ops::attention(&Emulator::new(), Dtype::Bf16, &AttentionParams::default(), true);
+    match refused {
+        Err(KernelError::Unsupported { message, .. }) => assert!(message.contains("sm_90"), "{message}"),
+        other => panic!("a dependent launch on sm_80 must be refused, got {other:?}"),
+    }
+    let env = device();
+    let dev: Box<dyn Device> = if env.as_emulator().is_some() {
+        Box::new(Emulator::new().with_compute_capability((9, 0)))
+    } else if env.compute_capability() < (9, 0) {
+        eprintln!(
+            "SKIP: {} is below sm_90: no programmatic dependent launch to test",
+            env.name()
+        );
+        return;
+    } else {
+        env
+    };
+    let cases: Vec<_> = cases::cases()
+        .into_iter()
+        .filter(|c| c.name == "global_varlen_a" || c.name == "local64_varlen_a")
+        .collect();
+    assert_eq!(cases.len(), 2);
+    let mut rng = Rng::for_test("attention_dependent");
+    let mut failures = Failures::default();
+    for case in &cases {
+        for &dt in case.dtypes {
+            let mut run = AttentionRun::new(&*dev, case, &mut Inputs::drawn(&mut rng, dt));
+            let source = kernels_tests::upload(&*dev, dt, &run.qkv, "qkv source");
+            let mut reference = vec![0f32; case.tokens() * case.heads * HEAD_DIM];
+            let window = case
+                .radius
+                .map_or(AttentionWindow::Global, |radius| AttentionWindow::Local { radius });
+            let (qkv, cu) = (&run.qkv, &run.cu_seqlens);
+            reference_attention(qkv, cu, None, case.heads, HEAD_DIM, window, &mut reference);
+            let mut naive = vec![0f32; reference.len()];
+            naive_attention(dt, &run.qkv, case, &mut naive);
+            for reverse in kernels_tests::orders(&*dev) {
+                let order = set_order(&*dev, reverse);
+                let what = format!("{} {dt:?} {order}", case.name);
+                run.poison_qkv(&*dev);
+                run.poison_out(&*dev);
+                let copy = SelftestSm90Params {
+                    in_: source.addr(),
+                    out: run.params.qkv,
+                    n: (run.qkv.len() / 2) as u32, // u32 words of 2-byte elements
+                    ..Default::default()
+                };
+                let launched = dev
+                    .launch("selftest_pdl_copy", [4, 1, 1], [128, 1, 1], 0, &copy)
+                    .and_then(|_| ops::attention(&*dev, dt, &run.params, true))
+                    .and_then(|_| dev.synchronize());
+                if let Err(e) = launched {
+                    failures.fail(format!("{what}: {e}"));
+                    continue;
+                }
+                let out = run.out(&*dev);
+                if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+                    failures.fail(format!("{what}: output {} at {i}: qkv read before the wait?", out[i]));
+                    continue;
+                }
+                failures.push(check(&what, &out, &naive, &reference));
+            }
+        }
+    }
+    failures.finish();
+}
+
 #[test]
 fn attention_rejects_other_head_dims() {
     let dev = device();
@@ -239,7 +314,7 @@ fn attention_rejects_other_head_dims() {
         softmax_scale: 1.0 / (2.0 * HEAD_DIM as f32).sqrt(),
     };
     for dt in [Dtype::Bf16, Dtype::F16] {
-        match ops::attention(&*dev, dt, &p) {
+        match ops::attention(&*dev, dt, &p, false) {
             Err(KernelError::Unsupported { message, .. }) => {
                 assert!(message.contains(&format!("head_dim {}", 2 * HEAD_DIM)), "{message}")
             }

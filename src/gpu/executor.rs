@@ -661,7 +661,7 @@ impl GpuExecutor {
         };
         self.linear(attn_in, &layer.wqkv, a.qkv, s.tokens, c"qkv")?;
         self.rope(a, l, s)?;
-        self.attention(a, l, s)?;
+        self.attention(a, l, s, false)?;
         self.linear(a.attn, &layer.wo, a.proj, s.tokens, c"attn_out")?;
         // MLP block (GeGLU): x += attention output, fused into mlp_norm.
         self.add_and_norm(a, a.proj, layer.mlp_norm, a.normed, s, c"mlp_norm")?;
@@ -672,9 +672,9 @@ impl GpuExecutor {
 
     /// One layer on [`GpuPath::Hopper`]: `x` is the whole residual stream on entry and on exit
     /// (Wo and Wo2 add into it in their epilogues). `small`: the GEMMs are `gemm_stream_sm90`
-    /// (each a programmatic dependent of the launch before it, its weights in flight before it
-    /// waits), which take each row's LayerNorm statistics from x itself, so no statistics are
-    /// written.
+    /// (their weights in flight before they wait), which take each row's LayerNorm statistics from
+    /// x itself, so no statistics are written; all five launches are programmatic dependents of
+    /// the launch before them.
     fn layer_hopper(
         &self,
         a: &Arena,
@@ -716,7 +716,7 @@ impl GpuExecutor {
         };
         let attn_norm = layer.attn_norm.map(|_| norm(layer.wqkv_colsum));
         gemm(a.x, &layer.wqkv, attn_norm, a.qkv, rope, c"attn_norm_qkv_rope")?;
-        self.attention(a, l, s)?;
+        self.attention(a, l, s, small)?;
         // Statistics for the next norm; the last layer's would go unread (the final norm is a
         // pass), and the small-batch GEMMs make their own.
         let add_and_record = |last| Sm90Epilogue::Residual {
@@ -817,7 +817,9 @@ impl GpuExecutor {
         ops::rope(self.dev.as_ref(), self.dtype, &p)
     }
 
-    fn attention(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {
+    /// `dependent`: as a programmatic dependent of the GEMM that wrote qkv (the small-batch path,
+    /// where every launch of a layer is one: the fixed cost of each launch is the forward's).
+    fn attention(&self, a: &Arena, layer: usize, s: LaunchShape, dependent: bool) -> Result<(), KernelError> {
         let _range = nvtx::range(c"attention");
         let window_radius = match self.config.window(layer) {
             AttentionWindow::Global => -1,
@@ -836,7 +838,7 @@ impl GpuExecutor {
             window_radius,
             softmax_scale: 1.0 / (self.config.head_dim() as f32).sqrt(),
         };
-        ops::attention(self.dev.as_ref(), self.dtype, &p)
+        ops::attention(self.dev.as_ref(), self.dtype, &p, dependent)
     }
 
     fn geglu(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {

@@ -278,11 +278,20 @@ pub fn attention_grid(max_seqlen: u32, heads: u32, max_sequences: u32) -> ([u32;
 
 /// `attention.cu`: checks what the kernel cannot — head_dim 64 only (the kernel would write
 /// nothing otherwise), grid limits, 16-byte alignment of qkv and out (cp.async, 16-byte stores).
-pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(), KernelError> {
+/// `dependent`: as a programmatic dependent of the previous launch (the kernel waits for it
+/// before reading qkv), on sm_90 and later only.
+pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams, dependent: bool) -> Result<(), KernelError> {
     let name = match dt {
         Dtype::Bf16 => "attention_bf16",
         Dtype::F16 => "attention_f16",
     };
+    if dependent && dev.compute_capability() < (9, 0) {
+        let (major, minor) = dev.compute_capability();
+        return Err(unsupported(
+            name,
+            format!("a programmatic dependent launch needs sm_90 or later (this device: sm_{major}{minor})"),
+        ));
+    }
     if p.head_dim != MB_ATTENTION_HEAD_DIM {
         return Err(unsupported(
             name,
@@ -319,7 +328,11 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams) -> Result<(),
         return Ok(());
     }
     let (grid, block) = attention_grid(p.max_seqlen, p.heads, p.max_sequences);
-    dev.launch(name, grid, block, 0, p)
+    if dependent {
+        dev.launch_dependent_raw(name, grid, block, 0, p.as_bytes())
+    } else {
+        dev.launch(name, grid, block, 0, p)
+    }
 }
 
 /// `gather.cu`: `out[r] = x[rows[r]]` for `r < n_rows`. The caller guarantees every index is a row

@@ -179,11 +179,15 @@ impl AttentionRun {
         }
     }
     pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
-        ops::attention(dev, self.dt, &self.params)
+        ops::attention(dev, self.dt, &self.params, false)
     }
     /// Poison `out` again (before another launch of the same inputs).
     pub fn poison_out(&mut self, dev: &dyn Device) {
         poison(dev, &mut self.d_out);
+    }
+    /// Poison `qkv` (for a test whose launch before this one writes it).
+    pub fn poison_qkv(&mut self, dev: &dyn Device) {
+        poison(dev, self._inputs[0].as_mut().expect("qkv"));
     }
     /// `out`, `[tokens, heads * HEAD_DIM]`.
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {

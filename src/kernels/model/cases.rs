@@ -134,7 +134,7 @@ pub fn launch_micro(dev: &dyn Device, row: &MicroRow) -> Result<(), KernelError>
                 window_radius: row.window_radius.unwrap_or(-1),
                 softmax_scale: 0.125,
             };
-            ops::attention(dev, dt, &p)
+            ops::attention(dev, dt, &p, false)
         }
         "geglu" => {
             let (t, i) = (need(row, row.tokens, "tokens")?, need(row, row.inter, "inter")?);
