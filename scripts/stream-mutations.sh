@@ -9,16 +9,20 @@
 #   bound's comparison and its widths, the dependent launches, the rows in use, a folded norm), and
 #   tests/cost_model.rs or tests/device_parity.rs must fail;
 # - attention: attention as a dependent of the Wqkv GEMM (cuda/attention.cu's wait before it reads
-#   qkv, src/kernels/ops.rs's refusal below sm_90), and kernels-tests' attention test must fail.
+#   qkv, src/kernels/ops.rs's refusal below sm_90), and kernels-tests' attention test must fail;
+# - emulator: the host emulator's arithmetic every kernel test stands on (cuda/emu: wgmma's and
+#   mma.sync's sums, each thread's index), and the kernel tests of gemm_sm90 or attention
+#   must fail.
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
-#   bash scripts/stream-mutations.sh executor   # one section: kernel, executor or attention
+#   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator
 set -uo pipefail
 cd "$(dirname "$0")/.."
 backups=$(mktemp -d)
 restore() { for p in "$backups"/*.path; do [ -e "$p" ] && cp "${p%.path}" "$(cat "$p")"; done; }
 trap 'restore; rm -rf "$backups"' EXIT
 section=${1:-all}
-case $section in all | kernel | executor | attention) ;; *) echo "usage: $0 [kernel|executor|attention]"; exit 2 ;; esac
+case $section in all | kernel | executor | attention | emulator) ;;
+  *) echo "usage: $0 [kernel|executor|attention|emulator]"; exit 2 ;; esac
 survivors=0
 # The file the next mutations break, and the test command that must then fail.
 target() {
@@ -114,6 +118,28 @@ cp "$backup" "$src"
 target src/kernels/ops.rs "$attention_tests"
 mutate "attention: a dependent launch accepted below sm_90" \
   "if dependent && dev.compute_capability() < (9, 0) {" "if dependent && dev.compute_capability() < (8, 0) {"
+cp "$backup" "$src"
+fi
+
+if [ "$section" = all ] || [ "$section" = emulator ]; then
+emu_tests="cd kernels-tests && cargo test -q --test gemm_sm90 --test attention"
+target cuda/emu/hopper.cpp "$emu_tests"
+mutate "emulator: wgmma's sum leaves out its last k" \
+  "            for (int k = 0; k < 16; k++) {
+                const double a = A[r][k];" "            for (int k = 0; k < 15; k++) {
+                const double a = A[r][k];"
+mutate "emulator: wgmma's columns past the first 8 of each 16 left at 0" \
+  "for (int c0 = 0; c0 < n; c0 += 8) {" "for (int c0 = 0; c0 < n; c0 += 16) {"
+cp "$backup" "$src"
+target cuda/emu/emu.cpp "$emu_tests"
+mutate "emulator: mma.sync's sum leaves out its last k" \
+  "                for (int k = 0; k < 16; k++) {
+                    const double a = A[i][k];" "                for (int k = 0; k < 15; k++) {
+                    const double a = A[i][k];"
+mutate "emulator: mma.sync's accumulator input ignored" \
+  "for (int j = 0; j < 8; j++) acc[j] = C[i][j];" "for (int j = 0; j < 8; j++) acc[j] = 0;"
+mutate "emulator: threadIdx.x wraps at 32 (every warp sees the first warp's indices)" \
+  "b->thr[t].idx.x = t % bx;" "b->thr[t].idx.x = t % bx % 32;"
 cp "$backup" "$src"
 fi
 echo "$survivors mutation(s) survived"

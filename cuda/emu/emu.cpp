@@ -102,11 +102,11 @@ void release_stacks(Stacks* s) {
     g_free_stacks.push_back(s);
 }
 
-void set_coords(Block* b, int t) {
+void init_coords(Block* b, int t) {
     unsigned bx = b->L->block.x, by = b->L->block.y;
-    emu_threadIdx.x = t % bx;
-    emu_threadIdx.y = (t / bx) % by;
-    emu_threadIdx.z = t / (bx * by);
+    b->thr[t].idx.x = t % bx;
+    b->thr[t].idx.y = (t / bx) % by;
+    b->thr[t].idx.z = t / (bx * by);
 }
 
 }  // namespace
@@ -232,7 +232,8 @@ bool complete_warp(Block* b, int w) {
                 return false;
             }
             int fp16 = W.in[0].mma.fp16;
-            float A[16][16], B[16][8], C[16][8];
+            double A[16][16], B[16][8];
+            float C[16][8];
             for (int l = 0; l < 32; l++) {
                 const auto& m = W.in[l].mma;
                 if (m.fp16 != fp16) {
@@ -259,13 +260,18 @@ bool complete_warp(Block* b, int w) {
             // Products of two bf16/fp16 values are exact in double; the sum is rounded once to f32.
             // (The hardware's internal accumulation order is unspecified; it agrees bit for bit
             // whenever the exact sum is representable, see the GPU self-test.)
+            // (Each element's sum in k order, starting from C; a row's 8 sums in registers.)
             float D[16][8];
-            for (int i = 0; i < 16; i++)
-                for (int j = 0; j < 8; j++) {
-                    double s = C[i][j];
-                    for (int k = 0; k < 16; k++) s += (double)A[i][k] * (double)B[k][j];
-                    D[i][j] = (float)s;
+            for (int i = 0; i < 16; i++) {
+                double acc[8];
+                for (int j = 0; j < 8; j++) acc[j] = C[i][j];
+                for (int k = 0; k < 16; k++) {
+                    const double a = A[i][k];
+                    #pragma GCC unroll 8
+                    for (int j = 0; j < 8; j++) acc[j] += a * B[k][j];
                 }
+                for (int j = 0; j < 8; j++) D[i][j] = (float)acc[j];
+            }
             for (int l = 0; l < 32; l++) {
                 int g = l >> 2, t = l & 3;
                 float d[4] = {D[g][2 * t], D[g][2 * t + 1], D[g + 8][2 * t], D[g + 8][2 * t + 1]};
@@ -384,6 +390,7 @@ bool run_block(Block* b, Stacks* S) {
     for (int t = 0; t < b->n; t++) {
         b->thr[t].st = RUN;
         b->thr[t].cp.clear();
+        init_coords(b, t);
 #ifdef EMU_FAST_SWITCH
         b->thr[t].sp = init_stack(S->stacks[t]);
 #else
@@ -421,7 +428,7 @@ bool run_block(Block* b, Stacks* S) {
                     if (b->thr[t].st != RUN) continue;
                     again = true;
                     b->cur = t;
-                    set_coords(b, t);
+                    emu_threadIdx = b->thr[t].idx;
 #ifdef EMU_FAST_SWITCH
                     emu_ctx_switch(&b->sched_sp, b->thr[t].sp);
 #else

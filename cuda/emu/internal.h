@@ -37,6 +37,7 @@ struct Thr {
     ucontext_t uc;
 #endif
     State st;
+    uint3 idx;  // threadIdx, set at each switch to this thread (computed once per block)
     std::vector<Pending> cp;
     // cp.async.bulk groups of this thread (hopper.cpp): stores of the open group, then committed ones.
     std::vector<BulkStore*> bulk_open;
