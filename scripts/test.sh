@@ -24,15 +24,27 @@ step() { echo "== test.sh [$(( $(date +%s) - start ))s] $*"; }
 step "install-toolchain"
 toolchain_env=$(bash scripts/install-toolchain.sh)   # a plain assignment: set -e sees a failure
 eval "$toolchain_env"                                 # export NVCC=...
-step "reference-env"
-bash scripts/reference-env.sh
+# The reference venv (mostly downloading and unpacking wheels) is made while the test build runs:
+# the build needs no Python, the tests do.
+step "reference-env, in the background"
+ref_log=$(mktemp "${TMPDIR:-/tmp}/reference-env.XXXXXX")
+bash scripts/reference-env.sh >"$ref_log" 2>&1 &
+ref_pid=$!
+trap '[ -z "$ref_pid" ] || kill "$ref_pid" 2>/dev/null || true' EXIT   # a failed build stops it too
 export MODERNBERT_REQUIRE_KERNELS=1
 
-step "cargo test --workspace"
+step "cargo test --workspace: the build"
 # The Python extension (python/) is a workspace member with no Rust tests; built here as an
 # extension module (no libpython link), in the same feature resolution, so that
 # scripts/python-check.sh's build of it reuses every artifact of this one.
 export PYO3_BUILD_EXTENSION_MODULE=1
+cargo test --workspace --all-targets --no-run
+step "reference-env: waiting for it"
+ref_rc=0; wait "$ref_pid" || ref_rc=$?
+ref_pid=
+cat "$ref_log"; rm -f "$ref_log"
+[ "$ref_rc" = 0 ] || { echo "scripts/reference-env.sh failed (exit status $ref_rc)" >&2; exit 1; }
+step "cargo test --workspace: the tests"
 cargo test --workspace --all-targets -- --include-ignored
 # The GPU-machine scripts cannot run here; at least they must parse.
 for s in scripts/gpu-bundle.sh scripts/gpu-check.sh profiles/scripts/*.sh; do bash -n "$s"; done
