@@ -5,8 +5,8 @@
 //! 1. nvcc (from `$NVCC`, `$CUDA_HOME/bin/nvcc`, `PATH`, then the repo's `.toolchain/cuda`, installed by
 //!    `scripts/install-toolchain.sh`): every `cuda/*.cu` → one fatbin with SASS for each arch of
 //!    `MODERNBERT_CUDA_ARCHS` (default `80;86;89;90`) plus compute_80 PTX, embedded through
-//!    `OUT_DIR/fatbins.rs` (`none`: no kernels, nvcc or not); the `-Xptxas -v` report kept in `OUT_DIR/ptxas/<name>.txt` and the PTX in
-//!    `OUT_DIR/ptx/<name>.ptx` for the static checks. Without nvcc: a warning and
+//!    `OUT_DIR/fatbins.rs` (`none`: no kernels, nvcc or not); the `-Xptxas -v` report kept in
+//!    `OUT_DIR/ptxas/<name>.txt` and the PTX in `OUT_DIR/ptx/<name>.ptx` for the static checks. Without nvcc: a warning and
 //!    `cfg(modernbert_no_kernels)`, unless `MODERNBERT_REQUIRE_KERNELS=1` (then an error, as is a failed
 //!    compile). No nvidia-smi, no network.
 //! 2. The host emulator: the same `cuda/*.cu` compiled by the C++ compiler with `-DMODERNBERT_EMULATOR`

@@ -37,8 +37,7 @@
 // Shared memory: MB_STREAM_SMEM_BYTES(m16, k): at base's widest (k = 1152, m = 64) 217.5 KiB.
 // Bytes (minimum): 2·n·k (weights, DRAM) + 2·m·k per block (x, from L2: (n / 16) · 2·m·k in all) +
 //   2·m·n written (geglu m·n; residual + 2·m·n read) + 4·n (colsum); FLOPs: 2·m·n·k.
-#include "common.cuh"  // activate, rows_in_use, to_f32, from_f32
-#include "hopper.cuh"
+#include "common.cuh"  // activate, rows_in_use, to_f32, from_f32, pdl_wait, pdl_launch_dependents
 #include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
 
 extern __shared__ __align__(16) unsigned char smem[];

@@ -16,8 +16,7 @@
 // Geometry: G blocks (one per SM on a GPU) of MB_HANDOFF_THREADS threads, thread 0 computing.
 // Bytes: 4·(G + 1) per block and step (+ 4·G flag loads, persistent); FLOPs: none. What it
 // measures is time per step.
-#include "common.cuh"  // grid_wait_geq, grid_signal
-#include "hopper.cuh"
+#include "common.cuh"  // grid_wait_geq, grid_signal, pdl_wait, pdl_launch_dependents
 
 // The largest of the G values of the previous step, every lane of the warp returning it.
 __device__ __forceinline__ uint32_t previous_max(const uint32_t* prev, uint32_t g) {
