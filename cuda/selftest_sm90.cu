@@ -17,6 +17,16 @@
 //     thread 0 stores the box of `map` at `coords` from it.
 //   selftest_pdl_copy: a primary of programmatic dependent launch: triggers its dependents first,
 //     then copies `n` u32 from `in` to `out`.
+//   selftest_cluster_multicast: a grid in clusters of `n` blocks (the launch's cluster dimension):
+//     every block initialises an mbarrier, then the cluster barrier (mode 1, a misuse: none); rank
+//     r copies 256-byte slices r, r + n, ... of `in` (`bytes` bytes) into the shared memory of all
+//     n blocks (multicast); each block waits for all `bytes` on its own barrier and writes its copy
+//     to out[block · (bytes + 16)], its %cluster_ctarank after it (a u32, then 12 bytes untouched).
+//   selftest_cluster_multicast: a grid in clusters of `n` blocks (the launch's cluster dimension):
+//     every block initialises an mbarrier, then the cluster barrier (mode 1, a misuse: none); rank
+//     r copies 256-byte slices r, r + n, ... of `in` (`bytes` bytes) into the shared memory of all
+//     n blocks (multicast); each block waits for all `bytes` on its own barrier and writes its copy
+//     to out[block · (bytes + 16)], its %cluster_ctarank after it (a u32, then 12 bytes untouched).
 //   selftest_sm90_misuse (emulator only): mode selects one protocol error the emulator must report
 //     or expose (see the test).
 // The register-A path has its fence after the fragment's loads: PTX requires one between any
@@ -144,6 +154,29 @@ extern "C" __global__ void MB_PDL_PRIMARY selftest_pdl_copy(const __grid_constan
 
 // Each mode is one mistake; the emulator must fail the launch (modes 0-4, 7) or expose the mistake
 // as NaN in `out` (modes 5, 6). 128 threads.
+extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_cluster_multicast(const __grid_constant__ SelftestSm90Params p) {
+    uint64_t* bar = reinterpret_cast<uint64_t*>(aligned_smem());
+    unsigned char* copy = aligned_smem() + 128;
+    const uint32_t size = p.n, rank = cluster_ctarank(), tid = threadIdx.x;
+    if (tid == 0) {
+        mbar_init(bar, 1);
+        mbar_init_fence();
+    }
+    if (p.mode != 1) {
+        cluster_arrive_relaxed();
+        cluster_wait();
+    }
+    if (tid == 0) mbar_arrive_expect_tx(bar, p.bytes);
+    const unsigned char* in = reinterpret_cast<const unsigned char*>(p.in);
+    for (uint32_t s = rank + size * tid; 256 * s < p.bytes; s += size * blockDim.x)
+        bulk_load_multicast(copy + 256 * s, in + 256 * s, 256, bar, (uint16_t)((1u << size) - 1));
+    mbar_wait(bar, 0);
+    unsigned char* out = reinterpret_cast<unsigned char*>(p.out) + (size_t)blockIdx.x * (p.bytes + 16);
+    for (uint32_t i = tid; i < p.bytes / 16; i += blockDim.x)
+        reinterpret_cast<uint4*>(out)[i] = reinterpret_cast<const uint4*>(copy)[i];
+    if (tid == 0) *reinterpret_cast<uint32_t*>(out + p.bytes) = rank;
+}
+
 extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_sm90_misuse(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* img = aligned_smem();
     __shared__ __align__(8) uint64_t bar;

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -346,42 +347,47 @@ void warp_arrive(Op op, uint32_t mask) {
     yield_to_scheduler();
 }
 
-// Co-scheduled launches: wait for block `me`'s turn (false when the launch failed meanwhile).
-bool await_turn(Launch* L, uint64_t me) {
-    std::unique_lock<std::mutex> g(L->turn_mu);
-    L->turn_cv.wait(g, [&] { return L->turn == me || L->failed.load(); });
+// Co-scheduled blocks (a co-scheduled grid, a cluster): wait for block `me`'s turn in `T` (false
+// when the launch failed meanwhile).
+bool await_turn(Turns* T, Launch* L, uint64_t me) {
+    std::unique_lock<std::mutex> g(T->mu);
+    // A failure elsewhere in the launch (another cluster's block) notifies no one in this group:
+    // re-check the flag now and then rather than wait for a wake-up that never comes.
+    while (!T->cv.wait_for(g, std::chrono::milliseconds(20), [&] { return T->turn == me || L->failed.load(); })) {
+    }
     return !L->failed.load();
 }
 
 // Hands the turn to the next block in rotation; `leaving`: this block is done and leaves it. A
-// full rotation of turns in which no block made progress is a deadlock across the grid.
+// full rotation of turns in which no block made progress is a deadlock across the group.
 bool hand_over(Block* b, bool leaving) {
-    Launch* L = b->L;
+    Turns* T = b->turns;
     {
-        std::lock_guard<std::mutex> g(L->turn_mu);
-        auto& r = L->rotation;
+        std::lock_guard<std::mutex> g(T->mu);
+        auto& r = T->rotation;
         size_t at = std::find(r.begin(), r.end(), b->index) - r.begin();
         bool progressed = leaving || b->progress != b->progress_at_turn_end;
         b->progress_at_turn_end = b->progress;
-        L->idle_turns = progressed ? 0 : L->idle_turns + 1;
+        T->idle_turns = progressed ? 0 : T->idle_turns + 1;
         if (leaving) {
             r.erase(r.begin() + at);
-            if (!r.empty()) L->turn = r[at % r.size()];
+            if (!r.empty()) T->turn = r[at % r.size()];
         } else {
-            if (L->idle_turns > r.size()) {
-                b->err = "deadlock across co-scheduled blocks: every block polls global memory that no "
-                         "block will write (" + std::to_string(r.size()) + " blocks still running)";
-                L->turn_cv.notify_all();
+            if (T->idle_turns > r.size()) {
+                b->err = "deadlock across co-scheduled blocks: every block polls memory that no block will "
+                         "write, or waits at a cluster barrier that not every thread reaches (" +
+                         std::to_string(r.size()) + " blocks still running)";
+                T->cv.notify_all();
                 return false;
             }
-            L->turn = r[(at + 1) % r.size()];
+            T->turn = r[(at + 1) % r.size()];
         }
     }
-    L->turn_cv.notify_all();
+    T->cv.notify_all();
     return true;
 }
 
-bool pass_turn(Block* b) { return hand_over(b, false) && await_turn(b->L, b->index); }
+bool pass_turn(Block* b) { return hand_over(b, false) && await_turn(b->turns, b->L, b->index); }
 
 // Runs one block to completion on this host thread. Returns false on error (b->err set).
 bool run_block(Block* b, Stacks* S) {
@@ -390,6 +396,7 @@ bool run_block(Block* b, Stacks* S) {
     for (int t = 0; t < b->n; t++) {
         b->thr[t].st = RUN;
         b->thr[t].cp.clear();
+        b->thr[t].cluster_wait_for = -1;
         init_coords(b, t);
 #ifdef EMU_FAST_SWITCH
         b->thr[t].sp = init_stack(S->stacks[t]);
@@ -407,8 +414,12 @@ bool run_block(Block* b, Stacks* S) {
         b->warps[w].live = b->n - w * 32 < 32 ? b->n - w * 32 : 32;
     }
     std::memset(smem, 0xff, L->smem_bytes);
+    if (b->cluster == &b->own_cluster) b->own_cluster.arrived = b->own_cluster.phase = 0;
+    b->smem_base = smem;
+    b->async_base = async_view;
     b->err.clear();
     hopper_block_start(b);
+    b->cluster->members[b->rank] = b;
     // Warp by warp (reversed: last warp first, its lanes last to first): a warp runs until each of
     // its lanes waits (at __syncthreads, a collective, a named barrier or a polling wait) or has
     // exited before the next warp starts, so warps are as far apart as a GPU may let them drift;
@@ -460,9 +471,10 @@ bool run_block(Block* b, Stacks* S) {
             continue;
         }
         if (count[RUN] > 0) continue;
-        // Nothing more happens inside this block; in a co-scheduled launch another block may
-        // release it (a flag in global memory): pass the turn and poll again when it comes back.
-        if (L->coscheduled && count[SPIN] > 0) {
+        // Nothing more happens inside this block; in a co-scheduled group another block may
+        // release it (a flag in global memory, a cluster barrier, bytes multicast into it): pass
+        // the turn and poll again when it comes back.
+        if (b->turns && count[SPIN] > 0) {
             if (!pass_turn(b)) return false;
             for (int t = 0; t < b->n; t++)
                 if (b->thr[t].st == SPIN) b->thr[t].st = RUN;
@@ -481,8 +493,9 @@ bool run_block(Block* b, Stacks* S) {
     }
 }
 
-// Runs blocks of L until none is left (`only` < 0), or just block `only` (co-scheduled launches).
-void worker(Launch* L, int64_t only = -1) {
+// Runs blocks of L until none is left (`only` < 0), or just block `only` of a co-scheduled group:
+// the grid's (`cluster` null) or a cluster's.
+void worker(Launch* L, int64_t only = -1, Cluster* cluster = nullptr) {
     Stacks* S = acquire_stacks();
     Block b;
     b.L = L;
@@ -493,6 +506,8 @@ void worker(Launch* L, int64_t only = -1) {
     b.thr = thr.data();
     b.warps = warps.data();
     b.wgroups = wgroups.data();
+    b.turns = cluster ? &cluster->turns : only >= 0 ? &L->turns : nullptr;
+    b.cluster = cluster ? cluster : &b.own_cluster;
     emu_blockDim = L->block;
     emu_gridDim = L->grid;
     uint64_t nblocks = (uint64_t)L->grid.x * L->grid.y * L->grid.z;
@@ -507,10 +522,12 @@ void worker(Launch* L, int64_t only = -1) {
         emu_blockIdx.y = (unsigned)((i / L->grid.x) % L->grid.y);
         emu_blockIdx.z = (unsigned)(i / ((uint64_t)L->grid.x * L->grid.y));
         b.index = i;
+        b.rank = (uint32_t)(i % b.cluster->size);
         b.progress_at_turn_end = 0;
         g_blk = &b;
-        bool ok = only < 0 || await_turn(L, i);
+        bool ok = only < 0 || await_turn(b.turns, L, i);
         ok = ok && run_block(&b, S);
+        b.cluster->members[b.rank] = nullptr;
         g_blk = nullptr;
         if (!ok && !b.err.empty()) {
             char buf[120];
@@ -524,6 +541,26 @@ void worker(Launch* L, int64_t only = -1) {
         if (!ok) break;
     }
     release_stacks(S);
+}
+
+// Runs clusters of L (its `cluster` consecutive blocks along x) until none is left: each cluster's
+// blocks co-scheduled on host threads of their own, taking turns.
+void cluster_worker(Launch* L, std::atomic<uint64_t>* next) {
+    const uint64_t nclusters = (uint64_t)L->grid.x * L->grid.y * L->grid.z / L->cluster;
+    for (;;) {
+        if (L->failed.load()) break;
+        uint64_t c = next->fetch_add(1);
+        if (c >= nclusters) break;
+        if (L->reverse) c = nclusters - 1 - c;
+        Cluster cl;
+        cl.size = L->cluster;
+        for (uint32_t r = 0; r < cl.size; r++)
+            cl.turns.rotation.push_back(c * cl.size + (L->reverse ? cl.size - 1 - r : r));
+        cl.turns.turn = cl.turns.rotation.front();
+        std::vector<std::thread> blocks;
+        for (uint32_t r = 0; r < cl.size; r++) blocks.emplace_back(worker, L, (int64_t)(c * cl.size + r), &cl);
+        for (auto& t : blocks) t.join();
+    }
 }
 
 int n_workers() {
@@ -693,23 +730,35 @@ int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::s
     L.reverse = d->flags & 1;
     L.primary = d->primary;
     L.coscheduled = d->flags & 2;
+    L.cluster = std::max(1u, (d->flags >> 8) & 0xffu);
     uint64_t nblocks = (uint64_t)grid[0] * grid[1] * grid[2];
-    if (L.coscheduled) {
+    if (L.cluster > 1 && (L.cluster > 16 || grid[0] % L.cluster != 0 || L.coscheduled)) {
+        *err = std::string(name) + ": a cluster of " + std::to_string(L.cluster) + " blocks on a grid of " +
+               std::to_string(grid[0]) + " along x (clusters of at most 16, dividing the grid, not co-scheduled)";
+        return 3;
+    }
+    if (L.cluster > 1) {
+        std::atomic<uint64_t> next{0};
+        int nw = (int)std::min<uint64_t>(nblocks / L.cluster, (uint64_t)n_workers());
+        std::vector<std::thread> dispatchers;
+        for (int i = 0; i < nw; i++) dispatchers.emplace_back(cluster_worker, &L, &next);
+        for (auto& t : dispatchers) t.join();
+    } else if (L.coscheduled) {
         // Every block resident at once: one host thread each, taking turns (emu.h).
         if (nblocks > kMaxCoscheduledBlocks) {
             *err = std::string(name) + ": a co-scheduled grid of " + std::to_string(nblocks) + " blocks (at most " +
                    std::to_string(kMaxCoscheduledBlocks) + " here; a GPU holds at most its SMs' worth)";
             return 3;
         }
-        for (uint64_t i = 0; i < nblocks; i++) L.rotation.push_back(L.reverse ? nblocks - 1 - i : i);
-        L.turn = L.rotation.front();
+        for (uint64_t i = 0; i < nblocks; i++) L.turns.rotation.push_back(L.reverse ? nblocks - 1 - i : i);
+        L.turns.turn = L.turns.rotation.front();
         std::vector<std::thread> blocks;
-        for (uint64_t i = 0; i < nblocks; i++) blocks.emplace_back(worker, &L, (int64_t)i);
+        for (uint64_t i = 0; i < nblocks; i++) blocks.emplace_back(worker, &L, (int64_t)i, (Cluster*)nullptr);
         for (auto& t : blocks) t.join();
     } else {
         int nw = (int)std::min<uint64_t>(nblocks, (uint64_t)n_workers());
         std::vector<std::thread> helpers;
-        for (int i = use_calling_thread ? 1 : 0; i < nw; i++) helpers.emplace_back(worker, &L, (int64_t)-1);
+        for (int i = use_calling_thread ? 1 : 0; i < nw; i++) helpers.emplace_back(worker, &L, (int64_t)-1, (Cluster*)nullptr);
         if (use_calling_thread) worker(&L);
         for (auto& h : helpers) h.join();
     }

@@ -18,7 +18,10 @@
 // co-scheduled launch (a persistent kernel whose blocks wait on each other through global memory,
 // grid_wait_geq / grid_signal): there every block has its host thread, they take turns, and a
 // block passes the turn when its threads only poll; a full round of turns without progress is a
-// deadlock, reported.
+// deadlock, reported. A cluster launch (flags bits 8-15: blocks per cluster along x) runs its
+// clusters as the plain launch runs blocks, and each cluster's blocks as a co-scheduled group:
+// the cluster barrier and copies multicast into a peer's shared memory (hopper.cpp) work across
+// them; a peer is reachable only while it runs.
 //
 // Shared memory: `__shared__` is `thread_local` (block-scope thread_local implies static), so a
 // static __shared__ variable is per host thread, hence per block because a block owns its host
@@ -108,6 +111,13 @@ void emu_bulk_wait(int n, int read_only);
 void emu_named_bar(int id, int nthreads, int wait);
 void emu_setmaxnreg(int inc, int regs);
 void emu_griddep_wait(void);
+// Thread block clusters (hopper.cpp): %cluster_ctarank, barrier.cluster.arrive / wait (memory
+// order is not modelled: relaxed and release arrives are the same here), and cp.async.bulk's
+// .multicast::cluster form.
+uint32_t emu_cluster_ctarank(void);
+void emu_cluster_arrive(void);
+void emu_cluster_wait(void);
+void emu_bulk_load_multicast(void* smem_dst, const void* gmem_src, uint32_t bytes, uint64_t* bar, uint16_t cta_mask);
 
 // The emulator's tensor map (the 128 bytes a CUtensorMap occupies; see hopper.cpp).
 int emu_tensor_map_encode(void* map128, const MbTensorMapDesc* desc);
@@ -116,7 +126,9 @@ int emu_tensor_map_encode(void* map128, const MbTensorMapDesc* desc);
 struct EmuLaunchDesc {
     const char* name;
     uint32_t grid[3], block[3];
-    uint32_t smem_bytes, flags;  // bit 0: reverse thread (and block) order; bit 1: co-scheduled grid
+    // flags: bit 0 reverse thread (and block) order; bit 1 co-scheduled grid; bits 8-15 blocks per
+    // cluster along x (0 or 1: no cluster launch).
+    uint32_t smem_bytes, flags;
     const void* params;
     size_t params_size;
     // With programmatic dependent launch: the launch before this one in stream order, which this

@@ -291,8 +291,9 @@ bool issue_wgmma(Block* b, int wg, WGroup& G) {
     return true;
 }
 
-Mbar* find_mbar(uint64_t* bar, bool must_exist) {
-    Block* b = blk();
+// The mbarrier at `bar` of block `b` (the current one by default).
+Mbar* find_mbar(uint64_t* bar, bool must_exist, Block* b = nullptr) {
+    if (!b) b = blk();
     for (auto& m : b->mbars)
         if (m.addr == bar) return &m;
     if (must_exist) fail("mbarrier at %p used before mbarrier.init", (void*)bar);
@@ -300,8 +301,8 @@ Mbar* find_mbar(uint64_t* bar, bool must_exist) {
 }
 
 // The barrier a TMA copy completes on: initialised, and the init fenced for the async proxy.
-Mbar* tma_barrier(uint64_t* bar) {
-    Mbar* m = find_mbar(bar, true);
+Mbar* tma_barrier(uint64_t* bar, Block* b = nullptr) {
+    Mbar* m = find_mbar(bar, true, b);
     if (!m->init_fenced)
         fail("a TMA copy completes on the mbarrier at %p, initialised with no fence.mbarrier_init since "
              "(the async proxy may not see the initialised barrier)", (void*)bar);
@@ -651,6 +652,69 @@ extern "C" void emu_bulk_load(void* dst, const void* src, uint32_t bytes, uint64
     }
     mb->tx -= bytes;
     maybe_complete(mb);
+}
+
+// cp.async.bulk ... .multicast::cluster: the same bytes to the same offset in the shared memory of
+// every block of the cluster named by `cta_mask` (bit r: rank r), each completing the mbarrier at
+// `bar`'s offset in that block. A destination block must be running and its barrier initialised
+// and fenced: the cluster barrier after the inits is what orders them before a peer's copy.
+extern "C" void emu_bulk_load_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint16_t cta_mask) {
+    if (bytes % 16 || ((uintptr_t)dst | (uintptr_t)src) % 16)
+        fail("cp.async.bulk: %u bytes from %p to %p (size and addresses must be multiples of 16)", bytes, src, dst);
+    const uint32_t off = shared_range(dst, bytes, "cp.async.bulk.multicast");
+    const uint32_t bar_off = shared_range(bar, 8, "cp.async.bulk.multicast's mbarrier");
+    Cluster* cl = blk()->cluster;
+    if (cta_mask == 0 || (cl->size < 16 && (cta_mask >> cl->size) != 0))
+        fail("cp.async.bulk.multicast: CTA mask %#x on a cluster of %u blocks", (unsigned)cta_mask, cl->size);
+    for (uint32_t r = 0; r < cl->size; r++) {
+        if (!(cta_mask >> r & 1)) continue;
+        Block* peer = cl->members[r];
+        if (!peer)
+            fail("cp.async.bulk.multicast into cluster rank %u, which has not started or has exited (a cluster "
+                 "barrier must order the copy after its mbarrier's init and before its exit)", r);
+        Mbar* mb = tma_barrier((uint64_t*)(peer->smem_base + bar_off), peer);
+        for (uint32_t c = 0; c < bytes; c += 16) {
+            Chunk ch;
+            ch.off = off + c;
+            std::memcpy(ch.data, (const unsigned char*)src + c, 16);
+            std::memset(peer->smem_base + ch.off, 0xff, 16);
+            std::memset(peer->async_base + ch.off, 0xff, 16);
+            mb->inflight.push_back(ch);
+        }
+        mb->tx -= bytes;
+        maybe_complete(mb);
+        peer->progress++;
+    }
+}
+
+extern "C" uint32_t emu_cluster_ctarank(void) { return blk()->rank; }
+
+// barrier.cluster.arrive (.relaxed or .release: memory order is not modelled): the phase
+// completes when every thread of every block of the cluster has arrived. Stricter than the ISA in one way: a thread that exited never arrives, so a
+// barrier some threads skip by exiting is a deadlock here.
+extern "C" void emu_cluster_arrive(void) {
+    Block* b = blk();
+    Thr& th = b->thr[b->cur];
+    if (th.cluster_wait_for >= 0) fail("barrier.cluster.arrive twice with no barrier.cluster.wait between");
+    Cluster* cl = b->cluster;
+    th.cluster_wait_for = (int64_t)cl->phase;
+    if (++cl->arrived == (uint64_t)cl->size * (uint64_t)b->n) {
+        cl->arrived = 0;
+        cl->phase++;
+    }
+    b->progress++;
+}
+
+// barrier.cluster.wait (acquire): until the phase this thread arrived in has completed.
+extern "C" void emu_cluster_wait(void) {
+    Block* b = blk();
+    if (b->thr[b->cur].cluster_wait_for < 0) fail("barrier.cluster.wait with no barrier.cluster.arrive before it");
+    while ((int64_t)b->cluster->phase <= b->thr[b->cur].cluster_wait_for) {
+        b->thr[b->cur].st = SPIN;
+        yield_to_scheduler();
+        b = blk();
+    }
+    b->thr[b->cur].cluster_wait_for = -1;
 }
 
 extern "C" void emu_tma_store(const void* map, const int32_t* coords, int rank, const void* src) {

@@ -42,6 +42,7 @@ struct Thr {
     // cp.async.bulk groups of this thread (hopper.cpp): stores of the open group, then committed ones.
     std::vector<BulkStore*> bulk_open;
     std::vector<std::vector<BulkStore*>> bulk_groups;
+    int64_t cluster_wait_for;  // barrier.cluster: the phase this thread arrived in, -1 if none
 };
 
 enum Op : int { OP_NONE, OP_SYNCWARP, OP_SHFL, OP_VOTE, OP_MMA, OP_LDMATRIX };
@@ -130,6 +131,31 @@ struct NamedBar {
 };
 
 
+// Blocks that take turns on their host threads (a co-scheduled grid, or the blocks of one cluster):
+// only the one holding the turn runs; a block passes the turn when its threads can make no progress
+// (they poll memory another block of the group must write).
+struct Turns {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<uint64_t> rotation;  // blocks still running, in turn order
+    uint64_t turn = 0;               // the block whose turn it is
+    size_t idle_turns = 0;           // consecutive turns in which no block made progress
+};
+
+struct Block;
+
+// A thread block cluster (a launch's `cluster` consecutive blocks along x; every other launch's
+// block is a cluster of one, as on sm_90): its blocks run as one co-scheduled group, and each
+// block's shared memory is reachable from the others (multicast copies into it).
+struct Cluster {
+    Turns turns;
+    uint32_t size = 1;
+    Block* members[16] = {};  // by rank: the block while it runs, null before it starts and after it exits
+    // barrier.cluster: arrivals in the current phase (every thread of every block arrives once).
+    uint64_t arrived = 0;
+    uint64_t phase = 0;  // phases completed
+};
+
 struct Launch {
     const EmuKernel* k;
     const void* params;
@@ -147,14 +173,11 @@ struct Launch {
     bool primary_done = false;
     std::string primary_err;
     // Co-scheduled launch (all blocks resident at once, as a persistent kernel needs): one host
-    // thread per block, but only the one holding the turn runs; a block passes the turn when its
-    // threads can make no progress (they poll global memory another block must write).
+    // thread per block, taking turns.
     bool coscheduled = false;
-    std::mutex turn_mu;
-    std::condition_variable turn_cv;
-    std::vector<uint64_t> rotation;  // blocks still running, in turn order
-    uint64_t turn = 0;               // the block whose turn it is
-    size_t idle_turns = 0;           // consecutive turns in which no block made progress
+    Turns turns;
+    // Blocks per cluster along x (1: no cluster launch).
+    uint32_t cluster = 1;
     void fail(const std::string& e) {
         std::lock_guard<std::mutex> g(err_mu);
         if (!failed.exchange(true)) err = e;
@@ -177,6 +200,12 @@ struct Block {
     uint64_t progress;  // events that may unblock a spinning thread (see run_block)
     uint64_t index;     // linear block index
     uint64_t progress_at_turn_end;  // co-scheduled: `progress` when the block last passed the turn
+    Turns* turns;       // the group it takes turns with (co-scheduled grid, cluster), or null
+    Cluster* cluster;   // its cluster (`own_cluster` outside a cluster launch)
+    uint32_t rank;      // %cluster_ctarank
+    Cluster own_cluster;
+    unsigned char* smem_base;   // its host thread's dynamic shared memory ...
+    unsigned char* async_base;  // ... and the async proxy's view of it (multicast writes both)
     std::vector<Mbar> mbars;
     NamedBar nbars[16];
 };

@@ -1,6 +1,6 @@
 // hopper.cuh — the sm_90a instructions behind small wrappers, for the Hopper kernels (`*_sm90.cu`,
-// compiled for sm_90a only): warpgroup MMA, TMA, mbarrier, named barriers, setmaxnreg, proxy
-// fences, programmatic dependent launch.
+// compiled for sm_90a only): warpgroup MMA, TMA (multicast to a cluster included), mbarrier, named
+// barriers, setmaxnreg, proxy fences, thread block clusters, programmatic dependent launch.
 //
 //   - under nvcc: inline PTX (PTX ISA 8.x, sm_90a);
 //   - under the host emulator: cuda/emu/hopper.cpp, the same semantics run on the CPU, adversarially
@@ -150,6 +150,16 @@ __device__ __forceinline__ void bulk_load(void* smem_dst, const void* gmem_src, 
         "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar))
         : "memory");
 }
+// The same bytes to the same offset in the shared memory of each block of the cluster named by
+// `cta_mask` (bit r: rank r), completing the mbarrier at `bar`'s offset in each (sm_90a).
+__device__ __forceinline__ void bulk_load_multicast(void* smem_dst, const void* gmem_src, uint32_t bytes,
+                                                    uint64_t* bar, uint16_t cta_mask) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, "
+        "[%3], %4;\n" ::"r"(smem_addr(smem_dst)),
+        "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar)), "h"(cta_mask)
+        : "memory");
+}
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 // At most N committed store groups still reading shared memory (.read) / still writing global memory.
 template <int N>
@@ -160,6 +170,22 @@ template <int N>
 __device__ __forceinline__ void bulk_wait() {
     asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
 }
+
+
+// ---- thread block clusters ---------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+// Every thread of every block of the cluster arrives, then waits (acquire); .aligned: all threads
+// of a warp execute the same one. The arrive is relaxed: it orders no memory access (a release
+// arrive costs a MEMBAR.GPU); what must be seen across it says so with its own fence, as the
+// mbarrier inits do with mbar_init_fence().
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
 
 #else  // MODERNBERT_EMULATOR: the twins, cuda/emu/hopper.cpp
 
@@ -227,6 +253,13 @@ __device__ __forceinline__ void tma_store_2d(const MbTensorMap* map, int c0, int
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
     emu_bulk_load(dst, src, bytes, bar);
 }
+__device__ __forceinline__ void bulk_load_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar,
+                                                    uint16_t cta_mask) {
+    emu_bulk_load_multicast(dst, src, bytes, bar, cta_mask);
+}
+__device__ __forceinline__ uint32_t cluster_ctarank() { return emu_cluster_ctarank(); }
+__device__ __forceinline__ void cluster_arrive_relaxed() { emu_cluster_arrive(); }
+__device__ __forceinline__ void cluster_wait() { emu_cluster_wait(); }
 __device__ __forceinline__ void bulk_commit() { emu_bulk_commit(); }
 template <int N>
 __device__ __forceinline__ void bulk_wait_read() { emu_bulk_wait(N, 1); }

@@ -15,6 +15,7 @@ use modernbert::kernels::emu::Emulator;
 use modernbert::kernels::ops::{self, GemmSm90, Sm90Epilogue};
 use modernbert::kernels::params::*;
 use modernbert::kernels::tensor_map;
+use modernbert::kernels::{KernelParam, LaunchAttrs};
 
 const IMAGE: usize = MB_SELFTEST90_IMAGE_BYTES as usize;
 
@@ -632,6 +633,67 @@ fn the_emulator_runs_a_dependent_before_its_primary_finishes() {
     assert_eq!(bytes_u32(&dev.download_vec(&y).unwrap()), words);
 }
 
+// ---- thread block clusters -------------------------------------------------------------------------
+/// `selftest_cluster_multicast` on `clusters` clusters of `size` blocks: every block's copy of
+/// `input` and its rank, [grid][bytes + 16].
+fn run_multicast(dev: &dyn Device, size: u32, clusters: u32, input: &[u8], mode: u32) -> Result<Vec<u8>, KernelError> {
+    let grid = size * clusters;
+    let d_in = dev.upload_new(input, "in")?;
+    let d_out = dev.upload_new(&vec![0xffu8; grid as usize * (input.len() + 16)], "out")?;
+    let mut p = params();
+    (p.in_, p.out, p.n, p.mode, p.bytes) = (d_in.addr(), d_out.addr(), size, mode, input.len() as u32);
+    let attrs = LaunchAttrs {
+        cluster: size,
+        ..LaunchAttrs::default()
+    };
+    dev.launch_ex_raw(
+        "selftest_cluster_multicast",
+        [grid, 1, 1],
+        [MB_SELFTEST90_THREADS, 1, 1],
+        MB_SELFTEST90_SMEM_BYTES,
+        p.as_bytes(),
+        attrs,
+    )?;
+    dev.synchronize()?;
+    dev.download_vec(&d_out)
+}
+
+#[test]
+fn a_multicast_copy_lands_in_every_block_of_the_cluster() {
+    // Slices of 256 bytes that the ranks share unevenly (19 of them), 2 and 4 blocks a cluster,
+    // three clusters: each block holds all of the input, whoever copied each slice, and reports
+    // its rank in the cluster.
+    let dev = device();
+    let mut rng = Rng::for_test("selftest_cluster_multicast");
+    let mut f = Failures::default();
+    for reverse in orders(&*dev) {
+        let order = set_order(&*dev, reverse);
+        for size in [2u32, 4] {
+            let input: Vec<u8> = (0..19 * 256).map(|_| rng.next_u64() as u8).collect();
+            let got = run_multicast(&*dev, size, 3, &input, 0);
+            if skipped_without_hopper(&*dev, &got) {
+                return;
+            }
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    f.fail(format!("clusters of {size} {order}: {e}"));
+                    continue;
+                }
+            };
+            for (block, rec) in got.chunks(input.len() + 16).enumerate() {
+                let rank = u32::from_le_bytes(rec[input.len()..input.len() + 4].try_into().unwrap());
+                if rec[..input.len()] != input[..] || rank != block as u32 % size {
+                    f.fail(format!(
+                        "clusters of {size} {order}: block {block} holds a different copy or reports rank {rank}"
+                    ));
+                }
+            }
+        }
+    }
+    f.finish();
+}
+
 // ---- protocol errors ------------------------------------------------------------------------------
 #[test]
 fn the_emulator_reports_hopper_protocol_errors() {
@@ -676,6 +738,23 @@ fn the_emulator_reports_hopper_protocol_errors() {
             Ok(_) => panic!("mode {mode}: the emulator accepted a protocol error (expected `{words}`)"),
         }
     }
+    // A multicast into peers with no cluster barrier after their mbarriers' inits: in either
+    // thread order some destination has not started, or not initialised its barrier, when a copy
+    // is issued.
+    for reverse in [false, true] {
+        set_order(&*dev, reverse);
+        match run_multicast(&*dev, 4, 1, &[7u8; 1024], 1) {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("has not started") || e.contains("before mbarrier.init"),
+                    "no cluster barrier: {e}"
+                )
+            }
+            Ok(_) => panic!("a multicast before the cluster barrier was accepted"),
+        }
+    }
+    set_order(&*dev, false);
     // Reads too early see NaN: the accumulators between issue and wait, a TMA box before its wait.
     let early = bytes_f32(&misuse(5).unwrap());
     assert!(

@@ -371,12 +371,13 @@ impl CudaDevice {
         }
         bytes[..params.len()].copy_from_slice(params);
         let mut args = [bytes.as_mut_ptr() as *mut std::ffi::c_void];
-        if attrs.dependent || attrs.coscheduled {
+        if attrs.dependent || attrs.coscheduled || attrs.cluster > 1 {
             // Programmatic dependent launch: may start before the previous kernel on the stream
             // finishes; the kernel's griddepcontrol.wait orders its reads of that kernel's output.
-            // Cooperative: every block resident at once, or the launch fails.
+            // Cooperative: every block resident at once, or the launch fails. Cluster: `cluster`
+            // consecutive blocks along x gang-scheduled on one GPC.
             // SAFETY: a zeroed attribute value is valid plain data; we set the fields we use.
-            let mut attr_list: [sys::CUlaunchAttribute; 2] = unsafe { std::mem::zeroed() };
+            let mut attr_list: [sys::CUlaunchAttribute; 3] = unsafe { std::mem::zeroed() };
             let mut n = 0;
             if attrs.dependent {
                 attr_list[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
@@ -386,6 +387,13 @@ impl CudaDevice {
             if attrs.coscheduled {
                 attr_list[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
                 attr_list[n].value.cooperative = 1;
+                n += 1;
+            }
+            if attrs.cluster > 1 {
+                attr_list[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+                attr_list[n].value.clusterDim.x = attrs.cluster;
+                attr_list[n].value.clusterDim.y = 1;
+                attr_list[n].value.clusterDim.z = 1;
                 n += 1;
             }
             let config = sys::CUlaunchConfig {

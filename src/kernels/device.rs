@@ -69,7 +69,7 @@ pub trait Device: Send + Sync {
         params: &[u8],
     ) -> Result<(), KernelError>;
     /// As [`launch_raw`](Device::launch_raw), with [`LaunchAttrs`]. Default: a dependent launch
-    /// runs as an ordinary one (always correct); a co-scheduled one is refused.
+    /// runs as an ordinary one (always correct); a co-scheduled one, or one in clusters, is refused.
     fn launch_ex_raw(
         &self,
         name: &str,
@@ -79,10 +79,10 @@ pub trait Device: Send + Sync {
         params: &[u8],
         attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
-        if attrs.coscheduled {
+        if attrs.coscheduled || attrs.cluster > 1 {
             return Err(KernelError::Unsupported {
                 kernel: name.into(),
-                message: format!("{} cannot co-schedule a grid", self.name()),
+                message: format!("{} cannot co-schedule a grid or launch clusters", self.name()),
             });
         }
         self.launch_raw(name, grid, block, smem, params)
@@ -180,7 +180,7 @@ impl dyn Device + '_ {
     ) -> Result<(), KernelError> {
         let attrs = LaunchAttrs {
             dependent: true,
-            coscheduled: false,
+            ..LaunchAttrs::default()
         };
         self.launch_ex_raw(name, grid, block, smem, params, attrs)
     }
@@ -195,8 +195,8 @@ impl dyn Device + '_ {
         params: &P,
     ) -> Result<(), KernelError> {
         let attrs = LaunchAttrs {
-            dependent: false,
             coscheduled: true,
+            ..LaunchAttrs::default()
         };
         self.launch_ex_raw(name, grid, block, smem, params.as_bytes(), attrs)
     }

@@ -169,9 +169,10 @@ pub struct Emulator {
     capability: (u32, u32),
 }
 
-/// `EmuLaunchDesc::flags`: bit 0 reverse order, bit 1 co-scheduled.
+/// `EmuLaunchDesc::flags`: bit 0 reverse order, bit 1 co-scheduled, bits 8-15 blocks per cluster
+/// (the emulator refuses more than 16).
 fn launch_flags(reverse: bool, attrs: LaunchAttrs) -> u32 {
-    reverse as u32 | (attrs.coscheduled as u32) << 1
+    reverse as u32 | (attrs.coscheduled as u32) << 1 | attrs.cluster.min(0xff) << 8
 }
 
 /// A launch kept for later: a graph step, or a primary waiting to see whether its successor

@@ -104,6 +104,9 @@ pub struct LaunchAttrs {
     /// Co-scheduled: every block resident at once (a cooperative launch), so that blocks may wait
     /// on each other through global memory (`grid_wait_geq` / `grid_signal`, device.cuh).
     pub coscheduled: bool,
+    /// Blocks per thread block cluster along x (0 or 1: none): consecutive blocks co-scheduled on
+    /// one GPC, each reaching the others' shared memory (sm_90; the grid's x a multiple of it).
+    pub cluster: u32,
 }
 
 /// Marker for the parameter structs a kernel takes by value.

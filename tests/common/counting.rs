@@ -70,6 +70,22 @@ impl Device for CountingDevice {
             Ok(())
         }
     }
+    fn launch_ex_raw(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+        attrs: modernbert::kernels::LaunchAttrs,
+    ) -> Result<(), KernelError> {
+        self.launches.fetch_add(1, Ordering::Relaxed);
+        if self.execute {
+            Device::launch_ex_raw(&self.inner, name, grid, block, smem, params, attrs)
+        } else {
+            Ok(())
+        }
+    }
     fn encode_tensor_map(
         &self,
         desc: &modernbert::kernels::params::MbTensorMapDesc,
