@@ -21,11 +21,18 @@
 //   norm (store, geglu, rope): acc = rstd · (acc − mean · colsum[n]) — LayerNorm(x) · wᵀ with γ
 //             folded into w — where mean and rstd are this block's own two-pass statistics of x's
 //             rows in shared memory: no statistics buffer, no pass.
-// Geometry (params.h, MB_STREAM_*): grid n / 16 blocks of 256 threads (8 warps).
+// Geometry (params.h, MB_STREAM_*): grid n / 16 blocks of 256 threads (8 warps), in clusters of
+//   p.cluster (C ≤ MB_STREAM_CLUSTER, dividing n / 16) consecutive blocks, which all need the same x.
 //   1. Before griddepcontrol.wait: the block's 16 weight rows, all of K, into shared memory
-//      (cp.async, 16 bytes a thread and copy).
-//   2. After it: x's rows in use (cp.async; the rows up to the next 16 zeroed), then with norm each
-//      row's mean and 1 / sqrt(var + eps), a warp a row, two passes over shared memory.
+//      (cp.async, 16 bytes a thread and copy); an mbarrier for x initialised, then a cluster
+//      barrier, so that no block copies into a peer whose barrier is not ready.
+//   2. After it: x's rows in use, each row one bulk copy issued by one block of the cluster (rank r
+//      copies rows r, r + C, ...) and multicast into all C blocks' shared memory, so L2 serves x
+//      once per cluster, not once per block (at 32 rows x is 2x the block's weights); the rows up
+//      to the next 16 zeroed. Each block waits on its own barrier for all of x's bytes, so every
+//      copy into a block has landed before it goes on (no peer copies into it after that, so no
+//      cluster barrier is needed before exit). Then with norm each row's mean and
+//      1 / sqrt(var + eps), a warp a row, two passes over shared memory.
 //   3. Warp w takes K's 32-wide chunks w, w + 8, ...: per chunk, lane (g, t) loads 8 consecutive k
 //      of weight rows g and 8 + g and of x rows g, g + 8 of each m16 tile (one 16-byte load each)
 //      and issues 2 × 2 × m16 mma.m16n8k16. The chunk's k are permuted the same way for both
@@ -35,9 +42,10 @@
 //      (columns c, c + 8 of a row) over the warps in warp order — deterministic — and runs the
 //      epilogue.
 // Shared memory: MB_STREAM_SMEM_BYTES(m16, k): at base's widest (k = 1152, m = 64) 217.5 KiB.
-// Bytes (minimum): 2·n·k (weights, DRAM) + 2·m·k per block (x, from L2: (n / 16) · 2·m·k in all) +
+// Bytes (minimum): 2·n·k (weights, DRAM) + 2·m·k per cluster (x, from L2: (n / 16C) · 2·m·k in all) +
 //   2·m·n written (geglu m·n; residual + 2·m·n read) + 4·n (colsum); FLOPs: 2·m·n·k.
 #include "common.cuh"  // activate, rows_in_use, to_f32, from_f32, pdl_wait, pdl_launch_dependents
+#include "hopper.cuh"  // mbarrier, bulk_load(_multicast), cluster_arrive_relaxed / _wait / _ctarank
 #include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
 
 extern __shared__ __align__(16) unsigned char smem[];
@@ -97,6 +105,12 @@ __device__ void gemm_stream(const GemmStreamParams& p) {
     float* part = reinterpret_cast<float*>(x_s + m16 * 16 * pitch);  // [WARPS][m16 · 16][16]
     float2* row_stats = reinterpret_cast<float2*>(part + WARPS * m16 * 16 * BN);  // [m16 · 16] (mean, rstd)
 
+    uint64_t* x_ready = reinterpret_cast<uint64_t*>(row_stats + m16 * 16);  // x's bytes, all C blocks' copies
+    if (tid == 0) {
+        mbar_init(x_ready, 1);
+        mbar_init_fence();
+    }
+
     // 1. The weights: no earlier kernel writes them, so they stream in before the wait.
     const unsigned char* w = reinterpret_cast<const unsigned char*>(p.w);
     for (uint32_t i = tid; i < BN * vecs; i += MB_STREAM_THREADS) {
@@ -104,21 +118,30 @@ __device__ void gemm_stream(const GemmStreamParams& p) {
         cp_async_16(w_s + c * pitch + 16 * v, w + ((size_t)weight_row(p, tile, c) * k + 8 * v) * 2);
     }
     cp_async_commit();
+    // Every block of the cluster has initialised its barrier before any block copies into it.
+    cluster_arrive_relaxed();
+    cluster_wait();
 
-    // 2. The activations: the previous kernel's output.
+    // 2. The activations: the previous kernel's output, each row read from L2 once per cluster —
+    //    rank r copies rows r, r + C, ... into all C blocks (multicast) — not once per block.
     pdl_wait();
-    const uint32_t rows = rows_in_use(p.batch, p.m);
+    const uint32_t rows = rows_in_use(p.batch, p.m), cluster = p.cluster, rank = cluster_ctarank();
     const unsigned char* x = reinterpret_cast<const unsigned char*>(p.x);
-    for (uint32_t i = tid; i < rows * vecs; i += MB_STREAM_THREADS) {
-        const uint32_t r = i / vecs, v = i % vecs;
-        cp_async_16(x_s + r * pitch + 16 * v, x + ((size_t)r * k + 8 * v) * 2);
+    if (tid == 0) mbar_arrive_expect_tx(x_ready, rows * 2 * k);
+    for (uint32_t r = rank + cluster * tid; r < rows; r += cluster * MB_STREAM_THREADS) {
+        if (cluster > 1) {
+            bulk_load_multicast(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready, (uint16_t)((1u << cluster) - 1));
+        } else {
+            bulk_load(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready);
+        }
     }
     for (uint32_t i = rows * vecs + tid; i < m16 * 16 * vecs; i += MB_STREAM_THREADS) {
         const uint32_t r = i / vecs, v = i % vecs;
         *reinterpret_cast<uint4*>(x_s + r * pitch + 16 * v) = make_uint4(0, 0, 0, 0);
     }
-    cp_async_commit();
     cp_async_wait_all();
+    while (!mbar_try_wait(x_ready, 0)) {
+    }
     __syncthreads();
     if (p.norm) {
         for (uint32_t r = warp; r < rows; r += WARPS) {

@@ -81,9 +81,10 @@ provenance() {
   $PYTHON -c 'import flash_attn; print("flash_attn", flash_attn.__version__)' 2>&1 | tail -1
 }
 
-# hopper_selftest compares wgmma and TMA on the GPU with the emulator bit for bit; it and gemm_sm90
-# say SKIPPED (and check nothing) on a GPU that is not compute capability 9.0.
-kernel_tests="gpu_selftest hopper_selftest gemm_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert"
+# hopper_selftest compares wgmma, TMA and cluster multicast on the GPU with the emulator bit for
+# bit; it, gemm_sm90, gemm_stream_sm90 and handoff_sm90 say SKIPPED (and check nothing) on a GPU
+# that is not compute capability 9.0.
+kernel_tests="gpu_selftest hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert"
 
 correctness() {
   for t in $kernel_tests; do
@@ -105,7 +106,13 @@ correctness() {
   step sanitizer-hopper-path 90 compute-sanitizer --tool memcheck --error-exitcode 1 "${small[@]}" --gpu-path hopper
   step sanitizer-latency 90 compute-sanitizer --tool memcheck --error-exitcode 1 \
     target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3
-  for t in hopper_selftest gemm_sm90 handoff_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
+  # The small-batch path (gemm_stream_sm90 in clusters, attention as a dependent) at one text.
+  for tool in memcheck racecheck; do
+    step "sanitizer-latency-hopper-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+      target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3 --gpu-path hopper \
+      --batches 1 --lengths 32
+  done
+  for t in hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
     step "memcheck-$t" 90 env MODERNBERT_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 1 "$B/$t"
   done
 }

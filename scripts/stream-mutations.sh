@@ -4,7 +4,9 @@
 # - kernel: each breaks cuda/gemm_stream_sm90.cu in one way (the wait before the activations, the
 #   chunk's k permutation, a warp's chunks, the warps' sum, the pairs' weight rows for RoPE and
 #   GeGLU, RoPE's frequency and position, the row norm's statistics and mean, the rows in use, the
-#   residual's operand), and a kernel test on the emulator must fail;
+#   residual's operand, x's copies shared by a cluster: the barrier before them, the bytes each
+#   block expects, the multicast mask, the rows each block copies, the wait for them), and a
+#   kernel test on the emulator must fail;
 # - executor: each breaks its use in the forward (src/gpu/executor.rs, src/gpu/path.rs: the
 #   bound's comparison and its widths, the dependent launches, the rows in use, a folded norm), and
 #   tests/cost_model.rs or tests/device_parity.rs must fail;
@@ -12,7 +14,8 @@
 #   qkv, src/kernels/ops.rs's refusal below sm_90), and kernels-tests' attention test must fail;
 # - emulator: the host emulator's arithmetic every kernel test stands on (cuda/emu: wgmma's and
 #   mma.sync's sums, each thread's index), and the kernel tests of gemm_sm90 or attention
-#   must fail.
+#   must fail; its thread block clusters (a multicast's destinations, the cluster barrier's
+#   count, %cluster_ctarank), and gemm_stream_sm90's or the sm_90a self-test's must fail.
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
 #   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator
 set -uo pipefail
@@ -51,8 +54,20 @@ PY
 if [ "$section" = all ] || [ "$section" = kernel ]; then
 target cuda/gemm_stream_sm90.cu "cd kernels-tests && cargo test -q --test gemm_stream_sm90"
 mutate "activations read before griddepcontrol.wait" \
-  "    // 2. The activations: the previous kernel's output.
-    pdl_wait();" "    // 2. The activations: the previous kernel's output (no wait)."
+  "    pdl_wait();
+    const uint32_t rows" "    const uint32_t rows"
+mutate "cluster: no barrier between the peers' mbarrier inits and the copies into them" \
+  "    cluster_arrive_relaxed();
+    cluster_wait();" "    // (no cluster barrier)"
+mutate "cluster: each block expects only the rows it copies itself" \
+  "mbar_arrive_expect_tx(x_ready, rows * 2 * k);" "mbar_arrive_expect_tx(x_ready, (rows + cluster - 1 - rank) / cluster * 2 * k);"
+mutate "cluster: a block's rows multicast to itself alone" \
+  "x_ready, (uint16_t)((1u << cluster) - 1));" "x_ready, (uint16_t)(1u << rank));"
+mutate "cluster: every rank copies rows from 0, not from its rank" \
+  "for (uint32_t r = rank + cluster * tid; r < rows;" "for (uint32_t r = cluster * tid; r < rows;"
+mutate "cluster: x read before its bytes have landed" \
+  "    while (!mbar_try_wait(x_ready, 0)) {
+    }" "    // (no wait for x's bytes)"
 mutate "k permutation: the second mma's x words swapped" \
   "a1[4] = {lo.z, hi.z, lo.w, hi.w}" "a1[4] = {lo.w, hi.w, lo.z, hi.z}"
 mutate "k permutation: the weight's words of the second mma taken from the first" \
@@ -80,7 +95,7 @@ mutate "row norm: a one-pass variance (E[x²] − mean²)" \
 mutate "row norm: the mean not subtracted" \
   "v[h] = fmaf(-s.x, colsum[col[h]], v[h]) * s.y;" "v[h] = v[h] * s.y;"
 mutate "rows in use: the capacity, not the batch's tokens" \
-  "const uint32_t rows = rows_in_use(p.batch, p.m);" "const uint32_t rows = p.m;"
+  "const uint32_t rows = rows_in_use(p.batch, p.m)," "const uint32_t rows = p.m,"
 mutate "residual: added to the wrong column of r" \
   "to_f32(r_in[(size_t)r * p.n + col[h]])" "to_f32(r_in[(size_t)r * p.n + col[0]])"
 cp "$backup" "$src"
@@ -140,6 +155,16 @@ mutate "emulator: mma.sync's accumulator input ignored" \
   "for (int j = 0; j < 8; j++) acc[j] = C[i][j];" "for (int j = 0; j < 8; j++) acc[j] = 0;"
 mutate "emulator: threadIdx.x wraps at 32 (every warp sees the first warp's indices)" \
   "b->thr[t].idx.x = t % bx;" "b->thr[t].idx.x = t % bx % 32;"
+cp "$backup" "$src"
+cluster_tests="cd kernels-tests && cargo test -q --test gemm_stream_sm90 --test hopper_selftest"
+target cuda/emu/hopper.cpp "$cluster_tests"
+mutate "emulator: a multicast copy lands in the issuing block alone" \
+  "        if (!(cta_mask >> r & 1)) continue;" "        if (!(cta_mask >> r & 1) || cl->members[r] != blk()) continue;"
+mutate "emulator: the cluster barrier opens when one block's threads have arrived" \
+  "if (++cl->arrived == (uint64_t)cl->size * (uint64_t)b->n) {" "if (++cl->arrived == (uint64_t)b->n) {"
+mutate "emulator: %cluster_ctarank always 0" \
+  "extern \"C\" uint32_t emu_cluster_ctarank(void) { return blk()->rank; }" \
+  "extern \"C\" uint32_t emu_cluster_ctarank(void) { return 0; }"
 cp "$backup" "$src"
 fi
 echo "$survivors mutation(s) survived"

@@ -507,11 +507,11 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
                 assert_eq!(stream.param_bytes, weights + colsums, "{what}");
                 // Each stream GEMM's time: the assumed hand-off, then the slower of its DRAM
                 // bytes at the copy ceiling and its L2 reads — DRAM's, and x again by every
-                // block but one, (n/16 − 1)·t·k·2 — at the assumed L2 bandwidth.
+                // cluster of 4 blocks but one, (n/64 − 1)·t·k·2 — at the assumed L2 bandwidth.
                 let dram_rate = profile.efficiency(KernelClass::GemmStream).memory * profile.dram_bytes_per_s;
                 let gemm_s = |n: f64, k: f64, out: f64, normed: bool| {
                     let dram = 2.0 * n * k + if normed { 4.0 * n } else { 0.0 } + 2.0 * t * (k + out);
-                    let l2 = (n / 16.0 - 1.0) * t * k * 2.0;
+                    let l2 = (n / 64.0 - 1.0) * t * k * 2.0;
                     profile.dependent_fixed_s + (dram / dram_rate).max((dram + l2) / profile.l2_bytes_per_s)
                 };
                 let layer_s = |first: bool| {

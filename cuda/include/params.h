@@ -320,7 +320,8 @@ typedef struct HandoffParams {
 
 /* gemm_stream_sm90.cu: the small-batch GEMM, out = epilogue(norm(x) · wᵀ) for m ≤ MB_STREAM_MAX_M
    rows: every block streams MB_STREAM_BN weight rows over the whole K into shared memory (before
-   griddepcontrol.wait: weights are no kernel's output) and reads all of x; its 8 warps split K in
+   griddepcontrol.wait: weights are no kernel's output) and needs all of x, which its cluster of up
+   to MB_STREAM_CLUSTER blocks reads from L2 once (multicast); its 8 warps split K in
    MB_STREAM_KCHUNK-wide chunks and their partial tiles are summed in a fixed order. The same
    products and epilogues as gemm_sm90 (the Hopper path's weights: γ folded, Wi's rows in
    ops::geglu_weight_rows' order), the LayerNorm's row statistics taken from x itself. */
@@ -329,15 +330,18 @@ typedef struct HandoffParams {
 #define MB_STREAM_BN 16     /* output columns a block: two n8 mma tiles (rope, geglu: 8 pairs) */
 #define MB_STREAM_KCHUNK 32 /* k per warp step: 4 lanes x 8 elements, one 16-byte load each */
 #define MB_STREAM_MAX_M 64  /* rows: four m16 accumulator tiles per warp */
+/* blocks per cluster sharing x's copies: every ModernBERT width (n / BN: base 144, 48; large 192,
+   64, 328) is a multiple of 4, and 4 blocks of one SM each fit in any GPC */
+#define MB_STREAM_CLUSTER 4
 /* bytes after each shared row: rows are 64 mod 128 bytes apart, so the 16-byte loads of a
    quarter-warp (two rows, 64 bytes each) fall in distinct banks (K is a multiple of 64) */
 #define MB_STREAM_ROW_PAD 64
 #define MB_STREAM_MAX_SMEM 232448 /* sm_90's opt-in dynamic shared memory per block, 227 KiB */
 /* mr = m rounded up to 16: the weight rows and x's mr rows at pitch 2k + pad, the warps' partial
-   tiles (f32), each row's mean and 1 / std */
+   tiles (f32), each row's mean and 1 / std, x's mbarrier */
 #define MB_STREAM_SMEM_BYTES(mr, k)                                           \
     ((MB_STREAM_BN + (mr)) * (2 * (k) + MB_STREAM_ROW_PAD) +                  \
-     MB_STREAM_WARPS * (mr) * MB_STREAM_BN * 4 + (mr) * 8)
+     MB_STREAM_WARPS * (mr) * MB_STREAM_BN * 4 + (mr) * 8 + 8)
 #define MB_STREAM_STORE 0u    /* out = the product, [m, n] */
 #define MB_STREAM_GEGLU 1u    /* out = act(first half) * second half, [m, n / 2] */
 #define MB_STREAM_ROPE 2u     /* out = the product, columns < rotated rotated per head of 64 */
@@ -357,7 +361,7 @@ typedef struct GemmStreamParams {
     uint32_t act;        /* geglu: MB_ACT_* */
     float theta;         /* rope */
     uint32_t rotated;    /* rope: columns [0, rotated) rotated, a multiple of 64 */
-    uint32_t _pad0;
+    uint32_t cluster;    /* blocks per cluster (the launch's cluster dimension): 1 .. MB_STREAM_CLUSTER, dividing n / BN */
 } GemmStreamParams;
 
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */

@@ -13,9 +13,9 @@ use kernels_tests::cases::gemm_stream::{
 };
 use kernels_tests::cases::Inputs;
 use kernels_tests::*;
-use modernbert::kernels::gemm_stream::{gemm_stream, stream_max_rows, stream_smem_bytes};
+use modernbert::kernels::gemm_stream::{gemm_stream, stream_cluster, stream_max_rows, stream_smem_bytes};
 use modernbert::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
-use modernbert::kernels::params::{MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM};
+use modernbert::kernels::params::{MB_STREAM_BN, MB_STREAM_CLUSTER, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM};
 
 /// Every case of a table, both thread orders, both dtypes: the first `rows · width` outputs
 /// against [`expected`], the rows after them (to the poisoned row past m) untouched.
@@ -292,4 +292,22 @@ fn the_stream_rows_fit_shared_memory() {
     assert!(stream_smem_bytes(16, 2624) <= MB_STREAM_MAX_SMEM);
     assert!(stream_smem_bytes(32, 2624) > MB_STREAM_MAX_SMEM);
     assert_eq!(stream_max_rows(8192), 0);
+}
+
+#[test]
+fn the_clusters_divide_the_grid_and_the_cases_cover_each_size() {
+    // The largest power of two up to MB_STREAM_CLUSTER dividing the grid (n / 16 blocks).
+    for (n, want) in [(16, 1), (48, 1), (32, 2), (96, 2), (64, 4), (768, 4), (2304, 4), (5248, 4)] {
+        assert_eq!(stream_cluster(n), want, "n {n}");
+    }
+    assert_eq!(MB_STREAM_CLUSTER, 4);
+    // Every ModernBERT width takes whole clusters of 4: base (768, 1152), large (1024, 2624).
+    for (h, i) in [(768u32, 1152u32), (1024, 2624)] {
+        for n in [3 * h, h, 2 * i] {
+            assert_eq!(stream_cluster(n), MB_STREAM_CLUSTER, "n {n}");
+            assert_eq!((n / MB_STREAM_BN) % MB_STREAM_CLUSTER, 0);
+        }
+    }
+    let sizes: std::collections::BTreeSet<u32> = store_cases().iter().map(|c| stream_cluster(c.n)).collect();
+    assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 2, 4], "the store cases' cluster sizes");
 }

@@ -230,8 +230,19 @@ fn hopper_kernels_use_hopper_instructions() {
         ),
         ("selftest_wgmma", &["HGMMA.64x256x16", "HGMMA.64x64x16"][..]),
         ("selftest_tma_load", &["UTMALDG.2D", "UTMALDG.3D", "UTMALDG.5D"][..]),
+        // x multicast to the cluster (a plain bulk copy for a cluster of one), the cluster barrier.
+        (
+            "gemm_stream_sm90_bf16",
+            &["UBLKCP.S.G.MULTICAST", "UBLKCP.S.G ", "UCGABAR_ARV", "UCGABAR_WAIT", "HMMA.16816.F32.BF16"][..],
+        ),
+        (
+            "selftest_cluster_multicast",
+            &["UBLKCP.S.G.MULTICAST", "UCGABAR_ARV", "UCGABAR_WAIT"][..],
+        ),
     ] {
-        let source = if kernel.starts_with("gemm") {
+        let source = if kernel.starts_with("gemm_stream") {
+            "gemm_stream_sm90"
+        } else if kernel.starts_with("gemm") {
             "gemm_sm90"
         } else {
             "selftest_sm90"

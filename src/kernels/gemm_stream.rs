@@ -5,10 +5,10 @@ use super::device::Device;
 use super::ops::{GemmSm90, Sm90Epilogue};
 use super::params::{
     GemmStreamParams, MB_ACT_SILU, MB_GEMM90_BN, MB_GEMM90_ROPE_HEAD_DIM, MB_STREAM_BN, MB_STREAM_GEGLU,
-    MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_RESIDUAL, MB_STREAM_ROPE, MB_STREAM_ROW_PAD, MB_STREAM_STORE,
+    MB_STREAM_CLUSTER, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_RESIDUAL, MB_STREAM_ROPE, MB_STREAM_ROW_PAD, MB_STREAM_STORE,
     MB_STREAM_THREADS, MB_STREAM_WARPS,
 };
-use super::{Dtype, KernelError, KernelParam};
+use super::{Dtype, KernelError, KernelParam, LaunchAttrs};
 
 #[cfg(doc)]
 use super::ops;
@@ -20,7 +20,19 @@ pub const STREAM_K_MULTIPLE: u32 = 64;
 /// (`MB_STREAM_SMEM_BYTES` of params.h, which is a macro bindgen does not export).
 pub fn stream_smem_bytes(m: u32, k: u32) -> u32 {
     let mr = m.div_ceil(16) * 16;
-    (MB_STREAM_BN + mr) * (2 * k + MB_STREAM_ROW_PAD) + MB_STREAM_WARPS * mr * MB_STREAM_BN * 4 + mr * 8
+    (MB_STREAM_BN + mr) * (2 * k + MB_STREAM_ROW_PAD) + MB_STREAM_WARPS * mr * MB_STREAM_BN * 4 + mr * 8 + 8
+}
+
+/// Blocks per cluster for a launch of width `n`: the largest power of two up to
+/// `MB_STREAM_CLUSTER` that divides the grid (`n / MB_STREAM_BN` blocks), so each cluster's blocks
+/// share one L2 read of x.
+pub fn stream_cluster(n: u32) -> u32 {
+    let blocks = n / MB_STREAM_BN;
+    let mut c = MB_STREAM_CLUSTER;
+    while c > 1 && blocks % c != 0 {
+        c /= 2;
+    }
+    c
 }
 
 /// The most rows a launch of width `k` can take: `MB_STREAM_MAX_M`, or fewer where its shared
@@ -96,7 +108,7 @@ pub fn gemm_stream_params(dt: Dtype, g: &GemmSm90, batch: u64) -> Result<GemmStr
         act: 0,
         theta: 0.0,
         rotated: 0,
-        _pad0: 0,
+        cluster: stream_cluster(g.n),
     };
     match g.epilogue {
         Sm90Epilogue::Store => {}
@@ -162,7 +174,7 @@ pub fn gemm_stream_params(dt: Dtype, g: &GemmSm90, batch: u64) -> Result<GemmStr
     Ok(p)
 }
 
-/// Launch geometry: (grid, block, dynamic shared memory bytes).
+/// Launch geometry: (grid, block, dynamic shared memory bytes); clusters of `p.cluster` blocks.
 pub fn gemm_stream_geometry(p: &GemmStreamParams) -> ([u32; 3], [u32; 3], u32) {
     (
         [p.n / MB_STREAM_BN, 1, 1],
@@ -185,19 +197,27 @@ pub fn launch_gemm_stream(
     dependent: bool,
 ) -> Result<(), KernelError> {
     let (grid, block, smem) = gemm_stream_geometry(p);
-    if dependent {
-        dev.launch_dependent_raw(kernel_name(dt), grid, block, smem, p.as_bytes())
-    } else {
-        dev.launch(kernel_name(dt), grid, block, smem, p)
+    if p.cluster == 0 || p.cluster > MB_STREAM_CLUSTER || grid[0] % p.cluster != 0 {
+        return Err(unsupported(
+            kernel_name(dt),
+            format!("a cluster of {} blocks on a grid of {}", p.cluster, grid[0]),
+        ));
     }
+    let attrs = LaunchAttrs {
+        dependent,
+        cluster: p.cluster,
+        ..LaunchAttrs::default()
+    };
+    dev.launch_ex_raw(kernel_name(dt), grid, block, smem, p.as_bytes(), attrs)
 }
 
-/// Minimum bytes of one launch: the weights once (DRAM), x once per block (from L2: every block
-/// reads all of it), the output written (residual: and read), the column sums.
+/// Minimum bytes of one launch: the weights once (DRAM), x once per cluster (from L2: each
+/// cluster's blocks share one read of all of it), the output written (residual: and read), the
+/// column sums.
 pub fn gemm_stream_bytes(g: &GemmSm90) -> (u64, u64) {
     let (m, n, k) = (g.m as u64, g.n as u64, g.k as u64);
     let residual = matches!(g.epilogue, Sm90Epilogue::Residual { .. }) as u64 * 2 * m * n;
     let dram = 2 * n * k + 2 * m * g.out_width() as u64 + residual + g.norm.map_or(0, |_| 4 * n);
-    let l2_x = (n / MB_STREAM_BN as u64) * 2 * m * k;
+    let l2_x = (n / (MB_STREAM_BN * stream_cluster(g.n)) as u64) * 2 * m * k;
     (dram, l2_x)
 }

@@ -52,6 +52,7 @@ pub const MB_STREAM_WARPS: u32 = 8;
 pub const MB_STREAM_BN: u32 = 16;
 pub const MB_STREAM_KCHUNK: u32 = 32;
 pub const MB_STREAM_MAX_M: u32 = 64;
+pub const MB_STREAM_CLUSTER: u32 = 4;
 pub const MB_STREAM_ROW_PAD: u32 = 64;
 pub const MB_STREAM_MAX_SMEM: u32 = 232448;
 pub const MB_STREAM_STORE: u32 = 0;
@@ -759,7 +760,7 @@ pub struct GemmStreamParams {
     pub act: u32,
     pub theta: f32,
     pub rotated: u32,
-    pub _pad0: u32,
+    pub cluster: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -816,8 +817,8 @@ const _: () = {
         "Offset of field: GemmStreamParams::rotated",
     ][::std::mem::offset_of!(GemmStreamParams, rotated) - 88usize];
     [
-        "Offset of field: GemmStreamParams::_pad0",
-    ][::std::mem::offset_of!(GemmStreamParams, _pad0) - 92usize];
+        "Offset of field: GemmStreamParams::cluster",
+    ][::std::mem::offset_of!(GemmStreamParams, cluster) - 92usize];
 };
 #[repr(C)]
 #[repr(align(128))]

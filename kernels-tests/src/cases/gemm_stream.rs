@@ -22,12 +22,14 @@ fn case(m: u32, n: u32, k: u32, epilogue: Sm90Epilogue) -> GemmSm90Case {
 }
 
 /// One row, a partial m16 tile, several column blocks, every m16 tile (64 rows), and base's four
-/// shapes at a batch of one or two texts (K's chunks not a multiple of the 8 warps: 1152 / 32 = 36).
+/// shapes at a batch of one or two texts (K's chunks not a multiple of the 8 warps: 1152 / 32 = 36);
+/// clusters of 1, 2 and 4 blocks sharing x (`gemm_stream::stream_cluster`).
 pub fn store_cases() -> Vec<GemmSm90Case> {
     let c = |m, n, k| case(m, n, k, Sm90Epilogue::Store);
     vec![
-        c(1, 16, 64),
-        c(17, 48, 128),
+        c(1, 16, 64),      // one block: a cluster of 1 (a plain bulk copy of x)
+        c(17, 48, 128),    // three blocks: clusters of 1
+        c(5, 96, 64),      // six blocks: clusters of 2
         c(64, 64, 320),
         c(32, 2304, 768), // Wqkv (and Wi's width)
         c(64, 768, 768),  // attention output projection

@@ -313,10 +313,11 @@ fn gemm_sm90_cost(op: &str, p: &GemmSm90Params) -> LaunchCost {
 
 /// `gemm_stream_sm90` on `rows` rows in use (its `BatchDesc`'s tokens): `2·rows·n·k` FLOPs; the
 /// weights once (+ the column sums with a row norm); x's rows read once, the output at the
-/// epilogue's width (GeGLU: `n / 2`) written, and with the residual epilogue `r` read. Every
-/// one of the `n / 16` blocks also reads all of x from L2 (`l2_bytes`, less the one read
-/// counted above): `rows / 16` times the weights' bytes, so at 32 rows and more it is the L2,
-/// not DRAM, that bounds the kernel.
+/// epilogue's width (GeGLU: `n / 2`) written, and with the residual epilogue `r` read. Each of
+/// the `n / (16·cluster)` clusters also reads all of x from L2 once, multicast to its blocks
+/// (`l2_bytes`, less the one read counted above): `rows / (16·cluster)` times the weights' bytes
+/// (at 32 rows and clusters of 4, half of them; without clusters it was twice them, and the L2,
+/// not DRAM, bounded the kernel).
 fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
     let (n, k) = (p.n as f64, p.k as f64);
     let out = match p.epilogue {
@@ -330,7 +331,7 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
         flops: 2.0 * rows * n * k,
         param_bytes: n * k * ELEM + colsum,
         activation_bytes: (rows * k + out) * ELEM,
-        l2_bytes: (n / MB_STREAM_BN as f64 - 1.0) * rows * k * ELEM,
+        l2_bytes: (n / (MB_STREAM_BN * p.cluster.max(1)) as f64 - 1.0) * rows * k * ELEM,
     }
 }
 
