@@ -139,7 +139,8 @@ pub struct AttentionRun {
     pub cu_seqlens: Vec<u32>,
     pub params: AttentionParams,
     d_out: DeviceBuffer,
-    _inputs: [Option<DeviceBuffer>; 4],
+    /// The params' buffers, alive as long as the run: qkv, cu_seqlens, key_lens (if any), batch.
+    inputs: [Option<DeviceBuffer>; 4],
 }
 
 impl AttentionRun {
@@ -175,7 +176,7 @@ impl AttentionRun {
             cu_seqlens,
             params,
             d_out,
-            _inputs: [Some(d_qkv), Some(d_cu), d_kl, Some(d_batch)],
+            inputs: [Some(d_qkv), Some(d_cu), d_kl, Some(d_batch)],
         }
     }
     pub fn launch(&self, dev: &dyn Device) -> Result<(), KernelError> {
@@ -187,7 +188,7 @@ impl AttentionRun {
     }
     /// Poison `qkv` (for a test whose launch before this one writes it).
     pub fn poison_qkv(&mut self, dev: &dyn Device) {
-        poison(dev, self._inputs[0].as_mut().expect("qkv"));
+        poison(dev, self.inputs[0].as_mut().expect("qkv"));
     }
     /// `out`, `[tokens, heads * HEAD_DIM]`.
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
