@@ -45,7 +45,7 @@
 // Bytes (minimum): 2·n·k (weights, DRAM) + 2·m·k per cluster (x, from L2: (n / 16C) · 2·m·k in all) +
 //   2·m·n written (geglu m·n; residual + 2·m·n read) + 4·n (colsum); FLOPs: 2·m·n·k.
 #include "common.cuh"  // activate, rows_in_use, to_f32, from_f32, pdl_wait, pdl_launch_dependents
-#include "hopper.cuh"  // mbarrier, bulk_load(_multicast), cluster_arrive_relaxed / _wait / _ctarank
+#include "hopper.cuh"  // mbarrier, bulk_load(_multicast), cluster_arrive_relaxed / _wait / _(n)ctarank
 #include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
 
 extern __shared__ __align__(16) unsigned char smem[];
@@ -106,6 +106,9 @@ __device__ void gemm_stream(const GemmStreamParams& p) {
     float2* row_stats = reinterpret_cast<float2*>(part + WARPS * m16 * 16 * BN);  // [m16 · 16] (mean, rstd)
 
     uint64_t* x_ready = reinterpret_cast<uint64_t*>(row_stats + m16 * 16);  // x's bytes, all C blocks' copies
+    // The copies below trust p.cluster to be the launch's cluster: a mismatch would send them to
+    // blocks that do not exist (or leave rows uncopied). Refused here, before any barrier.
+    if (cluster_nctarank() != p.cluster) __trap();
     if (tid == 0) {
         mbar_init(x_ready, 1);
         mbar_init_fence();

@@ -22,11 +22,6 @@
 //     r copies 256-byte slices r, r + n, ... of `in` (`bytes` bytes) into the shared memory of all
 //     n blocks (multicast); each block waits for all `bytes` on its own barrier and writes its copy
 //     to out[block · (bytes + 16)], its %cluster_ctarank after it (a u32, then 12 bytes untouched).
-//   selftest_cluster_multicast: a grid in clusters of `n` blocks (the launch's cluster dimension):
-//     every block initialises an mbarrier, then the cluster barrier (mode 1, a misuse: none); rank
-//     r copies 256-byte slices r, r + n, ... of `in` (`bytes` bytes) into the shared memory of all
-//     n blocks (multicast); each block waits for all `bytes` on its own barrier and writes its copy
-//     to out[block · (bytes + 16)], its %cluster_ctarank after it (a u32, then 12 bytes untouched).
 //   selftest_sm90_misuse (emulator only): mode selects one protocol error the emulator must report
 //     or expose (see the test).
 // The register-A path has its fence after the fragment's loads: PTX requires one between any
@@ -152,8 +147,6 @@ extern "C" __global__ void MB_PDL_PRIMARY selftest_pdl_copy(const __grid_constan
     for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += gridDim.x * blockDim.x) out[i] = in[i];
 }
 
-// Each mode is one mistake; the emulator must fail the launch (modes 0-4, 7) or expose the mistake
-// as NaN in `out` (modes 5, 6). 128 threads.
 extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_cluster_multicast(const __grid_constant__ SelftestSm90Params p) {
     uint64_t* bar = reinterpret_cast<uint64_t*>(aligned_smem());
     unsigned char* copy = aligned_smem() + 128;
@@ -177,6 +170,8 @@ extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_
     if (tid == 0) *reinterpret_cast<uint32_t*>(out + p.bytes) = rank;
 }
 
+// Each mode is one mistake; the emulator must fail the launch (modes 0-4, 7) or expose the mistake
+// as NaN in `out` (modes 5, 6). 128 threads.
 extern "C" __global__ void __launch_bounds__(MB_SELFTEST90_THREADS, 1) selftest_sm90_misuse(const __grid_constant__ SelftestSm90Params p) {
     unsigned char* img = aligned_smem();
     __shared__ __align__(8) uint64_t bar;

@@ -4,8 +4,9 @@
 # - kernel: each breaks cuda/gemm_stream_sm90.cu in one way (the wait before the activations, the
 #   chunk's k permutation, a warp's chunks, the warps' sum, the pairs' weight rows for RoPE and
 #   GeGLU, RoPE's frequency and position, the row norm's statistics and mean, the rows in use, the
-#   residual's operand, x's copies shared by a cluster: the barrier before them, the bytes each
-#   block expects, the multicast mask, the rows each block copies, the wait for them), and a
+#   residual's operand, x's copies shared by a cluster: the check of the launch's cluster size,
+#   the barrier before them, the bytes each block expects, the multicast mask, the rows each block
+#   copies, the wait for them), and a
 #   kernel test on the emulator must fail;
 # - executor: each breaks its use in the forward (src/gpu/executor.rs, src/gpu/path.rs: the
 #   bound's comparison and its widths, the dependent launches, the rows in use, a folded norm), and
@@ -56,6 +57,8 @@ target cuda/gemm_stream_sm90.cu "cd kernels-tests && cargo test -q --test gemm_s
 mutate "activations read before griddepcontrol.wait" \
   "    pdl_wait();
     const uint32_t rows" "    const uint32_t rows"
+mutate "cluster: the launch's cluster size not checked against the params'" \
+  "    if (cluster_nctarank() != p.cluster) __trap();" "    // (no check)"
 mutate "cluster: no barrier between the peers' mbarrier inits and the copies into them" \
   "    cluster_arrive_relaxed();
     cluster_wait();" "    // (no cluster barrier)"

@@ -111,10 +111,11 @@ void emu_bulk_wait(int n, int read_only);
 void emu_named_bar(int id, int nthreads, int wait);
 void emu_setmaxnreg(int inc, int regs);
 void emu_griddep_wait(void);
-// Thread block clusters (hopper.cpp): %cluster_ctarank, barrier.cluster.arrive / wait (memory
-// order is not modelled: relaxed and release arrives are the same here), and cp.async.bulk's
-// .multicast::cluster form.
+// Thread block clusters (hopper.cpp): %cluster_ctarank, %cluster_nctarank, barrier.cluster.arrive
+// / wait (memory order is not modelled: relaxed and release arrives are the same here), and
+// cp.async.bulk's .multicast::cluster form.
 uint32_t emu_cluster_ctarank(void);
+uint32_t emu_cluster_nctarank(void);
 void emu_cluster_arrive(void);
 void emu_cluster_wait(void);
 void emu_bulk_load_multicast(void* smem_dst, const void* gmem_src, uint32_t bytes, uint64_t* bar, uint16_t cta_mask);

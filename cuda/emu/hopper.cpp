@@ -688,6 +688,7 @@ extern "C" void emu_bulk_load_multicast(void* dst, const void* src, uint32_t byt
 }
 
 extern "C" uint32_t emu_cluster_ctarank(void) { return blk()->rank; }
+extern "C" uint32_t emu_cluster_nctarank(void) { return blk()->cluster->size; }
 
 // barrier.cluster.arrive (.relaxed or .release: memory order is not modelled): the phase
 // completes when every thread of every block of the cluster has arrived. Stricter than the ISA in one way: a thread that exited never arrives, so a

@@ -178,6 +178,12 @@ __device__ __forceinline__ uint32_t cluster_ctarank() {
     asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
     return r;
 }
+// Blocks in this block's cluster (1 outside a cluster launch).
+__device__ __forceinline__ uint32_t cluster_nctarank() {
+    uint32_t n;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+    return n;
+}
 // Every thread of every block of the cluster arrives, then waits (acquire); .aligned: all threads
 // of a warp execute the same one. The arrive is relaxed: it orders no memory access (a release
 // arrive costs a MEMBAR.GPU); what must be seen across it says so with its own fence, as the
@@ -258,6 +264,7 @@ __device__ __forceinline__ void bulk_load_multicast(void* dst, const void* src, 
     emu_bulk_load_multicast(dst, src, bytes, bar, cta_mask);
 }
 __device__ __forceinline__ uint32_t cluster_ctarank() { return emu_cluster_ctarank(); }
+__device__ __forceinline__ uint32_t cluster_nctarank() { return emu_cluster_nctarank(); }
 __device__ __forceinline__ void cluster_arrive_relaxed() { emu_cluster_arrive(); }
 __device__ __forceinline__ void cluster_wait() { emu_cluster_wait(); }
 __device__ __forceinline__ void bulk_commit() { emu_bulk_commit(); }

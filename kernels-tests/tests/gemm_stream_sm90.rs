@@ -13,7 +13,10 @@ use kernels_tests::cases::gemm_stream::{
 };
 use kernels_tests::cases::Inputs;
 use kernels_tests::*;
-use modernbert::kernels::gemm_stream::{gemm_stream, stream_cluster, stream_max_rows, stream_smem_bytes};
+use modernbert::kernels::gemm_stream::{
+    gemm_stream, gemm_stream_geometry, gemm_stream_params, stream_cluster, stream_max_rows, stream_smem_bytes,
+};
+use modernbert::kernels::{KernelParam, LaunchAttrs};
 use modernbert::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use modernbert::kernels::params::{MB_STREAM_BN, MB_STREAM_CLUSTER, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM};
 
@@ -310,4 +313,38 @@ fn the_clusters_divide_the_grid_and_the_cases_cover_each_size() {
     }
     let sizes: std::collections::BTreeSet<u32> = store_cases().iter().map(|c| stream_cluster(c.n)).collect();
     assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 2, 4], "the store cases' cluster sizes");
+}
+
+#[test]
+fn a_launch_in_clusters_other_than_the_params_traps() {
+    // The kernel's copies of x follow p.cluster; launched in clusters of another size (or none),
+    // it traps before any copy rather than send them to blocks that do not exist.
+    let dev = device();
+    if is_gpu(&*dev) {
+        // A trap takes the GPU context down with it: emulator only.
+        eprintln!("SKIPPED on {}: a kernel that traps is tested on the emulator", dev.name());
+        return;
+    }
+    let mut rng = Rng::for_test("gemm_stream_cluster_mismatch");
+    let c = &store_cases()[4]; // 64 x 768 x 768: clusters of 4
+    let run = GemmSm90Run::new(&*dev, c, &mut Inputs::drawn(&mut rng, Dtype::Bf16));
+    let p = gemm_stream_params(Dtype::Bf16, &run.gemm, 0).unwrap();
+    assert_eq!(p.cluster, 4);
+    let (grid, block, smem) = gemm_stream_geometry(&p);
+    for cluster in [1, 2] {
+        let attrs = LaunchAttrs {
+            cluster,
+            ..LaunchAttrs::default()
+        };
+        let launched = dev
+            .launch_ex_raw("gemm_stream_sm90_bf16", grid, block, smem, p.as_bytes(), attrs)
+            .and_then(|_| dev.synchronize());
+        if skipped_without_hopper(&*dev, &launched) {
+            return;
+        }
+        match launched {
+            Err(e) => assert!(e.to_string().contains("__trap()"), "clusters of {cluster}: {e}"),
+            Ok(()) => panic!("clusters of {cluster} for a kernel told 4: launched without a trap"),
+        }
+    }
 }
