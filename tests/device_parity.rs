@@ -582,6 +582,31 @@ fn graph_replay_equals_direct_launches() {
     replay_equals_direct("backbone_hd64_w16_l4_v5_f32", test_device(), GpuPathChoice::Portable);
 }
 
+/// An arena for fewer tokens than the smallest graph bucket (16) is sized to that bucket, so
+/// its batches replay a graph too (an arena for exactly 8 tokens would never have fitted one),
+/// with the results of direct launches.
+#[test]
+fn an_arena_below_the_smallest_bucket_replays_graphs() {
+    let emu = Arc::new(Emulator::new());
+    let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
+    let vocab = p.config.vocab_size as u32;
+    let exec = |graphs| {
+        GpuExecutor::on_path(emu.clone(), Dtype::Bf16, &p.config, &p.weights, 8, 1, GpuPathChoice::Portable)
+            .unwrap()
+            .with_graphs(graphs)
+    };
+    let (direct, graphed) = (exec(false), exec(true));
+    assert_eq!((graphed.max_tokens(), graphed.max_sequences()), (16, 1));
+    let batch = PackedBatch::from_sequences(&[random_ids(8, 1, vocab)]).unwrap();
+    let h = p.config.hidden_size;
+    let (mut a, mut b) = (vec![0f32; 8 * h], vec![0f32; 8 * h]);
+    direct.forward_into(&batch, &mut a).unwrap();
+    assert_eq!(emu.graphs_recorded(), 0);
+    graphed.forward_into(&batch, &mut b).unwrap();
+    assert_eq!(emu.graphs_recorded(), 1, "the 8-token batch did not run as a graph");
+    assert_eq!(a, b);
+}
+
 /// The same on the Hopper path, whose GEMMs' tensor maps are encoded when the graph is recorded
 /// (for the bucket's capacity rows) and whose RoPE epilogue reads positions from device memory.
 #[test]

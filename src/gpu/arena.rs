@@ -6,6 +6,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gpu::heads::HeadShapes;
 use crate::kernels::device::{Device, DeviceBuffer};
+use crate::kernels::graph;
 use crate::kernels::params::{BatchDesc, MbRowStats, MB_GEMM90_BN};
 use crate::limits::{bytes_of, sum_of};
 
@@ -76,7 +77,14 @@ pub const MLM_ROWS_PER_LAUNCH: usize = 128;
 
 impl ArenaPlan {
     /// The backbone's buffers and room for the `heads`.
+    /// A capacity of at most `graph::MAX_GRAPH_TOKENS` tokens is rounded up to its CUDA-graph
+    /// bucket ([`graph::bucket`]): a batch replays the graph of its bucket only when that bucket
+    /// fits the arena, so an arena for 8 tokens (bucket 16) would never replay one.
     pub fn new(config: &ModelConfig, max_tokens: usize, max_sequences: usize, heads: HeadShapes) -> Result<Self> {
+        let (max_tokens, max_sequences) = match graph::bucket(max_tokens, max_sequences, max_tokens) {
+            Some((t, s, _)) => (max_tokens.max(t as usize), max_sequences.max(s as usize)),
+            None => (max_tokens, max_sequences),
+        };
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let vocab = heads.mlm_vocab.unwrap_or(0);
         let mlm_rows = if heads.mlm_vocab.is_some() {

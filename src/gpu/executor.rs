@@ -203,6 +203,7 @@ impl GpuExecutor {
         let path = GpuPath::resolve(path, dev.as_ref(), config, has_biases)?;
         // Every size first, checked, against what the device and the host can hold; then allocate.
         let plan = ArenaPlan::new(config, max_tokens, max_sequences, heads.shapes(config))?;
+        let max_tokens = plan.max_tokens; // rounded up to its graph bucket
         let what = format!("the weights and an arena for {max_tokens} tokens");
         let device_bytes = sum_of(
             &what,
