@@ -591,9 +591,17 @@ fn an_arena_below_the_smallest_bucket_replays_graphs() {
     let p = load(&common::fixtures_dir().join("backbone_hd64_w16_l4_v5_f32"));
     let vocab = p.config.vocab_size as u32;
     let exec = |graphs| {
-        GpuExecutor::on_path(emu.clone(), Dtype::Bf16, &p.config, &p.weights, 8, 1, GpuPathChoice::Portable)
-            .unwrap()
-            .with_graphs(graphs)
+        GpuExecutor::on_path(
+            emu.clone(),
+            Dtype::Bf16,
+            &p.config,
+            &p.weights,
+            8,
+            1,
+            GpuPathChoice::Portable,
+        )
+        .unwrap()
+        .with_graphs(graphs)
     };
     let (direct, graphed) = (exec(false), exec(true));
     assert_eq!((graphed.max_tokens(), graphed.max_sequences()), (16, 1));

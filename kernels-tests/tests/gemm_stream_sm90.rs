@@ -16,9 +16,9 @@ use kernels_tests::*;
 use modernbert::kernels::gemm_stream::{
     gemm_stream, gemm_stream_geometry, gemm_stream_params, stream_cluster, stream_max_rows, stream_smem_bytes,
 };
-use modernbert::kernels::{KernelParam, LaunchAttrs};
 use modernbert::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use modernbert::kernels::params::{MB_STREAM_BN, MB_STREAM_CLUSTER, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM};
+use modernbert::kernels::{KernelParam, LaunchAttrs};
 
 /// Every case of a table, both thread orders, both dtypes: the first `rows · width` outputs
 /// against [`expected`], the rows after them (to the poisoned row past m) untouched.
@@ -300,7 +300,16 @@ fn the_stream_rows_fit_shared_memory() {
 #[test]
 fn the_clusters_divide_the_grid_and_the_cases_cover_each_size() {
     // The largest power of two up to MB_STREAM_CLUSTER dividing the grid (n / 16 blocks).
-    for (n, want) in [(16, 1), (48, 1), (32, 2), (96, 2), (64, 4), (768, 4), (2304, 4), (5248, 4)] {
+    for (n, want) in [
+        (16, 1),
+        (48, 1),
+        (32, 2),
+        (96, 2),
+        (64, 4),
+        (768, 4),
+        (2304, 4),
+        (5248, 4),
+    ] {
         assert_eq!(stream_cluster(n), want, "n {n}");
     }
     assert_eq!(MB_STREAM_CLUSTER, 4);
@@ -312,7 +321,11 @@ fn the_clusters_divide_the_grid_and_the_cases_cover_each_size() {
         }
     }
     let sizes: std::collections::BTreeSet<u32> = store_cases().iter().map(|c| stream_cluster(c.n)).collect();
-    assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 2, 4], "the store cases' cluster sizes");
+    assert_eq!(
+        sizes.into_iter().collect::<Vec<_>>(),
+        vec![1, 2, 4],
+        "the store cases' cluster sizes"
+    );
 }
 
 #[test]
@@ -322,7 +335,10 @@ fn a_launch_in_clusters_other_than_the_params_traps() {
     let dev = device();
     if is_gpu(&*dev) {
         // A trap takes the GPU context down with it: emulator only.
-        eprintln!("SKIPPED on {}: a kernel that traps is tested on the emulator", dev.name());
+        eprintln!(
+            "SKIPPED on {}: a kernel that traps is tested on the emulator",
+            dev.name()
+        );
         return;
     }
     let mut rng = Rng::for_test("gemm_stream_cluster_mismatch");

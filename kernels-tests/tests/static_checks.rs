@@ -233,7 +233,13 @@ fn hopper_kernels_use_hopper_instructions() {
         // x multicast to the cluster (a plain bulk copy for a cluster of one), the cluster barrier.
         (
             "gemm_stream_sm90_bf16",
-            &["UBLKCP.S.G.MULTICAST", "UBLKCP.S.G ", "UCGABAR_ARV", "UCGABAR_WAIT", "HMMA.16816.F32.BF16"][..],
+            &[
+                "UBLKCP.S.G.MULTICAST",
+                "UBLKCP.S.G ",
+                "UCGABAR_ARV",
+                "UCGABAR_WAIT",
+                "HMMA.16816.F32.BF16",
+            ][..],
         ),
         (
             "selftest_cluster_multicast",

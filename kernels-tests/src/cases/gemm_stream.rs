@@ -27,9 +27,9 @@ fn case(m: u32, n: u32, k: u32, epilogue: Sm90Epilogue) -> GemmSm90Case {
 pub fn store_cases() -> Vec<GemmSm90Case> {
     let c = |m, n, k| case(m, n, k, Sm90Epilogue::Store);
     vec![
-        c(1, 16, 64),      // one block: a cluster of 1 (a plain bulk copy of x)
-        c(17, 48, 128),    // three blocks: clusters of 1
-        c(5, 96, 64),      // six blocks: clusters of 2
+        c(1, 16, 64),   // one block: a cluster of 1 (a plain bulk copy of x)
+        c(17, 48, 128), // three blocks: clusters of 1
+        c(5, 96, 64),   // six blocks: clusters of 2
         c(64, 64, 320),
         c(32, 2304, 768), // Wqkv (and Wi's width)
         c(64, 768, 768),  // attention output projection
