@@ -128,7 +128,7 @@ impl SentenceTransformersLayout {
             layout.tokenizer_max_length = v
                 .get("model_max_length")
                 .and_then(Value::as_f64)
-                .filter(|&n| n >= 1.0 && n < 1e9)
+                .filter(|&n| (1.0..1e9).contains(&n))
                 .map(|n| n as usize);
         }
         let st_path = dir.join("config_sentence_transformers.json");

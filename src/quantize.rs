@@ -97,7 +97,7 @@ pub fn ranges(rows: &[f32], dim: usize) -> Vec<f32> {
 /// Quantize `rows` (row-major, `dim` wide) to `precision`; `calibration` (2 × dim: mins then
 /// maxima) fixes the int8 / uint8 ranges, else they come from `rows`.
 pub fn quantize(rows: Vec<f32>, dim: usize, precision: Precision, calibration: Option<&[f32]>) -> Result<Quantized> {
-    if dim == 0 || rows.len() % dim != 0 {
+    if dim == 0 || !rows.len().is_multiple_of(dim) {
         return Err(Error::Input(format!(
             "{} values are not rows of {dim} dimensions",
             rows.len()
@@ -144,7 +144,7 @@ pub fn quantize(rows: Vec<f32>, dim: usize, precision: Precision, calibration: O
                     byte << (8 - bits.len())
                 })
                 .collect();
-            if n > 0 && packed.len() % n != 0 {
+            if n > 0 && !packed.len().is_multiple_of(n) {
                 return Err(Error::Input(format!(
                     "{} precision: {n} rows of {dim} dimensions pack into {} bytes, which do not split \
                      into rows (sentence-transformers' np.packbits(...).reshape(rows, -1) fails too)",

@@ -350,7 +350,7 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         assert!(TensorStore::open_dir(dir.path()).is_err());
         // offsets pointing past the end of the file
-        let header = format!(r#"{{"x":{{"dtype":"F32","shape":[4],"data_offsets":[0,1600]}}}}"#);
+        let header = r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,1600]}}"#.to_string();
         let mut forged = (header.len() as u64).to_le_bytes().to_vec();
         forged.extend_from_slice(header.as_bytes());
         forged.extend_from_slice(&[0u8; 16]);

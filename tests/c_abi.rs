@@ -1069,7 +1069,7 @@ fn sixteen_threads_match_sequential() {
     // Call `i` of a thread: an embedding on one engine, or classification logits on the other.
     let call = |i: usize, which: usize| -> Vec<u32> {
         let t = c_inputs.get(which);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let mut out = vec![0f32; t.len() * 32];
             let s = unsafe {
                 mb_embed(

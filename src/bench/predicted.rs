@@ -51,7 +51,7 @@ fn round(x: f64, digits: i32) -> f64 {
 /// so the ledger's launches divide evenly; `None` if they do not.
 pub fn launches_per_forward(ledger: &Ledger, forwards: u64) -> Option<u64> {
     let n = ledger.launches();
-    (forwards > 0 && n % forwards == 0).then(|| n / forwards)
+    (forwards > 0 && n.is_multiple_of(forwards)).then(|| n / forwards)
 }
 
 /// The fields a model run adds to a JSON line: what was counted exactly, then the predictions.

@@ -111,7 +111,7 @@ pub(super) fn non_null<T>(p: *const T, name: &str) -> Res<()> {
     if p.is_null() {
         return Err(fail(mb_status::MB_ERR_NULL_POINTER, format!("{name} is NULL")));
     }
-    if (p as usize) % align_of::<T>() != 0 {
+    if !(p as usize).is_multiple_of(align_of::<T>()) {
         return Err(fail(
             mb_status::MB_ERR_INVALID_ARGUMENT,
             format!("{name} is not aligned for its type"),

@@ -182,7 +182,7 @@ impl GpuExecutor {
                 config.head_dim()
             )));
         }
-        if config.hidden_size % 8 != 0 || config.intermediate_size % 8 != 0 {
+        if !config.hidden_size.is_multiple_of(8) || !config.intermediate_size.is_multiple_of(8) {
             return Err(Error::Unsupported(
                 "hidden and intermediate sizes must be multiples of 8 on the GPU".into(),
             ));

@@ -29,7 +29,7 @@ pub fn stream_smem_bytes(m: u32, k: u32) -> u32 {
 pub fn stream_cluster(n: u32) -> u32 {
     let blocks = n / MB_STREAM_BN;
     let mut c = MB_STREAM_CLUSTER;
-    while c > 1 && blocks % c != 0 {
+    while c > 1 && !blocks.is_multiple_of(c) {
         c /= 2;
     }
     c
@@ -67,9 +67,9 @@ pub fn gemm_stream_params(dt: Dtype, g: &GemmSm90, batch: u64) -> Result<GemmStr
     if g.m == 0
         || g.m > MB_STREAM_MAX_M
         || g.n == 0
-        || g.n % MB_STREAM_BN != 0
+        || !g.n.is_multiple_of(MB_STREAM_BN)
         || g.k == 0
-        || g.k % STREAM_K_MULTIPLE != 0
+        || !g.k.is_multiple_of(STREAM_K_MULTIPLE)
     {
         return refuse(format!(
             "m {} n {} k {}: needs 1 ≤ m ≤ {MB_STREAM_MAX_M}, n a multiple of {MB_STREAM_BN}, k a multiple of \
@@ -113,7 +113,7 @@ pub fn gemm_stream_params(dt: Dtype, g: &GemmSm90, batch: u64) -> Result<GemmStr
     match g.epilogue {
         Sm90Epilogue::Store => {}
         Sm90Epilogue::Geglu { act } => {
-            if act > MB_ACT_SILU || g.n % MB_GEMM90_BN != 0 {
+            if act > MB_ACT_SILU || !g.n.is_multiple_of(MB_GEMM90_BN) {
                 return refuse(format!(
                     "geglu with activation code {act} and n {}: needs an MB_ACT_* code and n a multiple of \
                      {MB_GEMM90_BN} (Wi's rows in 128-row blocks)",

@@ -25,7 +25,7 @@ const WARP: u32 = 32;
 /// The vector width a row of `width` elements gets: `MB_VEC` when it divides the width, else 1
 /// (what the element-wise kernels decide the same way on the device).
 fn vec_width(width: u32) -> u32 {
-    if width % MB_VEC == 0 {
+    if width.is_multiple_of(MB_VEC) {
         MB_VEC
     } else {
         1
@@ -55,7 +55,7 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
     let name = dt.pick("layernorm_bf16", "layernorm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(
-            &name,
+            name,
             format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
         ));
     }
@@ -65,13 +65,13 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
         ("out", p.out),
         ("batch", p.batch),
     ] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.max_tokens == 0 {
         return Ok(());
     }
     dev.launch(
-        &name,
+        name,
         [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [norm_threads(p.hidden), 1, 1],
         0,
@@ -84,12 +84,12 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
     let name = dt.pick("embeddings_bf16", "embeddings_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(
-            &name,
+            name,
             format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
         ));
     }
     if p.vocab == 0 {
-        return Err(unsupported(&name, "empty vocabulary"));
+        return Err(unsupported(name, "empty vocabulary"));
     }
     for (what, ptr) in [
         ("ids", p.ids),
@@ -98,13 +98,13 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
         ("out", p.out),
         ("batch", p.batch),
     ] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.max_tokens == 0 {
         return Ok(());
     }
     dev.launch(
-        &name,
+        name,
         [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [norm_threads(p.hidden), 1, 1],
         0,
@@ -116,9 +116,9 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
 pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelError> {
     let name = dt.pick("rope_bf16", "rope_f16");
     // rope.cu's shared angle table holds head_dim / 2 angles.
-    if p.head_dim == 0 || p.head_dim % 2 != 0 || p.head_dim > MB_ROPE_MAX_HEAD_DIM || p.heads == 0 {
+    if p.head_dim == 0 || !p.head_dim.is_multiple_of(2) || p.head_dim > MB_ROPE_MAX_HEAD_DIM || p.heads == 0 {
         return Err(unsupported(
-            &name,
+            name,
             format!(
                 "heads {} head_dim {} (an even head_dim <= {MB_ROPE_MAX_HEAD_DIM} is needed)",
                 p.heads, p.head_dim
@@ -126,16 +126,16 @@ pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelErr
         ));
     }
     if !(p.theta > 0.0 && p.theta.is_finite()) {
-        return Err(unsupported(&name, format!("theta {}", p.theta)));
+        return Err(unsupported(name, format!("theta {}", p.theta)));
     }
     for (what, ptr) in [("qkv", p.qkv), ("cu_seqlens", p.cu_seqlens), ("batch", p.batch)] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.max_tokens == 0 {
         return Ok(());
     }
     dev.launch(
-        &name,
+        name,
         [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [MB_ROPE_THREADS, 1, 1],
         0,
@@ -147,13 +147,13 @@ pub fn rope(dev: &dyn Device, dt: Dtype, p: &RopeParams) -> Result<(), KernelErr
 pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelError> {
     let name = dt.pick("geglu_bf16", "geglu_f16");
     if p.inter == 0 {
-        return Err(unsupported(&name, "inter = 0"));
+        return Err(unsupported(name, "inter = 0"));
     }
     if p.activation > MB_ACT_SILU {
-        return Err(unsupported(&name, format!("activation code {}", p.activation)));
+        return Err(unsupported(name, format!("activation code {}", p.activation)));
     }
     for (what, ptr) in [("h", p.h), ("out", p.out), ("batch", p.batch)] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     let items = p.max_tokens as u64 * (p.inter / vec_width(p.inter)) as u64;
     if items == 0 {
@@ -162,7 +162,7 @@ pub fn geglu(dev: &dyn Device, dt: Dtype, p: &GegluParams) -> Result<(), KernelE
     let blocks = items
         .div_ceil(MB_GEGLU_THREADS as u64)
         .min(MB_ELEMENTWISE_MAX_GRID as u64) as u32;
-    dev.launch(&name, [blocks, 1, 1], [MB_GEGLU_THREADS, 1, 1], 0, p)
+    dev.launch(name, [blocks, 1, 1], [MB_GEGLU_THREADS, 1, 1], 0, p)
 }
 
 /// Dynamic shared memory of `pool_*` for `out_dim` columns — the one statement of this formula
@@ -188,20 +188,20 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
     let name = dt.pick("pool_bf16", "pool_f16");
     if p.out_dim == 0 || p.out_dim > p.hidden_dim {
         return Err(unsupported(
-            &name,
+            name,
             format!("out_dim {} of hidden_dim {}", p.out_dim, p.hidden_dim),
         ));
     }
     if p.pooling > MB_POOL_MEAN || p.normalize > 1 {
         return Err(unsupported(
-            &name,
+            name,
             format!("pooling code {} normalize {}", p.pooling, p.normalize),
         ));
     }
     let smem = pool_smem_bytes(p.out_dim);
     if smem > MB_DEFAULT_MAX_DYNAMIC_SMEM {
         return Err(unsupported(
-            &name,
+            name,
             format!("out_dim {} needs {smem} bytes of shared memory", p.out_dim),
         ));
     }
@@ -211,12 +211,12 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
         ("cu_seqlens", p.cu_seqlens),
         ("batch", p.batch),
     ] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.max_sequences == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.max_sequences, 1, 1], [MB_POOL_THREADS, 1, 1], smem, p)
+    dev.launch(name, [p.max_sequences, 1, 1], [MB_POOL_THREADS, 1, 1], smem, p)
 }
 
 /// `mlm_head.cu`: `out = LayerNorm(act(x + dense_bias))`; hidden in 1..=8192.
@@ -224,21 +224,21 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
     let name = dt.pick("head_act_norm_bf16", "head_act_norm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(
-            &name,
+            name,
             format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
         ));
     }
     if p.activation > MB_ACT_SILU {
-        return Err(unsupported(&name, format!("activation code {}", p.activation)));
+        return Err(unsupported(name, format!("activation code {}", p.activation)));
     }
     for (what, ptr) in [("x", p.x), ("weight", p.weight), ("out", p.out)] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.max_tokens == 0 {
         return Ok(());
     }
     dev.launch(
-        &name,
+        name,
         [p.max_tokens.min(MB_MAX_GRID), 1, 1],
         [norm_threads(p.hidden), 1, 1],
         0,
@@ -250,16 +250,16 @@ pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Resu
 pub fn colbert_normalize(dev: &dyn Device, dt: Dtype, p: &RowNormalizeParams) -> Result<(), KernelError> {
     let name = dt.pick("colbert_normalize_bf16", "colbert_normalize_f16");
     if p.dim == 0 {
-        return Err(unsupported(&name, "dim = 0"));
+        return Err(unsupported(name, "dim = 0"));
     }
     for (what, ptr) in [("x", p.x), ("out", p.out)] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.max_rows == 0 {
         return Ok(());
     }
     dev.launch(
-        &name,
+        name,
         [p.max_rows.div_ceil(MB_COLBERT_ROWS_PER_BLOCK).min(MB_MAX_GRID), 1, 1],
         [MB_COLBERT_THREADS, 1, 1],
         0,
@@ -310,7 +310,7 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams, dependent: bo
             format!("max_sequences {} (<= 65535, the grid's z limit)", p.max_sequences),
         ));
     }
-    if p.qkv % 16 != 0 || p.out % 16 != 0 {
+    if !p.qkv.is_multiple_of(16) || !p.out.is_multiple_of(16) {
         return Err(unsupported(name, "qkv and out must be 16-byte aligned"));
     }
     if !(p.softmax_scale.is_finite() && p.softmax_scale > 0.0) {
@@ -340,16 +340,16 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams, dependent: bo
 pub fn gather_rows(dev: &dyn Device, dt: Dtype, p: &GatherRowsParams) -> Result<(), KernelError> {
     let name = dt.pick("gather_rows_bf16", "gather_rows_f16");
     if p.width == 0 {
-        return Err(unsupported(&name, "width = 0"));
+        return Err(unsupported(name, "width = 0"));
     }
     for (what, ptr) in [("x", p.x), ("rows", p.rows), ("out", p.out)] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.n_rows == 0 {
         return Ok(());
     }
     dev.launch(
-        &name,
+        name,
         [p.n_rows.min(MB_MAX_GRID), 1, 1],
         [MB_GATHER_THREADS, 1, 1],
         0,
@@ -361,15 +361,15 @@ pub fn gather_rows(dev: &dyn Device, dt: Dtype, p: &GatherRowsParams) -> Result<
 pub fn softmax_topk(dev: &dyn Device, dt: Dtype, p: &SoftmaxTopkParams) -> Result<(), KernelError> {
     let name = dt.pick("softmax_topk_bf16", "softmax_topk_f16");
     if p.cols == 0 || p.k == 0 || p.k > p.cols {
-        return Err(unsupported(&name, format!("k {} of cols {}", p.k, p.cols)));
+        return Err(unsupported(name, format!("k {} of cols {}", p.k, p.cols)));
     }
     for (what, ptr) in [("logits", p.logits), ("ids", p.ids), ("probs", p.probs)] {
-        need(&name, what, ptr)?;
+        need(name, what, ptr)?;
     }
     if p.rows == 0 {
         return Ok(());
     }
-    dev.launch(&name, [p.rows.min(MB_MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
+    dev.launch(name, [p.rows.min(MB_MAX_GRID), 1, 1], [MB_TOPK_THREADS, 1, 1], 0, p)
 }
 
 /// What `gemm_sm90.cu`'s consumers do with their accumulator tile.
@@ -492,7 +492,7 @@ fn gemm_sm90_name(dt: Dtype, epilogue: Sm90Epilogue) -> &'static str {
 pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<GemmSm90Params, KernelError> {
     use super::tensor_map::{encode, matrix_2d};
     let name = gemm_sm90_name(dt, g.epilogue);
-    if g.m == 0 || g.n == 0 || g.n % MB_GEMM90_BN != 0 || g.k == 0 || g.k % MB_GEMM90_BK != 0 {
+    if g.m == 0 || g.n == 0 || !g.n.is_multiple_of(MB_GEMM90_BN) || g.k == 0 || !g.k.is_multiple_of(MB_GEMM90_BK) {
         return Err(unsupported(
             name,
             format!(
@@ -520,7 +520,7 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
                 "a row norm on the residual epilogue's input".to_string(),
             ));
         }
-        if g.k % MB_GEMM90_BN != 0 || !(norm.eps.is_finite() && norm.eps >= 0.0) {
+        if !g.k.is_multiple_of(MB_GEMM90_BN) || !(norm.eps.is_finite() && norm.eps >= 0.0) {
             return Err(unsupported(
                 name,
                 format!(

@@ -61,7 +61,7 @@ pub fn check(d: &MbTensorMapDesc) -> Result<(), KernelError> {
     // The CUDA guide asks 128-byte alignment of a swizzled map's address and row pitches (the
     // driver's reference says 16): the stricter rule, so that what the emulator accepts a GPU does.
     let align: u64 = if d.swizzle == MB_SWIZZLE_NONE { 16 } else { 128 };
-    if d.global_address == 0 || d.global_address % align != 0 {
+    if d.global_address == 0 || !d.global_address.is_multiple_of(align) {
         return Err(bad(format!(
             "global address {:#x} (non-null, {align}-byte aligned)",
             d.global_address
@@ -83,7 +83,7 @@ pub fn check(d: &MbTensorMapDesc) -> Result<(), KernelError> {
         if i == 0 {
             continue;
         }
-        if d.strides[i] % align != 0 || d.strides[i] >= 1 << 40 || d.strides[i] == 0 {
+        if !d.strides[i].is_multiple_of(align) || d.strides[i] >= 1 << 40 || d.strides[i] == 0 {
             return Err(bad(format!(
                 "strides[{i}] = {} (a non-zero multiple of {align} below 2^40)",
                 d.strides[i]
@@ -101,7 +101,7 @@ pub fn check(d: &MbTensorMapDesc) -> Result<(), KernelError> {
         }
     }
     let inner_bytes = d.box_[0] as u64 * elem;
-    if inner_bytes % 16 != 0 {
+    if !inner_bytes.is_multiple_of(16) {
         return Err(bad(format!(
             "the box's inner extent is {inner_bytes} bytes (a multiple of 16)"
         )));
