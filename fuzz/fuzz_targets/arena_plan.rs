@@ -39,6 +39,19 @@ fuzz_target!(|data: &[u8]| {
     let plan = ArenaPlan::new(&config, max_tokens, max_sequences, heads);
     modernbert_fuzz::report("plan", &plan);
     let Ok(p) = plan else { return };
+    // The capacity asked for, rounded up to its CUDA-graph bucket (a power of two, at least 16)
+    // when that is at most the largest bucket; the buffers below are checked at the plan's own.
+    assert!(p.max_tokens >= max_tokens && p.max_sequences >= max_sequences);
+    assert!(
+        (p.max_tokens, p.max_sequences) == (max_tokens, max_sequences)
+            || (p.max_tokens <= max_tokens.max(16).next_power_of_two()
+                && p.max_sequences <= max_sequences.next_power_of_two()
+                && p.max_tokens <= modernbert::kernels::graph::MAX_GRAPH_TOKENS),
+        "capacity ({max_tokens}, {max_sequences}) planned as ({}, {})",
+        p.max_tokens,
+        p.max_sequences
+    );
+    let (max_tokens, max_sequences) = (p.max_tokens, p.max_sequences);
     let (h, i) = (config.hidden_size, config.intermediate_size);
     let (vocab, dense) = (heads.mlm_vocab.unwrap_or(0), heads.dense_out.unwrap_or(0));
     // (offset, bytes) of every buffer, in layout order.
