@@ -305,15 +305,15 @@ impl Emulator {
         super::gemm_host::host_gemm(dtype, g, &mut scratch)
     }
 
-    /// The emulator's CUDA graphs: the first call for a key records `record`'s launches without
-    /// running them (as a capture does), then every call replays the recording. Replaying a
-    /// recording made for another batch of the same bucket is exactly what a CUDA graph does, so
-    /// kernels that depend on anything but device memory give wrong results here too.
     /// How many launch lists `run_graph` has recorded (one per bucket key).
     pub fn graphs_recorded(&self) -> usize {
         self.graphs.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// The emulator's CUDA graphs: the first call for a key records `record`'s launches without
+    /// running them (as a capture does), then every call replays the recording. Replaying a
+    /// recording made for another batch of the same bucket is exactly what a CUDA graph does, so
+    /// kernels that depend on anything but device memory give wrong results here too.
     pub fn run_graph(
         &self,
         key: [u32; 3],
