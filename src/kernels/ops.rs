@@ -54,10 +54,7 @@ fn need(kernel: &str, what: &str, ptr: u64) -> Result<(), KernelError> {
 pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(), KernelError> {
     let name = dt.pick("layernorm_bf16", "layernorm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
-        return Err(unsupported(
-            name,
-            format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
-        ));
+        return Err(unsupported(name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
     for (what, ptr) in [
         ("residual", p.residual),
@@ -83,10 +80,7 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
 pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
     let name = dt.pick("embeddings_bf16", "embeddings_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
-        return Err(unsupported(
-            name,
-            format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
-        ));
+        return Err(unsupported(name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
     if p.vocab == 0 {
         return Err(unsupported(name, "empty vocabulary"));
@@ -223,10 +217,7 @@ pub fn pool(dev: &dyn Device, dt: Dtype, p: &PoolParams) -> Result<(), KernelErr
 pub fn head_act_norm(dev: &dyn Device, dt: Dtype, p: &HeadActNormParams) -> Result<(), KernelError> {
     let name = dt.pick("head_act_norm_bf16", "head_act_norm_f16");
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
-        return Err(unsupported(
-            name,
-            format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden),
-        ));
+        return Err(unsupported(name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
     if p.activation > MB_ACT_SILU {
         return Err(unsupported(name, format!("activation code {}", p.activation)));
@@ -348,13 +339,7 @@ pub fn gather_rows(dev: &dyn Device, dt: Dtype, p: &GatherRowsParams) -> Result<
     if p.n_rows == 0 {
         return Ok(());
     }
-    dev.launch(
-        name,
-        [p.n_rows.min(MB_MAX_GRID), 1, 1],
-        [MB_GATHER_THREADS, 1, 1],
-        0,
-        p,
-    )
+    dev.launch(name, [p.n_rows.min(MB_MAX_GRID), 1, 1], [MB_GATHER_THREADS, 1, 1], 0, p)
 }
 
 /// `topk.cu`: per row, softmax over `cols` and the `k` most probable columns (k in 1..=cols).
