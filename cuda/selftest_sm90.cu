@@ -9,8 +9,8 @@
 //     into shared memory with generic stores, fenced to the async proxy, and one wgmma m64nNk16
 //     reads it through `desc_a` / `desc_b` (start addresses relative to the image; mode bit 1: A
 //     from registers instead, loaded from the image by the register-fragment layout at row pitch
-//     32 bytes; bit 2: scale-d = 0, the initial accumulators ignored); `out` = the accumulators
-//     after wait_group 0, [128][N/2].
+//     32 bytes; bit 2: scale-d = 0, the initial accumulators ignored; bit 3: B MN-major, the
+//     `_transb` wrappers, imm-trans-b = 1); `out` = the accumulators after wait_group 0, [128][N/2].
 //   selftest_tma_load: thread 0 loads the box of `map` at `coords` (`bytes` bytes) into shared
 //     memory and waits on an mbarrier; the block copies the raw shared bytes to `out`.
 //   selftest_tma_store: the block stores `bytes` bytes of `in` into shared memory, fences, and
@@ -41,6 +41,21 @@ __device__ __forceinline__ uint64_t rebase(uint64_t desc, uint32_t base) {
     return desc + ((base >> 4) & 0x3fff);
 }
 
+// One wgmma m64nNk16 of the form `mode` asks for (its type, A's source, B's major mode).
+#define MB_SELFTEST_WGMMA_N(FORM, A, NN)                                                       \
+    do {                                                                                       \
+        if (fp16 && trans_b) wgmma_##FORM##_m64n##NN##k16_f16_transb(d, A, db, scale_d);       \
+        if (fp16 && !trans_b) wgmma_##FORM##_m64n##NN##k16_f16(d, A, db, scale_d);             \
+        if (!fp16 && trans_b) wgmma_##FORM##_m64n##NN##k16_bf16_transb(d, A, db, scale_d);     \
+        if (!fp16 && !trans_b) wgmma_##FORM##_m64n##NN##k16_bf16(d, A, db, scale_d);           \
+    } while (0)
+#define MB_SELFTEST_WGMMA(FORM, A)                                     \
+    do {                                                               \
+        if constexpr (N == 64) MB_SELFTEST_WGMMA_N(FORM, A, 64);       \
+        if constexpr (N == 128) MB_SELFTEST_WGMMA_N(FORM, A, 128);     \
+        if constexpr (N == 256) MB_SELFTEST_WGMMA_N(FORM, A, 256);     \
+    } while (0)
+
 template <int N>
 __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
     const int tid = threadIdx.x;
@@ -48,7 +63,7 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
     float d[N / 2];
     for (int i = 0; i < N / 2; i++) d[i] = c_in[tid * (N / 2) + i];
     const uint64_t db = rebase(p.desc_b, base);
-    const bool fp16 = p.mode & 1, a_regs = p.mode & 2;
+    const bool fp16 = p.mode & 1, a_regs = p.mode & 2, trans_b = p.mode & 8;
     const int scale_d = (p.mode & 4) ? 0 : 1;  // 0: D = A·B, the accumulators' input ignored
     if (a_regs) {
         // Rows 16w + g (+8), k 2t (+8): the A fragment, from rows of 32 bytes at the image's start.
@@ -62,28 +77,12 @@ __device__ void wgmma_once(const SelftestSm90Params& p, uint32_t base) {
         // ahead of the wgmma that reads them.
         wgmma_fence();
         wgmma_fence_operands(d);
-        if (fp16) {
-            if constexpr (N == 64) wgmma_rs_m64n64k16_f16(d, a, db, scale_d);
-            if constexpr (N == 128) wgmma_rs_m64n128k16_f16(d, a, db, scale_d);
-            if constexpr (N == 256) wgmma_rs_m64n256k16_f16(d, a, db, scale_d);
-        } else {
-            if constexpr (N == 64) wgmma_rs_m64n64k16_bf16(d, a, db, scale_d);
-            if constexpr (N == 128) wgmma_rs_m64n128k16_bf16(d, a, db, scale_d);
-            if constexpr (N == 256) wgmma_rs_m64n256k16_bf16(d, a, db, scale_d);
-        }
+        MB_SELFTEST_WGMMA(rs, a);
     } else {
         const uint64_t da = rebase(p.desc_a, base);
         wgmma_fence();
         wgmma_fence_operands(d);
-        if (fp16) {
-            if constexpr (N == 64) wgmma_ss_m64n64k16_f16(d, da, db, scale_d);
-            if constexpr (N == 128) wgmma_ss_m64n128k16_f16(d, da, db, scale_d);
-            if constexpr (N == 256) wgmma_ss_m64n256k16_f16(d, da, db, scale_d);
-        } else {
-            if constexpr (N == 64) wgmma_ss_m64n64k16_bf16(d, da, db, scale_d);
-            if constexpr (N == 128) wgmma_ss_m64n128k16_bf16(d, da, db, scale_d);
-            if constexpr (N == 256) wgmma_ss_m64n256k16_bf16(d, da, db, scale_d);
-        }
+        MB_SELFTEST_WGMMA(ss, da);
     }
     wgmma_commit();
     wgmma_wait<0>();

@@ -1,29 +1,33 @@
 #!/usr/bin/env python3
 """Writes cuda/include/wgmma_ptx.cuh: the inline-PTX bodies of the wgmma.mma_async wrappers of
-cuda/include/hopper.cuh, one per (A source, N, input type). Their operand lists (N/2 accumulator
-registers each) are too long to write by hand; run this after changing the list of N below."""
+cuda/include/hopper.cuh, one per (A source, N, input type, B's major mode). Their operand lists
+(N/2 accumulator registers each) are too long to write by hand; run this after changing the list of
+N below. `_transb`: imm-trans-b = 1, B MN-major in shared memory (attention's V, [keys, head_dim]
+row-major, is the B of P·V with N = head_dim contiguous)."""
 import pathlib
 
 NS = [64, 128, 256]
 TYPES = [("bf16", "bf16"), ("f16", "f16")]
 
 
-def body(src, n, ty):
+def body(src, n, ty, trans_b):
     regs = n // 2
+    tb = 1 if trans_b else 0
+    suffix = "_transb" if trans_b else ""
     dl = ", ".join(f"%{i}" for i in range(regs))
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
     if src == "ss":
         a, b, p = f"%{regs}", f"%{regs + 1}", f"%{regs + 2}"
         ins = '"l"(desc_a), "l"(desc_b), "r"(scale_d)'
-        tail = "p, 1, 1, 0, 0"
+        tail = f"p, 1, 1, 0, {tb}"
         sig = f"float (&d)[{regs}], uint64_t desc_a, uint64_t desc_b, int scale_d"
     else:
         a = "{" + ", ".join(f"%{regs + i}" for i in range(4)) + "}"
         b, p = f"%{regs + 4}", f"%{regs + 5}"
         ins = '"r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d)'
-        tail = "p, 1, 1, 0"
+        tail = f"p, 1, 1, {tb}"
         sig = f"float (&d)[{regs}], const uint32_t (&a)[4], uint64_t desc_b, int scale_d"
-    return f"""__device__ __forceinline__ void wgmma_{src}_m64n{n}k16_{ty}({sig}) {{
+    return f"""__device__ __forceinline__ void wgmma_{src}_m64n{n}k16_{ty}{suffix}({sig}) {{
     asm volatile(
         "{{\\n.reg .pred p;\\nsetp.ne.b32 p, {p}, 0;\\n"
         "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{dl}}}, {a}, {b}, {tail};\\n}}\\n"
@@ -40,10 +44,11 @@ out = [
     "#pragma once",
     "",
 ]
-for src in ["ss", "rs"]:
-    for n in NS:
-        for ty, _ in TYPES:
-            out.append(body(src, n, ty))
+for trans_b in [False, True]:
+    for src in ["ss", "rs"]:
+        for n in NS:
+            for ty, _ in TYPES:
+                out.append(body(src, n, ty, trans_b))
 path = pathlib.Path(__file__).resolve().parent.parent / "cuda/include/wgmma_ptx.cuh"
 path.write_text("\n".join(out))
 print(f"wrote {path.name}")

@@ -95,7 +95,8 @@ void emu_wgmma_fence(void);
 void emu_wgmma_commit(void);
 void emu_wgmma_wait(int n);
 // d[n/2] += A * B for this thread's slice; A from `desc_a` (shared) or `a_regs` (4 registers).
-void emu_wgmma(int fp16, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b, float* d, int scale_d);
+void emu_wgmma(int fp16, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b, float* d, int scale_d,
+               int trans_b);
 void emu_fence_proxy_async(void);
 void emu_mbar_init(uint64_t* bar, uint32_t count);
 void emu_mbar_arrive(uint64_t* bar);

@@ -99,6 +99,32 @@ uint32_t desc_addr(uint64_t desc, int row, int k) {
     return swizzle(start + (row / 8) * sbo + (row % 8) * span + k * 2, span);
 }
 
+// Shared byte address of element (n, k), k < 16, of an MN-major 16-bit B operand (imm-trans-b =
+// 1: the N index contiguous), per the canonical MN-major layouts (PTX ISA "Shared Memory Matrix
+// Layout"; in CuTe's terms, in 16-byte units with T = 8 elements: ((T,w,m),(8,k)) : ((1,T,LBO),(wT,SBO))
+// swizzled, ((T,1,m),(8,k)) : ((1,T,SBO),(1T,LBO)) without):
+//   swizzled:   rows of `span` bytes, one per k, holding span/2 consecutive n; 8-row (8-k) groups
+//               SBO apart; the next span/2 n at LBO; then the swizzle above;
+//   no swizzle: 8x8 core matrices of 8 k-rows x 16 contiguous bytes (8 n); core matrix
+//               (n/8, k/8) at start + (n/8) * SBO + (k/8) * LBO.
+uint32_t desc_addr_mn(uint64_t desc, int n, int k) {
+    uint32_t start = (uint32_t)(desc & 0x3fff) << 4;
+    uint32_t lbo = (uint32_t)((desc >> 16) & 0x3fff) << 4;
+    uint32_t sbo = (uint32_t)((desc >> 32) & 0x3fff) << 4;
+    uint32_t span = desc_span(desc);
+    if ((desc >> 49) & 7)
+        fail("wgmma: matrix base offset %u (only 0 is emulated: start tiles on a swizzle repeat)",
+             (unsigned)((desc >> 49) & 7));
+    if (span == 0) return start + (n / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + (n % 8) * 2;
+    uint32_t per_row = span / 2;  // n per row of the swizzle atom
+    return swizzle(start + (n / per_row) * lbo + (k / 8) * sbo + (k % 8) * span + (n % per_row) * 2, span);
+}
+
+// B's element (n, k) as `op` addresses it.
+uint32_t b_addr(const WgmmaOp& op, int n, int k) {
+    return op.trans_b ? desc_addr_mn(op.desc_b, n, k) : desc_addr(op.desc_b, n, k);
+}
+
 uint16_t view16(uint32_t addr) {
     if ((size_t)addr + 2 > blk()->L->smem_bytes)
         fail("wgmma: descriptor reaches shared byte %u, past the %u allocated", addr, blk()->L->smem_bytes);
@@ -113,7 +139,7 @@ float to_f(uint16_t h, int fp16) { return fp16 ? emu_h2f(h) : emu_bf2f(h); }
 void read_operands(const WgmmaOp& op, std::vector<uint16_t>& a, std::vector<uint16_t>& b) {
     b.resize((size_t)op.n * 16);
     for (int r = 0; r < op.n; r++)
-        for (int k = 0; k < 16; k++) b[r * 16 + k] = view16(desc_addr(op.desc_b, r, k));
+        for (int k = 0; k < 16; k++) b[r * 16 + k] = view16(b_addr(op, r, k));
     a.resize(64 * 16);
     if (op.a_regs.empty()) {
         for (int r = 0; r < 64; r++)
@@ -208,7 +234,7 @@ bool unfenced_generic_stores_ok(const WgmmaOp& op) {
     auto same = [](uint32_t addr) { return std::memcmp(async_view + addr, smem + addr, 2) == 0; };
     for (int r = 0; r < op.n; r++)
         for (int k = 0; k < 16; k++)
-            if (!same(desc_addr(op.desc_b, r, k))) return false;
+            if (!same(b_addr(op, r, k))) return false;
     if (op.a_regs.empty())
         for (int r = 0; r < 64; r++)
             for (int k = 0; k < 16; k++)
@@ -221,7 +247,7 @@ bool issue_wgmma(Block* b, int wg, WGroup& G) {
     for (int i = 1; i < 128; i++) {
         const WgIn& in = G.in[i];
         if (in.desc_a != in0.desc_a || in.desc_b != in0.desc_b || in.n != in0.n || in.fp16 != in0.fp16 ||
-            in.scale_d != in0.scale_d || (in.a == nullptr) != (in0.a == nullptr))
+            in.scale_d != in0.scale_d || (in.a == nullptr) != (in0.a == nullptr) || in.trans_b != in0.trans_b)
             return wg_error(b, wg, "wgmma.mma_async operands differ across the warpgroup (thread %d)", i);
     }
     if (!G.fenced)
@@ -234,6 +260,7 @@ bool issue_wgmma(Block* b, int wg, WGroup& G) {
     op.n = n;
     op.desc_a = in0.desc_a;
     op.desc_b = in0.desc_b;
+    op.trans_b = in0.trans_b;
     if (in0.a)
         for (int i = 0; i < 128; i++) op.a_regs.push_back(G.in[i].a);
     read_operands(op, op.a_seen, op.b_seen);
@@ -533,7 +560,7 @@ extern "C" void emu_wgmma_wait(int n) {
 }
 
 extern "C" void emu_wgmma(int fp16, int n, uint64_t desc_a, const uint32_t* a_regs, uint64_t desc_b, float* d,
-                          int scale_d) {
+                          int scale_d, int trans_b) {
     WgIn in{};
     in.desc_a = a_regs ? 0 : desc_a;
     in.desc_b = desc_b;
@@ -542,6 +569,7 @@ extern "C" void emu_wgmma(int fp16, int n, uint64_t desc_a, const uint32_t* a_re
     in.n = n;
     in.fp16 = fp16;
     in.scale_d = scale_d != 0;
+    in.trans_b = trans_b != 0;
     wg_arrive(WG_MMA, in);
 }
 

@@ -86,12 +86,14 @@ struct WgIn {  // what one thread deposits at a warpgroup collective
     float* d;              // the thread's accumulator registers
     const uint32_t* a;     // A from registers (4 per thread), or null for A from shared memory
     int n, fp16, scale_d, arg;
+    int trans_b;           // imm-trans-b: B is MN-major in shared memory (else K-major)
 };
 
 struct WgmmaOp {  // one issued wgmma.mma_async: the result it will deliver and what it read
     uint64_t group;                 // commit-group sequence number (UINT64_MAX: not committed yet)
     int n;
     uint64_t desc_a, desc_b;
+    int trans_b;                    // B MN-major (imm-trans-b = 1)
     std::vector<float> result;      // [128 threads][n/2], delivered at the wait
     std::vector<float*> dst;        // each thread's accumulator registers
     std::vector<uint16_t> a_seen, b_seen;  // operands as read at issue (checked again at the wait)

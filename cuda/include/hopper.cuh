@@ -11,10 +11,12 @@
 //   for each n8 block j, d[4j + 0..1] = D[16w + g][8j + 2t .. +1] and d[4j + 2..3] = D[16w + g + 8][..]
 //   (the mma.m16n8k16 C fragment per 16-row slice). A from registers: the mma.m16n8k16 A fragment
 //   of rows 16w .. 16w + 15.
-//   Matrix descriptors (K-major operands only; both of our GEMM operands are K-major): see
-//   wgmma_desc(). With a swizzle, rows are `span` bytes, 8-row groups `sbo` bytes apart, the tile
-//   starting on a 1024-byte boundary (128-byte swizzle); advancing K by 16 elements inside a row
-//   is +32 bytes on the start address.
+//   Matrix descriptors: see wgmma_desc(). K-major (the default; both GEMM operands, Q and K):
+//   with a swizzle, rows are `span` bytes, 8-row groups `sbo` bytes apart, the tile starting on a
+//   1024-byte boundary (128-byte swizzle); advancing K by 16 elements inside a row is +32 bytes on
+//   the start address. MN-major B (the `_transb` wrappers, imm-trans-b = 1; attention's V): one
+//   `span`-byte row per k holding span / 2 consecutive n, 8-k groups `sbo` apart, the next span / 2
+//   n at `lbo`; advancing K by 16 is + 2 · sbo.
 //   TMA boxes land row-major (dimension 0 innermost), swizzled in 16-byte chunks by address bits
 //   7..9 (128-byte swizzle), the same pattern the descriptors decode.
 #pragma once
@@ -202,27 +204,34 @@ __device__ __forceinline__ void wgmma_wait() { emu_wgmma_wait(N); }
 template <int K>
 __device__ __forceinline__ void wgmma_fence_operands(float (&)[K]) {}
 
-#define MB_EMU_WGMMA(N)                                                                                      \
-    __device__ __forceinline__ void wgmma_ss_m64n##N##k16_bf16(float (&d)[N / 2], uint64_t da, uint64_t db,  \
-                                                               int scale_d) {                               \
-        emu_wgmma(0, N, da, nullptr, db, d, scale_d);                                                        \
+#define MB_EMU_WGMMA_FORMS(N, SUFFIX, TRANS_B)                                                              \
+    __device__ __forceinline__ void wgmma_ss_m64n##N##k16_bf16##SUFFIX(float (&d)[N / 2], uint64_t da,        \
+                                                                       uint64_t db, int scale_d) {           \
+        emu_wgmma(0, N, da, nullptr, db, d, scale_d, TRANS_B);                                               \
     }                                                                                                        \
-    __device__ __forceinline__ void wgmma_ss_m64n##N##k16_f16(float (&d)[N / 2], uint64_t da, uint64_t db,   \
-                                                              int scale_d) {                                \
-        emu_wgmma(1, N, da, nullptr, db, d, scale_d);                                                        \
+    __device__ __forceinline__ void wgmma_ss_m64n##N##k16_f16##SUFFIX(float (&d)[N / 2], uint64_t da,         \
+                                                                      uint64_t db, int scale_d) {            \
+        emu_wgmma(1, N, da, nullptr, db, d, scale_d, TRANS_B);                                               \
     }                                                                                                        \
-    __device__ __forceinline__ void wgmma_rs_m64n##N##k16_bf16(float (&d)[N / 2], const uint32_t (&a)[4],    \
-                                                               uint64_t db, int scale_d) {                  \
-        emu_wgmma(0, N, 0, a, db, d, scale_d);                                                               \
+    __device__ __forceinline__ void wgmma_rs_m64n##N##k16_bf16##SUFFIX(float (&d)[N / 2],                    \
+                                                                       const uint32_t (&a)[4], uint64_t db,  \
+                                                                       int scale_d) {                        \
+        emu_wgmma(0, N, 0, a, db, d, scale_d, TRANS_B);                                                      \
     }                                                                                                        \
-    __device__ __forceinline__ void wgmma_rs_m64n##N##k16_f16(float (&d)[N / 2], const uint32_t (&a)[4],     \
-                                                              uint64_t db, int scale_d) {                   \
-        emu_wgmma(1, N, 0, a, db, d, scale_d);                                                               \
+    __device__ __forceinline__ void wgmma_rs_m64n##N##k16_f16##SUFFIX(float (&d)[N / 2],                     \
+                                                                      const uint32_t (&a)[4], uint64_t db,   \
+                                                                      int scale_d) {                         \
+        emu_wgmma(1, N, 0, a, db, d, scale_d, TRANS_B);                                                      \
     }
+// _transb: imm-trans-b = 1, B MN-major (wgmma_ptx.cuh).
+#define MB_EMU_WGMMA(N)            \
+    MB_EMU_WGMMA_FORMS(N, , 0)     \
+    MB_EMU_WGMMA_FORMS(N, _transb, 1)
 MB_EMU_WGMMA(64)
 MB_EMU_WGMMA(128)
 MB_EMU_WGMMA(256)
 #undef MB_EMU_WGMMA
+#undef MB_EMU_WGMMA_FORMS
 
 __device__ __forceinline__ void fence_proxy_async() { emu_fence_proxy_async(); }
 __device__ __forceinline__ void named_bar_sync(int id, int nthreads) { emu_named_bar(id, nthreads, 1); }

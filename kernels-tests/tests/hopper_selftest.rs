@@ -1,6 +1,7 @@
 //! Self-test of the sm_90a instructions (cuda/selftest_sm90.cu → hopper.cuh): wgmma over random
 //! matrix descriptors (every swizzle mode, random leading/stride byte offsets and start
-//! addresses, A from shared memory or registers, N = 64/128/256, bf16 and fp16), TMA tiled loads
+//! addresses, A from shared memory or registers, B K-major or MN-major (imm-trans-b, attention's
+//! V), N = 64/128/256, bf16 and fp16), TMA tiled loads
 //! over random 2-D, 3-D and 5-D boxes (every swizzle, out-of-bounds boxes with zero or NaN fill,
 //! 2- and 4-byte elements), TMA stores of clipped boxes, programmatic dependent launch, and the
 //! emulator's reports of protocol errors.
@@ -41,35 +42,54 @@ fn params() -> SelftestSm90Params {
     SelftestSm90Params::default()
 }
 
-// ---- wgmma ------------------------------------------------------------------------------------
-/// A K-major operand's layout: what a matrix descriptor encodes.
+// ---- wgmma ----------------------------------------------------------------------------------------
+/// An operand's layout: what a matrix descriptor encodes, and which of the two major modes the
+/// instruction reads it in (`mn`: imm-trans-b = 1, B only).
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     start: u32,
     lbo: u32,
     sbo: u32,
     span: u32,
+    mn: bool,
 }
 
 impl Layout {
+    /// Where element (row, k) lives: `row` is M or N, k < 16.
     /// PTX ISA canonical K-major layouts: without swizzle, 8x8 core matrices of 8 rows x 16
     /// contiguous bytes, core matrix (row / 8, k / 8) at start + (row / 8) sbo + (k / 8) lbo; with a
     /// swizzle, rows of `span` bytes in groups of 8, `sbo` apart, then within every 8 x 128-byte
     /// repeat the 16-byte chunk index XOR (address bits 7.. masked to the span).
+    /// MN-major (CUTLASS's canonical GMMA layouts, in 16-byte units with T = 8 elements: swizzled
+    /// ((T, span/16, m), (8, k)) : ((1, T, lbo), (span/16·T, sbo)), unswizzled ((T, 1, m), (8, k)) :
+    /// ((1, T, sbo), (1·T, lbo))): swizzled, one `span`-byte row per k with span / 2 consecutive n,
+    /// 8-k groups `sbo` apart, the next span / 2 n at `lbo`, then the same XOR; unswizzled, core
+    /// matrices of 8 k-rows x 8 n (16 bytes), core matrix (row / 8, k / 8) at start + (row / 8) sbo
+    /// + (k / 8) lbo.
     fn place(&self, row: u32, k: u32) -> u32 {
-        if self.span == 0 {
-            return self.start + (row / 8) * self.sbo + (k / 8) * self.lbo + (row % 8) * 16 + (k % 8) * 2;
-        }
-        let a = self.start + (row / 8) * self.sbo + (row % 8) * self.span + k * 2;
+        let a = match (self.mn, self.span) {
+            (false, 0) => {
+                return self.start + (row / 8) * self.sbo + (k / 8) * self.lbo + (row % 8) * 16 + (k % 8) * 2;
+            }
+            (true, 0) => {
+                return self.start + (row / 8) * self.sbo + (k / 8) * self.lbo + (k % 8) * 16 + (row % 8) * 2;
+            }
+            (false, _) => self.start + (row / 8) * self.sbo + (row % 8) * self.span + k * 2,
+            (true, _) => {
+                let per_row = self.span / 2;
+                self.start + (row / per_row) * self.lbo + (k / 8) * self.sbo + (k % 8) * self.span + (row % per_row) * 2
+            }
+        };
         a ^ (((a >> 7) & (self.span / 16 - 1)) << 4)
     }
     /// Bytes from `start` the layout can touch, rows of `rows`.
     fn extent(&self, rows: u32) -> u32 {
         let groups = rows / 8;
-        if self.span == 0 {
-            (groups - 1) * self.sbo + self.lbo + 128
-        } else {
-            (groups - 1) * self.sbo + 8 * self.span
+        match (self.mn, self.span) {
+            (false, 0) => (groups - 1) * self.sbo + self.lbo + 128,
+            (false, _) => (groups - 1) * self.sbo + 8 * self.span,
+            (true, 0) => (groups - 1) * self.sbo + self.lbo + 128,
+            (true, span) => (rows.div_ceil(span / 2) - 1) * self.lbo + self.sbo + 8 * span,
         }
     }
     fn desc(&self) -> u64 {
@@ -85,35 +105,57 @@ impl Layout {
             | mode << 62
     }
     /// A random layout of `rows` x 16 elements inside [lo, hi) whose elements do not collide.
-    fn random(rng: &mut Rng, rows: u32, lo: u32, hi: u32) -> Layout {
+    fn random(rng: &mut Rng, rows: u32, lo: u32, hi: u32, mn: bool) -> Layout {
         let groups = rows / 8;
         loop {
             let span = [0, 32, 64, 128][rng.below(4) as usize];
-            let (lbo, sbo) = if span == 0 {
-                if rng.below(2) == 0 {
-                    (128, 256 + 128 * rng.below(3))
-                } else {
-                    (128 * groups * (1 + rng.below(2)), 128 + 128 * rng.below(2))
+            let (lbo, sbo) = match (mn, span) {
+                (false, 0) => {
+                    if rng.below(2) == 0 {
+                        (128, 256 + 128 * rng.below(3))
+                    } else {
+                        (128 * groups * (1 + rng.below(2)), 128 + 128 * rng.below(2))
+                    }
                 }
-            } else {
-                (16, 8 * span * (1 + rng.below(2)))
+                (false, _) => (16, 8 * span * (1 + rng.below(2))),
+                // The core matrices of consecutive n adjacent and k's two groups far apart, or
+                // the other way round.
+                (true, 0) => {
+                    if rng.below(2) == 0 {
+                        (128 * groups * (1 + rng.below(2)), 128 + 128 * rng.below(2))
+                    } else {
+                        (128 + 128 * rng.below(2), 256 + 128 * rng.below(3))
+                    }
+                }
+                // Whole 8-row swizzle repeats: k's second group right after the first (or one
+                // repeat later), the next span / 2 n after both (or interleaved the other way).
+                (true, _) => {
+                    let atom = 8 * span;
+                    if rng.below(2) == 0 {
+                        (2 * atom * (1 + rng.below(2)), atom)
+                    } else {
+                        (atom, atom * (rows.div_ceil(span / 2) + rng.below(2)))
+                    }
+                }
             };
             let mut l = Layout {
                 start: 0,
                 lbo,
                 sbo,
                 span,
+                mn,
             };
             let extent = l.extent(rows) + 32 * 3;
             if extent + 1024 > hi - lo {
                 continue;
             }
-            // Swizzled tiles start on a 1024-byte repeat, plus the +32-byte steps of K inside a row.
+            // Swizzled tiles start on a 1024-byte repeat, plus (K-major) the +32-byte steps of K
+            // inside a row; MN-major ones step K by whole 8-row groups (the start stays aligned).
             let room = hi - lo - extent;
-            l.start = if span == 0 {
-                lo + 16 * rng.below(room / 16)
-            } else {
-                lo + 1024 * rng.below(room / 1024) + 32 * rng.below(span / 32)
+            l.start = match (span, mn) {
+                (0, _) => lo + 16 * rng.below(room / 16),
+                (_, false) => lo + 1024 * rng.below(room / 1024) + 32 * rng.below(span / 32),
+                (_, true) => lo + 1024 * rng.below(room / 1024),
             };
             let mut seen = std::collections::HashSet::new();
             if (0..rows).all(|r| (0..16).all(|k| seen.insert(l.place(r, k) / 2))) {
@@ -146,6 +188,7 @@ fn wgmma_case(rng: &mut Rng) -> WgmmaCase {
     let dt = if rng.below(2) == 0 { Dtype::Bf16 } else { Dtype::F16 };
     let a_regs = rng.below(3) == 0;
     let overwrite = rng.below(4) == 0;
+    let b_mn = rng.below(2) == 0;
     let small = |rng: &mut Rng| rng.below(7) as f32 - 3.0;
     // The image: small integers everywhere (a misdecoded address still reads a number), then A
     // and B where their layouts put them. A in [0, 16 KiB) (rows of 32 bytes at 0 when it comes
@@ -157,11 +200,12 @@ fn wgmma_case(rng: &mut Rng) -> WgmmaCase {
             lbo: 0,
             sbo: 0,
             span: 0,
+            mn: false,
         }
     } else {
-        Layout::random(rng, 64, 0, 16 * 1024)
+        Layout::random(rng, 64, 0, 16 * 1024, false)
     };
-    let b_layout = Layout::random(rng, n, 16 * 1024, IMAGE as u32);
+    let b_layout = Layout::random(rng, n, 16 * 1024, IMAGE as u32, b_mn);
     let a: Vec<f32> = (0..64 * 16).map(|_| small(rng)).collect();
     let b: Vec<f32> = (0..n * 16).map(|_| small(rng)).collect();
     for r in 0..64 {
@@ -210,7 +254,7 @@ fn run_wgmma(dev: &dyn Device, c: &WgmmaCase) -> Result<Vec<u8>, KernelError> {
     p.desc_a = c.a.desc();
     p.desc_b = c.b.desc();
     p.n = c.n;
-    p.mode = (c.dt == Dtype::F16) as u32 | (c.a_regs as u32) << 1 | (c.overwrite as u32) << 2;
+    p.mode = (c.dt == Dtype::F16) as u32 | (c.a_regs as u32) << 1 | (c.overwrite as u32) << 2 | (c.b.mn as u32) << 3;
     run(
         dev,
         "selftest_wgmma",
@@ -228,7 +272,7 @@ fn wgmma_decodes_every_descriptor_as_the_isa_lays_it_out() {
     let mut f = Failures::default();
     for reverse in orders(&*dev) {
         let order = set_order(&*dev, reverse);
-        for i in 0..24 {
+        for i in 0..32 {
             let c = wgmma_case(&mut rng);
             let what = format!(
                 "wgmma #{i} {order} n{} {:?} a_regs {} scale-d {} A {:?} B {:?}",
