@@ -81,10 +81,10 @@ provenance() {
   $PYTHON -c 'import flash_attn; print("flash_attn", flash_attn.__version__)' 2>&1 | tail -1
 }
 
-# hopper_selftest compares wgmma, TMA and cluster multicast on the GPU with the emulator bit for
-# bit; it, gemm_sm90, gemm_stream_sm90 and handoff_sm90 say SKIPPED (and check nothing) on a GPU
-# that is not compute capability 9.0.
-kernel_tests="gpu_selftest hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert"
+# hopper_selftest compares wgmma (B in either major mode), TMA and cluster multicast on the GPU
+# with the emulator bit for bit; it, gemm_sm90, gemm_stream_sm90, handoff_sm90 and attention_sm90
+# say SKIPPED (and check nothing) on a GPU that is not compute capability 9.0.
+kernel_tests="gpu_selftest hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention attention_sm90 layernorm embeddings rope geglu gather topk pooling mlm_head colbert"
 
 correctness() {
   for t in $kernel_tests; do
@@ -112,9 +112,13 @@ correctness() {
       target/release/modernbert bench --device cuda --shape base --layers 3 --latency --runs 3 --gpu-path hopper \
       --batches 1 --lengths 32
   done
-  for t in hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
+  for t in hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention attention_sm90 layernorm embeddings rope geglu gather topk pooling mlm_head colbert; do
     step "memcheck-$t" 90 env MODERNBERT_TEST_DEVICE=cuda compute-sanitizer --tool memcheck --error-exitcode 1 "$B/$t"
   done
+  # attention_sm90's shared memory: TMA stages, the producer warp's zeroed V tail, the output
+  # staged over Q — on the varlen, window, key_lens and stale-row cases.
+  step racecheck-attention_sm90 90 env MODERNBERT_TEST_DEVICE=cuda compute-sanitizer --tool racecheck --error-exitcode 1 \
+    "$B/attention_sm90" attention_sm90_varlen
 }
 
 speed() {

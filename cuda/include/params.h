@@ -307,6 +307,31 @@ typedef struct GemmSm90Params {
     uint32_t pad[15];   /* to the 128-byte alignment: no implicit padding in a parameter struct */
 } GemmSm90Params;
 
+/* attention_sm90.cu: attention.cu's varlen attention (same AttentionParams, head_dim 64) on sm_90a,
+   FlashAttention-3 style: one producer warpgroup (one thread issues the TMA loads; its warp zeroes
+   the V rows past the keys of a partial last tile) and MB_ATT90_CONSUMERS consumer warpgroups of
+   64 query rows; S = Q K^T by wgmma from shared memory, O += P V by wgmma with P in registers and
+   V MN-major; K and V tiles in MB_ATT90_STAGES stages, each with its own full / empty barriers.
+   Key tiles: MB_ATT90_BN_GLOBAL keys (global layers), MB_ATT90_BN_LOCAL (a window: fewer keys
+   outside it). */
+#define MB_ATT90_HEAD_DIM 64
+#define MB_ATT90_CONSUMERS 2
+#define MB_ATT90_BM (64 * MB_ATT90_CONSUMERS) /* query rows a block */
+#define MB_ATT90_THREADS (128 * (1 + MB_ATT90_CONSUMERS))
+#define MB_ATT90_BN_GLOBAL 128
+#define MB_ATT90_BN_LOCAL 64
+#define MB_ATT90_STAGES 2
+#define MB_ATT90_BOX_ROWS 64 /* rows of the tensor map's box (64 x 64 elements, 8 KiB, 128-byte swizzle) */
+#define MB_ATT90_PRODUCER_REGS 40
+#define MB_ATT90_CONSUMER_REGS 232
+/* Q (BM rows of 128 bytes), MB_ATT90_STAGES K and V tiles of bn rows, the barriers (256 bytes),
+   and 1024 bytes to align the first tile on the 128-byte swizzle's repeat */
+#define MB_ATT90_SMEM_BYTES(bn) (MB_ATT90_BM * 128 + 2 * MB_ATT90_STAGES * (bn) * 128 + 256 + 1024)
+typedef struct AttentionSm90Params {
+    MbTensorMap qkv;  /* qkv as a [rows, 3 * heads * 64] matrix: box 64 x MB_ATT90_BOX_ROWS, 128-byte swizzle */
+    AttentionParams attn; /* the pointers, capacities and window, as attention.cu takes them */
+    uint32_t pad[16]; /* to the 128-byte alignment */
+} AttentionSm90Params;
 /* handoff_sm90.cu: the time of one dependency step between two phases of a forward, each way the
    small-batch design could take (a launch per step, with or without programmatic dependent launch;
    one co-scheduled launch with a grid barrier between steps). A microbenchmark, not the forward. */
@@ -376,7 +401,7 @@ typedef struct SelftestSm90Params {
     uint64_t desc_b;
     int32_t coords[5]; /* selftest_tma_*: the box's coordinates */
     uint32_t n;        /* wgmma N (64, 128, 256); element count for selftest_pdl_copy */
-    uint32_t mode;     /* wgmma: bit 0 fp16, bit 1 A from registers; misuse: which misuse */
+    uint32_t mode;     /* wgmma: bit 0 fp16, bit 1 A from registers, bit 2 scale-d 0, bit 3 B MN-major; misuse: which misuse */
     uint32_t bytes;    /* selftest_tma_*: the box's bytes */
     uint32_t pad[16];  /* to the 128-byte alignment */
 } SelftestSm90Params;

@@ -245,9 +245,28 @@ fn hopper_kernels_use_hopper_instructions() {
             "selftest_cluster_multicast",
             &["UBLKCP.S.G.MULTICAST", "UCGABAR_ARV", "UCGABAR_WAIT"][..],
         ),
+        // S = Q Kᵀ from shared memory (128 keys; 64 in the window kernel), P·V with P in registers
+        // and V MN-major (.tnspB), TMA loads, the producer / consumer register split.
+        (
+            "attention_sm90_bf16",
+            &[
+                "HGMMA.64x128x16.F32.BF16",
+                "HGMMA.64x64x16.F32.BF16 R",
+                ".tnspB",
+                "UTMALDG.2D",
+                "USETMAXREG",
+                "SYNCS",
+            ][..],
+        ),
+        (
+            "attention_sm90_local_f16",
+            &["HGMMA.64x64x16.F32", ".tnspB", "UTMALDG.2D", "USETMAXREG"][..],
+        ),
     ] {
         let source = if kernel.starts_with("gemm_stream") {
             "gemm_stream_sm90"
+        } else if kernel.starts_with("attention_sm90") {
+            "attention_sm90"
         } else if kernel.starts_with("gemm") {
             "gemm_sm90"
         } else {
@@ -283,6 +302,55 @@ fn hopper_kernels_use_hopper_instructions() {
     }
     for (name, _, only_sm) in modernbert::kernels::fatbins::FATBINS {
         assert_eq!(*only_sm, if is_hopper(name) { 90 } else { 0 }, "{name}");
+    }
+}
+
+/// The product's wgmma kernels keep their MMAs asynchronous. ptxas serializes every wgmma of a
+/// kernel (a wait after each; its "Potential Performance Loss" notes C7514-C7520) when a register
+/// of an MMA in flight is touched by other code or a wgmma sits on a path it cannot prove
+/// warp-uniform — the code still runs correctly, only slower, so no other test would see it.
+/// attention_sm90 must also overlap: S_t retired while P_{t-1}·V_{t-1} is still in flight
+/// (`WARPGROUP.DEPBAR.LE gsb0, 0x1`). The instruments of selftest_sm90 are exempt.
+#[test]
+fn hopper_wgmmas_stay_asynchronous() {
+    require_built();
+    cuobjdump_required();
+    if !build_info::CUDA_ARCHS.contains(&"90") {
+        eprintln!("SKIPPED: MODERNBERT_CUDA_ARCHS has no 90, so no sm_90a code was built");
+        return;
+    }
+    for source in ["gemm_sm90", "attention_sm90"] {
+        let report = std::fs::read_to_string(build_info::ptxas_report(source).unwrap()).unwrap();
+        let entries = parse_ptxas(&report);
+        assert!(entries.len() >= 4, "{source}: {entries:?}");
+        for (k, _, regs, st, ld, stack) in entries {
+            assert_eq!((st, ld), (0, 0), "{k}: spills");
+            if source == "attention_sm90" {
+                assert_eq!(
+                    (regs, stack),
+                    (168, 0),
+                    "{k}: the header states 168 registers and no stack frame"
+                );
+            }
+        }
+        let serialized: Vec<&str> = report.lines().filter(|l| l.contains("Performance Loss")).collect();
+        assert!(
+            serialized.is_empty(),
+            "{source}: ptxas serialized its wgmmas:\n{}",
+            serialized.join("\n")
+        );
+    }
+    for kernel in [
+        "attention_sm90_bf16",
+        "attention_sm90_f16",
+        "attention_sm90_local_bf16",
+        "attention_sm90_local_f16",
+    ] {
+        let sass = build_info::kernel_sass("attention_sm90", kernel, "90").unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        assert!(
+            sass.contains("WARPGROUP.DEPBAR.LE gsb0, 0x1"),
+            "{kernel}: no wait that leaves one wgmma group in flight (P·V under the softmax)"
+        );
     }
 }
 

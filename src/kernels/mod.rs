@@ -11,10 +11,12 @@
 //!   [`gemm_host`]: its CPU implementation for the emulator.
 //! - [`ops`]: one typed launcher per op (validation + launch geometry), for the executor and tests.
 //! - [`gemm_stream`]: the small-batch GEMM's launcher (weight streaming, `MB_STREAM_MAX_M` rows).
+//! - [`attention_sm90`]: the Hopper attention's launcher (its qkv tensor map, key tiles by window).
 //! - [`model`]: [`model::ModelDevice`], a device that computes nothing and predicts the time of
 //!   every launch on a named card (the cost model).
 //! - [`build_info`]: what build.rs produced (paths of the ptxas reports, PTX, fatbins).
 
+pub mod attention_sm90;
 pub mod build_info;
 pub mod cublaslt;
 pub mod cuda;

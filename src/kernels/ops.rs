@@ -283,6 +283,21 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams, dependent: bo
             format!("a programmatic dependent launch needs sm_90 or later (this device: sm_{major}{minor})"),
         ));
     }
+    if !check_attention(name, p)? {
+        return Ok(());
+    }
+    let (grid, block) = attention_grid(p.max_seqlen, p.heads, p.max_sequences);
+    if dependent {
+        dev.launch_dependent_raw(name, grid, block, 0, p.as_bytes())
+    } else {
+        dev.launch(name, grid, block, 0, p)
+    }
+}
+
+/// The rules every attention kernel's parameters obey (attention.cu, attention_sm90.cu): head_dim
+/// 64, a grid that fits (heads and sequences ≤ 65,535), 16-byte aligned qkv and out, a positive
+/// finite scale, the pointers present. `Ok(false)`: nothing to launch (a zero capacity).
+pub fn check_attention(name: &str, p: &AttentionParams) -> Result<bool, KernelError> {
     if p.head_dim != MB_ATTENTION_HEAD_DIM {
         return Err(unsupported(
             name,
@@ -315,15 +330,7 @@ pub fn attention(dev: &dyn Device, dt: Dtype, p: &AttentionParams, dependent: bo
     ] {
         need(name, what, ptr)?;
     }
-    if p.max_seqlen == 0 || p.max_sequences == 0 {
-        return Ok(());
-    }
-    let (grid, block) = attention_grid(p.max_seqlen, p.heads, p.max_sequences);
-    if dependent {
-        dev.launch_dependent_raw(name, grid, block, 0, p.as_bytes())
-    } else {
-        dev.launch(name, grid, block, 0, p)
-    }
+    Ok(p.max_seqlen != 0 && p.max_sequences != 0)
 }
 
 /// `gather.cu`: `out[r] = x[rows[r]]` for `r < n_rows`. The caller guarantees every index is a row

@@ -35,6 +35,7 @@ kernel_params!(
     SelftestSm90Params,
     HandoffParams,
     GemmStreamParams,
+    AttentionSm90Params,
 );
 
 #[cfg(test)]
@@ -59,6 +60,7 @@ mod padding {
             std::mem::size_of::<SelftestSm90Params>(),
             std::mem::size_of::<HandoffParams>(),
             std::mem::size_of::<GemmStreamParams>(),
+            std::mem::size_of::<AttentionSm90Params>(),
             std::mem::size_of::<MbTensorMapDesc>(),
             std::mem::size_of::<BatchDesc>(),
         ] {

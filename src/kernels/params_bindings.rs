@@ -46,6 +46,16 @@ pub const MB_GEMM90_SMEM_BYTES: u32 = 165120;
 pub const MB_GEMM90_PRODUCER_REGS: u32 = 40;
 pub const MB_GEMM90_CONSUMER_REGS: u32 = 232;
 pub const MB_GEMM90_ROPE_HEAD_DIM: u32 = 64;
+pub const MB_ATT90_HEAD_DIM: u32 = 64;
+pub const MB_ATT90_CONSUMERS: u32 = 2;
+pub const MB_ATT90_BM: u32 = 128;
+pub const MB_ATT90_THREADS: u32 = 384;
+pub const MB_ATT90_BN_GLOBAL: u32 = 128;
+pub const MB_ATT90_BN_LOCAL: u32 = 64;
+pub const MB_ATT90_STAGES: u32 = 2;
+pub const MB_ATT90_BOX_ROWS: u32 = 64;
+pub const MB_ATT90_PRODUCER_REGS: u32 = 40;
+pub const MB_ATT90_CONSUMER_REGS: u32 = 232;
 pub const MB_HANDOFF_THREADS: u32 = 32;
 pub const MB_STREAM_THREADS: u32 = 256;
 pub const MB_STREAM_WARPS: u32 = 8;
@@ -708,6 +718,41 @@ const _: () = {
     ][::std::mem::offset_of!(GemmSm90Params, pad) - 580usize];
 };
 impl Default for GemmSm90Params {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[repr(align(128))]
+#[derive(Debug, Copy, Clone)]
+pub struct AttentionSm90Params {
+    pub qkv: MbTensorMap,
+    pub attn: AttentionParams,
+    pub pad: [u32; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of AttentionSm90Params",
+    ][::std::mem::size_of::<AttentionSm90Params>() - 256usize];
+    [
+        "Alignment of AttentionSm90Params",
+    ][::std::mem::align_of::<AttentionSm90Params>() - 128usize];
+    [
+        "Offset of field: AttentionSm90Params::qkv",
+    ][::std::mem::offset_of!(AttentionSm90Params, qkv) - 0usize];
+    [
+        "Offset of field: AttentionSm90Params::attn",
+    ][::std::mem::offset_of!(AttentionSm90Params, attn) - 128usize];
+    [
+        "Offset of field: AttentionSm90Params::pad",
+    ][::std::mem::offset_of!(AttentionSm90Params, pad) - 192usize];
+};
+impl Default for AttentionSm90Params {
     fn default() -> Self {
         let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
         unsafe {

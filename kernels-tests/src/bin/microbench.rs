@@ -200,6 +200,28 @@ fn builders() -> Vec<(&'static str, Builder)> {
             }),
         ),
         (
+            // The same cases on the Hopper kernel (sm_90a; elsewhere it does not exist).
+            "attention_sm90",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                use attention::{AttentionCase as A, AttentionKernel::Sm90};
+                let mut table = attention::cases();
+                if t && !s {
+                    table.extend(attention::long_cases());
+                }
+                let model = vec![
+                    A::new("global_128x512", &[512; 128], 12, None),
+                    A::new("local64_128x512", &[512; 128], 12, Some(64)),
+                    A::new("global_8x8192", &[8192; 8], 12, None),
+                    A::new("local64_8x8192", &[8192; 8], 12, Some(64)),
+                ];
+                let picked = pick(table, model, t, m, s)
+                    .into_iter()
+                    .map(|(c, prefix)| (c.on(Sm90), prefix))
+                    .collect();
+                prepare(d, dt, r, picked, attention::AttentionRun::new)
+            }),
+        ),
+        (
             "geglu",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
                 let model = [1152, 2624]
