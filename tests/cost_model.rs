@@ -422,7 +422,7 @@ fn reserved_weights_are_laid_out_as_uploaded_ones() {
 /// of at most `small_batch_tokens` capacity rows — base 64, large 16 (the kernel's shared memory
 /// at Wo2's K) — direct launches by the batch's own tokens, graph replays by the bucket's; each
 /// is a programmatic dependent launch costed with the assumed hand-off, as is attention between
-/// them (a full fixed cost on the large-batch path), and a small-batch layer
+/// them (attention_sm90 at a full fixed cost on the large-batch path), and a small-batch layer
 /// moves by hand count, per token: Wqkv x 2H in, Q K V 6H out; attention 8H; Wo the attention
 /// output 2H and x 2H in, x 2H out; Wi x 2H in, the gated half 2I out; Wo2 2I in, x 2H in and
 /// out — 28H + 4I, with no row statistics (each GEMM takes its rows' own); embeddings 4 + 4H and
@@ -463,9 +463,17 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
             let what = format!("{shape:?}, {tokens} tokens, graphs {graphs}");
             assert_eq!(stream.launches, if small { 4 * layers } else { 0 }, "{what}");
             assert_eq!(tiled.launches, if small { 0 } else { 4 * layers }, "{what}");
-            // Attention: every launch of a class costs the same here (one sequence), so each is
-            // the class's mean; a dependent one pays the hand-off, an ordinary one the fixed cost.
-            for class in [KernelClass::AttentionGlobal, KernelClass::AttentionLocal] {
+            // Attention: attention.cu as a dependent on small batches, attention_sm90 on the
+            // others, never both. Every launch of a class costs the same here (one sequence), so
+            // each is the class's mean; a dependent one pays the hand-off, an ordinary one the
+            // fixed cost.
+            let sm80 = [KernelClass::AttentionGlobal, KernelClass::AttentionLocal];
+            let sm90 = [KernelClass::AttentionSm90Global, KernelClass::AttentionSm90Local];
+            let (used, unused) = if small { (sm80, sm90) } else { (sm90, sm80) };
+            for class in unused {
+                assert_eq!(of(class).launches, 0, "{what}: {class:?}");
+            }
+            for class in used {
                 let c = of(class);
                 assert!(c.launches > 0, "{what}: {class:?}");
                 let n = c.launches as f64;

@@ -21,7 +21,7 @@ use crate::gpu::weights::{DeviceLayer, DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
 use crate::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use crate::kernels::params::*;
-use crate::kernels::{gemm_stream, graph, nvtx, ops, Dtype, KernelError};
+use crate::kernels::{attention_sm90, gemm_stream, graph, nvtx, ops, Dtype, KernelError};
 use crate::limits::{bytes_of, check_fits, host_memory_limit, sum_of, zeroed};
 use crate::model::BackboneWeights;
 
@@ -717,7 +717,13 @@ impl GpuExecutor {
         };
         let attn_norm = layer.attn_norm.map(|_| norm(layer.wqkv_colsum));
         gemm(a.x, &layer.wqkv, attn_norm, a.qkv, rope, c"attn_norm_qkv_rope")?;
-        self.attention(a, l, s, small)?;
+        // Small batches: attention.cu as a dependent (a few µs of fixed cost is all it is there);
+        // large ones: attention_sm90 (wgmma, TMA), ordinary launches like their GEMMs.
+        if small {
+            self.attention(a, l, s, true)?;
+        } else {
+            self.attention_sm90(a, l, s)?;
+        }
         // Statistics for the next norm; the last layer's would go unread (the final norm is a
         // pass), and the small-batch GEMMs make their own.
         let add_and_record = |last| Sm90Epilogue::Residual {
@@ -822,11 +828,28 @@ impl GpuExecutor {
     /// where every launch of a layer is one: the fixed cost of each launch is the forward's).
     fn attention(&self, a: &Arena, layer: usize, s: LaunchShape, dependent: bool) -> Result<(), KernelError> {
         let _range = nvtx::range(c"attention");
+        ops::attention(
+            self.dev.as_ref(),
+            self.dtype,
+            &self.attention_params(a, layer, s),
+            dependent,
+        )
+    }
+
+    /// The same attention by `attention_sm90` (sm_90a): qkv read through a tensor map over its
+    /// `s.tokens` capacity rows, encoded for this launch.
+    fn attention_sm90(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {
+        let _range = nvtx::range(c"attention");
+        let p = self.attention_params(a, layer, s);
+        attention_sm90::attention_sm90(self.dev.as_ref(), self.dtype, &p, s.tokens)
+    }
+
+    fn attention_params(&self, a: &Arena, layer: usize, s: LaunchShape) -> AttentionParams {
         let window_radius = match self.config.window(layer) {
             AttentionWindow::Global => -1,
             AttentionWindow::Local { radius } => radius.min(i32::MAX as usize) as i32,
         };
-        let p = AttentionParams {
+        AttentionParams {
             qkv: a.qkv,
             out: a.attn,
             cu_seqlens: a.cu_seqlens,
@@ -838,8 +861,7 @@ impl GpuExecutor {
             head_dim: self.config.head_dim() as u32,
             window_radius,
             softmax_scale: 1.0 / (self.config.head_dim() as f32).sqrt(),
-        };
-        ops::attention(self.dev.as_ref(), self.dtype, &p, dependent)
+        }
     }
 
     fn geglu(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {

@@ -13,8 +13,10 @@ pub enum GpuPath {
     /// RoPE, attention, Wo, LayerNorm (with the add), Wi, GeGLU, Wo2 — 9 launches a layer.
     Portable,
     /// sm_90a: `gemm_sm90` with its epilogues — RoPE inside Wqkv, GeGLU inside Wi (its rows
-    /// permuted once at upload, `ops::geglu_weight_rows`), the residual add inside Wo and Wo2 —
-    /// so a layer is LayerNorm, Wqkv, attention, Wo, LayerNorm, Wi, Wo2: 7 launches.
+    /// permuted once at upload, `ops::geglu_weight_rows`), the residual add inside Wo and Wo2,
+    /// each LayerNorm inside the GEMM after it — and `attention_sm90`, so a layer is Wqkv,
+    /// attention, Wo, Wi, Wo2: 5 launches. Small batches (at most [`small_batch_tokens`]) take
+    /// `gemm_stream_sm90` and attention.cu, every launch a programmatic dependent.
     Hopper,
 }
 

@@ -49,6 +49,10 @@ pub struct Assumptions {
     /// [`Profile::l2_bytes_per_s`].
     pub l2_bytes_per_s: f64,
     pub l2_source: String,
+    /// The useful FLOP rates of `attention_sm90` (global layers; windows), never measured.
+    pub attention_sm90_global_tflops: f64,
+    pub attention_sm90_local_tflops: f64,
+    pub attention_sm90_source: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -246,6 +250,26 @@ pub fn fit_efficiencies(file: &CalibrationFile, kernel_fixed_s: f64) -> Result<P
         compute: fitted.efficiency[KernelClass::Gemm.index()].compute,
         memory: copy,
     };
+    // attention_sm90 has never run on a GPU: its compute rates are the file's assumptions, its
+    // memory side the copy ceiling, as the measured attention's.
+    for (class, tflops) in [
+        (
+            KernelClass::AttentionSm90Global,
+            file.assumptions.attention_sm90_global_tflops,
+        ),
+        (
+            KernelClass::AttentionSm90Local,
+            file.assumptions.attention_sm90_local_tflops,
+        ),
+    ] {
+        if !(tflops > 0.0 && tflops * 1e12 <= base.peak_flops) {
+            return Err(bad(format!("{} assumed at {tflops} TFLOP/s", class.name())));
+        }
+        fitted.efficiency[class.index()] = ClassEfficiency {
+            compute: tflops * 1e12 / base.peak_flops,
+            memory: copy,
+        };
+    }
     fitted.kernel_fixed_s = kernel_fixed_s;
     fitted.dependent_fixed_s = file.assumptions.pdl_handoff_s;
     fitted.l2_bytes_per_s = file.assumptions.l2_bytes_per_s;

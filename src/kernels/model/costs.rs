@@ -41,10 +41,14 @@ pub enum KernelClass {
     SoftmaxTopk,
     /// `gemm_stream_sm90`, the small-batch GEMM: bound by streaming its weights, not by FLOPs.
     GemmStream,
+    /// `attention_sm90` (wgmma, TMA) on a global layer and on a window: never measured, their
+    /// rates are assumptions of the calibration file.
+    AttentionSm90Global,
+    AttentionSm90Local,
 }
 
 impl KernelClass {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 15;
     pub const ALL: [KernelClass; Self::COUNT] = [
         KernelClass::Gemm,
         KernelClass::AttentionGlobal,
@@ -59,6 +63,8 @@ impl KernelClass {
         KernelClass::GatherRows,
         KernelClass::SoftmaxTopk,
         KernelClass::GemmStream,
+        KernelClass::AttentionSm90Global,
+        KernelClass::AttentionSm90Local,
     ];
 
     /// The name in the JSON output and the calibration file.
@@ -77,6 +83,8 @@ impl KernelClass {
             KernelClass::GatherRows => "gather_rows",
             KernelClass::SoftmaxTopk => "softmax_topk",
             KernelClass::GemmStream => "gemm_stream",
+            KernelClass::AttentionSm90Global => "attention_sm90_global",
+            KernelClass::AttentionSm90Local => "attention_sm90_local",
         }
     }
 
@@ -182,7 +190,15 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
             // Q and K, read and written in place
             cost(KernelClass::Rope, 0.0, 0.0, 2.0 * 2.0 * t * width * ELEM)
         }
-        "attention" => attention_cost(name, params, mem)?,
+        "attention" => {
+            let p: AttentionParams = decode(name, params)?;
+            attention_cost(&p, mem, [KernelClass::AttentionGlobal, KernelClass::AttentionLocal])
+        }
+        "attention_sm90" | "attention_sm90_local" => {
+            let p: AttentionSm90Params = decode(name, params)?;
+            let classes = [KernelClass::AttentionSm90Global, KernelClass::AttentionSm90Local];
+            attention_cost(&p.attn, mem, classes)
+        }
         "gemm_sm90" | "gemm_sm90_geglu" | "gemm_sm90_rope" | "gemm_sm90_residual" => {
             let p: GemmSm90Params = decode(name, params)?;
             gemm_sm90_cost(op, &p)
@@ -234,11 +250,11 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
     })
 }
 
-/// Attention: reads Q, K, V and writes O once (`4·T·width` elements); useful FLOPs
-/// `4·head_dim·heads` per (query, key) pair, pairs per sequence `s·keys` (global; keys = the
-/// sequence's key_lens, ≤ s) or the edge-clipped window's (local).
-fn attention_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<LaunchCost, KernelError> {
-    let p: AttentionParams = decode(name, params)?;
+/// Attention (either kernel; `classes`: its global and its window class): reads Q, K, V and
+/// writes O once (`4·T·width` elements); useful FLOPs `4·head_dim·heads` per (query, key) pair,
+/// pairs per sequence `s·keys` (global; keys = the sequence's key_lens, ≤ s) or the edge-clipped
+/// window's (local).
+fn attention_cost(p: &AttentionParams, mem: &dyn DeviceMemory, classes: [KernelClass; 2]) -> LaunchCost {
     let (_, seqs) = batch_counts(mem, p.batch);
     let seqs = seqs.min(p.max_sequences as u64);
     let (mut tokens, mut pairs) = (0u64, 0u64);
@@ -248,24 +264,24 @@ fn attention_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<L
         let s = end.saturating_sub(start).min(p.max_seqlen as u64);
         tokens += s;
         pairs += if p.window_radius < 0 {
-            let keys = (mem.read_u32(p.key_lens + 4 * b) as u64).clamp(1, s.max(1));
+            // No key_lens array: every token is a key.
+            let keys = match p.key_lens {
+                0 => s,
+                at => (mem.read_u32(at + 4 * b) as u64).clamp(1, s.max(1)),
+            };
             s * keys
         } else {
             local_pairs(s, p.window_radius as u64)
         };
     }
     let width = p.heads as f64 * p.head_dim as f64;
-    Ok(LaunchCost {
-        class: if p.window_radius < 0 {
-            KernelClass::AttentionGlobal
-        } else {
-            KernelClass::AttentionLocal
-        },
+    LaunchCost {
+        class: if p.window_radius < 0 { classes[0] } else { classes[1] },
         flops: 4.0 * width * pairs as f64,
         param_bytes: 0.0,
         activation_bytes: 4.0 * tokens as f64 * width * ELEM,
         l2_bytes: 0.0,
-    })
+    }
 }
 
 /// A GEMM: `2·m·n·k` FLOPs; reads A `[m, k]` and W `[n, k]` (+ bias), writes `[m, n]`.
