@@ -30,6 +30,9 @@
 //     a consumer's rows' window is waited for and released, never computed (the two consumers of a
 //     local block need 3 of its 4 tiles each). After the last tile: O += P V, O / l, staged through
 //     the consumer's Q rows in shared memory, 16-byte stores of the rows inside the sequence.
+//     The two consumers take turns to issue (ping-pong, named barriers): consumer 0's round of
+//     wgmmas, then consumer 1's, so one's softmax runs under the other's MMAs; a block whose
+//     consumers compute different numbers of tiles (its edges) issues without turns.
 //   Barrier phases: every consumer waits on every full barrier in order, so no wait is ever two
 //   phases ahead of its barrier (a parity wait cannot tell phase p + 2 from p).
 // Softmax (as attention.cu): base 2 with scale · log2(e) folded in, row max and sum over a quad;
@@ -54,22 +57,9 @@ constexpr int D = MB_ATT90_HEAD_DIM, BM = MB_ATT90_BM, STAGES = MB_ATT90_STAGES,
 constexpr uint32_t ROW_BYTES = D * 2;             // one 128-byte swizzle row per token
 constexpr uint32_t GROUP_BYTES = 8 * ROW_BYTES;   // 8-row groups of the swizzle atom (SBO)
 constexpr uint32_t Q_BYTES = 64 * ROW_BYTES;      // one consumer's Q rows
+constexpr int TURN = 3;  // named barriers TURN + c: consumer c's turn to issue (1, 2: the output staging)
 static_assert(ROW_BYTES == 128, "a head's row must be one 128-byte swizzle row (the tensor map's swizzle)");
 static_assert(BM == 128 && MB_ATT90_CONSUMERS == 2, "two consumer warpgroups of 64 rows");
-
-template <bool FP16>
-__device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
-    return FP16 ? pack_f16x2(lo, hi) : pack_bf16x2(lo, hi);
-}
-
-template <bool FP16>
-struct Elem {
-    using T = __nv_bfloat16;
-};
-template <>
-struct Elem<true> {
-    using T = __half;
-};
 
 // S (+)= Q Kᵀ over one k16 slice of the head dimension.
 template <bool FP16, int BN>
@@ -198,18 +188,37 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
     setmaxnreg_inc<MB_ATT90_CONSUMER_REGS>();
     const int c = warpgroup - 1;
     const int w = lane_in_wg / 32, g = (lane_in_wg % 32) / 4, t4 = lane_in_wg % 4;
-    // This consumer's rows (relative to the sequence), the keys they see, and so the tiles it
-    // computes: [t_first, t_last], an interval (the others it waits for and releases).
+    // Consumer cc's rows (relative to the sequence) see keys [lo, hi), so it computes the tiles
+    // [first, last], an interval (the others it waits for and releases); none: first > last.
+    auto tiles_of = [&](int cc, int& first, int& last) {
+        const int row0 = q0 + 64 * cc, row_last = min(row0 + 63, len - 1);
+        int lo = klo, hi = khi;
+        if (local) {
+            lo = max(0, row0 - r);
+            hi = min(n_keys, row_last + r + 1);
+        }
+        if (row0 >= len) hi = lo;  // no row of the sequence
+        first = hi > lo ? (lo - klo) / BN : n_tiles;
+        last = hi > lo ? (hi - 1 - klo) / BN : n_tiles - 1;
+    };
+    int t_first, t_last, other_first, other_last;
+    tiles_of(c, t_first, t_last);
+    tiles_of(1 - c, other_first, other_last);
     const int w0 = q0 + 64 * c, w_last = min(w0 + 63, len - 1);
-    int wlo = klo, whi = khi;
-    if (local) {
-        wlo = max(0, w0 - r);
-        whi = min(n_keys, w_last + r + 1);
-    }
-    if (w0 >= len) whi = wlo;  // no row of the sequence: computes nothing
-    const int t_first = whi > wlo ? (wlo - klo) / BN : n_tiles;
-    const int t_last = whi > wlo ? (whi - 1 - klo) / BN : n_tiles - 1;
     const int i0 = w0 + 16 * w + g, i1 = i0 + 8;  // the two rows this thread holds
+    // Ping-pong: the consumers take turns to issue their wgmmas (named barriers TURN + c), so one's
+    // softmax runs while the other's MMAs do (FlashAttention-3's inter-warpgroup overlap). A turn
+    // is a round of issues — the first S, each S_t with P_{t-1} V_{t-1}, the last P·V — and both
+    // must take as many; where their tile counts differ (a block's edge), each issues freely.
+    const int rounds = t_last - t_first + 2;
+    const bool pingpong = t_first <= t_last && rounds == other_last - other_first + 2;
+    auto my_turn = [&]() {
+        if (pingpong) named_bar_sync(TURN + c, 256);
+    };
+    int round = 0;
+    auto your_turn = [&]() {  // consumer 1's last turn has no successor to hand over to
+        if (pingpong && !(c == 1 && ++round == rounds)) named_bar_arrive(TURN + 1 - c, 256);
+    };
 
     const float kNegInf = -INFINITY;
     const float sl2 = p.softmax_scale * 1.4426950408889634f;  // scale · log2(e)
@@ -312,14 +321,17 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
     };
 
     if (n_tiles > 0) mbar_wait(&bar->q_full, 0);
+    if (pingpong && c == 1) named_bar_arrive(TURN + 0, 256);  // consumer 0 goes first
     for (int t = 0; t < t_first; t++) pass(t);
     if (t_first <= t_last) {
         // The first tile: S alone.
         float alpha[2];
         mbar_wait(&bar->k_full[stage(t_first)], phase(t_first));
+        my_turn();
         wgmma_fence();
         wgmma_fence_operands(sacc);
         issue_s(t_first);
+        your_turn();
         wgmma_wait<0>();
         wgmma_fence_operands(sacc);
         if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t_first)]);
@@ -332,11 +344,13 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
         for (int t = t_first + 1; t <= t_last; t++) {
             mbar_wait(&bar->v_full[stage(t - 1)], phase(t - 1));
             mbar_wait(&bar->k_full[stage(t)], phase(t));
+            my_turn();
             wgmma_fence();
             wgmma_fence_operands(sacc);
             wgmma_fence_operands(o);
             issue_s(t);
             issue_pv(t - 1);
+            your_turn();
             wgmma_wait<1>();
             wgmma_fence_operands(sacc);
             if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t)]);
@@ -347,9 +361,11 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
             rescale_and_pack(alpha);
         }
         mbar_wait(&bar->v_full[stage(t_last)], phase(t_last));
+        my_turn();
         wgmma_fence();
         wgmma_fence_operands(o);
         issue_pv(t_last);
+        your_turn();
         wgmma_wait<0>();
         wgmma_fence_operands(o);
         if (lane_in_wg == 0) mbar_arrive(&bar->v_empty[stage(t_last)]);
