@@ -80,20 +80,6 @@ constexpr int ROPE_D = MB_GEMM90_ROPE_HEAD_DIM;
 static_assert(BN % ROPE_D == 0 && ROPE_D % 16 == 0,
               "a tile holds whole heads, and x[j], x[j + d/2] sit in n8 blocks j8, j8 + d/16 of one thread");
 
-template <bool FP16>
-__device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
-    return FP16 ? pack_f16x2(lo, hi) : pack_bf16x2(lo, hi);
-}
-
-template <bool FP16>
-struct Elem {
-    using T = __nv_bfloat16;
-};
-template <>
-struct Elem<true> {
-    using T = __half;
-};
-
 // The residual epilogue's R: its two 64-row boxes (one per consumer) into the C staging tile,
 // which nothing touches before the epilogue, completing `bar`.
 __device__ __forceinline__ void load_residual(const GemmSm90Params& p, unsigned char* c_tiles, uint64_t* bar, int n0, int m0) {

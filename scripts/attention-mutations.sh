@@ -5,7 +5,7 @@
 # - kernel: each breaks cuda/attention_sm90.cu in one way (P·V's B major mode and k step, P's
 #   fragment, the waits that retire S and P·V, the first K stage's release, the V tail's zeroing and its
 #   proxy fence, the masks, a window consumer's tiles, a barrier phase, a transaction count, the
-#   softmax's rescale of l, a passed tile's wait, the last P·V, Q's boxes), and
+#   softmax's rescale of l, a passed tile's wait, the last P·V, the consumers' turns, Q's boxes), and
 #   kernels-tests/tests/attention_sm90.rs on the emulator must fail;
 # - emulator: the MN-major B operand of wgmma (cuda/emu/hopper.cpp), and the attention test or the
 #   sm_90a self-test (tests/hopper_selftest.rs, against its own model of the ISA's layouts) must fail;
@@ -18,41 +18,12 @@
 #   bash scripts/attention-mutations.sh kernel     # one section: kernel, emulator, static, executor
 set -uo pipefail
 cd "$(dirname "$0")/.."
-backups=$(mktemp -d)
-restore() { for p in "$backups"/*.path; do [ -e "$p" ] && cp "${p%.path}" "$(cat "$p")"; done; }
-trap 'restore; rm -rf "$backups"' EXIT
+. scripts/mutations-lib.sh
 section=${1:-all}
 case $section in all | kernel | emulator | static | executor) ;;
   *) echo "usage: $0 [kernel|emulator|static|executor]"; exit 2 ;; esac
-survivors=0
 # The emulator-only sections build no kernels with nvcc (faster; their tests need none).
 emu_only="MODERNBERT_CUDA_ARCHS=none MODERNBERT_REQUIRE_KERNELS=0"
-# The file the next mutations break, and the test command that must then fail.
-target() {
-  src=$1 tests=$2 backup="$backups/$(echo "$1" | tr / _)"
-  [ -e "$backup" ] || cp "$src" "$backup"
-  echo "$src" >"$backup.path"
-}
-mutate() {  # name, old text, new text (old must occur exactly once in $src)
-  local name=$1 old=$2 new=$3
-  cp "$backup" "$src"
-  python3 - "$src" "$old" "$new" <<'PY' || { echo "mutation '$name': pattern not found"; exit 2; }
-import sys
-path, old, new = sys.argv[1:]
-s = open(path).read()
-if s.count(old) != 1:
-    sys.exit(1)
-open(path, "w").write(s.replace(old, new))
-PY
-  if (eval "$tests") >/tmp/mutation.log 2>&1; then
-    echo "SURVIVED  $name"
-    survivors=$((survivors + 1))
-  else
-    why=$(grep -m1 -oE 'FAIL [^:]*: [^;]{0,160}|panicked at [^ ]*|deadlock[^;]{0,80}' /tmp/mutation.log)
-    echo "killed    $name: ${why:-$(grep -m1 -oE 'error[^;]{0,120}' /tmp/mutation.log)}"
-  fi
-  cp "$backup" "$src"
-}
 if [ "$section" = all ] || [ "$section" = kernel ]; then
 target cuda/attention_sm90.cu "cd kernels-tests && env $emu_only cargo test -q --test attention_sm90"
 mutate "P·V reads V as K-major (no imm-trans-b)" \
@@ -81,9 +52,11 @@ mutate "O rescaled and P overwritten before P·V retired" \
 # V_{t+1}, which waits for P_{t-1}·V_{t-1} to retire, after S_t. The first tile has no such guard.)
 mutate "the first tile's K stage released before S retired" \
   "        issue_s(t_first);
+        your_turn();
         wgmma_wait<0>();
         wgmma_fence_operands(sacc);
         if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t_first)]);" "        issue_s(t_first);
+        your_turn();
         if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t_first)]);
         wgmma_wait<0>();
         wgmma_fence_operands(sacc);"
@@ -96,7 +69,7 @@ mutate "a tile past the keys not masked" \
 mutate "the window's mask one key narrow on the right" \
   "(key - i <= r && i - key <= r)" "(key - i < r && i - key <= r)"
 mutate "a window consumer starts one tile late" \
-  "const int t_first = whi > wlo ? (wlo - klo) / BN : n_tiles;" "const int t_first = whi > wlo ? (wlo - klo) / BN + 1 : n_tiles;"
+  "first = hi > lo ? (lo - klo) / BN : n_tiles;" "first = hi > lo ? (lo - klo) / BN + 1 : n_tiles;"
 mutate "V of the previous tile waited for at the wrong phase" \
   "mbar_wait(&bar->v_full[stage(t - 1)], phase(t - 1));" "mbar_wait(&bar->v_full[stage(t - 1)], phase(t - 1) ^ 1);"
 mutate "K's expect_tx of half a tile" \
@@ -108,6 +81,12 @@ mutate "a passed tile's K not waited for" \
         if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t)]);" "        if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t)]);"
 mutate "the last tile's P·V never issued" \
   "        issue_pv(t_last);" "        wgmma_commit();"
+mutate "ping-pong: consumer 0's first turn never handed over" \
+  "    if (pingpong && c == 1) named_bar_arrive(TURN + 0, 256);  // consumer 0 goes first" "    // consumer 0 goes first"
+mutate "ping-pong between consumers of unequal rounds" \
+  "const bool pingpong = t_first <= t_last && rounds == other_last - other_first + 2;" "const bool pingpong = t_first <= t_last;"
+mutate "ping-pong: both consumers wait on one barrier" \
+  "if (pingpong) named_bar_sync(TURN + c, 256);" "if (pingpong) named_bar_sync(TURN, 256);"
 mutate "Q loaded for the first consumer only" \
   "for (int c = 0; c < MB_ATT90_CONSUMERS; c++)" "for (int c = 0; c < 1; c++)"
 fi
@@ -116,17 +95,17 @@ target cuda/emu/hopper.cpp "cd kernels-tests && env $emu_only cargo test -q --te
 mutate "MN-major B decoded as K-major" \
   "return op.trans_b ? desc_addr_mn(op.desc_b, n, k) : desc_addr(op.desc_b, n, k);" "return desc_addr(op.desc_b, n, k);"
 mutate "MN-major: the leading byte offset ignored" \
-  "(n / per_row) * lbo" "(n / per_row) * 0"
+  "(n / per_row) * d.lbo" "(n / per_row) * 0"
 mutate "MN-major: 8-k groups at 8 rows, not the stride byte offset" \
-  "(k / 8) * sbo + (k % 8) * span" "(k / 8) * 8 * span + (k % 8) * span"
+  "(k / 8) * d.sbo + (k % 8) * d.span" "(k / 8) * 8 * d.span + (k % 8) * d.span"
 fi
 if [ "$section" = all ] || [ "$section" = static ]; then
 if [ -z "${NVCC:-}" ]; then echo "static: NVCC is not exported (scripts/install-toolchain.sh prints it)"; exit 2; fi
 target cuda/attention_sm90.cu "cd kernels-tests && env MODERNBERT_REQUIRE_KERNELS=1 cargo test -q --test static_checks hopper_wgmmas"
 mutate "the steady loop's P·V under a branch on the thread's index" \
   "            issue_pv(t - 1);
-            wgmma_wait<1>();" "            if (lane_in_wg < 127) { issue_pv(t - 1); } else { wgmma_commit(); }
-            wgmma_wait<1>();"
+            your_turn();" "            if (lane_in_wg < 127) { issue_pv(t - 1); } else { wgmma_commit(); }
+            your_turn();"
 mutate "the last P·V skipped for rows past the sequence" \
   "        issue_pv(t_last);" "        if (i0 < len) issue_pv(t_last); else wgmma_commit();"
 fi
@@ -139,5 +118,4 @@ mutate "the Hopper path's large batches keep attention.cu" \
             self.attention_sm90(a, l, s)?;
         }" "        self.attention(a, l, s, small)?;"
 fi
-echo "$survivors mutation(s) survived"
-[ "$survivors" -eq 0 ]
+mutations_done

@@ -10,29 +10,8 @@
 #   bash scripts/hopper-mutations.sh            # all; exits 1 if any mutation survives
 set -uo pipefail
 cd "$(dirname "$0")/.."
-src=cuda/gemm_sm90.cu
-backup=$(mktemp)
-cp "$src" "$backup"
-trap 'cp "$backup" "$src"; rm -f "$backup"' EXIT
-survivors=0
-mutate() {  # name, python expression old -> new
-  local name=$1 old=$2 new=$3
-  cp "$backup" "$src"
-  python3 - "$src" "$old" "$new" <<'PY' || { echo "mutation '$name': pattern not found"; exit 2; }
-import sys
-path, old, new = sys.argv[1:]
-s = open(path).read()
-if s.count(old) != 1:
-    sys.exit(1)
-open(path, "w").write(s.replace(old, new))
-PY
-  if (cd kernels-tests && cargo test -q --test gemm_sm90 --test hopper_selftest >/tmp/mutation.log 2>&1); then
-    echo "SURVIVED  $name"
-    survivors=$((survivors + 1))
-  else
-    echo "killed    $name: $(grep -m1 -oE 'FAIL [^:]*: [^;]{0,160}|panicked at [^ ]*|deadlock[^;]{0,80}' /tmp/mutation.log | head -1)"
-  fi
-}
+. scripts/mutations-lib.sh
+target cuda/gemm_sm90.cu "cd kernels-tests && cargo test -q --test gemm_sm90 --test hopper_selftest"
 mutate "wrong swizzle mode (B's descriptor says 64-byte)" \
   "wgmma_desc(b_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW)" "wgmma_desc(b_rows + kk * 32, 16, GROUP_STRIDE, 64)"
 mutate "descriptor stride off by 16 bytes" \
@@ -94,6 +73,4 @@ mutate "row norm: the mean not subtracted (no mean · colsum)" \
   "acc[4 * j + e] = fmaf(-s0.x, cs, acc[4 * j + e]) * s0.y;" "acc[4 * j + e] = acc[4 * j + e] * s0.y;"
 mutate "row norm: the second row of a thread normalised with the first's statistics" \
   "acc[4 * j + 2 + e] = fmaf(-s1.x, cs, acc[4 * j + 2 + e]) * s1.y;" "acc[4 * j + 2 + e] = fmaf(-s0.x, cs, acc[4 * j + 2 + e]) * s0.y;"
-cp "$backup" "$src"
-echo "$survivors mutation(s) survived"
-[ "$survivors" -eq 0 ]
+mutations_done

@@ -21,37 +21,10 @@
 #   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator
 set -uo pipefail
 cd "$(dirname "$0")/.."
-backups=$(mktemp -d)
-restore() { for p in "$backups"/*.path; do [ -e "$p" ] && cp "${p%.path}" "$(cat "$p")"; done; }
-trap 'restore; rm -rf "$backups"' EXIT
+. scripts/mutations-lib.sh
 section=${1:-all}
 case $section in all | kernel | executor | attention | emulator) ;;
   *) echo "usage: $0 [kernel|executor|attention|emulator]"; exit 2 ;; esac
-survivors=0
-# The file the next mutations break, and the test command that must then fail.
-target() {
-  src=$1 tests=$2 backup="$backups/$(echo "$1" | tr / _)"
-  cp "$src" "$backup"
-  echo "$src" >"$backup.path"
-}
-mutate() {  # name, old text, new text (old must occur exactly once in $src)
-  local name=$1 old=$2 new=$3
-  cp "$backup" "$src"
-  python3 - "$src" "$old" "$new" <<'PY' || { echo "mutation '$name': pattern not found"; exit 2; }
-import sys
-path, old, new = sys.argv[1:]
-s = open(path).read()
-if s.count(old) != 1:
-    sys.exit(1)
-open(path, "w").write(s.replace(old, new))
-PY
-  if (eval "$tests") >/tmp/mutation.log 2>&1; then
-    echo "SURVIVED  $name"
-    survivors=$((survivors + 1))
-  else
-    echo "killed    $name: $(grep -m1 -oE 'FAIL [^:]*: [^;]{0,160}|panicked at [^ ]*|deadlock[^;]{0,80}' /tmp/mutation.log | head -1)"
-  fi
-}
 if [ "$section" = all ] || [ "$section" = kernel ]; then
 target cuda/gemm_stream_sm90.cu "cd kernels-tests && cargo test -q --test gemm_stream_sm90"
 mutate "activations read before griddepcontrol.wait" \
@@ -116,7 +89,7 @@ mutate "executor: no BatchDesc, so every capacity row is computed" \
   "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, true)" \
   "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, 0, true)"
 mutate "executor: attention on the small-batch path an ordinary launch, not a dependent" \
-  "self.attention(a, l, s, small)?;" "self.attention(a, l, s, false)?;"
+  "self.attention(a, l, s, true)?;" "self.attention(a, l, s, false)?;"
 mutate "executor: Wi's folded LayerNorm dropped on the small-batch path" \
   "let mlp_norm = Some(norm(layer.wi_colsum));" \
   "let mlp_norm = if small { None } else { Some(norm(layer.wi_colsum)) };"
@@ -170,5 +143,4 @@ mutate "emulator: %cluster_ctarank always 0" \
   "extern \"C\" uint32_t emu_cluster_ctarank(void) { return 0; }"
 cp "$backup" "$src"
 fi
-echo "$survivors mutation(s) survived"
-[ "$survivors" -eq 0 ]
+mutations_done

@@ -80,23 +80,29 @@ uint32_t desc_span(uint64_t desc) {
     }
 }
 
-// Shared byte address of element (row, k), k < 16, of a K-major 16-bit operand described by a
-// wgmma matrix descriptor: start address bits 0-13, leading byte offset 16-29, stride byte offset
-// 32-45 (all >> 4), base offset 49-51, swizzle mode 62-63 (0 none, 1 128B, 2 64B, 3 32B).
+// A wgmma matrix descriptor's fields: start address bits 0-13, leading byte offset 16-29, stride
+// byte offset 32-45 (all >> 4), base offset 49-51, swizzle mode 62-63 (0 none, 1 128B, 2 64B, 3 32B).
+struct Desc {
+    uint32_t start, lbo, sbo, span;
+};
+
+Desc decode(uint64_t desc) {
+    if ((desc >> 49) & 7)
+        fail("wgmma: matrix base offset %u (only 0 is emulated: start tiles on a swizzle repeat)",
+             (unsigned)((desc >> 49) & 7));
+    return Desc{(uint32_t)(desc & 0x3fff) << 4, (uint32_t)((desc >> 16) & 0x3fff) << 4,
+                (uint32_t)((desc >> 32) & 0x3fff) << 4, desc_span(desc)};
+}
+
+// Shared byte address of element (row, k), k < 16, of a K-major 16-bit operand:
 //   no swizzle: 8x8 core matrices of 8 rows x 16 contiguous bytes; core matrix (row/8, k/8) at
 //               start + (row/8) * SBO + (k/8) * LBO;
 //   swizzled:   rows of `span` bytes, 8-row groups SBO apart, K contiguous within a row (the 32
 //               bytes of k16 fit in every span, so LBO is unused), then the swizzle above.
 uint32_t desc_addr(uint64_t desc, int row, int k) {
-    uint32_t start = (uint32_t)(desc & 0x3fff) << 4;
-    uint32_t lbo = (uint32_t)((desc >> 16) & 0x3fff) << 4;
-    uint32_t sbo = (uint32_t)((desc >> 32) & 0x3fff) << 4;
-    uint32_t span = desc_span(desc);
-    if ((desc >> 49) & 7)
-        fail("wgmma: matrix base offset %u (only 0 is emulated: start tiles on a swizzle repeat)",
-             (unsigned)((desc >> 49) & 7));
-    if (span == 0) return start + (row / 8) * sbo + (k / 8) * lbo + (row % 8) * 16 + (k % 8) * 2;
-    return swizzle(start + (row / 8) * sbo + (row % 8) * span + k * 2, span);
+    const Desc d = decode(desc);
+    if (d.span == 0) return d.start + (row / 8) * d.sbo + (k / 8) * d.lbo + (row % 8) * 16 + (k % 8) * 2;
+    return swizzle(d.start + (row / 8) * d.sbo + (row % 8) * d.span + k * 2, d.span);
 }
 
 // Shared byte address of element (n, k), k < 16, of an MN-major 16-bit B operand (imm-trans-b =
@@ -108,16 +114,10 @@ uint32_t desc_addr(uint64_t desc, int row, int k) {
 //   no swizzle: 8x8 core matrices of 8 k-rows x 16 contiguous bytes (8 n); core matrix
 //               (n/8, k/8) at start + (n/8) * SBO + (k/8) * LBO.
 uint32_t desc_addr_mn(uint64_t desc, int n, int k) {
-    uint32_t start = (uint32_t)(desc & 0x3fff) << 4;
-    uint32_t lbo = (uint32_t)((desc >> 16) & 0x3fff) << 4;
-    uint32_t sbo = (uint32_t)((desc >> 32) & 0x3fff) << 4;
-    uint32_t span = desc_span(desc);
-    if ((desc >> 49) & 7)
-        fail("wgmma: matrix base offset %u (only 0 is emulated: start tiles on a swizzle repeat)",
-             (unsigned)((desc >> 49) & 7));
-    if (span == 0) return start + (n / 8) * sbo + (k / 8) * lbo + (k % 8) * 16 + (n % 8) * 2;
-    uint32_t per_row = span / 2;  // n per row of the swizzle atom
-    return swizzle(start + (n / per_row) * lbo + (k / 8) * sbo + (k % 8) * span + (n % per_row) * 2, span);
+    const Desc d = decode(desc);
+    if (d.span == 0) return d.start + (n / 8) * d.sbo + (k / 8) * d.lbo + (k % 8) * 16 + (n % 8) * 2;
+    const uint32_t per_row = d.span / 2;  // n per row of the swizzle atom
+    return swizzle(d.start + (n / per_row) * d.lbo + (k / 8) * d.sbo + (k % 8) * d.span + (n % per_row) * 2, d.span);
 }
 
 // B's element (n, k) as `op` addresses it.

@@ -1,5 +1,6 @@
-// common.cuh — helpers shared by the memory-bound kernels: element conversions, 16-byte vectors,
-// warp and block reductions. Included after device.cuh (it includes it).
+// common.cuh — helpers shared by the kernels: element conversions, 16-byte vectors, warp and
+// block reductions, the Hopper kernels' 16-bit element type. Included after device.cuh (it
+// includes it).
 #pragma once
 
 #include "device.cuh"
@@ -18,6 +19,21 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <>
 __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+
+// The element type of a kernel instantiated on `bool FP16` (the Hopper kernels): Elem<FP16>::T,
+// and two floats rounded to it, packed low element first (an mma / wgmma A fragment register).
+template <bool FP16>
+struct Elem {
+    using T = __nv_bfloat16;
+};
+template <>
+struct Elem<true> {
+    using T = __half;
+};
+template <bool FP16>
+__device__ __forceinline__ uint32_t pack16x2(float lo, float hi) {
+    return FP16 ? pack_f16x2(lo, hi) : pack_bf16x2(lo, hi);
+}
 
 // ---- 16-byte vectors ---------------------------------------------------------------------------------
 // VEC elements of T moved as one access: VEC = 8 (16 bytes, LDG.E.128 / STG.E.128) when the row

@@ -102,6 +102,15 @@ type Bench = (&'static str, Box<dyn Prepared>);
 /// Builds every case of one op (lazily, so that only the selected ops allocate).
 type Builder = Box<dyn Fn(&dyn Device, Dtype, &mut Rng, bool, bool, bool) -> Vec<Bench>>;
 
+/// The attention tests' table, with the 8192-token cases unless smoke-testing.
+fn attention_table(table: bool, smoke: bool) -> Vec<cases::attention::AttentionCase> {
+    let mut v = cases::attention::cases();
+    if table && !smoke {
+        v.extend(cases::attention::long_cases());
+    }
+    v
+}
+
 fn pick<C>(table: Vec<C>, model: Vec<C>, t: bool, m: bool, smoke: bool) -> Vec<(C, &'static str)> {
     let mut v: Vec<(C, &'static str)> = Vec::new();
     if t {
@@ -184,18 +193,7 @@ fn builders() -> Vec<(&'static str, Builder)> {
         (
             "attention",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-                use attention::AttentionCase as A;
-                let mut table = attention::cases();
-                if t && !s {
-                    table.extend(attention::long_cases());
-                }
-                let model = vec![
-                    A::new("global_128x512", &[512; 128], 12, None),
-                    A::new("local64_128x512", &[512; 128], 12, Some(64)),
-                    A::new("global_8x8192", &[8192; 8], 12, None),
-                    A::new("local64_8x8192", &[8192; 8], 12, Some(64)),
-                ];
-                let picked = pick(table, model, t, m, s);
+                let picked = pick(attention_table(t, s), attention::model_cases(), t, m, s);
                 prepare(d, dt, r, picked, attention::AttentionRun::new)
             }),
         ),
@@ -203,20 +201,9 @@ fn builders() -> Vec<(&'static str, Builder)> {
             // The same cases on the Hopper kernel (sm_90a; elsewhere it does not exist).
             "attention_sm90",
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
-                use attention::{AttentionCase as A, AttentionKernel::Sm90};
-                let mut table = attention::cases();
-                if t && !s {
-                    table.extend(attention::long_cases());
-                }
-                let model = vec![
-                    A::new("global_128x512", &[512; 128], 12, None),
-                    A::new("local64_128x512", &[512; 128], 12, Some(64)),
-                    A::new("global_8x8192", &[8192; 8], 12, None),
-                    A::new("local64_8x8192", &[8192; 8], 12, Some(64)),
-                ];
-                let picked = pick(table, model, t, m, s)
+                let picked = pick(attention_table(t, s), attention::model_cases(), t, m, s)
                     .into_iter()
-                    .map(|(c, prefix)| (c.on(Sm90), prefix))
+                    .map(|(c, prefix)| (c.on(attention::AttentionKernel::Sm90), prefix))
                     .collect();
                 prepare(d, dt, r, picked, attention::AttentionRun::new)
             }),

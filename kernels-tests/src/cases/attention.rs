@@ -164,6 +164,17 @@ pub fn long_cases() -> Vec<AttentionCase> {
     ]
 }
 
+/// The benchmarks' ModernBERT-base launches: the paper's short (128 x 512) and long (8 x 8192)
+/// batches, 12 heads, global and a ±64 window.
+pub fn model_cases() -> Vec<AttentionCase> {
+    vec![
+        AttentionCase::new("global_128x512", &[512; 128], 12, None),
+        AttentionCase::new("local64_128x512", &[512; 128], 12, Some(MODERNBERT_RADIUS)),
+        AttentionCase::new("global_8x8192", &[8192; 8], 12, None),
+        AttentionCase::new("local64_8x8192", &[8192; 8], 12, Some(MODERNBERT_RADIUS)),
+    ]
+}
+
 /// A case on a device: `qkv` `[tokens, 3, heads, HEAD_DIM]` uniform in [-2, 2) (scores of std ~1.3:
 /// peaked but not one-hot softmax rows), then `stale_rows` rows of NaN; `out`
 /// `[tokens, heads * HEAD_DIM]` poisoned.
@@ -267,7 +278,6 @@ impl Prepared for AttentionRun {
 
 /// What PyTorch does in bf16/fp16: S = Q K^T accumulated in f32, scaled and rounded to the element
 /// type; softmax in f32 of the rounded scores, P rounded; O = P V accumulated in f32, rounded.
-
 pub fn naive_attention(dt: Dtype, qkv: &[f32], case: &AttentionCase, out: &mut [f32]) {
     let heads = case.heads;
     let hidden = heads * HEAD_DIM;
