@@ -10,8 +10,14 @@
 #   speed:       `modernbert bench` (base: 4 sets + latency; large: short-fixed), transformers on the
 #                same sets (scripts/bench_transformers.py), the kernel microbenchmarks, and an Nsight
 #                Compute profile of one base forward (profiles/scripts/ncu.sh).
+#   first:       on a Hopper GPU that has never run the sm_90a code, what decides the next steps,
+#                most valuable first (about 5 minutes): the sm_90a self-test (the emulator's wgmma,
+#                TMA and clusters against the hardware), the hand-off microbenchmark (the
+#                small-batch design), the Hopper kernels' tests on the GPU, their microbenchmarks
+#                beside the portable kernels', base short-fixed and batch-1 latency on both paths,
+#                and the Hopper path's parity with the reference. Then `correctness` and `speed`.
 #
-# Usage: bash scripts/gpu-check.sh correctness|speed|all OUT_DIR
+# Usage: bash scripts/gpu-check.sh first|correctness|speed|all OUT_DIR
 # Env:   GPU_CHECK_BUDGET (seconds for the part, default 540), GPU_CHECK_ONLY (regex of step names
 #        to run, default all), PYTHON (default python3: needs torch
 #        and transformers for the base-shaped parity test and the side-by-side benchmark).
@@ -19,8 +25,8 @@
 #        JSON lines), and the summary plus the headline numbers on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part="${1:?usage: gpu-check.sh correctness|speed|all OUT_DIR}"
-out="${2:?usage: gpu-check.sh correctness|speed|all OUT_DIR}"
+part="${1:?usage: gpu-check.sh first|correctness|speed|all OUT_DIR}"
+out="${2:?usage: gpu-check.sh first|correctness|speed|all OUT_DIR}"
 budget="${GPU_CHECK_BUDGET:-540}"
 export PYTHON="${PYTHON:-python3}"
 start=$(date +%s)
@@ -85,6 +91,24 @@ provenance() {
 # with the emulator bit for bit; it, gemm_sm90, gemm_stream_sm90, handoff_sm90 and attention_sm90
 # say SKIPPED (and check nothing) on a GPU that is not compute capability 9.0.
 kernel_tests="gpu_selftest hopper_selftest gemm_sm90 gemm_stream_sm90 handoff_sm90 attention attention_sm90 layernorm embeddings rope geglu gather topk pooling mlm_head colbert"
+
+first() {
+  local bench=(target/release/modernbert bench --device cuda --shape base)
+  step kernels-hopper_selftest 60 env MODERNBERT_TEST_DEVICE=cuda "$B/hopper_selftest" --include-ignored
+  step handoff 30 "$B/handoff" --device cuda --json "$logs/handoff.jsonl"
+  for t in gemm_sm90 attention_sm90 gemm_stream_sm90; do
+    step "kernels-$t" 60 env MODERNBERT_TEST_DEVICE=cuda "$B/$t" --include-ignored
+  done
+  for op in gemm_sm90 attention attention_sm90; do
+    step "micro-$op" 45 "$B/microbench" --device cuda --model-only --op "$op" --json "$logs/micro-$op.jsonl"
+  done
+  for path in portable hopper; do
+    step "bench-base-short-fixed-$path" 60 sh -c "${bench[*]} --gpu-path $path --set short-fixed > $logs/first-sf-$path.jsonl"
+    step "latency-b1-32-$path" 45 sh -c "${bench[*]} --gpu-path $path --latency --batches 1 --lengths 32 > $logs/first-latency-$path.jsonl"
+  done
+  step device_parity-hopper 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" \
+    "$B/device_parity" hopper small_batch --include-ignored --nocapture
+}
 
 correctness() {
   for t in $kernel_tests; do
@@ -155,6 +179,7 @@ speed() {
 provenance > "$logs/provenance.txt" 2>&1
 head -5 "$logs/provenance.txt"
 case "$part" in
+  first) first ;;
   correctness) correctness ;;
   speed) speed ;;
   all) correctness; speed ;;
