@@ -22,21 +22,32 @@
 //   bf16 or fp16 in and out, f32 accumulation. N % 128 == 0 and K % 64 == 0 (every ModernBERT GEMM:
 //   N, K in {768, 1152, 2304} for base, {1024, 2624, 3072, 5248} for large), any M ≥ 1: TMA reads
 //   rows past M as zeros and the store clips them.
-// Geometry (params.h, MB_GEMM90_*): grid (N / 128, ceil(M / 128)); 384 threads = 3 warpgroups.
-//   Warpgroup 0, the producer: setmaxnreg.dec to 40; its thread 0, per k-block kb (stage
-//     s = kb % 4), waits until both consumers released the stage (`empty[s]`), arms `full[s]` with
-//     the stage's 32 KiB (arrive.expect_tx) and issues two TMA loads: B's 128 x 64 box, then A's
-//     (128-byte swizzle: one 64-element K row is one 128-byte swizzle row). Under programmatic
+// Geometry (params.h, MB_GEMM90_*): 384 threads = 3 warpgroups; a persistent grid of G blocks
+//   (ops::gemm_sm90_geometry: one per multiprocessor, at most one per tile) over the
+//   T = (N / 128) · ceil(M / 128) output tiles of 128 x 128, numbered n fastest (consecutive blocks
+//   share A's rows, which L2 then serves once a band): block b computes tiles b, b + G, b + 2G, ...,
+//   its stage ring and barrier phases running on from tile to tile, so the next tile's first
+//   k-blocks load while this one's last compute and only the block's first fill is exposed.
+//   (G = T, a block a tile, gives the same bits: the tests compare both.)
+//   Warpgroup 0, the producer: setmaxnreg.dec to 40; its thread 0, per k-block (the block's i-th,
+//     stage s = i % 4), waits until both consumers released the stage (`empty[s]`), arms `full[s]`
+//     with the stage's 32 KiB (arrive.expect_tx) and issues two TMA loads: B's 128 x 64 box, then
+//     A's (128-byte swizzle: one 64-element K row is one 128-byte swizzle row). Under programmatic
 //     dependent launch the first weight box is in flight before griddepcontrol.wait, which guards
-//     the activations (A, and the residual epilogue's R, loaded once with the first k-block).
+//     the activations (A, and the residual epilogue's R). R's two boxes land in the C staging tile
+//     after a tile's last k-block, once both consumers' stores of the previous tile have read it
+//     (`c_free`), on `residual_full`.
 //   Warpgroups 1 and 2, the consumers: setmaxnreg.inc to 232; rows 64 (w - 1) .. + 63 of the tile.
 //     Per k-block: wait `full[s]`; wgmma.fence; 4 × wgmma m64n128k16 (K = 64 = 4 × 16, the
 //     descriptor's start +32 bytes each); commit; wait_group 1, which retires the previous k-block's
-//     group, so that block's stage is released (one arrive per consumer on `empty`).
+//     group, so that block's stage is released (one arrive per consumer on `empty`); the tile's
+//     last stage after wait_group 0.
 //   Epilogue: accumulators (rope: Q and K rotated in registers) → 16-bit → shared (64 x 128,
 //     row-major; geglu: act(x) * gate, 64 x 64; residual: added to R's values already there)
 //     → fence.proxy.async (the TMA store reads through the async proxy) → named barrier of the
-//     warpgroup → its thread 0 stores the box and waits until the store has read shared memory.
+//     warpgroup → its thread 0 stores the box and waits until the store has read shared memory
+//     (then, residual, arrives on `c_free`); the warpgroup's named barrier before its next epilogue
+//     keeps its threads from writing the staging tile before that.
 // Registers: ptxas gives 168 per thread (the 384-thread bound: 65,536 / 384, rounded down to 8);
 //   setmaxnreg then moves them: 128 × 40 + 256 × 232 = 64,512 ≤ 65,536 per SM (one block per SM).
 // Shared memory: 4 × (16 + 16) KiB stages + 32 KiB C + barriers + 1 KiB alignment = MB_GEMM90_SMEM_BYTES.
@@ -145,7 +156,7 @@ __device__ __forceinline__ void normalize_rows(const GemmSm90Params& p, float (&
 // are in `c_tile`, written by this thread): two passes over the rounded values, a quad's four
 // threads holding a row's 128 columns.
 template <typename T>
-__device__ __forceinline__ void write_row_stats(const GemmSm90Params& p, const unsigned char* c_tile, int r0, int r1, uint32_t row0, uint32_t row1, int t) {
+__device__ __forceinline__ void write_row_stats(const GemmSm90Params& p, const unsigned char* c_tile, int r0, int r1, uint32_t row0, uint32_t row1, int t, int tile) {
     auto stored = [&](int r, int j, int e) {
         return to_f32<T>(reinterpret_cast<const T*>(c_tile + (r * BN + 8 * j + 2 * t) * 2)[e]);
     };
@@ -173,85 +184,23 @@ __device__ __forceinline__ void write_row_stats(const GemmSm90Params& p, const u
     m21 = quad_sum(m21);
     if (t == 0) {
         MbRowStats* stats = reinterpret_cast<MbRowStats*>(p.stats_out);
-        const int parts = p.n / BN, tile = blockIdx.x;
+        const int parts = p.n / BN;
         if (row0 < p.m) stats[(size_t)row0 * parts + tile] = MbRowStats{mean0, m20};
         if (row1 < p.m) stats[(size_t)row1 * parts + tile] = MbRowStats{mean1, m21};
     }
 }
 
+// What the consumers do with their accumulators of one output tile (n_tile, the rows from m0):
+// the epilogue, the tile staged in `c_tiles` (this consumer's half) and stored by TMA. `tile_iter`
+// counts the block's tiles (the residual's barrier phases).
 template <bool FP16, Epilogue EPI>
-__device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
-    // Tiles start on a 1024-byte boundary: the 128-byte swizzle repeats every 8 rows of 128 bytes.
-    unsigned char* base = smem + ((1024u - (smem_addr(smem) & 1023u)) & 1023u);
-    unsigned char* a_tiles = base;
-    unsigned char* b_tiles = base + STAGES * A_BYTES;
-    unsigned char* c_tiles = b_tiles + STAGES * B_BYTES;
-    uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + MB_GEMM90_C_TILE_BYTES);
-    uint64_t* empty = full + STAGES;
-    uint64_t* residual_full = empty + STAGES;  // Residual: R's two 64-row boxes are in c_tiles
-
-    const int warpgroup = threadIdx.x / 128, lane_in_wg = threadIdx.x % 128;
-    const int n0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
-    const int kblocks = p.k / BK;
-
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; s++) {
-            mbar_init(&full[s], 1);
-            mbar_init(&empty[s], MB_GEMM90_CONSUMERS);
-        }
-        mbar_init(residual_full, 1);
-        mbar_init_fence();  // the initialised barriers visible to the TMA unit
-    }
-    __syncthreads();
-
-    if (warpgroup == 0) {
-        setmaxnreg_dec<MB_GEMM90_PRODUCER_REGS>();
-        if (lane_in_wg == 0) {
-            for (int kb = 0; kb < kblocks; kb++) {
-                const int s = kb % STAGES;
-                if (kb >= STAGES) mbar_wait(&empty[s], ((kb / STAGES) - 1) & 1);
-                mbar_arrive_expect_tx(&full[s], A_BYTES + B_BYTES);
-                tma_load_2d(b_tiles + s * B_BYTES, &p.b, kb * BK, n0, &full[s]);
-                if (kb == 0) {
-                    pdl_wait();  // A and R are the previous kernels' outputs
-                    if (EPI == Epilogue::Residual) load_residual(p, c_tiles, residual_full, n0, m0);
-                }
-                tma_load_2d(a_tiles + s * A_BYTES, &p.a, kb * BK, m0, &full[s]);
-            }
-        }
-        return;
-    }
-
-    setmaxnreg_inc<MB_GEMM90_CONSUMER_REGS>();
-    const int consumer = warpgroup - 1;
-    float acc[BN / 2];
-#pragma unroll
-    for (int i = 0; i < BN / 2; i++) acc[i] = 0.f;
-    for (int kb = 0; kb < kblocks; kb++) {
-        const int s = kb % STAGES;
-        mbar_wait(&full[s], (kb / STAGES) & 1);
-        const uint32_t a_rows = smem_addr(a_tiles + s * A_BYTES) + consumer * 64 * SWIZZLE_ROW;
-        const uint32_t b_rows = smem_addr(b_tiles + s * B_BYTES);
-        wgmma_fence();
-        wgmma_fence_operands(acc);
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) {
-            const uint64_t da = wgmma_desc(a_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW);
-            const uint64_t db = wgmma_desc(b_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW);
-            mma_k16<FP16>(acc, da, db, (kb | kk) != 0);
-        }
-        wgmma_commit();
-        wgmma_fence_operands(acc);
-        wgmma_wait<1>();  // the previous k-block's MMAs are done: its stage may be refilled
-        if (kb > 0 && lane_in_wg == 0) mbar_arrive(&empty[(kb - 1) % STAGES]);
-    }
-    wgmma_wait<0>();
-    wgmma_fence_operands(acc);
-    pdl_launch_dependents();
-
+__device__ __forceinline__ void epilogue(const GemmSm90Params& p, float (&acc)[BN / 2], unsigned char* c_tiles,
+                                         uint64_t* residual_full, uint64_t* c_free, int consumer, int lane_in_wg,
+                                         int n_tile, int m0, uint32_t tile_iter) {
     // Epilogue: the m64n128 accumulator fragment (hopper.cuh) → row-major 16-bit tile. Thread
     // (w, g, t) holds, per n8 block j, columns 8j + 2t, 8j + 2t + 1 of rows 16w + g and 16w + g + 8.
     unsigned char* c_tile = c_tiles + consumer * (64 * BN * 2);
+    const int n0 = n_tile * BN;
     const int w = lane_in_wg / 32, g = (lane_in_wg % 32) / 4, t = lane_in_wg % 4;
     const int r0 = 16 * w + g, r1 = r0 + 8;
     const uint32_t row0 = m0 + consumer * 64 + r0, row1 = row0 + 8;  // rows of A and C
@@ -292,8 +241,8 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
         }
     }
     if constexpr (EPI == Epilogue::Residual) {
-        // R's boxes were issued with the first k-block; add in f32, one rounding.
-        mbar_wait(residual_full, 0);
+        // R's boxes were issued with the tile's last k-block; add in f32, one rounding.
+        mbar_wait(residual_full, tile_iter & 1);
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
             const int col = 8 * j + 2 * t;
@@ -307,7 +256,7 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
             *reinterpret_cast<uint32_t*>(lo) = sum0;
             *reinterpret_cast<uint32_t*>(hi) = sum1;
         }
-        if (p.stats_out != 0) write_row_stats<typename Elem<FP16>::T>(p, c_tile, r0, r1, row0, row1, t);
+        if (p.stats_out != 0) write_row_stats<typename Elem<FP16>::T>(p, c_tile, r0, r1, row0, row1, t, n_tile);
     } else if constexpr (EPI != Epilogue::Geglu) {
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
@@ -336,7 +285,99 @@ __device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
         const int c0 = EPI == Epilogue::Geglu ? n0 / 2 : n0;
         tma_store_2d(&p.c, c0, m0 + consumer * 64, c_tile);
         bulk_commit();
-        bulk_wait_read<0>();
+        bulk_wait_read<0>();  // c_tile read: this consumer may write it again (next tile)
+        if (EPI == Epilogue::Residual) mbar_arrive(c_free);  // and the producer load R into it
+    }
+}
+
+template <bool FP16, Epilogue EPI>
+__device__ __forceinline__ void gemm_sm90(const GemmSm90Params& p) {
+    // Tiles start on a 1024-byte boundary: the 128-byte swizzle repeats every 8 rows of 128 bytes.
+    unsigned char* base = smem + ((1024u - (smem_addr(smem) & 1023u)) & 1023u);
+    unsigned char* a_tiles = base;
+    unsigned char* b_tiles = base + STAGES * A_BYTES;
+    unsigned char* c_tiles = b_tiles + STAGES * B_BYTES;
+    uint64_t* full = reinterpret_cast<uint64_t*>(c_tiles + MB_GEMM90_C_TILE_BYTES);
+    uint64_t* empty = full + STAGES;
+    uint64_t* residual_full = empty + STAGES;  // Residual: R's two 64-row boxes are in c_tiles
+    uint64_t* c_free = residual_full + 1;      // Residual: both consumers' stores have read c_tiles
+
+    const int warpgroup = threadIdx.x / 128, lane_in_wg = threadIdx.x % 128;
+    const int kblocks = p.k / BK;
+    // Persistent: block b computes output tiles b, b + gridDim.x, ... (tile = m_tile · n_tiles +
+    // n_tile: consecutive blocks share A's rows, read from L2 once a band).
+    const int n_tiles = p.n / BN, tiles = n_tiles * (int)((p.m + BM - 1) / BM);
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) {
+            mbar_init(&full[s], 1);
+            mbar_init(&empty[s], MB_GEMM90_CONSUMERS);
+        }
+        mbar_init(residual_full, 1);
+        mbar_init(c_free, MB_GEMM90_CONSUMERS);
+        mbar_init_fence();  // the initialised barriers visible to the TMA unit
+    }
+    __syncthreads();
+
+    if (warpgroup == 0) {
+        setmaxnreg_dec<MB_GEMM90_PRODUCER_REGS>();
+        if (lane_in_wg == 0) {
+            uint32_t it = 0, tile_iter = 0;  // k-blocks and tiles loaded so far, over all tiles
+            for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, tile_iter++) {
+                const int n0 = (tile % n_tiles) * BN, m0 = (tile / n_tiles) * BM;
+                for (int kb = 0; kb < kblocks; kb++, it++) {
+                    const int s = it % STAGES;
+                    if (it >= STAGES) mbar_wait(&empty[s], ((it / STAGES) - 1) & 1);
+                    mbar_arrive_expect_tx(&full[s], A_BYTES + B_BYTES);
+                    tma_load_2d(b_tiles + s * B_BYTES, &p.b, kb * BK, n0, &full[s]);
+                    if (it == 0) pdl_wait();  // A and R are the previous kernels' outputs
+                    tma_load_2d(a_tiles + s * A_BYTES, &p.a, kb * BK, m0, &full[s]);
+                }
+                // R into c_tiles once the previous tile's stores have read them (issued after the
+                // tile's k-blocks, so waiting for them never holds up the next tile's loads).
+                if (EPI == Epilogue::Residual) {
+                    if (tile_iter > 0) mbar_wait(c_free, (tile_iter - 1) & 1);
+                    load_residual(p, c_tiles, residual_full, n0, m0);
+                }
+            }
+        }
+        return;
+    }
+
+    setmaxnreg_inc<MB_GEMM90_CONSUMER_REGS>();
+    const int consumer = warpgroup - 1;
+    uint32_t it = 0, tile_iter = 0;
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, tile_iter++) {
+        float acc[BN / 2];
+#pragma unroll
+        for (int i = 0; i < BN / 2; i++) acc[i] = 0.f;
+        for (int kb = 0; kb < kblocks; kb++, it++) {
+            const int s = it % STAGES;
+            mbar_wait(&full[s], (it / STAGES) & 1);
+            const uint32_t a_rows = smem_addr(a_tiles + s * A_BYTES) + consumer * 64 * SWIZZLE_ROW;
+            const uint32_t b_rows = smem_addr(b_tiles + s * B_BYTES);
+            wgmma_fence();
+            wgmma_fence_operands(acc);
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                const uint64_t da = wgmma_desc(a_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW);
+                const uint64_t db = wgmma_desc(b_rows + kk * 32, 16, GROUP_STRIDE, SWIZZLE_ROW);
+                mma_k16<FP16>(acc, da, db, (kb | kk) != 0);
+            }
+            wgmma_commit();
+            wgmma_fence_operands(acc);
+            wgmma_wait<1>();  // the previous k-block's MMAs are done: its stage may be refilled
+            if (kb > 0 && lane_in_wg == 0) mbar_arrive(&empty[(it - 1) % STAGES]);
+        }
+        wgmma_wait<0>();
+        wgmma_fence_operands(acc);
+        if (lane_in_wg == 0) mbar_arrive(&empty[(it - 1) % STAGES]);  // the tile's last stage
+        if (tile + (int)gridDim.x >= tiles) pdl_launch_dependents();  // this block's last tile
+        // Every thread of this consumer past the previous tile's store (its thread 0 waited for
+        // the store's reads of c_tile) before any writes c_tile again.
+        named_bar_sync(1 + consumer, 128);
+        epilogue<FP16, EPI>(p, acc, c_tiles, residual_full, c_free, consumer, lane_in_wg, tile % n_tiles,
+                            (tile / n_tiles) * BM, tile_iter);
     }
 }
 

@@ -99,7 +99,7 @@ first() {
   for t in gemm_sm90 attention_sm90 gemm_stream_sm90; do
     step "kernels-$t" 60 env MODERNBERT_TEST_DEVICE=cuda "$B/$t" --include-ignored
   done
-  for op in gemm_sm90 attention attention_sm90; do
+  for op in gemm_sm90 gemm_sm90_one_per_tile attention attention_sm90; do
     step "micro-$op" 45 "$B/microbench" --device cuda --model-only --op "$op" --json "$logs/micro-$op.jsonl"
   done
   for path in portable hopper; do

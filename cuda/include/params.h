@@ -260,7 +260,8 @@ typedef struct MbTensorMapDesc {
     uint32_t pad;
 } MbTensorMapDesc;
 
-/* gemm_sm90: C[M,N] = A[M,K] . B[N,K]^T, bf16/fp16 in, f32 accumulate. One producer warpgroup
+/* gemm_sm90: C[M,N] = A[M,K] . B[N,K]^T, bf16/fp16 in, f32 accumulate, persistent over its 128 x 128
+   output tiles (a block per multiprocessor, ops::gemm_sm90_geometry). One producer warpgroup
    (one thread issues the TMA loads) and MB_GEMM90_CONSUMERS consumer warpgroups of 64 rows each. */
 #define MB_GEMM90_BM 128
 #define MB_GEMM90_BN 128

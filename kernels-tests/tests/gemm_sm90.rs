@@ -110,6 +110,69 @@ fn check_cases_and(
     f.finish();
 }
 
+/// The persistent schedule — a block per multiprocessor, each looping over its tiles with its
+/// stage ring, barrier phases and (residual) staging carried from tile to tile — gives exactly
+/// the bits of one block a tile, output and row statistics, on every epilogue: 1, 2 and 3 blocks
+/// (the emulator's multiprocessors) over 4 to 18 tiles, both thread orders. (On a GPU, its own
+/// multiprocessors, one thread order.)
+#[test]
+fn the_persistent_schedule_gives_the_bits_of_one_block_a_tile() {
+    use modernbert::kernels::emu::Emulator;
+    use modernbert::kernels::ops::{gemm_sm90_tiles, TileSchedule};
+    let env = device();
+    let devices: Vec<Box<dyn Device>> = if env.as_emulator().is_some() {
+        (1..=3)
+            .map(|n| Box::new(Emulator::new().with_multiprocessors(n)) as Box<dyn Device>)
+            .collect()
+    } else {
+        vec![env]
+    };
+    // Several tiles each: a Store, GeGLU, RoPE (with a row norm), in-place residual with statistics.
+    let table = [
+        cases()[2],
+        geglu_cases()[2],
+        row_norm_cases()[4],
+        residual_stats_cases()[1],
+        residual_stats_cases()[2],
+    ];
+    let mut f = Failures::default();
+    let seed = Rng::for_test("gemm_sm90_persistent").next_u64();
+    for dev in &devices {
+        for reverse in orders(&**dev) {
+            let order = set_order(&**dev, reverse);
+            for c in &table {
+                assert!(gemm_sm90_tiles(c.m, c.n) >= 4, "{c:?}");
+                for dt in DTYPES {
+                    let what = format!("{} {dt:?} {c:?} {order}", dev.name());
+                    let mut outs = Vec::new();
+                    for schedule in [TileSchedule::Persistent, TileSchedule::OnePerTile] {
+                        let mut rng = Rng::new(seed);
+                        let run = GemmSm90Run::new(&**dev, c, &mut Inputs::drawn(&mut rng, dt));
+                        let launched = run.launch_scheduled(&**dev, schedule).and_then(|_| dev.synchronize());
+                        if skipped_without_hopper(&**dev, &launched) {
+                            return;
+                        }
+                        match launched {
+                            Ok(()) => outs.push((run.out(&**dev), run.stats_out(&**dev))),
+                            Err(e) => f.fail(format!("{what} {schedule:?}: {e}")),
+                        }
+                    }
+                    if let [(o1, s1), (o2, s2)] = &outs[..] {
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        let same = bits(o1) == bits(o2) && s1.as_deref().map(bits) == s2.as_deref().map(bits);
+                        f.push(if same {
+                            Ok(())
+                        } else {
+                            Err(format!("{what}: persistent and one block a tile differ"))
+                        });
+                    }
+                }
+            }
+        }
+    }
+    f.finish();
+}
+
 #[test]
 fn gemm_sm90_rope_matches_wqkv_then_rope() {
     check_cases("gemm_sm90_rope", rope_cases(), expected);

@@ -16,6 +16,8 @@ pub struct CudaDevice {
     modules: Vec<(&'static str, Arc<cudarc::driver::CudaModule>)>,
     /// (major, minor), queried once when the device is opened.
     capability: (u32, u32),
+    /// Streaming multiprocessors, queried once.
+    multiprocessors: u32,
     functions: Mutex<HashMap<String, cudarc::driver::CudaFunction>>,
     /// `MODERNBERT_CUDA_SYNC=1`: synchronise after every launch (read once: no per-launch lookup).
     sync_each_launch: bool,
@@ -61,6 +63,10 @@ impl CudaDevice {
                 .map_err(cuda_err)?;
             (major.max(0) as u32, minor.max(0) as u32)
         };
+        let multiprocessors = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(cuda_err)?
+            .max(1) as u32;
         let sm = capability.0 * 10 + capability.1;
         // An sm_90a module cannot load elsewhere; its kernels are then unknown on this device.
         for (name, bytes, only_sm) in super::fatbins::FATBINS {
@@ -78,6 +84,7 @@ impl CudaDevice {
             stream,
             modules,
             capability,
+            multiprocessors,
             functions: Mutex::new(HashMap::new()),
             sync_each_launch: std::env::var("MODERNBERT_CUDA_SYNC").is_ok_and(|v| v == "1"),
             graphs: super::graph::GraphCache::new(),
@@ -120,6 +127,9 @@ impl Device for CudaDevice {
     }
     fn compute_capability(&self) -> (u32, u32) {
         self.capability
+    }
+    fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
     }
     fn memory_available(&self) -> u64 {
         // Free memory of this context's device; 0 (nothing fits) if the driver cannot say.

@@ -50,6 +50,10 @@ pub trait Device: Send + Sync {
     /// `(major, minor)` of the code path this device runs, so the executor can pick kernels by
     /// it: a CUDA device's own; the emulator's and the cost model's, the one they were made with.
     fn compute_capability(&self) -> (u32, u32);
+    /// Streaming multiprocessors: how many blocks of one block per SM run at once, the grid of a
+    /// persistent kernel (gemm_sm90). The emulator's is its own setting
+    /// ([`Emulator::with_multiprocessors`]), small so that a block runs several tiles.
+    fn multiprocessors(&self) -> u32;
     /// `bytes` bytes of device memory (contents unspecified: the emulator fills them with 0xFF).
     fn alloc(&self, bytes: usize, label: &str) -> Result<DeviceBuffer, KernelError>;
     /// Bytes that allocations may still take: a CUDA device's free memory; for the emulator, whose
@@ -222,6 +226,9 @@ impl Device for Emulator {
     }
     fn compute_capability(&self) -> (u32, u32) {
         Emulator::compute_capability(self)
+    }
+    fn multiprocessors(&self) -> u32 {
+        Emulator::multiprocessors(self)
     }
     fn memory_available(&self) -> u64 {
         crate::limits::host_memory_limit()

@@ -167,6 +167,8 @@ pub struct Emulator {
     /// The compute capability it reports (`--device emulated:sm80|sm90`): the code path the
     /// executor is asked to take; the emulated kernels are the same either way.
     capability: (u32, u32),
+    /// The multiprocessors it reports ([`Emulator::with_multiprocessors`]).
+    multiprocessors: u32,
 }
 
 /// `EmuLaunchDesc::flags`: bit 0 reverse order, bit 1 co-scheduled, bits 8-15 blocks per cluster
@@ -224,7 +226,19 @@ impl Emulator {
                 .collect(),
             held: Mutex::default(),
             capability: (8, 0),
+            multiprocessors: 3,
         }
+    }
+
+    /// An emulator that reports `n` streaming multiprocessors (default 3: a persistent kernel's
+    /// blocks each run several tiles, unevenly, on every test shape with more than 3 tiles).
+    pub fn with_multiprocessors(mut self, n: u32) -> Self {
+        self.multiprocessors = n.max(1);
+        self
+    }
+
+    pub fn multiprocessors(&self) -> u32 {
+        self.multiprocessors
     }
 
     /// An emulator that reports compute capability `capability` (default: (8, 0)).

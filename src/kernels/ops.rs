@@ -604,13 +604,32 @@ pub fn gemm_sm90_params(dev: &dyn Device, dt: Dtype, g: &GemmSm90) -> Result<Gem
     })
 }
 
-/// Launch geometry of `gemm_sm90` for an `m x n` product: (grid, block, dynamic shared memory bytes).
-pub fn gemm_sm90_geometry(m: u32, n: u32) -> ([u32; 3], [u32; 3], u32) {
-    (
-        [n / MB_GEMM90_BN, m.div_ceil(MB_GEMM90_BM), 1],
-        [MB_GEMM90_THREADS, 1, 1],
-        MB_GEMM90_SMEM_BYTES,
-    )
+/// How the output tiles of a `gemm_sm90` launch are spread over its blocks: block b computes
+/// tiles b, b + grid, b + 2·grid, ... (the kernel is persistent either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileSchedule {
+    /// A block per multiprocessor (at most one per tile): each block's next tile loads while it
+    /// computes the last, so only its first pipeline fill is exposed. What the product launches.
+    Persistent,
+    /// A block per tile: every tile pays its block's start and pipeline fill (kept to measure
+    /// what the persistent schedule saves).
+    OnePerTile,
+}
+
+/// Output tiles of an `m x n` product.
+pub fn gemm_sm90_tiles(m: u32, n: u32) -> u32 {
+    (n / MB_GEMM90_BN) * m.div_ceil(MB_GEMM90_BM)
+}
+
+/// Launch geometry of `gemm_sm90` for an `m x n` product on `multiprocessors` SMs: (grid, block,
+/// dynamic shared memory bytes).
+pub fn gemm_sm90_geometry(m: u32, n: u32, schedule: TileSchedule, multiprocessors: u32) -> ([u32; 3], [u32; 3], u32) {
+    let tiles = gemm_sm90_tiles(m, n).max(1);
+    let blocks = match schedule {
+        TileSchedule::Persistent => tiles.min(multiprocessors.max(1)),
+        TileSchedule::OnePerTile => tiles,
+    };
+    ([blocks, 1, 1], [MB_GEMM90_THREADS, 1, 1], MB_GEMM90_SMEM_BYTES)
 }
 
 /// Launch `gemm_sm90`; `dependent`: with programmatic dependent launch (its TMA loads of `a` wait
@@ -620,7 +639,7 @@ pub fn gemm_sm90(dev: &dyn Device, dt: Dtype, g: &GemmSm90, dependent: bool) -> 
 }
 
 /// Launch `gemm_sm90` with parameters made by [`gemm_sm90_params`] (its tensor maps encoded
-/// once, outside a timed or captured region) for the same `epilogue`.
+/// once, outside a timed or captured region) for the same `epilogue`, persistent.
 pub fn launch_gemm_sm90(
     dev: &dyn Device,
     dt: Dtype,
@@ -628,7 +647,19 @@ pub fn launch_gemm_sm90(
     p: &GemmSm90Params,
     dependent: bool,
 ) -> Result<(), KernelError> {
-    let (grid, block, smem) = gemm_sm90_geometry(p.m, p.n);
+    launch_gemm_sm90_scheduled(dev, dt, epilogue, p, dependent, TileSchedule::Persistent)
+}
+
+/// [`launch_gemm_sm90`] with its tiles spread by `schedule`.
+pub fn launch_gemm_sm90_scheduled(
+    dev: &dyn Device,
+    dt: Dtype,
+    epilogue: Sm90Epilogue,
+    p: &GemmSm90Params,
+    dependent: bool,
+    schedule: TileSchedule,
+) -> Result<(), KernelError> {
+    let (grid, block, smem) = gemm_sm90_geometry(p.m, p.n, schedule, dev.multiprocessors());
     let name = gemm_sm90_name(dt, epilogue);
     if dependent {
         dev.launch_dependent_raw(name, grid, block, smem, p.as_bytes())

@@ -42,6 +42,9 @@ impl Device for CountingDevice {
     fn compute_capability(&self) -> (u32, u32) {
         Device::compute_capability(&self.inner)
     }
+    fn multiprocessors(&self) -> u32 {
+        Device::multiprocessors(&self.inner)
+    }
     fn memory_available(&self) -> u64 {
         self.inner.memory_available()
     }

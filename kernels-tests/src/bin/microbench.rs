@@ -102,6 +102,28 @@ type Bench = (&'static str, Box<dyn Prepared>);
 /// Builds every case of one op (lazily, so that only the selected ops allocate).
 type Builder = Box<dyn Fn(&dyn Device, Dtype, &mut Rng, bool, bool, bool) -> Vec<Bench>>;
 
+/// gemm_sm90 launched with a block per output tile instead of the product's persistent grid.
+struct OnePerTile(cases::gemm_sm90::GemmSm90Run);
+
+impl Prepared for OnePerTile {
+    fn name(&self, kernel: usize) -> String {
+        format!("{}_one_per_tile", self.0.name(kernel))
+    }
+    fn kernels(&self) -> &'static [&'static str] {
+        self.0.kernels()
+    }
+    fn launch(&self, dev: &dyn Device, _kernel: usize) -> Result<(), KernelError> {
+        self.0
+            .launch_scheduled(dev, modernbert::kernels::ops::TileSchedule::OnePerTile)
+    }
+    fn bytes(&self, kernel: usize) -> f64 {
+        self.0.bytes(kernel)
+    }
+    fn flops(&self, kernel: usize) -> f64 {
+        self.0.flops(kernel)
+    }
+}
+
 /// The attention tests' table, with the 8192-token cases unless smoke-testing.
 fn attention_table(table: bool, smoke: bool) -> Vec<cases::attention::AttentionCase> {
     let mut v = cases::attention::cases();
@@ -296,6 +318,16 @@ fn builders() -> Vec<(&'static str, Builder)> {
             Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
                 let picked = pick(gemm_sm90::cases(), gemm_sm90::bench_cases(T), t, m, s);
                 prepare(d, dt, r, picked, gemm_sm90::GemmSm90Run::new)
+            }),
+        ),
+        (
+            // The same launches with a block a tile: what the persistent schedule saves.
+            "gemm_sm90_one_per_tile",
+            Box::new(|d: &dyn Device, dt, r: &mut Rng, t, m, s| {
+                let picked = pick(gemm_sm90::cases(), gemm_sm90::bench_cases(T), t, m, s);
+                prepare(d, dt, r, picked, |d, c, i| {
+                    OnePerTile(gemm_sm90::GemmSm90Run::new(d, c, i))
+                })
             }),
         ),
         (

@@ -324,6 +324,15 @@ impl GemmSm90Run {
             None => ops::gemm_sm90(dev, self.dt, &self.gemm, false),
         }
     }
+    /// [`GemmSm90Run::launch`] with its tiles spread by `schedule` (the product's launch is
+    /// `Persistent`).
+    pub fn launch_scheduled(&self, dev: &dyn Device, schedule: ops::TileSchedule) -> Result<(), KernelError> {
+        let p = match self.params {
+            Some(p) => p,
+            None => ops::gemm_sm90_params(dev, self.dt, &self.gemm)?,
+        };
+        ops::launch_gemm_sm90_scheduled(dev, self.dt, self.gemm.epilogue, &p, false, schedule)
+    }
     /// `c`, `[m + 1, width]`.
     pub fn out(&self, dev: &dyn Device) -> Vec<f32> {
         download(dev, self.dt, &self.d_c)

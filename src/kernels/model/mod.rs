@@ -79,6 +79,10 @@ impl Card {
     pub fn peak_flops(self) -> f64 {
         crate::bench::peak_tflops(self.product_name()).map_or(0.0, |(t, _)| t * 1e12)
     }
+    /// Streaming multiprocessors: 132 on both (the SXM parts).
+    pub fn multiprocessors(self) -> u32 {
+        132
+    }
     /// What the card itself reports: both are Hopper, sm_90.
     pub fn native_capability(self) -> (u32, u32) {
         (9, 0)
@@ -269,6 +273,9 @@ impl Device for ModelDevice {
     }
     fn compute_capability(&self) -> (u32, u32) {
         self.capability
+    }
+    fn multiprocessors(&self) -> u32 {
+        self.card.multiprocessors()
     }
     fn memory_available(&self) -> u64 {
         self.card.memory_bytes().saturating_sub(*lock(&self.memory.allocated))
