@@ -77,11 +77,6 @@ static_assert(MB_ATTENTION_HEAD_DIM == 64 && MB_ATTENTION_BLOCK_M == 64 && MB_AT
                   MB_ATTENTION_THREADS == 128,
               "attention.cu's fragment layout is written for 64 x 64 tiles and 4 warps");
 
-// Byte offset of element (row, col) in a swizzled 64 x 64 tile of 2-byte elements.
-__device__ __forceinline__ int swz(int row, int col) {
-    return row * 128 + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
-}
-
 template <typename T>
 struct Prec;
 template <>
@@ -109,7 +104,7 @@ __device__ __forceinline__ void load_tile(unsigned char* dst, const T* src, size
         const int idx = tid + k * MB_ATTENTION_THREADS;
         const int row = idx >> 3;
         const int ch = idx & 7;
-        unsigned char* d = dst + row * 128 + ((ch ^ (row & 7)) << 4);
+        unsigned char* d = dst + swz128(row, 8 * ch);
         if (row < rows_valid) {
             cp_async_16(d, src + (size_t)row * stride + ch * 8);
         } else {
@@ -191,7 +186,7 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
     uint32_t qf[4][4];  // A fragments of the warp's 16 rows, 4 k-steps of 16 dims
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks) {
-        ldmatrix_x4(qf[ks], sQ + swz(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
+        ldmatrix_x4(qf[ks], sQ + swz128(warp * 16 + (lane & 15), ks * 16 + (lane >> 4) * 8));
     }
 
     const float kNegInf = -INFINITY;
@@ -232,7 +227,7 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
 #pragma unroll
                 for (int ks = 0; ks < 4; ++ks) {
                     uint32_t kf[4];
-                    ldmatrix_x4(kf, sK + swz(c * 16 + (lane & 7) + ((lane >> 4) << 3),
+                    ldmatrix_x4(kf, sK + swz128(c * 16 + (lane & 7) + ((lane >> 4) << 3),
                                              ks * 16 + ((lane >> 3) & 1) * 8));
                     const uint32_t b0[2] = {kf[0], kf[1]};
                     const uint32_t b1[2] = {kf[2], kf[3]};
@@ -304,7 +299,7 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
 #pragma unroll
                 for (int dp = 0; dp < 4; ++dp) {
                     uint32_t vf[4];
-                    ldmatrix_x4_trans(vf, sV + swz(c * 16 + (lane & 15), dp * 16 + (lane >> 4) * 8));
+                    ldmatrix_x4_trans(vf, sV + swz128(c * 16 + (lane & 15), dp * 16 + (lane >> 4) * 8));
                     const uint32_t b0[2] = {vf[0], vf[1]};
                     const uint32_t b1[2] = {vf[2], vf[3]};
                     Prec<T>::mma(o[2 * dp], pa, b0);
@@ -326,9 +321,9 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
     const int row0 = warp * 16;
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) {
-        *reinterpret_cast<uint32_t*>(sQ + swz(row0 + g, nb * 8 + 2 * t4)) =
+        *reinterpret_cast<uint32_t*>(sQ + swz128(row0 + g, nb * 8 + 2 * t4)) =
             Prec<T>::pack(o[nb][0] * inv[0], o[nb][1] * inv[0]);
-        *reinterpret_cast<uint32_t*>(sQ + swz(row0 + g + 8, nb * 8 + 2 * t4)) =
+        *reinterpret_cast<uint32_t*>(sQ + swz128(row0 + g + 8, nb * 8 + 2 * t4)) =
             Prec<T>::pack(o[nb][2] * inv[1], o[nb][3] * inv[1]);
     }
     __syncwarp();
@@ -340,7 +335,7 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
         const int ch = idx & 7;
         if (row < q_end - q0) {
             *reinterpret_cast<uint4*>(out + (size_t)row * heads * MB_ATTENTION_HEAD_DIM + ch * 8) =
-                *reinterpret_cast<const uint4*>(sQ + row * 128 + ((ch ^ (row & 7)) << 4));
+                *reinterpret_cast<const uint4*>(sQ + swz128(row, 8 * ch));
         }
     }
 }

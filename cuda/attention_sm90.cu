@@ -80,12 +80,6 @@ __device__ __forceinline__ void mma_pv(float (&o)[D / 2], const uint32_t (&p)[4]
     }
 }
 
-// Byte offset of element (row, col) in a 64 x 64 tile of 128-byte rows, 16-byte chunks XOR-swizzled
-// by (row & 7): the output's staging (bank-conflict free for the fragment stores and the row reads).
-__device__ __forceinline__ uint32_t staged(int row, int col) {
-    return row * ROW_BYTES + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
-}
-
 struct Barriers {
     uint64_t q_full, v_zero;
     uint64_t k_full[STAGES], k_empty[STAGES], v_full[STAGES], v_empty[STAGES];
@@ -386,8 +380,8 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
 #pragma unroll
     for (int j = 0; j < D / 8; j++) {
         const int col = 8 * j + 2 * t4;
-        *reinterpret_cast<uint32_t*>(stage_o + staged(r0, col)) = pack16x2<FP16>(o[4 * j] * inv[0], o[4 * j + 1] * inv[0]);
-        *reinterpret_cast<uint32_t*>(stage_o + staged(r0 + 8, col)) =
+        *reinterpret_cast<uint32_t*>(stage_o + swz128(r0, col)) = pack16x2<FP16>(o[4 * j] * inv[0], o[4 * j + 1] * inv[0]);
+        *reinterpret_cast<uint32_t*>(stage_o + swz128(r0 + 8, col)) =
             pack16x2<FP16>(o[4 * j + 2] * inv[1], o[4 * j + 3] * inv[1]);
     }
     named_bar_sync(1 + c, 128);
@@ -400,7 +394,7 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
         const int row = idx >> 3, ch = idx & 7;
         if (row < rows) {
             *reinterpret_cast<uint4*>(out + (size_t)row * heads * D + ch * 8) =
-                *reinterpret_cast<const uint4*>(stage_o + row * ROW_BYTES + ((ch ^ (row & 7)) << 4));
+                *reinterpret_cast<const uint4*>(stage_o + swz128(row, 8 * ch));
         }
     }
 }

@@ -185,3 +185,10 @@ __device__ __forceinline__ void pdl_wait() { emu_griddep_wait(); }
 __device__ __forceinline__ void pdl_launch_dependents() {}  // the emulator starts dependents at once
 
 #endif  // MODERNBERT_EMULATOR
+
+// Byte offset of 16-bit element (row, col) in a tile of 128-byte rows (64 elements) whose 16-byte
+// chunks are XOR-swizzled by (row & 7): the 8 rows of a group hit distinct banks for ldmatrix,
+// fragment stores and whole-row 16-byte copies (attention.cu's tiles, attention_sm90.cu's output).
+__device__ __forceinline__ int swz128(int row, int col) {
+    return row * 128 + ((((col >> 3) ^ (row & 7))) << 4) + ((col & 7) << 1);
+}
