@@ -434,3 +434,66 @@ impl Profile {
         self.dependent_fixed_s + self.roofline_s(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Device memory holding a few u32 words.
+    struct Words(HashMap<u64, u32>);
+
+    impl DeviceMemory for Words {
+        fn read_u32(&self, addr: u64) -> u32 {
+            self.0.get(&addr).copied().unwrap_or(0)
+        }
+    }
+
+    /// Without a key_lens array every token of a global layer's sequence is a key (both
+    /// attention kernels: one formula); with one, its counts; a window counts its own pairs.
+    #[test]
+    fn attention_pairs_follow_key_lens_and_the_window() {
+        let (batch, cu, key_lens) = (0x100u64, 0x200u64, 0x300u64);
+        let mut words = HashMap::new();
+        words.insert(batch, 10); // tokens
+        words.insert(batch + 4, 2); // sequences
+        for (i, v) in [0u32, 4, 10].into_iter().enumerate() {
+            words.insert(cu + 4 * i as u64, v);
+        }
+        words.insert(key_lens, 2);
+        words.insert(key_lens + 4, 6);
+        let mem = Words(words);
+        let p = AttentionParams {
+            batch,
+            cu_seqlens: cu,
+            max_sequences: 2,
+            max_seqlen: 6,
+            heads: 1,
+            head_dim: 64,
+            window_radius: -1,
+            ..Default::default()
+        };
+        let per_pair = 4.0 * 64.0;
+        let flops = |p: &AttentionParams, sm90: bool| {
+            let c = if sm90 {
+                let prm = AttentionSm90Params {
+                    attn: *p,
+                    ..Default::default()
+                };
+                kernel_cost("attention_sm90_bf16", prm.as_bytes(), &mem).unwrap()
+            } else {
+                kernel_cost("attention_bf16", p.as_bytes(), &mem).unwrap()
+            };
+            assert_eq!(c.activation_bytes, 4.0 * 10.0 * 64.0 * ELEM);
+            c.flops
+        };
+        for sm90 in [false, true] {
+            assert_eq!(flops(&p, sm90), per_pair * (16.0 + 36.0), "every token a key");
+            let with_lens = AttentionParams { key_lens, ..p };
+            assert_eq!(flops(&with_lens, sm90), per_pair * (4.0 * 2.0 + 36.0), "key_lens");
+            let window = AttentionParams { window_radius: 1, ..p };
+            let expected = (local_pairs(4, 1) + local_pairs(6, 1)) as f64;
+            assert_eq!(flops(&window, sm90), per_pair * expected, "a window");
+        }
+    }
+}
