@@ -68,6 +68,7 @@
  */
 #include "params.h"
 #include "device.cuh"
+#include "softmax.cuh"  // online_softmax_rows
 
 namespace attention_detail {
 
@@ -264,15 +265,7 @@ __device__ __forceinline__ void attention_impl(const AttentionParams& p) {
             mx[1] = fmaxf(mx[1], fmaxf(s[nb][2], s[nb][3]));
         }
         float shift[2], alpha[2];
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            shift[rr] = mx[rr] == kNegInf ? 0.f : mx[rr] * sl2;  // all masked so far: p = 0, no NaN
-            alpha[rr] = exp2f(fmaf(m[rr], sl2, -shift[rr]));     // m = -inf -> 0
-            m[rr] = mx[rr];
-            l[rr] *= alpha[rr];
-        }
+        online_softmax_rows(mx, m, l, sl2, shift, alpha);
 #pragma unroll
         for (int nb = 0; nb < 8; ++nb) {
             s[nb][0] = exp2f(fmaf(s[nb][0], sl2, -shift[0]));

@@ -48,6 +48,7 @@
 //   are in profiles/optimisation-log.md.
 #include "common.cuh"
 #include "hopper.cuh"
+#include "softmax.cuh"  // online_softmax_rows
 
 extern __shared__ __align__(16) unsigned char smem[];
 
@@ -276,15 +277,7 @@ __device__ __forceinline__ void attention_sm90(const AttentionSm90Params& prm) {
             mx[0] = fmaxf(mx[0], fmaxf(sacc[4 * j], sacc[4 * j + 1]));
             mx[1] = fmaxf(mx[1], fmaxf(sacc[4 * j + 2], sacc[4 * j + 3]));
         }
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            shift[rr] = mx[rr] == kNegInf ? 0.f : mx[rr] * sl2;  // all masked so far: p = 0, no NaN
-            alpha[rr] = exp2f(fmaf(m[rr], sl2, -shift[rr]));     // m = -inf -> 0
-            m[rr] = mx[rr];
-            l[rr] *= alpha[rr];
-        }
+        online_softmax_rows(mx, m, l, sl2, shift, alpha);
 #pragma unroll
         for (int j = 0; j < NB; j++) {
 #pragma unroll

@@ -5,8 +5,9 @@
 # - kernel: each breaks cuda/attention_sm90.cu in one way (P·V's B major mode and k step, P's
 #   fragment, the waits that retire S and P·V, the first K stage's release, the V tail's zeroing and its
 #   proxy fence, the masks, a window consumer's tiles, a barrier phase, a transaction count, the
-#   softmax's rescale of l, a passed tile's wait, the last P·V, the consumers' turns, Q's boxes), and
-#   kernels-tests/tests/attention_sm90.rs on the emulator must fail;
+#   softmax's rescale of l and masked rows' shift (softmax.cuh, shared with attention.cu), a passed
+#   tile's wait, the last P·V, the consumers' turns, Q's boxes), and kernels-tests/tests/attention_sm90.rs
+#   (and attention.rs for softmax.cuh) on the emulator must fail;
 # - emulator: the MN-major B operand of wgmma (cuda/emu/hopper.cpp), and the attention test or the
 #   sm_90a self-test (tests/hopper_selftest.rs, against its own model of the ISA's layouts) must fail;
 # - static: what makes ptxas serialize the wgmmas (a wgmma under a branch it cannot prove
@@ -74,8 +75,6 @@ mutate "V of the previous tile waited for at the wrong phase" \
   "mbar_wait(&bar->v_full[stage(t - 1)], phase(t - 1));" "mbar_wait(&bar->v_full[stage(t - 1)], phase(t - 1) ^ 1);"
 mutate "K's expect_tx of half a tile" \
   "mbar_arrive_expect_tx(&bar->k_full[s], TILE_BYTES);" "mbar_arrive_expect_tx(&bar->k_full[s], TILE_BYTES / 2);"
-mutate "l not rescaled with O" \
-  "            l[rr] *= alpha[rr];" "            (void)0;"
 mutate "a passed tile's K not waited for" \
   "        mbar_wait(&bar->k_full[stage(t)], phase(t));
         if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t)]);" "        if (lane_in_wg == 0) mbar_arrive(&bar->k_empty[stage(t)]);"
@@ -89,6 +88,12 @@ mutate "ping-pong: both consumers wait on one barrier" \
   "if (pingpong) named_bar_sync(TURN + c, 256);" "if (pingpong) named_bar_sync(TURN, 256);"
 mutate "Q loaded for the first consumer only" \
   "for (int c = 0; c < MB_ATT90_CONSUMERS; c++)" "for (int c = 0; c < 1; c++)"
+# The online softmax's step, shared with attention.cu (cuda/include/softmax.cuh).
+target cuda/include/softmax.cuh "cd kernels-tests && env $emu_only cargo test -q --test attention_sm90 --test attention"
+mutate "l not rescaled with O" \
+  "        l[rr] *= alpha[rr];" "        (void)0;"
+mutate "a row with every key so far masked shifted by -inf (NaN)" \
+  "shift[rr] = mx[rr] == -INFINITY ? 0.f : mx[rr] * sl2;" "shift[rr] = mx[rr] * sl2;"
 fi
 if [ "$section" = all ] || [ "$section" = emulator ]; then
 target cuda/emu/hopper.cpp "cd kernels-tests && env $emu_only cargo test -q --test attention_sm90 --test hopper_selftest"
