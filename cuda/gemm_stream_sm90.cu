@@ -44,61 +44,22 @@
 // Shared memory: MB_STREAM_SMEM_BYTES(m16, k): at base's widest (k = 1152, m = 64) 217.5 KiB.
 // Bytes (minimum): 2·n·k (weights, DRAM) + 2·m·k per cluster (x, from L2: (n / 16C) · 2·m·k in all) +
 //   2·m·n written (geglu m·n; residual + 2·m·n read) + 4·n (colsum); FLOPs: 2·m·n·k.
-#include "common.cuh"  // activate, rows_in_use, to_f32, from_f32, pdl_wait, pdl_launch_dependents
-#include "hopper.cuh"  // mbarrier, bulk_load(_multicast), cluster_arrive_relaxed / _wait / _(n)ctarank
-#include "rope.cuh"    // rope_position, rope_inv_freq, rope_rotate
+#include "common.cuh"       // rows_in_use, pdl_wait, pdl_launch_dependents
+#include "hopper.cuh"       // mbarrier, bulk_load(_multicast), cluster_arrive_relaxed / _wait / _(n)ctarank
+#include "stream_tile.cuh"  // the tile's pieces: weight_row, row_stats_of, partial_product, epilogue
 
 extern __shared__ __align__(16) unsigned char smem[];
 
 namespace {
 
-constexpr int BN = MB_STREAM_BN, KCHUNK = MB_STREAM_KCHUNK, WARPS = MB_STREAM_WARPS, MAX_M16 = MB_STREAM_MAX_M / 16;
-constexpr int ROPE_D = MB_GEMM90_ROPE_HEAD_DIM;  // the head_dim of the RoPE epilogue (the Hopper path's)
-constexpr int GEGLU_BLOCK = MB_GEMM90_BN;        // Wi's rows: 128-row blocks of 64 + 64 (geglu_weight_rows)
-static_assert(BN == 16 && KCHUNK == 32, "a block's columns are two n8 tiles (8 pairs); a chunk is 4 lanes x 8 k");
-static_assert(ROPE_D % (2 * 8) == 0 && GEGLU_BLOCK % (2 * 8) == 0, "pairs come 8 at a time");
-
-template <typename T>
-struct Pack;
-template <>
-struct Pack<__nv_bfloat16> {
-    static constexpr bool FP16 = false;
-};
-template <>
-struct Pack<__half> {
-    static constexpr bool FP16 = true;
-};
-
-template <typename T>
-__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    if constexpr (Pack<T>::FP16) {
-        mma_m16n8k16_f16(d, a, b, d);
-    } else {
-        mma_m16n8k16_bf16(d, a, b, d);
-    }
-}
-
-// The weight row (= product column) of the block's column c < 16: with rope and geglu, c and
-// c + 8 are a pair (rotate-half partners; gate and up), else the block's 16 consecutive rows.
-__device__ __forceinline__ uint32_t weight_row(const GemmStreamParams& p, uint32_t tile, uint32_t c) {
-    const uint32_t half = c / 8, i = c % 8;
-    if (p.epilogue == MB_STREAM_ROPE && tile * BN < p.rotated) {
-        constexpr uint32_t PER_HEAD = ROPE_D / 16;  // blocks per head: 8 pairs each
-        return (tile / PER_HEAD) * ROPE_D + (tile % PER_HEAD) * 8 + half * (ROPE_D / 2) + i;
-    }
-    if (p.epilogue == MB_STREAM_GEGLU) {
-        constexpr uint32_t PER_BLOCK = GEGLU_BLOCK / 16;
-        return (tile / PER_BLOCK) * GEGLU_BLOCK + (tile % PER_BLOCK) * 8 + half * (GEGLU_BLOCK / 2) + i;
-    }
-    return tile * BN + c;
-}
+using namespace stream_tile;
 
 template <typename T>
 __device__ void gemm_stream(const GemmStreamParams& p) {
     // The next kernel may become resident now: its own griddepcontrol.wait holds its reads.
     pdl_launch_dependents();
-    const uint32_t tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-    const uint32_t tile = blockIdx.x, k = p.k, pitch = 2 * k + MB_STREAM_ROW_PAD, vecs = k / 8;
+    const uint32_t tid = threadIdx.x;
+    const uint32_t tile = blockIdx.x, k = p.k, pitch = pitch_of(k), vecs = k / 8;
     const uint32_t m16 = (p.m + 15) / 16;
     unsigned char* w_s = smem;                                   // [16][pitch]
     unsigned char* x_s = w_s + BN * pitch;                       // [m16 · 16][pitch]
@@ -138,112 +99,17 @@ __device__ void gemm_stream(const GemmStreamParams& p) {
             bulk_load(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready);
         }
     }
-    for (uint32_t i = rows * vecs + tid; i < m16 * 16 * vecs; i += MB_STREAM_THREADS) {
-        const uint32_t r = i / vecs, v = i % vecs;
-        *reinterpret_cast<uint4*>(x_s + r * pitch + 16 * v) = make_uint4(0, 0, 0, 0);
-    }
+    zero_rows(x_s, k, rows, m16);
     cp_async_wait_all();
     while (!mbar_try_wait(x_ready, 0)) {
     }
     __syncthreads();
-    if (p.norm) {
-        for (uint32_t r = warp; r < rows; r += WARPS) {
-            const T* xr = reinterpret_cast<const T*>(x_s + r * pitch);
-            float s = 0.f;
-            for (uint32_t i = lane; i < k; i += 32) s += to_f32(xr[i]);
-            const float mean = warp_sum(s) / (float)k;
-            float m2 = 0.f;
-            for (uint32_t i = lane; i < k; i += 32) {
-                const float d = to_f32(xr[i]) - mean;
-                m2 += d * d;
-            }
-            m2 = warp_sum(m2);
-            if (lane == 0) row_stats[r] = make_float2(mean, rsqrtf(m2 / (float)k + p.eps));
-        }
-    }
+    row_stats_of<T>(p, x_s, rows, row_stats);
 
-    // 3. This warp's K chunks, every m16 tile of rows, both n8 tiles of columns.
-    float acc[MAX_M16][2][4] = {};
-    for (uint32_t chunk = warp; chunk < k / KCHUNK; chunk += WARPS) {
-        const uint32_t col = chunk * KCHUNK * 2 + 16 * t;  // byte offset of lane t's 8 k
-        uint4 wv[2];
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) wv[nt] = *reinterpret_cast<const uint4*>(w_s + (8 * nt + g) * pitch + col);
-#pragma unroll
-        for (int mt = 0; mt < MAX_M16; mt++) {
-            if (mt >= (int)m16) break;
-            const uint4 lo = *reinterpret_cast<const uint4*>(x_s + (16 * mt + g) * pitch + col);
-            const uint4 hi = *reinterpret_cast<const uint4*>(x_s + (16 * mt + g + 8) * pitch + col);
-            // Fragment k (2t, 2t + 1) and (2t + 8, 2t + 9) of mma h are this lane's k 8t + 4h ..
-            // 8t + 4h + 3: words 2h and 2h + 1 of each 16-byte load.
-            const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y}, a1[4] = {lo.z, hi.z, lo.w, hi.w};
-#pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                const uint32_t b0[2] = {wv[nt].x, wv[nt].y}, b1[2] = {wv[nt].z, wv[nt].w};
-                mma<T>(acc[mt][nt], a0, b0);
-                mma<T>(acc[mt][nt], a1, b1);
-            }
-        }
-    }
-
-    // 4. The partial tiles (C fragment: rows g, g + 8, columns 8 nt + 2t, + 1), then the sum.
-    float* mine = part + warp * m16 * 16 * BN;
-#pragma unroll
-    for (int mt = 0; mt < MAX_M16; mt++) {
-        if (mt >= (int)m16) break;
-#pragma unroll
-        for (int nt = 0; nt < 2; nt++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const uint32_t r = 16 * mt + g + 8 * (e / 2), c = 8 * nt + 2 * t + e % 2;
-                mine[r * BN + c] = acc[mt][nt][e];
-            }
-        }
-    }
+    // 3. This warp's K chunks into its partial tile; 4. their sum in warp order, and the epilogue.
+    partial_product<T>(k, m16, w_s, x_s, part);
     __syncthreads();
-
-    const T* r_in = reinterpret_cast<const T*>(p.r);
-    T* out = reinterpret_cast<T*>(p.out);
-    const float* colsum = reinterpret_cast<const float*>(p.colsum);
-    const uint32_t* cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
-    for (uint32_t i = tid; i < rows * (BN / 2); i += MB_STREAM_THREADS) {
-        const uint32_t r = i / (BN / 2), c = i % (BN / 2);
-        float v[2] = {0.f, 0.f};
-        for (int wi = 0; wi < WARPS; wi++) {  // warp order: the same sum on every run
-            const float* tile_w = part + wi * m16 * 16 * BN + r * BN;
-            v[0] += tile_w[c];
-            v[1] += tile_w[c + BN / 2];
-        }
-        const uint32_t col[2] = {weight_row(p, tile, c), weight_row(p, tile, c + BN / 2)};
-        if (p.norm && p.epilogue != MB_STREAM_RESIDUAL) {
-            const float2 s = row_stats[r];
-            for (int h = 0; h < 2; h++) v[h] = fmaf(-s.x, colsum[col[h]], v[h]) * s.y;
-        }
-        T* orow = out + (size_t)r * p.n;
-        switch (p.epilogue) {
-            case MB_STREAM_GEGLU:
-                out[(size_t)r * (p.n / 2) + tile * (BN / 2) + c] = from_f32<T>(activate(v[0], p.act) * v[1]);
-                break;
-            case MB_STREAM_ROPE:
-                if (tile * BN < p.rotated) {
-                    const BatchDesc* batch = reinterpret_cast<const BatchDesc*>(p.batch);
-                    const float pos = (float)rope_position(cu, batch->sequences, r);
-                    const uint32_t j = (tile % (ROPE_D / 16)) * 8 + c;  // the pair's frequency index
-                    float sn, cs;
-                    sincosf(pos * rope_inv_freq(p.theta, j, ROPE_D), &sn, &cs);
-                    rope_rotate(v[0], v[1], cs, sn);
-                }
-                orow[col[0]] = from_f32<T>(v[0]);
-                orow[col[1]] = from_f32<T>(v[1]);
-                break;
-            case MB_STREAM_RESIDUAL:
-                for (int h = 0; h < 2; h++) orow[col[h]] = from_f32<T>(to_f32(r_in[(size_t)r * p.n + col[h]]) + v[h]);
-                break;
-            default:
-                orow[col[0]] = from_f32<T>(v[0]);
-                orow[col[1]] = from_f32<T>(v[1]);
-        }
-    }
+    epilogue<T>(p, tile, rows, m16, part, row_stats);
 }
 
 }  // namespace
