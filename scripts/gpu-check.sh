@@ -106,6 +106,9 @@ first() {
     step "bench-base-short-fixed-$path" 60 sh -c "${bench[*]} --gpu-path $path --set short-fixed > $logs/first-sf-$path.jsonl"
     step "latency-b1-32-$path" 45 sh -c "${bench[*]} --gpu-path $path --latency --batches 1 --lengths 32 > $logs/first-latency-$path.jsonl"
   done
+  # The persistent forward (the Hopper path's default at 1 x 32) against a launch per step.
+  step latency-b1-32-hopper-per-launch 45 sh -c "${bench[*]} --gpu-path hopper --no-persistent --latency --batches 1 --lengths 32 > $logs/first-latency-hopper-per-launch.jsonl"
+  step persistent_forward 60 env MODERNBERT_TEST_DEVICE=cuda "$B/persistent_forward" --nocapture
   step device_parity-hopper 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" \
     "$B/device_parity" hopper small_batch --include-ignored --nocapture
 }

@@ -16,15 +16,22 @@
 # - emulator: the host emulator's arithmetic every kernel test stands on (cuda/emu: wgmma's and
 #   mma.sync's sums, each thread's index), and the kernel tests of gemm_sm90 or attention
 #   must fail; its thread block clusters (a multicast's destinations, the cluster barrier's
-#   count, %cluster_ctarank), and gemm_stream_sm90's or the sm_90a self-test's must fail.
+#   count, %cluster_ctarank), and gemm_stream_sm90's or the sm_90a self-test's must fail;
+# - persistent: the persistent forward (cuda/forward_small_sm90.cu: the grid barrier's wait, its
+#   counter and the flags carried between launches, the sync between a half's attention blocks, the
+#   next tile's weights and their slot's phase, the blocks without a tile, attention's units) and
+#   its choice (the bound's comparison, its width), and tests/persistent_forward.rs or
+#   tests/cost_model.rs must fail. (A flag raised before the block's last sync is not among them:
+#   the emulator passes the turn between co-scheduled blocks only when all of a block's threads
+#   wait, so it never shows another block a step half written.)
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
-#   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator
+#   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator, persistent
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/mutations-lib.sh
 section=${1:-all}
-case $section in all | kernel | executor | attention | emulator) ;;
-  *) echo "usage: $0 [kernel|executor|attention|emulator]"; exit 2 ;; esac
+case $section in all | kernel | executor | attention | emulator | persistent) ;;
+  *) echo "usage: $0 [kernel|executor|attention|emulator|persistent]"; exit 2 ;; esac
 if [ "$section" = all ] || [ "$section" = kernel ]; then
 target cuda/gemm_stream_sm90.cu "cd kernels-tests && cargo test -q --test gemm_stream_sm90"
 mutate "activations read before griddepcontrol.wait" \
@@ -44,6 +51,10 @@ mutate "cluster: every rank copies rows from 0, not from its rank" \
 mutate "cluster: x read before its bytes have landed" \
   "    while (!mbar_try_wait(x_ready, 0)) {
     }" "    // (no wait for x's bytes)"
+mutate "rows in use: the capacity, not the batch's tokens" \
+  "const uint32_t rows = rows_in_use(p.batch, p.m)," "const uint32_t rows = p.m,"
+cp "$backup" "$src"
+target cuda/include/stream_tile.cuh "cd kernels-tests && cargo test -q --test gemm_stream_sm90"
 mutate "k permutation: the second mma's x words swapped" \
   "a1[4] = {lo.z, hi.z, lo.w, hi.w}" "a1[4] = {lo.w, hi.w, lo.z, hi.z}"
 mutate "k permutation: the weight's words of the second mma taken from the first" \
@@ -61,17 +72,15 @@ mutate "RoPE: the frequency of the tile's first pair for all" \
 mutate "RoPE: positions not restarting per sequence" \
   "const float pos = (float)rope_position(cu, batch->sequences, r);" "const float pos = (float)r;"
 mutate "row norm: a one-pass variance (E[x²] − mean²)" \
-  "                const float d = to_f32(xr[i]) - mean;
-                m2 += d * d;
-            }
-            m2 = warp_sum(m2);" "                const float d = to_f32(xr[i]);
-                m2 += d * d;
-            }
-            m2 = warp_sum(m2) - (float)k * mean * mean;"
+  "            const float d = to_f32(xr[i]) - mean;
+            m2 += d * d;
+        }
+        m2 = warp_sum(m2);" "            const float d = to_f32(xr[i]);
+            m2 += d * d;
+        }
+        m2 = warp_sum(m2) - (float)k * mean * mean;"
 mutate "row norm: the mean not subtracted" \
   "v[h] = fmaf(-s.x, colsum[col[h]], v[h]) * s.y;" "v[h] = v[h] * s.y;"
-mutate "rows in use: the capacity, not the batch's tokens" \
-  "const uint32_t rows = rows_in_use(p.batch, p.m)," "const uint32_t rows = p.m,"
 mutate "residual: added to the wrong column of r" \
   "to_f32(r_in[(size_t)r * p.n + col[h]])" "to_f32(r_in[(size_t)r * p.n + col[0]])"
 cp "$backup" "$src"
@@ -89,10 +98,10 @@ mutate "executor: no BatchDesc, so every capacity row is computed" \
   "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, batch, true)" \
   "gemm_stream::gemm_stream(self.dev.as_ref(), self.dtype, g, 0, true)"
 mutate "executor: attention on the small-batch path an ordinary launch, not a dependent" \
-  "self.attention(a, l, s, true)?;" "self.attention(a, l, s, false)?;"
+  "ops::attention(self.dev.as_ref(), self.dtype, &p, true)?;" "ops::attention(self.dev.as_ref(), self.dtype, &p, false)?;"
 mutate "executor: Wi's folded LayerNorm dropped on the small-batch path" \
-  "let mlp_norm = Some(norm(layer.wi_colsum));" \
-  "let mlp_norm = if small { None } else { Some(norm(layer.wi_colsum)) };"
+  "gemm(a.x, &layer.wi, Some(norm(layer.wi_colsum))," \
+  "gemm(a.x, &layer.wi, if small { None } else { Some(norm(layer.wi_colsum)) },"
 cp "$backup" "$src"
 target src/gpu/path.rs "$executor_tests"
 mutate "path: the bound from the hidden width alone (Wo2's K = intermediate ignored)" \
@@ -102,9 +111,9 @@ fi
 
 if [ "$section" = all ] || [ "$section" = attention ]; then
 attention_tests="cd kernels-tests && cargo test -q --test attention a_dependent_attention"
-target cuda/attention.cu "$attention_tests"
+target cuda/include/attention_block.cuh "$attention_tests"
 mutate "attention: qkv read before griddepcontrol.wait" \
-  "    pdl_wait();  // qkv is the previous launch's output" "    // (no wait: qkv read at once)"
+  "    if (DEPENDENT) pdl_wait();  // qkv is the previous launch's output" "    // (no wait: qkv read at once)"
 cp "$backup" "$src"
 target src/kernels/ops.rs "$attention_tests"
 mutate "attention: a dependent launch accepted below sm_90" \
@@ -141,6 +150,39 @@ mutate "emulator: the cluster barrier opens when one block's threads have arrive
 mutate "emulator: %cluster_ctarank always 0" \
   "extern \"C\" uint32_t emu_cluster_ctarank(void) { return blk()->rank; }" \
   "extern \"C\" uint32_t emu_cluster_ctarank(void) { return 0; }"
+cp "$backup" "$src"
+fi
+if [ "$section" = all ] || [ "$section" = persistent ]; then
+persistent_tests="cargo test -q --test persistent_forward"
+target cuda/forward_small_sm90.cu "$persistent_tests"
+mutate "persistent: no grid barrier (a block starts a step before the others finished the last)" \
+  "                for (uint32_t j = tid; j < G; j += 32) grid_wait_geq(&flags[j], base + s);" \
+  "                // (no wait)"
+mutate "persistent: the barrier waits for the step before the last (a counter off by one)" \
+  "grid_wait_geq(&flags[j], base + s);" "grid_wait_geq(&flags[j], base + s - 1);"
+mutate "persistent: the flags counted from 0 each launch, not from where the last one left them" \
+  "const uint32_t base = flags[blk];" "const uint32_t base = 0;"
+mutate "persistent: a half's next attention block loads over the one its warps still read" \
+  "                sync();  // the half's warps" "                // sync();  // the half's warps"
+mutate "persistent: the block's next tile is the next one, not G on" \
+  "issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+                        issued++;" "issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});
+                        issued++;"
+mutate "persistent: every slot waited on at phase 0 (the second use of a slot reads stale weights)" \
+  "mbar_try_wait(&slot_bar[slot], (consumed / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[slot], 0)"
+mutate "persistent: the last block with tiles skips the GEMM step" \
+  "if (blk < p.n / BN) {" "if (blk + 1 < p.n / BN) {"
+mutate "persistent: attention's units decoded with the sequence as the fastest index after the head" \
+  "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / (qblocks * p.heads);" \
+  "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / qblocks % p.max_sequences;"
+cp "$backup" "$src"
+target src/gpu/executor.rs "cargo test -q --test cost_model"
+mutate "executor: a launch of exactly the persistent bound takes the per-launch path" \
+  ".filter(|_| shape.tokens <= self.persistent_tokens())" ".filter(|_| shape.tokens < self.persistent_tokens())"
+cp "$backup" "$src"
+target src/gpu/path.rs "cargo test -q --test cost_model"
+mutate "path: the persistent bound at the hidden width alone (Wo2's K = intermediate ignored)" \
+  "forward_small_max_rows(h.max(i))" "forward_small_max_rows(h)"
 cp "$backup" "$src"
 fi
 mutations_done

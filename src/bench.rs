@@ -132,6 +132,10 @@ pub struct BenchArgs {
     /// The GPU launch list: auto, portable or hopper (see `modernbert embed --help`).
     #[arg(long, default_value = "auto", value_parser = GpuPathChoice::parse)]
     pub gpu_path: GpuPathChoice,
+    /// On the Hopper path, run small batches' layers as a launch per step (programmatic
+    /// dependents) instead of the persistent forward (one launch), to compare the two.
+    #[arg(long)]
+    pub no_persistent: bool,
     /// Timed passes over each set.
     #[arg(long, default_value_t = 10)]
     pub passes: usize,
@@ -289,6 +293,11 @@ impl<'a> Builder<'a> {
             let path = self.args.gpu_path;
             let exec =
                 GpuExecutor::without_weights(dev, dtype, config, max_tokens, max_sequences, path)?.with_graphs(graphs);
+            let exec = if self.args.no_persistent {
+                exec.without_persistent()
+            } else {
+                exec
+            };
             return Ok(Runner::Gpu {
                 dev_name: exec.device_name(),
                 exec,
@@ -377,6 +386,11 @@ fn build_runner(
             let (config, path) = (&src.config, args.gpu_path);
             let exec =
                 GpuExecutor::on_path(dev, dtype, config, weights, max_tokens, max_sequences, path)?.with_graphs(graphs);
+            let exec = if args.no_persistent {
+                exec.without_persistent()
+            } else {
+                exec
+            };
             Runner::Gpu {
                 dev_name: exec.device_name(),
                 exec,

@@ -330,7 +330,12 @@ fn load_fixture(name: &str) -> (ModelConfig, modernbert::model::BackboneWeights)
 #[test]
 fn launches_per_forward_equal_what_the_executor_issues() {
     let batch = PackedBatch::from_sequences(&[vec![5u32; 40], vec![7u32; 3]]).unwrap();
-    for path in [GpuPath::Portable, GpuPath::Hopper] {
+    // (path, persistent): the Hopper path's 43 tokens are within the fixture's persistent bound.
+    for (path, persistent) in [
+        (GpuPath::Portable, false),
+        (GpuPath::Hopper, false),
+        (GpuPath::Hopper, true),
+    ] {
         let (config, weights, capability, choice) = match path {
             GpuPath::Portable => {
                 let (c, w) = fixture();
@@ -347,16 +352,20 @@ fn launches_per_forward_equal_what_the_executor_issues() {
         // from outside the cost model.
         let counting = Arc::new(CountingDevice::with_compute_capability(true, capability));
         let exec = GpuExecutor::on_path(counting.clone(), Dtype::Bf16, &config, &weights, 64, 4, choice).unwrap();
+        let exec = if persistent { exec } else { exec.without_persistent() };
         assert_eq!(exec.path(), path);
+        assert_eq!(exec.persistent_tokens() > 0, persistent);
         exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
             .unwrap();
         let issued = counting.launches() as u64;
         let layers = config.num_hidden_layers as u64;
         let expected = match path {
             GpuPath::Portable => launches_of(layers),
+            // The embeddings, every layer in one launch, the final norm, the pooling.
+            GpuPath::Hopper if persistent => 4,
             GpuPath::Hopper => hopper_launches_of(layers),
         };
-        assert_eq!(issued, expected, "{path:?}");
+        assert_eq!(issued, expected, "{path:?}, persistent {persistent}");
 
         let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();
         for graphs in [false, true] {
@@ -364,11 +373,16 @@ fn launches_per_forward_equal_what_the_executor_issues() {
             let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 64, 4, choice)
                 .unwrap()
                 .with_graphs(graphs);
+            let exec = if persistent { exec } else { exec.without_persistent() };
             assert_eq!(exec.path(), path);
             exec.pooled_into(&batch, Pooling::Cls, false, h, false, &mut out)
                 .unwrap();
             let ledger = model.ledger();
-            assert_eq!(ledger.launches(), issued, "{path:?}, graphs {graphs}");
+            assert_eq!(
+                ledger.launches(),
+                issued,
+                "{path:?}, persistent {persistent}, graphs {graphs}"
+            );
             assert_eq!(ledger.graph_replays, graphs as u64);
         }
     }
@@ -452,7 +466,8 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
             let model = Arc::new(ModelDevice::new(Card::H100, Some((9, 0)), profile.clone()));
             let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 512, 4, GpuPathChoice::Auto)
                 .unwrap()
-                .with_graphs(graphs);
+                .with_graphs(graphs)
+                .without_persistent(); // the per-launch small path (the persistent one: below)
             assert_eq!(exec.small_batch_tokens() as usize, bound);
             let batch = PackedBatch::from_sequences(&[vec![5u32; tokens]]).unwrap();
             let mut out = vec![0f32; batch.tokens() * config.hidden_size];
@@ -536,5 +551,99 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
                 );
             }
         }
+    }
+}
+
+/// The persistent small-batch forward (`forward_small_sm90`) is chosen for launches of at most
+/// `persistent_tokens` capacity rows — base 48 (two weight slots of Wo2's K beside x), large 0 —
+/// and is one launch whose time is, by hand: the fixed cost, then per step the slower of its
+/// weights' DRAM time and the assumed grid barrier + the rest of its roofline (x, outputs, math,
+/// x read again from L2 by each further block with a tile: min(n/16, blocks) − 1 of them).
+#[test]
+fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
+    use modernbert::bench::{shape_config, ShapeArg};
+    use modernbert::config::LayerKind;
+    use modernbert::kernels::model::{KernelClass, LaunchCost};
+    let profile = modernbert::gpu::cost_model::profile(Card::H100).unwrap();
+    let large = shape_config(ShapeArg::Large, None).unwrap();
+    assert_eq!(modernbert::gpu::path::persistent_tokens(&large), 0);
+    let config = shape_config(ShapeArg::Base, None).unwrap();
+    let bound = 48usize;
+    assert_eq!(modernbert::gpu::path::persistent_tokens(&config) as usize, bound);
+    let (h, i, heads) = (
+        config.hidden_size as f64,
+        config.intermediate_size as f64,
+        config.num_attention_heads as f64,
+    );
+    // (tokens of one sequence, graphs, expected persistent)
+    let cases = [
+        (1, false, true),
+        (bound, false, true),
+        (bound + 1, false, false), // the per-launch small path
+        (17, true, true),          // the bucket is 32
+        (33, true, false),         // the bucket is 64
+    ];
+    for (tokens, graphs, persistent) in cases {
+        let model = Arc::new(ModelDevice::new(Card::H100, Some((9, 0)), profile.clone()));
+        let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 512, 4, GpuPathChoice::Auto)
+            .unwrap()
+            .with_graphs(graphs);
+        assert_eq!(exec.persistent_tokens() as usize, bound);
+        let batch = PackedBatch::from_sequences(&[vec![5u32; tokens]]).unwrap();
+        let mut out = vec![0f32; batch.tokens() * config.hidden_size];
+        exec.forward_into(&batch, &mut out).unwrap();
+        let ledger = model.ledger();
+        let of = |c: KernelClass| ledger.classes[c.index()];
+        let what = format!("{tokens} tokens, graphs {graphs}");
+        let (fsmall, stream) = (of(KernelClass::ForwardSmall), of(KernelClass::GemmStream));
+        assert_eq!(fsmall.launches, persistent as u64, "{what}");
+        assert_eq!(stream.launches, if persistent { 0 } else { 88 }, "{what}");
+        // Without pooling: the embeddings, the layers, the final norm.
+        assert_eq!(ledger.launches(), if persistent { 3 } else { 112 }, "{what}");
+        if !persistent {
+            continue;
+        }
+        let t = tokens as f64;
+        let blocks = 132.0; // one per SM: Wqkv's and Wi's 144 tiles are wider
+        let step_s = |c: LaunchCost| {
+            let weights = c.param_bytes / (profile.efficiency(c.class).memory * profile.dram_bytes_per_s);
+            let e = profile.efficiency(c.class);
+            let rest = (c.flops / (e.compute * profile.peak_flops))
+                .max(c.activation_bytes / (e.memory * profile.dram_bytes_per_s))
+                .max((c.activation_bytes + c.l2_bytes) / profile.l2_bytes_per_s);
+            weights.max(profile.grid_barrier_s + rest)
+        };
+        let gemm = |n: f64, k: f64, out: f64, normed: bool| LaunchCost {
+            class: KernelClass::GemmStream,
+            flops: 2.0 * t * n * k,
+            param_bytes: 2.0 * n * k + if normed { 4.0 * n } else { 0.0 },
+            activation_bytes: 2.0 * t * (k + out),
+            l2_bytes: ((n / 16.0).min(blocks) - 1.0) * t * k * 2.0,
+        };
+        let attention = |kind| LaunchCost {
+            class: match kind {
+                LayerKind::Global => KernelClass::AttentionGlobal,
+                LayerKind::Local => KernelClass::AttentionLocal,
+            },
+            flops: 4.0 * 64.0 * heads * t * t, // every pair: the window (±64) holds 48 tokens
+            param_bytes: 0.0,
+            activation_bytes: 8.0 * t * h,
+            l2_bytes: 0.0,
+        };
+        let expected = profile.kernel_fixed_s
+            + (0..config.num_hidden_layers)
+                .map(|l| {
+                    step_s(gemm(3.0 * h, h, 3.0 * h, l > 0))
+                        + step_s(attention(config.layer_kind(l)))
+                        + step_s(gemm(h, h, 2.0 * h, false))
+                        + step_s(gemm(2.0 * i, h, i, true))
+                        + step_s(gemm(h, i, 2.0 * h, false))
+                })
+                .sum::<f64>();
+        assert!(
+            (fsmall.seconds - expected).abs() < 1e-9 * expected,
+            "{what}: {} s vs {expected} s",
+            fsmall.seconds
+        );
     }
 }

@@ -390,6 +390,44 @@ typedef struct GemmStreamParams {
     uint32_t cluster;    /* blocks per cluster (the launch's cluster dimension): 1 .. MB_STREAM_CLUSTER, dividing n / BN */
 } GemmStreamParams;
 
+/* forward_small_sm90.cu: the small-batch forward's layers in one co-scheduled launch — a program
+   of steps (the stream GEMMs and attention of every layer, in order), each block taking its share
+   of a step's units (a GEMM's 16-column tiles, attention's 64-query blocks), then a grid barrier
+   (each block's flag raised to the steps it finished, every block waiting for all flags). A
+   block's next GEMM tile's weights are in flight while it computes, and across the barriers, in a
+   ring of MB_FSMALL_SLOTS slots. */
+#define MB_FSMALL_THREADS MB_STREAM_THREADS /* 8 warps: a GEMM tile's, or two attention blocks of 4 */
+#define MB_FSMALL_SLOTS 2                   /* weight tiles in flight: the one computed and the next */
+#define MB_FSMALL_MAX_BLOCKS 1024           /* the flags' room in the arena: more blocks than any GPU has SMs */
+#define MB_FSMALL_GEMM 0u                   /* step kinds */
+#define MB_FSMALL_ATTENTION 1u
+typedef struct ForwardSmallStep {
+    GemmStreamParams gemm;     /* kind GEMM: m the launch's capacity rows, cluster 1 */
+    AttentionParams attention; /* kind ATTENTION */
+    uint32_t kind;             /* MB_FSMALL_* */
+    uint32_t reserved;
+} ForwardSmallStep;
+typedef struct ForwardSmallParams {
+    uint64_t steps; /* const ForwardSmallStep [count] */
+    uint64_t flags; /* uint32_t [gridDim.x], zeroed once: the steps each block has finished, over all launches */
+    uint32_t count; /* steps */
+    uint32_t m;     /* capacity rows (<= MB_STREAM_MAX_M): x's rows in shared memory */
+    uint32_t k;      /* the widest GEMM step's K: the shared rows' pitch */
+    uint32_t blocks; /* the grid (flags' length), checked against gridDim.x */
+} ForwardSmallParams;
+/* Shared memory (bytes from the start): the slots' mbarriers, 128 bytes; the weight slots, each
+   [MB_STREAM_BN][pitch]; then one region used by turns: a GEMM step's x [mr][pitch], the warps'
+   partial tiles and the rows' statistics (stream_tile.cuh), or an attention step's two blocks. */
+#define MB_FSMALL_PITCH(k) (2 * (k) + MB_STREAM_ROW_PAD)
+#define MB_FSMALL_SLOTS_OFFSET 128
+#define MB_FSMALL_REGION_OFFSET(k) (MB_FSMALL_SLOTS_OFFSET + MB_FSMALL_SLOTS * MB_STREAM_BN * MB_FSMALL_PITCH(k))
+#define MB_FSMALL_GEMM_REGION(mr, k) ((mr) * MB_FSMALL_PITCH(k) + MB_STREAM_WARPS * (mr) * MB_STREAM_BN * 4 + (mr) * 8)
+#define MB_FSMALL_ATTENTION_REGION (2 * MB_ATTENTION_SMEM_BYTES)
+#define MB_FSMALL_SMEM_BYTES(mr, k)                                                                   \
+    (MB_FSMALL_REGION_OFFSET(k) + (MB_FSMALL_GEMM_REGION(mr, k) > MB_FSMALL_ATTENTION_REGION        \
+                                       ? MB_FSMALL_GEMM_REGION(mr, k)                              \
+                                       : MB_FSMALL_ATTENTION_REGION))
+
 /* selftest_sm90.cu: the sm_90a instruments (wgmma and TMA against the emulator, PDL, misuse). */
 #define MB_SELFTEST90_THREADS 128        /* one warpgroup */
 #define MB_SELFTEST90_IMAGE_BYTES 65536 /* the shared-memory image wgmma reads */

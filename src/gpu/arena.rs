@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::heads::HeadShapes;
 use crate::kernels::device::{Device, DeviceBuffer};
 use crate::kernels::graph;
-use crate::kernels::params::{BatchDesc, MbRowStats, MB_GEMM90_BN};
+use crate::kernels::params::{BatchDesc, ForwardSmallStep, MbRowStats, MB_FSMALL_MAX_BLOCKS, MB_GEMM90_BN};
 use crate::limits::{bytes_of, sum_of};
 
 /// The per-batch inputs, uploaded in one host-to-device copy: `BatchDesc`, then `ids [tokens]`,
@@ -61,6 +61,9 @@ pub struct ArenaPlan {
     pub topk: usize,
     pub projected: usize,
     pub projected_f32: usize,
+    /// The persistent small-batch forward's program (5 steps a layer) and its flags.
+    pub program: usize,
+    pub flags: usize,
     /// Masked rows the MLM head takes per launch (the logits buffer's rows).
     pub mlm_rows: usize,
     /// Bytes of the top-k buffer (ids then probabilities, 8 bytes per pick).
@@ -145,6 +148,11 @@ impl ArenaPlan {
             } else {
                 0
             })?,
+            program: take(bytes_of(
+                &what,
+                &[config.num_hidden_layers, 5, std::mem::size_of::<ForwardSmallStep>()],
+            )?)?,
+            flags: take(4 * MB_FSMALL_MAX_BLOCKS as usize)?,
             mlm_rows,
             topk_bytes,
             bytes: offset,
@@ -193,6 +201,11 @@ pub struct Arena {
     pub projected: u64,
     /// ColBERT: normalised projection `[T, dense_out]` in f32.
     pub projected_f32: u64,
+    /// The persistent small-batch forward: its program, `ForwardSmallStep [5 · layers]`, written
+    /// once when the executor is made, and its grid barrier's flags, `u32 [MB_FSMALL_MAX_BLOCKS]`
+    /// (zeroed then; each forward raises them further).
+    pub program: u64,
+    pub flags: u64,
     pub mlm_rows: usize,
     pub topk_bytes: usize,
     pub bytes: usize,
@@ -230,6 +243,8 @@ impl Arena {
             topk: at(p.topk),
             projected: at(p.projected),
             projected_f32: at(p.projected_f32),
+            program: at(p.program),
+            flags: at(p.flags),
             mlm_rows: p.mlm_rows,
             topk_bytes: p.topk_bytes,
             bytes: p.bytes,

@@ -19,6 +19,7 @@ use crate::gpu::heads::{activation_code, DeviceHeads, Heads};
 use crate::gpu::path::{self, GpuPath, GpuPathChoice};
 use crate::gpu::weights::{DeviceLayer, DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
+use crate::kernels::forward_small::{forward_small_grid, ForwardSmall, ForwardSmallProgram};
 use crate::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use crate::kernels::params::*;
 use crate::kernels::{attention_sm90, gemm_stream, graph, nvtx, ops, Dtype, KernelError};
@@ -65,9 +66,18 @@ pub struct GpuExecutor {
     /// On [`GpuPath::Hopper`], launches of at most this many tokens (capacity) run their GEMMs
     /// as `gemm_stream_sm90` ([`path::small_batch_tokens`]); 0 elsewhere.
     small_batch_tokens: u32,
+    /// On [`GpuPath::Hopper`], small-batch launches of at most `params.m` tokens run every layer
+    /// as one co-scheduled launch of this program ([`path::persistent_tokens`]); `None`: off.
+    persistent: Option<ForwardSmall>,
     /// Replay recorded launch sequences (CUDA graphs) for batches that fit a graph bucket.
     graphs: bool,
     state: Mutex<State>,
+}
+
+/// One step of a layer on [`GpuPath::Hopper`]: a GEMM (with its range's name) or attention.
+enum HopperStep {
+    Gemm(GemmSm90, &'static CStr),
+    Attention(AttentionParams),
 }
 
 fn dev_err(e: KernelError) -> Error {
@@ -241,7 +251,7 @@ impl GpuExecutor {
         };
         let heads = DeviceHeads::upload(dev.as_ref(), dtype, config, heads, weights.tok_embeddings)?;
         let arena = Arena::new(dev.as_ref(), &plan)?;
-        Ok(GpuExecutor {
+        let mut exec = GpuExecutor {
             dev,
             dtype,
             config: config.clone(),
@@ -253,13 +263,71 @@ impl GpuExecutor {
                 GpuPath::Hopper => path::small_batch_tokens(config),
                 GpuPath::Portable => 0,
             },
+            persistent: None,
             graphs: false,
             state: Mutex::new(State {
                 arena,
                 inputs,
                 download,
             }),
-        })
+        };
+        exec.persistent = exec.persistent_program()?;
+        Ok(exec)
+    }
+
+    /// The persistent small-batch forward's program over this executor's arena, for batches of at
+    /// most [`path::persistent_tokens`] tokens (and the arena's sequences): the capacities are the
+    /// bound's, the counts each launch's `BatchDesc`, so one program serves every such batch.
+    /// `None` off the Hopper path, or where the bound is 0.
+    fn persistent_program(&self) -> Result<Option<ForwardSmall>> {
+        let bound = match self.path {
+            GpuPath::Hopper => path::persistent_tokens(&self.config).min(self.small_batch_tokens),
+            GpuPath::Portable => 0,
+        };
+        if bound == 0 || self.weights.layers.is_empty() {
+            return Ok(None);
+        }
+        let mut st = self.lock();
+        let a = &mut st.arena;
+        let shape = LaunchShape {
+            tokens: bound,
+            sequences: bound.min(a.max_sequences as u32),
+            max_seqlen: bound,
+        };
+        let mut program = ForwardSmallProgram::default();
+        for (l, layer) in self.weights.layers.iter().enumerate() {
+            for step in self.hopper_layer_steps(a, l, layer, shape, true) {
+                match step {
+                    HopperStep::Gemm(g, _) => program.gemm(self.dtype, &g, a.batch),
+                    HopperStep::Attention(p) => program.attention(&p),
+                }
+                .map_err(dev_err)?;
+            }
+        }
+        let blocks = forward_small_grid(self.dev.as_ref(), program.steps());
+        let placed = program.launch_at(a.program, a.flags, blocks).map_err(dev_err)?;
+        let (program_at, flags_at) = (a.offset_of(a.program), a.offset_of(a.flags));
+        self.dev
+            .upload(a.storage_mut(), program_at, &program.bytes())
+            .map_err(dev_err)?;
+        self.dev
+            .upload(a.storage_mut(), flags_at, &vec![0u8; 4 * blocks as usize])
+            .map_err(dev_err)?;
+        Ok(Some(placed))
+    }
+
+    /// Turn the persistent small-batch forward off (on by default where it fits): small batches
+    /// then launch each step as a programmatic dependent.
+    pub fn without_persistent(mut self) -> Self {
+        self.persistent = None;
+        self
+    }
+
+    /// The most tokens (a launch's capacity) the persistent forward takes; 0: off.
+    pub fn persistent_tokens(&self) -> u32 {
+        self.persistent
+            .as_ref()
+            .map_or(0, |f| f.params.m.min(self.small_batch_tokens))
     }
 
     /// Turn graph replay for small batches on or off (off by default).
@@ -625,10 +693,20 @@ impl GpuExecutor {
 
     /// The forward pass on the arena's inputs: `last_hidden = final_norm(layers(LN_emb(E[ids])))`,
     /// launched for the capacities of `shape`.
-    pub fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<(), KernelError> {
+    fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<(), KernelError> {
         let w = &self.weights;
         let small = shape.tokens <= self.small_batch_tokens;
         self.embeddings(a, shape)?; // x = LN_emb(E[ids])
+        if let Some(program) = self
+            .persistent
+            .as_ref()
+            .filter(|_| shape.tokens <= self.persistent_tokens())
+        {
+            // Every layer's steps in one launch, on the arena the program was built over.
+            let _layers = nvtx::range(c"layers.persistent");
+            program.launch(self.dev.as_ref(), self.dtype)?;
+            return self.add_and_norm(a, 0, w.final_norm, a.last_hidden, shape, c"final_norm");
+        }
         for (l, layer) in w.layers.iter().enumerate() {
             let _layer = nvtx::range(match self.config.layer_kind(l) {
                 LayerKind::Global => c"layer.global",
@@ -673,9 +751,8 @@ impl GpuExecutor {
 
     /// One layer on [`GpuPath::Hopper`]: `x` is the whole residual stream on entry and on exit
     /// (Wo and Wo2 add into it in their epilogues). `small`: the GEMMs are `gemm_stream_sm90`
-    /// (their weights in flight before they wait), which take each row's LayerNorm statistics from
-    /// x itself, so no statistics are written; all five launches are programmatic dependents of
-    /// the launch before them.
+    /// (their weights in flight before they wait) and attention is attention.cu, all five launches
+    /// programmatic dependents of the launch before them; else `gemm_sm90` and `attention_sm90`.
     fn layer_hopper(
         &self,
         a: &Arena,
@@ -684,6 +761,35 @@ impl GpuExecutor {
         s: LaunchShape,
         small: bool,
     ) -> Result<(), KernelError> {
+        for step in self.hopper_layer_steps(a, l, layer, s, small) {
+            match step {
+                HopperStep::Gemm(g, name) => self.linear_sm90(&g, small, a.batch, name)?,
+                HopperStep::Attention(p) => {
+                    let _range = nvtx::range(c"attention");
+                    // Small batches: attention.cu as a dependent (a few µs of fixed cost is all it
+                    // is there); large ones: attention_sm90 (wgmma, TMA), ordinary launches.
+                    if small {
+                        ops::attention(self.dev.as_ref(), self.dtype, &p, true)?;
+                    } else {
+                        attention_sm90::attention_sm90(self.dev.as_ref(), self.dtype, &p, s.tokens)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The five steps of layer `l` on [`GpuPath::Hopper`], for the launches above or the
+    /// persistent program: `small` (the stream GEMMs) takes each row's LayerNorm statistics from x
+    /// itself, the large GEMMs from `row_stats`.
+    fn hopper_layer_steps(
+        &self,
+        a: &Arena,
+        l: usize,
+        layer: &DeviceLayer,
+        s: LaunchShape,
+        small: bool,
+    ) -> [HopperStep; 5] {
         // LayerNorm has no pass here: the GEMM that reads x next (Wi, the next layer's Wqkv)
         // normalises its rows on the way, γ folded into its weight (ops::RowNorm), with the row
         // statistics the GEMM that wrote x (Wo, Wo2) recorded in `row_stats` — or, small, its
@@ -705,7 +811,7 @@ impl GpuExecutor {
                 epilogue,
                 norm,
             };
-            self.linear_sm90(&g, small, a.batch, name)
+            HopperStep::Gemm(g, name)
         };
         // Attention block: x += Wo · attention(RoPE(Wqkv · LN(x))), layer 0 without the LN.
         let rope = Sm90Epilogue::Rope {
@@ -716,28 +822,30 @@ impl GpuExecutor {
             batch: a.batch,
         };
         let attn_norm = layer.attn_norm.map(|_| norm(layer.wqkv_colsum));
-        gemm(a.x, &layer.wqkv, attn_norm, a.qkv, rope, c"attn_norm_qkv_rope")?;
-        // Small batches: attention.cu as a dependent (a few µs of fixed cost is all it is there);
-        // large ones: attention_sm90 (wgmma, TMA), ordinary launches like their GEMMs.
-        if small {
-            self.attention(a, l, s, true)?;
-        } else {
-            self.attention_sm90(a, l, s)?;
-        }
         // Statistics for the next norm; the last layer's would go unread (the final norm is a
         // pass), and the small-batch GEMMs make their own.
         let add_and_record = |last| Sm90Epilogue::Residual {
             r: a.x,
             stats: if small || last { 0 } else { a.row_stats },
         };
-        gemm(a.attn, &layer.wo, None, a.x, add_and_record(false), c"attn_out_add")?;
         // MLP block: x += Wo2 · GeGLU(Wi · LN(x)), Wi's rows in the epilogue's order.
         let geglu = Sm90Epilogue::Geglu {
             act: self.hidden_activation,
         };
-        let mlp_norm = Some(norm(layer.wi_colsum));
-        gemm(a.x, &layer.wi, mlp_norm, a.gated, geglu, c"mlp_norm_in_geglu")?;
-        gemm(a.gated, &layer.mlp_wo, None, a.x, add_and_record(last), c"mlp_out_add")
+        [
+            gemm(a.x, &layer.wqkv, attn_norm, a.qkv, rope, c"attn_norm_qkv_rope"),
+            HopperStep::Attention(self.attention_params(a, l, s)),
+            gemm(a.attn, &layer.wo, None, a.x, add_and_record(false), c"attn_out_add"),
+            gemm(
+                a.x,
+                &layer.wi,
+                Some(norm(layer.wi_colsum)),
+                a.gated,
+                geglu,
+                c"mlp_norm_in_geglu",
+            ),
+            gemm(a.gated, &layer.mlp_wo, None, a.x, add_and_record(last), c"mlp_out_add"),
+        ]
     }
 
     fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
@@ -834,14 +942,6 @@ impl GpuExecutor {
             &self.attention_params(a, layer, s),
             dependent,
         )
-    }
-
-    /// The same attention by `attention_sm90` (sm_90a): qkv read through a tensor map over its
-    /// `s.tokens` capacity rows, encoded for this launch.
-    fn attention_sm90(&self, a: &Arena, layer: usize, s: LaunchShape) -> Result<(), KernelError> {
-        let _range = nvtx::range(c"attention");
-        let p = self.attention_params(a, layer, s);
-        attention_sm90::attention_sm90(self.dev.as_ref(), self.dtype, &p, s.tokens)
     }
 
     fn attention_params(&self, a: &Arena, layer: usize, s: LaunchShape) -> AttentionParams {

@@ -3,6 +3,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::device::Device;
+use crate::kernels::forward_small::forward_small_max_rows;
 use crate::kernels::gemm_stream::{stream_max_rows, STREAM_K_MULTIPLE};
 use crate::kernels::params::{MB_GEMM90_BK, MB_GEMM90_BN, MB_GEMM90_ROPE_HEAD_DIM};
 
@@ -82,6 +83,18 @@ pub fn small_batch_tokens(config: &ModelConfig) -> u32 {
         return 0;
     }
     stream_max_rows(h).min(stream_max_rows(i))
+}
+
+/// The most tokens a launch may hold for [`GpuPath::Hopper`]'s small batches to run as the
+/// persistent forward (`forward_small_sm90`: every layer in one co-scheduled launch): the rows
+/// its shared memory takes at the widest K, two weight slots beside x. Base (K up to 1152): 48;
+/// large (2624): 0 (two slots of its Wo2 tile leave no room for x).
+pub fn persistent_tokens(config: &ModelConfig) -> u32 {
+    let (h, i) = (config.hidden_size as u32, config.intermediate_size as u32);
+    if h % STREAM_K_MULTIPLE != 0 || i % STREAM_K_MULTIPLE != 0 {
+        return 0;
+    }
+    forward_small_max_rows(h.max(i)).min(small_batch_tokens(config))
 }
 
 /// Why the Hopper path cannot run `config` on `dev`, or `None` when it can. `gemm_sm90` takes

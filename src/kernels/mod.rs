@@ -22,6 +22,7 @@ pub mod cublaslt;
 pub mod cuda;
 pub mod device;
 pub mod emu;
+pub mod forward_small;
 pub mod gemm;
 pub mod gemm_host;
 pub mod gemm_stream;

@@ -36,6 +36,8 @@ kernel_params!(
     HandoffParams,
     GemmStreamParams,
     AttentionSm90Params,
+    ForwardSmallStep,
+    ForwardSmallParams,
 );
 
 #[cfg(test)]
@@ -61,6 +63,8 @@ mod padding {
             std::mem::size_of::<HandoffParams>(),
             std::mem::size_of::<GemmStreamParams>(),
             std::mem::size_of::<AttentionSm90Params>(),
+            std::mem::size_of::<ForwardSmallStep>(),
+            std::mem::size_of::<ForwardSmallParams>(),
             std::mem::size_of::<MbTensorMapDesc>(),
             std::mem::size_of::<BatchDesc>(),
         ] {

@@ -69,6 +69,13 @@ pub const MB_STREAM_STORE: u32 = 0;
 pub const MB_STREAM_GEGLU: u32 = 1;
 pub const MB_STREAM_ROPE: u32 = 2;
 pub const MB_STREAM_RESIDUAL: u32 = 3;
+pub const MB_FSMALL_THREADS: u32 = 256;
+pub const MB_FSMALL_SLOTS: u32 = 2;
+pub const MB_FSMALL_MAX_BLOCKS: u32 = 1024;
+pub const MB_FSMALL_GEMM: u32 = 0;
+pub const MB_FSMALL_ATTENTION: u32 = 1;
+pub const MB_FSMALL_SLOTS_OFFSET: u32 = 128;
+pub const MB_FSMALL_ATTENTION_REGION: u32 = 81920;
 pub const MB_SELFTEST90_THREADS: u32 = 128;
 pub const MB_SELFTEST90_IMAGE_BYTES: u32 = 65536;
 pub const MB_SELFTEST90_SMEM_BYTES: u32 = 67584;
@@ -864,6 +871,70 @@ const _: () = {
     [
         "Offset of field: GemmStreamParams::cluster",
     ][::std::mem::offset_of!(GemmStreamParams, cluster) - 92usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct ForwardSmallStep {
+    pub gemm: GemmStreamParams,
+    pub attention: AttentionParams,
+    pub kind: u32,
+    pub reserved: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ForwardSmallStep"][::std::mem::size_of::<ForwardSmallStep>() - 168usize];
+    [
+        "Alignment of ForwardSmallStep",
+    ][::std::mem::align_of::<ForwardSmallStep>() - 8usize];
+    [
+        "Offset of field: ForwardSmallStep::gemm",
+    ][::std::mem::offset_of!(ForwardSmallStep, gemm) - 0usize];
+    [
+        "Offset of field: ForwardSmallStep::attention",
+    ][::std::mem::offset_of!(ForwardSmallStep, attention) - 96usize];
+    [
+        "Offset of field: ForwardSmallStep::kind",
+    ][::std::mem::offset_of!(ForwardSmallStep, kind) - 160usize];
+    [
+        "Offset of field: ForwardSmallStep::reserved",
+    ][::std::mem::offset_of!(ForwardSmallStep, reserved) - 164usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct ForwardSmallParams {
+    pub steps: u64,
+    pub flags: u64,
+    pub count: u32,
+    pub m: u32,
+    pub k: u32,
+    pub blocks: u32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    [
+        "Size of ForwardSmallParams",
+    ][::std::mem::size_of::<ForwardSmallParams>() - 32usize];
+    [
+        "Alignment of ForwardSmallParams",
+    ][::std::mem::align_of::<ForwardSmallParams>() - 8usize];
+    [
+        "Offset of field: ForwardSmallParams::steps",
+    ][::std::mem::offset_of!(ForwardSmallParams, steps) - 0usize];
+    [
+        "Offset of field: ForwardSmallParams::flags",
+    ][::std::mem::offset_of!(ForwardSmallParams, flags) - 8usize];
+    [
+        "Offset of field: ForwardSmallParams::count",
+    ][::std::mem::offset_of!(ForwardSmallParams, count) - 16usize];
+    [
+        "Offset of field: ForwardSmallParams::m",
+    ][::std::mem::offset_of!(ForwardSmallParams, m) - 20usize];
+    [
+        "Offset of field: ForwardSmallParams::k",
+    ][::std::mem::offset_of!(ForwardSmallParams, k) - 24usize];
+    [
+        "Offset of field: ForwardSmallParams::blocks",
+    ][::std::mem::offset_of!(ForwardSmallParams, blocks) - 28usize];
 };
 #[repr(C)]
 #[repr(align(128))]

@@ -46,6 +46,9 @@ pub struct Assumptions {
     /// [`Profile::dependent_fixed_s`].
     pub pdl_handoff_s: f64,
     pub pdl_handoff_source: String,
+    /// [`Profile::grid_barrier_s`].
+    pub grid_barrier_s: f64,
+    pub grid_barrier_source: String,
     /// [`Profile::l2_bytes_per_s`].
     pub l2_bytes_per_s: f64,
     pub l2_source: String,
@@ -273,6 +276,10 @@ pub fn fit_efficiencies(file: &CalibrationFile, kernel_fixed_s: f64) -> Result<P
     fitted.kernel_fixed_s = kernel_fixed_s;
     fitted.dependent_fixed_s = file.assumptions.pdl_handoff_s;
     fitted.l2_bytes_per_s = file.assumptions.l2_bytes_per_s;
+    fitted.grid_barrier_s = file.assumptions.grid_barrier_s;
+    // forward_small_sm90's time is its steps' (Profile::persistent_s); its class's efficiency is
+    // only the stream GEMM's, so that nothing reads an unfitted 1.0.
+    fitted.efficiency[KernelClass::ForwardSmall.index()] = fitted.efficiency[KernelClass::GemmStream.index()];
     Ok(fitted)
 }
 

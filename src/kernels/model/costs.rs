@@ -45,10 +45,13 @@ pub enum KernelClass {
     /// rates are assumptions of the calibration file.
     AttentionSm90Global,
     AttentionSm90Local,
+    /// `forward_small_sm90`, every layer of a small batch in one co-scheduled launch: its time is
+    /// its steps' ([`Profile::persistent_s`]), never this class's efficiency.
+    ForwardSmall,
 }
 
 impl KernelClass {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [KernelClass; Self::COUNT] = [
         KernelClass::Gemm,
         KernelClass::AttentionGlobal,
@@ -65,6 +68,7 @@ impl KernelClass {
         KernelClass::GemmStream,
         KernelClass::AttentionSm90Global,
         KernelClass::AttentionSm90Local,
+        KernelClass::ForwardSmall,
     ];
 
     /// The name in the JSON output and the calibration file.
@@ -85,6 +89,7 @@ impl KernelClass {
             KernelClass::GemmStream => "gemm_stream",
             KernelClass::AttentionSm90Global => "attention_sm90_global",
             KernelClass::AttentionSm90Local => "attention_sm90_local",
+            KernelClass::ForwardSmall => "forward_small",
         }
     }
 
@@ -206,6 +211,17 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
         "gemm_stream_sm90" => {
             let p: GemmStreamParams = decode(name, params)?;
             gemm_stream_cost(&p, rows(mem, p.batch, p.m))
+        }
+        "forward_small_sm90" => {
+            let steps = forward_small_steps(name, params, mem)?;
+            let total = |f: fn(&LaunchCost) -> f64| steps.iter().map(f).sum::<f64>();
+            LaunchCost {
+                class: KernelClass::ForwardSmall,
+                flops: total(|c| c.flops),
+                param_bytes: total(|c| c.param_bytes),
+                activation_bytes: total(|c| c.activation_bytes),
+                l2_bytes: total(|c| c.l2_bytes),
+            }
         }
         "geglu" => {
             let p: GegluParams = decode(name, params)?;
@@ -351,6 +367,46 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
     }
 }
 
+/// The steps of a `forward_small_sm90` launch, each costed as its per-launch kernel: a GEMM step
+/// as `gemm_stream_sm90`, except that x is read from L2 by every block with a tile (min(tiles,
+/// blocks) of them: no clusters), an attention step as attention.cu. The program is read from
+/// the model device's memory, where the executor uploaded it.
+pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<Vec<LaunchCost>, KernelError> {
+    let p: ForwardSmallParams = decode(name, params)?;
+    let size = std::mem::size_of::<ForwardSmallStep>();
+    let mut steps = Vec::with_capacity(p.count as usize);
+    for i in 0..p.count as u64 {
+        let at = p.steps + i * size as u64;
+        let bytes: Vec<u8> = (0..size as u64 / 4)
+            .flat_map(|w| mem.read_u32(at + 4 * w).to_le_bytes())
+            .collect();
+        let step: ForwardSmallStep = decode(name, &bytes)?;
+        steps.push(match step.kind {
+            MB_FSMALL_GEMM => {
+                let g = &step.gemm;
+                let rows = rows(mem, g.batch, g.m);
+                let readers = (g.n / MB_STREAM_BN).min(p.blocks.max(1)) as f64;
+                LaunchCost {
+                    l2_bytes: (readers - 1.0) * rows * g.k as f64 * ELEM,
+                    ..gemm_stream_cost(g, rows)
+                }
+            }
+            MB_FSMALL_ATTENTION => attention_cost(
+                &step.attention,
+                mem,
+                [KernelClass::AttentionGlobal, KernelClass::AttentionLocal],
+            ),
+            kind => {
+                return Err(KernelError::ParamSize {
+                    kernel: name.into(),
+                    message: format!("step {i} of kind {kind}"),
+                })
+            }
+        });
+    }
+    Ok(steps)
+}
+
 /// How fast one class runs, as fractions of the card's vendor peaks (dense bf16 tensor FLOP/s,
 /// DRAM bytes/s). A class without a compute fraction is memory-bound by construction (its FLOPs
 /// are 0).
@@ -377,6 +433,10 @@ pub struct Profile {
     /// L2-to-SM bandwidth, for launches with [`LaunchCost::l2_bytes`] (assumed: the calibration
     /// file's `assumptions`; the same chip, so the same on an H200).
     pub l2_bytes_per_s: f64,
+    /// The persistent forward's grid barrier between two steps: from a block's flag raised to
+    /// every block seeing all flags (assumed: the calibration file's `assumptions`, until the
+    /// hand-off microbenchmark's persistent way is measured).
+    pub grid_barrier_s: f64,
     /// Host time to issue one direct launch, or one graph replay.
     pub host_launch_s: f64,
     /// Host↔device copies (assumed, not measured: see the calibration file).
@@ -396,6 +456,7 @@ impl Profile {
             kernel_fixed_s: 0.0,
             dependent_fixed_s: 0.0,
             l2_bytes_per_s: f64::INFINITY,
+            grid_barrier_s: 0.0,
             host_launch_s: 0.0,
             pcie_bytes_per_s,
         }
@@ -426,6 +487,22 @@ impl Profile {
     /// GPU time of a launch: fixed cost + roofline.
     pub fn kernel_s(&self, c: &LaunchCost) -> f64 {
         self.kernel_fixed_s + self.roofline_s(c)
+    }
+
+    /// GPU time of a persistent launch of `steps` ([`forward_small_steps`]): its fixed cost, then
+    /// each step in turn. A step's weights stream in ahead (under the previous step and the
+    /// barrier: a block's next tile is in flight while it computes), so a step takes the longer of
+    /// its weights' DRAM time and the barrier + the rest of its roofline (x's reads from L2, its
+    /// outputs, its math). What this leaves out: a step's own latency chain beyond the barrier (x's
+    /// first bytes, the reduction, the epilogue's stores), and waves (a GEMM of more tiles than
+    /// blocks runs two on some of them).
+    pub fn persistent_s(&self, steps: &[LaunchCost]) -> f64 {
+        let step_s = |c: &LaunchCost| {
+            let weights = c.param_bytes / (self.efficiency(c.class).memory * self.dram_bytes_per_s);
+            let rest = LaunchCost { param_bytes: 0.0, ..*c };
+            weights.max(self.grid_barrier_s + self.roofline_s(&rest))
+        };
+        self.kernel_fixed_s + steps.iter().map(step_s).sum::<f64>()
     }
 
     /// GPU time of a programmatic dependent launch: the hand-off + roofline (its weight

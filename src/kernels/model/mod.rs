@@ -221,26 +221,22 @@ impl ModelDevice {
 
     /// Run one launch on the GPU clock: it starts when both the GPU is free and the host has
     /// issued it (`issued_s`).
-    fn execute(&self, cost: &LaunchCost, dependent: bool, issued_s: f64) {
-        let seconds = if dependent {
-            self.profile.dependent_kernel_s(cost)
-        } else {
-            self.profile.kernel_s(cost)
-        };
+    fn execute(&self, (cost, seconds): (LaunchCost, f64), issued_s: f64) {
+        let cost = &cost;
         let mut c = lock(&self.clock);
         c.gpu_s = c.gpu_s.max(issued_s) + seconds;
         lock(&self.ledger).add(cost, seconds);
     }
 
     /// A direct launch: the host spends `host_launch_s` issuing it.
-    fn direct(&self, cost: &LaunchCost, dependent: bool) {
+    fn direct(&self, timed: (LaunchCost, f64)) {
         let issued = {
             let mut c = lock(&self.clock);
             c.host_s += self.profile.host_launch_s;
             c.host_s
         };
         lock(&self.ledger).direct_launches += 1;
-        self.execute(cost, dependent, issued);
+        self.execute(timed, issued);
     }
 
     fn record(&self, step: Step) -> bool {
@@ -253,10 +249,30 @@ impl ModelDevice {
         }
     }
 
-    fn step_cost(&self, step: &Step) -> Result<LaunchCost, KernelError> {
+    /// A step's cost and GPU time: a persistent launch its steps' ([`Profile::persistent_s`]), a
+    /// programmatic dependent the hand-off + roofline, any other launch the fixed cost + roofline.
+    fn step_cost(&self, step: &Step) -> Result<(LaunchCost, f64), KernelError> {
+        let mem = self.memory.as_ref();
         match step {
-            Step::Launch { name, params, .. } => costs::kernel_cost(name, params, self.memory.as_ref()),
-            Step::Gemm(g) => Ok(costs::gemm_cost(g)),
+            Step::Launch {
+                name,
+                params,
+                dependent,
+            } => {
+                let cost = costs::kernel_cost(name, params, mem)?;
+                let seconds = match cost.class {
+                    KernelClass::ForwardSmall => self
+                        .profile
+                        .persistent_s(&costs::forward_small_steps(name, params, mem)?),
+                    _ if *dependent => self.profile.dependent_kernel_s(&cost),
+                    _ => self.profile.kernel_s(&cost),
+                };
+                Ok((cost, seconds))
+            }
+            Step::Gemm(g) => {
+                let cost = costs::gemm_cost(g);
+                Ok((cost, self.profile.kernel_s(&cost)))
+            }
         }
     }
 }
@@ -369,7 +385,7 @@ impl Device for ModelDevice {
         params: &[u8],
         attrs: LaunchAttrs,
     ) -> Result<(), KernelError> {
-        if attrs.coscheduled {
+        if attrs.coscheduled && !name.starts_with("forward_small_sm90") {
             return Err(KernelError::Unsupported {
                 kernel: name.into(),
                 message: format!("{} has no formula for a co-scheduled grid", self.name()),
@@ -377,14 +393,14 @@ impl Device for ModelDevice {
         }
         // The cost comes from the parameters; grid, block and smem only restate them. It is
         // computed while recording a graph too, so that a kernel without a formula fails at once.
-        let cost = costs::kernel_cost(name, params, self.memory.as_ref())?;
         let step = Step::Launch {
             name: name.to_string(),
             params: params.to_vec(),
             dependent: attrs.dependent,
         };
+        let timed = self.step_cost(&step)?;
         if !self.record(step) {
-            self.direct(&cost, attrs.dependent);
+            self.direct(timed);
         }
         Ok(())
     }
@@ -403,8 +419,9 @@ impl Device for ModelDevice {
     }
     fn gemm(&self, _dtype: Dtype, g: &GemmDesc) -> Result<(), KernelError> {
         g.check()?;
+        let timed = self.step_cost(&Step::Gemm(*g))?;
         if !self.record(Step::Gemm(*g)) {
-            self.direct(&costs::gemm_cost(g), false);
+            self.direct(timed);
         }
         Ok(())
     }
@@ -432,9 +449,7 @@ impl Device for ModelDevice {
         };
         lock(&self.ledger).graph_replays += 1;
         for step in steps.iter() {
-            let cost = self.step_cost(step)?;
-            let dependent = matches!(step, Step::Launch { dependent: true, .. });
-            self.execute(&cost, dependent, issued);
+            self.execute(self.step_cost(step)?, issued);
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ pub fn committed() -> PathBuf {
 pub fn generate(header: &Path) -> Result<String, String> {
     let builder = bindgen::Builder::default()
         .header(header.display().to_string())
-        .allowlist_type(".*Params|BatchDesc|MbTensorMapDesc|MbRowStats")
+        .allowlist_type(".*Params|BatchDesc|MbTensorMapDesc|MbRowStats|ForwardSmallStep")
         .allowlist_var("MB_.*")
         .derive_default(true)
         .derive_copy(true)

@@ -1,0 +1,172 @@
+// forward_small_sm90.cu — the small-batch forward's layers in one launch (issue 14): at a batch of
+// one text a layer is 5 dependent steps over 10 MB of weights, and a launch per step costs more
+// than the step's weights take to stream (profiles/optimisation-log.md). Here the steps of all
+// layers run in one co-scheduled grid, a grid barrier in global memory between consecutive steps,
+// and each block's weights for its next GEMM tile stream in while it computes, waits at a barrier
+// or runs attention: what a step costs beyond its weights is the barrier, x's read and the math.
+//
+// Program (ForwardSmallParams.steps, built by src/kernels/forward_small.rs from the same parameter
+// structs the per-launch path launches): per layer
+//   Wqkv (stream GEMM, norm + RoPE) → attention → Wo (residual) → Wi (norm + GeGLU) → Wo2 (residual).
+// Units of a step: a GEMM's 16-column tiles (n / 16; tile t on block t mod G), an attention
+// step's 64-query blocks (sequences × heads × ⌈max_seqlen / 64⌉ capacities; unit u on block
+// (u / 2) mod G, half u mod 2 of it: warps 0-3 or 4-7, each half under its own named barrier).
+// The arithmetic of a unit is that of its per-launch kernel, shared code: stream_tile.cuh (the
+// GEMM tile of gemm_stream_sm90.cu), attention_block.cuh (attention.cu's block), so the program's
+// output equals the per-launch path's bit for bit.
+//
+// A block's loop over steps s = 0 .. count − 1:
+//   1. s > 0: the grid barrier — warp 0's lanes acquire every block's flag ≥ base + s (base: this
+//      block's flag at entry, which every block left equal at the end of the previous launch), then
+//      the whole block syncs. All of step s − 1's writes are visible (each block released them).
+//   2. GEMM: x's rows in use into shared memory (cp.async, the generic proxy: x was written by
+//      other blocks' ordinary stores in this launch), rows to the next 16 zeroed, the row
+//      statistics; then per tile: wait for its slot's weights (mbarrier, the slot's phase), the
+//      warps' partial products, a sync, the slot refilled with the block's tile after next — which
+//      may be a later step's, since weights are no step's output — and the epilogue.
+//      ATTENTION: the block's units, two at a time.
+//   3. A sync, then thread 0 raises the block's flag to base + s + 1 (release, gpu scope).
+// Weight slots: thread 0 issues one bulk copy per weight row (16 rows of 2k bytes, at the step's
+// pitch 2k + 64, in a slot sized for the widest k) on the slot's mbarrier; the block's i-th tile of the whole program uses slot i mod 2, phase
+// (i / 2) mod 2.
+// Geometry: G = min(multiprocessors, the widest step's units) co-scheduled blocks (one per SM) of
+//   256 threads; shared memory MB_FSMALL_SMEM_BYTES(m rounded up to 16, the widest K) (params.h):
+//   base at 32 rows 168 KiB.
+// Bytes (minimum, per launch): every weight once (DRAM); per GEMM step, x once per block with a
+//   tile (L2); per attention step, its K/V tiles per query block; the outputs. FLOPs: the steps'.
+#include "attention_block.cuh"  // attention_detail::attention_block
+#include "hopper.cuh"           // mbar_*, bulk_load, named_bar_sync
+#include "stream_tile.cuh"      // the stream GEMM tile's pieces
+
+extern __shared__ __align__(1024) unsigned char smem[];
+
+namespace {
+
+using namespace stream_tile;
+
+// A barrier of the 128 threads of one half of the block (named barriers 1 and 2).
+struct HalfSync {
+    int id;
+    __device__ __forceinline__ void operator()() const { named_bar_sync(id, MB_ATTENTION_THREADS); }
+};
+
+// The block's next GEMM tile at or after (step, tile) of the program, or step == count.
+struct Cursor {
+    uint32_t step, tile;
+};
+
+__device__ __forceinline__ Cursor next_tile(const ForwardSmallStep* steps, uint32_t count, Cursor c) {
+    for (; c.step < count; c.step++, c.tile = blockIdx.x) {
+        if (steps[c.step].kind == MB_FSMALL_GEMM && c.tile < steps[c.step].gemm.n / BN) return c;
+    }
+    return c;
+}
+
+// Thread 0: the tile's 16 weight rows, all of its step's K, into `slot` (at that K's pitch, as
+// stream_tile.cuh reads them) on the slot's mbarrier.
+__device__ __forceinline__ void issue_weights(const GemmStreamParams& p, uint32_t tile, unsigned char* slot, uint64_t* bar) {
+    const unsigned char* w = reinterpret_cast<const unsigned char*>(p.w);
+    mbar_arrive_expect_tx(bar, BN * 2 * p.k);
+    for (uint32_t c = 0; c < BN; c++) {
+        bulk_load(slot + c * pitch_of(p.k), w + (size_t)weight_row(p, tile, c) * p.k * 2, 2 * p.k, bar);
+    }
+}
+
+template <typename T>
+__device__ void forward_small(const ForwardSmallParams& P) {
+    const ForwardSmallStep* steps = reinterpret_cast<const ForwardSmallStep*>(P.steps);
+    uint32_t* flags = reinterpret_cast<uint32_t*>(P.flags);
+    const uint32_t tid = threadIdx.x, G = gridDim.x, blk = blockIdx.x;
+    const uint32_t slot_bytes = BN * MB_FSMALL_PITCH(P.k);  // a slot holds the widest step's tile
+    uint64_t* slot_bar = reinterpret_cast<uint64_t*>(smem);  // [MB_FSMALL_SLOTS]
+    unsigned char* slots = smem + MB_FSMALL_SLOTS_OFFSET;     // [MB_FSMALL_SLOTS][slot_bytes]
+    unsigned char* region = smem + MB_FSMALL_REGION_OFFSET(P.k);
+    // The flags are P.blocks long: another grid would read past them, or leave some unraised.
+    if (G != P.blocks) __trap();
+    const uint32_t base = flags[blk];  // this block's own flag, left by the previous launch
+
+    if (tid == 0) {
+        for (int i = 0; i < MB_FSMALL_SLOTS; i++) mbar_init(&slot_bar[i], 1);
+        mbar_init_fence();
+    }
+    __syncthreads();
+    // The first MB_FSMALL_SLOTS tiles' weights, before anything else.
+    Cursor issue = next_tile(steps, P.count, {0, blk});
+    uint32_t issued = 0, consumed = 0;
+    if (tid == 0) {
+        for (; issued < MB_FSMALL_SLOTS && issue.step < P.count; issued++) {
+            issue_weights(steps[issue.step].gemm, issue.tile, slots + issued * slot_bytes, &slot_bar[issued]);
+            issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+        }
+    }
+
+    for (uint32_t s = 0; s < P.count; s++) {
+        if (s > 0) {  // 1. every block has finished step s − 1
+            if (tid < 32) {
+                for (uint32_t j = tid; j < G; j += 32) grid_wait_geq(&flags[j], base + s);
+            }
+            __syncthreads();
+        }
+        const ForwardSmallStep& step = steps[s];
+        if (step.kind == MB_FSMALL_GEMM) {
+            const GemmStreamParams& p = step.gemm;
+            if (blk < p.n / BN) {
+                // 2. x's rows in use, then per tile the product of the slot's weights.
+                const uint32_t k = p.k, pitch = pitch_of(k), vecs = k / 8;
+                const uint32_t rows = rows_in_use(p.batch, p.m), m16 = (rows + 15) / 16;
+                unsigned char* x_s = region;                                          // [m16 · 16][pitch]
+                float* part = reinterpret_cast<float*>(x_s + m16 * 16 * pitch);       // [WARPS][m16 · 16][16]
+                float2* row_stats = reinterpret_cast<float2*>(part + WARPS * m16 * 16 * BN);  // [m16 · 16]
+                const unsigned char* x = reinterpret_cast<const unsigned char*>(p.x);
+                for (uint32_t i = tid; i < rows * vecs; i += MB_FSMALL_THREADS) {
+                    const uint32_t r = i / vecs, v = i % vecs;
+                    cp_async_16(x_s + r * pitch + 16 * v, x + ((size_t)r * k + 8 * v) * 2);
+                }
+                cp_async_commit();
+                zero_rows(x_s, k, rows, m16);
+                cp_async_wait_all();
+                __syncthreads();
+                row_stats_of<T>(p, x_s, rows, row_stats);
+                for (uint32_t tile = blk; tile < p.n / BN; tile += G, consumed++) {
+                    const uint32_t slot = consumed % MB_FSMALL_SLOTS;
+                    while (!mbar_try_wait(&slot_bar[slot], (consumed / MB_FSMALL_SLOTS) % 2)) {
+                    }
+                    partial_product<T>(k, m16, slots + slot * slot_bytes, x_s, part);
+                    __syncthreads();  // every warp is done with the slot (and has written its part)
+                    if (tid == 0 && issue.step < P.count) {
+                        issue_weights(steps[issue.step].gemm, issue.tile, slots + slot * slot_bytes, &slot_bar[slot]);
+                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+                        issued++;
+                    }
+                    epilogue<T>(p, tile, rows, m16, part, row_stats);
+                    __syncthreads();  // part is the next tile's
+                }
+            }
+        } else {
+            const AttentionParams& p = step.attention;
+            const uint32_t qblocks = (p.max_seqlen + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;
+            const uint32_t units = p.max_sequences * p.heads * qblocks, half = tid / MB_ATTENTION_THREADS;
+            for (uint32_t u = 2 * blk + half; u < units; u += 2 * G) {
+                const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / (qblocks * p.heads);
+                const HalfSync sync{1 + (int)half};
+                attention_detail::attention_block<T, false>(p, b, h, qb, region + half * MB_ATTENTION_SMEM_BYTES,
+                                                            tid % MB_ATTENTION_THREADS, sync);
+                sync();  // the half's warps are done with its shared memory before the next unit's loads
+            }
+            __syncthreads();
+        }
+        // 3. This block's share of step s is written: raise its flag.
+        __syncthreads();
+        if (tid == 0) grid_signal(&flags[blk], base + s + 1);
+    }
+    (void)issued;
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(MB_FSMALL_THREADS, 1) forward_small_sm90_bf16(const __grid_constant__ ForwardSmallParams p) {
+    forward_small<__nv_bfloat16>(p);
+}
+extern "C" __global__ void __launch_bounds__(MB_FSMALL_THREADS, 1) forward_small_sm90_f16(const __grid_constant__ ForwardSmallParams p) {
+    forward_small<__half>(p);
+}
