@@ -153,9 +153,9 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                                                             tid % MB_ATTENTION_THREADS, sync);
                 sync();  // the half's warps are done with its shared memory before the next unit's loads
             }
-            __syncthreads();
         }
-        // 3. This block's share of step s is written: raise its flag.
+        // 3. This block's share of step s is written (both halves' attention blocks; a GEMM's last
+        //    tile: its sync already) and the region is free: raise its flag.
         __syncthreads();
         if (tid == 0) grid_signal(&flags[blk], base + s + 1);
     }

@@ -18,12 +18,15 @@
 #   must fail; its thread block clusters (a multicast's destinations, the cluster barrier's
 #   count, %cluster_ctarank), and gemm_stream_sm90's or the sm_90a self-test's must fail;
 # - persistent: the persistent forward (cuda/forward_small_sm90.cu: the grid barrier's wait, its
-#   counter and the flags carried between launches, the sync between a half's attention blocks, the
+#   counter, the flags carried between launches, the sync between a half's attention blocks, the
 #   next tile's weights and their slot's phase, the blocks without a tile, attention's units) and
 #   its choice (the bound's comparison, its width), and tests/persistent_forward.rs or
-#   tests/cost_model.rs must fail. (A flag raised before the block's last sync is not among them:
-#   the emulator passes the turn between co-scheduled blocks only when all of a block's threads
-#   wait, so it never shows another block a step half written.)
+#   tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
+#   microbenchmark's), which the emulator shows by passing the turn to the other co-scheduled
+#   blocks at every release store. The forward's own flag raised before its block's last sync is
+#   not among them: a block's two attention halves always take the two heads of the same
+#   sequences (heads are even), so on the emulator they reach that sync together; on a GPU they
+#   need not.
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
 #   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator, persistent
 set -uo pipefail
@@ -175,6 +178,12 @@ mutate "persistent: the last block with tiles skips the GEMM step" \
 mutate "persistent: attention's units decoded with the sequence as the fastest index after the head" \
   "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / (qblocks * p.heads);" \
   "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / qblocks % p.max_sequences;"
+cp "$backup" "$src"
+target cuda/handoff_sm90.cu "cd kernels-tests && cargo test -q --test handoff_sm90"
+mutate "emulator: a flag raised before the value it stands for is seen early (handoff_persistent)" \
+  "            out[(size_t)s * g + b] = prev + 1;
+            grid_signal(&flags[b], s + 1);" "            grid_signal(&flags[b], s + 1);
+            out[(size_t)s * g + b] = prev + 1;"
 cp "$backup" "$src"
 target src/gpu/executor.rs "cargo test -q --test cost_model"
 mutate "executor: a launch of exactly the persistent bound takes the per-launch path" \

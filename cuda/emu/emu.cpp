@@ -446,6 +446,13 @@ bool run_block(Block* b, Stacks* S) {
                     swapcontext(&b->sched_uc, &b->thr[t].uc);
 #endif
                     if (!b->err.empty()) return false;
+                    // A flag released to the other blocks: they run now, before this block's other
+                    // threads go on, so a flag raised before the writes it stands for shows them
+                    // half done (as a GPU may).
+                    if (b->released && b->turns) {
+                        b->released = false;
+                        if (!pass_turn(b)) return false;
+                    }
                     State s = b->thr[t].st;
                     if (s != SPIN) b->progress++;
                     if ((s == WARP || s == DONE) && b->warps[w].op != OP_NONE &&
@@ -524,6 +531,7 @@ void worker(Launch* L, int64_t only = -1, Cluster* cluster = nullptr) {
         b.index = i;
         b.rank = (uint32_t)(i % b.cluster->size);
         b.progress_at_turn_end = 0;
+        b.released = false;
         g_blk = &b;
         bool ok = only < 0 || await_turn(b.turns, L, i);
         ok = ok && run_block(&b, S);
@@ -676,7 +684,10 @@ extern "C" void emu_grid_wait_geq(const uint32_t* flag, uint32_t value) {
 
 extern "C" void emu_grid_signal(uint32_t* flag, uint32_t value) {
     __atomic_store_n(flag, value, __ATOMIC_RELEASE);
-    g_blk->progress++;
+    Block* b = g_blk;
+    b->progress++;
+    b->released = true;
+    yield_to_scheduler();  // still RUN: the scheduler passes the turn, then resumes this thread
 }
 
 // ---- launch API (src/kernels/emu.rs) -------------------------------------------------------------------

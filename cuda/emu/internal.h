@@ -203,6 +203,7 @@ struct Block {
     uint64_t index;     // linear block index
     uint64_t progress_at_turn_end;  // co-scheduled: `progress` when the block last passed the turn
     Turns* turns;       // the group it takes turns with (co-scheduled grid, cluster), or null
+    bool released;      // a thread stored a flag with release (grid_signal): pass the turn at once
     Cluster* cluster;   // its cluster (`own_cluster` outside a cluster launch)
     uint32_t rank;      // %cluster_ctarank
     Cluster own_cluster;
