@@ -103,8 +103,9 @@ mutate "executor: no BatchDesc, so every capacity row is computed" \
 mutate "executor: attention on the small-batch path an ordinary launch, not a dependent" \
   "ops::attention(self.dev.as_ref(), self.dtype, &p, true)?;" "ops::attention(self.dev.as_ref(), self.dtype, &p, false)?;"
 mutate "executor: Wi's folded LayerNorm dropped on the small-batch path" \
-  "gemm(a.x, &layer.wi, Some(norm(layer.wi_colsum))," \
-  "gemm(a.x, &layer.wi, if small { None } else { Some(norm(layer.wi_colsum)) },"
+  "                &layer.wi,
+                Some(norm(layer.wi_colsum))," "                &layer.wi,
+                if small { None } else { Some(norm(layer.wi_colsum)) },"
 cp "$backup" "$src"
 target src/gpu/path.rs "$executor_tests"
 mutate "path: the bound from the hidden width alone (Wo2's K = intermediate ignored)" \

@@ -686,8 +686,14 @@ extern "C" void emu_grid_signal(uint32_t* flag, uint32_t value) {
     __atomic_store_n(flag, value, __ATOMIC_RELEASE);
     Block* b = g_blk;
     b->progress++;
-    b->released = true;
-    yield_to_scheduler();  // still RUN: the scheduler passes the turn, then resumes this thread
+    // The other legal schedule, in the reversed order: the other blocks run at once, before this
+    // block's threads go on (a flag raised before its writes shows them undone). In the forward
+    // order the block keeps the turn until its threads only poll (a block that skips a wait runs
+    // ahead into the next step).
+    if (b->L->reverse && b->turns) {
+        b->released = true;
+        yield_to_scheduler();  // still RUN: the scheduler passes the turn, then resumes this thread
+    }
 }
 
 // ---- launch API (src/kernels/emu.rs) -------------------------------------------------------------------

@@ -17,9 +17,10 @@
 // Blocks run one after another on a few host threads (reversed: last block first), except in a
 // co-scheduled launch (a persistent kernel whose blocks wait on each other through global memory,
 // grid_wait_geq / grid_signal): there every block has its host thread, they take turns, and a
-// block passes the turn when its threads only poll, and at once after a grid_signal (the others
-// see the flag before the signalling block's threads go on, so a flag raised before the writes it
-// stands for shows them undone); a full round of turns without progress is a deadlock, reported. A cluster launch (flags bits 8-15: blocks per cluster along x) runs its
+// block passes the turn when its threads only poll — and, in the reversed order, at once after a
+// grid_signal (the others see the flag before the signalling block's threads go on, so a flag
+// raised before the writes it stands for shows them undone; in the forward order a block that
+// skips a wait runs ahead); a full round of turns without progress is a deadlock, reported. A cluster launch (flags bits 8-15: blocks per cluster along x) runs its
 // clusters as the plain launch runs blocks, and each cluster's blocks as a co-scheduled group:
 // the cluster barrier and copies multicast into a peer's shared memory (hopper.cpp) work across
 // them; a peer is reachable only while it runs.
