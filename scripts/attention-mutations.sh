@@ -117,10 +117,10 @@ fi
 if [ "$section" = all ] || [ "$section" = executor ]; then
 target src/gpu/executor.rs "env $emu_only cargo test -q --test device_parity hopper && env $emu_only cargo test -q --test cost_model"
 mutate "the Hopper path's large batches keep attention.cu" \
-  "        if small {
-            self.attention(a, l, s, true)?;
-        } else {
-            self.attention_sm90(a, l, s)?;
-        }" "        self.attention(a, l, s, small)?;"
+  "                    if small {
+                        ops::attention(self.dev.as_ref(), self.dtype, &p, true)?;
+                    } else {
+                        attention_sm90::attention_sm90(self.dev.as_ref(), self.dtype, &p, s.tokens)?;
+                    }" "                    ops::attention(self.dev.as_ref(), self.dtype, &p, small)?;"
 fi
 mutations_done
