@@ -27,11 +27,11 @@
 //      ATTENTION: the block's units, two at a time.
 //   3. A sync, then thread 0 raises the block's flag to base + s + 1 (release, gpu scope).
 // Weight slots: thread 0 issues one bulk copy per weight row (16 rows of 2k bytes, at the step's
-// pitch 2k + 64, in a slot sized for the widest k) on the slot's mbarrier; the block's i-th tile of the whole program uses slot i mod 2, phase
-// (i / 2) mod 2.
+// pitch 2k + 64, in a slot sized for the widest k) on the slot's mbarrier; the block's i-th tile
+// of the whole program uses slot i mod 2, phase (i / 2) mod 2.
 // Geometry: G = min(multiprocessors, the widest step's units) co-scheduled blocks (one per SM) of
 //   256 threads; shared memory MB_FSMALL_SMEM_BYTES(m rounded up to 16, the widest K) (params.h):
-//   base at 32 rows 168 KiB.
+//   base at 32 rows 164 KiB, at its bound of 48 rows 209.5 KiB.
 // Bytes (minimum, per launch): every weight once (DRAM); per GEMM step, x once per block with a
 //   tile (L2); per attention step, its K/V tiles per query block; the outputs. FLOPs: the steps'.
 #include "attention_block.cuh"  // attention_detail::attention_block
