@@ -85,7 +85,6 @@ __device__ __forceinline__ void attention_kernel(const AttentionParams& p) {
 
 }  // namespace
 
-
 extern "C" __global__ void MB_PDL_PRIMARY __launch_bounds__(MB_ATTENTION_THREADS, 3) attention_bf16(const __grid_constant__ AttentionParams p) {
     attention_kernel<__nv_bfloat16>(p);
 }

@@ -91,14 +91,14 @@ __device__ void forward_small(const ForwardSmallParams& P) {
     }
     __syncthreads();
     // The first MB_FSMALL_SLOTS tiles' weights, before anything else.
-    Cursor issue = next_tile(steps, P.count, {0, blk});
-    uint32_t issued = 0, consumed = 0;
+    Cursor issue = next_tile(steps, P.count, {0, blk});  // thread 0's: the next tile to load
     if (tid == 0) {
-        for (; issued < MB_FSMALL_SLOTS && issue.step < P.count; issued++) {
-            issue_weights(steps[issue.step].gemm, issue.tile, slots + issued * slot_bytes, &slot_bar[issued]);
+        for (int i = 0; i < MB_FSMALL_SLOTS && issue.step < P.count; i++) {
+            issue_weights(steps[issue.step].gemm, issue.tile, slots + i * slot_bytes, &slot_bar[i]);
             issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
         }
     }
+    uint32_t consumed = 0;  // the block's tiles computed so far: tile i is in slot i mod 2
 
     for (uint32_t s = 0; s < P.count; s++) {
         if (s > 0) {  // 1. every block has finished step s − 1
@@ -136,7 +136,6 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                     if (tid == 0 && issue.step < P.count) {
                         issue_weights(steps[issue.step].gemm, issue.tile, slots + slot * slot_bytes, &slot_bar[slot]);
                         issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
-                        issued++;
                     }
                     epilogue<T>(p, tile, rows, m16, part, row_stats);
                     __syncthreads();  // part is the next tile's
@@ -159,7 +158,6 @@ __device__ void forward_small(const ForwardSmallParams& P) {
         __syncthreads();
         if (tid == 0) grid_signal(&flags[blk], base + s + 1);
     }
-    (void)issued;
 }
 
 }  // namespace

@@ -169,9 +169,8 @@ mutate "persistent: the flags counted from 0 each launch, not from where the las
 mutate "persistent: a half's next attention block loads over the one its warps still read" \
   "                sync();  // the half's warps" "                // sync();  // the half's warps"
 mutate "persistent: the block's next tile is the next one, not G on" \
-  "issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
-                        issued++;" "issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});
-                        issued++;"
+  "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});" \
+  "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});"
 mutate "persistent: every slot waited on at phase 0 (the second use of a slot reads stale weights)" \
   "mbar_try_wait(&slot_bar[slot], (consumed / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[slot], 0)"
 mutate "persistent: the last block with tiles skips the GEMM step" \

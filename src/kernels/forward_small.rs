@@ -7,9 +7,10 @@ use super::device::Device;
 use super::gemm_stream::{gemm_stream_params, STREAM_K_MULTIPLE};
 use super::ops::GemmSm90;
 use super::params::{
-    AttentionParams, ForwardSmallParams, ForwardSmallStep, MB_ATTENTION_HEAD_DIM, MB_ATTENTION_SMEM_BYTES,
-    MB_FSMALL_ATTENTION, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET,
-    MB_FSMALL_THREADS, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROW_PAD, MB_STREAM_WARPS,
+    AttentionParams, ForwardSmallParams, ForwardSmallStep, MB_ATTENTION_BLOCK_M, MB_ATTENTION_HEAD_DIM,
+    MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_SLOTS,
+    MB_FSMALL_SLOTS_OFFSET, MB_FSMALL_THREADS, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROW_PAD,
+    MB_STREAM_WARPS,
 };
 use super::{Dtype, KernelError, KernelParam};
 
@@ -98,7 +99,11 @@ impl ForwardSmallProgram {
     /// `flags_at` (`blocks`: [`forward_small_grid`], at most `MB_FSMALL_MAX_BLOCKS`).
     pub fn launch_at(&self, steps_at: u64, flags_at: u64, blocks: u32) -> Result<ForwardSmall, KernelError> {
         let smem = forward_small_smem_bytes(self.m, self.k);
-        if self.steps.is_empty() || self.k == 0 || !self.k.is_multiple_of(STREAM_K_MULTIPLE) || smem > MB_STREAM_MAX_SMEM {
+        if self.steps.is_empty()
+            || self.k == 0
+            || !self.k.is_multiple_of(STREAM_K_MULTIPLE)
+            || smem > MB_STREAM_MAX_SMEM
+        {
             return Err(unsupported(format!(
                 "{} steps of {} rows at K up to {}: {smem} bytes of shared memory (at most {MB_STREAM_MAX_SMEM}), \
                  at least one GEMM needed",
@@ -131,7 +136,7 @@ pub fn forward_small_grid(dev: &dyn Device, steps: &[ForwardSmallStep]) -> u32 {
         MB_FSMALL_GEMM => s.gemm.n / MB_STREAM_BN,
         _ => {
             let a = &s.attention;
-            (a.max_sequences * a.heads * a.max_seqlen.div_ceil(64)).div_ceil(2)
+            (a.max_sequences * a.heads * a.max_seqlen.div_ceil(MB_ATTENTION_BLOCK_M)).div_ceil(2)
         }
     };
     let widest = steps.iter().map(units).max().unwrap_or(1);
