@@ -171,7 +171,10 @@ fn main() {
     }
     let registry = out.join("emu_registry.cpp");
     write_if_changed(&registry, &registry_source(&kernels_by_source));
-    let reg_obj = compile_emu(&cuda, &registry, "emu_registry", &out, 0).unwrap_or_else(|e| panic!("registry: {e}"));
+    // Keyed by the shared headers as well: the table's `sizeof(…Params)` is params.h's, and a
+    // struct that grows leaves the registry's own text unchanged.
+    let reg_obj =
+        compile_emu(&cuda, &registry, "emu_registry", &out, common).unwrap_or_else(|e| panic!("registry: {e}"));
     objects.push(reg_obj);
     let mut lib = cc::Build::new();
     lib.cpp(true).cargo_warnings(false);
@@ -445,7 +448,8 @@ fn compile_nvcc(
     Ok(())
 }
 
-/// Compiles one source for the emulator; returns the object file (cached by `key`; 0 = no cache).
+/// Compiles one source for the emulator; returns the object file, cached by a hash of `key` (what
+/// the source depends on besides itself), its text and the compiler.
 fn compile_emu(cuda: &Path, src: &Path, name: &str, out: &Path, key: u64) -> Result<PathBuf, String> {
     let dir = out.join("emu");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

@@ -19,9 +19,10 @@
 //   1. s > 0: the grid barrier — warp 0's lanes acquire every block's flag ≥ base + s (base: this
 //      block's flag at entry, which every block left equal at the end of the previous launch), then
 //      the whole block syncs. All of step s − 1's writes are visible (each block released them).
-//   2. GEMM: x's rows in use into shared memory (cp.async, the generic proxy: x was written by
-//      other blocks' ordinary stores in this launch), rows to the next 16 zeroed, the row
-//      statistics; then per tile: wait for its slot's weights (mbarrier, the slot's phase), the
+//   2. GEMM: x's rows in use into shared memory — bulk copies on x's mbarrier, rank r of a
+//      cluster of C copying rows r, r + C, ... into all C blocks (multicast), issued by warp 0
+//      after a proxy fence (x is other blocks' ordinary stores in this launch; bulk copies read
+//      through the async proxy) — rows to the next 16 zeroed, the row statistics; then per tile: wait for its slot's weights (mbarrier, the slot's phase), the
 //      warps' partial products, a sync, the slot refilled with the block's tile after next — which
 //      may be a later step's, since weights are no step's output — and the epilogue.
 //      ATTENTION: the block's units, two at a time.
@@ -30,12 +31,14 @@
 // pitch 2k + 64, in a slot sized for the widest k) on the slot's mbarrier; the block's i-th tile
 // of the whole program uses slot i mod 2, phase (i / 2) mod 2.
 // Geometry: G = min(multiprocessors, the widest step's units) co-scheduled blocks (one per SM) of
-//   256 threads; shared memory MB_FSMALL_SMEM_BYTES(m rounded up to 16, the widest K) (params.h):
-//   base at 32 rows 164 KiB, at its bound of 48 rows 209.5 KiB.
-// Bytes (minimum, per launch): every weight once (DRAM); per GEMM step, x once per block with a
+//   256 threads, in clusters of C = 4, 2 or 1 (the widest that divides G and every GEMM step's
+//   count of blocks with a tile, with G / C clusters resident at once: src/kernels/
+//   forward_small.rs); shared memory MB_FSMALL_SMEM_BYTES(m rounded up to 16, the widest K)
+//   (params.h): base at 32 rows 164 KiB, at its bound of 48 rows 209.5 KiB.
+// Bytes (minimum, per launch): every weight once (DRAM); per GEMM step, x once per cluster with a
 //   tile (L2); per attention step, its K/V tiles per query block; the outputs. FLOPs: the steps'.
 #include "attention_block.cuh"  // attention_detail::attention_block
-#include "hopper.cuh"           // mbar_*, bulk_load, named_bar_sync
+#include "hopper.cuh"           // mbar_*, bulk_load(_multicast), cluster_*, fence_proxy_async_global, named_bar_sync
 #include "stream_tile.cuh"      // the stream GEMM tile's pieces
 
 extern __shared__ __align__(1024) unsigned char smem[];
@@ -79,17 +82,24 @@ __device__ void forward_small(const ForwardSmallParams& P) {
     const uint32_t tid = threadIdx.x, G = gridDim.x, blk = blockIdx.x;
     const uint32_t slot_bytes = BN * MB_FSMALL_PITCH(P.k);  // a slot holds the widest step's tile
     uint64_t* slot_bar = reinterpret_cast<uint64_t*>(smem);  // [MB_FSMALL_SLOTS]
+    uint64_t* x_ready = slot_bar + MB_FSMALL_X_BARRIER;      // x's bytes, all of the cluster's copies
     unsigned char* slots = smem + MB_FSMALL_SLOTS_OFFSET;     // [MB_FSMALL_SLOTS][slot_bytes]
     unsigned char* region = smem + MB_FSMALL_REGION_OFFSET(P.k);
-    // The flags are P.blocks long: another grid would read past them, or leave some unraised.
-    if (G != P.blocks) __trap();
+    // The flags are P.blocks long: another grid would read past them, or leave some unraised. The
+    // x copies trust P.cluster to be the launch's cluster (else they reach blocks that do not
+    // exist, or leave rows uncopied). Both refused before any barrier.
+    if (G != P.blocks || cluster_nctarank() != P.cluster) __trap();
     const uint32_t base = flags[blk];  // this block's own flag, left by the previous launch
+    const uint32_t cluster = P.cluster, rank = cluster_ctarank();
 
     if (tid == 0) {
         for (int i = 0; i < MB_FSMALL_SLOTS; i++) mbar_init(&slot_bar[i], 1);
+        mbar_init(x_ready, 1);
         mbar_init_fence();
     }
-    __syncthreads();
+    // Every block of the cluster has initialised x_ready before any block copies into it.
+    cluster_arrive_relaxed();
+    cluster_wait();
     // The first MB_FSMALL_SLOTS tiles' weights, before anything else.
     Cursor issue = next_tile(steps, P.count, {0, blk});  // thread 0's: the next tile to load
     if (tid == 0) {
@@ -99,6 +109,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
         }
     }
     uint32_t consumed = 0;  // the block's tiles computed so far: tile i is in slot i mod 2
+    uint32_t x_loads = 0;   // the block's GEMM steps so far: x_ready's phase
 
     for (uint32_t s = 0; s < P.count; s++) {
         if (s > 0) {  // 1. every block has finished step s − 1
@@ -117,14 +128,29 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                 unsigned char* x_s = region;                                          // [m16 · 16][pitch]
                 float* part = reinterpret_cast<float*>(x_s + m16 * 16 * pitch);       // [WARPS][m16 · 16][16]
                 float2* row_stats = reinterpret_cast<float2*>(part + WARPS * m16 * 16 * BN);  // [m16 · 16]
+                // x: rank r copies rows r, r + C, ... into all C blocks of its cluster (multicast),
+                // so L2 serves x once per cluster. Warp 0 issues them: its lanes acquired the
+                // flags, and fence the proxies (x is other blocks' ordinary stores; a bulk copy
+                // reads through the async proxy). Every block of the cluster has a tile here
+                // (P.cluster divides min(tiles, G)), so each expects all rows, once a step.
                 const unsigned char* x = reinterpret_cast<const unsigned char*>(p.x);
-                for (uint32_t i = tid; i < rows * vecs; i += MB_FSMALL_THREADS) {
-                    const uint32_t r = i / vecs, v = i % vecs;
-                    cp_async_16(x_s + r * pitch + 16 * v, x + ((size_t)r * k + 8 * v) * 2);
+                if (tid < 32) {
+                    __syncwarp();
+                    fence_proxy_async_global();
+                    if (tid == 0) mbar_arrive_expect_tx(x_ready, rows * 2 * k);
+                    for (uint32_t r = rank + cluster * tid; r < rows; r += cluster * 32) {
+                        if (cluster > 1) {
+                            bulk_load_multicast(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready,
+                                                (uint16_t)((1u << cluster) - 1));
+                        } else {
+                            bulk_load(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready);
+                        }
+                    }
                 }
-                cp_async_commit();
                 zero_rows(x_s, k, rows, m16);
-                cp_async_wait_all();
+                while (!mbar_try_wait(x_ready, x_loads % 2)) {
+                }
+                x_loads++;
                 __syncthreads();
                 row_stats_of<T>(p, x_s, rows, row_stats);
                 for (uint32_t tile = blk; tile < p.n / BN; tile += G, consumed++) {

@@ -20,7 +20,10 @@
 # - persistent: the persistent forward (cuda/forward_small_sm90.cu: the grid barrier's wait, its
 #   counter, the flags carried between launches, the sync between a half's attention blocks, the
 #   next tile's weights and their slot's phase, the blocks without a tile, attention's units) and
-#   its choice (the bound's comparison, its width), and tests/persistent_forward.rs or
+#   x's copies in clusters: the proxy fence, the cluster barrier, the multicast mask, the bytes
+#   expected, the rows each rank copies, x's barrier's phase), its grid (the clusters' fit, the
+#   widest tried) and its choice (the bound's comparison, its width), and tests/persistent_forward.rs,
+#   the forward_small unit tests or
 #   tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
 #   microbenchmark's), which the emulator shows by passing the turn to the other co-scheduled
 #   blocks at every release store. The forward's own flag raised before its block's last sync is
@@ -178,6 +181,27 @@ mutate "persistent: the last block with tiles skips the GEMM step" \
 mutate "persistent: attention's units decoded with the sequence as the fastest index after the head" \
   "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / (qblocks * p.heads);" \
   "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / qblocks % p.max_sequences;"
+mutate "persistent: x copied by bulk copies with no proxy fence after the grid barrier's acquire" \
+  "                    fence_proxy_async_global();" "                    // (no proxy fence)"
+mutate "persistent: no cluster barrier between the peers' mbarrier inits and the copies into them" \
+  "    cluster_arrive_relaxed();
+    cluster_wait();" "    __syncthreads();  // (no cluster barrier)"
+mutate "persistent: a block's rows multicast to itself alone" \
+  "                                                (uint16_t)((1u << cluster) - 1));" \
+  "                                                (uint16_t)(1u << rank));"
+mutate "persistent: each block expects only the rows it copies itself" \
+  "mbar_arrive_expect_tx(x_ready, rows * 2 * k);" \
+  "mbar_arrive_expect_tx(x_ready, (rows + cluster - 1 - rank) / cluster * 2 * k);"
+mutate "persistent: every rank copies rows from 0, not from its rank" \
+  "for (uint32_t r = rank + cluster * tid; r < rows;" "for (uint32_t r = cluster * tid; r < rows;"
+mutate "persistent: x's barrier waited on at phase 0 every step (a later step reads x before it lands)" \
+  "mbar_try_wait(x_ready, x_loads % 2)" "mbar_try_wait(x_ready, 0)"
+cp "$backup" "$src"
+target src/kernels/forward_small.rs "cargo test -q --lib forward_small"
+mutate "grid: clusters not checked against a step's blocks with a tile" \
+  "                .all(|b| b.is_multiple_of(c))" "                .all(|_| true)"
+mutate "grid: the widest cluster tried first is 2" \
+  "    let mut cluster = MB_FSMALL_CLUSTER;" "    let mut cluster = 2;"
 cp "$backup" "$src"
 target cuda/handoff_sm90.cu "cd kernels-tests && cargo test -q --test handoff_sm90"
 mutate "emulator: a flag raised before the value it stands for is seen early (handoff_persistent)" \

@@ -558,7 +558,7 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
 /// `persistent_tokens` capacity rows — base 48 (two weight slots of Wo2's K beside x), large 0 —
 /// and is one launch whose time is, by hand: the fixed cost, then per step the slower of its
 /// weights' DRAM time and the assumed grid barrier + the rest of its roofline (x, outputs, math,
-/// x read again from L2 by each further block with a tile: min(n/16, blocks) − 1 of them).
+/// x read again from L2 by each further cluster with a tile: min(n/16, blocks) / 4 − 1 of them).
 #[test]
 fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
     use modernbert::bench::{shape_config, ShapeArg};
@@ -604,7 +604,9 @@ fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
             continue;
         }
         let t = tokens as f64;
-        let blocks = 132.0; // one per SM: Wqkv's and Wi's 144 tiles are wider
+        // One block per SM (Wqkv's and Wi's 144 tiles are wider), in clusters of 4 (the model
+        // device groups every SM: 33 clusters), x read from L2 once per cluster with a tile.
+        let (blocks, cluster) = (132.0, 4.0);
         let step_s = |c: LaunchCost| {
             let weights = c.param_bytes / (profile.efficiency(c.class).memory * profile.dram_bytes_per_s);
             let e = profile.efficiency(c.class);
@@ -618,7 +620,7 @@ fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
             flops: 2.0 * t * n * k,
             param_bytes: 2.0 * n * k + if normed { 4.0 * n } else { 0.0 },
             activation_bytes: 2.0 * t * (k + out),
-            l2_bytes: ((n / 16.0).min(blocks) - 1.0) * t * k * 2.0,
+            l2_bytes: ((n / 16.0).min(blocks) / cluster - 1.0) * t * k * 2.0,
         };
         let attention = |kind| LaunchCost {
             class: match kind {

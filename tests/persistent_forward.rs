@@ -21,8 +21,9 @@ use modernbert::weights::TensorStore;
 /// `forward_small_sm90`, a grid barrier between steps) computes what the per-launch small path
 /// does, bit for bit: the same tile and attention code in another order of blocks. Batches of one
 /// to four sequences up to the bound, bf16 and fp16, both thread orders, on 1 to 3 blocks (every
-/// block taking several tiles of a step, and the weight slots running across steps) and on 12
-/// (more blocks than some steps have tiles); and a
+/// block taking several tiles of a step, and the weight slots running across steps; 2 blocks in a
+/// cluster, x multicast to both) and on 12 (more blocks than some steps have tiles; clusters of
+/// 4); and a
 /// second call on the same program (the flags carried over) gives the same bits again.
 #[test]
 fn the_persistent_forward_equals_the_per_launch_small_path() {
@@ -72,6 +73,12 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
                 (persistent.persistent_tokens(), per_launch.persistent_tokens()),
                 (bound as u32, 0)
             );
+            // The fixture's GEMMs have 24, 8, 16 and 8 tiles: 12 blocks run in clusters of 4 (x
+            // multicast to 4 blocks), 2 in one cluster of 2, 1 and 3 without clusters.
+            if emulator {
+                let cluster = persistent.persistent_grid().unwrap().cluster;
+                assert_eq!(cluster, [1, 2, 1, 4][blocks.iter().position(|&b| b == sms).unwrap()]);
+            }
             for (t, lens) in texts.iter().enumerate() {
                 let seqs: Vec<Vec<u32>> = lens
                     .iter()

@@ -397,6 +397,7 @@ bool run_block(Block* b, Stacks* S) {
         b->thr[t].st = RUN;
         b->thr[t].cp.clear();
         b->thr[t].cluster_wait_for = -1;
+        b->thr[t].proxy_fenced_acquires = 0;
         init_coords(b, t);
 #ifdef EMU_FAST_SWITCH
         b->thr[t].sp = init_stack(S->stacks[t]);
@@ -501,7 +502,8 @@ bool run_block(Block* b, Stacks* S) {
 }
 
 // Runs blocks of L until none is left (`only` < 0), or just block `only` of a co-scheduled group:
-// the grid's (`cluster` null) or a cluster's.
+// the grid's (`cluster` null, or the block's cluster in a co-scheduled grid of clusters) or a
+// cluster's.
 void worker(Launch* L, int64_t only = -1, Cluster* cluster = nullptr) {
     Stacks* S = acquire_stacks();
     Block b;
@@ -513,7 +515,9 @@ void worker(Launch* L, int64_t only = -1, Cluster* cluster = nullptr) {
     b.thr = thr.data();
     b.warps = warps.data();
     b.wgroups = wgroups.data();
-    b.turns = cluster ? &cluster->turns : only >= 0 ? &L->turns : nullptr;
+    // A co-scheduled grid takes turns over all its blocks, clustered or not; a cluster launch's
+    // blocks take turns within their cluster.
+    b.turns = L->coscheduled ? &L->turns : cluster ? &cluster->turns : only >= 0 ? &L->turns : nullptr;
     b.cluster = cluster ? cluster : &b.own_cluster;
     emu_blockDim = L->block;
     emu_gridDim = L->grid;
@@ -532,6 +536,7 @@ void worker(Launch* L, int64_t only = -1, Cluster* cluster = nullptr) {
         b.rank = (uint32_t)(i % b.cluster->size);
         b.progress_at_turn_end = 0;
         b.released = false;
+        b.acquires = 0;
         g_blk = &b;
         bool ok = only < 0 || await_turn(b.turns, L, i);
         ok = ok && run_block(&b, S);
@@ -680,6 +685,16 @@ extern "C" void emu_grid_wait_geq(const uint32_t* flag, uint32_t value) {
         b->thr[b->cur].st = SPIN;
         yield_to_scheduler();
     }
+    g_blk->acquires++;
+}
+
+// fence.proxy.async.global: the global memory this thread has seen through the generic proxy
+// (other blocks' stores it acquired, directly or through a block barrier) is what its later bulk
+// copies read. The emulator has one view of global memory, so it only checks the order: a bulk
+// copy from global after an acquire with no fence between them fails (hopper.cpp, bulk_load).
+extern "C" void emu_fence_proxy_async_global(void) {
+    Block* b = g_blk;
+    b->thr[b->cur].proxy_fenced_acquires = b->acquires;
 }
 
 extern "C" void emu_grid_signal(uint32_t* flag, uint32_t value) {
@@ -749,12 +764,12 @@ int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::s
     L.coscheduled = d->flags & 2;
     L.cluster = std::max(1u, (d->flags >> 8) & 0xffu);
     uint64_t nblocks = (uint64_t)grid[0] * grid[1] * grid[2];
-    if (L.cluster > 1 && (L.cluster > 16 || grid[0] % L.cluster != 0 || L.coscheduled)) {
+    if (L.cluster > 1 && (L.cluster > 16 || grid[0] % L.cluster != 0)) {
         *err = std::string(name) + ": a cluster of " + std::to_string(L.cluster) + " blocks on a grid of " +
-               std::to_string(grid[0]) + " along x (clusters of at most 16, dividing the grid, not co-scheduled)";
+               std::to_string(grid[0]) + " along x (clusters of at most 16, dividing the grid)";
         return 3;
     }
-    if (L.cluster > 1) {
+    if (L.cluster > 1 && !L.coscheduled) {
         std::atomic<uint64_t> next{0};
         int nw = (int)std::min<uint64_t>(nblocks / L.cluster, (uint64_t)n_workers());
         std::vector<std::thread> dispatchers;
@@ -769,8 +784,13 @@ int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::s
         }
         for (uint64_t i = 0; i < nblocks; i++) L.turns.rotation.push_back(L.reverse ? nblocks - 1 - i : i);
         L.turns.turn = L.turns.rotation.front();
+        // In clusters as well (a cooperative launch with a cluster dimension): each block also
+        // belongs to its cluster (rank, barrier.cluster, multicast); the turns stay the grid's.
+        std::vector<Cluster> clusters(L.cluster > 1 ? nblocks / L.cluster : 0);
+        for (auto& c : clusters) c.size = L.cluster;
         std::vector<std::thread> blocks;
-        for (uint64_t i = 0; i < nblocks; i++) blocks.emplace_back(worker, &L, (int64_t)i, (Cluster*)nullptr);
+        for (uint64_t i = 0; i < nblocks; i++)
+            blocks.emplace_back(worker, &L, (int64_t)i, clusters.empty() ? (Cluster*)nullptr : &clusters[i / L.cluster]);
         for (auto& t : blocks) t.join();
     } else {
         int nw = (int)std::min<uint64_t>(nblocks, (uint64_t)n_workers());

@@ -90,6 +90,7 @@ void emu_cp_async_wait_all(void);
 [[noreturn]] void emu_trap(const char* why);
 void emu_grid_wait_geq(const uint32_t* flag, uint32_t value);
 void emu_grid_signal(uint32_t* flag, uint32_t value);
+void emu_fence_proxy_async_global(void);
 
 // ---- sm_90a (hopper.cpp; the wrappers and their PTX are cuda/include/hopper.cuh) ----
 uint32_t emu_smem_offset(const void* p);  // byte offset in dynamic shared memory (traps outside it)

@@ -633,7 +633,17 @@ extern "C" int emu_mbar_try_wait_parity(uint64_t* bar, uint32_t parity) {
     return 0;
 }
 
+// A bulk copy reads global memory through the async proxy: after a grid acquire (other blocks'
+// generic stores), the issuing thread must have fenced the proxies (fence.proxy.async.global).
+static void check_proxy_fenced(const char* what) {
+    Block* b = blk();
+    if (b->acquires > b->thr[b->cur].proxy_fenced_acquires)
+        fail("%s from global memory after a grid acquire with no fence.proxy.async.global in this thread "
+             "since (other blocks' generic stores are not yet visible to the async proxy)", what);
+}
+
 extern "C" void emu_tma_load(void* dst, const void* map, const int32_t* coords, int rank, uint64_t* bar) {
+    check_proxy_fenced("cp.async.bulk.tensor");
     const EmuTmap* m = check_map(map, rank);
     uint64_t bytes = box_bytes(m);
     uint32_t off = shared_range(dst, bytes, "cp.async.bulk.tensor (load)");
@@ -668,6 +678,7 @@ extern "C" void emu_tma_load(void* dst, const void* map, const int32_t* coords, 
 extern "C" void emu_bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
     if (bytes % 16 || ((uintptr_t)dst | (uintptr_t)src) % 16)
         fail("cp.async.bulk: %u bytes from %p to %p (size and addresses must be multiples of 16)", bytes, src, dst);
+    check_proxy_fenced("cp.async.bulk");
     uint32_t off = shared_range(dst, bytes, "cp.async.bulk");
     Mbar* mb = tma_barrier(bar);
     for (uint32_t c = 0; c < bytes; c += 16) {
@@ -689,6 +700,7 @@ extern "C" void emu_bulk_load(void* dst, const void* src, uint32_t bytes, uint64
 extern "C" void emu_bulk_load_multicast(void* dst, const void* src, uint32_t bytes, uint64_t* bar, uint16_t cta_mask) {
     if (bytes % 16 || ((uintptr_t)dst | (uintptr_t)src) % 16)
         fail("cp.async.bulk: %u bytes from %p to %p (size and addresses must be multiples of 16)", bytes, src, dst);
+    check_proxy_fenced("cp.async.bulk.multicast");
     const uint32_t off = shared_range(dst, bytes, "cp.async.bulk.multicast");
     const uint32_t bar_off = shared_range(bar, 8, "cp.async.bulk.multicast's mbarrier");
     Cluster* cl = blk()->cluster;

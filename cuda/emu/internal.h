@@ -43,6 +43,9 @@ struct Thr {
     std::vector<BulkStore*> bulk_open;
     std::vector<std::vector<BulkStore*>> bulk_groups;
     int64_t cluster_wait_for;  // barrier.cluster: the phase this thread arrived in, -1 if none
+    // fence.proxy.async.global: the block's grid acquires (`Block::acquires`) this thread had
+    // fenced at its last one; a bulk copy from global after a later acquire is refused.
+    uint64_t proxy_fenced_acquires;
 };
 
 enum Op : int { OP_NONE, OP_SYNCWARP, OP_SHFL, OP_VOTE, OP_MMA, OP_LDMATRIX };
@@ -204,6 +207,10 @@ struct Block {
     uint64_t progress_at_turn_end;  // co-scheduled: `progress` when the block last passed the turn
     Turns* turns;       // the group it takes turns with (co-scheduled grid, cluster), or null
     bool released;      // a thread stored a flag with release (grid_signal): pass the turn at once
+    // Grid acquires that succeeded in this block (grid_wait_geq): each may import other blocks'
+    // generic-proxy stores, which its threads' bulk copies (the async proxy) may read only after
+    // a fence.proxy.async.global of their own.
+    uint64_t acquires;
     Cluster* cluster;   // its cluster (`own_cluster` outside a cluster launch)
     uint32_t rank;      // %cluster_ctarank
     Cluster own_cluster;

@@ -68,6 +68,9 @@ __device__ __forceinline__ void wgmma_fence_operands(float (&d)[K]) {
 
 // ---- proxies, barriers, registers, dependent launch -------------------------------------------------
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// After acquiring other blocks' ordinary (generic-proxy) global stores, before this thread's bulk
+// copies (the async proxy) read them.
+__device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;\n" ::: "memory"); }
 __device__ __forceinline__ void named_bar_sync(int id, int nthreads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(nthreads) : "memory");
 }
@@ -234,6 +237,7 @@ MB_EMU_WGMMA(256)
 #undef MB_EMU_WGMMA_FORMS
 
 __device__ __forceinline__ void fence_proxy_async() { emu_fence_proxy_async(); }
+__device__ __forceinline__ void fence_proxy_async_global() { emu_fence_proxy_async_global(); }
 __device__ __forceinline__ void named_bar_sync(int id, int nthreads) { emu_named_bar(id, nthreads, 1); }
 __device__ __forceinline__ void named_bar_arrive(int id, int nthreads) { emu_named_bar(id, nthreads, 0); }
 template <int R>

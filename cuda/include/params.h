@@ -395,10 +395,13 @@ typedef struct GemmStreamParams {
    of a step's units (a GEMM's 16-column tiles, attention's 64-query blocks), then a grid barrier
    (each block's flag raised to the steps it finished, every block waiting for all flags). A
    block's next GEMM tile's weights are in flight while it computes, and across the barriers, in a
-   ring of MB_FSMALL_SLOTS slots. */
+   ring of MB_FSMALL_SLOTS slots. The grid may be in clusters of up to MB_FSMALL_CLUSTER blocks
+   (a cooperative launch with a cluster dimension): a GEMM step's x is then read from L2 once per
+   cluster and multicast to its blocks, not once per block. */
 #define MB_FSMALL_THREADS MB_STREAM_THREADS /* 8 warps: a GEMM tile's, or two attention blocks of 4 */
 #define MB_FSMALL_SLOTS 2                   /* weight tiles in flight: the one computed and the next */
 #define MB_FSMALL_MAX_BLOCKS 1024           /* the flags' room in the arena: more blocks than any GPU has SMs */
+#define MB_FSMALL_CLUSTER 4                 /* the widest cluster tried (x's L2 reads / 4); 2, then 1, if it cannot be */
 #define MB_FSMALL_GEMM 0u                   /* step kinds */
 #define MB_FSMALL_ATTENTION 1u
 typedef struct ForwardSmallStep {
@@ -414,12 +417,17 @@ typedef struct ForwardSmallParams {
     uint32_t m;     /* capacity rows (<= MB_STREAM_MAX_M): x's rows in shared memory */
     uint32_t k;      /* the widest GEMM step's K: the shared rows' pitch */
     uint32_t blocks; /* the grid (flags' length), checked against gridDim.x */
+    uint32_t cluster; /* blocks per cluster (the launch's cluster dimension), dividing blocks and every
+                         GEMM step's count of blocks with a tile, min(n / MB_STREAM_BN, blocks) */
+    uint32_t reserved;
 } ForwardSmallParams;
-/* Shared memory (bytes from the start): the slots' mbarriers, 128 bytes; the weight slots, each
+/* Shared memory (bytes from the start): the mbarriers, 128 bytes (the slots', then x's:
+   MB_FSMALL_X_BARRIER); the weight slots, each
    [MB_STREAM_BN][pitch]; then one region used by turns: a GEMM step's x [mr][pitch], the warps'
    partial tiles and the rows' statistics (stream_tile.cuh), or an attention step's two blocks. */
 #define MB_FSMALL_PITCH(k) (2 * (k) + MB_STREAM_ROW_PAD)
 #define MB_FSMALL_SLOTS_OFFSET 128
+#define MB_FSMALL_X_BARRIER MB_FSMALL_SLOTS /* x's mbarrier: the one after the slots' */
 #define MB_FSMALL_REGION_OFFSET(k) (MB_FSMALL_SLOTS_OFFSET + MB_FSMALL_SLOTS * MB_STREAM_BN * MB_FSMALL_PITCH(k))
 #define MB_FSMALL_GEMM_REGION(mr, k) ((mr) * MB_FSMALL_PITCH(k) + MB_STREAM_WARPS * (mr) * MB_STREAM_BN * 4 + (mr) * 8)
 #define MB_FSMALL_ATTENTION_REGION (2 * MB_ATTENTION_SMEM_BYTES)

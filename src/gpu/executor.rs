@@ -19,7 +19,7 @@ use crate::gpu::heads::{activation_code, DeviceHeads, Heads};
 use crate::gpu::path::{self, GpuPath, GpuPathChoice};
 use crate::gpu::weights::{DeviceLayer, DeviceLinear, DeviceNorm, DeviceWeights};
 use crate::kernels::device::{Device, GemmDesc};
-use crate::kernels::forward_small::{forward_small_grid, ForwardSmall, ForwardSmallProgram};
+use crate::kernels::forward_small::{forward_small_grid, ForwardSmall, ForwardSmallGrid, ForwardSmallProgram};
 use crate::kernels::ops::{GemmSm90, RowNorm, Sm90Epilogue};
 use crate::kernels::params::*;
 use crate::kernels::{attention_sm90, gemm_stream, graph, nvtx, ops, Dtype, KernelError};
@@ -304,14 +304,14 @@ impl GpuExecutor {
                 .map_err(dev_err)?;
             }
         }
-        let blocks = forward_small_grid(self.dev.as_ref(), program.steps());
-        let placed = program.launch_at(a.program, a.flags, blocks).map_err(dev_err)?;
+        let grid = forward_small_grid(self.dev.as_ref(), self.dtype, &program).map_err(dev_err)?;
+        let placed = program.launch_at(a.program, a.flags, grid).map_err(dev_err)?;
         let (program_at, flags_at) = (a.offset_of(a.program), a.offset_of(a.flags));
         self.dev
             .upload(a.storage_mut(), program_at, &program.bytes())
             .map_err(dev_err)?;
         self.dev
-            .upload(a.storage_mut(), flags_at, &vec![0u8; 4 * blocks as usize])
+            .upload(a.storage_mut(), flags_at, &vec![0u8; 4 * grid.blocks as usize])
             .map_err(dev_err)?;
         Ok(Some(placed))
     }
@@ -328,6 +328,14 @@ impl GpuExecutor {
         self.persistent
             .as_ref()
             .map_or(0, |f| f.params.m.min(self.small_batch_tokens))
+    }
+
+    /// The persistent forward's grid (blocks, and blocks per cluster); `None`: off.
+    pub fn persistent_grid(&self) -> Option<ForwardSmallGrid> {
+        self.persistent.as_ref().map(|f| ForwardSmallGrid {
+            blocks: f.params.blocks,
+            cluster: f.params.cluster,
+        })
     }
 
     /// Turn graph replay for small batches on or off (off by default).

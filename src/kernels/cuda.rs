@@ -206,6 +206,42 @@ impl Device for CudaDevice {
     ) -> Result<(), KernelError> {
         self.launch_with(name, grid, block, smem, params, attrs)
     }
+    fn coscheduled_clusters(&self, name: &str, block: u32, smem: u32, cluster: u32) -> Result<u32, KernelError> {
+        use cudarc::driver::sys;
+        let cluster = cluster.max(1);
+        if cluster == 1 {
+            return Ok(self.multiprocessors);
+        }
+        let cu_f = self.function_for(name, smem)?;
+        // SAFETY: a zeroed attribute is valid plain data; we set the cluster dimension.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attr.value.clusterDim.x = cluster;
+        attr.value.clusterDim.y = 1;
+        attr.value.clusterDim.z = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cluster,
+            gridDimY: 1,
+            gridDimZ: 1,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: smem,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        let mut n: std::ffi::c_int = 0;
+        // SAFETY: a valid function handle and config (its one attribute outlives the call).
+        let r = unsafe { sys::cuOccupancyMaxActiveClusters(&mut n, cu_f, &config) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(KernelError::BadLaunch {
+                kernel: name.into(),
+                message: format!("clusters of {cluster}: {r:?}"),
+            });
+        }
+        Ok(n.max(0) as u32)
+    }
     fn encode_tensor_map(&self, d: &super::params::MbTensorMapDesc) -> Result<super::params::MbTensorMap, KernelError> {
         use cudarc::driver::sys;
         let dtype = match d.dtype {
@@ -341,15 +377,9 @@ pub fn cuda_available() -> bool {
 }
 
 impl CudaDevice {
-    fn launch_with(
-        &self,
-        name: &str,
-        grid: [u32; 3],
-        block: [u32; 3],
-        smem: u32,
-        params: &[u8],
-        attrs: super::LaunchAttrs,
-    ) -> Result<(), KernelError> {
+    /// Kernel `name`'s handle on this thread's context, its dynamic shared memory limit raised to
+    /// `smem` where that is above the default 48 KiB.
+    fn function_for(&self, name: &str, smem: u32) -> Result<cudarc::driver::sys::CUfunction, KernelError> {
         use cudarc::driver::sys;
         self.ctx.bind_to_thread().map_err(cuda_err)?;
         let f = self.function(name)?;
@@ -370,6 +400,20 @@ impl CudaDevice {
                 });
             }
         }
+        Ok(cu_f)
+    }
+
+    fn launch_with(
+        &self,
+        name: &str,
+        grid: [u32; 3],
+        block: [u32; 3],
+        smem: u32,
+        params: &[u8],
+        attrs: super::LaunchAttrs,
+    ) -> Result<(), KernelError> {
+        use cudarc::driver::sys;
+        let cu_f = self.function_for(name, smem)?;
         // The kernel's single argument is the struct; cuLaunchKernel copies it from this buffer.
         // A stack copy (no host allocation per launch); params.h structs are far below 4 KiB.
         let mut bytes = [0u8; 4096];

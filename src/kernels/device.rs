@@ -91,6 +91,15 @@ pub trait Device: Send + Sync {
         }
         self.launch_raw(name, grid, block, smem, params)
     }
+    /// How many clusters of `cluster` blocks of kernel `name` (`block` threads, `smem` bytes of
+    /// dynamic shared memory) can be resident at once: the most a co-scheduled launch in such
+    /// clusters may have. Default: one block per multiprocessor, every multiprocessor in a
+    /// cluster (a device that launches no clusters refuses the launch itself). On CUDA the
+    /// driver's answer (`cuOccupancyMaxActiveClusters`), which knows how the SMs group.
+    fn coscheduled_clusters(&self, name: &str, block: u32, smem: u32, cluster: u32) -> Result<u32, KernelError> {
+        let _ = (name, block, smem);
+        Ok(self.multiprocessors() / cluster.max(1))
+    }
     /// The device's encoding of a tensor map (on CUDA, `cuTensorMapEncodeTiled`); `desc` has been
     /// checked by [`super::tensor_map::encode`], which is what callers use.
     fn encode_tensor_map(

@@ -8,11 +8,11 @@ use super::gemm_stream::{gemm_stream_params, STREAM_K_MULTIPLE};
 use super::ops::GemmSm90;
 use super::params::{
     AttentionParams, ForwardSmallParams, ForwardSmallStep, MB_ATTENTION_BLOCK_M, MB_ATTENTION_HEAD_DIM,
-    MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_SLOTS,
-    MB_FSMALL_SLOTS_OFFSET, MB_FSMALL_THREADS, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROW_PAD,
-    MB_STREAM_WARPS,
+    MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_CLUSTER, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS,
+    MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET, MB_FSMALL_THREADS, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM,
+    MB_STREAM_ROW_PAD, MB_STREAM_WARPS,
 };
-use super::{Dtype, KernelError, KernelParam};
+use super::{Dtype, KernelError, KernelParam, LaunchAttrs};
 
 fn unsupported(message: String) -> KernelError {
     KernelError::Unsupported {
@@ -90,15 +90,23 @@ impl ForwardSmallProgram {
         &self.steps
     }
 
+    /// The launch's dynamic shared memory ([`forward_small_smem_bytes`] at this program's rows
+    /// and widest K).
+    pub fn smem_bytes(&self) -> u32 {
+        forward_small_smem_bytes(self.m, self.k)
+    }
+
     /// The program's bytes, for the caller to place in device memory (the executor's arena).
     pub fn bytes(&self) -> Vec<u8> {
         self.steps.iter().flat_map(|s| s.as_bytes().to_vec()).collect()
     }
 
-    /// The launch of this program once its bytes are at `steps_at`, with `blocks` zeroed flags at
-    /// `flags_at` (`blocks`: [`forward_small_grid`], at most `MB_FSMALL_MAX_BLOCKS`).
-    pub fn launch_at(&self, steps_at: u64, flags_at: u64, blocks: u32) -> Result<ForwardSmall, KernelError> {
-        let smem = forward_small_smem_bytes(self.m, self.k);
+    /// The launch of this program once its bytes are at `steps_at`, with `grid.blocks` zeroed
+    /// flags at `flags_at` (`grid`: [`forward_small_grid`]; at most `MB_FSMALL_MAX_BLOCKS` blocks,
+    /// in clusters that fit the program: [`ForwardSmallGrid::fits`]).
+    pub fn launch_at(&self, steps_at: u64, flags_at: u64, grid: ForwardSmallGrid) -> Result<ForwardSmall, KernelError> {
+        let ForwardSmallGrid { blocks, cluster } = grid;
+        let smem = self.smem_bytes();
         if self.steps.is_empty()
             || self.k == 0
             || !self.k.is_multiple_of(STREAM_K_MULTIPLE)
@@ -117,6 +125,12 @@ impl ForwardSmallProgram {
                 "a grid of {blocks} blocks (1 to {MB_FSMALL_MAX_BLOCKS}), program at {steps_at:#x}, flags at {flags_at:#x}"
             )));
         }
+        if !grid.fits(&self.steps) {
+            return Err(unsupported(format!(
+                "clusters of {cluster} on a grid of {blocks} blocks: a power of two up to {MB_FSMALL_CLUSTER} \
+                 dividing the grid and every GEMM step's blocks with a tile"
+            )));
+        }
         let params = ForwardSmallParams {
             steps: steps_at,
             flags: flags_at,
@@ -124,14 +138,52 @@ impl ForwardSmallProgram {
             m: self.m,
             k: self.k,
             blocks,
+            cluster,
+            reserved: 0,
         };
         Ok(ForwardSmall { params, smem })
     }
 }
 
+/// A GEMM step's blocks with a tile: tile t runs on block t mod `blocks`.
+fn blocks_with_a_tile(s: &ForwardSmallStep, blocks: u32) -> Option<u32> {
+    (s.kind == MB_FSMALL_GEMM).then(|| (s.gemm.n / MB_STREAM_BN).min(blocks))
+}
+
+/// The persistent forward's grid: `blocks` co-scheduled blocks in clusters of `cluster`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardSmallGrid {
+    pub blocks: u32,
+    pub cluster: u32,
+}
+
+impl ForwardSmallGrid {
+    /// Whether the kernel can run `steps` on this grid: clusters of a power of two up to
+    /// `MB_FSMALL_CLUSTER` blocks that divide the grid and, at every GEMM step, its blocks with a
+    /// tile — each cluster's blocks all take part in a step's multicast of x, or none does.
+    pub fn fits(&self, steps: &[ForwardSmallStep]) -> bool {
+        let c = self.cluster;
+        c.is_power_of_two()
+            && c <= MB_FSMALL_CLUSTER
+            && self.blocks.is_multiple_of(c)
+            && steps
+                .iter()
+                .filter_map(|s| blocks_with_a_tile(s, self.blocks))
+                .all(|b| b.is_multiple_of(c))
+    }
+}
+
 /// The grid: one block per multiprocessor, no more than the widest step's units (GEMM tiles,
-/// attention's pairs of 64-query blocks).
-pub fn forward_small_grid(dev: &dyn Device, steps: &[ForwardSmallStep]) -> u32 {
+/// attention's pairs of 64-query blocks), in the widest clusters (of `MB_FSMALL_CLUSTER`, 2, 1
+/// blocks) that divide that count and fit the program, as many of them as the device holds at
+/// once (on a GPU whose SMs do not all group into clusters, fewer blocks: each cluster reads x
+/// from L2 once for its blocks, which at batch one is worth more than the SMs left out).
+pub fn forward_small_grid(
+    dev: &dyn Device,
+    dt: Dtype,
+    program: &ForwardSmallProgram,
+) -> Result<ForwardSmallGrid, KernelError> {
+    let steps = program.steps();
     let units = |s: &ForwardSmallStep| match s.kind {
         MB_FSMALL_GEMM => s.gemm.n / MB_STREAM_BN,
         _ => {
@@ -140,7 +192,25 @@ pub fn forward_small_grid(dev: &dyn Device, steps: &[ForwardSmallStep]) -> u32 {
         }
     };
     let widest = steps.iter().map(units).max().unwrap_or(1);
-    dev.multiprocessors().min(widest).max(1)
+    let one_per_sm = dev.multiprocessors().min(widest).max(1);
+    let name = dt.pick("forward_small_sm90_bf16", "forward_small_sm90_f16");
+    let mut cluster = MB_FSMALL_CLUSTER;
+    loop {
+        if cluster == 1 || one_per_sm.is_multiple_of(cluster) {
+            let resident = dev.coscheduled_clusters(name, MB_FSMALL_THREADS, program.smem_bytes(), cluster)?;
+            let grid = ForwardSmallGrid {
+                blocks: cluster * resident.min(one_per_sm / cluster),
+                cluster,
+            };
+            if grid.blocks > 0 && grid.fits(steps) {
+                return Ok(grid);
+            }
+        }
+        if cluster == 1 {
+            return Err(unsupported(format!("{} holds no block of {name} at once", dev.name())));
+        }
+        cluster /= 2;
+    }
 }
 
 /// A placed program, ready to launch (its memory is its owner's, the executor's arena).
@@ -150,15 +220,83 @@ pub struct ForwardSmall {
 }
 
 impl ForwardSmall {
-    /// One co-scheduled launch: every step of the program.
+    /// One co-scheduled launch (in clusters where the grid has them): every step of the program.
     pub fn launch(&self, dev: &dyn Device, dt: Dtype) -> Result<(), KernelError> {
         let name = dt.pick("forward_small_sm90_bf16", "forward_small_sm90_f16");
-        dev.launch_coscheduled(
+        let attrs = LaunchAttrs {
+            coscheduled: true,
+            cluster: self.params.cluster,
+            ..LaunchAttrs::default()
+        };
+        dev.launch_ex_raw(
             name,
             [self.params.blocks, 1, 1],
             [MB_FSMALL_THREADS, 1, 1],
             self.smem,
-            &self.params,
+            self.params.as_bytes(),
+            attrs,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::emu::Emulator;
+    use crate::kernels::params::GemmStreamParams;
+
+    /// A program of GEMM steps of these widths (the grid looks at nothing else of a GEMM step).
+    fn program(widths: &[u32]) -> ForwardSmallProgram {
+        let steps = widths
+            .iter()
+            .map(|&n| ForwardSmallStep {
+                gemm: GemmStreamParams {
+                    n,
+                    ..Default::default()
+                },
+                kind: MB_FSMALL_GEMM,
+                ..Default::default()
+            })
+            .collect();
+        ForwardSmallProgram { steps, m: 32, k: 768 }
+    }
+
+    /// The widest cluster that divides the blocks and every GEMM step's blocks with a tile, on
+    /// as many blocks as the SMs and the widest step allow; clusters of 1 where nothing wider
+    /// divides them.
+    #[test]
+    fn the_grid_takes_the_widest_cluster_that_fits_the_program() {
+        let grid = |sms: u32, widths: &[u32]| {
+            let dev = Emulator::new()
+                .with_compute_capability((9, 0))
+                .with_multiprocessors(sms);
+            let g = forward_small_grid(&dev, Dtype::Bf16, &program(widths)).unwrap();
+            (g.blocks, g.cluster)
+        };
+        // Base's four GEMMs (n = 2304, 768, 2304, 768: 144, 48, 144, 48 tiles) on an H100's 132.
+        assert_eq!(grid(132, &[2304, 768, 2304, 768]), (132, 4));
+        // 6 tiles at Wo: 6 blocks with a tile, which clusters of 4 do not divide.
+        assert_eq!(grid(12, &[384, 96]), (12, 2));
+        // 3 tiles: odd, so no clusters; 10 SMs: clusters of 2 (10 is no multiple of 4).
+        assert_eq!(grid(12, &[384, 48]), (12, 1));
+        assert_eq!(grid(10, &[384]), (10, 2));
+        // The widest step bounds the grid (7 tiles: 7 blocks), then the cluster.
+        assert_eq!(grid(132, &[112]), (7, 1));
+        assert_eq!(grid(1, &[2304]), (1, 1));
+    }
+
+    /// A grid the program cannot run on is refused at placement, not at the launch.
+    #[test]
+    fn a_grid_whose_clusters_do_not_fit_is_refused() {
+        let p = program(&[384, 96]);
+        let fits = |blocks, cluster| {
+            p.launch_at(0x1000, 0x2000, ForwardSmallGrid { blocks, cluster })
+                .is_ok()
+        };
+        assert!(fits(12, 2) && fits(12, 1) && fits(6, 2));
+        assert!(!fits(12, 4), "6 blocks with a tile at the second step");
+        assert!(!fits(12, 3), "not a power of two");
+        assert!(!fits(10, 4), "does not divide the grid");
+        assert!(!fits(16, 8), "wider than MB_FSMALL_CLUSTER");
     }
 }

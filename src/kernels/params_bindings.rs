@@ -72,9 +72,11 @@ pub const MB_STREAM_RESIDUAL: u32 = 3;
 pub const MB_FSMALL_THREADS: u32 = 256;
 pub const MB_FSMALL_SLOTS: u32 = 2;
 pub const MB_FSMALL_MAX_BLOCKS: u32 = 1024;
+pub const MB_FSMALL_CLUSTER: u32 = 4;
 pub const MB_FSMALL_GEMM: u32 = 0;
 pub const MB_FSMALL_ATTENTION: u32 = 1;
 pub const MB_FSMALL_SLOTS_OFFSET: u32 = 128;
+pub const MB_FSMALL_X_BARRIER: u32 = 2;
 pub const MB_FSMALL_ATTENTION_REGION: u32 = 81920;
 pub const MB_SELFTEST90_THREADS: u32 = 128;
 pub const MB_SELFTEST90_IMAGE_BYTES: u32 = 65536;
@@ -908,12 +910,14 @@ pub struct ForwardSmallParams {
     pub m: u32,
     pub k: u32,
     pub blocks: u32,
+    pub cluster: u32,
+    pub reserved: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     [
         "Size of ForwardSmallParams",
-    ][::std::mem::size_of::<ForwardSmallParams>() - 32usize];
+    ][::std::mem::size_of::<ForwardSmallParams>() - 40usize];
     [
         "Alignment of ForwardSmallParams",
     ][::std::mem::align_of::<ForwardSmallParams>() - 8usize];
@@ -935,6 +939,12 @@ const _: () = {
     [
         "Offset of field: ForwardSmallParams::blocks",
     ][::std::mem::offset_of!(ForwardSmallParams, blocks) - 28usize];
+    [
+        "Offset of field: ForwardSmallParams::cluster",
+    ][::std::mem::offset_of!(ForwardSmallParams, cluster) - 32usize];
+    [
+        "Offset of field: ForwardSmallParams::reserved",
+    ][::std::mem::offset_of!(ForwardSmallParams, reserved) - 36usize];
 };
 #[repr(C)]
 #[repr(align(128))]

@@ -368,9 +368,10 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
 }
 
 /// The steps of a `forward_small_sm90` launch, each costed as its per-launch kernel: a GEMM step
-/// as `gemm_stream_sm90`, except that x is read from L2 by every block with a tile (min(tiles,
-/// blocks) of them: no clusters), an attention step as attention.cu. The program is read from
-/// the model device's memory, where the executor uploaded it.
+/// as `gemm_stream_sm90`, except that x is read from L2 once by every cluster with a tile
+/// (min(tiles, blocks) / cluster of them, multicast to its blocks), an attention step as
+/// attention.cu. The program is read from the model device's memory, where the executor
+/// uploaded it.
 pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<Vec<LaunchCost>, KernelError> {
     let p: ForwardSmallParams = decode(name, params)?;
     let size = std::mem::size_of::<ForwardSmallStep>();
@@ -385,7 +386,7 @@ pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) ->
             MB_FSMALL_GEMM => {
                 let g = &step.gemm;
                 let rows = rows(mem, g.batch, g.m);
-                let readers = (g.n / MB_STREAM_BN).min(p.blocks.max(1)) as f64;
+                let readers = ((g.n / MB_STREAM_BN).min(p.blocks.max(1)) / p.cluster.max(1)).max(1) as f64;
                 LaunchCost {
                     l2_bytes: (readers - 1.0) * rows * g.k as f64 * ELEM,
                     ..gemm_stream_cost(g, rows)
