@@ -14,34 +14,13 @@
 //   Measured (H100 80GB HBM3, 2026-11-25, `microbench`, L2 flushed; profiles/results.md): 65,536 tokens x 768 in
 //   111 µs, 1810 GB/s = 60 % of copy: below the estimate (one row per block and a dependent
 //   id -> row load chain; not yet investigated: this kernel runs once per forward, 0.1 % of it).
-#include "norm.cuh"
+#include "norm.cuh"  // embed_rows
 
 namespace {
 
-
-template <class T, int VEC>
-__device__ __forceinline__ void embed_row(const EmbeddingLayerNormParams& p, uint32_t row) {
-    const uint32_t H = p.hidden;
-    uint32_t id = reinterpret_cast<const uint32_t*>(p.ids)[row];
-    if (id >= p.vocab) id = 0;
-    const T* src = reinterpret_cast<const T*>(p.table) + (size_t)id * H;
-    auto load = [&](uint32_t c, float (&x)[VEC]) { load_f32<T, VEC>(src + c, x); };
-    norm_row<T, VEC>(load, reinterpret_cast<const T*>(p.weight),
-                               p.bias ? reinterpret_cast<const T*>(p.bias) : nullptr,
-                               reinterpret_cast<T*>(p.out) + (size_t)row * H, H, p.eps);
-}
-
 template <class T>
 __device__ __forceinline__ void embeddings(const EmbeddingLayerNormParams& p) {
-    const uint32_t rows = rows_in_use(p.batch, p.max_tokens);
-    const bool vec = p.hidden % 8 == 0 && ((p.table | p.weight | p.bias | p.out) & 15) == 0;
-    for (uint32_t row = blockIdx.x; row < rows; row += gridDim.x) {
-        if (vec) {
-            embed_row<T, 8>(p, row);
-        } else {
-            embed_row<T, 1>(p, row);
-        }
-    }
+    embed_rows<T>(p, blockIdx.x, gridDim.x);
 }
 
 }  // namespace

@@ -1,16 +1,19 @@
-// forward_small_sm90.cu — the small-batch forward's layers in one launch (issue 14): at a batch of
-// one text a layer is 5 dependent steps over 10 MB of weights, and a launch per step costs more
-// than the step's weights take to stream (profiles/optimisation-log.md). Here the steps of all
-// layers run in one co-scheduled grid, a grid barrier in global memory between consecutive steps,
-// and each block's weights for its next GEMM tile stream in while it computes, waits at a barrier
-// or runs attention: what a step costs beyond its weights is the barrier, x's read and the math.
+// forward_small_sm90.cu — the small-batch forward in one launch (issue 14): at a batch of one text
+// a layer is 5 dependent steps over 10 MB of weights, and a launch per step costs more than the
+// step's weights take to stream (profiles/optimisation-log.md). Here the embeddings, the steps of
+// all layers and the final norm run in one co-scheduled grid, a grid barrier in global memory
+// between consecutive steps, and each block's weights for its next GEMM tile stream in while it
+// computes, waits at a barrier or runs attention: what a step costs beyond its weights is the
+// barrier, x's read and the math.
 //
 // Program (ForwardSmallParams.steps, built by src/kernels/forward_small.rs from the same parameter
-// structs the per-launch path launches): per layer
-//   Wqkv (stream GEMM, norm + RoPE) → attention → Wo (residual) → Wi (norm + GeGLU) → Wo2 (residual).
+// structs the per-launch path launches): the embeddings (embeddings.cu's rows), per layer
+//   Wqkv (stream GEMM, norm + RoPE) → attention → Wo (residual) → Wi (norm + GeGLU) → Wo2 (residual),
+// then the final norm (layernorm.cu's rows).
 // Units of a step: a GEMM's 16-column tiles (n / 16; tile t on block t mod G), an attention
 // step's 64-query blocks (sequences × heads × ⌈max_seqlen / 64⌉ capacities; unit u on block
-// (u / 2) mod G, half u mod 2 of it: warps 0-3 or 4-7, each half under its own named barrier).
+// (u / 2) mod G, half u mod 2 of it: warps 0-3 or 4-7, each half under its own named barrier), a
+// norm step's rows (row r on block r mod G, its 256 threads holding the row: hidden ≤ 2048).
 // The arithmetic of a unit is that of its per-launch kernel, shared code: stream_tile.cuh (the
 // GEMM tile of gemm_stream_sm90.cu), attention_block.cuh (attention.cu's block), so the program's
 // output equals the per-launch path's bit for bit.
@@ -25,7 +28,7 @@
 //      through the async proxy) — rows to the next 16 zeroed, the row statistics; then per tile: wait for its slot's weights (mbarrier, the slot's phase), the
 //      warps' partial products, a sync, the slot refilled with the block's tile after next — which
 //      may be a later step's, since weights are no step's output — and the epilogue.
-//      ATTENTION: the block's units, two at a time.
+//      ATTENTION: the block's units, two at a time. EMBED, NORM: the block's rows, one at a time.
 //   3. A sync, then thread 0 raises the block's flag to base + s + 1 (release, gpu scope).
 // Weight slots: thread 0 issues one bulk copy per weight row (16 rows of 2k bytes, at the step's
 // pitch 2k + 64, in a slot sized for the widest k) on the slot's mbarrier; the block's i-th tile
@@ -39,6 +42,7 @@
 //   tile (L2); per attention step, its K/V tiles per query block; the outputs. FLOPs: the steps'.
 #include "attention_block.cuh"  // attention_detail::attention_block
 #include "hopper.cuh"           // mbar_*, bulk_load(_multicast), cluster_*, fence_proxy_async_global, named_bar_sync
+#include "norm.cuh"             // embed_rows, layernorm_rows: the embeddings and the final norm
 #include "stream_tile.cuh"      // the stream GEMM tile's pieces
 
 extern __shared__ __align__(1024) unsigned char smem[];
@@ -167,6 +171,10 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                     __syncthreads();  // part is the next tile's
                 }
             }
+        } else if (step.kind == MB_FSMALL_EMBED) {
+            embed_rows<T>(step.embed, blk, G);  // all 256 threads a row (norm.cuh)
+        } else if (step.kind == MB_FSMALL_NORM) {
+            layernorm_rows<T>(step.norm, blk, G);
         } else {
             const AttentionParams& p = step.attention;
             const uint32_t qblocks = (p.max_seqlen + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;

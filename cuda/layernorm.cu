@@ -17,43 +17,13 @@
 //   achievable copy) ≈ 80-90 % of copy bandwidth at >= 64k tokens.
 //   Measured (H100 80GB HBM3, 2026-11-25, `microbench`, L2 flushed; profiles/results.md): 64k x 768 with the
 //   residual add (403 MB) in 151 µs, 2666 GB/s = 89 % of copy; 64k x 1024: 89 %.
-#include "norm.cuh"
+#include "norm.cuh"  // layernorm_rows
 
 namespace {
 
-
-template <class T, int VEC>
-__device__ __forceinline__ void layernorm_row(const LayerNormParams& p, uint32_t row) {
-    const uint32_t H = p.hidden;
-    T* residual = reinterpret_cast<T*>(p.residual) + (size_t)row * H;
-    const T* delta = p.delta ? reinterpret_cast<const T*>(p.delta) + (size_t)row * H : nullptr;
-    auto load = [&](uint32_t c, float (&x)[VEC]) {
-        load_f32<T, VEC>(residual + c, x);
-        if (delta) {
-            float d[VEC];
-            load_f32<T, VEC>(delta + c, d);
-            // The residual stream keeps the rounded sum; the norm sees exactly what is stored.
-#pragma unroll
-            for (int j = 0; j < VEC; j++) x[j] = to_f32<T>(from_f32<T>(x[j] + d[j]));
-            store_f32<T, VEC>(residual + c, x);
-        }
-    };
-    norm_row<T, VEC>(load, reinterpret_cast<const T*>(p.weight),
-                               p.bias ? reinterpret_cast<const T*>(p.bias) : nullptr,
-                               reinterpret_cast<T*>(p.out) + (size_t)row * H, H, p.eps);
-}
-
 template <class T>
 __device__ __forceinline__ void layernorm(const LayerNormParams& p) {
-    const uint32_t rows = rows_in_use(p.batch, p.max_tokens);
-    const bool vec = p.hidden % 8 == 0 && ((p.residual | p.delta | p.weight | p.bias | p.out) & 15) == 0;
-    for (uint32_t row = blockIdx.x; row < rows; row += gridDim.x) {
-        if (vec) {
-            layernorm_row<T, 8>(p, row);
-        } else {
-            layernorm_row<T, 1>(p, row);
-        }
-    }
+    layernorm_rows<T>(p, blockIdx.x, gridDim.x);
 }
 
 }  // namespace

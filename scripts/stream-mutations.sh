@@ -21,7 +21,8 @@
 #   counter, the flags carried between launches, the sync between a half's attention blocks, the
 #   next tile's weights and their slot's phase, the blocks without a tile, attention's units) and
 #   x's copies in clusters: the proxy fence, the cluster barrier, the multicast mask, the bytes
-#   expected, the rows each rank copies, x's barrier's phase), its grid (the clusters' fit, the
+#   expected, the rows each rank copies, x's barrier's phase), its first and last steps (the
+#   embeddings, the final norm's rows), its grid (the clusters' fit, the
 #   widest tried) and its choice (the bound's comparison, its width), and tests/persistent_forward.rs,
 #   the forward_small unit tests or
 #   tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
@@ -196,6 +197,10 @@ mutate "persistent: every rank copies rows from 0, not from its rank" \
   "for (uint32_t r = rank + cluster * tid; r < rows;" "for (uint32_t r = cluster * tid; r < rows;"
 mutate "persistent: x's barrier waited on at phase 0 every step (a later step reads x before it lands)" \
   "mbar_try_wait(x_ready, x_loads % 2)" "mbar_try_wait(x_ready, 0)"
+mutate "persistent: the embeddings step skipped (layer 0 reads the arena's stale x)" \
+  "            embed_rows<T>(step.embed, blk, G);" "            // (no embeddings)"
+mutate "persistent: the final norm's rows strided by G + 1 (some rows never normed)" \
+  "            layernorm_rows<T>(step.norm, blk, G);" "            layernorm_rows<T>(step.norm, blk, G + 1);"
 cp "$backup" "$src"
 target src/kernels/forward_small.rs "cargo test -q --lib forward_small"
 mutate "grid: clusters not checked against a step's blocks with a tile" \
@@ -212,6 +217,11 @@ cp "$backup" "$src"
 target src/gpu/executor.rs "cargo test -q --test cost_model"
 mutate "executor: a launch of exactly the persistent bound takes the per-launch path" \
   ".filter(|_| shape.tokens <= self.persistent_tokens())" ".filter(|_| shape.tokens < self.persistent_tokens())"
+mutate "executor: the embeddings launched as well before the persistent forward (whose first step they are)" \
+  "        let small = shape.tokens <= self.small_batch_tokens;
+        if let Some(program)" "        let small = shape.tokens <= self.small_batch_tokens;
+        self.embeddings(a, shape)?;
+        if let Some(program)"
 cp "$backup" "$src"
 target src/gpu/path.rs "cargo test -q --test cost_model"
 mutate "path: the persistent bound at the hidden width alone (Wo2's K = intermediate ignored)" \

@@ -390,9 +390,10 @@ typedef struct GemmStreamParams {
     uint32_t cluster;    /* blocks per cluster (the launch's cluster dimension): 1 .. MB_STREAM_CLUSTER, dividing n / BN */
 } GemmStreamParams;
 
-/* forward_small_sm90.cu: the small-batch forward's layers in one co-scheduled launch — a program
-   of steps (the stream GEMMs and attention of every layer, in order), each block taking its share
-   of a step's units (a GEMM's 16-column tiles, attention's 64-query blocks), then a grid barrier
+/* forward_small_sm90.cu: the small-batch forward in one co-scheduled launch — a program of steps
+   (the embeddings, the stream GEMMs and attention of every layer, the final norm, in order), each
+   block taking its share of a step's units (a GEMM's 16-column tiles, attention's 64-query
+   blocks, a norm's rows), then a grid barrier
    (each block's flag raised to the steps it finished, every block waiting for all flags). A
    block's next GEMM tile's weights are in flight while it computes, and across the barriers, in a
    ring of MB_FSMALL_SLOTS slots. The grid may be in clusters of up to MB_FSMALL_CLUSTER blocks
@@ -404,10 +405,14 @@ typedef struct GemmStreamParams {
 #define MB_FSMALL_CLUSTER 4                 /* the widest cluster tried (x's L2 reads / 4); 2, then 1, if it cannot be */
 #define MB_FSMALL_GEMM 0u                   /* step kinds */
 #define MB_FSMALL_ATTENTION 1u
+#define MB_FSMALL_EMBED 2u /* embeddings.cu's rows: the program's first step */
+#define MB_FSMALL_NORM 3u  /* layernorm.cu's rows: its last (the final norm) */
 typedef struct ForwardSmallStep {
-    GemmStreamParams gemm;     /* kind GEMM: m the launch's capacity rows, cluster 1 */
-    AttentionParams attention; /* kind ATTENTION */
-    uint32_t kind;             /* MB_FSMALL_* */
+    GemmStreamParams gemm;          /* kind GEMM: m the launch's capacity rows, cluster 1 */
+    AttentionParams attention;      /* kind ATTENTION */
+    EmbeddingLayerNormParams embed; /* kind EMBED: hidden <= MB_FSMALL_THREADS * MB_NORM_PER_THREAD */
+    LayerNormParams norm;           /* kind NORM: the same bound */
+    uint32_t kind;                  /* MB_FSMALL_* */
     uint32_t reserved;
 } ForwardSmallStep;
 typedef struct ForwardSmallParams {

@@ -150,7 +150,10 @@ impl ArenaPlan {
             })?,
             program: take(bytes_of(
                 &what,
-                &[config.num_hidden_layers, 5, std::mem::size_of::<ForwardSmallStep>()],
+                &[
+                    5 * config.num_hidden_layers + 2,
+                    std::mem::size_of::<ForwardSmallStep>(),
+                ],
             )?)?,
             flags: take(4 * MB_FSMALL_MAX_BLOCKS as usize)?,
             mlm_rows,
@@ -201,7 +204,8 @@ pub struct Arena {
     pub projected: u64,
     /// ColBERT: normalised projection `[T, dense_out]` in f32.
     pub projected_f32: u64,
-    /// The persistent small-batch forward: its program, `ForwardSmallStep [5 · layers]`, written
+    /// The persistent small-batch forward: its program, `ForwardSmallStep [5 · layers + 2]` (the
+    /// embeddings, 5 steps a layer, the final norm), written
     /// once when the executor is made, and its grid barrier's flags, `u32 [MB_FSMALL_MAX_BLOCKS]`
     /// (zeroed then; each forward raises them further).
     pub program: u64,

@@ -295,6 +295,7 @@ impl GpuExecutor {
             max_seqlen: bound,
         };
         let mut program = ForwardSmallProgram::default();
+        program.embeddings(&self.embedding_params(a, shape)).map_err(dev_err)?;
         for (l, layer) in self.weights.layers.iter().enumerate() {
             for step in self.hopper_layer_steps(a, l, layer, shape, true) {
                 match step {
@@ -304,6 +305,8 @@ impl GpuExecutor {
                 .map_err(dev_err)?;
             }
         }
+        let final_norm = self.norm_params(a, 0, self.weights.final_norm, a.last_hidden, shape);
+        program.norm(&final_norm).map_err(dev_err)?;
         let grid = forward_small_grid(self.dev.as_ref(), self.dtype, &program).map_err(dev_err)?;
         let placed = program.launch_at(a.program, a.flags, grid).map_err(dev_err)?;
         let (program_at, flags_at) = (a.offset_of(a.program), a.offset_of(a.flags));
@@ -704,17 +707,17 @@ impl GpuExecutor {
     fn forward(&self, a: &Arena, shape: LaunchShape) -> Result<(), KernelError> {
         let w = &self.weights;
         let small = shape.tokens <= self.small_batch_tokens;
-        self.embeddings(a, shape)?; // x = LN_emb(E[ids])
         if let Some(program) = self
             .persistent
             .as_ref()
             .filter(|_| shape.tokens <= self.persistent_tokens())
         {
-            // Every layer's steps in one launch, on the arena the program was built over.
-            let _layers = nvtx::range(c"layers.persistent");
-            program.launch(self.dev.as_ref(), self.dtype)?;
-            return self.add_and_norm(a, 0, w.final_norm, a.last_hidden, shape, c"final_norm");
+            // The embeddings, every layer's steps and the final norm in one launch, on the arena
+            // the program was built over.
+            let _forward = nvtx::range(c"forward.persistent");
+            return program.launch(self.dev.as_ref(), self.dtype);
         }
+        self.embeddings(a, shape)?; // x = LN_emb(E[ids])
         for (l, layer) in w.layers.iter().enumerate() {
             let _layer = nvtx::range(match self.config.layer_kind(l) {
                 LayerKind::Global => c"layer.global",
@@ -858,7 +861,12 @@ impl GpuExecutor {
 
     fn embeddings(&self, a: &Arena, s: LaunchShape) -> Result<(), KernelError> {
         let _range = nvtx::range(c"embeddings");
-        let p = EmbeddingLayerNormParams {
+        ops::embeddings(self.dev.as_ref(), self.dtype, &self.embedding_params(a, s))
+    }
+
+    /// `x = LN_emb(E[ids])` for the capacities of `s`.
+    fn embedding_params(&self, a: &Arena, s: LaunchShape) -> EmbeddingLayerNormParams {
+        EmbeddingLayerNormParams {
             ids: a.ids,
             table: self.weights.tok_embeddings,
             weight: self.weights.emb_norm.weight,
@@ -869,8 +877,7 @@ impl GpuExecutor {
             hidden: self.config.hidden_size as u32,
             vocab: self.config.vocab_size as u32,
             eps: self.config.norm_eps,
-        };
-        ops::embeddings(self.dev.as_ref(), self.dtype, &p)
+        }
     }
 
     /// `x += delta` (when `delta` ≠ 0), then `out = LayerNorm(x)`.
@@ -884,7 +891,12 @@ impl GpuExecutor {
         name: &'static CStr,
     ) -> Result<(), KernelError> {
         let _range = nvtx::range(name);
-        let p = LayerNormParams {
+        ops::layernorm(self.dev.as_ref(), self.dtype, &self.norm_params(a, delta, norm, out, s))
+    }
+
+    /// `x += delta` (when `delta` ≠ 0), then `out = LayerNorm(x)`, for the capacities of `s`.
+    fn norm_params(&self, a: &Arena, delta: u64, norm: DeviceNorm, out: u64, s: LaunchShape) -> LayerNormParams {
+        LayerNormParams {
             residual: a.x,
             delta,
             weight: norm.weight,
@@ -895,8 +907,7 @@ impl GpuExecutor {
             hidden: self.config.hidden_size as u32,
             eps: self.config.norm_eps,
             _pad0: 0,
-        };
-        ops::layernorm(self.dev.as_ref(), self.dtype, &p)
+        }
     }
 
     /// `out[m, out_features] = input · Wᵀ (+ b)` (cuBLASLt on a GPU, the CPU on the emulator).

@@ -1,16 +1,17 @@
 //! `cuda/forward_small_sm90.cu`, the persistent small-batch forward: a program of steps — the
-//! stream GEMMs and attention of every layer — run by one co-scheduled launch, a grid barrier
-//! between steps (issue 14). This module builds the program from the same parameter structs the
+//! embeddings, the stream GEMMs and attention of every layer, the final norm — run by one
+//! co-scheduled launch, a grid barrier between steps (issue 14). This module builds the program from the same parameter structs the
 //! per-launch path launches ([`gemm_stream_params`], [`AttentionParams`]), checks it, and launches
 //! it.
 use super::device::Device;
 use super::gemm_stream::{gemm_stream_params, STREAM_K_MULTIPLE};
-use super::ops::GemmSm90;
+use super::ops::{self, GemmSm90};
 use super::params::{
-    AttentionParams, ForwardSmallParams, ForwardSmallStep, MB_ATTENTION_BLOCK_M, MB_ATTENTION_HEAD_DIM,
-    MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_CLUSTER, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS,
-    MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET, MB_FSMALL_THREADS, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM,
-    MB_STREAM_ROW_PAD, MB_STREAM_WARPS,
+    AttentionParams, EmbeddingLayerNormParams, ForwardSmallParams, ForwardSmallStep, LayerNormParams,
+    MB_ATTENTION_BLOCK_M, MB_ATTENTION_HEAD_DIM, MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_CLUSTER,
+    MB_FSMALL_EMBED, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_NORM, MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET,
+    MB_FSMALL_THREADS, MB_NORM_PER_THREAD, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROW_PAD,
+    MB_STREAM_WARPS,
 };
 use super::{Dtype, KernelError, KernelParam, LaunchAttrs};
 
@@ -37,6 +38,16 @@ pub fn forward_small_max_rows(k: u32) -> u32 {
         .map(|t| 16 * t)
         .find(|&m| forward_small_smem_bytes(m, k) <= MB_STREAM_MAX_SMEM)
         .unwrap_or(0)
+}
+
+/// A row step's block holds the row in its threads' registers (norm.cuh: 8 elements a thread).
+fn check_row_width(hidden: u32) -> Result<(), KernelError> {
+    if hidden > MB_FSMALL_THREADS * MB_NORM_PER_THREAD {
+        return Err(unsupported(format!(
+            "a row of {hidden} in {MB_FSMALL_THREADS} threads of {MB_NORM_PER_THREAD} elements"
+        )));
+    }
+    Ok(())
 }
 
 /// A program under construction: its steps in order, the capacity rows they share, the widest K.
@@ -81,6 +92,30 @@ impl ForwardSmallProgram {
         self.steps.push(ForwardSmallStep {
             attention: *p,
             kind: MB_FSMALL_ATTENTION,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Add the embeddings (`embeddings.cu`'s rows and contract) as a step: the program's first.
+    pub fn embeddings(&mut self, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
+        ops::check_embeddings("forward_small_sm90 (embeddings)", p)?;
+        check_row_width(p.hidden)?;
+        self.steps.push(ForwardSmallStep {
+            embed: *p,
+            kind: MB_FSMALL_EMBED,
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Add a LayerNorm (`layernorm.cu`'s rows and contract) as a step: the final norm.
+    pub fn norm(&mut self, p: &LayerNormParams) -> Result<(), KernelError> {
+        ops::check_layernorm("forward_small_sm90 (norm)", p)?;
+        check_row_width(p.hidden)?;
+        self.steps.push(ForwardSmallStep {
+            norm: *p,
+            kind: MB_FSMALL_NORM,
             ..Default::default()
         });
         Ok(())
@@ -186,6 +221,8 @@ pub fn forward_small_grid(
     let steps = program.steps();
     let units = |s: &ForwardSmallStep| match s.kind {
         MB_FSMALL_GEMM => s.gemm.n / MB_STREAM_BN,
+        MB_FSMALL_EMBED => s.embed.max_tokens,
+        MB_FSMALL_NORM => s.norm.max_tokens,
         _ => {
             let a = &s.attention;
             (a.max_sequences * a.heads * a.max_seqlen.div_ceil(MB_ATTENTION_BLOCK_M)).div_ceil(2)

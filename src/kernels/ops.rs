@@ -50,9 +50,9 @@ fn need(kernel: &str, what: &str, ptr: u64) -> Result<(), KernelError> {
     }
 }
 
-/// `layernorm.cu`: `if delta { residual += delta }; out = LayerNorm(residual)`; hidden in 1..=8192.
-pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(), KernelError> {
-    let name = dt.pick("layernorm_bf16", "layernorm_f16");
+/// `layernorm.cu`'s contract (also a step of the persistent forward's program): hidden in
+/// 1..=8192, the buffers it reads and writes.
+pub fn check_layernorm(name: &str, p: &LayerNormParams) -> Result<(), KernelError> {
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
@@ -64,6 +64,13 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
     ] {
         need(name, what, ptr)?;
     }
+    Ok(())
+}
+
+/// `layernorm.cu`: `if delta { residual += delta }; out = LayerNorm(residual)`; hidden in 1..=8192.
+pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(), KernelError> {
+    let name = dt.pick("layernorm_bf16", "layernorm_f16");
+    check_layernorm(name, p)?;
     if p.max_tokens == 0 {
         return Ok(());
     }
@@ -76,9 +83,9 @@ pub fn layernorm(dev: &dyn Device, dt: Dtype, p: &LayerNormParams) -> Result<(),
     )
 }
 
-/// `embeddings.cu`: `out[t] = LayerNorm(table[ids[t]])`; hidden in 1..=8192.
-pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
-    let name = dt.pick("embeddings_bf16", "embeddings_f16");
+/// `embeddings.cu`'s contract (also the persistent forward's first step): hidden in 1..=8192, a
+/// vocabulary, the buffers it reads and writes.
+pub fn check_embeddings(name: &str, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
     if p.hidden == 0 || p.hidden > MAX_NORM_WIDTH {
         return Err(unsupported(name, format!("hidden {} (1..={MAX_NORM_WIDTH})", p.hidden)));
     }
@@ -94,6 +101,13 @@ pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> 
     ] {
         need(name, what, ptr)?;
     }
+    Ok(())
+}
+
+/// `embeddings.cu`: `out[t] = LayerNorm(table[ids[t]])`; hidden in 1..=8192.
+pub fn embeddings(dev: &dyn Device, dt: Dtype, p: &EmbeddingLayerNormParams) -> Result<(), KernelError> {
+    let name = dt.pick("embeddings_bf16", "embeddings_f16");
+    check_embeddings(name, p)?;
     if p.max_tokens == 0 {
         return Ok(());
     }

@@ -75,6 +75,8 @@ pub const MB_FSMALL_MAX_BLOCKS: u32 = 1024;
 pub const MB_FSMALL_CLUSTER: u32 = 4;
 pub const MB_FSMALL_GEMM: u32 = 0;
 pub const MB_FSMALL_ATTENTION: u32 = 1;
+pub const MB_FSMALL_EMBED: u32 = 2;
+pub const MB_FSMALL_NORM: u32 = 3;
 pub const MB_FSMALL_SLOTS_OFFSET: u32 = 128;
 pub const MB_FSMALL_X_BARRIER: u32 = 2;
 pub const MB_FSMALL_ATTENTION_REGION: u32 = 81920;
@@ -879,12 +881,14 @@ const _: () = {
 pub struct ForwardSmallStep {
     pub gemm: GemmStreamParams,
     pub attention: AttentionParams,
+    pub embed: EmbeddingLayerNormParams,
+    pub norm: LayerNormParams,
     pub kind: u32,
     pub reserved: u32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of ForwardSmallStep"][::std::mem::size_of::<ForwardSmallStep>() - 168usize];
+    ["Size of ForwardSmallStep"][::std::mem::size_of::<ForwardSmallStep>() - 296usize];
     [
         "Alignment of ForwardSmallStep",
     ][::std::mem::align_of::<ForwardSmallStep>() - 8usize];
@@ -895,11 +899,17 @@ const _: () = {
         "Offset of field: ForwardSmallStep::attention",
     ][::std::mem::offset_of!(ForwardSmallStep, attention) - 96usize];
     [
+        "Offset of field: ForwardSmallStep::embed",
+    ][::std::mem::offset_of!(ForwardSmallStep, embed) - 160usize];
+    [
+        "Offset of field: ForwardSmallStep::norm",
+    ][::std::mem::offset_of!(ForwardSmallStep, norm) - 224usize];
+    [
         "Offset of field: ForwardSmallStep::kind",
-    ][::std::mem::offset_of!(ForwardSmallStep, kind) - 160usize];
+    ][::std::mem::offset_of!(ForwardSmallStep, kind) - 288usize];
     [
         "Offset of field: ForwardSmallStep::reserved",
-    ][::std::mem::offset_of!(ForwardSmallStep, reserved) - 164usize];
+    ][::std::mem::offset_of!(ForwardSmallStep, reserved) - 292usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -370,7 +370,7 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
 /// The steps of a `forward_small_sm90` launch, each costed as its per-launch kernel: a GEMM step
 /// as `gemm_stream_sm90`, except that x is read from L2 once by every cluster with a tile
 /// (min(tiles, blocks) / cluster of them, multicast to its blocks), an attention step as
-/// attention.cu. The program is read from the model device's memory, where the executor
+/// attention.cu, the embeddings and the final norm as embeddings.cu and layernorm.cu. The program is read from the model device's memory, where the executor
 /// uploaded it.
 pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<Vec<LaunchCost>, KernelError> {
     let p: ForwardSmallParams = decode(name, params)?;
@@ -392,6 +392,8 @@ pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) ->
                     ..gemm_stream_cost(g, rows)
                 }
             }
+            MB_FSMALL_EMBED => kernel_cost("embeddings", step.embed.as_bytes(), mem)?,
+            MB_FSMALL_NORM => kernel_cost("layernorm", step.norm.as_bytes(), mem)?,
             MB_FSMALL_ATTENTION => attention_cost(
                 &step.attention,
                 mem,
@@ -493,17 +495,18 @@ impl Profile {
     /// GPU time of a persistent launch of `steps` ([`forward_small_steps`]): its fixed cost, then
     /// each step in turn. A step's weights stream in ahead (under the previous step and the
     /// barrier: a block's next tile is in flight while it computes), so a step takes the longer of
-    /// its weights' DRAM time and the barrier + the rest of its roofline (x's reads from L2, its
-    /// outputs, its math). What this leaves out: a step's own latency chain beyond the barrier (x's
+    /// its weights' DRAM time and the barrier (none before the first) + the rest of its roofline
+    /// (x's reads from L2, its outputs, its math). What this leaves out: a step's own latency chain beyond the barrier (x's
     /// first bytes, the reduction, the epilogue's stores), and waves (a GEMM of more tiles than
     /// blocks runs two on some of them).
     pub fn persistent_s(&self, steps: &[LaunchCost]) -> f64 {
-        let step_s = |c: &LaunchCost| {
+        let step_s = |(i, c): (usize, &LaunchCost)| {
             let weights = c.param_bytes / (self.efficiency(c.class).memory * self.dram_bytes_per_s);
             let rest = LaunchCost { param_bytes: 0.0, ..*c };
-            weights.max(self.grid_barrier_s + self.roofline_s(&rest))
+            let barrier = if i > 0 { self.grid_barrier_s } else { 0.0 };
+            weights.max(barrier + self.roofline_s(&rest))
         };
-        self.kernel_fixed_s + steps.iter().map(step_s).sum::<f64>()
+        self.kernel_fixed_s + steps.iter().enumerate().map(step_s).sum::<f64>()
     }
 
     /// GPU time of a programmatic dependent launch: the hand-off + roofline (its weight
