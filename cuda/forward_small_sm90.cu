@@ -20,7 +20,8 @@
 //
 // A block's loop over steps s = 0 .. count − 1:
 //   1. s > 0: the grid barrier — warp 0's lanes acquire every block's flag ≥ base + s (base: this
-//      block's flag at entry, which every block left equal at the end of the previous launch), then
+//      block's flag at entry, which every block left equal at the end of the previous launch;
+//      modulo 2^32, and the flags start 64 steps before they wrap: MB_FSMALL_FLAGS_START), then
 //      the whole block syncs. All of step s − 1's writes are visible (each block released them).
 //   2. GEMM: x's rows in use into shared memory — bulk copies on x's mbarrier, rank r of a
 //      cluster of C copying rows r, r + C, ... into all C blocks (multicast), issued by warp 0
@@ -101,7 +102,9 @@ __device__ void forward_small(const ForwardSmallParams& P) {
         mbar_init(x_ready, 1);
         mbar_init_fence();
     }
-    // Every block of the cluster has initialised x_ready before any block copies into it.
+    // Every block of the cluster has initialised x_ready before any block copies into it. (The
+    // executor's programs start with the embeddings, whose grid barrier orders this as well; a
+    // program starting with a GEMM needs it.)
     cluster_arrive_relaxed();
     cluster_wait();
     // The first MB_FSMALL_SLOTS tiles' weights, before anything else.

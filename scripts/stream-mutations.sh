@@ -22,15 +22,19 @@
 #   next tile's weights and their slot's phase, the blocks without a tile, attention's units) and
 #   x's copies in clusters: the proxy fence, the cluster barrier, the multicast mask, the bytes
 #   expected, the rows each rank copies, x's barrier's phase), its first and last steps (the
-#   embeddings, the final norm's rows), its grid (the clusters' fit, the
+#   embeddings, the final norm's rows), the flags' wrap (the emulator's comparison; device.cuh's
+#   is the same expression), its grid (the clusters' fit, the
 #   widest tried) and its choice (the bound's comparison, its width), and tests/persistent_forward.rs,
 #   the forward_small unit tests or
 #   tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
 #   microbenchmark's), which the emulator shows by passing the turn to the other co-scheduled
-#   blocks at every release store. The forward's own flag raised before its block's last sync is
-#   not among them: a block's two attention halves always take the two heads of the same
-#   sequences (heads are even), so on the emulator they reach that sync together; on a GPU they
-#   need not.
+#   blocks at every release store. Two are not among them, because they survive for a reason:
+#   the forward's own flag raised before its block's last sync (a block's two attention halves
+#   always take the two heads of the same sequences — heads are even — so on the emulator they
+#   reach that sync together; on a GPU they need not); and the cluster barrier after the x
+#   barriers' inits removed (the executor's programs start with the embeddings, and the grid
+#   barrier after them already orders every block's inits before any copy into it; the cluster
+#   barrier keeps a program that starts with a GEMM correct).
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
 #   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator, persistent
 set -uo pipefail
@@ -184,9 +188,6 @@ mutate "persistent: attention's units decoded with the sequence as the fastest i
   "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / qblocks % p.max_sequences;"
 mutate "persistent: x copied by bulk copies with no proxy fence after the grid barrier's acquire" \
   "                    fence_proxy_async_global();" "                    // (no proxy fence)"
-mutate "persistent: no cluster barrier between the peers' mbarrier inits and the copies into them" \
-  "    cluster_arrive_relaxed();
-    cluster_wait();" "    __syncthreads();  // (no cluster barrier)"
 mutate "persistent: a block's rows multicast to itself alone" \
   "                                                (uint16_t)((1u << cluster) - 1));" \
   "                                                (uint16_t)(1u << rank));"
@@ -207,6 +208,11 @@ mutate "grid: clusters not checked against a step's blocks with a tile" \
   "                .all(|b| b.is_multiple_of(c))" "                .all(|_| true)"
 mutate "grid: the widest cluster tried first is 2" \
   "    let mut cluster = MB_FSMALL_CLUSTER;" "    let mut cluster = 2;"
+cp "$backup" "$src"
+target cuda/emu/emu.cpp "$persistent_tests"
+mutate "emulator: grid_wait_geq compares without wrapping (the flags start 64 steps before 2^32)" \
+  "    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {" \
+  "    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) {"
 cp "$backup" "$src"
 target cuda/handoff_sm90.cu "cd kernels-tests && cargo test -q --test handoff_sm90"
 mutate "emulator: a flag raised before the value it stands for is seen early (handoff_persistent)" \

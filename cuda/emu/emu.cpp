@@ -680,7 +680,8 @@ extern "C" [[noreturn]] void emu_trap(const char* why) {
 }
 
 extern "C" void emu_grid_wait_geq(const uint32_t* flag, uint32_t value) {
-    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) {
+    // ">=" modulo 2^32, as device.cuh's: flags may wrap.
+    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {
         Block* b = g_blk;
         b->thr[b->cur].st = SPIN;
         yield_to_scheduler();

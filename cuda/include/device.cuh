@@ -121,11 +121,13 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
 // Blocks of a co-scheduled grid (Device::launch_coscheduled_raw) waiting on each other: spin until
 // `*flag >= value` (acquire: what the signalling block wrote before is visible after), and raise a
 // flag (release). In a launch that is not co-scheduled, a block waiting for another is a deadlock.
+// ">=" modulo 2^32 (the difference as a signed number), so flags that count steps over every
+// launch may wrap, as long as no two are 2^31 apart.
 __device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t value) {
     for (;;) {
         uint32_t v;
         asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(flag) : "memory");
-        if (v >= value) return;
+        if ((int32_t)(v - value) >= 0) return;
         __nanosleep(64);
     }
 }

@@ -402,6 +402,9 @@ typedef struct GemmStreamParams {
 #define MB_FSMALL_THREADS MB_STREAM_THREADS /* 8 warps: a GEMM tile's, or two attention blocks of 4 */
 #define MB_FSMALL_SLOTS 2                   /* weight tiles in flight: the one computed and the next */
 #define MB_FSMALL_MAX_BLOCKS 1024           /* the flags' room in the arena: more blocks than any GPU has SMs */
+#define MB_FSMALL_FLAGS_START 0xffffffc0u   /* the flags' value when the program is placed: 64 steps before
+                                               they wrap, so the first launches cross the wrap (grid_wait_geq
+                                               compares modulo 2^32) on every run and test, not after weeks */
 #define MB_FSMALL_CLUSTER 4                 /* the widest cluster tried (x's L2 reads / 4); 2, then 1, if it cannot be */
 #define MB_FSMALL_GEMM 0u                   /* step kinds */
 #define MB_FSMALL_ATTENTION 1u
@@ -417,7 +420,7 @@ typedef struct ForwardSmallStep {
 } ForwardSmallStep;
 typedef struct ForwardSmallParams {
     uint64_t steps; /* const ForwardSmallStep [count] */
-    uint64_t flags; /* uint32_t [gridDim.x], zeroed once: the steps each block has finished, over all launches */
+    uint64_t flags; /* uint32_t [gridDim.x], MB_FSMALL_FLAGS_START once: + the steps each block has finished, over all launches (mod 2^32) */
     uint32_t count; /* steps */
     uint32_t m;     /* capacity rows (<= MB_STREAM_MAX_M): x's rows in shared memory */
     uint32_t k;      /* the widest GEMM step's K: the shared rows' pitch */

@@ -313,9 +313,10 @@ impl GpuExecutor {
         self.dev
             .upload(a.storage_mut(), program_at, &program.bytes())
             .map_err(dev_err)?;
-        self.dev
-            .upload(a.storage_mut(), flags_at, &vec![0u8; 4 * grid.blocks as usize])
-            .map_err(dev_err)?;
+        let flags: Vec<u8> = (0..grid.blocks)
+            .flat_map(|_| MB_FSMALL_FLAGS_START.to_le_bytes())
+            .collect();
+        self.dev.upload(a.storage_mut(), flags_at, &flags).map_err(dev_err)?;
         Ok(Some(placed))
     }
 
