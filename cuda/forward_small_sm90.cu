@@ -10,26 +10,34 @@
 // structs the per-launch path launches): the embeddings (embeddings.cu's rows), per layer
 //   Wqkv (stream GEMM, norm + RoPE) → attention → Wo (residual) → Wi (norm + GeGLU) → Wo2 (residual),
 // then the final norm (layernorm.cu's rows).
-// Units of a step: a GEMM's 16-column tiles (n / 16; tile t on block t mod G), an attention
-// step's 64-query blocks (sequences × heads × ⌈max_seqlen / 64⌉ capacities; unit u on block
-// (u / 2) mod G, half u mod 2 of it: warps 0-3 or 4-7, each half under its own named barrier), a
-// norm step's rows (row r on block r mod G, its 256 threads holding the row: hidden ≤ 2048).
+// Units of a step: a GEMM's 16-column tiles (n / 16; tile t on block t mod G); a norm step's rows
+// (row r on block r mod G, its 256 threads holding the row: hidden ≤ 2048); an attention step's
+// 64-query blocks (sequences × ⌈max_seqlen / 64⌉ capacities a head), run inside the Wqkv step
+// before it, with no grid barrier: each Wqkv tile is one head's q, k or v (tile t of head
+// t / 4 mod heads at head_dim 64), and after writing a tile its block takes a ticket from the
+// head's counter (grid_count: release of the tile, acquire of the others'); the block taking a
+// head's last ticket (12 tiles a head) runs that head's attention once its own tiles are done,
+// the halves of the block (warps 0-3, 4-7, each under its own named barrier) taking its units in
+// turn. The counters return to 0 after each layer.
 // The arithmetic of a unit is that of its per-launch kernel, shared code: stream_tile.cuh (the
 // GEMM tile of gemm_stream_sm90.cu), attention_block.cuh (attention.cu's block), so the program's
 // output equals the per-launch path's bit for bit.
 //
 // A block's loop over steps s = 0 .. count − 1:
-//   1. s > 0: the grid barrier — warp 0's lanes acquire every block's flag ≥ base + s (base: this
+//   1. s > 0, not attention: the grid barrier — warp 0's lanes acquire every block's flag ≥ base + s (base: this
 //      block's flag at entry, which every block left equal at the end of the previous launch;
 //      modulo 2^32, and the flags start 64 steps before they wrap: MB_FSMALL_FLAGS_START), then
 //      the whole block syncs. All of step s − 1's writes are visible (each block released them).
 //   2. GEMM: x's rows in use into shared memory — bulk copies on x's mbarrier, rank r of a
 //      cluster of C copying rows r, r + C, ... into all C blocks (multicast), issued by warp 0
 //      after a proxy fence (x is other blocks' ordinary stores in this launch; bulk copies read
-//      through the async proxy) — rows to the next 16 zeroed, the row statistics; then per tile: wait for its slot's weights (mbarrier, the slot's phase), the
-//      warps' partial products, a sync, the slot refilled with the block's tile after next — which
-//      may be a later step's, since weights are no step's output — and the epilogue.
-//      ATTENTION: the block's units, two at a time. EMBED, NORM: the block's rows, one at a time.
+//      through the async proxy) — rows to the next 16 zeroed, the row statistics; then per tile:
+//      wait for its slot's weights (mbarrier, the slot's phase), the warps' partial products, a
+//      sync, the slot refilled with the block's tile after next — which may be a later step's,
+//      since weights are no step's output — the epilogue, a sync and (Wqkv) the head's ticket.
+//      Then (Wqkv) the attention of the heads whose last ticket the block took.
+//      ATTENTION: nothing (done in the step before; no barrier before it either). EMBED, NORM:
+//      the block's rows, one at a time.
 //   3. A sync, then thread 0 raises the block's flag to base + s + 1 (release, gpu scope).
 // Weight slots: thread 0 issues one bulk copy per weight row (16 rows of 2k bytes, at the step's
 // pitch 2k + 64, in a slot sized for the widest k) on the slot's mbarrier; the block's i-th tile
@@ -40,7 +48,8 @@
 //   forward_small.rs); shared memory MB_FSMALL_SMEM_BYTES(m rounded up to 16, the widest K)
 //   (params.h): base at 32 rows 164 KiB, at its bound of 48 rows 209.5 KiB.
 // Bytes (minimum, per launch): every weight once (DRAM); per GEMM step, x once per cluster with a
-//   tile (L2); per attention step, its K/V tiles per query block; the outputs. FLOPs: the steps'.
+//   tile (L2); per attention step, its K/V tiles per query block; the outputs; a ticket per Wqkv
+//   tile. FLOPs: the steps'.
 #include "attention_block.cuh"  // attention_detail::attention_block
 #include "hopper.cuh"           // mbar_*, bulk_load(_multicast), cluster_*, fence_proxy_async_global, named_bar_sync
 #include "norm.cuh"             // embed_rows, layernorm_rows: the embeddings and the final norm
@@ -70,6 +79,28 @@ __device__ __forceinline__ Cursor next_tile(const ForwardSmallStep* steps, uint3
     return c;
 }
 
+// The attention of the heads in `mine` (bit h: head h) — every 64-query block of each, the two
+// halves of the block taking them in turn, each under its own named barrier. Not inlined: inside
+// the step loop, beside the GEMM's live state, it pushed the kernel to 255 registers and spills
+// (ptxas); as a call, 209 and none.
+template <typename T>
+__device__ __noinline__ void attend(const AttentionParams& p, uint32_t mine, unsigned char* region, uint32_t tid) {
+    const uint32_t qblocks = (p.max_seqlen + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;
+    const uint32_t units = p.max_sequences * qblocks, half = tid / MB_ATTENTION_THREADS;
+    const HalfSync sync{1 + (int)half};
+    uint32_t i = 0;  // the block's units so far: unit i is half i mod 2's
+    for (uint32_t h = 0; h < p.heads; h++) {
+        if (!(mine >> h & 1)) continue;
+        for (uint32_t u = 0; u < units; u++, i++) {
+            if (i % 2 != half) continue;
+            const uint32_t qb = u % qblocks, b = u / qblocks;
+            attention_detail::attention_block<T, false>(p, b, h, qb, region + half * MB_ATTENTION_SMEM_BYTES,
+                                                        tid % MB_ATTENTION_THREADS, sync);
+            sync();  // the half's warps are done with its shared memory before the next unit's loads
+        }
+    }
+}
+
 // Thread 0: the tile's 16 weight rows, all of its step's K, into `slot` (at that K's pitch, as
 // stream_tile.cuh reads them) on the slot's mbarrier.
 __device__ __forceinline__ void issue_weights(const GemmStreamParams& p, uint32_t tile, unsigned char* slot, uint64_t* bar) {
@@ -84,6 +115,7 @@ template <typename T>
 __device__ void forward_small(const ForwardSmallParams& P) {
     const ForwardSmallStep* steps = reinterpret_cast<const ForwardSmallStep*>(P.steps);
     uint32_t* flags = reinterpret_cast<uint32_t*>(P.flags);
+    uint32_t* head_counts = reinterpret_cast<uint32_t*>(P.head_counts);
     const uint32_t tid = threadIdx.x, G = gridDim.x, blk = blockIdx.x;
     const uint32_t slot_bytes = BN * MB_FSMALL_PITCH(P.k);  // a slot holds the widest step's tile
     uint64_t* slot_bar = reinterpret_cast<uint64_t*>(smem);  // [MB_FSMALL_SLOTS]
@@ -117,20 +149,25 @@ __device__ void forward_small(const ForwardSmallParams& P) {
     }
     uint32_t consumed = 0;  // the block's tiles computed so far: tile i is in slot i mod 2
     uint32_t x_loads = 0;   // the block's GEMM steps so far: x_ready's phase
+    __shared__ uint32_t heads_mine;  // bit h: this block took head h's last Wqkv ticket
 
     for (uint32_t s = 0; s < P.count; s++) {
-        if (s > 0) {  // 1. every block has finished step s − 1
+        const ForwardSmallStep& step = steps[s];
+        // An attention step ran inside the Wqkv step before it: no barrier.
+        if (s > 0 && step.kind != MB_FSMALL_ATTENTION) {  // 1. every block has finished step s − 1
             if (tid < 32) {
                 for (uint32_t j = tid; j < G; j += 32) grid_wait_geq(&flags[j], base + s);
             }
             __syncthreads();
         }
-        const ForwardSmallStep& step = steps[s];
         if (step.kind == MB_FSMALL_GEMM) {
             const GemmStreamParams& p = step.gemm;
+            // Wqkv: its tiles' tickets decide who runs the next step's attention, head by head.
+            const bool then_attention = s + 1 < P.count && steps[s + 1].kind == MB_FSMALL_ATTENTION;
+            if (tid == 0) heads_mine = 0;
             if (blk < p.n / BN) {
                 // 2. x's rows in use, then per tile the product of the slot's weights.
-                const uint32_t k = p.k, pitch = pitch_of(k), vecs = k / 8;
+                const uint32_t k = p.k, pitch = pitch_of(k);
                 const uint32_t rows = rows_in_use(p.batch, p.m), m16 = (rows + 15) / 16;
                 unsigned char* x_s = region;                                          // [m16 · 16][pitch]
                 float* part = reinterpret_cast<float*>(x_s + m16 * 16 * pitch);       // [WARPS][m16 · 16][16]
@@ -172,26 +209,28 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                     }
                     epilogue<T>(p, tile, rows, m16, part, row_stats);
                     __syncthreads();  // part is the next tile's
+                    if (then_attention && tid == 0) {
+                        // The tile's q, k or v columns are one head's (tiles t of a head_dim: head
+                        // t / (head_dim / 16) mod heads). Its last tile's ticket (the block's
+                        // stores released by it, the others' acquired) makes the head this block's.
+                        const AttentionParams& a = steps[s + 1].attention;
+                        const uint32_t per_head = 3 * (a.head_dim / BN), h = tile / (a.head_dim / BN) % a.heads;
+                        if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) heads_mine |= 1u << h;
+                    }
                 }
+            }
+            if (then_attention) {
+                __syncthreads();  // heads_mine, and the region is free of x and the partial tiles
+                attend<T>(steps[s + 1].attention, heads_mine, region, tid);
             }
         } else if (step.kind == MB_FSMALL_EMBED) {
             embed_rows<T>(step.embed, blk, G);  // all 256 threads a row (norm.cuh)
         } else if (step.kind == MB_FSMALL_NORM) {
             layernorm_rows<T>(step.norm, blk, G);
-        } else {
-            const AttentionParams& p = step.attention;
-            const uint32_t qblocks = (p.max_seqlen + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;
-            const uint32_t units = p.max_sequences * p.heads * qblocks, half = tid / MB_ATTENTION_THREADS;
-            for (uint32_t u = 2 * blk + half; u < units; u += 2 * G) {
-                const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / (qblocks * p.heads);
-                const HalfSync sync{1 + (int)half};
-                attention_detail::attention_block<T, false>(p, b, h, qb, region + half * MB_ATTENTION_SMEM_BYTES,
-                                                            tid % MB_ATTENTION_THREADS, sync);
-                sync();  // the half's warps are done with its shared memory before the next unit's loads
-            }
         }
-        // 3. This block's share of step s is written (both halves' attention blocks; a GEMM's last
-        //    tile: its sync already) and the region is free: raise its flag.
+        // ATTENTION: done inside the step before. 3. This block's share of step s is written (both
+        // halves' attention blocks; a GEMM's last tile: its sync already) and the region is free:
+        // raise its flag.
         __syncthreads();
         if (tid == 0) grid_signal(&flags[blk], base + s + 1);
     }

@@ -143,12 +143,17 @@ extern "C" __global__ void selftest_barrier(const __grid_constant__ SelftestPara
 // A chain through a co-scheduled grid: block b waits until block b - 1 raised its flag, then
 // writes out[b] = out[b - 1] + b + 1 and raises its own; out[b] = (b + 1)(b + 2) / 2. in = the
 // gridDim.x + 1 flags (zeroed); mode 1: block 0 first waits for flag gridDim.x, which nobody
-// raises (a deadlock the emulator must report).
+// raises (a deadlock the emulator must report). Mode 2: no chain; each block takes a ticket from
+// the counter flags[gridDim.x] (grid_count, limit p.n) into out[b].
 extern "C" __global__ void selftest_grid_chain(const __grid_constant__ SelftestParams p) {
     uint32_t* flags = reinterpret_cast<uint32_t*>(p.in);
     uint32_t* out = reinterpret_cast<uint32_t*>(p.out);
     const unsigned b = blockIdx.x;
     if (threadIdx.x != 0) return;
+    if (p.mode == 2) {
+        out[b] = grid_count(&flags[gridDim.x], p.n);
+        return;
+    }
     if (p.mode == 1 && b == 0) grid_wait_geq(&flags[gridDim.x], 1);
     uint32_t prev = 0;
     if (b > 0) {

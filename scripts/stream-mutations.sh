@@ -17,24 +17,22 @@
 #   mma.sync's sums, each thread's index), and the kernel tests of gemm_sm90 or attention
 #   must fail; its thread block clusters (a multicast's destinations, the cluster barrier's
 #   count, %cluster_ctarank), and gemm_stream_sm90's or the sm_90a self-test's must fail;
-# - persistent: the persistent forward (cuda/forward_small_sm90.cu: the grid barrier's wait, its
+# - persistent: the persistent forward, cuda/forward_small_sm90.cu — the grid barrier's wait and
 #   counter, the flags carried between launches, the sync between a half's attention blocks, the
-#   next tile's weights and their slot's phase, the blocks without a tile, attention's units) and
-#   x's copies in clusters: the proxy fence, the cluster barrier, the multicast mask, the bytes
-#   expected, the rows each rank copies, x's barrier's phase), its first and last steps (the
-#   embeddings, the final norm's rows), the flags' wrap (the emulator's comparison; device.cuh's
-#   is the same expression), its grid (the clusters' fit, the
-#   widest tried) and its choice (the bound's comparison, its width), and tests/persistent_forward.rs,
-#   the forward_small unit tests or
+#   next tile's weights and their slot's phase, the blocks without a tile; x's copies in clusters
+#   (the proxy fence, the multicast mask, the bytes expected, the rows each rank copies, x's
+#   barrier's phase); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
+#   halves' units, the barriers skipped, the block's heads cleared); its first and last steps (the
+#   embeddings, the final norm's rows); the emulator's flag comparison at the wrap (device.cuh's
+#   is the same expression) and atom.inc's wrap; its grid (the clusters' fit, the widest tried)
+#   and its choice (the bound's comparison, its width) — and tests/persistent_forward.rs, the
+#   forward_small unit tests or
 #   tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
 #   microbenchmark's), which the emulator shows by passing the turn to the other co-scheduled
-#   blocks at every release store. Two are not among them, because they survive for a reason:
-#   the forward's own flag raised before its block's last sync (a block's two attention halves
-#   always take the two heads of the same sequences — heads are even — so on the emulator they
-#   reach that sync together; on a GPU they need not); and the cluster barrier after the x
-#   barriers' inits removed (the executor's programs start with the embeddings, and the grid
-#   barrier after them already orders every block's inits before any copy into it; the cluster
-#   barrier keeps a program that starts with a GEMM correct).
+#   blocks at every release store. One is not among them, because it survives for a reason: the
+#   cluster barrier after the x barriers' inits removed (the executor's programs start with the
+#   embeddings, and the grid barrier after them already orders every block's inits before any
+#   copy into it; the cluster barrier keeps a program that starts with a GEMM correct).
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
 #   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator, persistent
 set -uo pipefail
@@ -183,9 +181,23 @@ mutate "persistent: every slot waited on at phase 0 (the second use of a slot re
   "mbar_try_wait(&slot_bar[slot], (consumed / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[slot], 0)"
 mutate "persistent: the last block with tiles skips the GEMM step" \
   "if (blk < p.n / BN) {" "if (blk + 1 < p.n / BN) {"
-mutate "persistent: attention's units decoded with the sequence as the fastest index after the head" \
-  "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / (qblocks * p.heads);" \
-  "const uint32_t qb = u % qblocks, h = (u / qblocks) % p.heads, b = u / qblocks % p.max_sequences;"
+mutate "persistent: a head's ticket limit one short (its attention starts before its last tile is written)" \
+  "if (grid_count(&head_counts[h], per_head - 1) == per_head - 1)" \
+  "if (grid_count(&head_counts[h], per_head - 2) == per_head - 2)"
+mutate "persistent: a tile's head taken as the tile mod heads (tickets counted for the wrong heads)" \
+  "h = tile / (a.head_dim / BN) % a.heads;" "h = tile % a.heads;"
+mutate "persistent: a head's units all on half 0, which skips every other one" \
+  "            if (i % 2 != half) continue;" "            if (half != 0 || i % 2 != 0) continue;"
+mutate "persistent: a grid barrier skipped before the final norm as well as before attention" \
+  "        if (s > 0 && step.kind != MB_FSMALL_ATTENTION) {" "        if (s > 0 && step.kind == MB_FSMALL_GEMM) {"
+mutate "persistent: heads_mine not cleared at a Wqkv step (a block reruns the last layer's heads)" \
+  "            if (tid == 0) heads_mine = 0;" "            // (heads_mine kept)"
+mutate "persistent: the block's flag raised before its last sync (the other half may still be in attention)" \
+  "        // raise its flag.
+        __syncthreads();
+        if (tid == 0) grid_signal(&flags[blk], base + s + 1);" "        // raise its flag.
+        if (tid == 0) grid_signal(&flags[blk], base + s + 1);
+        __syncthreads();"
 mutate "persistent: x copied by bulk copies with no proxy fence after the grid barrier's acquire" \
   "                    fence_proxy_async_global();" "                    // (no proxy fence)"
 mutate "persistent: a block's rows multicast to itself alone" \
@@ -213,6 +225,8 @@ target cuda/emu/emu.cpp "$persistent_tests"
 mutate "emulator: grid_wait_geq compares without wrapping (the flags start 64 steps before 2^32)" \
   "    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {" \
   "    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) {"
+mutate "emulator: atom.inc never wraps at its limit (a head's counter runs on into the next layer)" \
+  "old >= limit ? 0 : old + 1" "old + 1"
 cp "$backup" "$src"
 target cuda/handoff_sm90.cu "cd kernels-tests && cargo test -q --test handoff_sm90"
 mutate "emulator: a flag raised before the value it stands for is seen early (handoff_persistent)" \

@@ -689,6 +689,28 @@ extern "C" void emu_grid_wait_geq(const uint32_t* flag, uint32_t value) {
     g_blk->acquires++;
 }
 
+// atom.acq_rel.gpu.inc: a ticket (the count before; the count + 1, or 0 past `limit`). An acquire
+// (what earlier holders wrote is this block's to read) and a release: in the reversed order the
+// other blocks run before this block's threads go on, as after grid_signal, so a ticket taken
+// before the writes it stands for shows them undone.
+extern "C" uint32_t emu_grid_count(uint32_t* counter, uint32_t limit) {
+    uint32_t old = __atomic_load_n(counter, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(counter, &old, old >= limit ? 0 : old + 1, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+    }
+    // Not counted in `acquires` (the proxy rule): the kernels read what a ticket acquires through
+    // the generic proxy (the persistent forward's attention, by cp.async), and their bulk copies
+    // after one read weights no block writes. A bulk copy of data a ticket acquired would need
+    // its own fence.proxy.async.global, which this emulator would not notice missing.
+    Block* b = g_blk;
+    b->progress++;
+    if (b->L->reverse && b->turns) {
+        b->released = true;
+        yield_to_scheduler();
+    }
+    return old;
+}
+
 // fence.proxy.async.global: the global memory this thread has seen through the generic proxy
 // (other blocks' stores it acquired, directly or through a block barrier) is what its later bulk
 // copies read. The emulator has one view of global memory, so it only checks the order: a bulk

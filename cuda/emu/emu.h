@@ -90,6 +90,7 @@ void emu_cp_async_wait_all(void);
 [[noreturn]] void emu_trap(const char* why);
 void emu_grid_wait_geq(const uint32_t* flag, uint32_t value);
 void emu_grid_signal(uint32_t* flag, uint32_t value);
+uint32_t emu_grid_count(uint32_t* counter, uint32_t limit);
 void emu_fence_proxy_async_global(void);
 
 // ---- sm_90a (hopper.cpp; the wrappers and their PTX are cuda/include/hopper.cuh) ----

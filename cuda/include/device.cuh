@@ -134,6 +134,15 @@ __device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t val
 __device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) {
     asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(flag), "r"(value) : "memory");
 }
+// A ticket from a counter shared by the grid: returns the count before, and leaves it one higher,
+// or 0 after `limit` (atom.inc: tickets 0 .. limit, then again from 0). acq_rel at gpu scope: the
+// block's writes before it (a __syncthreads, then one thread) are visible to whoever takes a later
+// ticket, and what earlier holders wrote is visible to this one.
+__device__ __forceinline__ uint32_t grid_count(uint32_t* counter, uint32_t limit) {
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.inc.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(counter), "r"(limit) : "memory");
+    return old;
+}
 
 // Programmatic dependent launch (griddepcontrol, sm_90+). pdl_wait: the previous launch has
 // finished and its writes are visible (returns at once in a launch that is not a dependent);
@@ -183,6 +192,7 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
 
 __device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t value) { emu_grid_wait_geq(flag, value); }
 __device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) { emu_grid_signal(flag, value); }
+__device__ __forceinline__ uint32_t grid_count(uint32_t* counter, uint32_t limit) { return emu_grid_count(counter, limit); }
 __device__ __forceinline__ void pdl_wait() { emu_griddep_wait(); }
 __device__ __forceinline__ void pdl_launch_dependents() {}  // the emulator starts dependents at once
 

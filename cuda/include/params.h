@@ -405,9 +405,11 @@ typedef struct GemmStreamParams {
 #define MB_FSMALL_FLAGS_START 0xffffffc0u   /* the flags' value when the program is placed: 64 steps before
                                                they wrap, so the first launches cross the wrap (grid_wait_geq
                                                compares modulo 2^32) on every run and test, not after weeks */
+#define MB_FSMALL_MAX_HEADS 32              /* attention heads a program takes (a bit each in a block's mask) */
 #define MB_FSMALL_CLUSTER 4                 /* the widest cluster tried (x's L2 reads / 4); 2, then 1, if it cannot be */
 #define MB_FSMALL_GEMM 0u                   /* step kinds */
-#define MB_FSMALL_ATTENTION 1u
+#define MB_FSMALL_ATTENTION 1u /* after a Wqkv GEMM step, run inside it: head h by the block that took
+                                  its last tile's ticket, with no grid barrier between */
 #define MB_FSMALL_EMBED 2u /* embeddings.cu's rows: the program's first step */
 #define MB_FSMALL_NORM 3u  /* layernorm.cu's rows: its last (the final norm) */
 typedef struct ForwardSmallStep {
@@ -428,6 +430,8 @@ typedef struct ForwardSmallParams {
     uint32_t cluster; /* blocks per cluster (the launch's cluster dimension), dividing blocks and every
                          GEMM step's count of blocks with a tile, min(n / MB_STREAM_BN, blocks) */
     uint32_t reserved;
+    uint64_t head_counts; /* uint32_t [MB_FSMALL_MAX_HEADS], zeroed once: each head's Wqkv tiles done in
+                             the current layer (grid_count: back to 0 after the head's last) */
 } ForwardSmallParams;
 /* Shared memory (bytes from the start): the mbarriers, 128 bytes (the slots', then x's:
    MB_FSMALL_X_BARRIER); the weight slots, each

@@ -431,6 +431,40 @@ fn a_coscheduled_grid_lets_blocks_wait_on_each_other() {
     }
 }
 
+/// grid_count (atom.inc): every block takes a distinct ticket, 0 .. limit and then again from 0,
+/// so 12 blocks at limit 11 hold 0 .. 11 once each and leave the counter at 0; at limit 3 each
+/// of 0 .. 3 three times, the counter again at 0.
+#[test]
+fn a_grid_counter_hands_out_tickets_and_wraps_at_its_limit() {
+    let dev = device();
+    for reverse in orders(&*dev) {
+        let order = set_order(&*dev, reverse);
+        for (limit, each) in [(11u32, 1usize), (3, 3)] {
+            let blocks = 12u32;
+            let flags = dev.upload_new(&vec![0u8; (blocks as usize + 1) * 4], "flags").unwrap();
+            let out = dev.upload_new(&vec![0xffu8; blocks as usize * 4], "out").unwrap();
+            let p = SelftestParams {
+                in_: flags.addr(),
+                out: out.addr(),
+                n: limit,
+                mode: 2,
+            };
+            dev.launch("selftest_grid_chain", [blocks, 1, 1], [32, 1, 1], 0, &p)
+                .unwrap();
+            dev.synchronize().unwrap();
+            let mut tickets = bytes_u32(&dev.download_vec(&out).unwrap());
+            tickets.sort_unstable();
+            let want: Vec<u32> = (0..=limit).flat_map(|t| std::iter::repeat_n(t, each)).collect();
+            assert_eq!(tickets, want, "{order}, limit {limit}");
+            let counter = bytes_u32(&dev.download_vec(&flags).unwrap())[blocks as usize];
+            assert_eq!(
+                counter, 0,
+                "{order}, limit {limit}: the counter after a whole number of rounds"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_emulator_reports_blocks_that_wait_forever() {
     let dev = device();

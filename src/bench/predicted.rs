@@ -99,6 +99,8 @@ pub fn fields(model: &ModelDevice, ledger: &Ledger, forwards: u64, tokens: u64) 
             "kernel_fixed_us": round(p.kernel_fixed_s * 1e6, 3),
             "dependent_fixed_us": round(p.dependent_fixed_s * 1e6, 3),
             "l2_gb_s": p.l2_bytes_per_s / 1e9,
+            "grid_barrier_us": round(p.grid_barrier_s * 1e6, 3),
+            "head_handoff_us": round(p.head_handoff_s * 1e6, 3),
             "host_launch_us": round(p.host_launch_s * 1e6, 3),
         },
     })

@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::gpu::heads::HeadShapes;
 use crate::kernels::device::{Device, DeviceBuffer};
 use crate::kernels::graph;
-use crate::kernels::params::{BatchDesc, ForwardSmallStep, MbRowStats, MB_FSMALL_MAX_BLOCKS, MB_GEMM90_BN};
+use crate::kernels::params::{
+    BatchDesc, ForwardSmallStep, MbRowStats, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_MAX_HEADS, MB_GEMM90_BN,
+};
 use crate::limits::{bytes_of, sum_of};
 
 /// The per-batch inputs, uploaded in one host-to-device copy: `BatchDesc`, then `ids [tokens]`,
@@ -61,9 +63,11 @@ pub struct ArenaPlan {
     pub topk: usize,
     pub projected: usize,
     pub projected_f32: usize,
-    /// The persistent small-batch forward's program (5 steps a layer) and its flags.
+    /// The persistent small-batch forward's program (5 steps a layer, 2 more), its flags and its
+    /// heads' counters.
     pub program: usize,
     pub flags: usize,
+    pub head_counts: usize,
     /// Masked rows the MLM head takes per launch (the logits buffer's rows).
     pub mlm_rows: usize,
     /// Bytes of the top-k buffer (ids then probabilities, 8 bytes per pick).
@@ -156,6 +160,7 @@ impl ArenaPlan {
                 ],
             )?)?,
             flags: take(4 * MB_FSMALL_MAX_BLOCKS as usize)?,
+            head_counts: take(4 * MB_FSMALL_MAX_HEADS as usize)?,
             mlm_rows,
             topk_bytes,
             bytes: offset,
@@ -206,10 +211,12 @@ pub struct Arena {
     pub projected_f32: u64,
     /// The persistent small-batch forward: its program, `ForwardSmallStep [5 · layers + 2]` (the
     /// embeddings, 5 steps a layer, the final norm), written
-    /// once when the executor is made, and its grid barrier's flags, `u32 [MB_FSMALL_MAX_BLOCKS]`
-    /// (zeroed then; each forward raises them further).
+    /// once when the executor is made; its grid barrier's flags, `u32 [MB_FSMALL_MAX_BLOCKS]`
+    /// (MB_FSMALL_FLAGS_START then; each forward raises them further); and each head's count of
+    /// its Wqkv tiles done, `u32 [MB_FSMALL_MAX_HEADS]` (zeroed then; back to 0 after each layer).
     pub program: u64,
     pub flags: u64,
+    pub head_counts: u64,
     pub mlm_rows: usize,
     pub topk_bytes: usize,
     pub bytes: usize,
@@ -249,6 +256,7 @@ impl Arena {
             projected_f32: at(p.projected_f32),
             program: at(p.program),
             flags: at(p.flags),
+            head_counts: at(p.head_counts),
             mlm_rows: p.mlm_rows,
             topk_bytes: p.topk_bytes,
             bytes: p.bytes,

@@ -308,8 +308,11 @@ impl GpuExecutor {
         let final_norm = self.norm_params(a, 0, self.weights.final_norm, a.last_hidden, shape);
         program.norm(&final_norm).map_err(dev_err)?;
         let grid = forward_small_grid(self.dev.as_ref(), self.dtype, &program).map_err(dev_err)?;
-        let placed = program.launch_at(a.program, a.flags, grid).map_err(dev_err)?;
+        let placed = program
+            .launch_at(a.program, a.flags, a.head_counts, grid)
+            .map_err(dev_err)?;
         let (program_at, flags_at) = (a.offset_of(a.program), a.offset_of(a.flags));
+        let counts_at = a.offset_of(a.head_counts);
         self.dev
             .upload(a.storage_mut(), program_at, &program.bytes())
             .map_err(dev_err)?;
@@ -317,6 +320,8 @@ impl GpuExecutor {
             .flat_map(|_| MB_FSMALL_FLAGS_START.to_le_bytes())
             .collect();
         self.dev.upload(a.storage_mut(), flags_at, &flags).map_err(dev_err)?;
+        let counts = vec![0u8; 4 * MB_FSMALL_MAX_HEADS as usize];
+        self.dev.upload(a.storage_mut(), counts_at, &counts).map_err(dev_err)?;
         Ok(Some(placed))
     }
 
@@ -686,7 +691,14 @@ impl GpuExecutor {
     /// launched directly otherwise.
     fn run_forward(&self, a: &Arena, batch: &PackedBatch) -> Result<()> {
         let _range = nvtx::range(c"modernbert.forward");
+        // A batch the persistent forward takes keeps it under graphs: its bucket no wider than the
+        // persistent bound (else 33 to 48 tokens at base would replay the per-launch path of 64).
+        let bound = self.persistent_tokens();
         let bucket = graph::bucket(batch.tokens(), batch.sequences(), batch.max_seqlen())
+            .map(|(t, s, l)| match batch.tokens() as u32 <= bound && t > bound {
+                true => (bound, s.min(bound), l.min(bound)),
+                false => (t, s, l),
+            })
             .filter(|&(t, s, _)| self.graphs && t as usize <= a.max_tokens && s as usize <= a.max_sequences);
         match bucket {
             Some((tokens, sequences, max_seqlen)) => {

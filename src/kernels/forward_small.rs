@@ -8,10 +8,10 @@ use super::gemm_stream::{gemm_stream_params, STREAM_K_MULTIPLE};
 use super::ops::{self, GemmSm90};
 use super::params::{
     AttentionParams, EmbeddingLayerNormParams, ForwardSmallParams, ForwardSmallStep, LayerNormParams,
-    MB_ATTENTION_BLOCK_M, MB_ATTENTION_HEAD_DIM, MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_CLUSTER,
-    MB_FSMALL_EMBED, MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_NORM, MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET,
-    MB_FSMALL_THREADS, MB_NORM_PER_THREAD, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROW_PAD,
-    MB_STREAM_WARPS,
+    MB_ATTENTION_HEAD_DIM, MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_CLUSTER, MB_FSMALL_EMBED,
+    MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_MAX_HEADS, MB_FSMALL_NORM, MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET,
+    MB_FSMALL_THREADS, MB_NORM_PER_THREAD, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROPE,
+    MB_STREAM_ROW_PAD, MB_STREAM_WARPS,
 };
 use super::{Dtype, KernelError, KernelParam, LaunchAttrs};
 
@@ -81,12 +81,29 @@ impl ForwardSmallProgram {
     }
 
     /// Add an attention step (attention.cu's parameters and contract; `ops::check_attention`'s
-    /// rules are the caller's, as for a launch).
+    /// rules are the caller's, as for a launch) after its Wqkv GEMM step: it runs inside that
+    /// step, each head's by the block that finishes the head's last tile, with no grid barrier.
     pub fn attention(&mut self, p: &AttentionParams) -> Result<(), KernelError> {
-        if p.head_dim != MB_ATTENTION_HEAD_DIM || p.heads == 0 || p.max_sequences == 0 || p.max_seqlen == 0 {
+        if p.head_dim != MB_ATTENTION_HEAD_DIM
+            || p.heads == 0
+            || p.heads > MB_FSMALL_MAX_HEADS
+            || p.max_sequences == 0
+            || p.max_seqlen == 0
+        {
             return Err(unsupported(format!(
-                "attention of head_dim {}, {} heads, capacities {} sequences x {} tokens",
+                "attention of head_dim {}, {} heads (at most {MB_FSMALL_MAX_HEADS}), capacities {} sequences x {} \
+                 tokens",
                 p.head_dim, p.heads, p.max_sequences, p.max_seqlen
+            )));
+        }
+        // It runs inside the step before: its heads' q, k and v must be that GEMM's tiles, a
+        // head_dim / 16 of them each for q, k and v, in that order (the RoPE epilogue's layout).
+        let qkv = self.steps.last().filter(|s| s.kind == MB_FSMALL_GEMM).map(|s| s.gemm);
+        if !qkv.is_some_and(|g| g.epilogue == MB_STREAM_ROPE && g.n == 3 * p.heads * p.head_dim) {
+            return Err(unsupported(format!(
+                "attention of {} heads after a step that is not their Wqkv GEMM (RoPE epilogue, n = {})",
+                p.heads,
+                3 * p.heads * p.head_dim
             )));
         }
         self.steps.push(ForwardSmallStep {
@@ -139,7 +156,13 @@ impl ForwardSmallProgram {
     /// The launch of this program once its bytes are at `steps_at`, with `grid.blocks` zeroed
     /// flags at `flags_at` (`grid`: [`forward_small_grid`]; at most `MB_FSMALL_MAX_BLOCKS` blocks,
     /// in clusters that fit the program: [`ForwardSmallGrid::fits`]).
-    pub fn launch_at(&self, steps_at: u64, flags_at: u64, grid: ForwardSmallGrid) -> Result<ForwardSmall, KernelError> {
+    pub fn launch_at(
+        &self,
+        steps_at: u64,
+        flags_at: u64,
+        head_counts_at: u64,
+        grid: ForwardSmallGrid,
+    ) -> Result<ForwardSmall, KernelError> {
         let ForwardSmallGrid { blocks, cluster } = grid;
         let smem = self.smem_bytes();
         if self.steps.is_empty()
@@ -155,9 +178,10 @@ impl ForwardSmallProgram {
                 self.k
             )));
         }
-        if blocks == 0 || blocks > MB_FSMALL_MAX_BLOCKS || steps_at == 0 || flags_at == 0 {
+        if blocks == 0 || blocks > MB_FSMALL_MAX_BLOCKS || steps_at == 0 || flags_at == 0 || head_counts_at == 0 {
             return Err(unsupported(format!(
-                "a grid of {blocks} blocks (1 to {MB_FSMALL_MAX_BLOCKS}), program at {steps_at:#x}, flags at {flags_at:#x}"
+                "a grid of {blocks} blocks (1 to {MB_FSMALL_MAX_BLOCKS}), program at {steps_at:#x}, flags at \
+                 {flags_at:#x}, head counters at {head_counts_at:#x}"
             )));
         }
         if !grid.fits(&self.steps) {
@@ -175,6 +199,7 @@ impl ForwardSmallProgram {
             blocks,
             cluster,
             reserved: 0,
+            head_counts: head_counts_at,
         };
         Ok(ForwardSmall { params, smem })
     }
@@ -208,8 +233,8 @@ impl ForwardSmallGrid {
     }
 }
 
-/// The grid: one block per multiprocessor, no more than the widest step's units (GEMM tiles,
-/// attention's pairs of 64-query blocks), in the widest clusters (of `MB_FSMALL_CLUSTER`, 2, 1
+/// The grid: one block per multiprocessor, no more than the widest step's units (GEMM tiles, a
+/// norm's rows), in the widest clusters (of `MB_FSMALL_CLUSTER`, 2, 1
 /// blocks) that divide that count and fit the program, as many of them as the device holds at
 /// once (on a GPU whose SMs do not all group into clusters, fewer blocks: each cluster reads x
 /// from L2 once for its blocks, which at batch one is worth more than the SMs left out).
@@ -219,14 +244,12 @@ pub fn forward_small_grid(
     program: &ForwardSmallProgram,
 ) -> Result<ForwardSmallGrid, KernelError> {
     let steps = program.steps();
+    // (Attention's units run on the blocks that finish their heads' Wqkv tiles.)
     let units = |s: &ForwardSmallStep| match s.kind {
         MB_FSMALL_GEMM => s.gemm.n / MB_STREAM_BN,
         MB_FSMALL_EMBED => s.embed.max_tokens,
         MB_FSMALL_NORM => s.norm.max_tokens,
-        _ => {
-            let a = &s.attention;
-            (a.max_sequences * a.heads * a.max_seqlen.div_ceil(MB_ATTENTION_BLOCK_M)).div_ceil(2)
-        }
+        _ => 1,
     };
     let widest = steps.iter().map(units).max().unwrap_or(1);
     let one_per_sm = dev.multiprocessors().min(widest).max(1);
@@ -327,7 +350,7 @@ mod tests {
     fn a_grid_whose_clusters_do_not_fit_is_refused() {
         let p = program(&[384, 96]);
         let fits = |blocks, cluster| {
-            p.launch_at(0x1000, 0x2000, ForwardSmallGrid { blocks, cluster })
+            p.launch_at(0x1000, 0x2000, 0x3000, ForwardSmallGrid { blocks, cluster })
                 .is_ok()
         };
         assert!(fits(12, 2) && fits(12, 1) && fits(6, 2));

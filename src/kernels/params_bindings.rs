@@ -73,6 +73,7 @@ pub const MB_FSMALL_THREADS: u32 = 256;
 pub const MB_FSMALL_SLOTS: u32 = 2;
 pub const MB_FSMALL_MAX_BLOCKS: u32 = 1024;
 pub const MB_FSMALL_FLAGS_START: u32 = 4294967232;
+pub const MB_FSMALL_MAX_HEADS: u32 = 32;
 pub const MB_FSMALL_CLUSTER: u32 = 4;
 pub const MB_FSMALL_GEMM: u32 = 0;
 pub const MB_FSMALL_ATTENTION: u32 = 1;
@@ -923,12 +924,13 @@ pub struct ForwardSmallParams {
     pub blocks: u32,
     pub cluster: u32,
     pub reserved: u32,
+    pub head_counts: u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
     [
         "Size of ForwardSmallParams",
-    ][::std::mem::size_of::<ForwardSmallParams>() - 40usize];
+    ][::std::mem::size_of::<ForwardSmallParams>() - 48usize];
     [
         "Alignment of ForwardSmallParams",
     ][::std::mem::align_of::<ForwardSmallParams>() - 8usize];
@@ -956,6 +958,9 @@ const _: () = {
     [
         "Offset of field: ForwardSmallParams::reserved",
     ][::std::mem::offset_of!(ForwardSmallParams, reserved) - 36usize];
+    [
+        "Offset of field: ForwardSmallParams::head_counts",
+    ][::std::mem::offset_of!(ForwardSmallParams, head_counts) - 40usize];
 };
 #[repr(C)]
 #[repr(align(128))]

@@ -49,6 +49,9 @@ pub struct Assumptions {
     /// [`Profile::grid_barrier_s`].
     pub grid_barrier_s: f64,
     pub grid_barrier_source: String,
+    /// [`Profile::head_handoff_s`].
+    pub head_handoff_s: f64,
+    pub head_handoff_source: String,
     /// [`Profile::l2_bytes_per_s`].
     pub l2_bytes_per_s: f64,
     pub l2_source: String,
@@ -277,6 +280,7 @@ pub fn fit_efficiencies(file: &CalibrationFile, kernel_fixed_s: f64) -> Result<P
     fitted.dependent_fixed_s = file.assumptions.pdl_handoff_s;
     fitted.l2_bytes_per_s = file.assumptions.l2_bytes_per_s;
     fitted.grid_barrier_s = file.assumptions.grid_barrier_s;
+    fitted.head_handoff_s = file.assumptions.head_handoff_s;
     // forward_small_sm90's time is its steps' (Profile::persistent_s); its class's efficiency is
     // only the stream GEMM's, so that nothing reads an unfitted 1.0.
     fitted.efficiency[KernelClass::ForwardSmall.index()] = fitted.efficiency[KernelClass::GemmStream.index()];

@@ -440,6 +440,11 @@ pub struct Profile {
     /// every block seeing all flags (assumed: the calibration file's `assumptions`, until the
     /// hand-off microbenchmark's persistent way is measured).
     pub grid_barrier_s: f64,
+    /// The persistent forward's attention step instead of a barrier: from the last Wqkv tile of a
+    /// head written to the block that took its last ticket starting the head's attention (a
+    /// release, an atomic's round trip to L2, an acquire; assumed: the calibration file's
+    /// `assumptions`, never measured).
+    pub head_handoff_s: f64,
     /// Host time to issue one direct launch, or one graph replay.
     pub host_launch_s: f64,
     /// Host↔device copies (assumed, not measured: see the calibration file).
@@ -460,6 +465,7 @@ impl Profile {
             dependent_fixed_s: 0.0,
             l2_bytes_per_s: f64::INFINITY,
             grid_barrier_s: 0.0,
+            head_handoff_s: 0.0,
             host_launch_s: 0.0,
             pcie_bytes_per_s,
         }
@@ -495,15 +501,20 @@ impl Profile {
     /// GPU time of a persistent launch of `steps` ([`forward_small_steps`]): its fixed cost, then
     /// each step in turn. A step's weights stream in ahead (under the previous step and the
     /// barrier: a block's next tile is in flight while it computes), so a step takes the longer of
-    /// its weights' DRAM time and the barrier (none before the first) + the rest of its roofline
-    /// (x's reads from L2, its outputs, its math). What this leaves out: a step's own latency chain beyond the barrier (x's
+    /// its weights' DRAM time and the barrier (none before the first; before an attention step,
+    /// which runs inside the Wqkv step before it, the head's hand-off instead) + the rest of its
+    /// roofline (x's reads from L2, its outputs, its math). What this leaves out: a step's own latency chain beyond the barrier (x's
     /// first bytes, the reduction, the epilogue's stores), and waves (a GEMM of more tiles than
     /// blocks runs two on some of them).
     pub fn persistent_s(&self, steps: &[LaunchCost]) -> f64 {
         let step_s = |(i, c): (usize, &LaunchCost)| {
             let weights = c.param_bytes / (self.efficiency(c.class).memory * self.dram_bytes_per_s);
             let rest = LaunchCost { param_bytes: 0.0, ..*c };
-            let barrier = if i > 0 { self.grid_barrier_s } else { 0.0 };
+            let barrier = match c.class {
+                _ if i == 0 => 0.0,
+                KernelClass::AttentionGlobal | KernelClass::AttentionLocal => self.head_handoff_s,
+                _ => self.grid_barrier_s,
+            };
             weights.max(barrier + self.roofline_s(&rest))
         };
         self.kernel_fixed_s + steps.iter().enumerate().map(step_s).sum::<f64>()
