@@ -149,7 +149,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
     }
     uint32_t consumed = 0;  // the block's tiles computed so far: tile i is in slot i mod 2
     uint32_t x_loads = 0;   // the block's GEMM steps so far: x_ready's phase
-    __shared__ uint32_t heads_mine;  // bit h: this block took head h's last Wqkv ticket
+    __shared__ uint32_t heads_mine;  // thread 0's `mine` of a Wqkv step, for every thread
 
     for (uint32_t s = 0; s < P.count; s++) {
         const ForwardSmallStep& step = steps[s];
@@ -164,7 +164,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
             const GemmStreamParams& p = step.gemm;
             // Wqkv: its tiles' tickets decide who runs the next step's attention, head by head.
             const bool then_attention = s + 1 < P.count && steps[s + 1].kind == MB_FSMALL_ATTENTION;
-            if (tid == 0) heads_mine = 0;
+            uint32_t mine = 0;  // thread 0's: bit h, this block took head h's last ticket
             if (blk < p.n / BN) {
                 // 2. x's rows in use, then per tile the product of the slot's weights.
                 const uint32_t k = p.k, pitch = pitch_of(k);
@@ -215,11 +215,12 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                         // stores released by it, the others' acquired) makes the head this block's.
                         const AttentionParams& a = steps[s + 1].attention;
                         const uint32_t per_head = 3 * (a.head_dim / BN), h = tile / (a.head_dim / BN) % a.heads;
-                        if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) heads_mine |= 1u << h;
+                        if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) mine |= 1u << h;
                     }
                 }
             }
             if (then_attention) {
+                if (tid == 0) heads_mine = mine;
                 __syncthreads();  // heads_mine, and the region is free of x and the partial tiles
                 attend<T>(steps[s + 1].attention, heads_mine, region, tid);
             }

