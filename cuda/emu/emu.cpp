@@ -102,6 +102,15 @@ void release_stacks(Stacks* s) {
     std::lock_guard<std::mutex> g(g_stacks_mu);
     g_free_stacks.push_back(s);
 }
+// The fiber stacks `blocks` blocks of `threads` threads would take from the pool now (the last
+// sets in it, as acquire_stacks hands them out; a launch running beside may take them first).
+uint64_t pooled_stacks(uint64_t blocks, uint64_t threads) {
+    std::lock_guard<std::mutex> g(g_stacks_mu);
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < blocks && i < g_free_stacks.size(); i++)
+        n += std::min<uint64_t>(g_free_stacks[g_free_stacks.size() - 1 - i]->stacks.size(), threads);
+    return n;
+}
 
 void init_coords(Block* b, int t) {
     unsigned bx = b->L->block.x, by = b->L->block.y;
@@ -152,6 +161,22 @@ void* init_stack(char* base) {
     return sp;
 }
 #endif
+
+// Memory mappings this process may still make: vm.max_map_count less the lines of
+// /proc/self/maps (an upper bound where /proc cannot be read).
+uint64_t free_mappings() {
+    uint64_t limit = UINT64_MAX, used = 0;
+    if (FILE* f = std::fopen("/proc/sys/vm/max_map_count", "r")) {
+        unsigned long long v = 0;
+        if (std::fscanf(f, "%llu", &v) == 1) limit = v;
+        std::fclose(f);
+    }
+    if (FILE* f = std::fopen("/proc/self/maps", "r")) {
+        for (int c; (c = std::fgetc(f)) != EOF;) used += c == '\n';
+        std::fclose(f);
+    }
+    return limit > used ? limit - used : 0;
+}
 
 char* new_stack() {
     // One guard page below the stack: an overflow faults instead of corrupting a neighbour.
@@ -803,6 +828,19 @@ int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::s
         if (nblocks > kMaxCoscheduledBlocks) {
             *err = std::string(name) + ": a co-scheduled grid of " + std::to_string(nblocks) + " blocks (at most " +
                    std::to_string(kMaxCoscheduledBlocks) + " here; a GPU holds at most its SMs' worth)";
+            return 3;
+        }
+        // Every thread of every block at once needs its own fiber stack: two memory mappings each
+        // (the stack, its guard page), less the pooled stacks the blocks will take, and each
+        // block's host thread its own two. Past the kernel's limit mmap fails and the process
+        // aborts; refuse the launch with the numbers instead.
+        const uint64_t stacks_needed = 2 * (nblocks * nthreads - pooled_stacks(nblocks, nthreads) + nblocks);
+        const uint64_t room = free_mappings();
+        if (stacks_needed > room) {
+            *err = std::string(name) + ": a co-scheduled grid of " + std::to_string(nblocks) + " blocks of " +
+                   std::to_string(nthreads) + " threads needs " + std::to_string(stacks_needed) +
+                   " memory mappings for its fiber stacks; this process may map " + std::to_string(room) +
+                   " more (vm.max_map_count): emulate fewer blocks";
             return 3;
         }
         for (uint64_t i = 0; i < nblocks; i++) L.turns.rotation.push_back(L.reverse ? nblocks - 1 - i : i);

@@ -465,6 +465,32 @@ fn a_grid_counter_hands_out_tickets_and_wraps_at_its_limit() {
     }
 }
 
+/// A co-scheduled grid whose fiber stacks would pass the host's limit on memory mappings is
+/// refused with the numbers, not run until mmap fails and the process aborts: 1024 blocks of 1024
+/// threads need two million mappings (Linux allows 65,530 by default).
+#[test]
+fn the_emulator_refuses_a_coscheduled_grid_past_the_hosts_mappings() {
+    let dev = device();
+    if is_gpu(&*dev) {
+        eprintln!("SKIPPED on {}: the limit is the emulator's", dev.name());
+        return;
+    }
+    let flags = dev.upload_new(&[0u8; 4 * 1025], "flags").unwrap();
+    let out = dev.upload_new(&[0u8; 4 * 1024], "out").unwrap();
+    let p = SelftestParams {
+        in_: flags.addr(),
+        out: out.addr(),
+        n: 1023,
+        mode: 2,
+    };
+    let e = dev
+        .launch_coscheduled("selftest_grid_chain", [1024, 1, 1], [1024, 1, 1], 0, &p)
+        .and_then(|_| dev.synchronize())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("memory mappings"), "{e}");
+}
+
 #[test]
 fn the_emulator_reports_blocks_that_wait_forever() {
     let dev = device();
