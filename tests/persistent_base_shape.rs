@@ -11,8 +11,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::random_ids;
-use modernbert::batch::PackedBatch;
+use common::{first_bit_difference, random_batch};
 use modernbert::bench::{random_weights, shape_config, ShapeArg};
 use modernbert::gpu::{GpuExecutor, GpuPathChoice};
 use modernbert::kernels::device::Device;
@@ -59,19 +58,14 @@ fn at_base_shape_in_clusters_of_4_the_persistent_forward_equals_the_per_launch_p
         let grid = persistent.persistent_grid().unwrap();
         assert_eq!((grid.blocks, grid.cluster), (44, 4));
         for (t, lens) in texts.iter().enumerate() {
-            let seqs: Vec<Vec<u32>> = lens
-                .iter()
-                .enumerate()
-                .map(|(j, &n)| random_ids(n, 31 + 10 * t as u64 + j as u64, v))
-                .collect();
-            let batch = PackedBatch::from_sequences(&seqs).unwrap();
+            let batch = random_batch(lens, 31 + 10 * t as u64, v);
             let run = |e: &GpuExecutor| {
                 let mut got = vec![f32::NAN; batch.tokens() * h];
                 e.forward_into(&batch, &mut got).unwrap();
                 got
             };
             let (want, got) = (run(&per_launch), run(&persistent));
-            if let Some(i) = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+            if let Some(i) = first_bit_difference(&got, &want) {
                 panic!(
                     "{dtype:?}, reverse {reverse}, {lens:?}: token {} dim {} is {} (per-launch {})",
                     i / h,

@@ -7,8 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::random_ids;
-use modernbert::batch::PackedBatch;
+use common::{first_bit_difference, random_batch};
 use modernbert::config::ModelConfig;
 use modernbert::gpu::{GpuExecutor, GpuPathChoice};
 use modernbert::kernels::device::Device;
@@ -80,21 +79,15 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
                 assert_eq!(cluster, [1, 2, 1, 4][blocks.iter().position(|&b| b == sms).unwrap()]);
             }
             for (t, lens) in texts.iter().enumerate() {
-                let seqs: Vec<Vec<u32>> = lens
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &n)| random_ids(n, 7 + 100 * t as u64 + j as u64, v))
-                    .collect();
-                let batch = PackedBatch::from_sequences(&seqs).unwrap();
+                let batch = random_batch(lens, 7 + 100 * t as u64, v);
                 let run = |e: &GpuExecutor| {
                     let mut got = vec![f32::NAN; batch.tokens() * h];
                     e.forward_into(&batch, &mut got).unwrap();
                     got
                 };
                 let (want, got, again) = (run(&per_launch), run(&persistent), run(&persistent));
-                let first_diff = |x: &[f32]| x.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
                 for (what, out) in [("first call", &got), ("second call", &again)] {
-                    if let Some(i) = first_diff(out) {
+                    if let Some(i) = first_bit_difference(out, &want) {
                         panic!(
                             "{sms} blocks, {dtype:?}, reverse {order}, {lens:?}, {what}: token {} dim {} is {} \
                              (per-launch {})",

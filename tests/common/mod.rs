@@ -188,6 +188,21 @@ pub fn random_ids(n: usize, seed: u64, vocab: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A packed batch of random sequences of these lengths (sequence j from seed `seed + j`).
+pub fn random_batch(lens: &[usize], seed: u64, vocab: u32) -> modernbert::batch::PackedBatch {
+    let seqs: Vec<Vec<u32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(j, &n)| random_ids(n, seed + j as u64, vocab))
+        .collect();
+    modernbert::batch::PackedBatch::from_sequences(&seqs).unwrap()
+}
+
+/// The index of the first value whose bits differ between `got` and `want`.
+pub fn first_bit_difference(got: &[f32], want: &[f32]) -> Option<usize> {
+    got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits())
+}
+
 /// An engine on `device` (activations in `dtype` on a GPU) with batches of at most 64 tokens
 /// (several batches in small tests).
 pub fn small_batch_engine(
