@@ -172,7 +172,10 @@ uint64_t free_mappings() {
         std::fclose(f);
     }
     if (FILE* f = std::fopen("/proc/self/maps", "r")) {
-        for (int c; (c = std::fgetc(f)) != EOF;) used += c == '\n';
+        // On the heap: a launch may be made from a fiber, whose stack is 64 KiB.
+        std::vector<char> buf(1 << 16);
+        for (size_t n; (n = std::fread(buf.data(), 1, buf.size(), f)) > 0;)
+            used += std::count(buf.data(), buf.data() + n, '\n');
         std::fclose(f);
     }
     return limit > used ? limit - used : 0;
@@ -834,8 +837,11 @@ int emu::run_launch_desc(const EmuLaunchDesc* d, bool use_calling_thread, std::s
         // (the stack, its guard page), less the pooled stacks the blocks will take, and each
         // block's host thread its own two. Past the kernel's limit mmap fails and the process
         // aborts; refuse the launch with the numbers instead.
-        const uint64_t stacks_needed = 2 * (nblocks * nthreads - pooled_stacks(nblocks, nthreads) + nblocks);
-        const uint64_t room = free_mappings();
+        // (When the pool holds every fiber stack, as after a launch of the same grid, the scan of
+        // /proc/self/maps — tens of thousands of lines here — is skipped: nothing new is mapped.)
+        const uint64_t fibers_new = nblocks * nthreads - pooled_stacks(nblocks, nthreads);
+        const uint64_t stacks_needed = 2 * (fibers_new + nblocks);
+        const uint64_t room = fibers_new == 0 ? stacks_needed : free_mappings();
         if (stacks_needed > room) {
             *err = std::string(name) + ": a co-scheduled grid of " + std::to_string(nblocks) + " blocks of " +
                    std::to_string(nthreads) + " threads needs " + std::to_string(stacks_needed) +
