@@ -109,6 +109,7 @@ first() {
   # The persistent forward (the Hopper path's default at 1 x 32) against a launch per step.
   step latency-b1-32-hopper-per-launch 45 sh -c "${bench[*]} --gpu-path hopper --no-persistent --latency --batches 1 --lengths 32 > $logs/first-latency-hopper-per-launch.jsonl"
   step persistent_forward 60 env MODERNBERT_TEST_DEVICE=cuda "$B/persistent_forward" --nocapture
+  step persistent_base_shape 60 env MODERNBERT_TEST_DEVICE=cuda "$B/persistent_base_shape" --nocapture
   step device_parity-hopper 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" \
     "$B/device_parity" hopper small_batch --include-ignored --nocapture
 }

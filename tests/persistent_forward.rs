@@ -22,8 +22,7 @@ use modernbert::weights::TensorStore;
 /// to four sequences up to the bound, bf16 and fp16, both thread orders, on 1 to 3 blocks (every
 /// block taking several tiles of a step, and the weight slots running across steps; 2 blocks in a
 /// cluster, x multicast to both) and on 12 (more blocks than some steps have tiles; clusters of
-/// 4); and a
-/// second call on the same program (the flags carried over) gives the same bits again.
+/// 4); and a second call on the same program (the flags carried over) gives the same bits again.
 #[test]
 fn the_persistent_forward_equals_the_per_launch_small_path() {
     let dev = common::test_device();

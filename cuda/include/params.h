@@ -393,8 +393,8 @@ typedef struct GemmStreamParams {
 /* forward_small_sm90.cu: the small-batch forward in one co-scheduled launch — a program of steps
    (the embeddings, the stream GEMMs and attention of every layer, the final norm, in order), each
    block taking its share of a step's units (a GEMM's 16-column tiles, attention's 64-query
-   blocks, a norm's rows), then a grid barrier
-   (each block's flag raised to the steps it finished, every block waiting for all flags). A
+   blocks, a norm's rows), then a grid barrier (each block's flag raised to the steps it
+   finished, every block waiting for all flags; attention has none, see MB_FSMALL_ATTENTION). A
    block's next GEMM tile's weights are in flight while it computes, and across the barriers, in a
    ring of MB_FSMALL_SLOTS slots. The grid may be in clusters of up to MB_FSMALL_CLUSTER blocks
    (a cooperative launch with a cluster dimension): a GEMM step's x is then read from L2 once per
@@ -422,7 +422,8 @@ typedef struct ForwardSmallStep {
 } ForwardSmallStep;
 typedef struct ForwardSmallParams {
     uint64_t steps; /* const ForwardSmallStep [count] */
-    uint64_t flags; /* uint32_t [gridDim.x], MB_FSMALL_FLAGS_START once: + the steps each block has finished, over all launches (mod 2^32) */
+    uint64_t flags; /* uint32_t [gridDim.x], MB_FSMALL_FLAGS_START once, + the steps each block
+                       has finished over all launches (mod 2^32) */
     uint32_t count; /* steps */
     uint32_t m;     /* capacity rows (<= MB_STREAM_MAX_M): x's rows in shared memory */
     uint32_t k;      /* the widest GEMM step's K: the shared rows' pitch */
@@ -434,8 +435,7 @@ typedef struct ForwardSmallParams {
                              the current layer (grid_count: back to 0 after the head's last) */
 } ForwardSmallParams;
 /* Shared memory (bytes from the start): the mbarriers, 128 bytes (the slots', then x's:
-   MB_FSMALL_X_BARRIER); the weight slots, each
-   [MB_STREAM_BN][pitch]; then one region used by turns: a GEMM step's x [mr][pitch], the warps'
+   MB_FSMALL_X_BARRIER); the weight slots, each [MB_STREAM_BN][pitch]; then one region used by turns: a GEMM step's x [mr][pitch], the warps'
    partial tiles and the rows' statistics (stream_tile.cuh), or an attention step's two blocks. */
 #define MB_FSMALL_PITCH(k) (2 * (k) + MB_STREAM_ROW_PAD)
 #define MB_FSMALL_SLOTS_OFFSET 128

@@ -1,8 +1,8 @@
 //! `cuda/forward_small_sm90.cu`, the persistent small-batch forward: a program of steps — the
 //! embeddings, the stream GEMMs and attention of every layer, the final norm — run by one
-//! co-scheduled launch, a grid barrier between steps (issue 14). This module builds the program from the same parameter structs the
-//! per-launch path launches ([`gemm_stream_params`], [`AttentionParams`]), checks it, and launches
-//! it.
+//! co-scheduled launch, a grid barrier between steps (issue 14). This module builds the program
+//! from the same parameter structs the per-launch path launches ([`gemm_stream_params`],
+//! [`AttentionParams`]), checks it, and launches it.
 use super::device::Device;
 use super::gemm_stream::{gemm_stream_params, STREAM_K_MULTIPLE};
 use super::ops::{self, GemmSm90};
@@ -153,9 +153,10 @@ impl ForwardSmallProgram {
         self.steps.iter().flat_map(|s| s.as_bytes().to_vec()).collect()
     }
 
-    /// The launch of this program once its bytes are at `steps_at`, with `grid.blocks` zeroed
-    /// flags at `flags_at` (`grid`: [`forward_small_grid`]; at most `MB_FSMALL_MAX_BLOCKS` blocks,
-    /// in clusters that fit the program: [`ForwardSmallGrid::fits`]).
+    /// The launch of this program once its bytes are at `steps_at`, with `grid.blocks` flags at
+    /// `flags_at` (each `MB_FSMALL_FLAGS_START` when placed) and `MB_FSMALL_MAX_HEADS` zeroed head
+    /// counters at `head_counts_at` (`grid`: [`forward_small_grid`]; at most
+    /// `MB_FSMALL_MAX_BLOCKS` blocks, in clusters that fit the program: [`ForwardSmallGrid::fits`]).
     pub fn launch_at(
         &self,
         steps_at: u64,
@@ -234,8 +235,8 @@ impl ForwardSmallGrid {
 }
 
 /// The grid: one block per multiprocessor, no more than the widest step's units (GEMM tiles, a
-/// norm's rows), in the widest clusters (of `MB_FSMALL_CLUSTER`, 2, 1
-/// blocks) that divide that count and fit the program, as many of them as the device holds at
+/// norm's rows), in the widest clusters (of `MB_FSMALL_CLUSTER`, 2, 1 blocks) that divide that
+/// count and fit the program, as many of them as the device holds at
 /// once (on a GPU whose SMs do not all group into clusters, fewer blocks: each cluster reads x
 /// from L2 once for its blocks, which at batch one is worth more than the SMs left out).
 pub fn forward_small_grid(

@@ -370,8 +370,8 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
 /// The steps of a `forward_small_sm90` launch, each costed as its per-launch kernel: a GEMM step
 /// as `gemm_stream_sm90`, except that x is read from L2 once by every cluster with a tile
 /// (min(tiles, blocks) / cluster of them, multicast to its blocks), an attention step as
-/// attention.cu, the embeddings and the final norm as embeddings.cu and layernorm.cu. The program is read from the model device's memory, where the executor
-/// uploaded it.
+/// attention.cu, the embeddings and the final norm as embeddings.cu and layernorm.cu. The
+/// program is read from the model device's memory, where the executor uploaded it.
 pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<Vec<LaunchCost>, KernelError> {
     let p: ForwardSmallParams = decode(name, params)?;
     let size = std::mem::size_of::<ForwardSmallStep>();
@@ -503,9 +503,10 @@ impl Profile {
     /// barrier: a block's next tile is in flight while it computes), so a step takes the longer of
     /// its weights' DRAM time and the barrier (none before the first; before an attention step,
     /// which runs inside the Wqkv step before it, the head's hand-off instead) + the rest of its
-    /// roofline (x's reads from L2, its outputs, its math). What this leaves out: a step's own latency chain beyond the barrier (x's
-    /// first bytes, the reduction, the epilogue's stores), and waves (a GEMM of more tiles than
-    /// blocks runs two on some of them).
+    /// roofline (x's reads from L2, its outputs, its math). What this leaves out: a step's own
+    /// latency chain beyond the barrier (x's first bytes, the reduction, the epilogue's stores),
+    /// waves (a GEMM of more tiles than blocks runs two on some of them), and a head's attention
+    /// units serialised on one block when a batch has several sequences.
     pub fn persistent_s(&self, steps: &[LaunchCost]) -> f64 {
         let step_s = |(i, c): (usize, &LaunchCost)| {
             let weights = c.param_bytes / (self.efficiency(c.class).memory * self.dram_bytes_per_s);
