@@ -28,14 +28,21 @@
 //      block's flag at entry, which every block left equal at the end of the previous launch;
 //      modulo 2^32, and the flags start 64 steps before they wrap: MB_FSMALL_FLAGS_START), then
 //      the whole block syncs. All of step s − 1's writes are visible (each block released them).
-//   2. GEMM: x's rows in use into shared memory — bulk copies on x's mbarrier, rank r of a
-//      cluster of C copying rows r, r + C, ... into all C blocks (multicast), issued by warp 0
-//      after a proxy fence (x is other blocks' ordinary stores in this launch; bulk copies read
-//      through the async proxy) — rows to the next 16 zeroed, the row statistics; then per tile:
-//      wait for its slot's weights (mbarrier, the slot's phase), the warps' partial products, a
-//      sync, the slot refilled with the block's tile after next — which may be a later step's,
-//      since weights are no step's output — the epilogue, a sync and (Wqkv) the head's ticket.
-//      Then (Wqkv) the attention of the heads whose last ticket the block took.
+//   2. GEMM: x's rows in use pass through shared memory in chunks of P.m rows (one chunk up to
+//      P.m tokens: base 48; MB_FSMALL_MAX_ROWS in all). Per chunk: bulk copies on x's mbarrier,
+//      rank r of a cluster of C copying the chunk's rows r, r + C, ... into all C blocks
+//      (multicast), issued by warp 0 after a proxy fence (x is other blocks' ordinary stores in
+//      this launch; bulk copies read through the async proxy) — rows to the next 16 zeroed, the
+//      row statistics; then per tile of the block's group: (first chunk) wait for its slot's
+//      weights (mbarrier, the slot's phase), the warps' partial products, a sync, (last chunk)
+//      the slot refilled with the block's tile after next — which may be a later step's, since
+//      weights are no step's output — the epilogue of the chunk's rows, a sync and (last chunk,
+//      Wqkv) the head's ticket. A group is all the block's tiles of the step when there is one
+//      chunk; with several, the MB_FSMALL_SLOTS tiles whose weights are in the slots together,
+//      and every block runs the busiest block's count of groups (a cluster's blocks copy x for
+//      each other). Between two chunks of a step a cluster barrier: no peer copies the next
+//      chunk into a block still reading the last. Then (Wqkv) the attention of the heads whose
+//      last ticket the block took.
 //      ATTENTION: nothing (done in the step before; no barrier before it either). EMBED, NORM:
 //      the block's rows, one at a time.
 //   3. A sync, then thread 0 raises the block's flag to base + s + 1 (release, gpu scope).
@@ -45,11 +52,11 @@
 // Geometry: G = min(multiprocessors, the widest step's units) co-scheduled blocks (one per SM) of
 //   256 threads, in clusters of C = 4, 2 or 1 (the widest that divides G and every GEMM step's
 //   count of blocks with a tile, with G / C clusters resident at once: src/kernels/
-//   forward_small.rs); shared memory MB_FSMALL_SMEM_BYTES(m rounded up to 16, the widest K)
-//   (params.h): base at 32 rows 164 KiB, at its bound of 48 rows 209.5 KiB.
+//   forward_small.rs); shared memory MB_FSMALL_SMEM_BYTES(P.m, the widest K) (params.h): base
+//   in chunks of 32 rows 164 KiB, of 48 rows (its widest) 209.5 KiB.
 // Bytes (minimum, per launch): every weight once (DRAM); per GEMM step, x once per cluster with a
-//   tile (L2); per attention step, its K/V tiles per query block; the outputs; a ticket per Wqkv
-//   tile. FLOPs: the steps'.
+//   tile and group (L2); per attention step, its K/V tiles per query block; the outputs; a ticket
+//   per Wqkv tile. FLOPs: the steps'.
 #include "attention_block.cuh"  // attention_detail::attention_block
 #include "hopper.cuh"           // mbar_*, bulk_load(_multicast), cluster_*, fence_proxy_async_global, named_bar_sync
 #include "norm.cuh"             // embed_rows, layernorm_rows: the embeddings and the final norm
@@ -85,8 +92,12 @@ __device__ __forceinline__ Cursor next_tile(const ForwardSmallStep* steps, uint3
 // (ptxas); as a call, 209 and none.
 template <typename T>
 __device__ __noinline__ void attend(const AttentionParams& p, uint32_t mine, unsigned char* region, uint32_t tid) {
-    const uint32_t qblocks = (p.max_seqlen + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;
-    const uint32_t units = p.max_sequences * qblocks, half = tid / MB_ATTENTION_THREADS;
+    // The batch's units only (its sequences, the longest's query blocks), not the capacity's:
+    // at a capacity of 256 tokens the rest would be a thousand empty units a head.
+    const BatchDesc* desc = reinterpret_cast<const BatchDesc*>(p.batch);
+    const uint32_t sequences = min(desc->sequences, p.max_sequences), longest = min(desc->max_seqlen, p.max_seqlen);
+    const uint32_t qblocks = (longest + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;
+    const uint32_t units = sequences * qblocks, half = tid / MB_ATTENTION_THREADS;
     const HalfSync sync{1 + (int)half};
     uint32_t i = 0;  // the block's units so far: unit i is half i mod 2's
     for (uint32_t h = 0; h < p.heads; h++) {
@@ -148,7 +159,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
         }
     }
     uint32_t consumed = 0;  // the block's tiles computed so far: tile i is in slot i mod 2
-    uint32_t x_loads = 0;   // the block's GEMM steps so far: x_ready's phase
+    uint32_t x_loads = 0;   // the chunks of x the block has loaded so far: x_ready's phase
     __shared__ uint32_t heads_mine;  // thread 0's `mine` of a Wqkv step, for every thread
 
     for (uint32_t s = 0; s < P.count; s++) {
@@ -165,58 +176,86 @@ __device__ void forward_small(const ForwardSmallParams& P) {
             // Wqkv: its tiles' tickets decide who runs the next step's attention, head by head.
             const bool then_attention = s + 1 < P.count && steps[s + 1].kind == MB_FSMALL_ATTENTION;
             uint32_t mine = 0;  // thread 0's: bit h, this block took head h's last ticket
-            if (blk < p.n / BN) {
-                // 2. x's rows in use, then per tile the product of the slot's weights.
-                const uint32_t k = p.k, pitch = pitch_of(k);
-                const uint32_t rows = rows_in_use(p.batch, p.m), m16 = (rows + 15) / 16;
-                unsigned char* x_s = region;                                          // [m16 · 16][pitch]
-                float* part = reinterpret_cast<float*>(x_s + m16 * 16 * pitch);       // [WARPS][m16 · 16][16]
-                float2* row_stats = reinterpret_cast<float2*>(part + WARPS * m16 * 16 * BN);  // [m16 · 16]
-                // x: rank r copies rows r, r + C, ... into all C blocks of its cluster (multicast),
-                // so L2 serves x once per cluster. Warp 0 issues them: its lanes acquired the
-                // flags, and fence the proxies (x is other blocks' ordinary stores; a bulk copy
-                // reads through the async proxy). Every block of the cluster has a tile here
-                // (P.cluster divides min(tiles, G)), so each expects all rows, once a step.
+            const uint32_t tiles = p.n / BN;
+            if (blk < tiles) {
+                // 2. x's rows in use pass through shared memory a chunk of P.m rows at a time; each
+                //    chunk meets every tile of the block's current group of tiles.
+                const uint32_t k = p.k, pitch = pitch_of(k), chunk = P.m;
+                const uint32_t rows = rows_in_use(p.batch, p.m), chunks = rows > chunk ? (rows + chunk - 1) / chunk : 1;
+                // One chunk: one group, all the block's tiles, through the slots in turn (x read once).
+                // Several: a group is the tiles in the slots at once, so each chunk is read once per
+                // group; every block runs as many groups as the busiest (block 0), so that a
+                // cluster's blocks copy x's chunks for each other the same number of times.
+                const uint32_t busiest = (tiles + G - 1) / G, own = (tiles - blk + G - 1) / G;  // tiles: block 0's, this block's
+                const uint32_t per_group = chunks == 1 ? busiest : MB_FSMALL_SLOTS;
+                const uint32_t groups = (busiest + per_group - 1) / per_group;
+                unsigned char* x_s = region;                                            // [chunk][pitch]
+                float* part = reinterpret_cast<float*>(x_s + chunk * pitch);            // [WARPS][chunk][16]
+                float2* row_stats = reinterpret_cast<float2*>(part + WARPS * chunk * BN);  // [chunk]
                 const unsigned char* x = reinterpret_cast<const unsigned char*>(p.x);
-                if (tid < 32) {
-                    __syncwarp();
-                    fence_proxy_async_global();
-                    if (tid == 0) mbar_arrive_expect_tx(x_ready, rows * 2 * k);
-                    for (uint32_t r = rank + cluster * tid; r < rows; r += cluster * 32) {
-                        if (cluster > 1) {
-                            bulk_load_multicast(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready,
-                                                (uint16_t)((1u << cluster) - 1));
-                        } else {
-                            bulk_load(x_s + r * pitch, x + (size_t)r * k * 2, 2 * k, x_ready);
+                for (uint32_t g = 0; g < groups; g++) {
+                    const uint32_t j0 = g * per_group;  // the group's first tile: the block's j0-th
+                    for (uint32_t c = 0; c < chunks; c++) {
+                        const uint32_t row0 = c * chunk, n = min(chunk, rows - row0), m16 = (n + 15) / 16;
+                        const bool last_chunk = c + 1 == chunks;
+                        // A peer copies the next chunk into this block only once every block of the
+                        // cluster is done reading the last (release: the reads; acquire: the copies).
+                        // The step's first chunk needs none: the grid barrier said so.
+                        if (g > 0 || c > 0) {
+                            cluster_arrive_release();
+                            cluster_wait();
+                        }
+                        // x's chunk: rank r copies its rows r, r + C, ... into all C blocks of its
+                        // cluster (multicast), so L2 serves x once per cluster. Warp 0 issues them: its
+                        // lanes acquired the flags, and fence the proxies (x is other blocks' ordinary
+                        // stores; a bulk copy reads through the async proxy). Every block of the
+                        // cluster has a tile here (P.cluster divides min(tiles, G)), so each expects
+                        // all of the chunk's rows, once a chunk.
+                        if (tid < 32) {
+                            __syncwarp();
+                            fence_proxy_async_global();
+                            if (tid == 0) mbar_arrive_expect_tx(x_ready, n * 2 * k);
+                            for (uint32_t r = rank + cluster * tid; r < n; r += cluster * 32) {
+                                const unsigned char* src = x + (size_t)(row0 + r) * k * 2;
+                                if (cluster > 1) {
+                                    bulk_load_multicast(x_s + r * pitch, src, 2 * k, x_ready, (uint16_t)((1u << cluster) - 1));
+                                } else {
+                                    bulk_load(x_s + r * pitch, src, 2 * k, x_ready);
+                                }
+                            }
+                        }
+                        zero_rows(x_s, k, n, m16);
+                        while (!mbar_try_wait(x_ready, x_loads % 2)) {
+                        }
+                        x_loads++;
+                        __syncthreads();
+                        row_stats_of<T>(p, x_s, n, row_stats);
+                        for (uint32_t j = j0; j < j0 + per_group && j < own; j++) {
+                            const uint32_t tile = blk + j * G, i = consumed + (j - j0), slot = i % MB_FSMALL_SLOTS;
+                            if (c == 0) {  // the tile's weights stay in its slot through the chunks
+                                while (!mbar_try_wait(&slot_bar[slot], (i / MB_FSMALL_SLOTS) % 2)) {
+                                }
+                            }
+                            partial_product<T>(k, m16, slots + slot * slot_bytes, x_s, part);
+                            __syncthreads();  // every warp is done with the slot (and has written its part)
+                            if (last_chunk && tid == 0 && issue.step < P.count) {
+                                issue_weights(steps[issue.step].gemm, issue.tile, slots + slot * slot_bytes, &slot_bar[slot]);
+                                issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+                            }
+                            epilogue<T>(p, tile, row0, n, m16, part, row_stats);
+                            __syncthreads();  // part is the next tile's
+                            if (last_chunk && then_attention && tid == 0) {
+                                // The tile's q, k or v columns are one head's (tiles t of a head_dim:
+                                // head t / (head_dim / 16) mod heads). Its last tile's ticket (the
+                                // block's stores released by it, the others' acquired) makes the
+                                // head this block's.
+                                const AttentionParams& a = steps[s + 1].attention;
+                                const uint32_t per_head = 3 * (a.head_dim / BN), h = tile / (a.head_dim / BN) % a.heads;
+                                if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) mine |= 1u << h;
+                            }
                         }
                     }
-                }
-                zero_rows(x_s, k, rows, m16);
-                while (!mbar_try_wait(x_ready, x_loads % 2)) {
-                }
-                x_loads++;
-                __syncthreads();
-                row_stats_of<T>(p, x_s, rows, row_stats);
-                for (uint32_t tile = blk; tile < p.n / BN; tile += G, consumed++) {
-                    const uint32_t slot = consumed % MB_FSMALL_SLOTS;
-                    while (!mbar_try_wait(&slot_bar[slot], (consumed / MB_FSMALL_SLOTS) % 2)) {
-                    }
-                    partial_product<T>(k, m16, slots + slot * slot_bytes, x_s, part);
-                    __syncthreads();  // every warp is done with the slot (and has written its part)
-                    if (tid == 0 && issue.step < P.count) {
-                        issue_weights(steps[issue.step].gemm, issue.tile, slots + slot * slot_bytes, &slot_bar[slot]);
-                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
-                    }
-                    epilogue<T>(p, tile, rows, m16, part, row_stats);
-                    __syncthreads();  // part is the next tile's
-                    if (then_attention && tid == 0) {
-                        // The tile's q, k or v columns are one head's (tiles t of a head_dim: head
-                        // t / (head_dim / 16) mod heads). Its last tile's ticket (the block's
-                        // stores released by it, the others' acquired) makes the head this block's.
-                        const AttentionParams& a = steps[s + 1].attention;
-                        const uint32_t per_head = 3 * (a.head_dim / BN), h = tile / (a.head_dim / BN) % a.heads;
-                        if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) mine |= 1u << h;
-                    }
+                    consumed += j0 < own ? min(per_group, own - j0) : 0;
                 }
             }
             if (then_attention) {

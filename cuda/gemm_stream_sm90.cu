@@ -109,7 +109,7 @@ __device__ void gemm_stream(const GemmStreamParams& p) {
     // 3. This warp's K chunks into its partial tile; 4. their sum in warp order, and the epilogue.
     partial_product<T>(k, m16, w_s, x_s, part);
     __syncthreads();
-    epilogue<T>(p, tile, rows, m16, part, row_stats);
+    epilogue<T>(p, tile, 0, rows, m16, part, row_stats);
 }
 
 }  // namespace

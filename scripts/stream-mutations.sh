@@ -21,7 +21,8 @@
 #   counter, the flags carried between launches, the sync between a half's attention blocks, the
 #   next tile's weights and their slot's phase, the blocks without a tile; x's copies in clusters
 #   (the proxy fence, the multicast mask, the bytes expected, the rows each rank copies, x's
-#   barrier's phase); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
+#   barrier's phase); x in chunks (the cluster barrier between them, the groups of tiles, the
+#   chunk's rows stored where they belong, the slot kept until the last chunk); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
 #   halves' units, the barriers skipped, the block's heads handed to its threads); its first and
 #   last steps (the embeddings, the final norm's rows); the emulator's flag comparison at the
 #   wrap (device.cuh's is the same expression) and atom.inc's wrap; its grid (the clusters' fit,
@@ -59,7 +60,15 @@ mutate "cluster: each block expects only the rows it copies itself" \
 mutate "cluster: a block's rows multicast to itself alone" \
   "x_ready, (uint16_t)((1u << cluster) - 1));" "x_ready, (uint16_t)(1u << rank));"
 mutate "cluster: every rank copies rows from 0, not from its rank" \
-  "for (uint32_t r = rank + cluster * tid; r < rows;" "for (uint32_t r = cluster * tid; r < rows;"
+  "for (uint32_t r = rank + cluster * tid; r < n;" "for (uint32_t r = cluster * tid; r < n;"
+mutate "persistent: no cluster barrier between chunks (a peer copies the next chunk over one still read)" \
+  "                        if (g > 0 || c > 0) {" "                        if (false) {"
+mutate "persistent: with several chunks, a group of all the block's tiles (more than its slots hold)" \
+  "const uint32_t per_group = chunks == 1 ? busiest : MB_FSMALL_SLOTS;" "const uint32_t per_group = busiest;"
+mutate "persistent: every chunk's rows stored as the first chunk's" \
+  "epilogue<T>(p, tile, row0, n, m16, part, row_stats);" "epilogue<T>(p, tile, 0, n, m16, part, row_stats);"
+mutate "persistent: a slot refilled after the first chunk, while later chunks still read it" \
+  "if (last_chunk && tid == 0 && issue.step < P.count) {" "if (c == 0 && tid == 0 && issue.step < P.count) {"
 mutate "cluster: x read before its bytes have landed" \
   "    while (!mbar_try_wait(x_ready, 0)) {
     }" "    // (no wait for x's bytes)"
@@ -181,9 +190,9 @@ mutate "persistent: the block's next tile is the next one, not G on" \
   "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});" \
   "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});"
 mutate "persistent: every slot waited on at phase 0 (the second use of a slot reads stale weights)" \
-  "mbar_try_wait(&slot_bar[slot], (consumed / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[slot], 0)"
+  "mbar_try_wait(&slot_bar[slot], (i / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[slot], 0)"
 mutate "persistent: the last block with tiles skips the GEMM step" \
-  "if (blk < p.n / BN) {" "if (blk + 1 < p.n / BN) {"
+  "if (blk < tiles) {" "if (blk + 1 < tiles) {"
 mutate "persistent: a head's ticket limit one short (its attention starts before its last tile is written)" \
   "if (grid_count(&head_counts[h], per_head - 1) == per_head - 1)" \
   "if (grid_count(&head_counts[h], per_head - 2) == per_head - 2)"
@@ -198,13 +207,20 @@ mutate "persistent: the block's heads taken from before its tickets (every threa
 mutate "persistent: x copied by bulk copies with no proxy fence after the grid barrier's acquire" \
   "                    fence_proxy_async_global();" "                    // (no proxy fence)"
 mutate "persistent: a block's rows multicast to itself alone" \
-  "                                                (uint16_t)((1u << cluster) - 1));" \
-  "                                                (uint16_t)(1u << rank));"
+  "x_ready, (uint16_t)((1u << cluster) - 1));" "x_ready, (uint16_t)(1u << rank));"
 mutate "persistent: each block expects only the rows it copies itself" \
-  "mbar_arrive_expect_tx(x_ready, rows * 2 * k);" \
-  "mbar_arrive_expect_tx(x_ready, (rows + cluster - 1 - rank) / cluster * 2 * k);"
+  "mbar_arrive_expect_tx(x_ready, n * 2 * k);" \
+  "mbar_arrive_expect_tx(x_ready, (n + cluster - 1 - rank) / cluster * 2 * k);"
 mutate "persistent: every rank copies rows from 0, not from its rank" \
-  "for (uint32_t r = rank + cluster * tid; r < rows;" "for (uint32_t r = cluster * tid; r < rows;"
+  "for (uint32_t r = rank + cluster * tid; r < n;" "for (uint32_t r = cluster * tid; r < n;"
+mutate "persistent: no cluster barrier between chunks (a peer copies the next chunk over one still read)" \
+  "                        if (g > 0 || c > 0) {" "                        if (false) {"
+mutate "persistent: with several chunks, a group of all the block's tiles (more than its slots hold)" \
+  "const uint32_t per_group = chunks == 1 ? busiest : MB_FSMALL_SLOTS;" "const uint32_t per_group = busiest;"
+mutate "persistent: every chunk's rows stored as the first chunk's" \
+  "epilogue<T>(p, tile, row0, n, m16, part, row_stats);" "epilogue<T>(p, tile, 0, n, m16, part, row_stats);"
+mutate "persistent: a slot refilled after the first chunk, while later chunks still read it" \
+  "if (last_chunk && tid == 0 && issue.step < P.count) {" "if (c == 0 && tid == 0 && issue.step < P.count) {"
 mutate "persistent: x's barrier waited on at phase 0 every step (a later step reads x before it lands)" \
   "mbar_try_wait(x_ready, x_loads % 2)" "mbar_try_wait(x_ready, 0)"
 mutate "persistent: the embeddings step skipped (layer 0 reads the arena's stale x)" \
@@ -242,7 +258,7 @@ mutate "executor: the embeddings launched as well before the persistent forward 
 cp "$backup" "$src"
 target src/gpu/path.rs "cargo test -q --test cost_model"
 mutate "path: the persistent bound at the hidden width alone (Wo2's K = intermediate ignored)" \
-  "forward_small_max_rows(h.max(i))" "forward_small_max_rows(h)"
+  "forward_small_max_chunk(h.max(i)) == 0" "forward_small_max_chunk(h) == 0"
 cp "$backup" "$src"
 fi
 mutations_done

@@ -21,7 +21,8 @@ use modernbert::kernels::Dtype;
 /// Base-shaped random weights, 2 layers (a global and a local one), on 44 emulated SMs (or a
 /// Hopper GPU's own): the persistent forward runs on 44 blocks in clusters of 4 (on a GPU, the
 /// grid the driver allows) and equals the per-launch small path bit for bit — one text of 32
-/// tokens, and two sequences of 30 and 18 (48: the bound); bf16 (forward order), fp16 (reversed).
+/// tokens, two sequences of 30 and 18 (48: one chunk of x) and of 40 and 24 (64: two chunks, the
+/// busiest block's 4 Wqkv tiles in two groups); bf16 (forward order), fp16 (reversed).
 #[test]
 fn at_base_shape_in_clusters_the_persistent_forward_equals_the_per_launch_path() {
     let probe = common::test_device();
@@ -36,13 +37,16 @@ fn at_base_shape_in_clusters_the_persistent_forward_equals_the_per_launch_path()
     let config = shape_config(ShapeArg::Base, Some(2)).unwrap();
     let weights = random_weights(&config, 11);
     let (h, v) = (config.hidden_size, config.vocab_size as u32);
-    let bound = modernbert::gpu::path::persistent_tokens(&config) as usize;
-    assert_eq!(bound, 48);
+    // The arena holds the per-launch small path's 64 tokens: the persistent forward's bound (192)
+    // is cut to them, and x at base passes in chunks of 48 rows, so 64 tokens take two.
+    assert_eq!(modernbert::gpu::path::persistent_tokens(&config), 192);
+    let bound = modernbert::gpu::path::small_batch_tokens(&config) as usize;
+    assert_eq!(bound, 64);
     let dyn_dev: Arc<dyn Device> = match emulator {
         true => Arc::new(Emulator::new().with_compute_capability((9, 0)).with_multiprocessors(44)),
         false => probe,
     };
-    let texts: [&[usize]; 2] = [&[32], &[30, 18]];
+    let texts: [&[usize]; 3] = [&[32], &[30, 18], &[40, 24]];
     for (reverse, dtype) in [(false, Dtype::Bf16), (true, Dtype::F16)] {
         if let Some(emu) = dyn_dev.as_emulator() {
             emu.set_reverse(reverse);
@@ -60,6 +64,10 @@ fn at_base_shape_in_clusters_the_persistent_forward_equals_the_per_launch_path()
             .unwrap()
         };
         let (persistent, per_launch) = (exec(), exec().without_persistent());
+        assert_eq!(
+            (persistent.persistent_tokens(), persistent.persistent_chunk()),
+            (64, 48)
+        );
         let grid = persistent.persistent_grid().unwrap();
         if emulator {
             assert_eq!((grid.blocks, grid.cluster), (44, 4));

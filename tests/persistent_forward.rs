@@ -19,10 +19,14 @@ use modernbert::weights::TensorStore;
 /// The persistent small-batch forward (every layer in one co-scheduled launch of
 /// `forward_small_sm90`, a grid barrier between steps) computes what the per-launch small path
 /// does, bit for bit: the same tile and attention code in another order of blocks. Batches of one
-/// to four sequences up to the bound, bf16 and fp16, both thread orders, on 1 to 3 blocks (every
-/// block taking several tiles of a step, and the weight slots running across steps; 2 blocks in a
-/// cluster, x multicast to both) and on 12 (more blocks than some steps have tiles; clusters of
-/// 4); and a second call on the same program (the flags carried over) gives the same bits again.
+/// to four sequences up to the per-launch path's 64 tokens, bf16 and fp16, both thread orders, on
+/// 1 to 3 blocks (every block taking several tiles of a step, and the weight slots running across
+/// steps; 2 blocks in a cluster, x multicast to both) and on 12 (more blocks than some steps have
+/// tiles; clusters of 4); and a second call on the same program (the flags carried over) gives
+/// the same bits again. Each batch runs twice: with x in one chunk of 64 rows, and in chunks of
+/// 16 (a block's tiles in groups of two, a cluster barrier between chunks). Past 64 tokens, up to
+/// the bound of 192, there is no per-launch small path: there chunks of 64 and of 16 give the
+/// same bits (the fidelity of those batches: tests/device_parity.rs).
 #[test]
 fn the_persistent_forward_equals_the_per_launch_small_path() {
     let dev = common::test_device();
@@ -43,8 +47,13 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
     let weights = Checkpoint::new(&store, &config).unwrap().backbone().unwrap();
     let (h, v) = (config.hidden_size, config.vocab_size as u32);
     let bound = modernbert::gpu::path::persistent_tokens(&config) as usize;
-    assert_eq!(bound, 64, "hidden and intermediate 128: the stream GEMM's bound");
-    let texts: [&[usize]; 4] = [&[1], &[31], &[bound], &[29, 1, 17, 9]];
+    let per_launch_bound = modernbert::gpu::path::small_batch_tokens(&config) as usize;
+    assert_eq!(
+        (bound, per_launch_bound),
+        (192, 64),
+        "hidden and intermediate 128: the persistent bound, and the stream GEMM's"
+    );
+    let texts: [&[usize]; 6] = [&[1], &[31], &[64], &[29, 1, 17, 9], &[bound], &[100, 3, 25]];
     let emulator = dev.as_emulator().is_some();
     // 12 blocks: more than Wo's and Wo2's 8 tiles, so some blocks have none in those steps.
     let blocks: &[u32] = if emulator { &[1, 2, 3, 12] } else { &[0] };
@@ -67,10 +76,12 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
                 GpuExecutor::on_path(dev.clone(), dtype, &config, &weights, bound, 8, GpuPathChoice::Hopper).unwrap()
             };
             let (persistent, per_launch) = (exec(), exec().without_persistent());
+            let chunked = exec().with_persistent_chunk(16).unwrap();
             assert_eq!(
                 (persistent.persistent_tokens(), per_launch.persistent_tokens()),
                 (bound as u32, 0)
             );
+            assert_eq!((persistent.persistent_chunk(), chunked.persistent_chunk()), (64, 16));
             // The fixture's GEMMs have 24, 8, 16 and 8 tiles: 12 blocks run in clusters of 4 (x
             // multicast to 4 blocks), 2 in one cluster of 2, 1 and 3 without clusters.
             if emulator {
@@ -84,12 +95,20 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
                     e.forward_into(&batch, &mut got).unwrap();
                     got
                 };
-                let (want, got, again) = (run(&per_launch), run(&persistent), run(&persistent));
-                for (what, out) in [("first call", &got), ("second call", &again)] {
+                let (reference, want) = match batch.tokens() <= per_launch_bound {
+                    true => ("per-launch", run(&per_launch)),
+                    false => ("one chunk of 64", run(&persistent)),
+                };
+                let runs = [
+                    ("first call", run(&persistent)),
+                    ("second call", run(&persistent)),
+                    ("chunks of 16", run(&chunked)),
+                ];
+                for (what, out) in &runs {
                     if let Some(i) = first_bit_difference(out, &want) {
                         panic!(
                             "{sms} blocks, {dtype:?}, reverse {order}, {lens:?}, {what}: token {} dim {} is {} \
-                             (per-launch {})",
+                             ({reference} {})",
                             i / h,
                             i % h,
                             out[i],

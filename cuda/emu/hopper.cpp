@@ -340,8 +340,21 @@ void materialize(Mbar* m) {
     for (auto& c : m->landed) {
         std::memcpy(smem + c.off, c.data, 16);
         std::memcpy(async_view + c.off, c.data, 16);
+        blk()->copy_due[c.off / 16] = 0;
     }
     m->landed.clear();
+}
+
+// A bulk copy's 16 bytes at `off` of block `b`'s shared memory, refused while an earlier copy's
+// bytes there are still due (not yet observed through their barrier): the two race.
+static void claim_copy_bytes(Block* b, uint32_t off, const char* what) {
+    uint8_t& due = b->copy_due.at(off / 16);
+    if (due)
+        fail("%s into shared bytes %u.. of cluster rank %u while an earlier copy's bytes there are still due (their "
+             "mbarrier phase not yet waited for): the copies race (a barrier must order the second after the block "
+             "has observed, and finished reading, the first)",
+             what, off, b->rank);
+    due = 1;
 }
 
 void maybe_complete(Mbar* m) {
@@ -433,6 +446,7 @@ struct BulkStore {
 void hopper_block_start(Block* b) {
     b->progress = 0;
     b->mbars.clear();
+    b->copy_due.assign(kMaxDynSmem / 16, 0);
     for (auto& nb : b->nbars) {
         nb.arrived = nb.expected = 0;
         nb.waiting.clear();
@@ -666,6 +680,7 @@ extern "C" void emu_tma_load(void* dst, const void* map, const int32_t* coords, 
     for (uint64_t c = 0; c < bytes; c += 16) {
         Chunk ch;
         ch.off = swizzle(off + (uint32_t)c, m->swizzle);
+        claim_copy_bytes(blk(), ch.off, "cp.async.bulk.tensor");
         std::memcpy(ch.data, &staged[c], 16);
         std::memset(smem + ch.off, 0xff, 16);
         std::memset(async_view + ch.off, 0xff, 16);
@@ -684,6 +699,7 @@ extern "C" void emu_bulk_load(void* dst, const void* src, uint32_t bytes, uint64
     for (uint32_t c = 0; c < bytes; c += 16) {
         Chunk ch;
         ch.off = off + c;
+        claim_copy_bytes(blk(), ch.off, "cp.async.bulk");
         std::memcpy(ch.data, (const unsigned char*)src + c, 16);
         std::memset(smem + ch.off, 0xff, 16);
         std::memset(async_view + ch.off, 0xff, 16);
@@ -716,6 +732,7 @@ extern "C" void emu_bulk_load_multicast(void* dst, const void* src, uint32_t byt
         for (uint32_t c = 0; c < bytes; c += 16) {
             Chunk ch;
             ch.off = off + c;
+            claim_copy_bytes(peer, ch.off, "cp.async.bulk.multicast");
             std::memcpy(ch.data, (const unsigned char*)src + c, 16);
             std::memset(peer->smem_base + ch.off, 0xff, 16);
             std::memset(peer->async_base + ch.off, 0xff, 16);

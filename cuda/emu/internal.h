@@ -217,6 +217,10 @@ struct Block {
     unsigned char* smem_base;   // its host thread's dynamic shared memory ...
     unsigned char* async_base;  // ... and the async proxy's view of it (multicast writes both)
     std::vector<Mbar> mbars;
+    // Per 16 bytes of dynamic shared memory: a bulk copy's data bound there has not yet been
+    // observed (its phase not waited for). A second copy into such bytes races the first — on a
+    // GPU it may land first, or while the block still reads them — and is refused.
+    std::vector<uint8_t> copy_due;
     NamedBar nbars[16];
 };
 

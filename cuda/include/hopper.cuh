@@ -197,6 +197,12 @@ __device__ __forceinline__ void cluster_arrive_relaxed() {
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
 }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+// The same barrier's arrive with release semantics: this thread's earlier shared-memory accesses
+// (its reads of a buffer, say) are ordered before whatever a peer does after its wait (copy into
+// that buffer again).
+__device__ __forceinline__ void cluster_arrive_release() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+}
 
 #else  // MODERNBERT_EMULATOR: the twins, cuda/emu/hopper.cpp
 
@@ -279,6 +285,7 @@ __device__ __forceinline__ void bulk_load_multicast(void* dst, const void* src, 
 __device__ __forceinline__ uint32_t cluster_ctarank() { return emu_cluster_ctarank(); }
 __device__ __forceinline__ uint32_t cluster_nctarank() { return emu_cluster_nctarank(); }
 __device__ __forceinline__ void cluster_arrive_relaxed() { emu_cluster_arrive(); }
+__device__ __forceinline__ void cluster_arrive_release() { emu_cluster_arrive(); }
 __device__ __forceinline__ void cluster_wait() { emu_cluster_wait(); }
 __device__ __forceinline__ void bulk_commit() { emu_bulk_commit(); }
 template <int N>

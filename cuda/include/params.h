@@ -380,7 +380,8 @@ typedef struct GemmStreamParams {
     uint64_t colsum;     /* norm: const float [n], sum over k of w[n, k] */
     uint64_t cu_seqlens; /* rope: const uint32_t [sequences + 1] */
     uint64_t batch;      /* const BatchDesc*: rows in use = its tokens (rope: its sequences too); 0 = m */
-    uint32_t m, n, k;    /* m: the capacity rows, <= MB_STREAM_MAX_M; n % BN == 0; k % 64 == 0 */
+    uint32_t m, n, k;    /* m: the capacity rows, <= MB_STREAM_MAX_M (a forward_small step: MB_FSMALL_MAX_ROWS);
+                            n % BN == 0; k % 64 == 0 */
     uint32_t epilogue;   /* MB_STREAM_* */
     uint32_t norm;       /* 1: LayerNorm of x's rows first (γ folded into w): rstd · (acc − mean · colsum) */
     float eps;
@@ -406,6 +407,8 @@ typedef struct GemmStreamParams {
                                                they wrap, so the first launches cross the wrap (grid_wait_geq
                                                compares modulo 2^32) on every run and test, not after weeks */
 #define MB_FSMALL_MAX_HEADS 32              /* attention heads a program takes (a bit each in a block's mask) */
+#define MB_FSMALL_MAX_ROWS 256              /* a GEMM step's capacity rows: x's rows in use pass through shared
+                                               memory in chunks of ForwardSmallParams.m rows */
 #define MB_FSMALL_CLUSTER 4                 /* the widest cluster tried (x's L2 reads / 4); 2, then 1, if it cannot be */
 #define MB_FSMALL_GEMM 0u                   /* step kinds */
 #define MB_FSMALL_ATTENTION 1u /* after a Wqkv GEMM step, run inside it: head h by the block that took
@@ -413,7 +416,7 @@ typedef struct GemmStreamParams {
 #define MB_FSMALL_EMBED 2u /* embeddings.cu's rows: the program's first step */
 #define MB_FSMALL_NORM 3u  /* layernorm.cu's rows: its last (the final norm) */
 typedef struct ForwardSmallStep {
-    GemmStreamParams gemm;          /* kind GEMM: m the launch's capacity rows, cluster 1 */
+    GemmStreamParams gemm;          /* kind GEMM: m the launch's capacity rows (<= MB_FSMALL_MAX_ROWS), cluster 1 */
     AttentionParams attention;      /* kind ATTENTION */
     EmbeddingLayerNormParams embed; /* kind EMBED: hidden <= MB_FSMALL_THREADS * MB_NORM_PER_THREAD */
     LayerNormParams norm;           /* kind NORM: the same bound */
@@ -425,7 +428,8 @@ typedef struct ForwardSmallParams {
     uint64_t flags; /* uint32_t [gridDim.x], MB_FSMALL_FLAGS_START once, + the steps each block
                        has finished over all launches (mod 2^32) */
     uint32_t count; /* steps */
-    uint32_t m;     /* capacity rows (<= MB_STREAM_MAX_M): x's rows in shared memory */
+    uint32_t m;     /* x's rows in shared memory at once, a chunk (a multiple of 16, <= MB_STREAM_MAX_M): a
+                       GEMM step's rows in use pass through in chunks of m */
     uint32_t k;      /* the widest GEMM step's K: the shared rows' pitch */
     uint32_t blocks; /* the grid (flags' length), checked against gridDim.x */
     uint32_t cluster; /* blocks per cluster (the launch's cluster dimension), dividing blocks and every
@@ -435,7 +439,7 @@ typedef struct ForwardSmallParams {
                              the current layer (grid_count: back to 0 after the head's last) */
 } ForwardSmallParams;
 /* Shared memory (bytes from the start): the mbarriers, 128 bytes (the slots', then x's:
-   MB_FSMALL_X_BARRIER); the weight slots, each [MB_STREAM_BN][pitch]; then one region used by turns: a GEMM step's x [mr][pitch], the warps'
+   MB_FSMALL_X_BARRIER); the weight slots, each [MB_STREAM_BN][pitch]; then one region used by turns: a chunk of a GEMM step's x [mr][pitch], the warps'
    partial tiles and the rows' statistics (stream_tile.cuh), or an attention step's two blocks. */
 #define MB_FSMALL_PITCH(k) (2 * (k) + MB_STREAM_ROW_PAD)
 #define MB_FSMALL_SLOTS_OFFSET 128

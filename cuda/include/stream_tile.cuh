@@ -126,16 +126,17 @@ __device__ __forceinline__ void partial_product(uint32_t k, uint32_t m16, const 
 }
 
 // The warps' partial tiles summed in warp order (the same sum on every run), then the epilogue,
-// for the rows in use: each thread one (row, pair) at a time.
+// for the rows in use of x_s — rows row0 .. row0 + rows − 1 of x and out (a chunk of them in the
+// persistent forward; row0 = 0 in gemm_stream_sm90.cu) — each thread one (row, pair) at a time.
 template <typename T>
-__device__ __forceinline__ void epilogue(const GemmStreamParams& p, uint32_t tile, uint32_t rows, uint32_t m16,
-                                         const float* part, const float2* row_stats) {
+__device__ __forceinline__ void epilogue(const GemmStreamParams& p, uint32_t tile, uint32_t row0, uint32_t rows,
+                                         uint32_t m16, const float* part, const float2* row_stats) {
     const T* r_in = reinterpret_cast<const T*>(p.r);
     T* out = reinterpret_cast<T*>(p.out);
     const float* colsum = reinterpret_cast<const float*>(p.colsum);
     const uint32_t* cu = reinterpret_cast<const uint32_t*>(p.cu_seqlens);
     for (uint32_t i = threadIdx.x; i < rows * (BN / 2); i += MB_STREAM_THREADS) {
-        const uint32_t r = i / (BN / 2), c = i % (BN / 2);
+        const uint32_t r = i / (BN / 2), c = i % (BN / 2), row = row0 + r;
         float v[2] = {0.f, 0.f};
         for (int wi = 0; wi < WARPS; wi++) {
             const float* tile_w = part + wi * m16 * 16 * BN + r * BN;
@@ -147,15 +148,15 @@ __device__ __forceinline__ void epilogue(const GemmStreamParams& p, uint32_t til
             const float2 s = row_stats[r];
             for (int h = 0; h < 2; h++) v[h] = fmaf(-s.x, colsum[col[h]], v[h]) * s.y;
         }
-        T* orow = out + (size_t)r * p.n;
+        T* orow = out + (size_t)row * p.n;
         switch (p.epilogue) {
             case MB_STREAM_GEGLU:
-                out[(size_t)r * (p.n / 2) + tile * (BN / 2) + c] = from_f32<T>(activate(v[0], p.act) * v[1]);
+                out[(size_t)row * (p.n / 2) + tile * (BN / 2) + c] = from_f32<T>(activate(v[0], p.act) * v[1]);
                 break;
             case MB_STREAM_ROPE:
                 if (tile * BN < p.rotated) {
                     const BatchDesc* batch = reinterpret_cast<const BatchDesc*>(p.batch);
-                    const float pos = (float)rope_position(cu, batch->sequences, r);
+                    const float pos = (float)rope_position(cu, batch->sequences, row);
                     const uint32_t j = (tile % (ROPE_D / 16)) * 8 + c;  // the pair's frequency index
                     float sn, cs;
                     sincosf(pos * rope_inv_freq(p.theta, j, ROPE_D), &sn, &cs);
@@ -165,7 +166,7 @@ __device__ __forceinline__ void epilogue(const GemmStreamParams& p, uint32_t til
                 orow[col[1]] = from_f32<T>(v[1]);
                 break;
             case MB_STREAM_RESIDUAL:
-                for (int h = 0; h < 2; h++) orow[col[h]] = from_f32<T>(to_f32(r_in[(size_t)r * p.n + col[h]]) + v[h]);
+                for (int h = 0; h < 2; h++) orow[col[h]] = from_f32<T>(to_f32(r_in[(size_t)row * p.n + col[h]]) + v[h]);
                 break;
             default:
                 orow[col[0]] = from_f32<T>(v[0]);

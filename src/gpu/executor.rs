@@ -66,9 +66,12 @@ pub struct GpuExecutor {
     /// On [`GpuPath::Hopper`], launches of at most this many tokens (capacity) run their GEMMs
     /// as `gemm_stream_sm90` ([`path::small_batch_tokens`]); 0 elsewhere.
     small_batch_tokens: u32,
-    /// On [`GpuPath::Hopper`], small-batch launches of at most `params.m` tokens run every layer
-    /// as one co-scheduled launch of this program ([`path::persistent_tokens`]); `None`: off.
+    /// On [`GpuPath::Hopper`], launches of at most `rows` tokens (and `small_batch_cap`) run
+    /// every layer as one co-scheduled launch of this program ([`path::persistent_tokens`]);
+    /// `None`: off.
     persistent: Option<ForwardSmall>,
+    /// [`Self::with_small_batch_tokens`]' cap on both small-batch forwards (u32::MAX: none).
+    small_batch_cap: u32,
     /// Replay recorded launch sequences (CUDA graphs) for batches that fit a graph bucket.
     graphs: bool,
     state: Mutex<State>,
@@ -264,6 +267,7 @@ impl GpuExecutor {
                 GpuPath::Portable => 0,
             },
             persistent: None,
+            small_batch_cap: u32::MAX,
             graphs: false,
             state: Mutex::new(State {
                 arena,
@@ -271,17 +275,18 @@ impl GpuExecutor {
                 download,
             }),
         };
-        exec.persistent = exec.persistent_program()?;
+        exec.persistent = exec.persistent_program(0)?;
         Ok(exec)
     }
 
     /// The persistent small-batch forward's program over this executor's arena, for batches of at
-    /// most [`path::persistent_tokens`] tokens (and the arena's sequences): the capacities are the
-    /// bound's, the counts each launch's `BatchDesc`, so one program serves every such batch.
+    /// most [`path::persistent_tokens`] tokens (and the arena's tokens and sequences): the
+    /// capacities are the bound's, the counts each launch's `BatchDesc`, so one program serves
+    /// every such batch. `chunk`: x's rows in shared memory at once (0: the most that fit).
     /// `None` off the Hopper path, or where the bound is 0.
-    fn persistent_program(&self) -> Result<Option<ForwardSmall>> {
+    fn persistent_program(&self, chunk: u32) -> Result<Option<ForwardSmall>> {
         let bound = match self.path {
-            GpuPath::Hopper => path::persistent_tokens(&self.config).min(self.small_batch_tokens),
+            GpuPath::Hopper => path::persistent_tokens(&self.config).min(self.lock().arena.max_tokens as u32),
             GpuPath::Portable => 0,
         };
         if bound == 0 || self.weights.layers.is_empty() {
@@ -295,6 +300,7 @@ impl GpuExecutor {
             max_seqlen: bound,
         };
         let mut program = ForwardSmallProgram::default();
+        program.set_chunk(chunk);
         program.embeddings(&self.embedding_params(a, shape)).map_err(dev_err)?;
         for (l, layer) in self.weights.layers.iter().enumerate() {
             for step in self.hopper_layer_steps(a, l, layer, shape, true) {
@@ -332,11 +338,24 @@ impl GpuExecutor {
         self
     }
 
+    /// Rebuild the persistent forward's program to pass x through shared memory `rows` at a
+    /// time (a multiple of 16, at most the most that fit): every chunk's rows are computed as in
+    /// one chunk, so a test can make small batches take several chunks and compare their bits.
+    pub fn with_persistent_chunk(mut self, rows: u32) -> Result<Self> {
+        if self.persistent.is_some() {
+            self.persistent = self.persistent_program(rows)?;
+        }
+        Ok(self)
+    }
+
     /// The most tokens (a launch's capacity) the persistent forward takes; 0: off.
     pub fn persistent_tokens(&self) -> u32 {
-        self.persistent
-            .as_ref()
-            .map_or(0, |f| f.params.m.min(self.small_batch_tokens))
+        self.persistent.as_ref().map_or(0, |f| f.rows.min(self.small_batch_cap))
+    }
+
+    /// The rows of x the persistent forward holds in shared memory at once; 0: off.
+    pub fn persistent_chunk(&self) -> u32 {
+        self.persistent.as_ref().map_or(0, |f| f.params.m)
     }
 
     /// The persistent forward's grid (blocks, and blocks per cluster); `None`: off.
@@ -358,10 +377,11 @@ impl GpuExecutor {
         self.path
     }
 
-    /// Cap the small-batch bound at `tokens` (0: the small-batch GEMMs off), never raising it
-    /// past what the kernel's shared memory allows.
+    /// Cap the small-batch bounds at `tokens` — the stream GEMMs' and the persistent forward's
+    /// (0: both off) — never raising them.
     pub fn with_small_batch_tokens(mut self, tokens: u32) -> Self {
         self.small_batch_tokens = self.small_batch_tokens.min(tokens);
+        self.small_batch_cap = self.small_batch_cap.min(tokens);
         self
     }
 

@@ -3,7 +3,7 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::kernels::device::Device;
-use crate::kernels::forward_small::forward_small_max_rows;
+use crate::kernels::forward_small::forward_small_max_chunk;
 use crate::kernels::gemm_stream::{stream_max_rows, STREAM_K_MULTIPLE};
 use crate::kernels::params::{MB_GEMM90_BK, MB_GEMM90_BN, MB_GEMM90_ROPE_HEAD_DIM};
 
@@ -86,16 +86,22 @@ pub fn small_batch_tokens(config: &ModelConfig) -> u32 {
 }
 
 /// The most tokens a launch may hold for [`GpuPath::Hopper`]'s small batches to run as the
-/// persistent forward (`forward_small_sm90`: every layer in one co-scheduled launch): the rows
-/// its shared memory takes at the widest K, two weight slots beside x. Base (K up to 1152): 48;
-/// large (2624): 0 (two slots of its Wo2 tile leave no room for x).
+/// persistent forward (`forward_small_sm90`: every layer in one co-scheduled launch), which
+/// passes x through shared memory in chunks: [`PERSISTENT_TOKENS`] where a chunk of 16 rows fits
+/// beside two weight slots at the widest K. Base (K up to 1152: chunks of 48): 192; large
+/// (2624): 0 (two slots of its Wo2 tile leave no room for x).
 pub fn persistent_tokens(config: &ModelConfig) -> u32 {
     let (h, i) = (config.hidden_size as u32, config.intermediate_size as u32);
-    if h % STREAM_K_MULTIPLE != 0 || i % STREAM_K_MULTIPLE != 0 {
+    if h % STREAM_K_MULTIPLE != 0 || i % STREAM_K_MULTIPLE != 0 || forward_small_max_chunk(h.max(i)) == 0 {
         return 0;
     }
-    forward_small_max_rows(h.max(i)).min(small_batch_tokens(config))
+    PERSISTENT_TOKENS
 }
+
+/// The persistent forward's bound, from the cost model until a GPU measures it: up to here it is
+/// predicted faster than the per-launch paths (base on an H100, bf16: profiles/optimisation-log.md,
+/// 2026-12-08). The kernel takes up to `MB_FSMALL_MAX_ROWS`.
+pub const PERSISTENT_TOKENS: u32 = 192;
 
 /// Why the Hopper path cannot run `config` on `dev`, or `None` when it can. `gemm_sm90` takes
 /// N in whole 128-column tiles and K in whole 64-element blocks: Wqkv's N = 3·hidden, Wo's =

@@ -4,14 +4,14 @@
 //! from the same parameter structs the per-launch path launches ([`gemm_stream_params`],
 //! [`AttentionParams`]), checks it, and launches it.
 use super::device::Device;
-use super::gemm_stream::{gemm_stream_params, STREAM_K_MULTIPLE};
+use super::gemm_stream::{stream_tile_params, STREAM_K_MULTIPLE};
 use super::ops::{self, GemmSm90};
 use super::params::{
     AttentionParams, EmbeddingLayerNormParams, ForwardSmallParams, ForwardSmallStep, LayerNormParams,
     MB_ATTENTION_HEAD_DIM, MB_ATTENTION_SMEM_BYTES, MB_FSMALL_ATTENTION, MB_FSMALL_CLUSTER, MB_FSMALL_EMBED,
-    MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_MAX_HEADS, MB_FSMALL_NORM, MB_FSMALL_SLOTS, MB_FSMALL_SLOTS_OFFSET,
-    MB_FSMALL_THREADS, MB_NORM_PER_THREAD, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM, MB_STREAM_ROPE,
-    MB_STREAM_ROW_PAD, MB_STREAM_WARPS,
+    MB_FSMALL_GEMM, MB_FSMALL_MAX_BLOCKS, MB_FSMALL_MAX_HEADS, MB_FSMALL_MAX_ROWS, MB_FSMALL_NORM, MB_FSMALL_SLOTS,
+    MB_FSMALL_SLOTS_OFFSET, MB_FSMALL_THREADS, MB_NORM_PER_THREAD, MB_STREAM_BN, MB_STREAM_MAX_M, MB_STREAM_MAX_SMEM,
+    MB_STREAM_ROPE, MB_STREAM_ROW_PAD, MB_STREAM_WARPS,
 };
 use super::{Dtype, KernelError, KernelParam, LaunchAttrs};
 
@@ -22,17 +22,18 @@ fn unsupported(message: String) -> KernelError {
     }
 }
 
-/// `MB_FSMALL_SMEM_BYTES(mr, k)` of params.h (a macro bindgen does not export): the slots'
-/// barriers, two weight slots of the widest K, then the larger of a GEMM step's x, partial tiles
-/// and row statistics, and attention's two blocks.
+/// `MB_FSMALL_SMEM_BYTES(mr, k)` of params.h (a macro bindgen does not export) for chunks of `m`
+/// rows: the slots' barriers, two weight slots of the widest K, then the larger of a GEMM step's
+/// chunk of x, partial tiles and row statistics, and attention's two blocks.
 pub fn forward_small_smem_bytes(m: u32, k: u32) -> u32 {
     let (mr, pitch) = (m.div_ceil(16) * 16, 2 * k + MB_STREAM_ROW_PAD);
     let gemm = mr * pitch + MB_STREAM_WARPS * mr * MB_STREAM_BN * 4 + mr * 8;
     MB_FSMALL_SLOTS_OFFSET + MB_FSMALL_SLOTS * MB_STREAM_BN * pitch + gemm.max(2 * MB_ATTENTION_SMEM_BYTES)
 }
 
-/// The most rows the program can take at widest K `k` (a multiple of 16; 0: none fit).
-pub fn forward_small_max_rows(k: u32) -> u32 {
+/// The most rows of x a chunk can hold at widest K `k` (a multiple of 16, at most
+/// `MB_STREAM_MAX_M`; 0: none fit).
+pub fn forward_small_max_chunk(k: u32) -> u32 {
     (1..=MB_STREAM_MAX_M / 16)
         .rev()
         .map(|t| 16 * t)
@@ -50,19 +51,22 @@ fn check_row_width(hidden: u32) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// A program under construction: its steps in order, the capacity rows they share, the widest K.
+/// A program under construction: its steps in order, the capacity rows they share, the widest K,
+/// and the rows of x in shared memory at once (0: the most that fit).
 #[derive(Default)]
 pub struct ForwardSmallProgram {
     steps: Vec<ForwardSmallStep>,
     m: u32,
     k: u32,
+    chunk: u32,
 }
 
 impl ForwardSmallProgram {
     /// Add `g` as a stream GEMM step (its rows in use: the `BatchDesc` at `batch`). Every GEMM of
-    /// a program has the same capacity rows `g.m`.
+    /// a program has the same capacity rows `g.m`, at most `MB_FSMALL_MAX_ROWS`.
     pub fn gemm(&mut self, dt: Dtype, g: &GemmSm90, batch: u64) -> Result<(), KernelError> {
-        let mut p = gemm_stream_params(dt, g, batch)?;
+        let name = dt.pick("forward_small_sm90_bf16", "forward_small_sm90_f16");
+        let mut p = stream_tile_params(name, g, batch, MB_FSMALL_MAX_ROWS)?;
         p.cluster = 1; // the program's blocks are co-scheduled, not clustered
         if self.m != 0 && p.m != self.m {
             return Err(unsupported(format!(
@@ -142,10 +146,32 @@ impl ForwardSmallProgram {
         &self.steps
     }
 
-    /// The launch's dynamic shared memory ([`forward_small_smem_bytes`] at this program's rows
+    /// Pass x through shared memory `rows` at a time (a multiple of 16 up to `MB_STREAM_MAX_M`,
+    /// checked at placement) instead of the most that fit: the rows of a chunk are computed as
+    /// they would be in any other, so tests can make small batches take several chunks.
+    pub fn set_chunk(&mut self, rows: u32) {
+        self.chunk = rows;
+    }
+
+    /// The rows of x in shared memory at once: the capacity rounded up to 16, or fewer where the
+    /// widest K leaves no room for them ([`forward_small_max_chunk`]); a chunk [`Self::set_chunk`]
+    /// chose.
+    pub fn chunk_rows(&self) -> u32 {
+        match self.chunk {
+            0 => (self.m.div_ceil(16) * 16).min(forward_small_max_chunk(self.k)),
+            rows => rows,
+        }
+    }
+
+    /// The capacity rows of the program's GEMMs: the most tokens a launch of it takes.
+    pub fn rows(&self) -> u32 {
+        self.m
+    }
+
+    /// The launch's dynamic shared memory ([`forward_small_smem_bytes`] at this program's chunk
     /// and widest K).
     pub fn smem_bytes(&self) -> u32 {
-        forward_small_smem_bytes(self.m, self.k)
+        forward_small_smem_bytes(self.chunk_rows(), self.k)
     }
 
     /// The program's bytes, for the caller to place in device memory (the executor's arena).
@@ -165,15 +191,19 @@ impl ForwardSmallProgram {
         grid: ForwardSmallGrid,
     ) -> Result<ForwardSmall, KernelError> {
         let ForwardSmallGrid { blocks, cluster } = grid;
-        let smem = self.smem_bytes();
+        let (smem, chunk) = (self.smem_bytes(), self.chunk_rows());
         if self.steps.is_empty()
             || self.k == 0
             || !self.k.is_multiple_of(STREAM_K_MULTIPLE)
+            || chunk == 0
+            || !chunk.is_multiple_of(16)
+            || chunk > MB_STREAM_MAX_M
             || smem > MB_STREAM_MAX_SMEM
         {
             return Err(unsupported(format!(
-                "{} steps of {} rows at K up to {}: {smem} bytes of shared memory (at most {MB_STREAM_MAX_SMEM}), \
-                 at least one GEMM needed",
+                "{} steps of {} rows at K up to {}, in chunks of {chunk} rows (a multiple of 16 up to \
+                 {MB_STREAM_MAX_M}): {smem} bytes of shared memory (at most {MB_STREAM_MAX_SMEM}), at least one GEMM \
+                 needed",
                 self.steps.len(),
                 self.m,
                 self.k
@@ -195,14 +225,18 @@ impl ForwardSmallProgram {
             steps: steps_at,
             flags: flags_at,
             count: self.steps.len() as u32,
-            m: self.m,
+            m: chunk,
             k: self.k,
             blocks,
             cluster,
             reserved: 0,
             head_counts: head_counts_at,
         };
-        Ok(ForwardSmall { params, smem })
+        Ok(ForwardSmall {
+            params,
+            smem,
+            rows: self.m,
+        })
     }
 }
 
@@ -278,6 +312,8 @@ pub fn forward_small_grid(
 pub struct ForwardSmall {
     pub params: ForwardSmallParams,
     pub smem: u32,
+    /// The capacity rows of its GEMMs: the most tokens a launch takes (`params.m` is a chunk).
+    pub rows: u32,
 }
 
 impl ForwardSmall {
@@ -319,7 +355,12 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        ForwardSmallProgram { steps, m: 32, k: 768 }
+        ForwardSmallProgram {
+            steps,
+            m: 32,
+            k: 768,
+            chunk: 0,
+        }
     }
 
     /// The widest cluster that divides the blocks and every GEMM step's blocks with a tile, on

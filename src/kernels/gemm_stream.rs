@@ -62,28 +62,44 @@ fn kernel_name(dt: Dtype) -> &'static str {
 /// for all `g.m`; with [`Sm90Epilogue::Rope`], the epilogue's own `batch` (which `batch` must then
 /// be, or 0).
 pub fn gemm_stream_params(dt: Dtype, g: &GemmSm90, batch: u64) -> Result<GemmStreamParams, KernelError> {
-    let name = kernel_name(dt);
-    let refuse = |why: String| Err(unsupported(name, why));
+    let p = stream_tile_params(kernel_name(dt), g, batch, MB_STREAM_MAX_M)?;
+    let smem = stream_smem_bytes(g.m, g.k);
+    if smem > MB_STREAM_MAX_SMEM {
+        return Err(unsupported(
+            kernel_name(dt),
+            format!(
+                "m {} at k {}: {smem} bytes of shared memory, more than a block's {MB_STREAM_MAX_SMEM} (at most {} \
+                 rows)",
+                g.m,
+                g.k,
+                stream_max_rows(g.k)
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+/// The stream tile's parameters for `g` at up to `max_m` capacity rows, with everything
+/// [`gemm_stream_params`] checks but its shared memory (a launch holds all its rows at once; the
+/// persistent forward passes them through in chunks, and sizes its own). `kernel`: for errors.
+pub(crate) fn stream_tile_params(
+    kernel: &str,
+    g: &GemmSm90,
+    batch: u64,
+    max_m: u32,
+) -> Result<GemmStreamParams, KernelError> {
+    let refuse = |why: String| Err(unsupported(kernel, why));
     if g.m == 0
-        || g.m > MB_STREAM_MAX_M
+        || g.m > max_m
         || g.n == 0
         || !g.n.is_multiple_of(MB_STREAM_BN)
         || g.k == 0
         || !g.k.is_multiple_of(STREAM_K_MULTIPLE)
     {
         return refuse(format!(
-            "m {} n {} k {}: needs 1 ≤ m ≤ {MB_STREAM_MAX_M}, n a multiple of {MB_STREAM_BN}, k a multiple of \
+            "m {} n {} k {}: needs 1 ≤ m ≤ {max_m}, n a multiple of {MB_STREAM_BN}, k a multiple of \
              {STREAM_K_MULTIPLE}",
             g.m, g.n, g.k
-        ));
-    }
-    let smem = stream_smem_bytes(g.m, g.k);
-    if smem > MB_STREAM_MAX_SMEM {
-        return refuse(format!(
-            "m {} at k {}: {smem} bytes of shared memory, more than a block's {MB_STREAM_MAX_SMEM} (at most {} rows)",
-            g.m,
-            g.k,
-            stream_max_rows(g.k)
         ));
     }
     for (what, ptr) in [("a", g.a), ("b", g.b), ("c", g.c)] {

@@ -74,6 +74,7 @@ pub const MB_FSMALL_SLOTS: u32 = 2;
 pub const MB_FSMALL_MAX_BLOCKS: u32 = 1024;
 pub const MB_FSMALL_FLAGS_START: u32 = 4294967232;
 pub const MB_FSMALL_MAX_HEADS: u32 = 32;
+pub const MB_FSMALL_MAX_ROWS: u32 = 256;
 pub const MB_FSMALL_CLUSTER: u32 = 4;
 pub const MB_FSMALL_GEMM: u32 = 0;
 pub const MB_FSMALL_ATTENTION: u32 = 1;

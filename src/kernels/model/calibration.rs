@@ -52,6 +52,10 @@ pub struct Assumptions {
     /// [`Profile::head_handoff_s`].
     pub head_handoff_s: f64,
     pub head_handoff_source: String,
+    /// The stream tile's math (`stream_tile.cuh`: mma.sync with both operands from shared memory,
+    /// the gemm_stream class's compute rate), useful TFLOP/s over the whole card.
+    pub stream_tile_tflops: f64,
+    pub stream_tile_source: String,
     /// [`Profile::l2_bytes_per_s`].
     pub l2_bytes_per_s: f64,
     pub l2_source: String,
@@ -251,9 +255,14 @@ pub fn fit_efficiencies(file: &CalibrationFile, kernel_fixed_s: f64) -> Result<P
         fitted.efficiency[KernelClass::Gemm.index()].compute = fraction(per_gemm_at_peak, row.mean_us * 1e-6, &row.id)?;
     }
     // gemm_stream_sm90 has never run on a GPU: assumed at the copy ceiling (it streams its
-    // weights with 16-byte loads, as the copy does) and at the GEMMs' compute fraction.
+    // weights with 16-byte loads, as the copy does) and at the file's assumed rate for its math
+    // (mma.sync fed from shared memory, far below the tiled GEMMs' wgmma).
+    let stream_tflops = file.assumptions.stream_tile_tflops;
+    if !(stream_tflops > 0.0 && stream_tflops * 1e12 <= base.peak_flops) {
+        return Err(bad(format!("the stream tile assumed at {stream_tflops} TFLOP/s")));
+    }
     fitted.efficiency[KernelClass::GemmStream.index()] = ClassEfficiency {
-        compute: fitted.efficiency[KernelClass::Gemm.index()].compute,
+        compute: stream_tflops * 1e12 / base.peak_flops,
         memory: copy,
     };
     // attention_sm90 has never run on a GPU: its compute rates are the file's assumptions, its

@@ -369,7 +369,10 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
 
 /// The steps of a `forward_small_sm90` launch, each costed as its per-launch kernel: a GEMM step
 /// as `gemm_stream_sm90`, except that x is read from L2 once by every cluster with a tile
-/// (min(tiles, blocks) / cluster of them, multicast to its blocks), an attention step as
+/// (min(tiles, blocks) / cluster of them, multicast to its blocks; with x in several chunks,
+/// once per group of tiles), and that its FLOPs are the busiest block's tiles times the blocks
+/// (the time the step's math takes, not the work: the launch's own cost counts that), an
+/// attention step as
 /// attention.cu, the embeddings and the final norm as embeddings.cu and layernorm.cu. The
 /// program is read from the model device's memory, where the executor uploaded it.
 pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<Vec<LaunchCost>, KernelError> {
@@ -386,10 +389,25 @@ pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) ->
             MB_FSMALL_GEMM => {
                 let g = &step.gemm;
                 let rows = rows(mem, g.batch, g.m);
-                let readers = ((g.n / MB_STREAM_BN).min(p.blocks.max(1)) / p.cluster.max(1)).max(1) as f64;
+                let (tiles, blocks) = (g.n / MB_STREAM_BN, p.blocks.max(1));
+                // The step's math ends with its busiest block's tiles (a block per SM): Wqkv's 144
+                // tiles on 132 blocks take two tiles' time, Wo's 48 one tile's with 84 SMs idle.
+                let busiest = tiles.div_ceil(blocks);
+                let waves = (busiest * blocks) as f64 / tiles as f64;
+                // x passes through in chunks of p.m rows; with several, once per group of the
+                // busiest block's tiles (MB_FSMALL_SLOTS a group), by every cluster with a tile.
+                let chunks = (rows as u32).div_ceil(p.m.max(1)).max(1);
+                let groups = if chunks == 1 {
+                    1
+                } else {
+                    busiest.div_ceil(MB_FSMALL_SLOTS)
+                };
+                let readers = (tiles.min(blocks) / p.cluster.max(1)).max(1) as f64;
+                let cost = gemm_stream_cost(g, rows);
                 LaunchCost {
-                    l2_bytes: (readers - 1.0) * rows * g.k as f64 * ELEM,
-                    ..gemm_stream_cost(g, rows)
+                    flops: cost.flops * waves,
+                    l2_bytes: (readers * groups as f64 - 1.0) * rows * g.k as f64 * ELEM,
+                    ..cost
                 }
             }
             MB_FSMALL_EMBED => kernel_cost("embeddings", step.embed.as_bytes(), mem)?,
@@ -503,10 +521,10 @@ impl Profile {
     /// barrier: a block's next tile is in flight while it computes), so a step takes the longer of
     /// its weights' DRAM time and the barrier (none before the first; before an attention step,
     /// which runs inside the Wqkv step before it, the head's hand-off instead) + the rest of its
-    /// roofline (x's reads from L2, its outputs, its math). What this leaves out: a step's own
-    /// latency chain beyond the barrier (x's first bytes, the reduction, the epilogue's stores),
-    /// waves (a GEMM of more tiles than blocks runs two on some of them), and a head's attention
-    /// units serialised on one block when a batch has several sequences.
+    /// roofline (x's reads from L2, its outputs, its math: the busiest block's tiles). What this
+    /// leaves out: a step's own latency chain beyond the barrier (x's first bytes, the
+    /// reduction, the epilogue's stores), and a head's attention units serialised on one block
+    /// when a batch has several sequences.
     pub fn persistent_s(&self, steps: &[LaunchCost]) -> f64 {
         let step_s = |(i, c): (usize, &LaunchCost)| {
             let weights = c.param_bytes / (self.efficiency(c.class).memory * self.dram_bytes_per_s);
