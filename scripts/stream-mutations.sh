@@ -22,8 +22,9 @@
 #   next tile's weights and their slot's phase, the blocks without a tile; x's copies in clusters
 #   (the proxy fence, the multicast mask, the bytes expected, the rows each rank copies, x's
 #   barrier's phase); x in chunks (the cluster barrier between them, the groups of tiles, the
-#   chunk's rows stored where they belong, the slot kept until the last chunk); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
-#   halves' units, the barriers skipped, the block's heads handed to its threads); its first and
+#   chunk's rows stored where they belong, the slot kept until the last chunk); attention inside
+#   the Wqkv step (a head's ticket limit, a tile's head, the halves' units, the barriers skipped,
+#   the block's heads handed to its threads); its first and
 #   last steps (the embeddings, the final norm's rows); the emulator's flag comparison at the
 #   wrap (device.cuh's is the same expression) and atom.inc's wrap; its grid (the clusters' fit,
 #   the widest tried) and its choice (the bound's comparison, its width) — and
@@ -60,15 +61,7 @@ mutate "cluster: each block expects only the rows it copies itself" \
 mutate "cluster: a block's rows multicast to itself alone" \
   "x_ready, (uint16_t)((1u << cluster) - 1));" "x_ready, (uint16_t)(1u << rank));"
 mutate "cluster: every rank copies rows from 0, not from its rank" \
-  "for (uint32_t r = rank + cluster * tid; r < n;" "for (uint32_t r = cluster * tid; r < n;"
-mutate "persistent: no cluster barrier between chunks (a peer copies the next chunk over one still read)" \
-  "                        if (g > 0 || c > 0) {" "                        if (false) {"
-mutate "persistent: with several chunks, a group of all the block's tiles (more than its slots hold)" \
-  "const uint32_t per_group = chunks == 1 ? busiest : MB_FSMALL_SLOTS;" "const uint32_t per_group = busiest;"
-mutate "persistent: every chunk's rows stored as the first chunk's" \
-  "epilogue<T>(p, tile, row0, n, m16, part, row_stats);" "epilogue<T>(p, tile, 0, n, m16, part, row_stats);"
-mutate "persistent: a slot refilled after the first chunk, while later chunks still read it" \
-  "if (last_chunk && tid == 0 && issue.step < P.count) {" "if (c == 0 && tid == 0 && issue.step < P.count) {"
+  "for (uint32_t r = rank + cluster * tid; r < rows;" "for (uint32_t r = cluster * tid; r < rows;"
 mutate "cluster: x read before its bytes have landed" \
   "    while (!mbar_try_wait(x_ready, 0)) {
     }" "    // (no wait for x's bytes)"
