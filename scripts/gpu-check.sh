@@ -106,8 +106,12 @@ first() {
     step "bench-base-short-fixed-$path" 60 sh -c "${bench[*]} --gpu-path $path --set short-fixed > $logs/first-sf-$path.jsonl"
     step "latency-b1-32-$path" 45 sh -c "${bench[*]} --gpu-path $path --latency --batches 1 --lengths 32 > $logs/first-latency-$path.jsonl"
   done
-  # The persistent forward (the Hopper path's default at 1 x 32) against a launch per step.
-  step latency-b1-32-hopper-per-launch 45 sh -c "${bench[*]} --gpu-path hopper --no-persistent --latency --batches 1 --lengths 32 > $logs/first-latency-hopper-per-launch.jsonl"
+  # The persistent forward (the Hopper path's default up to 192 tokens) against a launch per step
+  # (the stream GEMMs up to 64 tokens, the large-batch path past them): where they cross decides
+  # path::PERSISTENT_TOKENS, chosen by the cost model until this measures it.
+  local lengths=32,64,96,128,192,256
+  step latency-b1-hopper-persistent 60 sh -c "${bench[*]} --gpu-path hopper --latency --batches 1 --lengths $lengths > $logs/first-latency-hopper-lengths.jsonl"
+  step latency-b1-hopper-per-launch 60 sh -c "${bench[*]} --gpu-path hopper --no-persistent --latency --batches 1 --lengths $lengths > $logs/first-latency-hopper-per-launch.jsonl"
   step persistent_forward 60 env MODERNBERT_TEST_DEVICE=cuda "$B/persistent_forward" --nocapture
   step persistent_base_shape 60 env MODERNBERT_TEST_DEVICE=cuda "$B/persistent_base_shape" --nocapture
   step device_parity-hopper 90 env MODERNBERT_TEST_DEVICE=cuda MODERNBERT_REF_PYTHON="$PYTHON" \
