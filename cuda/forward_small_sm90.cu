@@ -33,11 +33,13 @@
 //      rank r of a cluster of C copying the chunk's rows r, r + C, ... into all C blocks
 //      (multicast), issued by warp 0 after a proxy fence (x is other blocks' ordinary stores in
 //      this launch; bulk copies read through the async proxy) — rows to the next 16 zeroed, the
-//      row statistics; then per tile of the block's group: (first chunk) wait for its slot's
-//      weights (mbarrier, the slot's phase), the warps' partial products, a sync, (last chunk)
-//      the slot refilled with the block's tile after next — which may be a later step's, since
-//      weights are no step's output — the epilogue of the chunk's rows, a sync and (last chunk,
-//      Wqkv) the head's ticket. A group is all the block's tiles of the step when there is one
+//      row statistics; then per pair of tiles of the block's group (both in their slots):
+//      (first chunk) wait for their slots' weights (mbarrier, the slot's phase), the warps'
+//      partial products of both at once (x's fragments read once for the two), then per tile:
+//      its partials to shared memory, a sync, (last chunk, first tile) both slots refilled with
+//      the block's tiles two on — which may be a later step's, since weights are no step's
+//      output — the epilogue of the chunk's rows, a sync and (last chunk, Wqkv) the head's
+//      ticket. A group is all the block's tiles of the step when there is one
 //      chunk; with several, the MB_FSMALL_SLOTS tiles whose weights are in the slots together,
 //      and every block runs the busiest block's count of groups (a cluster's blocks copy x for
 //      each other). Between two chunks of a step a cluster barrier: no peer copies the next
@@ -230,28 +232,53 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                         x_loads++;
                         __syncthreads();
                         row_stats_of<T>(p, x_s, n, row_stats);
-                        for (uint32_t j = j0; j < j0 + per_group && j < own; j++) {
-                            const uint32_t tile = blk + j * G, i = consumed + (j - j0), slot = i % MB_FSMALL_SLOTS;
-                            if (c == 0) {  // the tile's weights stay in its slot through the chunks
-                                while (!mbar_try_wait(&slot_bar[slot], (i / MB_FSMALL_SLOTS) % 2)) {
+                        // The group's tiles two at a time, both in their slots: x's fragments are
+                        // read once for the pair (accumulate), then each tile's partial tiles are
+                        // summed and its epilogue run in turn.
+                        const uint32_t end = min(j0 + per_group, own);
+                        for (uint32_t j = j0; j < end; j += MB_FSMALL_SLOTS) {
+                            const uint32_t pair = min(end - j, (uint32_t)MB_FSMALL_SLOTS), i = consumed + (j - j0);
+                            if (c == 0) {  // the tiles' weights stay in their slots through the chunks
+                                for (uint32_t u = 0; u < pair; u++) {
+                                    const uint32_t at = (i + u) % MB_FSMALL_SLOTS;
+                                    while (!mbar_try_wait(&slot_bar[at], ((i + u) / MB_FSMALL_SLOTS) % 2)) {
+                                    }
                                 }
                             }
-                            partial_product<T>(k, m16, slots + slot * slot_bytes, x_s, part);
-                            __syncthreads();  // every warp is done with the slot (and has written its part)
-                            if (last_chunk && tid == 0 && issue.step < P.count) {
-                                issue_weights(steps[issue.step].gemm, issue.tile, slots + slot * slot_bytes, &slot_bar[slot]);
-                                issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+                            float acc[MB_FSMALL_SLOTS][MAX_M16][2][4];
+                            const unsigned char* const w[2] = {slots + (i % MB_FSMALL_SLOTS) * slot_bytes,
+                                                               slots + ((i + 1) % MB_FSMALL_SLOTS) * slot_bytes};
+                            if (pair == 2) {
+                                accumulate<T, 2>(k, m16, w, x_s, acc);
+                            } else {
+                                const unsigned char* const w1[1] = {w[0]};
+                                accumulate<T, 1>(k, m16, w1, x_s, acc);
                             }
-                            epilogue<T>(p, tile, row0, n, m16, part, row_stats);
-                            __syncthreads();  // part is the next tile's
-                            if (last_chunk && then_attention && tid == 0) {
-                                // The tile's q, k or v columns are one head's (tiles t of a head_dim:
-                                // head t / (head_dim / 16) mod heads). Its last tile's ticket (the
-                                // block's stores released by it, the others' acquired) makes the
-                                // head this block's.
-                                const AttentionParams& a = steps[s + 1].attention;
-                                const uint32_t per_head = 3 * (a.head_dim / BN), h = tile / (a.head_dim / BN) % a.heads;
-                                if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) mine |= 1u << h;
+#pragma unroll
+                            for (uint32_t u = 0; u < MB_FSMALL_SLOTS; u++) {
+                                if (u >= pair) break;
+                                store_partial(m16, acc[u], part);
+                                __syncthreads();  // part written; every warp is done with the slots
+                                if (u == 0 && last_chunk && tid == 0) {
+                                    // Each slot refilled with the block's tile two on (the ring's order).
+                                    for (uint32_t v = 0; v < pair && issue.step < P.count; v++) {
+                                        const uint32_t at = (i + v) % MB_FSMALL_SLOTS;
+                                        issue_weights(steps[issue.step].gemm, issue.tile, slots + at * slot_bytes, &slot_bar[at]);
+                                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+                                    }
+                                }
+                                const uint32_t tile = blk + (j + u) * G;
+                                epilogue<T>(p, tile, row0, n, m16, part, row_stats);
+                                __syncthreads();  // part is the next tile's
+                                if (last_chunk && then_attention && tid == 0) {
+                                    // The tile's q, k or v columns are one head's (tiles t of a
+                                    // head_dim: head t / (head_dim / 16) mod heads). Its last tile's
+                                    // ticket (the block's stores released by it, the others'
+                                    // acquired) makes the head this block's.
+                                    const AttentionParams& a = steps[s + 1].attention;
+                                    const uint32_t per_head = 3 * (a.head_dim / BN), h = tile / (a.head_dim / BN) % a.heads;
+                                    if (grid_count(&head_counts[h], per_head - 1) == per_head - 1) mine |= 1u << h;
+                                }
                             }
                         }
                     }

@@ -22,9 +22,9 @@
 #   next tile's weights and their slot's phase, the blocks without a tile; x's copies in clusters
 #   (the proxy fence, the multicast mask, the bytes expected, the rows each rank copies, x's
 #   barrier's phase); x in chunks (the cluster barrier between them, the groups of tiles, the
-#   chunk's rows stored where they belong, the slot kept until the last chunk); attention inside
-#   the Wqkv step (a head's ticket limit, a tile's head, the halves' units, the barriers skipped,
-#   the block's heads handed to its threads); its first and
+#   chunk's rows stored where they belong, the slot kept until the last chunk; a pair's weights
+#   and refills); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
+#   halves' units, the barriers skipped, the block's heads handed to its threads); its first and
 #   last steps (the embeddings, the final norm's rows); the emulator's flag comparison at the
 #   wrap (device.cuh's is the same expression) and atom.inc's wrap; its grid (the clusters' fit,
 #   the widest tried) and its choice (the bound's comparison, its width) — and
@@ -183,7 +183,7 @@ mutate "persistent: the block's next tile is the next one, not G on" \
   "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});" \
   "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});"
 mutate "persistent: every slot waited on at phase 0 (the second use of a slot reads stale weights)" \
-  "mbar_try_wait(&slot_bar[slot], (i / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[slot], 0)"
+  "mbar_try_wait(&slot_bar[at], ((i + u) / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[at], 0)"
 mutate "persistent: the last block with tiles skips the GEMM step" \
   "if (blk < tiles) {" "if (blk + 1 < tiles) {"
 mutate "persistent: a head's ticket limit one short (its attention starts before its last tile is written)" \
@@ -213,7 +213,11 @@ mutate "persistent: with several chunks, a group of all the block's tiles (more 
 mutate "persistent: every chunk's rows stored as the first chunk's" \
   "epilogue<T>(p, tile, row0, n, m16, part, row_stats);" "epilogue<T>(p, tile, 0, n, m16, part, row_stats);"
 mutate "persistent: a slot refilled after the first chunk, while later chunks still read it" \
-  "if (last_chunk && tid == 0 && issue.step < P.count) {" "if (c == 0 && tid == 0 && issue.step < P.count) {"
+  "if (u == 0 && last_chunk && tid == 0) {" "if (u == 0 && c == 0 && tid == 0) {"
+mutate "persistent: a pair's second tile computed with the first tile's weights" \
+  "slots + ((i + 1) % MB_FSMALL_SLOTS) * slot_bytes};" "slots + (i % MB_FSMALL_SLOTS) * slot_bytes};"
+mutate "persistent: a pair's slots refilled one tile apart, not each with the tile two on" \
+  "const uint32_t at = (i + v) % MB_FSMALL_SLOTS;" "const uint32_t at = (i + 2 * v) % MB_FSMALL_SLOTS;"
 mutate "persistent: x's barrier waited on at phase 0 every step (a later step reads x before it lands)" \
   "mbar_try_wait(x_ready, x_loads % 2)" "mbar_try_wait(x_ready, 0)"
 mutate "persistent: the embeddings step skipped (layer 0 reads the arena's stale x)" \

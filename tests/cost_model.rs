@@ -624,9 +624,21 @@ fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
             weights.max(barrier + rest)
         };
         let step_s = |c: LaunchCost| step_after(profile.grid_barrier_s, c);
-        // The math ends with the busiest block's tiles: Wqkv's and Wi's 144 on 132 blocks take
-        // two tiles' time, Wo's and Wo2's 48 one tile's (the other 84 blocks idle).
-        let waves = |n: f64| (n / 16.0 / blocks).ceil() * blocks / (n / 16.0);
+        // The math ends with the busiest block's tiles: Wqkv's and Wi's 144 on 132 blocks are
+        // two tiles computed as a pair (x's reads shared: (2 + m16) / (1 + m16) single tiles'
+        // time, m16 the chunk's 16-row tiles, chunks of 48 rows), Wo's and Wo2's 48 one tile's
+        // (the other 84 blocks idle).
+        let m16 = (t.min(48.0) / 16.0).ceil();
+        let waves = |n: f64| {
+            let tile_times = match (n / 16.0 / blocks).ceil() {
+                2.0 => (2.0 + m16) / (1.0 + m16),
+                busiest => {
+                    assert_eq!(busiest, 1.0);
+                    1.0
+                }
+            };
+            tile_times * blocks / (n / 16.0)
+        };
         let gemm = |n: f64, k: f64, out: f64, normed: bool| LaunchCost {
             class: KernelClass::GemmStream,
             flops: 2.0 * t * n * k * waves(n),

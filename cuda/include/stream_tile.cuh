@@ -80,19 +80,35 @@ __device__ __forceinline__ void row_stats_of(const GemmStreamParams& p, const un
     }
 }
 
-// This warp's partial tile: its K chunks (warp, warp + 8, ...), every m16 tile of rows, both n8
-// tiles of columns, written to its slice of `part` (C fragment: rows g, g + 8, columns 8 nt + 2t,
-// + 1). The caller synchronises before anything reads `part` or overwrites w_s.
-template <typename T>
-__device__ __forceinline__ void partial_product(uint32_t k, uint32_t m16, const unsigned char* w_s,
-                                                const unsigned char* x_s, float* part) {
+// This warp's accumulators of G tiles at once (their weight rows at w_s[0 .. G − 1]): its K
+// chunks (warp, warp + 8, ...), every m16 tile of rows, both n8 tiles of columns (C fragment:
+// rows g, g + 8, columns 8 nt + 2t, + 1). x's fragments are loaded once a chunk for all G tiles:
+// a chunk's shared-memory reads are G + m16 KiB a warp for G tiles, against G · (1 + m16) one
+// tile at a time, and the reads, not the MMAs, bound this loop. Each tile's own accumulation is
+// the same sequence of MMAs as alone (bit for bit).
+template <typename T, int G>
+__device__ __forceinline__ void accumulate(uint32_t k, uint32_t m16, const unsigned char* const (&w_s)[G],
+                                           const unsigned char* x_s, float (*acc)[MAX_M16][2][4]) {
     const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4, pitch = pitch_of(k);
-    float acc[MAX_M16][2][4] = {};
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+#pragma unroll
+        for (int mt = 0; mt < MAX_M16; mt++) {
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[j][mt][nt][e] = 0.f;
+            }
+        }
+    }
     for (uint32_t chunk = warp; chunk < k / KCHUNK; chunk += WARPS) {
         const uint32_t col = chunk * KCHUNK * 2 + 16 * t;  // byte offset of lane t's 8 k
-        uint4 wv[2];
+        uint4 wv[G][2];
 #pragma unroll
-        for (int nt = 0; nt < 2; nt++) wv[nt] = *reinterpret_cast<const uint4*>(w_s + (8 * nt + g) * pitch + col);
+        for (int j = 0; j < G; j++) {
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) wv[j][nt] = *reinterpret_cast<const uint4*>(w_s[j] + (8 * nt + g) * pitch + col);
+        }
 #pragma unroll
         for (int mt = 0; mt < MAX_M16; mt++) {
             if (mt >= (int)m16) break;
@@ -103,13 +119,22 @@ __device__ __forceinline__ void partial_product(uint32_t k, uint32_t m16, const 
             // same way for both operands, which a dot product does not see.
             const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y}, a1[4] = {lo.z, hi.z, lo.w, hi.w};
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                const uint32_t b0[2] = {wv[nt].x, wv[nt].y}, b1[2] = {wv[nt].z, wv[nt].w};
-                mma<T>(acc[mt][nt], a0, b0);
-                mma<T>(acc[mt][nt], a1, b1);
+            for (int j = 0; j < G; j++) {
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++) {
+                    const uint32_t b0[2] = {wv[j][nt].x, wv[j][nt].y}, b1[2] = {wv[j][nt].z, wv[j][nt].w};
+                    mma<T>(acc[j][mt][nt], a0, b0);
+                    mma<T>(acc[j][mt][nt], a1, b1);
+                }
             }
         }
     }
+}
+
+// One tile's accumulators (accumulate's) to this warp's slice of `part`. The caller
+// synchronises before anything reads `part`.
+__device__ __forceinline__ void store_partial(uint32_t m16, const float (&acc)[MAX_M16][2][4], float* part) {
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     float* mine = part + warp * m16 * 16 * BN;
 #pragma unroll
     for (int mt = 0; mt < MAX_M16; mt++) {
@@ -123,6 +148,17 @@ __device__ __forceinline__ void partial_product(uint32_t k, uint32_t m16, const 
             }
         }
     }
+}
+
+// This warp's partial tile of the one tile at w_s, written to its slice of `part`. The caller
+// synchronises before anything reads `part` or overwrites w_s.
+template <typename T>
+__device__ __forceinline__ void partial_product(uint32_t k, uint32_t m16, const unsigned char* w_s,
+                                                const unsigned char* x_s, float* part) {
+    float acc[1][MAX_M16][2][4];
+    const unsigned char* const w[1] = {w_s};
+    accumulate<T, 1>(k, m16, w, x_s, acc);
+    store_partial(m16, acc[0], part);
 }
 
 // The warps' partial tiles summed in warp order (the same sum on every run), then the epilogue,

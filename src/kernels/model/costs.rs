@@ -392,8 +392,14 @@ pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) ->
                 let (tiles, blocks) = (g.n / MB_STREAM_BN, p.blocks.max(1));
                 // The step's math ends with its busiest block's tiles (a block per SM): Wqkv's 144
                 // tiles on 132 blocks take two tiles' time, Wo's 48 one tile's with 84 SMs idle.
+                // A block computes its tiles in pairs, x's fragments read once for both, and the
+                // shared-memory reads bound the loop: a pair costs (2 + m16) KiB a warp and chunk
+                // against 2 · (1 + m16) for two single tiles (stream_tile.cuh, accumulate).
                 let busiest = tiles.div_ceil(blocks);
-                let waves = (busiest * blocks) as f64 / tiles as f64;
+                let m16 = (rows as u32).min(p.m.max(16)).div_ceil(16).max(1) as f64;
+                let (pairs, singles) = ((busiest / 2) as f64, (busiest % 2) as f64);
+                let busiest_time = (pairs * (2.0 + m16) + singles * (1.0 + m16)) / (1.0 + m16);
+                let waves = busiest_time * blocks as f64 / tiles as f64;
                 // x passes through in chunks of p.m rows; with several, once per group of the
                 // busiest block's tiles (MB_FSMALL_SLOTS a group), by every cluster with a tile.
                 let chunks = (rows as u32).div_ceil(p.m.max(1)).max(1);
