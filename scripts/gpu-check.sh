@@ -106,7 +106,7 @@ first() {
     step "bench-base-short-fixed-$path" 60 sh -c "${bench[*]} --gpu-path $path --set short-fixed > $logs/first-sf-$path.jsonl"
     step "latency-b1-32-$path" 45 sh -c "${bench[*]} --gpu-path $path --latency --batches 1 --lengths 32 > $logs/first-latency-$path.jsonl"
   done
-  # The persistent forward (the Hopper path's default up to 192 tokens) against a launch per step
+  # The persistent forward (the Hopper path's default up to 128 tokens) against a launch per step
   # (the stream GEMMs up to 64 tokens, the large-batch path past them): where they cross decides
   # path::PERSISTENT_TOKENS, chosen by the cost model until this measures it.
   local lengths=32,64,96,128,192,256

@@ -25,7 +25,7 @@ use modernbert::weights::TensorStore;
 /// tiles; clusters of 4); and a second call on the same program (the flags carried over) gives
 /// the same bits again. Each batch runs twice: with x in one chunk of 64 rows, and in chunks of
 /// 16 (a block's tiles in groups of two, a cluster barrier between chunks). Past 64 tokens, up to
-/// the bound of 192, there is no per-launch small path: there chunks of 64 and of 16 give the
+/// the bound of 128, there is no per-launch small path: there chunks of 64 and of 16 give the
 /// same bits (the fidelity of those batches: tests/device_parity.rs).
 #[test]
 fn the_persistent_forward_equals_the_per_launch_small_path() {
@@ -50,7 +50,7 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
     let per_launch_bound = modernbert::gpu::path::small_batch_tokens(&config) as usize;
     assert_eq!(
         (bound, per_launch_bound),
-        (192, 64),
+        (128, 64),
         "hidden and intermediate 128: the persistent bound, and the stream GEMM's"
     );
     let texts: [&[usize]; 6] = [&[1], &[31], &[64], &[29, 1, 17, 9], &[bound], &[100, 3, 25]];

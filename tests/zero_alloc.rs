@@ -124,7 +124,7 @@ fn forward_makes_no_host_allocation_on(path: GpuPath) {
     let launched = dev.launches() - launches_before;
     println!("{path:?}, 4 forwards: {launched} launches/GEMMs, {made} host allocations");
     // At least a layer's launches (5 on the Hopper path, 9 on the portable one) per layer of each
-    // call past the persistent bound (on the Hopper path, up to 192 tokens: one launch for every
+    // call past the persistent bound (on the Hopper path, up to 128 tokens: one launch for every
     // layer), and a launch for each of the 4 calls.
     let bound = exec.persistent_tokens() as usize;
     let layered = [big.tokens(), small.tokens(), small.tokens()]

@@ -88,7 +88,7 @@ pub fn small_batch_tokens(config: &ModelConfig) -> u32 {
 /// The most tokens a launch may hold for [`GpuPath::Hopper`]'s small batches to run as the
 /// persistent forward (`forward_small_sm90`: every layer in one co-scheduled launch), which
 /// passes x through shared memory in chunks: [`PERSISTENT_TOKENS`] where a chunk of 16 rows fits
-/// beside two weight slots at the widest K. Base (K up to 1152: chunks of 48): 192; large
+/// beside two weight slots at the widest K. Base (K up to 1152: chunks of 48): 128; large
 /// (2624): 0 (two slots of its Wo2 tile leave no room for x).
 pub fn persistent_tokens(config: &ModelConfig) -> u32 {
     let (h, i) = (config.hidden_size as u32, config.intermediate_size as u32);
@@ -101,7 +101,7 @@ pub fn persistent_tokens(config: &ModelConfig) -> u32 {
 /// The persistent forward's bound, from the cost model until a GPU measures it: up to here it is
 /// predicted faster than the per-launch paths (base on an H100, bf16: profiles/optimisation-log.md,
 /// 2026-12-08). The kernel takes up to `MB_FSMALL_MAX_ROWS`.
-pub const PERSISTENT_TOKENS: u32 = 192;
+pub const PERSISTENT_TOKENS: u32 = 128;
 
 /// Why the Hopper path cannot run `config` on `dev`, or `None` when it can. `gemm_sm90` takes
 /// N in whole 128-column tiles and K in whole 64-element blocks: Wqkv's N = 3·hidden, Wo's =

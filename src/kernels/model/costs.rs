@@ -418,11 +418,23 @@ pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) ->
             }
             MB_FSMALL_EMBED => kernel_cost("embeddings", step.embed.as_bytes(), mem)?,
             MB_FSMALL_NORM => kernel_cost("layernorm", step.norm.as_bytes(), mem)?,
-            MB_FSMALL_ATTENTION => attention_cost(
-                &step.attention,
-                mem,
-                [KernelClass::AttentionGlobal, KernelClass::AttentionLocal],
-            ),
+            MB_FSMALL_ATTENTION => {
+                let a = &step.attention;
+                let cost = attention_cost(a, mem, [KernelClass::AttentionGlobal, KernelClass::AttentionLocal]);
+                // A head's units (its sequences × the longest's 64-query blocks) run on the one
+                // block that took its last ticket, a unit on each half (128 threads) in turn:
+                // the step lasts as long as that block's busier half, at half an SM's share of
+                // the class's rate, not as long as the work spread over every SM.
+                let (_, seqs) = batch_counts(mem, a.batch);
+                let longest = mem.read_u32(a.batch + 8).min(a.max_seqlen) as u64;
+                let per_head = seqs.min(a.max_sequences as u64) * longest.div_ceil(MB_ATTENTION_BLOCK_M as u64);
+                let units = (a.heads as u64 * per_head).max(1) as f64;
+                let busiest_half = per_head.div_ceil(2) as f64;
+                LaunchCost {
+                    flops: cost.flops * busiest_half * 2.0 * p.blocks.max(1) as f64 / units,
+                    ..cost
+                }
+            }
             kind => {
                 return Err(KernelError::ParamSize {
                     kernel: name.into(),
