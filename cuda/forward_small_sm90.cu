@@ -95,7 +95,8 @@ __device__ __forceinline__ Cursor next_tile(const ForwardSmallStep* steps, uint3
 template <typename T>
 __device__ __noinline__ void attend(const AttentionParams& p, uint32_t mine, unsigned char* region, uint32_t tid) {
     // The batch's units only (its sequences, the longest's query blocks), not the capacity's:
-    // at a capacity of 256 tokens the rest would be a thousand empty units a head.
+    // at the bound's capacity (128 tokens, as many sequences) the rest would be hundreds of empty
+    // units a head, each a call and a sync.
     const BatchDesc* desc = reinterpret_cast<const BatchDesc*>(p.batch);
     const uint32_t sequences = min(desc->sequences, p.max_sequences), longest = min(desc->max_seqlen, p.max_seqlen);
     const uint32_t qblocks = (longest + MB_ATTENTION_BLOCK_M - 1) / MB_ATTENTION_BLOCK_M;
