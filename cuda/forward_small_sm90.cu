@@ -76,14 +76,25 @@ struct HalfSync {
     __device__ __forceinline__ void operator()() const { named_bar_sync(id, MB_ATTENTION_THREADS); }
 };
 
-// The block's next GEMM tile at or after (step, tile) of the program, or step == count.
+// A GEMM step's units: its 16-column tiles, each of them twice — the first and second half of
+// the rows — where the grid has a block for every (tile, half) and no attention follows (a head's
+// ticket counts whole tiles): MB_FSMALL_SLICES, and src/kernels/forward_small.rs's gemm_slices.
+// Unit q is tile q mod tiles of half q / tiles.
+__device__ __forceinline__ uint32_t slices_of(const ForwardSmallStep* steps, uint32_t count, uint32_t s, uint32_t G) {
+    const bool then_attention = s + 1 < count && steps[s + 1].kind == MB_FSMALL_ATTENTION;
+    return MB_FSMALL_SLICES(steps[s].gemm.n / BN, G, then_attention);
+}
+
+// The block's next GEMM unit at or after (step, unit) of the program, or step == count.
 struct Cursor {
-    uint32_t step, tile;
+    uint32_t step, unit;
 };
 
-__device__ __forceinline__ Cursor next_tile(const ForwardSmallStep* steps, uint32_t count, Cursor c) {
-    for (; c.step < count; c.step++, c.tile = blockIdx.x) {
-        if (steps[c.step].kind == MB_FSMALL_GEMM && c.tile < steps[c.step].gemm.n / BN) return c;
+__device__ __forceinline__ Cursor next_unit(const ForwardSmallStep* steps, uint32_t count, uint32_t G, Cursor c) {
+    for (; c.step < count; c.step++, c.unit = blockIdx.x) {
+        if (steps[c.step].kind == MB_FSMALL_GEMM && c.unit < steps[c.step].gemm.n / BN * slices_of(steps, count, c.step, G)) {
+            return c;
+        }
     }
     return c;
 }
@@ -153,15 +164,16 @@ __device__ void forward_small(const ForwardSmallParams& P) {
     // program starting with a GEMM needs it.)
     cluster_arrive_relaxed();
     cluster_wait();
-    // The first MB_FSMALL_SLOTS tiles' weights, before anything else.
-    Cursor issue = next_tile(steps, P.count, {0, blk});  // thread 0's: the next tile to load
+    // The first MB_FSMALL_SLOTS units' weights, before anything else.
+    Cursor issue = next_unit(steps, P.count, G, {0, blk});  // thread 0's: the next unit to load
     if (tid == 0) {
         for (int i = 0; i < MB_FSMALL_SLOTS && issue.step < P.count; i++) {
-            issue_weights(steps[issue.step].gemm, issue.tile, slots + i * slot_bytes, &slot_bar[i]);
-            issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+            issue_weights(steps[issue.step].gemm, issue.unit % (steps[issue.step].gemm.n / BN), slots + i * slot_bytes,
+                          &slot_bar[i]);
+            issue = next_unit(steps, P.count, G, {issue.step, issue.unit + G});
         }
     }
-    uint32_t consumed = 0;  // the block's tiles computed so far: tile i is in slot i mod 2
+    uint32_t consumed = 0;  // the block's units computed so far: unit i is in slot i mod 2
     uint32_t x_loads = 0;   // the chunks of x the block has loaded so far: x_ready's phase
     __shared__ uint32_t heads_mine;  // thread 0's `mine` of a Wqkv step, for every thread
 
@@ -179,17 +191,22 @@ __device__ void forward_small(const ForwardSmallParams& P) {
             // Wqkv: its tiles' tickets decide who runs the next step's attention, head by head.
             const bool then_attention = s + 1 < P.count && steps[s + 1].kind == MB_FSMALL_ATTENTION;
             uint32_t mine = 0;  // thread 0's: bit h, this block took head h's last ticket
-            const uint32_t tiles = p.n / BN;
-            if (blk < tiles) {
-                // 2. x's rows in use pass through shared memory a chunk of P.m rows at a time; each
-                //    chunk meets every tile of the block's current group of tiles.
-                const uint32_t k = p.k, pitch = pitch_of(k), chunk = P.m;
-                const uint32_t rows = rows_in_use(p.batch, p.m), chunks = rows > chunk ? (rows + chunk - 1) / chunk : 1;
-                // One chunk: one group, all the block's tiles, through the slots in turn (x read once).
-                // Several: a group is the tiles in the slots at once, so each chunk is read once per
+            const uint32_t tiles = p.n / BN, slices = slices_of(steps, P.count, s, G), units = tiles * slices;
+            if (blk < units) {
+                // 2. The block's rows — all rows in use, or with two slices its unit's half of them
+                //    (rounded to 16; with two slices a block has one unit) — pass through shared
+                //    memory a chunk of P.m rows at a time; each chunk meets every unit of the
+                //    block's current group.
+                const uint32_t k = p.k, pitch = pitch_of(k), chunk = P.m, in_use = rows_in_use(p.batch, p.m);
+                const uint32_t half_rows = (in_use + 31) / 32 * 16;
+                const uint32_t lo = slices == 1 ? 0 : min(in_use, blk / tiles * half_rows);
+                const uint32_t rows = slices == 1 ? in_use : min(in_use - lo, half_rows);
+                const uint32_t chunks = rows > chunk ? (rows + chunk - 1) / chunk : 1;
+                // One chunk: one group, all the block's units, through the slots in turn (x read once).
+                // Several: a group is the units in the slots at once, so each chunk is read once per
                 // group; every block runs as many groups as the busiest (block 0), so that a
                 // cluster's blocks copy x's chunks for each other the same number of times.
-                const uint32_t busiest = (tiles + G - 1) / G, own = (tiles - blk + G - 1) / G;  // tiles: block 0's, this block's
+                const uint32_t busiest = (units + G - 1) / G, own = (units - blk + G - 1) / G;  // units: block 0's, this block's
                 const uint32_t per_group = chunks == 1 ? busiest : MB_FSMALL_SLOTS;
                 const uint32_t groups = (busiest + per_group - 1) / per_group;
                 unsigned char* x_s = region;                                            // [chunk][pitch]
@@ -199,7 +216,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                 for (uint32_t g = 0; g < groups; g++) {
                     const uint32_t j0 = g * per_group;  // the group's first tile: the block's j0-th
                     for (uint32_t c = 0; c < chunks; c++) {
-                        const uint32_t row0 = c * chunk, n = min(chunk, rows - row0), m16 = (n + 15) / 16;
+                        const uint32_t row0 = lo + c * chunk, n = min(chunk, rows - c * chunk), m16 = (n + 15) / 16;
                         const bool last_chunk = c + 1 == chunks;
                         // A peer copies the next chunk into this block only once every block of the
                         // cluster is done reading the last (release: the reads; acquire: the copies).
@@ -264,11 +281,12 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                                     // Each slot refilled with the block's tile two on (the ring's order).
                                     for (uint32_t v = 0; v < pair && issue.step < P.count; v++) {
                                         const uint32_t at = (i + v) % MB_FSMALL_SLOTS;
-                                        issue_weights(steps[issue.step].gemm, issue.tile, slots + at * slot_bytes, &slot_bar[at]);
-                                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});
+                                        issue_weights(steps[issue.step].gemm, issue.unit % (steps[issue.step].gemm.n / BN),
+                                                      slots + at * slot_bytes, &slot_bar[at]);
+                                        issue = next_unit(steps, P.count, G, {issue.step, issue.unit + G});
                                     }
                                 }
-                                const uint32_t tile = blk + (j + u) * G;
+                                const uint32_t tile = (blk + (j + u) * G) % tiles;
                                 epilogue<T>(p, tile, row0, n, m16, part, row_stats);
                                 __syncthreads();  // part is the next tile's
                                 if (last_chunk && then_attention && tid == 0) {

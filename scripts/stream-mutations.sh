@@ -23,8 +23,9 @@
 #   (the proxy fence, the multicast mask, the bytes expected, the rows each rank copies, x's
 #   barrier's phase); x in chunks (the cluster barrier between them, the groups of tiles, the
 #   chunk's rows stored where they belong, the slot kept until the last chunk; a pair's weights
-#   and refills); attention inside the Wqkv step (a head's ticket limit, a tile's head, the
-#   halves' units, the barriers skipped, the block's heads handed to its threads); its first and
+#   and refills; the row slices' rows and weights); attention inside the Wqkv step (a head's
+#   ticket limit, a tile's head, the halves' units, the barriers skipped, the block's heads
+#   handed to its threads); its first and
 #   last steps (the embeddings, the final norm's rows); the emulator's flag comparison at the
 #   wrap (device.cuh's is the same expression) and atom.inc's wrap; its grid (the clusters' fit,
 #   the widest tried) and its choice (the bound's comparison, its width) — and
@@ -179,13 +180,18 @@ mutate "persistent: the flags counted from 0 each launch, not from where the las
   "const uint32_t base = flags[blk];" "const uint32_t base = 0;"
 mutate "persistent: a half's next attention block loads over the one its warps still read" \
   "            sync();  // the half's warps" "            // sync();  // the half's warps"
-mutate "persistent: the block's next tile is the next one, not G on" \
-  "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + G});" \
-  "                        issue = next_tile(steps, P.count, {issue.step, issue.tile + 1});"
+mutate "persistent: the block's next unit is the next one, not G on" \
+  "                        issue = next_unit(steps, P.count, G, {issue.step, issue.unit + G});" \
+  "                        issue = next_unit(steps, P.count, G, {issue.step, issue.unit + 1});"
+mutate "persistent: a unit's weights those of the tile numbered as the unit (the second slice's past n)" \
+  "                                        issue_weights(steps[issue.step].gemm, issue.unit % (steps[issue.step].gemm.n / BN)," \
+  "                                        issue_weights(steps[issue.step].gemm, issue.unit,"
+mutate "persistent: both row slices take the first half's rows" \
+  "min(in_use, blk / tiles * half_rows)" "min(in_use, 0 * half_rows)"
 mutate "persistent: every slot waited on at phase 0 (the second use of a slot reads stale weights)" \
   "mbar_try_wait(&slot_bar[at], ((i + u) / MB_FSMALL_SLOTS) % 2)" "mbar_try_wait(&slot_bar[at], 0)"
 mutate "persistent: the last block with tiles skips the GEMM step" \
-  "if (blk < tiles) {" "if (blk + 1 < tiles) {"
+  "if (blk < units) {" "if (blk + 1 < units) {"
 mutate "persistent: a head's ticket limit one short (its attention starts before its last tile is written)" \
   "if (grid_count(&head_counts[h], per_head - 1) == per_head - 1)" \
   "if (grid_count(&head_counts[h], per_head - 2) == per_head - 2)"
@@ -226,8 +232,10 @@ mutate "persistent: the final norm's rows strided by G + 1 (some rows never norm
   "            layernorm_rows<T>(step.norm, blk, G);" "            layernorm_rows<T>(step.norm, blk, G + 1);"
 cp "$backup" "$src"
 target src/kernels/forward_small.rs "cargo test -q --lib forward_small"
-mutate "grid: clusters not checked against a step's blocks with a tile" \
-  "                .all(|b| b.is_multiple_of(c))" "                .all(|_| true)"
+mutate "grid: clusters not checked against a step's blocks with a unit" \
+  "b.is_multiple_of(c) && (gemm_slices" "true && (gemm_slices"
+mutate "grid: a cluster may straddle a step's two row slices" \
+  "(gemm_slices(steps, i, self.blocks) == 1 || tiles.is_multiple_of(c))" "true"
 mutate "grid: the widest cluster tried first is 2" \
   "    let mut cluster = MB_FSMALL_CLUSTER;" "    let mut cluster = 2;"
 cp "$backup" "$src"
@@ -245,8 +253,13 @@ mutate "emulator: a flag raised before the value it stands for is seen early (ha
             out[(size_t)s * g + b] = prev + 1;"
 cp "$backup" "$src"
 target src/gpu/executor.rs "cargo test -q --test cost_model"
-mutate "executor: a launch of exactly the persistent bound takes the per-launch path" \
-  ".filter(|_| shape.tokens <= self.persistent_tokens())" ".filter(|_| shape.tokens < self.persistent_tokens())"
+mutate "executor: a launch of exactly the persistent bound's tokens takes the large-batch path" \
+  "tokens <= self.persistent_tokens()" "tokens < self.persistent_tokens()"
+mutate "executor: a launch of exactly the persistent bound's tokens x longest sequence takes the large-batch path" \
+  "<= path::PERSISTENT_TOKENS_X_SEQLEN as u64" "< path::PERSISTENT_TOKENS_X_SEQLEN as u64"
+mutate "executor: a batch the persistent forward takes replays its wider bucket's per-launch graph" \
+  "            .filter(|&(t, _, l)| !takes || self.persistent_takes(t, l))
+" ""
 mutate "executor: the embeddings launched as well before the persistent forward (whose first step they are)" \
   "        let small = shape.tokens <= self.small_batch_tokens;
         if let Some(program)" "        let small = shape.tokens <= self.small_batch_tokens;

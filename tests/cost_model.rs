@@ -555,8 +555,8 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
 }
 
 /// The persistent small-batch forward (`forward_small_sm90`) is chosen for launches of at most
-/// `persistent_tokens` capacity rows — base 128 (x in chunks of 48 rows beside two weight slots
-/// of Wo2's K), large 0 — and is one launch (the embeddings, every layer, the final norm) whose
+/// `persistent_tokens` capacity rows — base 256 (x in chunks of 48 rows beside two weight slots
+/// of Wo2's K), large 0 — where tokens × the longest sequence is at most 128 × 128, and is one launch (the embeddings, every layer, the final norm) whose
 /// time is, by hand: the fixed cost, then per step the slower of its weights' DRAM time and the
 /// assumed grid barrier (none before the first step; before attention, which runs inside the
 /// Wqkv step, the assumed head hand-off) + the rest of its roofline (x, outputs, the math of the
@@ -572,41 +572,48 @@ fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
     let large = shape_config(ShapeArg::Large, None).unwrap();
     assert_eq!(modernbert::gpu::path::persistent_tokens(&large), 0);
     let config = shape_config(ShapeArg::Base, None).unwrap();
-    let bound = 128usize;
+    let bound = 256usize;
     assert_eq!(modernbert::gpu::path::persistent_tokens(&config) as usize, bound);
     let (h, i, heads) = (
         config.hidden_size as f64,
         config.intermediate_size as f64,
         config.num_attention_heads as f64,
     );
-    // (tokens of one sequence, graphs, expected persistent)
-    let cases = [
-        (1, false, true),
-        (bound, false, true),
-        (bound + 1, false, false), // the large-batch path
-        (17, true, true),          // the bucket is 32
-        (100, true, true),         // the bucket is 128
-        (bound + 1, true, false),  // the bucket is 256
+    assert_eq!(modernbert::gpu::path::PERSISTENT_TOKENS_X_SEQLEN, 128 * 128);
+    // (sequences' tokens, graphs, expected persistent); the time by hand for one sequence.
+    let cases: [(&[usize], bool, bool); 10] = [
+        (&[1], false, true),
+        (&[128], false, true),
+        (&[129], false, false), // 129 × 129 > 128 × 128: the large-batch path
+        (&[17], true, true),    // the bucket is 32
+        (&[100], true, true),   // the bucket is (128 tokens, 128 long)
+        (&[129], true, false),  // the bucket is 256
+        (&[32; 8], false, true),
+        (&[64, 64, 64, 64], true, true),
+        (&[128, 128], false, false), // 256 × 128
+        (&[65, 64], true, true),     // its bucket (256 × 128) would not be: a direct launch
     ];
-    for (tokens, graphs, persistent) in cases {
+    for (lens, graphs, persistent) in cases {
+        let tokens: usize = lens.iter().sum();
         let model = Arc::new(ModelDevice::new(Card::H100, Some((9, 0)), profile.clone()));
-        let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 512, 4, GpuPathChoice::Auto)
+        let exec = GpuExecutor::without_weights(model.clone(), Dtype::Bf16, &config, 512, 8, GpuPathChoice::Auto)
             .unwrap()
             .with_graphs(graphs);
         assert_eq!(exec.persistent_tokens() as usize, bound);
-        let batch = PackedBatch::from_sequences(&[vec![5u32; tokens]]).unwrap();
+        let seqs: Vec<Vec<u32>> = lens.iter().map(|&n| vec![5u32; n]).collect();
+        let batch = PackedBatch::from_sequences(&seqs).unwrap();
         let mut out = vec![0f32; batch.tokens() * config.hidden_size];
         exec.forward_into(&batch, &mut out).unwrap();
         let ledger = model.ledger();
         let of = |c: KernelClass| ledger.classes[c.index()];
-        let what = format!("{tokens} tokens, graphs {graphs}");
+        let what = format!("{lens:?} tokens, graphs {graphs}");
         let (fsmall, stream) = (of(KernelClass::ForwardSmall), of(KernelClass::GemmStream));
         assert_eq!(fsmall.launches, persistent as u64, "{what}");
         // Past the bound the large-batch path: no stream GEMMs (they take at most 64 rows).
         assert_eq!(stream.launches, 0, "{what}");
         // Without pooling: the embeddings, the layers, the final norm (one launch when persistent).
         assert_eq!(ledger.launches(), if persistent { 1 } else { 112 }, "{what}");
-        if !persistent {
+        if !persistent || lens.len() > 1 {
             continue;
         }
         let t = tokens as f64;
@@ -623,27 +630,34 @@ fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
             weights.max(barrier + rest)
         };
         let step_s = |c: LaunchCost| step_after(profile.grid_barrier_s, c);
-        // The math ends with the busiest block's tiles: Wqkv's and Wi's 144 on 132 blocks are
-        // two tiles computed as a pair (x's reads shared: (2 + m16) / (1 + m16) single tiles'
-        // time, m16 the chunk's 16-row tiles, chunks of 48 rows), Wo's and Wo2's 48 one tile's
-        // (the other 84 blocks idle).
-        let m16 = (t.min(48.0) / 16.0).ceil();
-        let waves = |n: f64| {
-            let tile_times = match (n / 16.0 / blocks).ceil() {
-                2.0 => (2.0 + m16) / (1.0 + m16),
-                busiest => {
-                    assert_eq!(busiest, 1.0);
-                    1.0
-                }
-            };
-            tile_times * blocks / (n / 16.0)
+        // The math ends with the busiest block's units, timed by their shared-memory reads: per
+        // chunk of x (48 rows) one unit per tile computed together plus one per 16 rows, over
+        // one tile on all rows alone. Wqkv's and Wi's 144 tiles on 132 blocks: a pair on the
+        // busiest block. Wo's and Wo2's 48 tiles, no attention after them: rows in two slices,
+        // a half (rounded to 16) on each of 96 blocks.
+        let reads = |rows: f64, units: f64| {
+            let chunks = (rows / 48.0).ceil().max(1.0);
+            (0..chunks as u32)
+                .map(|c| units + ((rows - 48.0 * c as f64).min(48.0) / 16.0).ceil())
+                .sum::<f64>()
         };
-        let gemm = |n: f64, k: f64, out: f64, normed: bool| LaunchCost {
+        let waves = |n: f64, slices: f64| {
+            let busiest = (n / 16.0 * slices / blocks).ceil();
+            let block_rows = if slices == 1.0 { t } else { (t / 32.0).ceil() * 16.0 };
+            let time = match busiest {
+                2.0 => reads(block_rows, 2.0),
+                1.0 => reads(block_rows, 1.0),
+                _ => unreachable!("{n} columns: {busiest} units on the busiest block"),
+            };
+            time / reads(t, 1.0) * blocks / (n / 16.0)
+        };
+        // `slices`: 1, or 2 where the step's tiles fit twice in the grid and no attention follows.
+        let gemm = |n: f64, k: f64, out: f64, normed: bool, slices: f64| LaunchCost {
             class: KernelClass::GemmStream,
-            flops: 2.0 * t * n * k * waves(n),
+            flops: 2.0 * t * n * k * waves(n, slices),
             param_bytes: 2.0 * n * k + if normed { 4.0 * n } else { 0.0 },
             activation_bytes: 2.0 * t * (k + out),
-            l2_bytes: ((n / 16.0).min(blocks) / cluster - 1.0) * t * k * 2.0,
+            l2_bytes: ((n / 16.0 * slices).min(blocks) / cluster / slices - 1.0).max(0.0) * t * k * 2.0,
         };
         // Query-key pairs of the one sequence: all of them, or within the window of ±64.
         let pairs = |kind| match kind {
@@ -682,11 +696,11 @@ fn the_persistent_forward_is_chosen_up_to_its_bound_and_timed_by_hand() {
             + step_s(final_norm)
             + (0..config.num_hidden_layers)
                 .map(|l| {
-                    step_s(gemm(3.0 * h, h, 3.0 * h, l > 0))
+                    step_s(gemm(3.0 * h, h, 3.0 * h, l > 0, 1.0))
                         + step_after(profile.head_handoff_s, attention(config.layer_kind(l)))
-                        + step_s(gemm(h, h, 2.0 * h, false))
-                        + step_s(gemm(2.0 * i, h, i, true))
-                        + step_s(gemm(h, i, 2.0 * h, false))
+                        + step_s(gemm(h, h, 2.0 * h, false, 2.0))
+                        + step_s(gemm(2.0 * i, h, i, true, 1.0))
+                        + step_s(gemm(h, i, 2.0 * h, false, 2.0))
                 })
                 .sum::<f64>();
         assert!(

@@ -37,9 +37,9 @@ fn at_base_shape_in_clusters_the_persistent_forward_equals_the_per_launch_path()
     let config = shape_config(ShapeArg::Base, Some(2)).unwrap();
     let weights = random_weights(&config, 11);
     let (h, v) = (config.hidden_size, config.vocab_size as u32);
-    // The arena holds the per-launch small path's 64 tokens: the persistent forward's bound (128)
+    // The arena holds the per-launch small path's 64 tokens: the persistent forward's bound (256)
     // is cut to them, and x at base passes in chunks of 48 rows, so 64 tokens take two.
-    assert_eq!(modernbert::gpu::path::persistent_tokens(&config), 128);
+    assert_eq!(modernbert::gpu::path::persistent_tokens(&config), 256);
     let bound = modernbert::gpu::path::small_batch_tokens(&config) as usize;
     assert_eq!(bound, 64);
     let dyn_dev: Arc<dyn Device> = match emulator {

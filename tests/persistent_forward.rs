@@ -21,11 +21,12 @@ use modernbert::weights::TensorStore;
 /// does, bit for bit: the same tile and attention code in another order of blocks. Batches of one
 /// to four sequences up to the per-launch path's 64 tokens, bf16 and fp16, both thread orders, on
 /// 1 to 3 blocks (every block taking several tiles of a step, and the weight slots running across
-/// steps; 2 blocks in a cluster, x multicast to both) and on 12 (more blocks than some steps have
-/// tiles; clusters of 4); and a second call on the same program (the flags carried over) gives
+/// steps; 2 blocks in a cluster, x multicast to both), on 12 (more blocks than some steps have
+/// tiles; clusters of 4) and on 16 (Wo's and Wo2's rows in two slices on two blocks a tile); and
+/// a second call on the same program (the flags carried over) gives
 /// the same bits again. Each batch runs twice: with x in one chunk of 64 rows, and in chunks of
 /// 16 (a block's tiles in groups of two, a cluster barrier between chunks). Past 64 tokens, up to
-/// the bound of 128, there is no per-launch small path: there chunks of 64 and of 16 give the
+/// the bound of 256, there is no per-launch small path: there chunks of 64 and of 16 give the
 /// same bits (the fidelity of those batches: tests/device_parity.rs).
 #[test]
 fn the_persistent_forward_equals_the_per_launch_small_path() {
@@ -50,13 +51,17 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
     let per_launch_bound = modernbert::gpu::path::small_batch_tokens(&config) as usize;
     assert_eq!(
         (bound, per_launch_bound),
-        (128, 64),
+        (256, 64),
         "hidden and intermediate 128: the persistent bound, and the stream GEMM's"
     );
-    let texts: [&[usize]; 6] = [&[1], &[31], &[64], &[29, 1, 17, 9], &[bound], &[100, 3, 25]];
+    // The last two past the per-launch path's 64 tokens and within the persistent forward's
+    // bounds (tokens × the longest sequence ≤ 128 × 128): 256 tokens (its bound) in four, and
+    // 128 in three.
+    let texts: [&[usize]; 6] = [&[1], &[31], &[64], &[29, 1, 17, 9], &[64, 64, 64, 64], &[100, 3, 25]];
     let emulator = dev.as_emulator().is_some();
-    // 12 blocks: more than Wo's and Wo2's 8 tiles, so some blocks have none in those steps.
-    let blocks: &[u32] = if emulator { &[1, 2, 3, 12] } else { &[0] };
+    // 12 blocks: more than Wo's and Wo2's 8 tiles, so some blocks have none in those steps; 16:
+    // Wo's and Wo2's rows in two slices, a (tile, half) on each block.
+    let blocks: &[u32] = if emulator { &[1, 2, 3, 12, 16] } else { &[0] };
     for &sms in blocks {
         let dev: Arc<dyn Device> = match dev.as_emulator() {
             Some(_) => Arc::new(
@@ -82,14 +87,15 @@ fn the_persistent_forward_equals_the_per_launch_small_path() {
                 (bound as u32, 0)
             );
             assert_eq!((persistent.persistent_chunk(), chunked.persistent_chunk()), (64, 16));
-            // The fixture's GEMMs have 24, 8, 16 and 8 tiles: 12 blocks run in clusters of 4 (x
-            // multicast to 4 blocks), 2 in one cluster of 2, 1 and 3 without clusters.
+            // The fixture's GEMMs have 24, 8, 16 and 8 tiles: 12 and 16 blocks run in clusters of
+            // 4 (x multicast to 4 blocks), 2 in one cluster of 2, 1 and 3 without clusters.
             if emulator {
                 let cluster = persistent.persistent_grid().unwrap().cluster;
-                assert_eq!(cluster, [1, 2, 1, 4][blocks.iter().position(|&b| b == sms).unwrap()]);
+                assert_eq!(cluster, [1, 2, 1, 4, 4][blocks.iter().position(|&b| b == sms).unwrap()]);
             }
             for (t, lens) in texts.iter().enumerate() {
                 let batch = random_batch(lens, 7 + 100 * t as u64, v);
+                assert!(persistent.persistent_takes(batch.tokens() as u32, batch.max_seqlen() as u32));
                 let run = |e: &GpuExecutor| {
                     let mut got = vec![f32::NAN; batch.tokens() * h];
                     e.forward_into(&batch, &mut got).unwrap();

@@ -89,7 +89,7 @@ fn forward_makes_no_host_allocation_on(path: GpuPath) {
     let (exec, dev, h, layers) = executor_on(false, path);
     let (big, small) = batches();
     let tiny = tiny_batch();
-    assert!(tiny.tokens() <= exec.persistent_tokens() as usize || path == GpuPath::Portable);
+    assert!(exec.persistent_takes(tiny.tokens() as u32, tiny.max_seqlen() as u32) || path == GpuPath::Portable);
     let mut out_big = vec![0f32; big.tokens() * h];
     let mut out_small = vec![0f32; small.tokens() * h];
     let mut out_tiny = vec![0f32; tiny.tokens() * h];
@@ -124,12 +124,11 @@ fn forward_makes_no_host_allocation_on(path: GpuPath) {
     let launched = dev.launches() - launches_before;
     println!("{path:?}, 4 forwards: {launched} launches/GEMMs, {made} host allocations");
     // At least a layer's launches (5 on the Hopper path, 9 on the portable one) per layer of each
-    // call past the persistent bound (on the Hopper path, up to 128 tokens: one launch for every
-    // layer), and a launch for each of the 4 calls.
-    let bound = exec.persistent_tokens() as usize;
-    let layered = [big.tokens(), small.tokens(), small.tokens()]
+    // call the persistent forward does not take (it runs every layer in one launch), and a
+    // launch for each of the 4 calls.
+    let layered = [&big, &small, &small]
         .iter()
-        .filter(|&&t| t > bound)
+        .filter(|b| !exec.persistent_takes(b.tokens() as u32, b.max_seqlen() as u32))
         .count();
     assert!(
         launched >= (layered * 5 * layers).max(4),

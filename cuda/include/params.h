@@ -409,6 +409,10 @@ typedef struct GemmStreamParams {
 #define MB_FSMALL_MAX_HEADS 32              /* attention heads a program takes (a bit each in a block's mask) */
 #define MB_FSMALL_MAX_ROWS 256              /* a GEMM step's capacity rows: x's rows in use pass through shared
                                                memory in chunks of ForwardSmallParams.m rows */
+/* A GEMM step's row slices: 2 (each tile's rows in use split in halves, rounded to 16, on two
+   blocks: a block has at most one unit) where a grid of `blocks` has a block for every
+   (tile, half) and no attention step follows (a head's ticket counts whole tiles); else 1 */
+#define MB_FSMALL_SLICES(tiles, blocks, then_attention) (!(then_attention) && 2 * (tiles) <= (blocks) ? 2u : 1u)
 #define MB_FSMALL_CLUSTER 4                 /* the widest cluster tried (x's L2 reads / 4); 2, then 1, if it cannot be */
 #define MB_FSMALL_GEMM 0u                   /* step kinds */
 #define MB_FSMALL_ATTENTION 1u /* after a Wqkv GEMM step, run inside it: head h by the block that took
@@ -433,7 +437,8 @@ typedef struct ForwardSmallParams {
     uint32_t k;      /* the widest GEMM step's K: the shared rows' pitch */
     uint32_t blocks; /* the grid (flags' length), checked against gridDim.x */
     uint32_t cluster; /* blocks per cluster (the launch's cluster dimension), dividing blocks and every
-                         GEMM step's count of blocks with a tile, min(n / MB_STREAM_BN, blocks) */
+                         GEMM step's count of blocks with a unit, min(n / MB_STREAM_BN · slices, blocks),
+                         and with two slices its tiles */
     uint32_t reserved;
     uint64_t head_counts; /* uint32_t [MB_FSMALL_MAX_HEADS], zeroed once: each head's Wqkv tiles done in
                              the current layer (grid_count: back to 0 after the head's last) */

@@ -353,6 +353,13 @@ impl GpuExecutor {
         self.persistent.as_ref().map_or(0, |f| f.rows.min(self.small_batch_cap))
     }
 
+    /// Whether a launch of these capacities runs as the persistent forward: at most its tokens,
+    /// and tokens × the longest sequence at most [`path::PERSISTENT_TOKENS_X_SEQLEN`].
+    pub fn persistent_takes(&self, tokens: u32, max_seqlen: u32) -> bool {
+        tokens <= self.persistent_tokens()
+            && tokens as u64 * max_seqlen as u64 <= path::PERSISTENT_TOKENS_X_SEQLEN as u64
+    }
+
     /// The rows of x the persistent forward holds in shared memory at once; 0: off.
     pub fn persistent_chunk(&self) -> u32 {
         self.persistent.as_ref().map_or(0, |f| f.params.m)
@@ -711,14 +718,12 @@ impl GpuExecutor {
     /// launched directly otherwise.
     fn run_forward(&self, a: &Arena, batch: &PackedBatch) -> Result<()> {
         let _range = nvtx::range(c"modernbert.forward");
-        // A batch the persistent forward takes keeps it under graphs: its bucket no wider than the
-        // persistent bound (else 33 to 48 tokens at base would replay the per-launch path of 64).
-        let bound = self.persistent_tokens();
+        // A batch the persistent forward takes keeps it: where its bucket, rounded up, would pass
+        // the persistent bounds, it launches directly (the persistent forward is one launch; a
+        // graph would replay the per-launch path).
+        let takes = self.persistent_takes(batch.tokens() as u32, batch.max_seqlen() as u32);
         let bucket = graph::bucket(batch.tokens(), batch.sequences(), batch.max_seqlen())
-            .map(|(t, s, l)| match batch.tokens() as u32 <= bound && t > bound {
-                true => (bound, s.min(bound), l.min(bound)),
-                false => (t, s, l),
-            })
+            .filter(|&(t, _, l)| !takes || self.persistent_takes(t, l))
             .filter(|&(t, s, _)| self.graphs && t as usize <= a.max_tokens && s as usize <= a.max_sequences);
         match bucket {
             Some((tokens, sequences, max_seqlen)) => {
@@ -743,7 +748,7 @@ impl GpuExecutor {
         if let Some(program) = self
             .persistent
             .as_ref()
-            .filter(|_| shape.tokens <= self.persistent_tokens())
+            .filter(|_| self.persistent_takes(shape.tokens, shape.max_seqlen))
         {
             // The embeddings, every layer's steps and the final norm in one launch, on the arena
             // the program was built over.

@@ -88,8 +88,9 @@ pub fn small_batch_tokens(config: &ModelConfig) -> u32 {
 /// The most tokens a launch may hold for [`GpuPath::Hopper`]'s small batches to run as the
 /// persistent forward (`forward_small_sm90`: every layer in one co-scheduled launch), which
 /// passes x through shared memory in chunks: [`PERSISTENT_TOKENS`] where a chunk of 16 rows fits
-/// beside two weight slots at the widest K. Base (K up to 1152: chunks of 48): 128; large
-/// (2624): 0 (two slots of its Wo2 tile leave no room for x).
+/// beside two weight slots at the widest K (base, K up to 1152: chunks of 48), where tokens ×
+/// the longest sequence is at most [`PERSISTENT_TOKENS_X_SEQLEN`]; large (2624): 0 (two slots of
+/// its Wo2 tile leave no room for x).
 pub fn persistent_tokens(config: &ModelConfig) -> u32 {
     let (h, i) = (config.hidden_size as u32, config.intermediate_size as u32);
     if h % STREAM_K_MULTIPLE != 0 || i % STREAM_K_MULTIPLE != 0 || forward_small_max_chunk(h.max(i)) == 0 {
@@ -98,10 +99,15 @@ pub fn persistent_tokens(config: &ModelConfig) -> u32 {
     PERSISTENT_TOKENS
 }
 
-/// The persistent forward's bound, from the cost model until a GPU measures it: up to here it is
-/// predicted faster than the per-launch paths (base on an H100, bf16: profiles/optimisation-log.md,
-/// 2026-12-08). The kernel takes up to `MB_FSMALL_MAX_ROWS`.
-pub const PERSISTENT_TOKENS: u32 = 128;
+/// The persistent forward's bounds, from the cost model until a GPU measures them (base on an
+/// H100, bf16: profiles/optimisation-log.md, 2026-12-08): at most 256 tokens (the kernel's
+/// `MB_FSMALL_MAX_ROWS`), and tokens × the longest sequence at most 2^14. A head's attention
+/// units (64 queries of a sequence each) all run on the block that took its last ticket, so
+/// their time grows as the batch's tokens times its longest sequence: 1 × 128, 4 × 64 and 8 × 32
+/// are predicted under the large-batch path (310 against 439 µs; 447 against 465; 385 against
+/// 465), 2 × 128 and 1 × 176 over it.
+pub const PERSISTENT_TOKENS: u32 = 256;
+pub const PERSISTENT_TOKENS_X_SEQLEN: u32 = 1 << 14;
 
 /// Why the Hopper path cannot run `config` on `dev`, or `None` when it can. `gemm_sm90` takes
 /// N in whole 128-column tiles and K in whole 64-element blocks: Wqkv's N = 3·hidden, Wo's =

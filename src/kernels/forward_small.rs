@@ -240,9 +240,22 @@ impl ForwardSmallProgram {
     }
 }
 
-/// A GEMM step's blocks with a tile: tile t runs on block t mod `blocks`.
-fn blocks_with_a_tile(s: &ForwardSmallStep, blocks: u32) -> Option<u32> {
-    (s.kind == MB_FSMALL_GEMM).then(|| (s.gemm.n / MB_STREAM_BN).min(blocks))
+/// Row slices of GEMM step `i` on a grid of `blocks` (`MB_FSMALL_SLICES` of params.h, a macro
+/// bindgen does not export): 2 — each tile's rows in use split in halves on two blocks — where
+/// the grid has a block for every (tile, half) and no attention step follows; else 1.
+pub fn gemm_slices(steps: &[ForwardSmallStep], i: usize, blocks: u32) -> u32 {
+    let then_attention = steps.get(i + 1).is_some_and(|s| s.kind == MB_FSMALL_ATTENTION);
+    match !then_attention && 2 * (steps[i].gemm.n / MB_STREAM_BN) <= blocks {
+        true => 2,
+        false => 1,
+    }
+}
+
+/// GEMM step `i`'s blocks with a unit (unit q runs on block q mod `blocks`), and its tiles.
+fn blocks_with_a_unit(steps: &[ForwardSmallStep], i: usize, blocks: u32) -> Option<(u32, u32)> {
+    let s = &steps[i];
+    let tiles = s.gemm.n / MB_STREAM_BN;
+    (s.kind == MB_FSMALL_GEMM).then(|| ((tiles * gemm_slices(steps, i, blocks)).min(blocks), tiles))
 }
 
 /// The persistent forward's grid: `blocks` co-scheduled blocks in clusters of `cluster`.
@@ -255,16 +268,18 @@ pub struct ForwardSmallGrid {
 impl ForwardSmallGrid {
     /// Whether the kernel can run `steps` on this grid: clusters of a power of two up to
     /// `MB_FSMALL_CLUSTER` blocks that divide the grid and, at every GEMM step, its blocks with a
-    /// tile — each cluster's blocks all take part in a step's multicast of x, or none does.
+    /// unit — each cluster's blocks all take part in a step's multicast of x, or none does — and,
+    /// where its rows are in two slices, its tiles (a cluster's blocks copy the same rows).
     pub fn fits(&self, steps: &[ForwardSmallStep]) -> bool {
         let c = self.cluster;
         c.is_power_of_two()
             && c <= MB_FSMALL_CLUSTER
             && self.blocks.is_multiple_of(c)
-            && steps
-                .iter()
-                .filter_map(|s| blocks_with_a_tile(s, self.blocks))
-                .all(|b| b.is_multiple_of(c))
+            && (0..steps.len())
+                .filter_map(|i| blocks_with_a_unit(steps, i, self.blocks).map(|b| (i, b)))
+                .all(|(i, (b, tiles))| {
+                    b.is_multiple_of(c) && (gemm_slices(steps, i, self.blocks) == 1 || tiles.is_multiple_of(c))
+                })
     }
 }
 
@@ -377,9 +392,9 @@ mod tests {
         };
         // Base's four GEMMs (n = 2304, 768, 2304, 768: 144, 48, 144, 48 tiles) on an H100's 132.
         assert_eq!(grid(132, &[2304, 768, 2304, 768]), (132, 4));
-        // 6 tiles at Wo: 6 blocks with a tile, which clusters of 4 do not divide.
+        // 6 tiles at Wo, rows in two slices on 12 blocks: a cluster of 4 would straddle the slices.
         assert_eq!(grid(12, &[384, 96]), (12, 2));
-        // 3 tiles: odd, so no clusters; 10 SMs: clusters of 2 (10 is no multiple of 4).
+        // 3 tiles (6 units): odd, so no clusters; 10 SMs: clusters of 2 (10 is no multiple of 4).
         assert_eq!(grid(12, &[384, 48]), (12, 1));
         assert_eq!(grid(10, &[384]), (10, 2));
         // The widest step bounds the grid (7 tiles: 7 blocks), then the cluster.
@@ -396,9 +411,17 @@ mod tests {
                 .is_ok()
         };
         assert!(fits(12, 2) && fits(12, 1) && fits(6, 2));
-        assert!(!fits(12, 4), "6 blocks with a tile at the second step");
+        assert!(!fits(12, 4), "6 tiles in two row slices at the second step");
         assert!(!fits(12, 3), "not a power of two");
         assert!(!fits(10, 4), "does not divide the grid");
         assert!(!fits(16, 8), "wider than MB_FSMALL_CLUSTER");
+        // 7 tiles on 12 blocks, one row slice (14 units would not fit): 7 blocks with a unit, which
+        // clusters of 2 do not divide.
+        let odd = program(&[384, 112]);
+        let odd_fits = |blocks, cluster| {
+            odd.launch_at(0x1000, 0x2000, 0x3000, ForwardSmallGrid { blocks, cluster })
+                .is_ok()
+        };
+        assert!(odd_fits(12, 1) && !odd_fits(12, 2));
     }
 }

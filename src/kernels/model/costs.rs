@@ -16,6 +16,7 @@
 //! checked against each other; the row kernels' few arithmetic operations per element are not
 //! counted (they never bind: every row kernel is memory-bound).
 
+use super::super::forward_small::gemm_slices;
 use super::super::gemm::GemmDesc;
 use super::super::params::*;
 use super::super::{KernelError, KernelParam};
@@ -378,41 +379,59 @@ fn gemm_stream_cost(p: &GemmStreamParams, rows: f64) -> LaunchCost {
 pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<Vec<LaunchCost>, KernelError> {
     let p: ForwardSmallParams = decode(name, params)?;
     let size = std::mem::size_of::<ForwardSmallStep>();
-    let mut steps = Vec::with_capacity(p.count as usize);
-    for i in 0..p.count as u64 {
-        let at = p.steps + i * size as u64;
-        let bytes: Vec<u8> = (0..size as u64 / 4)
-            .flat_map(|w| mem.read_u32(at + 4 * w).to_le_bytes())
-            .collect();
-        let step: ForwardSmallStep = decode(name, &bytes)?;
+    let program = (0..p.count as u64)
+        .map(|i| {
+            let at = p.steps + i * size as u64;
+            let bytes: Vec<u8> = (0..size as u64 / 4)
+                .flat_map(|w| mem.read_u32(at + 4 * w).to_le_bytes())
+                .collect();
+            decode::<ForwardSmallStep>(name, &bytes)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut steps = Vec::with_capacity(program.len());
+    for (i, step) in program.iter().enumerate() {
         steps.push(match step.kind {
             MB_FSMALL_GEMM => {
                 let g = &step.gemm;
                 let rows = rows(mem, g.batch, g.m);
-                let (tiles, blocks) = (g.n / MB_STREAM_BN, p.blocks.max(1));
-                // The step's math ends with its busiest block's tiles (a block per SM): Wqkv's 144
-                // tiles on 132 blocks take two tiles' time, Wo's 48 one tile's with 84 SMs idle.
-                // A block computes its tiles in pairs, x's fragments read once for both, and the
-                // shared-memory reads bound the loop: a pair costs (2 + m16) KiB a warp and chunk
-                // against 2 · (1 + m16) for two single tiles (stream_tile.cuh, accumulate).
-                let busiest = tiles.div_ceil(blocks);
-                let m16 = (rows as u32).min(p.m.max(16)).div_ceil(16).max(1) as f64;
-                let (pairs, singles) = ((busiest / 2) as f64, (busiest % 2) as f64);
-                let busiest_time = (pairs * (2.0 + m16) + singles * (1.0 + m16)) / (1.0 + m16);
+                let blocks = p.blocks.max(1);
+                let (tiles, slices) = (g.n / MB_STREAM_BN, gemm_slices(&program, i, blocks));
+                let units = tiles * slices;
+                // The step's math ends with its busiest block's units (a block per SM), and the
+                // shared-memory reads bound the tile loop: per chunk of x, a warp reads 1 KiB of
+                // weights per unit and 1 KiB of x per 16 rows, once for a pair of units computed
+                // together (stream_tile.cuh, accumulate). In those reads, relative to one tile
+                // over all rows alone: Wqkv's and Wi's 144 tiles on 132 blocks are a pair on the
+                // busiest block; Wo's and Wo2's 48 tiles, in two row slices, one half-rows unit.
+                let chunk = p.m.max(16);
+                let reads = |rows: u32, g: u32| {
+                    (0..rows.div_ceil(chunk).max(1))
+                        .map(|c| (g + (rows - c * chunk).min(chunk).div_ceil(16)) as f64)
+                        .sum::<f64>()
+                };
+                let busiest = units.div_ceil(blocks);
+                let block_rows = match slices {
+                    1 => rows as u32,
+                    _ => (rows as u32).div_ceil(32) * 16, // the first half, the larger
+                };
+                let busiest_time = ((busiest / 2) as f64 * reads(block_rows, 2)
+                    + (busiest % 2) as f64 * reads(block_rows, 1))
+                    / reads(rows as u32, 1);
                 let waves = busiest_time * blocks as f64 / tiles as f64;
                 // x passes through in chunks of p.m rows; with several, once per group of the
-                // busiest block's tiles (MB_FSMALL_SLOTS a group), by every cluster with a tile.
-                let chunks = (rows as u32).div_ceil(p.m.max(1)).max(1);
+                // busiest block's units (MB_FSMALL_SLOTS a group), by every cluster with a unit
+                // (with two slices, each cluster its half of the rows).
+                let chunks = (block_rows).div_ceil(chunk).max(1);
                 let groups = if chunks == 1 {
                     1
                 } else {
                     busiest.div_ceil(MB_FSMALL_SLOTS)
                 };
-                let readers = (tiles.min(blocks) / p.cluster.max(1)).max(1) as f64;
+                let readers = (units.min(blocks) / p.cluster.max(1)).max(1) as f64;
                 let cost = gemm_stream_cost(g, rows);
                 LaunchCost {
                     flops: cost.flops * waves,
-                    l2_bytes: (readers * groups as f64 - 1.0) * rows * g.k as f64 * ELEM,
+                    l2_bytes: (readers * groups as f64 / slices as f64 - 1.0).max(0.0) * rows * g.k as f64 * ELEM,
                     ..cost
                 }
             }
