@@ -214,7 +214,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                 float2* row_stats = reinterpret_cast<float2*>(part + WARPS * chunk * BN);  // [chunk]
                 const unsigned char* x = reinterpret_cast<const unsigned char*>(p.x);
                 for (uint32_t g = 0; g < groups; g++) {
-                    const uint32_t j0 = g * per_group;  // the group's first tile: the block's j0-th
+                    const uint32_t j0 = g * per_group;  // the group's first unit: the block's j0-th
                     for (uint32_t c = 0; c < chunks; c++) {
                         const uint32_t row0 = lo + c * chunk, n = min(chunk, rows - c * chunk), m16 = (n + 15) / 16;
                         const bool last_chunk = c + 1 == chunks;
@@ -229,8 +229,9 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                         // cluster (multicast), so L2 serves x once per cluster. Warp 0 issues them: its
                         // lanes acquired the flags, and fence the proxies (x is other blocks' ordinary
                         // stores; a bulk copy reads through the async proxy). Every block of the
-                        // cluster has a tile here (P.cluster divides min(tiles, G)), so each expects
-                        // all of the chunk's rows, once a chunk.
+                        // cluster has a unit here, of the same row slice (P.cluster divides
+                        // min(units, G) and, with two slices, the tiles), so each expects all of
+                        // the chunk's rows, once a chunk.
                         if (tid < 32) {
                             __syncwarp();
                             fence_proxy_async_global();
@@ -250,8 +251,8 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                         x_loads++;
                         __syncthreads();
                         row_stats_of<T>(p, x_s, n, row_stats);
-                        // The group's tiles two at a time, both in their slots: x's fragments are
-                        // read once for the pair (accumulate), then each tile's partial tiles are
+                        // The group's units two at a time, both in their slots: x's fragments are
+                        // read once for the pair (accumulate), then each unit's partial tiles are
                         // summed and its epilogue run in turn.
                         const uint32_t end = min(j0 + per_group, own);
                         for (uint32_t j = j0; j < end; j += MB_FSMALL_SLOTS) {

@@ -197,6 +197,8 @@ mutate "persistent: a head's ticket limit one short (its attention starts before
   "if (grid_count(&head_counts[h], per_head - 2) == per_head - 2)"
 mutate "persistent: a tile's head taken as the tile mod heads (tickets counted for the wrong heads)" \
   "h = tile / (a.head_dim / BN) % a.heads;" "h = tile % a.heads;"
+mutate "persistent: every unit of a sequence its first query block (the rest never attended)" \
+  "const uint32_t qb = u % qblocks, b = u / qblocks;" "const uint32_t qb = 0, b = u / qblocks;"
 mutate "persistent: a head's units all on half 0, which skips every other one" \
   "            if (i % 2 != half) continue;" "            if (half != 0 || i % 2 != 0) continue;"
 mutate "persistent: a grid barrier skipped before the final norm as well as before attention" \

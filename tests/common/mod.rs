@@ -200,6 +200,7 @@ pub fn random_batch(lens: &[usize], seed: u64, vocab: u32) -> modernbert::batch:
 
 /// The index of the first value whose bits differ between `got` and `want`.
 pub fn first_bit_difference(got: &[f32], want: &[f32]) -> Option<usize> {
+    assert_eq!(got.len(), want.len(), "outputs of different lengths");
     got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits())
 }
 
