@@ -198,12 +198,17 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
         }
         "attention" => {
             let p: AttentionParams = decode(name, params)?;
-            attention_cost(&p, mem, [KernelClass::AttentionGlobal, KernelClass::AttentionLocal])
+            attention_cost(
+                &p,
+                mem,
+                [KernelClass::AttentionGlobal, KernelClass::AttentionLocal],
+                Window::GlobalWhenCovered,
+            )
         }
         "attention_sm90" | "attention_sm90_local" => {
             let p: AttentionSm90Params = decode(name, params)?;
             let classes = [KernelClass::AttentionSm90Global, KernelClass::AttentionSm90Local];
-            attention_cost(&p.attn, mem, classes)
+            attention_cost(&p.attn, mem, classes, Window::AlwaysWindow)
         }
         "gemm_sm90" | "gemm_sm90_geglu" | "gemm_sm90_rope" | "gemm_sm90_residual" => {
             let p: GemmSm90Params = decode(name, params)?;
@@ -267,19 +272,41 @@ pub fn kernel_cost(name: &str, params: &[u8], mem: &dyn DeviceMemory) -> Result<
     })
 }
 
+/// How [`attention_cost`] classes a window launch whose window covers every sequence.
+#[derive(Clone, Copy, PartialEq)]
+enum Window {
+    /// The kernel computes such sequences as global attention: the global class.
+    GlobalWhenCovered,
+    /// The window class whatever the lengths.
+    AlwaysWindow,
+}
+
 /// Attention (either kernel; `classes`: its global and its window class): reads Q, K, V and
 /// writes O once (`4·T·width` elements); useful FLOPs `4·head_dim·heads` per (query, key) pair,
 /// pairs per sequence `s·keys` (global; keys = the sequence's key_lens, ≤ s) or the edge-clipped
 /// window's (local).
-fn attention_cost(p: &AttentionParams, mem: &dyn DeviceMemory, classes: [KernelClass; 2]) -> LaunchCost {
+///
+/// `Window::GlobalWhenCovered`: attention.cu's block (attention_block.cuh, also the persistent
+/// forward's) runs a sequence no longer than the radius as global attention — the same tiles,
+/// no window mask — so a window launch none of whose sequences is longer is costed at the
+/// global class: the window class's rate was measured at 512 tokens, where a block visits 3
+/// key tiles for 129 useful keys a row, a waste such a launch does not have.
+/// attention_sm90's window entry keeps its 64-key tiles there, so it keeps its class.
+fn attention_cost(
+    p: &AttentionParams,
+    mem: &dyn DeviceMemory,
+    classes: [KernelClass; 2],
+    window: Window,
+) -> LaunchCost {
     let (_, seqs) = batch_counts(mem, p.batch);
     let seqs = seqs.min(p.max_sequences as u64);
-    let (mut tokens, mut pairs) = (0u64, 0u64);
+    let (mut tokens, mut pairs, mut windowed) = (0u64, 0u64, false);
     for b in 0..seqs {
         let start = mem.read_u32(p.cu_seqlens + 4 * b) as u64;
         let end = mem.read_u32(p.cu_seqlens + 4 * (b + 1)) as u64;
         let s = end.saturating_sub(start).min(p.max_seqlen as u64);
         tokens += s;
+        windowed |= p.window_radius >= 0 && s > p.window_radius as u64;
         pairs += if p.window_radius < 0 {
             // No key_lens array: every token is a key.
             let keys = match p.key_lens {
@@ -293,7 +320,11 @@ fn attention_cost(p: &AttentionParams, mem: &dyn DeviceMemory, classes: [KernelC
     }
     let width = p.heads as f64 * p.head_dim as f64;
     LaunchCost {
-        class: if p.window_radius < 0 { classes[0] } else { classes[1] },
+        class: match window {
+            _ if p.window_radius < 0 => classes[0],
+            Window::GlobalWhenCovered if !windowed => classes[0],
+            _ => classes[1],
+        },
         flops: 4.0 * width * pairs as f64,
         param_bytes: 0.0,
         activation_bytes: 4.0 * tokens as f64 * width * ELEM,
@@ -439,7 +470,12 @@ pub fn forward_small_steps(name: &str, params: &[u8], mem: &dyn DeviceMemory) ->
             MB_FSMALL_NORM => kernel_cost("layernorm", step.norm.as_bytes(), mem)?,
             MB_FSMALL_ATTENTION => {
                 let a = &step.attention;
-                let cost = attention_cost(a, mem, [KernelClass::AttentionGlobal, KernelClass::AttentionLocal]);
+                let cost = attention_cost(
+                    a,
+                    mem,
+                    [KernelClass::AttentionGlobal, KernelClass::AttentionLocal],
+                    Window::GlobalWhenCovered,
+                );
                 // A head's units (its sequences × the longest's 64-query blocks) run on the one
                 // block that took its last ticket, a unit on each half (128 threads) in turn:
                 // the step lasts as long as that block's busier half, at half an SM's share of
@@ -643,5 +679,50 @@ mod tests {
             let expected = (local_pairs(4, 1) + local_pairs(6, 1)) as f64;
             assert_eq!(flops(&window, sm90), per_pair * expected, "a window");
         }
+    }
+
+    /// attention.cu's block computes a sequence no longer than the radius as global attention:
+    /// a window launch whose longest sequence is that short is costed at the global class, one
+    /// token longer at the window class; attention_sm90's window entry always at its own.
+    #[test]
+    fn a_window_covering_every_sequence_is_costed_as_global() {
+        let (batch, cu) = (0x100u64, 0x200u64);
+        let mut words = HashMap::new();
+        words.insert(batch, 10); // tokens
+        words.insert(batch + 4, 2); // sequences
+        for (i, v) in [0u32, 4, 10].into_iter().enumerate() {
+            words.insert(cu + 4 * i as u64, v);
+        }
+        let mem = Words(words);
+        let class = |name: &str, radius: i32| {
+            let attn = AttentionParams {
+                batch,
+                cu_seqlens: cu,
+                max_sequences: 2,
+                max_seqlen: 6,
+                heads: 1,
+                head_dim: 64,
+                window_radius: radius,
+                ..Default::default()
+            };
+            let params = match name {
+                "attention" => attn.as_bytes().to_vec(),
+                _ => AttentionSm90Params {
+                    attn,
+                    ..Default::default()
+                }
+                .as_bytes()
+                .to_vec(),
+            };
+            kernel_cost(name, &params, &mem).unwrap().class
+        };
+        assert_eq!(
+            class("attention", 6),
+            KernelClass::AttentionGlobal,
+            "6 tokens, radius 6"
+        );
+        assert_eq!(class("attention", 5), KernelClass::AttentionLocal, "6 tokens, radius 5");
+        assert_eq!(class("attention", -1), KernelClass::AttentionGlobal);
+        assert_eq!(class("attention_sm90_local", 6), KernelClass::AttentionSm90Local);
     }
 }
