@@ -26,8 +26,10 @@
 // A block's loop over steps s = 0 .. count − 1:
 //   1. s > 0, not attention: the grid barrier — warp 0's lanes acquire every block's flag ≥ base + s (base: this
 //      block's flag at entry, which every block left equal at the end of the previous launch;
-//      modulo 2^32, and the flags start 64 steps before they wrap: MB_FSMALL_FLAGS_START), then
-//      the whole block syncs. All of step s − 1's writes are visible (each block released them).
+//      modulo 2^32, and the flags start 64 steps before they wrap: MB_FSMALL_FLAGS_START), a
+//      lane's flags loaded together (grid_wait_all_geq: one round trip to L2 a round, not one a
+//      flag), then the whole block syncs. All of step s − 1's writes are visible (each block
+//      released them).
 //   2. GEMM: x's rows in use pass through shared memory in chunks of P.m rows (one chunk up to
 //      P.m tokens: base 48; MB_FSMALL_MAX_ROWS in all). Per chunk: bulk copies on x's mbarrier,
 //      rank r of a cluster of C copying the chunk's rows r, r + C, ... into all C blocks
@@ -181,9 +183,7 @@ __device__ void forward_small(const ForwardSmallParams& P) {
         const ForwardSmallStep& step = steps[s];
         // An attention step ran inside the Wqkv step before it: no barrier.
         if (s > 0 && step.kind != MB_FSMALL_ATTENTION) {  // 1. every block has finished step s − 1
-            if (tid < 32) {
-                for (uint32_t j = tid; j < G; j += 32) grid_wait_geq(&flags[j], base + s);
-            }
+            if (tid < 32) grid_wait_all_geq(flags, tid, 32, G, base + s);  // lane l: flags l, l + 32, ...
             __syncthreads();
         }
         if (step.kind == MB_FSMALL_GEMM) {

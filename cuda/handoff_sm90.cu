@@ -12,11 +12,12 @@
 //                       orders the steps.
 //   handoff_persistent: one co-scheduled launch for all S steps; between steps each block raises
 //                       its flag to the step it finished and waits for every block's (a grid barrier
-//                       in global memory, release / acquire), its 32 lanes watching G / 32 flags each.
+//                       in global memory, release / acquire), its 32 lanes watching G / 32 flags each,
+//                       loaded together (grid_wait_all_geq, the persistent forward's barrier).
 // Geometry: G blocks (one per SM on a GPU) of MB_HANDOFF_THREADS threads, thread 0 computing.
 // Bytes: 4·(G + 1) per block and step (+ 4·G flag loads, persistent); FLOPs: none. What it
 // measures is time per step.
-#include "common.cuh"  // grid_wait_geq, grid_signal, pdl_wait, pdl_launch_dependents
+#include "common.cuh"  // grid_wait_all_geq, grid_signal, pdl_wait, pdl_launch_dependents
 
 // The largest of the G values of the previous step, every lane of the warp returning it.
 __device__ __forceinline__ uint32_t previous_max(const uint32_t* prev, uint32_t g) {
@@ -44,7 +45,7 @@ extern "C" __global__ void __launch_bounds__(MB_HANDOFF_THREADS) handoff_persist
         if (s > 0) {
             // The grid barrier: every block has finished step s − 1. Each lane acquires the flags
             // of the blocks whose values it then reads.
-            for (uint32_t j = lane; j < g; j += MB_HANDOFF_THREADS) grid_wait_geq(&flags[j], s);
+            grid_wait_all_geq(flags, lane, MB_HANDOFF_THREADS, g, s);
             prev = previous_max(out + (size_t)(s - 1) * g, g);
         }
         if (lane == 0) {

@@ -144,11 +144,28 @@ extern "C" __global__ void selftest_barrier(const __grid_constant__ SelftestPara
 // writes out[b] = out[b - 1] + b + 1 and raises its own; out[b] = (b + 1)(b + 2) / 2. in = the
 // gridDim.x + 1 flags (zeroed); mode 1: block 0 first waits for flag gridDim.x, which nobody
 // raises (a deadlock the emulator must report). Mode 2: no chain; each block takes a ticket from
-// the counter flags[gridDim.x] (grid_count, limit p.n) into out[b].
+// the counter flags[gridDim.x] (grid_count, limit p.n) into out[b]. Mode 3: a grid barrier, the
+// persistent forward's (grid_wait_all_geq): each block writes out[b] = b + 1 and raises flags[b] to
+// p.n; its 32 lanes wait for every block's flag >= p.n (lane l: flags l, l + 32, ...); then lane 0
+// writes out[G + b] = the sum of out[0 .. G) (out is 2G long): G (G + 1) / 2 when the barrier holds.
 extern "C" __global__ void selftest_grid_chain(const __grid_constant__ SelftestParams p) {
     uint32_t* flags = reinterpret_cast<uint32_t*>(p.in);
     uint32_t* out = reinterpret_cast<uint32_t*>(p.out);
-    const unsigned b = blockIdx.x;
+    const unsigned b = blockIdx.x, G = gridDim.x;
+    if (p.mode == 3) {
+        if (threadIdx.x == 0) {
+            out[b] = b + 1;
+            grid_signal(&flags[b], p.n);
+        }
+        grid_wait_all_geq(flags, threadIdx.x, 32, G, p.n);
+        __syncwarp();
+        if (threadIdx.x == 0) {
+            uint32_t sum = 0;
+            for (unsigned j = 0; j < G; j++) sum += out[j];
+            out[G + b] = sum;
+        }
+        return;
+    }
     if (threadIdx.x != 0) return;
     if (p.mode == 2) {
         out[b] = grid_count(&flags[gridDim.x], p.n);

@@ -172,10 +172,10 @@ if [ "$section" = all ] || [ "$section" = persistent ]; then
 persistent_tests="cargo test -q --test persistent_forward"
 target cuda/forward_small_sm90.cu "$persistent_tests"
 mutate "persistent: no grid barrier (a block starts a step before the others finished the last)" \
-  "                for (uint32_t j = tid; j < G; j += 32) grid_wait_geq(&flags[j], base + s);" \
-  "                // (no wait)"
+  "            if (tid < 32) grid_wait_all_geq(flags, tid, 32, G, base + s);" \
+  "            // (no wait)"
 mutate "persistent: the barrier waits for the step before the last (a counter off by one)" \
-  "grid_wait_geq(&flags[j], base + s);" "grid_wait_geq(&flags[j], base + s - 1);"
+  "grid_wait_all_geq(flags, tid, 32, G, base + s);" "grid_wait_all_geq(flags, tid, 32, G, base + s - 1);"
 mutate "persistent: the flags counted from 0 each launch, not from where the last one left them" \
   "const uint32_t base = flags[blk];" "const uint32_t base = 0;"
 mutate "persistent: a half's next attention block loads over the one its warps still read" \
@@ -233,6 +233,11 @@ mutate "persistent: the embeddings step skipped (layer 0 reads the arena's stale
 mutate "persistent: the final norm's rows strided by G + 1 (some rows never normed)" \
   "            layernorm_rows<T>(step.norm, blk, G);" "            layernorm_rows<T>(step.norm, blk, G + 1);"
 cp "$backup" "$src"
+# Past 32 blocks a lane of warp 0 watches two flags: only the base shape's 44 blocks see a lane's second.
+target cuda/forward_small_sm90.cu "cargo test -q --test persistent_base_shape"
+mutate "persistent: warp 0's lanes watch every other lane's flags (blocks 32 .. 43 of 44 unwatched)" \
+  "grid_wait_all_geq(flags, tid, 32, G, base + s);" "grid_wait_all_geq(flags, tid, 64, G, base + s);"
+cp "$backup" "$src"
 target src/kernels/forward_small.rs "cargo test -q --lib forward_small"
 mutate "grid: clusters not checked against a step's blocks with a unit" \
   "b.is_multiple_of(c) && (gemm_slices" "true && (gemm_slices"
@@ -247,6 +252,22 @@ mutate "emulator: grid_wait_geq compares without wrapping (the flags start 64 st
   "    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) {"
 mutate "emulator: atom.inc never wraps at its limit (a head's counter runs on into the next layer)" \
   "old >= limit ? 0 : old + 1" "old + 1"
+cp "$backup" "$src"
+target cuda/include/device.cuh "cd kernels-tests && cargo test -q --test static_checks grid_barriers"
+mutate "grid barrier: each flag acquired in turn (a round trip a flag; the static check reads the SASS)" \
+  'if (j < count) asm volatile("ld.relaxed.gpu.global.u32' 'if (j < count) asm volatile("ld.acquire.gpu.global.u32'
+target cuda/include/device.cuh "cd kernels-tests && cargo test -q --test gpu_selftest grid_barrier"
+mutate "emulator: grid_wait_all_geq waits for a thread's first flag only" \
+  "    for (uint32_t j = first; j < count; j += stride) emu_grid_wait_geq(&flags[j], value);" \
+  "    if (first < count) emu_grid_wait_geq(&flags[first], value);"
+cp "$backup" "$src"
+target cuda/selftest.cu "cd kernels-tests && cargo test -q --test gpu_selftest grid_barrier"
+mutate "selftest: the barrier's lanes watch every other lane's flags" \
+  "grid_wait_all_geq(flags, threadIdx.x, 32, G, p.n);" "grid_wait_all_geq(flags, threadIdx.x, 64, G, p.n);"
+mutate "selftest: a block raises its flag before writing its value" \
+  "            out[b] = b + 1;
+            grid_signal(&flags[b], p.n);" "            grid_signal(&flags[b], p.n);
+            out[b] = b + 1;"
 cp "$backup" "$src"
 target cuda/handoff_sm90.cu "cd kernels-tests && cargo test -q --test handoff_sm90"
 mutate "emulator: a flag raised before the value it stands for is seen early (handoff_persistent)" \

@@ -337,6 +337,9 @@ typedef struct AttentionSm90Params {
    small-batch design could take (a launch per step, with or without programmatic dependent launch;
    one co-scheduled launch with a grid barrier between steps). A microbenchmark, not the forward. */
 #define MB_HANDOFF_THREADS 32 /* one warp a block: its lanes watch the other blocks' flags */
+/* grid_wait_all_geq (device.cuh): the flags one thread loads at once, a round trip to L2 a round;
+   a warp watching 32 x 8 = 256 blocks' flags waits one round trip after the last is raised. */
+#define MB_GRID_WAIT_BATCH 8
 typedef struct HandoffParams {
     uint64_t out;   /* uint32_t [steps, blocks]: step s, block b = the maximum of step s - 1's values, + 1 */
     uint64_t flags; /* handoff_persistent: uint32_t [blocks] (zeroed): the last step each block finished */
@@ -404,7 +407,7 @@ typedef struct GemmStreamParams {
 #define MB_FSMALL_SLOTS 2                   /* weight tiles in flight: the one computed and the next */
 #define MB_FSMALL_MAX_BLOCKS 1024           /* the flags' room in the arena: more blocks than any GPU has SMs */
 #define MB_FSMALL_FLAGS_START 0xffffffc0u   /* the flags' value when the program is placed: 64 steps before
-                                               they wrap, so the first launches cross the wrap (grid_wait_geq
+                                               they wrap, so the first launches cross the wrap (grid_wait_all_geq
                                                compares modulo 2^32) on every run and test, not after weeks */
 #define MB_FSMALL_MAX_HEADS 32              /* attention heads a program takes (a bit each in a block's mask) */
 #define MB_FSMALL_MAX_ROWS 256              /* a GEMM step's capacity rows: x's rows in use pass through shared

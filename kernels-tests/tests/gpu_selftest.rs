@@ -431,6 +431,42 @@ fn a_coscheduled_grid_lets_blocks_wait_on_each_other() {
     }
 }
 
+/// The persistent forward's grid barrier (grid_wait_all_geq): after it every block reads every
+/// block's value. 300 blocks: past one round of a warp's batched loads (32 lanes x
+/// MB_GRID_WAIT_BATCH flags), so lanes wait in two rounds; 12 blocks: most lanes watch none; flags
+/// raised past 2^32 compare across the wrap, as the forward's do.
+#[test]
+fn a_grid_barrier_lets_every_block_read_every_blocks_writes() {
+    let dev = device();
+    for reverse in orders(&*dev) {
+        let order = set_order(&*dev, reverse);
+        // (blocks, the flags' value before, the value raised): the last case crosses 2^32.
+        for (blocks, start, level) in [(12u32, 0u32, 1u32), (300, 0, 1), (40, u32::MAX - 1, 1)] {
+            let flags: Vec<u8> = std::iter::repeat_n(start, blocks as usize)
+                .flat_map(u32::to_le_bytes)
+                .collect();
+            let flags = dev.upload_new(&flags, "flags").unwrap();
+            let out = dev.upload_new(&vec![0u8; 2 * blocks as usize * 4], "out").unwrap();
+            let p = SelftestParams {
+                in_: flags.addr(),
+                out: out.addr(),
+                n: level,
+                mode: 3,
+            };
+            dev.launch_coscheduled("selftest_grid_chain", [blocks, 1, 1], [32, 1, 1], 0, &p)
+                .unwrap_or_else(|e| panic!("{order}, {blocks} blocks: {e}"));
+            dev.synchronize().unwrap();
+            let got = bytes_u32(&dev.download_vec(&out).unwrap());
+            let sum = blocks * (blocks + 1) / 2;
+            assert!(
+                got[blocks as usize..].iter().all(|&s| s == sum),
+                "{order}, {blocks} blocks from {start}: sums {:?}, want {sum}",
+                &got[blocks as usize..]
+            );
+        }
+    }
+}
+
 /// grid_count (atom.inc): every block takes a distinct ticket, 0 .. limit and then again from 0,
 /// so 12 blocks at limit 11 hold 0 .. 11 once each and leave the counter at 0; at limit 3 each
 /// of 0 .. 3 three times, the counter again at 0.

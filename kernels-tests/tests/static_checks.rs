@@ -354,6 +354,59 @@ fn hopper_wgmmas_stay_asynchronous() {
     }
 }
 
+/// A grid barrier's flag loads stay in flight together (grid_wait_all_geq, device.cuh): in the
+/// SASS of the persistent forward and of the hand-off microbenchmark's persistent way, at least
+/// MB_GRID_WAIT_BATCH strong loads of flags in a row, and none followed at once by the L1
+/// invalidation of an acquire (`LDG.E.STRONG.GPU` then `CCTL.IVALL`: a load per round trip, the
+/// form that waited for each flag in turn). The barrier would still be correct, only slower, so no
+/// other test would see it.
+#[test]
+fn grid_barriers_load_their_flags_together() {
+    require_built();
+    cuobjdump_required();
+    if !build_info::CUDA_ARCHS.contains(&"90") {
+        eprintln!("SKIPPED: MODERNBERT_CUDA_ARCHS has no 90, so no sm_90a code was built");
+        return;
+    }
+    let batch = modernbert::kernels::params::MB_GRID_WAIT_BATCH as usize;
+    for (source, kernel) in [
+        ("forward_small_sm90", "forward_small_sm90_bf16"),
+        ("forward_small_sm90", "forward_small_sm90_f16"),
+        ("handoff_sm90", "handoff_persistent"),
+    ] {
+        let sass = build_info::kernel_sass(source, kernel, "90").unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        // The instructions, in order, without addresses and encodings.
+        let ops: Vec<&str> = sass
+            .lines()
+            .filter_map(|l| l.split_once("*/").map(|(_, op)| op.trim()))
+            .filter(|op| !op.is_empty() && !op.starts_with("/*"))
+            .collect();
+        let strong = |op: &str| op.contains("LDG.E.STRONG.GPU");
+        let serial = ops
+            .windows(2)
+            .filter(|w| strong(w[0]) && w[1].starts_with("CCTL.IVALL"))
+            .count();
+        assert_eq!(
+            serial, 0,
+            "{kernel}: a flag's load waited for before the next (acquire per flag)"
+        );
+        // The longest run of strong loads with only compares and moves between them.
+        let (mut run, mut longest) = (0usize, 0usize);
+        for op in &ops {
+            if strong(op) {
+                run += 1;
+                longest = longest.max(run);
+            } else if !(op.contains("ISETP") || op.contains("IADD") || op.contains("MOV") || op.contains("LEA")) {
+                run = 0;
+            }
+        }
+        assert!(
+            longest >= batch,
+            "{kernel}: at most {longest} flag loads in a row, not the {batch} of a round"
+        );
+    }
+}
+
 #[test]
 fn memory_bound_kernels_use_128_bit_accesses() {
     require_built();

@@ -57,6 +57,7 @@ pub const MB_ATT90_BOX_ROWS: u32 = 64;
 pub const MB_ATT90_PRODUCER_REGS: u32 = 40;
 pub const MB_ATT90_CONSUMER_REGS: u32 = 232;
 pub const MB_HANDOFF_THREADS: u32 = 32;
+pub const MB_GRID_WAIT_BATCH: u32 = 8;
 pub const MB_STREAM_THREADS: u32 = 256;
 pub const MB_STREAM_WARPS: u32 = 8;
 pub const MB_STREAM_BN: u32 = 16;
