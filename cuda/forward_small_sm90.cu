@@ -10,7 +10,7 @@
 // structs the per-launch path launches): the embeddings (embeddings.cu's rows), per layer
 //   Wqkv (stream GEMM, norm + RoPE) → attention → Wo (residual) → Wi (norm + GeGLU) → Wo2 (residual),
 // then the final norm (layernorm.cu's rows).
-// Units of a step: a GEMM's 16-column tiles (n / 16; tile t on block t mod G); a norm step's rows
+// Units of a step: a GEMM's 16-column tiles (n / 16; dealt to the blocks in a snake, unit_of); a norm step's rows
 // (row r on block r mod G, its 256 threads holding the row: hidden ≤ 2048); an attention step's
 // 64-query blocks (sequences × ⌈max_seqlen / 64⌉ capacities a head), run inside the Wqkv step
 // before it, with no grid barrier: each Wqkv tile is one head's q, k or v (tile t of head
@@ -87,14 +87,32 @@ __device__ __forceinline__ uint32_t slices_of(const ForwardSmallStep* steps, uin
     return MB_FSMALL_SLICES(steps[s].gemm.n / BN, G, then_attention);
 }
 
-// The block's next GEMM unit at or after (step, unit) of the program, or step == count.
+// The block's j-th unit of a GEMM step. A step's units are dealt to the blocks in a snake — 0 ..
+// G − 1, then G − 1 .. 0, ... — so where a step has more units than blocks (base: Wqkv's and Wi's
+// 144 tiles on 132 blocks) the blocks with a second are the last ones, which the steps with fewer
+// (Wo's and Wo2's 96 units) leave idle: those blocks' slots are free for the next step's weights
+// a whole step earlier. (Dealt round robin, the first 12 blocks had both: their next pair's
+// second tile was issued only once their Wo unit was done.)
+__device__ __forceinline__ uint32_t unit_of(uint32_t j, uint32_t G) {
+    return j * G + (j % 2 ? G - 1 - blockIdx.x : blockIdx.x);
+}
+
+// How many of a step's `units` the block has: a unit in every whole round of G, and one in the
+// last round if its place in that round's direction comes before the round's end.
+__device__ __forceinline__ uint32_t units_of_block(uint32_t units, uint32_t G) {
+    const uint32_t rounds = units / G;
+    return rounds + (unit_of(rounds, G) < units ? 1 : 0);
+}
+
+// The block's next GEMM unit at or after (step, its j-th unit) of the program, or step == count.
 struct Cursor {
-    uint32_t step, unit;
+    uint32_t step, j;
 };
 
 __device__ __forceinline__ Cursor next_unit(const ForwardSmallStep* steps, uint32_t count, uint32_t G, Cursor c) {
-    for (; c.step < count; c.step++, c.unit = blockIdx.x) {
-        if (steps[c.step].kind == MB_FSMALL_GEMM && c.unit < steps[c.step].gemm.n / BN * slices_of(steps, count, c.step, G)) {
+    for (; c.step < count; c.step++, c.j = 0) {
+        if (steps[c.step].kind == MB_FSMALL_GEMM &&
+            unit_of(c.j, G) < steps[c.step].gemm.n / BN * slices_of(steps, count, c.step, G)) {
             return c;
         }
     }
@@ -167,12 +185,12 @@ __device__ void forward_small(const ForwardSmallParams& P) {
     cluster_arrive_relaxed();
     cluster_wait();
     // The first MB_FSMALL_SLOTS units' weights, before anything else.
-    Cursor issue = next_unit(steps, P.count, G, {0, blk});  // thread 0's: the next unit to load
+    Cursor issue = next_unit(steps, P.count, G, {0, 0});  // thread 0's: the next unit to load
     if (tid == 0) {
         for (int i = 0; i < MB_FSMALL_SLOTS && issue.step < P.count; i++) {
-            issue_weights(steps[issue.step].gemm, issue.unit % (steps[issue.step].gemm.n / BN), slots + i * slot_bytes,
-                          &slot_bar[i]);
-            issue = next_unit(steps, P.count, G, {issue.step, issue.unit + G});
+            issue_weights(steps[issue.step].gemm, unit_of(issue.j, G) % (steps[issue.step].gemm.n / BN),
+                          slots + i * slot_bytes, &slot_bar[i]);
+            issue = next_unit(steps, P.count, G, {issue.step, issue.j + 1});
         }
     }
     uint32_t consumed = 0;  // the block's units computed so far: unit i is in slot i mod 2
@@ -204,9 +222,9 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                 const uint32_t chunks = rows > chunk ? (rows + chunk - 1) / chunk : 1;
                 // One chunk: one group, all the block's units, through the slots in turn (x read once).
                 // Several: a group is the units in the slots at once, so each chunk is read once per
-                // group; every block runs as many groups as the busiest (block 0), so that a
+                // group; every block runs as many groups as the busiest, so that a
                 // cluster's blocks copy x's chunks for each other the same number of times.
-                const uint32_t busiest = (units + G - 1) / G, own = (units - blk + G - 1) / G;  // units: block 0's, this block's
+                const uint32_t busiest = (units + G - 1) / G, own = units_of_block(units, G);  // units: the busiest block's, this block's
                 const uint32_t per_group = chunks == 1 ? busiest : MB_FSMALL_SLOTS;
                 const uint32_t groups = (busiest + per_group - 1) / per_group;
                 unsigned char* x_s = region;                                            // [chunk][pitch]
@@ -282,12 +300,12 @@ __device__ void forward_small(const ForwardSmallParams& P) {
                                     // Each slot refilled with the block's tile two on (the ring's order).
                                     for (uint32_t v = 0; v < pair && issue.step < P.count; v++) {
                                         const uint32_t at = (i + v) % MB_FSMALL_SLOTS;
-                                        issue_weights(steps[issue.step].gemm, issue.unit % (steps[issue.step].gemm.n / BN),
+                                        issue_weights(steps[issue.step].gemm, unit_of(issue.j, G) % (steps[issue.step].gemm.n / BN),
                                                       slots + at * slot_bytes, &slot_bar[at]);
-                                        issue = next_unit(steps, P.count, G, {issue.step, issue.unit + G});
+                                        issue = next_unit(steps, P.count, G, {issue.step, issue.j + 1});
                                     }
                                 }
-                                const uint32_t tile = (blk + (j + u) * G) % tiles;
+                                const uint32_t tile = unit_of(j + u, G) % tiles;
                                 epilogue<T>(p, tile, row0, n, m16, part, row_stats);
                                 __syncthreads();  // part is the next tile's
                                 if (last_chunk && then_attention && tid == 0) {

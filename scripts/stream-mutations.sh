@@ -180,12 +180,16 @@ mutate "persistent: the flags counted from 0 each launch, not from where the las
   "const uint32_t base = flags[blk];" "const uint32_t base = 0;"
 mutate "persistent: a half's next attention block loads over the one its warps still read" \
   "            sync();  // the half's warps" "            // sync();  // the half's warps"
-mutate "persistent: the block's next unit is the next one, not G on" \
-  "                        issue = next_unit(steps, P.count, G, {issue.step, issue.unit + G});" \
-  "                        issue = next_unit(steps, P.count, G, {issue.step, issue.unit + 1});"
+mutate "persistent: the block's next unit two on, not one" \
+  "                                        issue = next_unit(steps, P.count, G, {issue.step, issue.j + 1});" \
+  "                                        issue = next_unit(steps, P.count, G, {issue.step, issue.j + 2});"
 mutate "persistent: a unit's weights those of the tile numbered as the unit (the second slice's past n)" \
-  "                                        issue_weights(steps[issue.step].gemm, issue.unit % (steps[issue.step].gemm.n / BN)," \
-  "                                        issue_weights(steps[issue.step].gemm, issue.unit,"
+  "                                        issue_weights(steps[issue.step].gemm, unit_of(issue.j, G) % (steps[issue.step].gemm.n / BN)," \
+  "                                        issue_weights(steps[issue.step].gemm, unit_of(issue.j, G),"
+mutate "persistent: a block counts a unit in the last round past the step's units" \
+  "    return rounds + (unit_of(rounds, G) < units ? 1 : 0);" "    return rounds + (unit_of(rounds, G) <= units ? 1 : 0);"
+mutate "persistent: the snake's odd rounds dealt from the block after the last (a unit of each round lost)" \
+  "    return j * G + (j % 2 ? G - 1 - blockIdx.x : blockIdx.x);" "    return j * G + (j % 2 ? G - blockIdx.x : blockIdx.x);"
 mutate "persistent: both row slices take the first half's rows" \
   "min(in_use, blk / tiles * half_rows)" "min(in_use, 0 * half_rows)"
 mutate "persistent: every slot waited on at phase 0 (the second use of a slot reads stale weights)" \

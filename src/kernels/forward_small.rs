@@ -251,7 +251,8 @@ pub fn gemm_slices(steps: &[ForwardSmallStep], i: usize, blocks: u32) -> u32 {
     }
 }
 
-/// GEMM step `i`'s blocks with a unit (unit q runs on block q mod `blocks`), and its tiles.
+/// GEMM step `i`'s blocks with a unit (units are dealt in a snake, the first `blocks` to blocks 0 ..
+/// blocks − 1: the blocks with one are the first min(units, blocks)), and its tiles.
 fn blocks_with_a_unit(steps: &[ForwardSmallStep], i: usize, blocks: u32) -> Option<(u32, u32)> {
     let s = &steps[i];
     let tiles = s.gemm.n / MB_STREAM_BN;
