@@ -633,27 +633,15 @@ mod tests {
         }
     }
 
-    /// A batch of two sequences, 4 and 6 tokens: its BatchDesc's counts at `batch`, its
-    /// cu_seqlens at `cu`.
-    fn two_sequences(batch: u64, cu: u64) -> HashMap<u64, u32> {
+    /// A batch of two sequences, 4 and 6 tokens — its BatchDesc's counts at `batch`, its
+    /// cu_seqlens at `cu` — and global attention over it with one head of 64.
+    fn two_sequences(batch: u64, cu: u64) -> (HashMap<u64, u32>, AttentionParams) {
         let mut words = HashMap::new();
         words.insert(batch, 10); // tokens
         words.insert(batch + 4, 2); // sequences
         for (i, v) in [0u32, 4, 10].into_iter().enumerate() {
             words.insert(cu + 4 * i as u64, v);
         }
-        words
-    }
-
-    /// Without a key_lens array every token of a global layer's sequence is a key (both
-    /// attention kernels: one formula); with one, its counts; a window counts its own pairs.
-    #[test]
-    fn attention_pairs_follow_key_lens_and_the_window() {
-        let (batch, cu, key_lens) = (0x100u64, 0x200u64, 0x300u64);
-        let mut words = two_sequences(batch, cu);
-        words.insert(key_lens, 2);
-        words.insert(key_lens + 4, 6);
-        let mem = Words(words);
         let p = AttentionParams {
             batch,
             cu_seqlens: cu,
@@ -664,6 +652,18 @@ mod tests {
             window_radius: -1,
             ..Default::default()
         };
+        (words, p)
+    }
+
+    /// Without a key_lens array every token of a global layer's sequence is a key (both
+    /// attention kernels: one formula); with one, its counts; a window counts its own pairs.
+    #[test]
+    fn attention_pairs_follow_key_lens_and_the_window() {
+        let (batch, cu, key_lens) = (0x100u64, 0x200u64, 0x300u64);
+        let (mut words, p) = two_sequences(batch, cu);
+        words.insert(key_lens, 2);
+        words.insert(key_lens + 4, 6);
+        let mem = Words(words);
         let per_pair = 4.0 * 64.0;
         let flops = |p: &AttentionParams, sm90: bool| {
             let c = if sm90 {
@@ -694,17 +694,12 @@ mod tests {
     #[test]
     fn a_window_covering_every_sequence_is_costed_as_global() {
         let (batch, cu) = (0x100u64, 0x200u64);
-        let mem = Words(two_sequences(batch, cu));
+        let (words, global) = two_sequences(batch, cu);
+        let mem = Words(words);
         let class = |name: &str, radius: i32| {
             let attn = AttentionParams {
-                batch,
-                cu_seqlens: cu,
-                max_sequences: 2,
-                max_seqlen: 6,
-                heads: 1,
-                head_dim: 64,
                 window_radius: radius,
-                ..Default::default()
+                ..global
             };
             let params = match name {
                 "attention" => attn.as_bytes().to_vec(),
