@@ -259,11 +259,18 @@ mutate "emulator: atom.inc never wraps at its limit (a head's counter runs on in
 cp "$backup" "$src"
 target cuda/include/device.cuh "cd kernels-tests && cargo test -q --test static_checks grid_barriers"
 mutate "grid barrier: each flag acquired in turn (a round trip a flag; the static check reads the SASS)" \
-  'if (j < count) asm volatile("ld.relaxed.gpu.global.u32' 'if (j < count) asm volatile("ld.acquire.gpu.global.u32'
+  'asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n"' 'asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n"'
+mutate "grid barrier: no acquire fence after the polls (the emulator's memory cannot show it; the SASS can)" \
+  '__device__ __forceinline__ void grid_acquire_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }' \
+  '__device__ __forceinline__ void grid_acquire_fence() {}'
 target cuda/include/device.cuh "cd kernels-tests && cargo test -q --test gpu_selftest grid_barrier"
-mutate "emulator: grid_wait_all_geq waits for a thread's first flag only" \
-  "    for (uint32_t j = first; j < count; j += stride) emu_grid_wait_geq(&flags[j], value);" \
-  "    if (first < count) emu_grid_wait_geq(&flags[first], value);"
+mutate "grid barrier: flags compared without wrapping" \
+  "waiting &= ~((int32_t)(v[i] - value) >= 0 ? 1u << i : 0u);" "waiting &= ~(v[i] >= value ? 1u << i : 0u);"
+mutate "grid barrier: the wait ends once a batch's first flag is raised" \
+  "            if (waiting == 0) break;" "            if (waiting == 0 || (v[0] - value) < (1u << 31)) break;"
+mutate "grid barrier: a thread's second batch never waited for" \
+  "    for (uint32_t j0 = first; j0 < count; j0 += MB_GRID_WAIT_BATCH * stride) {" \
+  "    for (uint32_t j0 = first; j0 < count && j0 == first; j0 += MB_GRID_WAIT_BATCH * stride) {"
 cp "$backup" "$src"
 target cuda/selftest.cu "cd kernels-tests && cargo test -q --test gpu_selftest grid_barrier"
 mutate "selftest: the barrier's lanes watch every other lane's flags" \

@@ -717,6 +717,19 @@ extern "C" void emu_grid_wait_geq(const uint32_t* flag, uint32_t value) {
     g_blk->acquires++;
 }
 
+// grid_wait_all_geq's instructions. ld.relaxed.gpu of a flag: the emulator's memory is one view.
+extern "C" uint32_t emu_grid_poll(const uint32_t* flag) { return __atomic_load_n(flag, __ATOMIC_ACQUIRE); }
+// The pause after a poll that found a flag low: the thread waits (SPIN) until its block makes
+// progress or passes the turn, as in emu_grid_wait_geq.
+extern "C" void emu_grid_pause(void) {
+    Block* b = g_blk;
+    b->thr[b->cur].st = SPIN;
+    yield_to_scheduler();
+}
+// fence.acq_rel.gpu after polls that saw their flags raised: an acquire (for the proxy rule, as a
+// successful emu_grid_wait_geq). Sequentially consistent memory cannot show the fence missing.
+extern "C" void emu_grid_acquire_fence(void) { g_blk->acquires++; }
+
 // atom.acq_rel.gpu.inc: a ticket (the count before; the count + 1, or 0 past `limit`). An acquire
 // (what earlier holders wrote is this block's to read) and a release: in the reversed order the
 // other blocks run before this block's threads go on, as after grid_signal, so a ticket taken

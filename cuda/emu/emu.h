@@ -90,6 +90,9 @@ void emu_cp_async_wait_all(void);
 [[noreturn]] void emu_trap(const char* why);
 void emu_grid_wait_geq(const uint32_t* flag, uint32_t value);
 void emu_grid_signal(uint32_t* flag, uint32_t value);
+uint32_t emu_grid_poll(const uint32_t* flag);
+void emu_grid_pause(void);
+void emu_grid_acquire_fence(void);
 uint32_t emu_grid_count(uint32_t* counter, uint32_t limit);
 void emu_fence_proxy_async_global(void);
 

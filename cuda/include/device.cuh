@@ -134,32 +134,15 @@ __device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t val
 __device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) {
     asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(flag), "r"(value) : "memory");
 }
-// A grid barrier's wait, one thread's share: spin until every flag flags[j], j = first, first +
-// stride, ... below count, is >= value (modulo 2^32, as grid_wait_geq), then acquire them all.
-// Why not grid_wait_geq flag after flag: an acquire load's successors wait for it, so a thread
-// watching 5 flags paid a round trip to L2 per flag, and after the last flag was raised still
-// one per flag after it in its list. Here a round's loads are relaxed and in flight together
-// (up to MB_GRID_WAIT_BATCH of them: one round trip a round), and one fence.acq_rel.gpu after
-// the round that saw them all makes them an acquire (PTX's acquire pattern: a strong read, then
-// a fence).
-__device__ __forceinline__ void grid_wait_all_geq(const uint32_t* flags, uint32_t first, uint32_t stride,
-                                                  uint32_t count, uint32_t value) {
-    for (uint32_t j0 = first; j0 < count; j0 += MB_GRID_WAIT_BATCH * stride) {
-        for (;;) {
-            bool all = true;
-#pragma unroll
-            for (uint32_t i = 0; i < MB_GRID_WAIT_BATCH; i++) {
-                const uint32_t j = j0 + i * stride;
-                uint32_t v = value;
-                if (j < count) asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(flags + j) : "memory");
-                all &= (int32_t)(v - value) >= 0;
-            }
-            if (all) break;
-            __nanosleep(64);
-        }
-    }
-    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+// A grid barrier's wait (grid_wait_all_geq, below), its three instructions: a relaxed load of a
+// flag, the pause after a poll that found one low, and the fence that makes the polls an acquire.
+__device__ __forceinline__ uint32_t grid_poll(const uint32_t* flag) {
+    uint32_t v;
+    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(flag) : "memory");
+    return v;
 }
+__device__ __forceinline__ void grid_pause() { __nanosleep(64); }
+__device__ __forceinline__ void grid_acquire_fence() { asm volatile("fence.acq_rel.gpu;\n" ::: "memory"); }
 // A ticket from a counter shared by the grid: returns the count before, and leaves it one higher,
 // or 0 after `limit` (atom.inc: tickets 0 .. limit, then again from 0). acq_rel at gpu scope: the
 // block's writes before it (a __syncthreads, then one thread) are visible to whoever takes a later
@@ -218,16 +201,41 @@ __device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
 
 __device__ __forceinline__ void grid_wait_geq(const uint32_t* flag, uint32_t value) { emu_grid_wait_geq(flag, value); }
 __device__ __forceinline__ void grid_signal(uint32_t* flag, uint32_t value) { emu_grid_signal(flag, value); }
-// The emulator's memory is one sequentially consistent view: the wait is each flag's, in turn.
-__device__ __forceinline__ void grid_wait_all_geq(const uint32_t* flags, uint32_t first, uint32_t stride,
-                                                  uint32_t count, uint32_t value) {
-    for (uint32_t j = first; j < count; j += stride) emu_grid_wait_geq(&flags[j], value);
-}
+__device__ __forceinline__ uint32_t grid_poll(const uint32_t* flag) { return emu_grid_poll(flag); }
+__device__ __forceinline__ void grid_pause() { emu_grid_pause(); }
+__device__ __forceinline__ void grid_acquire_fence() { emu_grid_acquire_fence(); }
 __device__ __forceinline__ uint32_t grid_count(uint32_t* counter, uint32_t limit) { return emu_grid_count(counter, limit); }
 __device__ __forceinline__ void pdl_wait() { emu_griddep_wait(); }
 __device__ __forceinline__ void pdl_launch_dependents() {}  // the emulator starts dependents at once
 
 #endif  // MODERNBERT_EMULATOR
+
+// A grid barrier's wait, one thread's share: spin until every flag flags[j], j = first, first +
+// stride, ... below count, is >= value (modulo 2^32, as grid_wait_geq), then acquire them all.
+// Why not grid_wait_geq flag after flag: an acquire load's successors wait for it, so a thread
+// watching 5 flags paid a round trip to L2 per flag, and after the last flag was raised still
+// one per flag after it in its list. Here a round's loads are relaxed and in flight together (up
+// to MB_GRID_WAIT_BATCH of them: one round trip a round), a flag seen raised is not loaded again
+// (flags only rise until the barrier passes), and one fence after the round that saw the last
+// makes every poll an acquire (PTX's acquire pattern: a strong read, then fence.acq_rel).
+__device__ __forceinline__ void grid_wait_all_geq(const uint32_t* flags, uint32_t first, uint32_t stride,
+                                                  uint32_t count, uint32_t value) {
+    for (uint32_t j0 = first; j0 < count; j0 += MB_GRID_WAIT_BATCH * stride) {
+        uint32_t waiting = 0;  // bit i: flag j0 + i·stride, not yet seen raised
+#pragma unroll
+        for (uint32_t i = 0; i < MB_GRID_WAIT_BATCH; i++) waiting |= (j0 + i * stride < count ? 1u : 0u) << i;
+        for (;;) {
+            uint32_t v[MB_GRID_WAIT_BATCH];
+#pragma unroll
+            for (uint32_t i = 0; i < MB_GRID_WAIT_BATCH; i++) v[i] = waiting >> i & 1 ? grid_poll(&flags[j0 + i * stride]) : value;
+#pragma unroll
+            for (uint32_t i = 0; i < MB_GRID_WAIT_BATCH; i++) waiting &= ~((int32_t)(v[i] - value) >= 0 ? 1u << i : 0u);
+            if (waiting == 0) break;
+            grid_pause();
+        }
+    }
+    grid_acquire_fence();
+}
 
 // Byte offset of 16-bit element (row, col) in a tile of 128-byte rows (64 elements) whose 16-byte
 // chunks are XOR-swizzled by (row & 7): the 8 rows of a group hit distinct banks for ldmatrix,

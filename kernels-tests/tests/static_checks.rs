@@ -354,14 +354,17 @@ fn hopper_wgmmas_stay_asynchronous() {
     }
 }
 
-/// A grid barrier's flag loads stay in flight together (grid_wait_all_geq, device.cuh): in the
-/// SASS of the persistent forward and of the hand-off microbenchmark's persistent way, at least
-/// MB_GRID_WAIT_BATCH strong loads of flags in a row, and none followed at once by the L1
-/// invalidation of an acquire (`LDG.E.STRONG.GPU` then `CCTL.IVALL`: a load per round trip, the
-/// form that waited for each flag in turn). The barrier would still be correct, only slower, so no
-/// other test would see it.
+/// A grid barrier's flag loads stay in flight together and end in an acquire fence
+/// (grid_wait_all_geq, device.cuh): in the SASS of the persistent forward and of the hand-off
+/// microbenchmark's persistent way, at least MB_GRID_WAIT_BATCH strong loads with no branch,
+/// barrier, sleep or other memory access between them; none followed at once by an acquire's L1
+/// invalidation (`LDG.E.STRONG.GPU` then `CCTL.IVALL`: the form that waited a round trip for each
+/// flag in turn); and the fence.acq_rel.gpu (`MEMBAR.*.GPU`, then `CCTL.IVALL` with no memory
+/// access between — a release has a store there, an acquiring atomic its atomic). Without the
+/// fence the barrier would read other blocks' writes unordered, which the emulator's sequentially
+/// consistent memory cannot show; without the batch it would only be slower.
 #[test]
-fn grid_barriers_load_their_flags_together() {
+fn grid_barriers_load_their_flags_together_then_fence() {
     require_built();
     cuobjdump_required();
     if !build_info::CUDA_ARCHS.contains(&"90") {
@@ -375,34 +378,71 @@ fn grid_barriers_load_their_flags_together() {
         ("handoff_sm90", "handoff_persistent"),
     ] {
         let sass = build_info::kernel_sass(source, kernel, "90").unwrap_or_else(|e| panic!("{kernel}: {e}"));
-        // The instructions, in order, without addresses and encodings.
+        // The instructions in order, without addresses, encodings or predicates.
         let ops: Vec<&str> = sass
             .lines()
             .filter_map(|l| l.split_once("*/").map(|(_, op)| op.trim()))
             .filter(|op| !op.is_empty() && !op.starts_with("/*"))
+            .map(|op| match op.strip_prefix('@') {
+                Some(rest) => rest.split_once(' ').map_or(rest, |(_, op)| op.trim()),
+                None => op,
+            })
             .collect();
-        let strong = |op: &str| op.contains("LDG.E.STRONG.GPU");
+        let strong = |op: &str| op.starts_with("LDG.E.STRONG.GPU");
+        let memory = |op: &str| {
+            ["LD", "ST", "ATOM", "RED", "MEMBAR", "CCTL"]
+                .iter()
+                .any(|m| op.starts_with(m))
+        };
+        let control = |op: &str| {
+            [
+                "BRA",
+                "BRX",
+                "JMP",
+                "CALL",
+                "RET",
+                "EXIT",
+                "BAR",
+                "WARPSYNC",
+                "BSYNC",
+                "NANOSLEEP",
+            ]
+            .iter()
+            .any(|m| op.starts_with(m))
+        };
         let serial = ops
             .windows(2)
             .filter(|w| strong(w[0]) && w[1].starts_with("CCTL.IVALL"))
             .count();
         assert_eq!(
             serial, 0,
-            "{kernel}: a flag's load waited for before the next (acquire per flag)"
+            "{kernel}: a flag's load waited for before the next (an acquire per flag)"
         );
-        // The longest run of strong loads with only compares and moves between them.
         let (mut run, mut longest) = (0usize, 0usize);
         for op in &ops {
             if strong(op) {
                 run += 1;
                 longest = longest.max(run);
-            } else if !(op.contains("ISETP") || op.contains("IADD") || op.contains("MOV") || op.contains("LEA")) {
+            } else if memory(op) || control(op) {
                 run = 0;
             }
         }
         assert!(
             longest >= batch,
-            "{kernel}: at most {longest} flag loads in a row, not the {batch} of a round"
+            "{kernel}: at most {longest} flag loads in flight together, not the {batch} of a round"
+        );
+        let fences = (0..ops.len())
+            .filter(|&k| ops[k].starts_with("MEMBAR") && ops[k].contains("GPU"))
+            .filter(|&k| {
+                ops[k + 1..ops.len().min(k + 4)]
+                    .iter()
+                    .take_while(|op| !(memory(op) && !op.starts_with("CCTL")))
+                    .any(|op| op.starts_with("CCTL.IVALL"))
+            })
+            .count();
+        assert!(
+            fences >= 1,
+            "{kernel}: no acquire fence (MEMBAR.*.GPU, then CCTL.IVALL)"
         );
     }
 }

@@ -290,8 +290,11 @@ enum Window {
 /// forward's) runs a sequence no longer than the radius as global attention — the same tiles,
 /// no window mask — so a window launch none of whose sequences is longer is costed at the
 /// global class: the window class's rate was measured at 512 tokens, where a block visits 3
-/// key tiles for 129 useful keys a row, a waste such a launch does not have.
-/// attention_sm90's window entry keeps its 64-key tiles there, so it keeps its class.
+/// key tiles for 129 useful keys a row, a waste such a launch does not have. (Past the radius a
+/// short sequence still visits nearly all its tiles but is charged the window rate: the model
+/// steps up there.) attention_sm90's window entry runs such sequences unmasked too, in its own
+/// 64-key tiles; its window rate is an assumption that includes the window's waste, so it keeps
+/// its class: conservative for them.
 fn attention_cost(
     p: &AttentionParams,
     mem: &dyn DeviceMemory,
@@ -304,9 +307,10 @@ fn attention_cost(
     for b in 0..seqs {
         let start = mem.read_u32(p.cu_seqlens + 4 * b) as u64;
         let end = mem.read_u32(p.cu_seqlens + 4 * (b + 1)) as u64;
-        let s = end.saturating_sub(start).min(p.max_seqlen as u64);
+        let len = end.saturating_sub(start);
+        let s = len.min(p.max_seqlen as u64);
         tokens += s;
-        windowed |= p.window_radius >= 0 && s > p.window_radius as u64;
+        windowed |= p.window_radius >= 0 && len > p.window_radius as u64; // the kernel's test, on the whole length
         pairs += if p.window_radius < 0 {
             // No key_lens array: every token is a key.
             let keys = match p.key_lens {
