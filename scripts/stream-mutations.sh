@@ -250,10 +250,11 @@ mutate "grid: a cluster may straddle a step's two row slices" \
 mutate "grid: the widest cluster tried first is 2" \
   "    let mut cluster = MB_FSMALL_CLUSTER;" "    let mut cluster = 2;"
 cp "$backup" "$src"
+target cuda/include/device.cuh "$persistent_tests"
+mutate "persistent: the barrier's flags compared without wrapping (they start 64 steps before 2^32)" \
+  "waiting &= ~((int32_t)(v[i] - value) >= 0 ? 1u << i : 0u);" "waiting &= ~(v[i] >= value ? 1u << i : 0u);"
+cp "$backup" "$src"
 target cuda/emu/emu.cpp "$persistent_tests"
-mutate "emulator: grid_wait_geq compares without wrapping (the flags start 64 steps before 2^32)" \
-  "    while ((int32_t)(__atomic_load_n(flag, __ATOMIC_ACQUIRE) - value) < 0) {" \
-  "    while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) < value) {"
 mutate "emulator: atom.inc never wraps at its limit (a head's counter runs on into the next layer)" \
   "old >= limit ? 0 : old + 1" "old + 1"
 cp "$backup" "$src"
