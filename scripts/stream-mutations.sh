@@ -73,7 +73,7 @@ target cuda/include/stream_tile.cuh "cd kernels-tests && cargo test -q --test ge
 mutate "k permutation: the second mma's x words swapped" \
   "a1[4] = {lo.z, hi.z, lo.w, hi.w}" "a1[4] = {lo.w, hi.w, lo.z, hi.z}"
 mutate "k permutation: the weight's words of the second mma taken from the first" \
-  "b1[2] = {wv[nt].z, wv[nt].w}" "b1[2] = {wv[nt].x, wv[nt].y}"
+  "b1[2] = {wv[j][nt].z, wv[j][nt].w}" "b1[2] = {wv[j][nt].x, wv[j][nt].y}"
 mutate "a warp skips its last chunk" \
   "chunk < k / KCHUNK; chunk += WARPS" "chunk + WARPS < k / KCHUNK; chunk += WARPS"
 mutate "the warps' sum leaves out the last warp" \
@@ -85,7 +85,7 @@ mutate "GeGLU: the gate taken from the next 8 rows, not the block's second half"
 mutate "RoPE: the frequency of the tile's first pair for all" \
   "const uint32_t j = (tile % (ROPE_D / 16)) * 8 + c;" "const uint32_t j = (tile % (ROPE_D / 16)) * 8;"
 mutate "RoPE: positions not restarting per sequence" \
-  "const float pos = (float)rope_position(cu, batch->sequences, r);" "const float pos = (float)r;"
+  "const float pos = (float)rope_position(cu, batch->sequences, row);" "const float pos = (float)row;"
 mutate "row norm: a one-pass variance (E[x²] − mean²)" \
   "            const float d = to_f32(xr[i]) - mean;
             m2 += d * d;
@@ -97,7 +97,7 @@ mutate "row norm: a one-pass variance (E[x²] − mean²)" \
 mutate "row norm: the mean not subtracted" \
   "v[h] = fmaf(-s.x, colsum[col[h]], v[h]) * s.y;" "v[h] = v[h] * s.y;"
 mutate "residual: added to the wrong column of r" \
-  "to_f32(r_in[(size_t)r * p.n + col[h]])" "to_f32(r_in[(size_t)r * p.n + col[0]])"
+  "to_f32(r_in[(size_t)row * p.n + col[h]])" "to_f32(r_in[(size_t)row * p.n + col[0]])"
 cp "$backup" "$src"
 fi
 
