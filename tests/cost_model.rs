@@ -570,8 +570,8 @@ fn the_small_batch_gemms_are_chosen_up_to_the_bound_and_counted_by_hand() {
 
 /// The persistent small-batch forward (`forward_small_sm90`) is chosen for launches of at most
 /// `persistent_tokens` capacity rows — base 256 (x in chunks of 48 rows beside two weight slots
-/// of Wo2's K), large 0 — where tokens × the longest sequence is at most 128 × 128, and is one launch (the embeddings, every layer, the final norm) whose
-/// time is, by hand: the fixed cost, then per step the slower of its weights' DRAM time and the
+/// of Wo2's K), large 0 — where tokens × the longest sequence is at most 128 × 128, and is one
+/// launch (the embeddings, every layer, the final norm) whose time is, by hand: the fixed cost, then per step the slower of its weights' DRAM time and the
 /// assumed grid barrier (none before the first step; before attention, which runs inside the
 /// Wqkv step, the assumed head hand-off) + the rest of its roofline (x, outputs, the math of the
 /// busiest block's tiles, x read again from L2 by each further cluster with a tile:

@@ -104,7 +104,7 @@ pub fn persistent_tokens(config: &ModelConfig) -> u32 {
 /// `MB_FSMALL_MAX_ROWS`), and tokens × the longest sequence at most 2^14. A head's attention
 /// units (64 queries of a sequence each) all run on the block that took its last ticket, so
 /// their time grows as the batch's tokens times its longest sequence: 1 × 128, 4 × 64 and 8 × 32
-/// are predicted under the large-batch path (310 against 439 µs; 447 against 465; 385 against
+/// are predicted under the large-batch path (310 against 439 µs; 395 against 465; 359 against
 /// 465), 2 × 128 and 1 × 176 over it.
 pub const PERSISTENT_TOKENS: u32 = 256;
 pub const PERSISTENT_TOKENS_X_SEQLEN: u32 = 1 << 14;
